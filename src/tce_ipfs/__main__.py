@@ -1,0 +1,3 @@
+from tce_ipfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""`tce-ipfs` command line. The only place that turns exceptions into messages, hints and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tce_ipfs import __version__
+from tce_ipfs.errors import TceIpfsError
+
+# Each module in tce_ipfs.commands has `register(subparsers)`; a handler is `func(args) -> int`.
+# Commands whose module is missing (e.g. host-only ones inside the agent .tcz) are skipped.
+COMMAND_MODULES = (
+    "kubo",
+    "tcz",
+    "node",
+    "publish",
+    "initrd",
+    "guest",
+    "demo",
+    "bench",
+    "remaster",
+    "agent",
+)
+
+EPILOG = """\
+examples:
+  tce-ipfs kubo build --arch aarch64          build (or reuse) kubo for aarch64
+  tce-ipfs tcz pack ./tree -o out/hello.tcz   pack a directory as a Tiny Core extension
+  tce-ipfs tcz build ipfs --arch x86_64 -o out
+  tce-ipfs node start                         start an isolated local seed node
+  tce-ipfs publish ./repo --json              publish a TC repo directory, print its root CID
+  tce-ipfs demo --arch x86_64                 build, publish and boot a guest with tce=ipfs:<CID>
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="log every external command and more")
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON where output is data")
+
+    parser = argparse.ArgumentParser(
+        prog="tce-ipfs",
+        description="Peer-to-peer, content-addressed delivery of Tiny Core Linux extensions over IPFS.",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"tce-ipfs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"tce_ipfs.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("tce_ipfs.commands"):
+                continue
+            raise
+        module.register(sub, common)
+    return parser
+
+
+def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
+    """Print ``data`` as JSON under --json, else ``text`` (or a readable rendering of ``data``)."""
+    if getattr(args, "json", False):
+        json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+    elif text is not None:
+        print(text)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            print(f"{key}: {value}")
+    else:
+        print(data)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(message)s" if not args.debug else "%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TceIpfsError as exc:
+        print(f"tce-ipfs: error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"tce-ipfs: hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tce-ipfs: interrupted", file=sys.stderr)
+        return 130

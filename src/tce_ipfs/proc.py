@@ -1,0 +1,127 @@
+"""The one wrapper through which every external command runs.
+
+* arguments are a list (never a shell string);
+* the environment is clean: a fixed PATH/LC_ALL plus only what the caller passes;
+* the command line is logged under ``--debug``;
+* exit 127 (or a missing executable) becomes ``ToolMissing`` naming the Debian package to install.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tce_ipfs.errors import CommandFailed, ToolMissing
+
+log = logging.getLogger(__name__)
+
+# Which Debian package provides a tool we call. Used for the "install Y" hint.
+TOOL_PACKAGES: dict[str, str] = {
+    "mksquashfs": "squashfs-tools",
+    "unsquashfs": "squashfs-tools",
+    "xorriso": "xorriso",
+    "isohybrid": "syslinux-utils",
+    "cpio": "cpio",
+    "go": "golang (or the Go toolchain from go.dev)",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-i386": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
+    "qemu-system-arm": "qemu-system-arm",
+    "shellcheck": "shellcheck",
+    "busybox": "busybox-static",
+    "depmod": "kmod",
+    "modinfo": "kmod",
+    "dpkg-deb": "dpkg",
+    "apt-get": "apt",
+    "ip": "iproute2",
+    "mount": "mount",
+    "zstd": "zstd",
+    "xz": "xz-utils",
+    "ipfs": "kubo (run `tce-ipfs kubo build`)",
+}
+
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C.UTF-8",
+    "LANG": "C.UTF-8",
+}
+
+# Variables a few tools legitimately need from the caller's environment (Go's caches, HOME for
+# tools that insist on one). Everything else is dropped so builds are reproducible.
+PASSTHROUGH = ("HOME", "TMPDIR", "GOPATH", "GOMODCACHE", "GOCACHE", "GOPROXY", "GOFLAGS",
+               "GOTOOLCHAIN", "SOURCE_DATE_EPOCH", "TERM")
+
+
+def clean_env(extra: Mapping[str, str] | None = None, *, inherit_path: bool = True) -> dict[str, str]:
+    env = dict(BASE_ENV)
+    if inherit_path and os.environ.get("PATH"):
+        # Keep the caller's PATH first so tools installed in a venv or /usr/local/go are found.
+        env["PATH"] = os.environ["PATH"] + ":" + BASE_ENV["PATH"]
+    for key in PASSTHROUGH:
+        if key in os.environ:
+            env[key] = os.environ[key]
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _missing(tool: str) -> ToolMissing:
+    name = Path(tool).name
+    pkg = TOOL_PACKAGES.get(name, name)
+    return ToolMissing(f"{name} not found", hint=f"install {pkg} (or run bootstrap/setup)")
+
+
+def run(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    input: bytes | None = None,
+    capture: bool = True,
+    check: bool = True,
+    timeout: float | None = None,
+    what: str | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``args``; return the CompletedProcess (stdout/stderr as bytes when ``capture``).
+
+    ``what`` names the step in the error message ("building kubo for aarch64").
+    """
+    argv = [os.fspath(a) for a in args]
+    log.debug("+ %s%s", shlex.join(argv), f"  (in {cwd})" if cwd else "")
+    try:
+        proc = subprocess.run(
+            argv,
+            env=clean_env(env),
+            cwd=cwd,
+            input=input,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise _missing(argv[0]) from None
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(f"{what or argv[0]}: timed out after {timeout:g} s",
+                            returncode=-1) from exc
+    if proc.returncode == 127:
+        raise _missing(argv[0])
+    if check and proc.returncode != 0:
+        stderr = (proc.stderr or b"").decode(errors="replace").strip()
+        tail = "\n".join(stderr.splitlines()[-15:])
+        raise CommandFailed(
+            f"{what or Path(argv[0]).name} failed (exit {proc.returncode})" + (f":\n{tail}" if tail else ""),
+            returncode=proc.returncode,
+            stderr=stderr,
+        )
+    return proc
+
+
+def output(args: Sequence[str | os.PathLike[str]], **kwargs: object) -> str:
+    """Run and return stdout as stripped text."""
+    proc = run(args, **kwargs)  # type: ignore[arg-type]
+    return (proc.stdout or b"").decode().strip()
