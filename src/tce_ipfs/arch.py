@@ -44,7 +44,8 @@ class Arch(enum.Enum):
 
     @property
     def info(self) -> ArchInfo:
-        return self.value  # type: ignore[no-any-return]
+        info: ArchInfo = self.value
+        return info
 
     def __str__(self) -> str:
         return self.info.name

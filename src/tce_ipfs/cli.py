@@ -46,7 +46,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="log every external command and more")
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON where output is data")
+    common.add_argument("--json", action="store_true",
+                        help="print machine-readable JSON where output is data")
 
     parser = argparse.ArgumentParser(
         prog="tce-ipfs",
