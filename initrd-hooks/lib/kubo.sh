@@ -1,0 +1,231 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2034 # globals here are shared with the other modules of the hook
+# kubo.sh -- run kubo from /tmp/builtin/optional/ipfs.tcz with a RAM repo, dial peers, resolve IPNS.
+#
+# The hook mounts ipfs.tcz itself, exactly where and how tce-load would (loop, ro, /tmp/tcloop/ipfs):
+# tce-load later finds it in /etc/mtab, skips the mount and only links it into / -- so kubo runs
+# before tce-setup's list step and ends up a normal loaded extension (listed first in <lst>).
+#
+# Node configuration (`ipfs init --profile=test,lowpower` + three keys):
+#   test      API and gateway on 127.0.0.1 (port 0 = any free one; kubo writes repo/api and
+#             repo/gateway), no bootstrap peers, AutoConf off, mDNS off, no NAT port mapping, AutoTLS off
+#   lowpower  no DHT/AutoNAT/relay services; connection manager 20..40 connections
+#   Routing.Type none   (dhtclient for ipns:, so the name can be asked of the dialled peers)
+#   Addresses.Swarm     /ip4/0.0.0.0/tcp/<ipfs.port>: LAN peers can fetch from us afterwards
+#   Discovery.MDNS      on only when no ipfs.peers= is given (then LAN discovery is the only way)
+# Environment: IPFS_TELEMETRY=off, GOMEMLIMIT (soft heap cap for a small machine).
+
+IPFS_TCZ=$OPT/ipfs.tcz
+KUBO_MNT=$ROOT/tmp/tcloop/ipfs
+KUBO_GOMEMLIMIT=${TCE_IPFS_GOMEMLIMIT:-100MiB}
+KUBO_BIN=
+KUBO_PID=
+KUBO_MOUNTED=0
+KUBO_ERR=
+KUBO_T0=
+KUBO_READY_CS=
+GATEWAY=
+API=
+PEERS_OK=0
+
+# last_line FILE: LAST = last non-blank line of FILE, cut to 160 characters.
+last_line() {
+    LAST=$(grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-160)
+    LAST=${LAST#Error: }
+}
+
+# kubo_mount: mount ipfs.tcz (if present) and pick the ipfs binary. Status 1 with KUBO_ERR.
+kubo_mount() {
+    if [ -f "$IPFS_TCZ" ]; then
+        mkdir -p "$KUBO_MNT"
+        if grep -q " $KUBO_MNT " "$ROOT/proc/mounts" 2>/dev/null; then
+            dbg "ipfs.tcz is already mounted at $KUBO_MNT"
+        else
+            "$MODPROBE" -q squashfs 2>/dev/null
+            "$MODPROBE" -q loop 2>/dev/null
+            if ! "$MOUNT" -t squashfs -o loop,ro "$IPFS_TCZ" "$KUBO_MNT" >"$WORK/mount.err" 2>&1; then
+                last_line "$WORK/mount.err"
+                KUBO_ERR="cannot mount ipfs.tcz: ${LAST:-mount failed}"
+                return 1
+            fi
+        fi
+        KUBO_MOUNTED=1
+        for _k_c in usr/local/bin/ipfs usr/bin/ipfs; do
+            if [ -x "$KUBO_MNT/$_k_c" ]; then
+                KUBO_BIN=$KUBO_MNT/$_k_c
+                break
+            fi
+        done
+    fi
+    [ -n "$KUBO_BIN" ] || KUBO_BIN=$(command -v ipfs 2>/dev/null)
+    if [ -z "$KUBO_BIN" ]; then
+        KUBO_ERR="no kubo: /tmp/builtin/optional/ipfs.tcz has no usr/local/bin/ipfs and ipfs is not on PATH"
+        return 1
+    fi
+    dbg "kubo binary: $KUBO_BIN"
+    return 0
+}
+
+# ipfsc DEADLINE_CS MAXSECS ARGS...: one bounded kubo CLI call.
+ipfsc() {
+    _i_dl=$1
+    _i_max=$2
+    shift 2
+    bounded "$_i_dl" "$_i_max" "$KUBO_BIN" "$@"
+}
+
+# kubo_start DEADLINE_CS: init a fresh RAM repo and start the daemon. Sets KUBO_PID GATEWAY API.
+kubo_start() {
+    IPFS_PATH=$WORK/repo
+    IPFS_TELEMETRY=off
+    GOMEMLIMIT=$KUBO_GOMEMLIMIT
+    export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT
+    rm -rf "$IPFS_PATH"
+    _k_log=$WORK/kubo-init.log
+    : >"$_k_log"
+    if ! ipfsc "$1" 60 init --empty-repo --profile=test,lowpower >>"$_k_log" 2>&1; then
+        last_line "$_k_log"
+        KUBO_ERR="ipfs init failed: ${LAST:-no output}"
+        return 1
+    fi
+    _k_routing=none
+    [ "$SCHEME" = ipns ] && _k_routing=dhtclient
+    if ! ipfsc "$1" 30 config Routing.Type "$_k_routing" >>"$_k_log" 2>&1 ||
+        ! ipfsc "$1" 30 config --json Addresses.Swarm "[\"/ip4/0.0.0.0/tcp/$PORT\"]" >>"$_k_log" 2>&1; then
+        last_line "$_k_log"
+        KUBO_ERR="ipfs config failed: ${LAST:-no output}"
+        return 1
+    fi
+    if [ -z "$PEERS" ] && ! ipfsc "$1" 30 config --json Discovery.MDNS.Enabled true >>"$_k_log" 2>&1; then
+        last_line "$_k_log"
+        KUBO_ERR="ipfs config failed: ${LAST:-no output}"
+        return 1
+    fi
+    if [ -n "$SWARMKEY" ]; then
+        # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
+        # to start without the key; TCP_MUX=false silences the websocket-sharing warning.
+        (umask 077 && printf '/key/swarm/psk/1.0.0/\n/base16/\n%s\n' "$SWARMKEY" >"$IPFS_PATH/swarm.key")
+        LIBP2P_FORCE_PNET=1
+        LIBP2P_TCP_MUX=false
+        export LIBP2P_FORCE_PNET LIBP2P_TCP_MUX
+        dbg "private swarm: swarm.key written"
+    fi
+    tick
+    KUBO_T0=$NOW
+    "$KUBO_BIN" daemon >"$WORK/kubo.log" 2>&1 </dev/null &
+    KUBO_PID=$!
+    while :; do
+        if grep -q 'Daemon is ready' "$WORK/kubo.log" 2>/dev/null && [ -s "$IPFS_PATH/gateway" ]; then
+            break
+        fi
+        if ! kill -0 "$KUBO_PID" 2>/dev/null; then
+            last_line "$WORK/kubo.log"
+            KUBO_ERR="kubo daemon exited: ${LAST:-no output}"
+            KUBO_PID=
+            return 1
+        fi
+        secs_left "$1"
+        if [ "$LEFT" -le 0 ]; then
+            KUBO_ERR="kubo daemon not ready in time"
+            kubo_stop
+            return 1
+        fi
+        nap 0.1
+    done
+    tick
+    KUBO_READY_CS=$((NOW - KUBO_T0))
+    read -r GATEWAY <"$IPFS_PATH/gateway"
+    read -r API <"$IPFS_PATH/api" 2>/dev/null || API=
+    fmt_cs "$KUBO_READY_CS"
+    dbg "kubo $KUBO_PID ready in $FMT s, gateway $GATEWAY, api $API"
+    return 0
+}
+
+# kubo_dial DEADLINE_CS: `ipfs swarm connect` every peer in parallel; retry rounds until one answers.
+# Sets PEERS_OK. Without ipfs.peers there is nothing to dial (mDNS finds LAN peers).
+kubo_dial() {
+    PEERS_OK=0
+    [ -n "$PEERS" ] || return 0
+    _d_round=0
+    while :; do
+        _d_round=$((_d_round + 1))
+        _d_i=0
+        _d_pids=
+        for _d_ma in $PEERS; do
+            _d_i=$((_d_i + 1))
+            (
+                ipfsc "$1" 15 swarm connect "$_d_ma" >"$WORK/peer.$_d_i.out" 2>&1
+                echo "$?" >"$WORK/peer.$_d_i.rc"
+            ) &
+            _d_pids="$_d_pids $!"
+        done
+        # shellcheck disable=SC2086
+        wait $_d_pids
+        _d_i=0
+        _d_first=
+        for _d_ma in $PEERS; do
+            _d_i=$((_d_i + 1))
+            read -r _d_rc <"$WORK/peer.$_d_i.rc" 2>/dev/null || _d_rc=1
+            if [ "$_d_rc" = 0 ]; then
+                PEERS_OK=$((PEERS_OK + 1))
+                dbg "peer connected: $_d_ma"
+            else
+                last_line "$WORK/peer.$_d_i.out"
+                case $_d_rc in 124 | 137 | 143) LAST="timed out" ;; esac
+                [ -n "$_d_first" ] || _d_first="$_d_ma: ${LAST:-exit $_d_rc}"
+                dbg "peer $_d_ma (round $_d_round): ${LAST:-exit $_d_rc}"
+            fi
+        done
+        [ "$PEERS_OK" -gt 0 ] && return 0
+        secs_left "$1"
+        if [ "$LEFT" -le 1 ]; then
+            KUBO_ERR="no peer reachable ($_d_i tried, $_d_round rounds; first: $_d_first)"
+            [ -n "$SWARMKEY" ] && KUBO_ERR="$KUBO_ERR; private swarm: does ipfs.swarmkey match the peers' key?"
+            return 1
+        fi
+        nap 1
+    done
+}
+
+# kubo_resolve DEADLINE_CS: ipns:NAME -> CID (and a path inside it, prepended to SUBPATH).
+kubo_resolve() {
+    if ! _r_out=$(ipfsc "$1" 60 name resolve "/ipns/$IPNS_NAME" 2>"$WORK/resolve.err"); then
+        last_line "$WORK/resolve.err"
+        KUBO_ERR="cannot resolve ipns:$IPNS_NAME: ${LAST:-timed out}"
+        return 1
+    fi
+    _r_out=${_r_out%%[[:space:]]*}
+    _r_rest=${_r_out#/ipfs/}
+    _r_cid=${_r_rest%%/*}
+    _r_sub=
+    [ "$_r_cid" = "$_r_rest" ] || _r_sub=${_r_rest#*/}
+    if [ "${_r_out#/ipfs/}" = "$_r_out" ] || ! is_cid "$_r_cid"; then
+        short "$_r_out"
+        KUBO_ERR="ipns:$IPNS_NAME resolved to '$SHORT', not /ipfs/<CID>"
+        return 1
+    fi
+    if [ -n "$_r_sub" ] && ! is_safe_path "${_r_sub%/}"; then
+        short "$_r_sub"
+        KUBO_ERR="ipns:$IPNS_NAME resolved to an unsafe path '$SHORT'"
+        return 1
+    fi
+    CID=$_r_cid
+    _r_sub=${_r_sub%/}
+    SUBPATH=${_r_sub}${_r_sub:+${SUBPATH:+/}}$SUBPATH
+    dbg "ipns:$IPNS_NAME -> /ipfs/$CID${SUBPATH:+/$SUBPATH}"
+    return 0
+}
+
+# kubo_stop: shut the daemon down (bounded), then make sure it is gone.
+kubo_stop() {
+    [ -n "$KUBO_PID" ] || return 0
+    tick
+    ipfsc "$((NOW + 1000))" 10 shutdown >/dev/null 2>&1
+    _s_i=0
+    while kill -0 "$KUBO_PID" 2>/dev/null && [ "$_s_i" -lt 50 ]; do
+        nap 0.1
+        _s_i=$((_s_i + 1))
+    done
+    kill "$KUBO_PID" 2>/dev/null
+    KUBO_PID=
+}

@@ -1,0 +1,215 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2034 # globals here are shared with the other modules of the hook
+# lib.sh -- shared helpers of the tce-ipfs boot hook: paths, logging, boot-code access, clock,
+# bounded commands and HTTP fetches. POSIX sh for busybox ash (also runs under dash).
+#
+# Every path is "$ROOT/..." so host tests can run the hook against a fake root; ROOT is empty at boot.
+# No function here is ever called inside $(...) when it may exit: die_soft must run in the main shell.
+
+: "${ROOT:=}"
+HOOK_LIB=${TCE_IPFS_LIB:-$ROOT/usr/local/lib/tce-ipfs}
+WORK=$ROOT/tmp/tce-ipfs             # RAM: kubo repo, daemon log, status, scratch
+LOG=$ROOT/var/log/tce-ipfs.log
+CONSOLE=$ROOT/dev/console
+BUILTIN=$ROOT/tmp/builtin           # TC's embed dir: tce-setup loads $BUILTIN/<lst> from optional/
+OPT=$BUILTIN/optional
+STATUS=$WORK/status
+DEBUG=0
+
+# The commands that touch the machine or the network, by variable. At boot they are the plain names.
+# Host tests point TCE_IPFS_TOOLDIR at a directory of fakes, used by path: busybox ash built with
+# SH_STANDALONE runs its own applets ahead of anything on PATH (also under `timeout`), so PATH alone
+# cannot fake them.
+IP="ip"
+MOUNT="mount"
+UDHCPC="udhcpc"
+WGET="wget"
+UNAME="uname"
+MODPROBE="modprobe"
+if [ -n "${TCE_IPFS_TOOLDIR:-}" ]; then
+    [ -x "$TCE_IPFS_TOOLDIR/ip" ] && IP=$TCE_IPFS_TOOLDIR/ip
+    [ -x "$TCE_IPFS_TOOLDIR/mount" ] && MOUNT=$TCE_IPFS_TOOLDIR/mount
+    [ -x "$TCE_IPFS_TOOLDIR/udhcpc" ] && UDHCPC=$TCE_IPFS_TOOLDIR/udhcpc
+    [ -x "$TCE_IPFS_TOOLDIR/wget" ] && WGET=$TCE_IPFS_TOOLDIR/wget
+    [ -x "$TCE_IPFS_TOOLDIR/uname" ] && UNAME=$TCE_IPFS_TOOLDIR/uname
+    [ -x "$TCE_IPFS_TOOLDIR/modprobe" ] && MODPROBE=$TCE_IPFS_TOOLDIR/modprobe
+fi
+
+# ---------------------------------------------------------------- logging
+# Console lines start and end with a newline of their own: tc-config draws a spinner on the console
+# while tce-setup runs, and a line of ours must never be glued to it.
+_console() {
+    { printf '\n%s\n' "tce-ipfs: $*" >>"$CONSOLE"; } 2>/dev/null || printf '%s\n' "tce-ipfs: $*" >&2
+    log "$*"
+}
+
+log() {
+    tick
+    fmt_cs "$NOW"
+    { printf '[%s] %s\n' "$FMT" "$*" >>"$LOG"; } 2>/dev/null
+}
+
+info() { _console "$*"; }
+warn() { _console "warning: $*"; }
+err() { _console "error: $*"; }
+dbg() {
+    if [ "$DEBUG" = 1 ]; then _console "debug: $*"; else log "$*"; fi
+}
+
+# ---------------------------------------------------------------- clock (no forks)
+# tick: NOW = uptime in centiseconds. fmt_cs CS: FMT = "S.d" (seconds, one decimal).
+tick() {
+    read -r _up _rest </proc/uptime || _up=0.00
+    _s=${_up%.*}
+    _f=${_up#*.}
+    [ "$_f" = "$_up" ] && _f=0
+    _f=${_f%"${_f#??}"}
+    _f=${_f#0}
+    NOW=$((_s * 100 + ${_f:-0}))
+}
+
+fmt_cs() {
+    FMT="$(($1 / 100)).$(($1 % 100 / 10))"
+}
+
+# secs_left DEADLINE_CS: LEFT = whole seconds until the deadline (may be <= 0).
+secs_left() {
+    tick
+    LEFT=$((($1 - NOW) / 100))
+}
+
+# nap: a short poll interval (busybox and dash-era sleeps both take fractions on TC; fall back to 1 s).
+nap() {
+    sleep "${1:-0.2}" 2>/dev/null || sleep 1
+}
+
+# ---------------------------------------------------------------- boot codes
+# The cmdline is read once (read_cmdline); getarg/getargbool split it on blanks like TC's
+# `for i in $(cat /proc/cmdline)`; the LAST occurrence of a code wins, as in tce-setup.
+read_cmdline() {
+    CMDLINE=
+    [ -r "$ROOT/proc/cmdline" ] || return 1
+    read -r CMDLINE <"$ROOT/proc/cmdline" || [ -n "$CMDLINE" ]
+}
+
+# getarg NAME: print the value of the last NAME=value word; status 1 when NAME= is absent.
+getarg() {
+    _ga_found=1
+    _ga_val=
+    for _ga_w in $CMDLINE; do
+        case $_ga_w in
+            "$1="*) _ga_val=${_ga_w#*=}; _ga_found=0 ;;
+        esac
+    done
+    [ "$_ga_found" = 0 ] || return 1
+    printf '%s\n' "$_ga_val"
+}
+
+# hasarg NAME: status 0 if the bare word NAME or NAME=anything is present.
+hasarg() {
+    for _ha_w in $CMDLINE; do
+        case $_ha_w in
+            "$1" | "$1="*) return 0 ;;
+        esac
+    done
+    return 1
+}
+
+# getargbool DEFAULT NAME: print 1 or 0. Bare NAME means 1; NAME=0/no/off/false means 0;
+# NAME=1/yes/on/true means 1; anything else prints "?" (the caller reports it).
+getargbool() {
+    if ! hasarg "$2"; then
+        printf '%s\n' "$1"
+        return 0
+    fi
+    _gb_v=$(getarg "$2") || { printf '1\n'; return 0; }
+    case $_gb_v in
+        1 | yes | on | true) printf '1\n' ;;
+        0 | no | off | false) printf '0\n' ;;
+        *) printf '?\n' ;;
+    esac
+}
+
+# ---------------------------------------------------------------- commands with a bound
+# bounded DEADLINE_CS MAXSECS CMD...: run CMD under `timeout`, never past the deadline.
+# Status 124 without running CMD when no time is left.
+bounded() {
+    secs_left "$1"
+    _b_s=$LEFT
+    [ "$2" -gt 0 ] && [ "$2" -lt "$_b_s" ] && _b_s=$2
+    shift 2
+    [ "$_b_s" -ge 1 ] || return 124
+    timeout "$_b_s" "$@"
+}
+
+# ---------------------------------------------------------------- HTTP fetch (busybox wget)
+# fetch_url URL OUT DEADLINE_CS [probe]: 0 = fetched, 2 = not found (HTTP 404), 1 = other failure.
+# FETCH_ERR names the failure. busybox 1.35's `wget -T` crashes, so the bound is `timeout`.
+# With "probe", FIRST_BYTE_CS is set to the moment OUT first had data.
+fetch_url() {
+    _f_url=$1
+    _f_out=$2
+    FETCH_ERR=
+    rm -f "$_f_out"
+    secs_left "$3"
+    _f_s=$LEFT
+    if [ "$_f_s" -lt 1 ]; then
+        FETCH_ERR="no time left"
+        return 1
+    fi
+    if [ "${4:-}" = probe ]; then
+        timeout "$_f_s" "$WGET" -q -O "$_f_out" "$_f_url" 2>"$WORK/wget.err" &
+        _f_pid=$!
+        while kill -0 "$_f_pid" 2>/dev/null; do
+            if [ -s "$_f_out" ]; then
+                tick
+                FIRST_BYTE_CS=$NOW
+                break
+            fi
+            nap 0.05
+        done
+        wait "$_f_pid"
+        _f_rc=$?
+        if [ -z "${FIRST_BYTE_CS:-}" ] && [ -s "$_f_out" ]; then
+            tick
+            FIRST_BYTE_CS=$NOW
+        fi
+    else
+        timeout "$_f_s" "$WGET" -q -O "$_f_out" "$_f_url" 2>"$WORK/wget.err"
+        _f_rc=$?
+    fi
+    [ "$_f_rc" = 0 ] && return 0
+    rm -f "$_f_out"
+    if grep -q ' 404' "$WORK/wget.err" 2>/dev/null; then
+        FETCH_ERR="not found"
+        return 2
+    fi
+    case $_f_rc in
+        124 | 137 | 143) FETCH_ERR="timed out after ${_f_s} s" ;;
+        *)
+            FETCH_ERR=$(grep -v '^ *$' "$WORK/wget.err" 2>/dev/null | head -n 1 | cut -c1-160)
+            FETCH_ERR=${FETCH_ERR#wget: }
+            [ -n "$FETCH_ERR" ] || FETCH_ERR="wget exit $_f_rc"
+            ;;
+    esac
+    return 1
+}
+
+# ---------------------------------------------------------------- misc
+# file_size FILE: SIZE = bytes (0 if missing).
+file_size() {
+    SIZE=0
+    [ -f "$1" ] || return 0
+    SIZE=$(wc -c <"$1" 2>/dev/null | tr -d ' ')
+    SIZE=${SIZE:-0}
+}
+
+# md5_of FILE: MD5 = hex digest.
+md5_of() {
+    MD5=$(md5sum "$1" 2>/dev/null | cut -d' ' -f1)
+}
+
+# write_atomic FILE: copy stdin to FILE.part, then rename (readers never see half a file).
+write_atomic() {
+    cat >"$1.part" && mv -f "$1.part" "$1"
+}

@@ -1,0 +1,270 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2034 # globals here are shared with the other modules of the hook
+# main.sh -- the boot flow: parse first, act later. Every exit path prints one final console line
+# ("tce-ipfs: loaded N extensions from <source> in S s" or "tce-ipfs: FAILED: <reason>"), writes
+# the status file and exits 0: the base system always boots.
+
+HOOK_LIB=${TCE_IPFS_LIB:-${ROOT:-}/usr/local/lib/tce-ipfs}
+# shellcheck source=lib.sh
+. "$HOOK_LIB/lib.sh"
+# shellcheck source=parse.sh
+. "$HOOK_LIB/parse.sh"
+# shellcheck source=net.sh
+. "$HOOK_LIB/net.sh"
+# shellcheck source=kubo.sh
+. "$HOOK_LIB/kubo.sh"
+# shellcheck source=fetch.sh
+. "$HOOK_LIB/fetch.sh"
+
+HOOK_VERSION=unknown
+HOOK_ARCH=unknown
+RESULT=
+REASON=
+T_START=0
+T_NET=
+KREL=
+
+# ---------------------------------------------------------------- coexistence with tce-setup
+# tce-setup parses tce= itself after we return: a value it cannot mount becomes the directory
+# "/<everything after the first slash>" (or "/tce"), it runs `mkdir <dir>/optional` and points
+# /etc/sysconfig/tcedir at it -- a dangling link, unless that path exists. We make it a symlink to
+# /tmp/tce (TC's RAM tce dir, with optional/ and an empty <lst>), so tcedir stays valid and
+# `tce-load -wi` works after boot. An existing directory is left alone (never let tce-setup take a
+# system directory for a tce dir because of us).
+shim_tcedir() {
+    case $TCE_RAW in
+        */*) _t_dir=${TCE_RAW#*/} ;;
+        *) _t_dir=tce ;;
+    esac
+    while :; do
+        case $_t_dir in
+            /*) _t_dir=${_t_dir#/} ;;
+            *) break ;;
+        esac
+    done
+    _t_dir=${_t_dir%/}
+    case $_t_dir in
+        '' | *[!A-Za-z0-9._:+/-]* | *//* | . | .. | ./* | ../* | */. | */.. | */./* | */../*)
+            short "/$_t_dir"
+            warn "tce-setup will use '$SHORT' as the tce dir: not a safe path, not creating it"
+            return 0
+            ;;
+    esac
+    [ "${#_t_dir}" -le "$MAX_SUB" ] || return 0
+    TCEDIR_SHIM=/$_t_dir
+    _t_path=$ROOT/$_t_dir
+    mkdir -p "$ROOT/tmp/tce/optional"
+    _t_user=tc
+    [ -r "$ROOT/etc/sysconfig/tcuser" ] && read -r _t_user <"$ROOT/etc/sysconfig/tcuser"
+    if [ ! -e "$ROOT/tmp/tce/$LST_FOR_SHIM" ]; then
+        : >"$ROOT/tmp/tce/$LST_FOR_SHIM"
+        chown "${_t_user:-tc}:staff" "$ROOT/tmp/tce/$LST_FOR_SHIM" 2>/dev/null
+        chmod 664 "$ROOT/tmp/tce/$LST_FOR_SHIM" 2>/dev/null
+    fi
+    if [ -L "$_t_path" ]; then
+        dbg "tce dir shim: $TCEDIR_SHIM is already a symlink"
+    elif [ -d "$_t_path" ]; then
+        if [ -d "$_t_path/optional" ]; then
+            dbg "tce dir shim: $TCEDIR_SHIM is an existing tce dir"
+        else
+            warn "tce-setup will use the existing directory $TCEDIR_SHIM as tce dir; leaving it alone"
+        fi
+    elif [ -e "$_t_path" ]; then
+        warn "tce-setup will use $TCEDIR_SHIM as tce dir, but it is a file; leaving it alone"
+    else
+        mkdir -p "${_t_path%/*}" && ln -s /tmp/tce "$_t_path" &&
+            dbg "tce dir shim: $TCEDIR_SHIM -> /tmp/tce"
+    fi
+}
+
+# ---------------------------------------------------------------- status and the final line
+# status_kv KEY VALUE: one line of the status file (values never contain newlines).
+status_kv() {
+    printf '%s=%s\n' "$1" "$2"
+}
+
+write_status() {
+    tick
+    _st_total=$((NOW - T_START))
+    mkdir -p "$WORK"
+    {
+        status_kv result "$RESULT"
+        status_kv scheme "$SCHEME"
+        status_kv cid "$CID"
+        [ -n "$IPNS_NAME" ] && status_kv ipns "$IPNS_NAME"
+        status_kv subpath "$SUBPATH"
+        [ -n "$HTTP_URL" ] && status_kv url "$HTTP_URL"
+        [ -n "$MIRROR" ] && status_kv mirror "$MIRROR"
+        status_kv lst "$LST"
+        status_kv loaded "$PLACED_COUNT"
+        status_kv failed "$FAIL_COUNT"
+        status_kv extensions "$(printf '%s' "$PLACED" | tr ' ' ',')"
+        status_kv bytes "$((P_BYTES + M_BYTES))"
+        status_kv bytes_primary "$P_BYTES"
+        status_kv bytes_mirror "$M_BYTES"
+        status_kv peers_connected "$PEERS_OK"
+        fmt_cs "$T_START"
+        status_kv t_start "$FMT"
+        [ -n "$T_NET" ] && { fmt_cs "$T_NET"; status_kv t_net "$FMT"; }
+        if [ -n "$KUBO_T0" ]; then
+            fmt_cs "$((KUBO_T0 - T_START))"
+            status_kv t_kubo_start "$FMT"
+        fi
+        [ -n "$KUBO_READY_CS" ] && { fmt_cs "$KUBO_READY_CS"; status_kv t_kubo_ready "$FMT"; }
+        if [ -n "$KUBO_T0" ] && [ -n "$LIST_CS" ]; then
+            fmt_cs "$((LIST_CS - KUBO_T0))"
+            status_kv t_list "$FMT"
+        fi
+        if [ -n "$KUBO_T0" ] && [ -n "$FIRST_BYTE_CS" ]; then
+            fmt_cs "$((FIRST_BYTE_CS - KUBO_T0))"
+            status_kv t_first_byte "$FMT"
+        fi
+        fmt_cs "$_st_total"
+        status_kv t_total "$FMT"
+        status_kv kubo_pid "$KUBO_PID"
+        status_kv ipfs_path "${IPFS_PATH:-}"
+        status_kv api "$API"
+        status_kv gateway "$GATEWAY"
+        status_kv seed "$SEED"
+        status_kv version "$HOOK_VERSION"
+        status_kv reason "$REASON"
+    } | write_atomic "$STATUS"
+}
+
+# source_desc: SRC_DESC = where the placed files came from (for the final line).
+source_desc() {
+    if [ "$P_USED" = 1 ] && [ "$M_USED" = 1 ]; then
+        SRC_DESC="$P_DESC and $M_DESC"
+    elif [ "$M_USED" = 1 ]; then
+        SRC_DESC=$M_DESC
+    else
+        SRC_DESC=$P_DESC
+    fi
+}
+
+# finish: write the list, decide about kubo, status, the final line; exit 0.
+finish() {
+    write_list
+    if [ -n "$KUBO_PID" ]; then
+        if [ "$PLACED_COUNT" -eq 0 ] && [ "$RESULT" != ok ]; then
+            dbg "stopping kubo: nothing was fetched"
+            kubo_stop
+        elif [ "$SEED" = 0 ]; then
+            dbg "stopping kubo: ipfs.seed=0"
+            kubo_stop
+        fi
+    fi
+    tick
+    fmt_cs "$((NOW - T_START))"
+    _f_secs=$FMT
+    write_status
+    source_desc
+    case $RESULT in
+        ok) info "loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;
+        partial) info "FAILED: $FAIL_COUNT problem(s), first: $FIRST_FAIL; loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;
+        *) info "FAILED: $REASON" ;;
+    esac
+    [ "$DEBUG" = 1 ] || rm -rf "$WORK/get" "$WORK/dep" "$WORK/names.out" "$WORK/order.out" 2>/dev/null
+    exit 0
+}
+
+# die_soft REASON: give up (base system boots on). Main shell only.
+die_soft() {
+    RESULT=failed
+    REASON=$1
+    finish
+}
+
+# ---------------------------------------------------------------- the flow
+tce_ipfs_main() {
+    umask 022
+    set -f
+    tick
+    T_START=$NOW
+    read_cmdline || exit 0
+    parse_scheme || exit 0 # tce= absent or not ours: do nothing at all
+    mkdir -p "$WORK" "${LOG%/*}" 2>/dev/null
+    if [ -r "$HOOK_LIB/build.conf" ]; then
+        # shellcheck source=/dev/null
+        . "$HOOK_LIB/build.conf"
+    fi
+    log "tce-ipfs hook $HOOK_VERSION ($HOOK_ARCH), tce=$(printf '%s' "$TCE_RAW" | cut -c1-120)"
+
+    if ! LST_FOR_SHIM=$(getarg lst) || ! is_safe_name "$LST_FOR_SHIM"; then
+        LST_FOR_SHIM=$DEFAULT_LST
+    fi
+    shim_tcedir
+    parse_codes
+    [ "$DEBUG" = 1 ] && dbg "debug on; log in ${LOG#"$ROOT"}"
+    [ -z "$PARSE_ERRORS" ] || die_soft "bad boot code: $PARSE_ERRORS"
+    KREL=$("$UNAME" -r 2>/dev/null)
+
+    DEADLINE=$((T_START + TIMEOUT * 100))
+    P_DEADLINE=$DEADLINE
+    if [ -n "$MIRROR" ]; then
+        P_DEADLINE=$((T_START + TIMEOUT * 200 / 3))
+        M_URL=$MIRROR
+        M_DESC="mirror $MIRROR"
+        M_DEADLINE=$DEADLINE
+        M_UP=1
+    fi
+    case $SCHEME in
+        ipfs) P_DESC="ipfs:$CID${SUBPATH:+/$SUBPATH}" ;;
+        ipns) P_DESC="ipns:$IPNS_NAME${SUBPATH:+/$SUBPATH}" ;;
+        http) P_DESC=$HTTP_URL ;;
+    esac
+    info "fetching $LST from $P_DESC${MIRROR:+ (mirror $MIRROR)}, timeout $TIMEOUT s"
+
+    if ! net_up "$DEADLINE"; then
+        die_soft "network: $NET_ERR within $TIMEOUT s"
+    fi
+    tick
+    T_NET=$((NOW - T_START))
+
+    P_ERR=
+    case $SCHEME in
+        ipfs | ipns)
+            if ! kubo_mount; then
+                P_ERR=$KUBO_ERR
+            elif ! kubo_start "$P_DEADLINE"; then
+                P_ERR=$KUBO_ERR
+            elif ! kubo_dial "$P_DEADLINE"; then
+                P_ERR=$KUBO_ERR
+            elif [ "$SCHEME" = ipns ] && ! kubo_resolve "$P_DEADLINE"; then
+                P_ERR=$KUBO_ERR
+            else
+                P_URL="${GATEWAY%/}/ipfs/$CID${SUBPATH:+/$SUBPATH}"
+                [ "$SCHEME" = ipns ] && P_DESC="ipfs:$CID${SUBPATH:+/$SUBPATH}"
+                P_UP=1
+            fi
+            ;;
+        http)
+            P_URL=$HTTP_URL
+            P_UP=1
+            ;;
+    esac
+    if [ "$P_UP" != 1 ]; then
+        if [ "$M_UP" = 1 ]; then
+            err "$P_DESC: $P_ERR"
+            info "falling back to mirror $MIRROR"
+            kubo_stop
+        else
+            die_soft "$P_DESC: $P_ERR"
+        fi
+    fi
+
+    fetch_list || die_soft "$LIST_ERR"
+    resolve_closure
+    fetch_all
+
+    if [ "$FAIL_COUNT" -eq 0 ]; then
+        RESULT=ok
+    elif [ "$PLACED_COUNT" -gt 0 ]; then
+        RESULT=partial
+        REASON=$FIRST_FAIL
+    else
+        RESULT=failed
+        REASON="nothing loaded: $FAIL_COUNT problem(s), first: $FIRST_FAIL"
+    fi
+    finish
+}

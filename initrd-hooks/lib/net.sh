@@ -1,0 +1,63 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2034 # globals here are shared with the other modules of the hook
+# net.sh -- bring the network up ourselves: TC starts DHCP only after extensions load.
+#
+# Like TC's dhcp.sh: every wired interface (eth*, also en* for predictable names) that has no IPv4
+# address gets `udhcpc -b` with the pid file TC uses, so TC's own dhcp.sh later skips it. We pass our
+# own event script (-s): busybox's default script path differs between builds. `nodhcp` is honoured:
+# then we only wait for an address configured some other way (e.g. the kernel's ip=).
+
+UDHCPC_SCRIPT=$HOOK_LIB/udhcpc.script
+NET_IFACE=
+NET_ADDR=
+
+# net_ifaces: print candidate interface names from /proc/net/dev.
+net_ifaces() {
+    awk -F: 'NR > 2 { gsub(/[ \t]/, "", $1); if ($1 ~ /^(eth|en)[A-Za-z0-9]*$/) print $1 }' \
+        "$ROOT/proc/net/dev" 2>/dev/null
+}
+
+# net_addr IFACE: ADDR = first IPv4 address (a.b.c.d/len) of IFACE, or empty.
+net_addr() {
+    ADDR=$("$IP" -4 -o addr show dev "$1" 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "inet") { print $(i + 1); exit } }')
+}
+
+# net_up DEADLINE_CS: status 0 once some interface has an IPv4 address (NET_IFACE, NET_ADDR set).
+net_up() {
+    "$IP" link set lo up 2>/dev/null
+    _n_started=" "
+    _n_seen=
+    while :; do
+        for _n_if in $(net_ifaces); do
+            _n_seen="${_n_seen:-}${_n_seen:+ }$_n_if"
+            net_addr "$_n_if"
+            if [ -n "$ADDR" ]; then
+                NET_IFACE=$_n_if
+                NET_ADDR=$ADDR
+                dbg "network: $NET_IFACE has $NET_ADDR"
+                return 0
+            fi
+            case $_n_started in *" $_n_if "*) continue ;; esac
+            _n_started="$_n_started$_n_if "
+            [ "$NODHCP" = 1 ] && continue
+            "$IP" link set "$_n_if" up 2>/dev/null
+            mkdir -p "$ROOT/var/run"
+            dbg "network: udhcpc on $_n_if"
+            "$UDHCPC" -b -i "$_n_if" -s "$UDHCPC_SCRIPT" -p "$ROOT/var/run/udhcpc.$_n_if.pid" \
+                -T 1 -t 10 -A 3 >>"$WORK/udhcpc.log" 2>&1 </dev/null &
+        done
+        secs_left "$1"
+        if [ "$LEFT" -le 0 ]; then
+            if [ -z "$_n_seen" ]; then
+                NET_ERR="no network interface (eth*/en*) appeared"
+            elif [ "$NODHCP" = 1 ]; then
+                NET_ERR="no IPv4 address on $_n_seen (nodhcp is set)"
+            else
+                NET_ERR="no DHCP lease on $_n_seen"
+            fi
+            return 1
+        fi
+        nap 0.25
+        _n_seen=
+    done
+}

@@ -1,0 +1,365 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2034 # globals here are shared with the other modules of the hook
+# parse.sh -- PARSE FIRST: read every boot code into variables and validate it, before anything acts.
+#
+# parse_scheme: is tce= ours at all?   parse_codes: everything else; problems collect in PARSE_ERRORS
+# (one line, "; "-separated) so the user sees all of them at once.
+#
+# Limits keep absurd values (the kernel allows ~2 KiB of cmdline) from reaching any command.
+
+MAX_TCE=512
+MAX_PEERS=16
+MAX_MA=300
+MAX_URL=512
+MAX_SUB=256
+MAX_LST=64
+MIN_TIMEOUT=2
+MAX_TIMEOUT=3600
+DEFAULT_TIMEOUT=120
+DEFAULT_LST=onboot.lst
+DEFAULT_PORT=4001
+
+PARSE_ERRORS=
+
+perr() {
+    PARSE_ERRORS="${PARSE_ERRORS:+$PARSE_ERRORS; }$*"
+}
+
+# short TEXT: SHORT = TEXT cut to 60 characters for messages (never echo a 2 KiB value back).
+short() {
+    SHORT=$(printf '%s' "$1" | cut -c1-60)
+    [ "${#1}" -gt 60 ] && SHORT="$SHORT..."
+}
+
+# ---------------------------------------------------------------- syntax checks (status only)
+is_uint() {
+    case $1 in
+        '' | *[!0-9]*) return 1 ;;
+    esac
+    [ "${#1}" -le 9 ]
+}
+
+is_base58() {
+    case $1 in
+        '' | *[!123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz]*) return 1 ;;
+    esac
+    return 0
+}
+
+is_base32lower() {
+    case $1 in
+        '' | *[!abcdefghijklmnopqrstuvwxyz234567]*) return 1 ;;
+    esac
+    return 0
+}
+
+is_base36lower() {
+    case $1 in
+        '' | *[!0123456789abcdefghijklmnopqrstuvwxyz]*) return 1 ;;
+    esac
+    return 0
+}
+
+# is_cid TEXT: CIDv0 (Qm + 44 base58 = 46 chars) or CIDv1 in lower-case base32 (b..., 10..128 chars).
+is_cid() {
+    case $1 in
+        Qm*) [ "${#1}" -eq 46 ] && is_base58 "$1" ;;
+        b*) [ "${#1}" -ge 10 ] && [ "${#1}" -le 128 ] && is_base32lower "${1#b}" ;;
+        *) return 1 ;;
+    esac
+}
+
+# cid_problem TEXT: WHY = a human reason TEXT is not a CID.
+cid_problem() {
+    case $1 in
+        '') WHY="it is empty" ;;
+        Qm*) WHY="a CIDv0 (Qm...) is 46 base58 characters" ;;
+        B*) WHY="CIDv1 must be lower-case base32 (b...)" ;;
+        b*) WHY="a CIDv1 is 'b' + 9..127 lower-case base32 characters (a-z, 2-7)" ;;
+        *) WHY="a CID starts with Qm (v0) or b (v1, base32)" ;;
+    esac
+}
+
+# is_peerid TEXT: base58 (Qm..., 12D3KooW...), base32 CIDv1 (b...) or base36 (k...).
+is_peerid() {
+    [ "${#1}" -ge 40 ] && [ "${#1}" -le 100 ] || return 1
+    case $1 in
+        Qm* | 1*) is_base58 "$1" ;;
+        b*) is_base32lower "${1#b}" ;;
+        k*) is_base36lower "${1#k}" ;;
+        *) return 1 ;;
+    esac
+}
+
+# is_ipns_name TEXT: a libp2p key (k51..., 12D3KooW..., Qm..., b...) or a DNSLink domain.
+is_ipns_name() {
+    [ "${#1}" -le 253 ] || return 1
+    is_peerid "$1" && return 0
+    case $1 in
+        *[!a-z0-9.-]* | .* | *. | *..* | -* | *-) return 1 ;;
+        *.*) return 0 ;;
+    esac
+    return 1
+}
+
+# is_safe_path TEXT: "a/b/c" with components of [A-Za-z0-9._+-], none "." or "..", no "//".
+is_safe_path() {
+    case $1 in
+        '' | /* | */ | *//* | *[!A-Za-z0-9._+/-]*) return 1 ;;
+        . | .. | ./* | ../* | */. | */.. | */./* | */../*) return 1 ;;
+    esac
+    return 0
+}
+
+# is_safe_name TEXT: one file name: [A-Za-z0-9][A-Za-z0-9._+-]*, no "..".
+is_safe_name() {
+    case $1 in
+        '' | [!A-Za-z0-9]* | *[!A-Za-z0-9._+-]* | *..*) return 1 ;;
+    esac
+    return 0
+}
+
+# is_http_url TEXT: http://host[:port][/path]; no credentials, query, "..", or odd characters.
+is_http_url() {
+    [ "${#1}" -le "$MAX_URL" ] || return 1
+    case $1 in
+        http://*) ;;
+        *) return 1 ;;
+    esac
+    _u_rest=${1#http://}
+    _u_host=${_u_rest%%/*}
+    _u_name=${_u_host%:*}
+    case $_u_name in
+        '' | *[!A-Za-z0-9.-]* | .* | -*) return 1 ;;
+    esac
+    if [ "$_u_name" != "$_u_host" ]; then
+        _u_port=${_u_host##*:}
+        is_uint "$_u_port" && [ "$_u_port" -ge 1 ] && [ "$_u_port" -le 65535 ] || return 1
+    fi
+    [ "$_u_rest" = "$_u_host" ] && return 0
+    _u_path=${_u_rest#*/}
+    _u_path=${_u_path%/}
+    [ -z "$_u_path" ] && return 0
+    is_safe_path "$_u_path"
+}
+
+# is_ip4 TEXT: dotted quad, each part 0..255.
+is_ip4() {
+    case $1 in
+        *[!0-9.]* | .* | *. | *..*) return 1 ;;
+    esac
+    _i4_old=$IFS
+    IFS=.
+    # shellcheck disable=SC2086
+    set -- $1
+    IFS=$_i4_old
+    [ "$#" -eq 4 ] || return 1
+    for _i4_p in "$@"; do
+        [ "${#_i4_p}" -le 3 ] && [ "$_i4_p" -le 255 ] || return 1
+    done
+    return 0
+}
+
+# is_multiaddr TEXT: /ip4|ip6|dns|dns4|dns6/<addr>/tcp|udp/<port>[/quic-v1|/ws]/p2p/<peer id>,
+# or /dnsaddr/<domain>/p2p/<peer id>. `ipfs swarm connect` needs the peer id.
+is_multiaddr() {
+    [ "${#1}" -le "$MAX_MA" ] || return 1
+    case $1 in
+        /*) ;;
+        *) return 1 ;;
+    esac
+    case $1 in
+        *//* | */ | *[!A-Za-z0-9./:_-]*) return 1 ;;
+    esac
+    _ma_old=$IFS
+    IFS=/
+    # shellcheck disable=SC2086
+    set -- ${1#/}
+    IFS=$_ma_old
+    [ "$#" -ge 4 ] || return 1
+    case $1 in
+        ip4) is_ip4 "$2" || return 1 ;;
+        ip6) case $2 in *[!0-9a-fA-F:]* | '') return 1 ;; esac ;;
+        dns | dns4 | dns6 | dnsaddr) case $2 in *[!A-Za-z0-9.-]* | '') return 1 ;; esac ;;
+        *) return 1 ;;
+    esac
+    _ma_proto=$1
+    shift 2
+    if [ "$_ma_proto" != dnsaddr ]; then
+        case $1 in
+            tcp | udp) ;;
+            *) return 1 ;;
+        esac
+        is_uint "$2" && [ "$2" -ge 1 ] && [ "$2" -le 65535 ] || return 1
+        shift 2
+        case $1 in
+            quic-v1 | quic | ws) shift ;;
+        esac
+    fi
+    [ "$#" -eq 2 ] || return 1
+    case $1 in
+        p2p | ipfs) ;;
+        *) return 1 ;;
+    esac
+    is_peerid "$2"
+}
+
+# ---------------------------------------------------------------- parsing
+# parse_scheme: sets TCE_RAW and SCHEME (ipfs|ipns|http). Status 1 when tce= is absent or not ours:
+# then the hook does nothing at all and TC carries on exactly as without it.
+parse_scheme() {
+    TCE_RAW=$(getarg tce) || return 1
+    case $TCE_RAW in
+        ipfs:*) SCHEME=ipfs ;;
+        ipns:*) SCHEME=ipns ;;
+        http://*) SCHEME=http ;;
+        *) return 1 ;;
+    esac
+    return 0
+}
+
+# parse_codes: validate tce= and every companion code. Sets:
+# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED SWARMKEY DEBUG PORT NODHCP
+parse_codes() {
+    CID=
+    IPNS_NAME=
+    SUBPATH=
+    HTTP_URL=
+    if [ "${#TCE_RAW}" -gt "$MAX_TCE" ]; then
+        perr "tce= is ${#TCE_RAW} characters long (at most $MAX_TCE)"
+    else
+        case $SCHEME in
+            ipfs | ipns)
+                _p_v=${TCE_RAW#*:}
+                _p_id=${_p_v%%/*}
+                _p_sub=
+                [ "$_p_id" = "$_p_v" ] || _p_sub=${_p_v#*/}
+                _p_sub=${_p_sub%/}
+                if [ "$SCHEME" = ipfs ]; then
+                    if is_cid "$_p_id"; then
+                        CID=$_p_id
+                    else
+                        cid_problem "$_p_id"
+                        short "$_p_id"
+                        perr "tce=ipfs:$SHORT is not a CID ($WHY)"
+                    fi
+                else
+                    if is_ipns_name "$_p_id"; then
+                        IPNS_NAME=$_p_id
+                    else
+                        short "$_p_id"
+                        perr "tce=ipns:$SHORT is not an IPNS name (k51... key, 12D3KooW... peer id, or a domain)"
+                    fi
+                fi
+                if [ -n "$_p_sub" ]; then
+                    if [ "${#_p_sub}" -gt "$MAX_SUB" ] || ! is_safe_path "$_p_sub"; then
+                        short "$_p_sub"
+                        perr "subpath '$SHORT' after the $SCHEME id is unsafe (allowed: a/b/c of [A-Za-z0-9._+-], no '.', '..' or '//')"
+                    else
+                        SUBPATH=$_p_sub
+                    fi
+                fi
+                ;;
+            http)
+                if is_http_url "$TCE_RAW"; then
+                    HTTP_URL=${TCE_RAW%/}
+                else
+                    short "$TCE_RAW"
+                    perr "tce=$SHORT is not a plain http://host[:port]/path URL"
+                fi
+                ;;
+        esac
+    fi
+
+    LST=$DEFAULT_LST
+    if _p_v=$(getarg lst); then
+        if [ "${#_p_v}" -le "$MAX_LST" ] && is_safe_name "$_p_v"; then
+            LST=$_p_v
+        else
+            short "$_p_v"
+            perr "lst=$SHORT is not a plain file name (at most $MAX_LST of [A-Za-z0-9._+-])"
+        fi
+    fi
+
+    PEERS=
+    if _p_v=$(getarg ipfs.peers); then
+        _p_n=0
+        _p_old=$IFS
+        IFS=,
+        for _p_ma in $_p_v; do
+            IFS=$_p_old
+            [ -n "$_p_ma" ] || continue
+            _p_n=$((_p_n + 1))
+            if [ "$_p_n" -gt "$MAX_PEERS" ]; then
+                perr "ipfs.peers= lists more than $MAX_PEERS peers"
+                break
+            fi
+            if is_multiaddr "$_p_ma"; then
+                PEERS="${PEERS:+$PEERS }$_p_ma"
+            else
+                short "$_p_ma"
+                perr "ipfs.peers: '$SHORT' is not a multiaddr with a peer id (/ip4/A.B.C.D/tcp/PORT/p2p/ID)"
+            fi
+        done
+        IFS=$_p_old
+        [ -n "$PEERS" ] || [ "$_p_n" -gt 0 ] || perr "ipfs.peers= is empty"
+    fi
+
+    TIMEOUT=$DEFAULT_TIMEOUT
+    if _p_v=$(getarg ipfs.timeout); then
+        _p_v=${_p_v%s}
+        if is_uint "$_p_v" && [ "$_p_v" -ge "$MIN_TIMEOUT" ] && [ "$_p_v" -le "$MAX_TIMEOUT" ]; then
+            TIMEOUT=$_p_v
+        else
+            short "$_p_v"
+            perr "ipfs.timeout=$SHORT must be whole seconds between $MIN_TIMEOUT and $MAX_TIMEOUT"
+        fi
+    fi
+
+    MIRROR=
+    if _p_v=$(getarg ipfs.mirror); then
+        if is_http_url "$_p_v"; then
+            MIRROR=${_p_v%/}
+        else
+            short "$_p_v"
+            perr "ipfs.mirror=$SHORT is not a plain http://host[:port]/path URL"
+        fi
+    fi
+
+    SEED=$(getargbool 1 ipfs.seed)
+    [ "$SEED" = "?" ] && { SEED=1; perr "ipfs.seed= must be 0 or 1"; }
+    DEBUG=$(getargbool 0 ipfs.debug)
+    [ "$DEBUG" = "?" ] && { DEBUG=1; perr "ipfs.debug= must be 0 or 1"; }
+
+    SWARMKEY=
+    if _p_v=$(getarg ipfs.swarmkey); then
+        case $_p_v in
+            *[!0-9a-fA-F]* | '') perr "ipfs.swarmkey= must be 64 hex digits" ;;
+            *)
+                if [ "${#_p_v}" -eq 64 ]; then
+                    SWARMKEY=$(printf '%s' "$_p_v" | tr 'A-F' 'a-f')
+                else
+                    perr "ipfs.swarmkey= must be 64 hex digits (got ${#_p_v})"
+                fi
+                ;;
+        esac
+    fi
+
+    PORT=$DEFAULT_PORT
+    if _p_v=$(getarg ipfs.port); then
+        if is_uint "$_p_v" && [ "$_p_v" -le 65535 ]; then
+            PORT=$_p_v
+        else
+            short "$_p_v"
+            perr "ipfs.port=$SHORT must be a TCP port (0..65535, 0 = any)"
+        fi
+    fi
+
+    NODHCP=0
+    hasarg nodhcp && NODHCP=1
+
+    if [ "$SCHEME" = http ] && { [ -n "$PEERS" ] || [ -n "$SWARMKEY" ]; }; then
+        warn "tce=http://... does not use IPFS: ipfs.peers/ipfs.swarmkey are ignored"
+    fi
+    return 0
+}

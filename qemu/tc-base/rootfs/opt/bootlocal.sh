@@ -1,0 +1,2 @@
+#!/bin/sh
+# put other system startup commands here

@@ -1,0 +1,118 @@
+"""`tce-ipfs remaster` (ISO or piCore boot partition) and `tce-ipfs netboot` (PXE/iPXE tree)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tce_ipfs import bootcfg
+from tce_ipfs.arch import Arch
+from tce_ipfs.cli import emit
+from tce_ipfs.errors import UsageError
+
+REMASTER_EPILOG = """\
+INPUT is a Tiny Core ISO (boot/vmlinuz + boot/core.gz, or boot/vmlinuz64 + boot/corepure64.gz, with
+boot/isolinux/isolinux.cfg) or a piCore boot partition directory (config.txt + cmdline.txt).
+
+ISO: adds boot/tce-ipfs.gz (hook + ipfs.tcz for the ISO's arch, detected from kernel and userland) and a
+`LABEL tce-ipfs` entry booting `initrd=<core>,/boot/tce-ipfs.gz tce=ipfs:<CID> <codes>`; the original
+entries and files stay as they are. Remastering a remastered ISO replaces that entry (never two).
+Boot partition: copies tce-ipfs.gz in, appends it to every `initramfs` list of config.txt and puts
+`tce=ipfs:<CID>` + codes into cmdline.txt (in place, or into a copy with -o).
+
+Initrds are gzip (what Tiny Core's kernels take); zstd needs a kernel with CONFIG_RD_ZSTD.
+
+examples:
+  tce-ipfs remaster CorePure64-16.0.iso --cid bafy... -o p2p.iso --default \\
+      --boot-code ipfs.peers=/ip4/192.168.1.10/tcp/4001/p2p/12D3KooW...
+  tce-ipfs remaster /mnt/sdb1 --cid bafy... --arch aarch64
+"""
+
+NETBOOT_EPILOG = """\
+Writes kernel, base initrd, tce-ipfs.gz, pxelinux.0 + ldlinux.c32 + pxelinux.cfg/default, boot.ipxe and
+a README.txt (how to serve it: TFTP root for PXE, HTTP for iPXE, a dnsmasq example) into DIR.
+Kernel and base initrd come from --kernel/--initrd, from an ISO's default entry (--from-iso), or by
+default from the test base (`tce-ipfs guest build`).
+
+examples:
+  tce-ipfs netboot --cid bafy... -o /srv/tftp --from-iso CorePure64-16.0.iso
+  tce-ipfs netboot --cid bafy... -o tftp --arch x86_64 --serial --boot-code console=ttyS0
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cid", required=True, help="root CID of the published TC repo (tce=ipfs:<CID>)")
+    p.add_argument("--arch", choices=Arch.names(), help="expected arch (default: detected)")
+    p.add_argument("--boot-code", action="append", default=[], metavar="K=V",
+                   help="extra boot code (repeatable): ipfs.peers=..., ipfs.timeout=..., lst=..., base")
+    p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
+                   help="P2P initrd compression (default gzip: Tiny Core's kernels take only gzip)")
+    p.add_argument("--ipfs-tcz", type=Path, metavar="PATH", help="ipfs.tcz to embed (default: build it)")
+    p.add_argument("--p2p-initrd", type=Path, metavar="PATH",
+                   help="a prebuilt P2P initrd (`tce-ipfs initrd build`) instead of building one")
+
+
+def cmd_remaster(args: argparse.Namespace) -> int:
+    from tce_ipfs import remaster
+
+    src = Path(args.input)
+    codes = bootcfg.parse_codes(args.boot_code)
+    arch = Arch.parse(args.arch) if args.arch else None
+    if src.is_dir():
+        if args.default or args.append_initrd:
+            raise UsageError("--default and --append-initrd apply to ISOs, not to a boot partition")
+        res = remaster.remaster_bootdir(src, args.cid, out=Path(args.output) if args.output else None,
+                                        arch=arch, codes=codes, compression=args.compression,
+                                        ipfs_tcz=args.ipfs_tcz, p2p_initrd=args.p2p_initrd)
+        emit(args, res.as_dict(), f"{res.output}: {res.arch}, cmdline: {res.cmdline}")
+        return 0
+    if not args.output:
+        raise UsageError("remastering an ISO needs -o OUT.iso")
+    iso = remaster.remaster_iso(src, Path(args.output), args.cid, arch=arch, codes=codes,
+                                make_default=args.default, compression=args.compression,
+                                append_initrd=args.append_initrd, ipfs_tcz=args.ipfs_tcz,
+                                p2p_initrd=args.p2p_initrd)
+    emit(args, iso.as_dict(),
+         f"{iso.output}: {iso.layout} {iso.arch}{' +EFI' if iso.efi else ''}, entry tce-ipfs"
+         f"{' (default)' if iso.default else ''}: initrd={','.join(iso.initrds)} {iso.cmdline}")
+    return 0
+
+
+def cmd_netboot(args: argparse.Namespace) -> int:
+    from tce_ipfs import netboot
+
+    res = netboot.netboot(
+        Path(args.output), args.cid, arch=Arch.parse(args.arch) if args.arch else None,
+        codes=bootcfg.parse_codes(args.boot_code), kernel=args.kernel, initrd=args.initrd,
+        from_iso=args.from_iso, cmdline=args.cmdline, compression=args.compression, serial=args.serial,
+        ipfs_tcz=args.ipfs_tcz, p2p_initrd=args.p2p_initrd)
+    emit(args, res.as_dict(), f"{res.output}: {res.arch} netboot tree ({', '.join(res.files)})\n"
+                              f"cmdline: {res.cmdline}\nsee {res.output / 'README.txt'}")
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("remaster", parents=[common], help="add tce=ipfs: boot to a TC ISO or piCore boot dir",
+                       description=__doc__, epilog=REMASTER_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="INPUT", help="Tiny Core ISO, or piCore boot partition directory")
+    p.add_argument("-o", "--output", metavar="OUT", help="output ISO (required for ISOs) or directory")
+    _common(p)
+    p.add_argument("--default", action="store_true", help="make the P2P entry the default boot entry")
+    p.add_argument("--append-initrd", action="store_true",
+                   help="one initrd (base + P2P concatenated) instead of a second initrd")
+    p.set_defaults(func=cmd_remaster)
+
+    n = sub.add_parser("netboot", parents=[common], help="write a PXE/iPXE netboot tree with tce=ipfs:",
+                       description=__doc__, epilog=NETBOOT_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    n.add_argument("-o", "--output", required=True, metavar="DIR", help="TFTP/HTTP root to write")
+    _common(n)
+    n.add_argument("--kernel", type=Path, metavar="PATH", help="kernel image")
+    n.add_argument("--initrd", type=Path, metavar="PATH", help="base initrd (core.gz)")
+    n.add_argument("--from-iso", type=Path, metavar="ISO", help="take kernel + initrd from a TC ISO")
+    n.add_argument("--cmdline", metavar="TEXT", help="base kernel command line (default: loglevel=3, "
+                                                      "or the ISO entry's)")
+    n.add_argument("--serial", action="store_true", help="pxelinux on the serial port (SERIAL 0 115200)")
+    n.set_defaults(func=cmd_netboot)

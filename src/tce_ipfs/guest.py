@@ -1,0 +1,534 @@
+"""TC-layout test guests built from Debian packages: ``ensure_base(arch) -> GuestBase``.
+
+A guest base is a Debian kernel for the arch plus a ``core.gz``-style initrd (a gzip'd newc cpio)
+holding the TC-layout test base of ``qemu/tc-base/rootfs`` (TC's boot scripts re-implemented in
+miniature: ``/init``, ``rcS``, ``tc-config``, ``tce-setup``, ``tce-load``, ...), a static busybox with
+its applet links, and the few kernel modules a virtio guest with squashfs loop mounts needs.
+
+Steps (each cached under ``cache_dir()/guest/<arch>/<kver>/``, keyed by arch and kernel version; the
+.debs stay in ``cache_dir()/debs``):
+
+1. ``dpkg --add-architecture`` for a foreign arch and ``apt-get update`` when apt does not know the
+   arch's packages yet (idempotent; needs root the first time);
+2. ``apt-cache`` names the kernel the arch's index has (``linux-image-<flavour>`` -> its versioned
+   package), never assuming the host's;
+3. ``apt-get download`` the kernel and ``busybox-static`` .debs, ``dpkg-deb -x``, ``depmod -b``, and
+   the module closure with ``modinfo -b DIR -k KVER -F depends`` (foreign arches too);
+4. the initrd, rebuilt only when its content changes (its name carries a content hash).
+
+``GuestBase.kernel`` is the kernel as Debian ships it (bzImage/zImage/Image.gz: what ISOs and
+pxelinux boot); ``GuestBase.qemu_kernel`` is what QEMU boots fastest (the uncompressed ``vmlinux``
+through PVH for x86_64 under TCG, else the same file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import io
+import json
+import logging
+import lzma
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tce_ipfs import proc, qemu, settings
+from tce_ipfs.arch import Arch
+from tce_ipfs.errors import BuildError, CommandFailed
+
+log = logging.getLogger(__name__)
+
+BUSYBOX_PACKAGE = "busybox-static"
+# Files of the test base that must not be world-readable.
+PRIVATE_FILES = {"etc/shadow": 0o600}
+# Applets linked to the setuid copy /bin/busybox.suid (TC has the same split); all others -> busybox.
+SUID_APPLETS = ("su",)
+AUTOLOAD_LIST = "test-base.autoload"  # in /lib/modules/<kver>/: module paths, load order
+EPOCH = 0  # every mtime in the initrd
+
+
+def base_dir() -> Path:
+    """qemu/tc-base: the test base's guest files (``rootfs/``) and the busybox applet list."""
+    return settings.qemu_dir() / "tc-base"
+
+
+@dataclass(frozen=True)
+class GuestBase:
+    arch: Arch
+    kver: str  # `uname -r` in the guest
+    kernel: Path  # as shipped by Debian (bzImage, zImage, Image.gz)
+    qemu_kernel: Path  # what qemu.boot() should get (vmlinux on x86_64, else == kernel)
+    initrd: Path  # gzip'd newc cpio, like core.gz
+    modules: tuple[str, ...]  # module files loaded at boot, in order (relative to /lib/modules/<kver>)
+    kernel_package: str  # Debian package and version the kernel came from
+    busybox_package: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch.info.name, "kver": self.kver, "kernel": str(self.kernel),
+            "qemu_kernel": str(self.qemu_kernel), "initrd": str(self.initrd),
+            "initrd_bytes": self.initrd.stat().st_size, "kernel_bytes": self.kernel.stat().st_size,
+            "modules": list(self.modules), "kernel_package": self.kernel_package,
+            "busybox_package": self.busybox_package,
+        }
+
+
+# ------------------------------------------------------------------------------------------ cpio (newc)
+class _Cpio:
+    """A small deterministic newc writer: fixed mtimes, uid/gid 0 unless given, sequential inodes,
+    entries in the order added (parents first is the caller's job). Our own, so the guest base does not
+    wait on ``tce_ipfs.initrd``."""
+
+    def __init__(self) -> None:
+        self._buf = io.BytesIO()
+        self._ino = 0x1000
+        self.names: list[str] = []
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", *, uid: int = 0, gid: int = 0,
+               rdev: tuple[int, int] = (0, 0), nlink: int = 1) -> None:
+        name = name.strip("/") or "."
+        self._ino += 1
+        fields = [self._ino, mode, uid, gid, nlink, EPOCH, len(data), 0, 0, rdev[0], rdev[1],
+                  len(name) + 1, 0]
+        header = b"070701" + b"".join(f"{v:08x}".encode() for v in fields)
+        out = self._buf
+        out.write(header + name.encode() + b"\0")
+        out.write(b"\0" * (-out.tell() % 4))
+        out.write(data)
+        out.write(b"\0" * (-out.tell() % 4))
+        if name != "TRAILER!!!":
+            self.names.append(name)
+
+    def dir(self, name: str, mode: int = 0o755, *, uid: int = 0, gid: int = 0) -> None:
+        self._entry(name, stat.S_IFDIR | mode, uid=uid, gid=gid, nlink=2)
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self._entry(name, stat.S_IFREG | mode, data)
+
+    def symlink(self, name: str, target: str) -> None:
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def chardev(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
+        self._entry(name, stat.S_IFCHR | mode, rdev=(major, minor))
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return self._buf.getvalue()
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """Deterministic gzip (no name, mtime 0)."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0, filename="") as gz:
+        gz.write(data)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------- apt
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _apt_knows(pkg: str) -> bool:
+    done = proc.run(["apt-cache", "show", "--no-all-versions", pkg], check=False)
+    return done.returncode == 0 and b"Package:" in (done.stdout or b"")
+
+
+def ensure_apt(arch: Arch) -> None:
+    """Make apt know ``arch``'s packages: add the dpkg architecture and run ``apt-get update`` once."""
+    deb = arch.info.debian
+    probe = f"linux-image-{arch.info.kernel_flavour}:{deb}"
+    if _apt_knows(probe):
+        return
+    host = proc.output(["dpkg", "--print-architecture"])
+    if deb != host and deb not in proc.output(["dpkg", "--print-foreign-architectures"]).split():
+        if not _is_root():
+            raise BuildError(f"dpkg does not know the {deb} architecture yet",
+                             hint=f"run as root once: dpkg --add-architecture {deb} && apt-get update")
+        log.info("adding dpkg architecture %s", deb)
+        proc.run(["dpkg", "--add-architecture", deb], what=f"dpkg --add-architecture {deb}")
+    if not _is_root():
+        raise BuildError(f"apt has no {deb} package index", hint="run as root once: apt-get update")
+    log.info("apt-get update (for %s)", deb)
+    # Some indexes may fail (mirrors lag, security suites for minor arches): judge by the result.
+    done = proc.run(["apt-get", "update", "-qq"], check=False, timeout=900, what="apt-get update")
+    if not _apt_knows(probe):
+        err = (done.stderr or b"").decode(errors="replace").strip()
+        raise BuildError(f"apt still has no {probe} after apt-get update" + (f":\n{err}" if err else ""))
+
+
+@dataclass(frozen=True)
+class KernelPackage:
+    package: str  # linux-image-6.1.0-50-arm64
+    version: str  # 6.1.176-1
+    kver: str  # 6.1.0-50-arm64
+
+
+def resolve_kernel(arch: Arch) -> KernelPackage:
+    """The kernel apt offers for ``arch``: the candidate of ``linux-image-<flavour>`` and its versioned
+    dependency (the indexes of different arches may carry different versions)."""
+    flavour, deb = arch.info.kernel_flavour, arch.info.debian
+    meta = f"linux-image-{flavour}:{deb}"
+    text = proc.output(["apt-cache", "show", "--no-all-versions", meta], what=f"apt-cache show {meta}")
+    depends = next((line for line in text.splitlines() if line.startswith("Depends:")), "")
+    m = re.search(rf"\blinux-image-(\d[\w.+~-]*-{re.escape(flavour)})(?=[\s,(]|$)", depends)
+    if not m:
+        raise BuildError(f"cannot tell the kernel version from {meta}: {depends!r}")
+    kver = m.group(1)
+    package = f"linux-image-{kver}"
+    pkg_text = proc.output(["apt-cache", "show", "--no-all-versions", f"{package}:{deb}"],
+                           what=f"apt-cache show {package}")
+    version = next((line.split(":", 1)[1].strip() for line in pkg_text.splitlines()
+                    if line.startswith("Version:")), "")
+    if not version:
+        raise BuildError(f"apt-cache shows no version for {package}:{deb}")
+    return KernelPackage(package, version, kver)
+
+
+def _debs_dir() -> Path:
+    path = settings.cache_dir() / "debs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _deb_name(package: str, version: str, deb_arch: str) -> str:
+    return f"{package}_{version.replace(':', '%3a')}_{deb_arch}.deb"
+
+
+def download(packages: Sequence[tuple[str, str]], deb_arch: str) -> list[Path]:
+    """``apt-get download`` the (package, version) pairs missing from ``cache_dir()/debs``."""
+    debs = _debs_dir()
+    wanted = [(p, v, debs / _deb_name(p, v, deb_arch)) for p, v in packages]
+    missing = [f"{p}:{deb_arch}={v}" for p, v, path in wanted if not path.is_file()]
+    if missing:
+        log.info("downloading %s", " ".join(missing))
+        args = ["apt-get", "download", "-q"]
+        if _is_root():
+            args += ["-o", "APT::Sandbox::User=root"]  # _apt cannot write into a root-owned cache
+        proc.run([*args, *missing], cwd=debs, timeout=1800, what="apt-get download")
+    for _, _, path in wanted:
+        if not path.is_file():
+            raise BuildError(f"apt-get download did not produce {path.name}")
+    return [path for _, _, path in wanted]
+
+
+def _package_version(pkg: str, deb_arch: str) -> str:
+    text = proc.output(["apt-cache", "show", "--no-all-versions", f"{pkg}:{deb_arch}"],
+                       what=f"apt-cache show {pkg}")
+    for line in text.splitlines():
+        if line.startswith("Version:"):
+            return line.split(":", 1)[1].strip()
+    raise BuildError(f"apt-cache shows no version for {pkg}:{deb_arch}")
+
+
+# --------------------------------------------------------------------------------------------- modules
+def module_closure(root: Path, kver: str, names: Sequence[str]) -> list[str]:
+    """Module files (relative to ``lib/modules/<kver>``) for ``names`` and their dependencies, in load
+    order (dependencies first, each once). Built-in modules are skipped; an unknown one is an error."""
+    moddir = root / "lib" / "modules" / kver
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def info(name: str, field_name: str) -> str:
+        done = proc.run(["modinfo", "-b", root, "-k", kver, "-F", field_name, name], check=False)
+        if done.returncode != 0:
+            raise BuildError(f"kernel {kver} has no module {name!r}",
+                             hint=(done.stderr or b"").decode(errors="replace").strip() or None)
+        return (done.stdout or b"").decode().strip()
+
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        key = name.replace("-", "_")
+        if key in seen or key in stack:
+            return
+        filename = info(name, "filename")
+        if filename in ("(builtin)", ""):
+            seen.add(key)
+            return
+        for dep in filter(None, info(name, "depends").split(",")):
+            visit(dep.strip(), (*stack, key))
+        seen.add(key)
+        order.append(str(Path(filename).resolve().relative_to(moddir.resolve())))
+
+    for name in names:
+        visit(name, ())
+    return order
+
+
+def extract_vmlinux(bzimage: Path, out: Path) -> Path:
+    """The uncompressed ELF kernel inside an xz-compressed x86 bzImage (what extract-vmlinux does)."""
+    data = bzimage.read_bytes()
+    start = data.find(b"\xfd7zXZ\x00")
+    if start < 0:
+        raise BuildError(f"{bzimage.name}: no xz payload found")
+    try:
+        elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[start:])
+    except lzma.LZMAError as exc:
+        raise BuildError(f"{bzimage.name}: xz payload does not decompress: {exc}") from exc
+    if not elf.startswith(b"\x7fELF"):
+        raise BuildError(f"{bzimage.name}: the xz payload is not an ELF kernel")
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(elf)
+    tmp.replace(out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ kernel kit
+def _guest_dir(arch: Arch) -> Path:
+    path = settings.cache_dir() / "guest" / arch.info.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _locked(arch: Arch) -> Iterator[None]:
+    with (_guest_dir(arch) / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+KIT_FILE = "kit.json"
+
+
+def _build_kit(arch: Arch, kpkg: KernelPackage, kit: Path) -> None:
+    """Unpack the kernel and busybox .debs into ``kit``: kernel, vmlinux (x86_64), module subset."""
+    prof = qemu.profile(arch)
+    deb = arch.info.debian
+    bb_version = _package_version(BUSYBOX_PACKAGE, deb)
+    kdeb, bdeb = download([(kpkg.package, kpkg.version), (BUSYBOX_PACKAGE, bb_version)], deb)
+    staging = Path(tempfile.mkdtemp(prefix=f".kit-{kpkg.kver}-", dir=kit.parent))
+    try:
+        tree = staging / "deb"
+        log.info("unpacking %s", kdeb.name)
+        proc.run(["dpkg-deb", "-x", kdeb, tree], what=f"dpkg-deb -x {kdeb.name}")
+        vmlinuz = tree / "boot" / f"vmlinuz-{kpkg.kver}"
+        if not vmlinuz.is_file():
+            raise BuildError(f"{kdeb.name} has no boot/vmlinuz-{kpkg.kver}")
+        proc.run(["depmod", "-b", tree, kpkg.kver], what=f"depmod {kpkg.kver}")
+        autoload = module_closure(tree, kpkg.kver, prof.autoload)
+        shipped = module_closure(tree, kpkg.kver, [*prof.autoload, *prof.modules])
+        out = staging / "kit"
+        moddir = out / "lib" / "modules" / kpkg.kver
+        moddir.mkdir(parents=True)
+        src_moddir = tree / "lib" / "modules" / kpkg.kver
+        for rel in shipped:
+            (moddir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src_moddir / rel, moddir / rel)
+        if (src_moddir / "modules.builtin").is_file():
+            shutil.copy2(src_moddir / "modules.builtin", moddir / "modules.builtin")
+        (moddir / "modules.order").write_text("".join(f"{rel}\n" for rel in shipped))
+        proc.run(["depmod", "-b", out, kpkg.kver], what=f"depmod (module subset) {kpkg.kver}")
+        (moddir / AUTOLOAD_LIST).write_text("".join(f"{rel}\n" for rel in autoload))
+        shutil.copy2(vmlinuz, out / "vmlinuz")
+        if prof.boot_kernel == "vmlinux":
+            extract_vmlinux(out / "vmlinuz", out / "vmlinux")
+        bb_tree = staging / "busybox"
+        proc.run(["dpkg-deb", "-x", bdeb, bb_tree], what=f"dpkg-deb -x {bdeb.name}")
+        bb = bb_tree / "bin" / "busybox"
+        if not bb.is_file():
+            raise BuildError(f"{bdeb.name} has no bin/busybox")
+        shutil.copy2(bb, out / "busybox")
+        meta = {"arch": arch.info.name, "kver": kpkg.kver, "autoload": autoload, "shipped": shipped,
+                "kernel_package": f"{kpkg.package} {kpkg.version}",
+                "busybox_package": f"{BUSYBOX_PACKAGE} {bb_version}", "boot_kernel": prof.boot_kernel}
+        (out / KIT_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if kit.exists():
+            shutil.rmtree(kit)
+        out.rename(kit)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _kit_ok(kit: Path, arch: Arch) -> bool:
+    try:
+        meta = json.loads((kit / KIT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("boot_kernel") == qemu.profile(arch).boot_kernel
+                and (kit / "vmlinuz").is_file() and (kit / "busybox").is_file())
+
+
+# ---------------------------------------------------------------------------------------------- initrd
+def applets() -> list[str]:
+    """The busybox applet paths (``bin/sh``, ``sbin/udhcpc``, ...) from the fixed list: a foreign-arch
+    busybox cannot run here to list its own."""
+    path = base_dir() / "busybox-applets.txt"
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(line)
+    return out
+
+
+# Directories of the RAM root; modes as on TC (tmp sticky, root private).
+ROOT_DIRS: tuple[tuple[str, int], ...] = (
+    ("bin", 0o755), ("dev", 0o755), ("etc", 0o755), ("etc/init.d", 0o755), ("etc/sysconfig", 0o755),
+    ("etc/udhcpc", 0o755), ("home", 0o755), ("lib", 0o755), ("lib/modules", 0o755), ("mnt", 0o755),
+    ("opt", 0o775), ("proc", 0o755), ("root", 0o700), ("run", 0o755), ("sbin", 0o755), ("sys", 0o755),
+    ("tmp", 0o1777), ("usr", 0o755), ("usr/bin", 0o755), ("usr/sbin", 0o755), ("usr/local", 0o755),
+    ("usr/local/bin", 0o755), ("usr/local/sbin", 0o755), ("usr/local/lib", 0o755),
+    ("usr/local/share", 0o755), ("usr/share", 0o755), ("var", 0o755), ("var/log", 0o755),
+    ("var/run", 0o755), ("var/tmp", 0o1777),
+)
+
+
+# Directories tc-config creates at boot (root:staff 775). An overlay cpio that carries one must keep
+# that mode: the kernel, and tce-setup's `cpio -idmu` for /tmp/builtin/*.gz, apply an archive's
+# directory mode to an existing directory.
+STAFF_GID = 50
+OVERLAY_DIRS = {"usr/local/tce.installed": 0o775, "tmp/tce": 0o775, "tmp/tce/optional": 0o775,
+                "tmp/tcloop": 0o775}
+
+
+def _initrd_bytes(arch: Arch, kit: Path, meta: dict[str, Any]) -> bytes:
+    kver = meta["kver"]
+    cpio = _Cpio()
+    dirs: set[str] = set()
+
+    def ensure_dir(rel: str, mode: int = 0o755) -> None:
+        parts = Path(rel).parts
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub not in dirs:
+                dirs.add(sub)
+                cpio.dir(sub, mode if i == len(parts) else 0o755)
+
+    cpio.dir(".", 0o755)
+    for rel, mode in ROOT_DIRS:
+        ensure_dir(rel, mode)
+    cpio.chardev("dev/console", 5, 1, 0o600)  # the kernel opens it before /init runs
+    cpio.chardev("dev/null", 1, 3, 0o666)
+
+    # The test base's own files.
+    rootfs = base_dir() / "rootfs"
+    for path in sorted(rootfs.rglob("*")):
+        rel = path.relative_to(rootfs).as_posix()
+        if path.is_dir():
+            ensure_dir(rel)
+        elif path.is_symlink():
+            ensure_dir(str(Path(rel).parent))
+            cpio.symlink(rel, os.readlink(path))
+        else:
+            ensure_dir(str(Path(rel).parent))
+            mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            cpio.file(rel, path.read_bytes(), PRIVATE_FILES.get(rel, mode))
+    cpio.symlink("etc/mtab", "/proc/mounts")
+    # Debian's busybox looks for /etc/udhcpc/default.script where TC's looks in /usr/share/udhcpc.
+    cpio.symlink("etc/udhcpc/default.script", "/usr/share/udhcpc/default.script")
+    # What TC's getBuild (and piCore's) looks for to tell a 64-bit userland: a placeholder, the test
+    # base has no C library (everything is the static busybox).
+    ld_so = arch.info.ld_so.lstrip("/")
+    ensure_dir(str(Path(ld_so).parent))
+    cpio.file(ld_so, b"", 0o755)
+
+    # busybox, its setuid twin (for su: the sudo shim goes through it) and the applet links.
+    bb = (kit / "busybox").read_bytes()
+    cpio.file("bin/busybox", bb, 0o755)
+    cpio.file("bin/busybox.suid", bb, 0o4755)
+    taken = set(cpio.names)
+    for rel in applets():
+        if rel in taken or rel == "bin/busybox":
+            continue
+        ensure_dir(str(Path(rel).parent))
+        target = "/bin/busybox.suid" if Path(rel).name in SUID_APPLETS else "/bin/busybox"
+        cpio.symlink(rel, target)
+        taken.add(rel)
+
+    # Kernel modules (subset, with its own modules.dep) and the boot load list.
+    kit_mods = kit / "lib" / "modules" / kver
+    for path in sorted(kit_mods.rglob("*")):
+        rel = "lib/modules/" + kver + "/" + path.relative_to(kit_mods).as_posix()
+        if path.is_dir():
+            ensure_dir(rel)
+        else:
+            ensure_dir(str(Path(rel).parent))
+            cpio.file(rel, path.read_bytes(), 0o644)
+    return gzip_bytes(cpio.finish())
+
+
+def _write_initrd(arch: Arch, kit: Path, meta: dict[str, Any]) -> Path:
+    data = _initrd_bytes(arch, kit, meta)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    out = kit / f"core-{digest}.gz"
+    if not out.is_file():
+        tmp = out.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(out)
+        for old in kit.glob("core-*.gz"):
+            if old != out:
+                old.unlink(missing_ok=True)
+    return out
+
+
+def write_overlay(out: Path, files: dict[str, bytes | tuple[bytes, int]]) -> Path:
+    """An extra initrd (gzip'd newc cpio) holding ``files`` (guest path -> data or (data, mode)).
+
+    Parent directories are added with the modes the test base (and TC) give them -- the kernel applies
+    a directory entry's mode to an existing directory, so a plain 0755 ``tmp`` would strip /tmp's
+    sticky world-writable mode. Deterministic: same input, same bytes.
+    """
+    modes = {**dict(ROOT_DIRS), **OVERLAY_DIRS}
+    cpio = _Cpio()
+    dirs: set[str] = set()
+    for name in sorted(files):
+        rel = name.strip("/")
+        parts = Path(rel).parts
+        for i in range(1, len(parts)):
+            sub = "/".join(parts[:i])
+            if sub not in dirs:
+                dirs.add(sub)
+                cpio.dir(sub, modes.get(sub, 0o755), gid=STAFF_GID if sub in OVERLAY_DIRS else 0)
+        value = files[name]
+        data, mode = value if isinstance(value, tuple) else (value, 0o644)
+        cpio.file(rel, data, mode)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(gzip_bytes(cpio.finish()))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- API
+def ensure_base(arch: Arch, *, refresh: bool = False) -> GuestBase:
+    """The guest base for ``arch``, built once and cached.
+
+    Without ``refresh`` a cached kernel for the arch is reused without asking apt; with it, apt names the
+    kernel version again (a newer one gets its own cache entry). The initrd is rebuilt whenever the test
+    base's files change.
+    """
+    gdir = _guest_dir(arch)
+    current = gdir / "current"
+    with _locked(arch):
+        kit: Path | None = None
+        if not refresh and current.is_file():
+            candidate = gdir / current.read_text().strip()
+            if _kit_ok(candidate, arch):
+                kit = candidate
+        if kit is None:
+            try:
+                ensure_apt(arch)
+                kpkg = resolve_kernel(arch)
+            except CommandFailed as exc:
+                raise BuildError(f"cannot find a Debian kernel for {arch}: {exc}") from exc
+            kit = gdir / kpkg.kver
+            if not _kit_ok(kit, arch):
+                log.info("building the %s guest kernel kit (%s)", arch, kpkg.kver)
+                _build_kit(arch, kpkg, kit)
+            current.write_text(kpkg.kver + "\n")
+        meta = json.loads((kit / KIT_FILE).read_text())
+        initrd = _write_initrd(arch, kit, meta)
+    vmlinuz = kit / "vmlinuz"
+    qemu_kernel = kit / "vmlinux" if meta["boot_kernel"] == "vmlinux" else vmlinuz
+    return GuestBase(arch=arch, kver=meta["kver"], kernel=vmlinuz, qemu_kernel=qemu_kernel, initrd=initrd,
+                     modules=tuple(meta["autoload"]), kernel_package=meta["kernel_package"],
+                     busybox_package=meta["busybox_package"])

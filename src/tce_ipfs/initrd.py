@@ -1,0 +1,405 @@
+"""Initrd images: a deterministic newc cpio writer, compressors, readers, and the tce-ipfs hook initrd.
+
+* ``CpioWriter`` writes the "new ASCII" (newc, ``070701``) cpio format the kernel's initramfs loader and
+  TC's ``cpio -i`` read: uid/gid 0, mtime 0, inode numbers in insertion order, no device numbers -- the
+  same input always gives the same bytes.
+* ``compress`` / ``read_initrd`` handle gzip, xz (CRC32 check, as the kernel's XZ decoder needs) and zstd,
+  including several archives concatenated (``core.gz`` is ``rootfs.gz`` + ``modules.gz``) with NUL
+  padding between them; ``parse_cpio`` reads the result back.
+* ``build_hook_initrd`` assembles the extra initrd that makes ``tce=ipfs:<CID>`` work (see
+  ``initrd-hooks/README.md``)::
+
+      tmp/                                  1777 (same as TC's; the kernel applies our mode)
+      tmp/builtin/tce-ipfs.gz               gzip'd cpio; tce-setup unpacks it into / and runs
+                                            usr/local/tce.installed/tce-ipfs (the hook entry point)
+                                            with usr/local/lib/tce-ipfs/* (the hook library)
+      tmp/builtin/optional/ipfs.tcz         kubo for the arch (+ ipfs.tcz.md5.txt)
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib
+import logging
+import lzma
+import stat
+import tempfile
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from tce_ipfs import __version__, settings
+from tce_ipfs.arch import Arch
+from tce_ipfs.errors import BuildError, UsageError
+
+log = logging.getLogger(__name__)
+
+Compression = Literal["gzip", "zstd", "xz"]
+COMPRESSIONS: tuple[str, ...] = ("gzip", "zstd", "xz")
+
+NEWC_MAGIC = b"070701"
+NEWC_CRC_MAGIC = b"070702"
+TRAILER = "TRAILER!!!"
+_HEADER_LEN = 110
+
+GZIP_MAGIC = b"\x1f\x8b"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+SQUASHFS_MAGIC = b"hsqs"
+
+# Where the hook lives inside tce-ipfs.gz (unpacked into / by tce-setup).
+HOOK_ENTRY = "usr/local/tce.installed/tce-ipfs"
+HOOK_LIB = "usr/local/lib/tce-ipfs"
+HOOK_GZ = "tmp/builtin/tce-ipfs.gz"
+IPFS_TCZ = "tmp/builtin/optional/ipfs.tcz"
+
+
+# ---------------------------------------------------------------------------------------------- cpio
+
+
+@dataclass(frozen=True)
+class CpioEntry:
+    """One member of a newc archive."""
+
+    name: str
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    nlink: int = 1
+    mtime: int = 0
+    data: bytes = b""
+    ino: int = 0
+    devmajor: int = 0
+    devminor: int = 0
+    rdevmajor: int = 0
+    rdevminor: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    @property
+    def target(self) -> str:
+        """A symlink's target."""
+        return self.data.decode()
+
+    @property
+    def perms(self) -> int:
+        return stat.S_IMODE(self.mode)
+
+
+def _clean_name(name: str) -> str:
+    """Archive member names are relative, normalised POSIX paths ("tmp/builtin", never "/tmp" or "a/../b")."""
+    text = name.strip("/")
+    path = PurePosixPath(text)
+    if not text or text in (".", "..") or any(p in ("", ".", "..") for p in text.split("/")):
+        raise UsageError(f"bad cpio member name {name!r}", hint="use a relative path without '.' or '..'")
+    if "\x00" in text or str(path) != text:
+        raise UsageError(f"bad cpio member name {name!r}")
+    return text
+
+
+def _pad4(n: int) -> bytes:
+    return b"\x00" * (-n % 4)
+
+
+class CpioWriter:
+    """Build a newc archive in memory, deterministically.
+
+    Entries are written in the order added; parents are not added implicitly (the caller decides the
+    modes of directories, which matters: the kernel chmods an existing directory to the archive's mode).
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._names: set[str] = set()
+        self._ino = 0
+        self._closed = False
+
+    def __contains__(self, name: str) -> bool:
+        return _clean_name(name) in self._names
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._names)
+
+    def _header(self, name: str, mode: int, nlink: int, size: int) -> bytes:
+        self._ino += 1
+        encoded = name.encode() + b"\x00"
+        fields = (self._ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, len(encoded), 0)
+        head = NEWC_MAGIC + b"".join(b"%08X" % f for f in fields)
+        return head + encoded + _pad4(_HEADER_LEN + len(encoded))
+
+    def _add(self, name: str, mode: int, nlink: int, data: bytes) -> None:
+        if self._closed:
+            raise UsageError("cpio archive already finished")
+        clean = _clean_name(name)
+        if clean in self._names:
+            raise UsageError(f"duplicate cpio member {clean!r}")
+        self._names.add(clean)
+        self._chunks.append(self._header(clean, mode, nlink, len(data)))
+        self._chunks.append(data + _pad4(len(data)))
+
+    def add_dir(self, name: str, mode: int = 0o755) -> None:
+        self._add(name, stat.S_IFDIR | (mode & 0o7777), 2, b"")
+
+    def add_file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self._add(name, stat.S_IFREG | (mode & 0o7777), 1, data)
+
+    def add_symlink(self, name: str, target: str) -> None:
+        if not target:
+            raise UsageError(f"symlink {name!r} needs a target")
+        self._add(name, stat.S_IFLNK | 0o777, 1, target.encode())
+
+    def add_tree(self, src: Path, prefix: str, *, exec_names: Iterable[str] = ()) -> None:
+        """Add the regular files under ``src`` (sorted) below ``prefix``, with their directories.
+
+        Modes are fixed, not taken from the checkout (so umask and git settings cannot change the bytes):
+        0755 for directories and for files named in ``exec_names``, else 0644.
+        """
+        if not src.is_dir():
+            raise BuildError(f"{src} is not a directory")
+        execs = set(exec_names)
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src).as_posix()
+            name = f"{prefix.strip('/')}/{rel}" if prefix.strip("/") else rel
+            if path.is_symlink():
+                raise BuildError(f"{path}: symlinks are not allowed in the hook tree")
+            if path.is_dir():
+                self.add_dir(name)
+            elif path.is_file():
+                self.add_file(name, path.read_bytes(), 0o755 if path.name in execs else 0o644)
+
+    def finish(self) -> bytes:
+        """Append the trailer and return the archive (padded to a multiple of 512 bytes, like cpio -o)."""
+        if not self._closed:
+            self._chunks.append(self._header(TRAILER, 0, 1, 0))
+            self._closed = True
+        data = b"".join(self._chunks)
+        return data + b"\x00" * (-len(data) % 512)
+
+
+def parse_cpio(data: bytes) -> list[CpioEntry]:
+    """Every entry of one or more concatenated newc archives (trailers and NUL padding skipped)."""
+    entries: list[CpioEntry] = []
+    pos = 0
+    size = len(data)
+    while pos < size:
+        if data[pos] == 0:  # padding between archives
+            pos += 1
+            continue
+        magic = data[pos : pos + 6]
+        if magic not in (NEWC_MAGIC, NEWC_CRC_MAGIC):
+            raise BuildError(f"not a newc cpio archive at offset {pos} (magic {magic!r})")
+        if pos + _HEADER_LEN > size:
+            raise BuildError(f"truncated cpio header at offset {pos}")
+        try:
+            f = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
+        except ValueError as exc:
+            raise BuildError(f"corrupt cpio header at offset {pos}") from exc
+        ino, mode, uid, gid, nlink, mtime, filesize, dmaj, dmin, rmaj, rmin, namesize, _check = f
+        name_start = pos + _HEADER_LEN
+        name_end = name_start + namesize
+        if namesize < 1 or name_end > size:
+            raise BuildError(f"truncated cpio name at offset {pos}")
+        name = data[name_start : name_end - 1].decode("utf-8", errors="surrogateescape")
+        data_start = name_end + (-(name_end - pos) % 4)
+        data_end = data_start + filesize
+        if data_end > size:
+            raise BuildError(f"truncated cpio member {name!r}")
+        pos = data_end + (-filesize % 4)
+        if name == TRAILER:
+            continue
+        entries.append(CpioEntry(name=name, mode=mode, uid=uid, gid=gid, nlink=nlink, mtime=mtime,
+                                 data=bytes(data[data_start:data_end]), ino=ino, devmajor=dmaj,
+                                 devminor=dmin, rdevmajor=rmaj, rdevminor=rmin))
+    return entries
+
+
+# ---------------------------------------------------------------------------------------- compression
+
+
+def compress(data: bytes, method: str = "gzip") -> bytes:
+    """Compress deterministically: gzip (mtime 0, level 9), xz (CRC32 check for the kernel), zstd."""
+    if method == "gzip":
+        return gzip.compress(data, compresslevel=9, mtime=0)
+    if method == "xz":
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
+    if method == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=19, write_checksum=True).compress(data)
+    raise UsageError(f"unknown compression {method!r}", hint=f"use one of: {', '.join(COMPRESSIONS)}")
+
+
+def detect(data: bytes) -> str:
+    """'gzip', 'xz', 'zstd' or 'cpio' from the magic bytes; raise ``BuildError`` otherwise."""
+    if data.startswith(GZIP_MAGIC):
+        return "gzip"
+    if data.startswith(XZ_MAGIC):
+        return "xz"
+    if data.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if data.startswith((NEWC_MAGIC, NEWC_CRC_MAGIC)):
+        return "cpio"
+    raise BuildError(f"unknown initrd format (first bytes {data[:6].hex()})",
+                     hint="expected gzip, xz, zstd or an uncompressed newc cpio")
+
+
+def _decompress_one(data: bytes, kind: str) -> tuple[bytes, bytes]:
+    """Decompress the first stream of ``kind`` in ``data``; return (output, the bytes after it)."""
+    if kind == "gzip":
+        zd = zlib.decompressobj(wbits=31)
+        out = zd.decompress(data)
+        if not zd.eof:
+            raise BuildError("truncated gzip stream")
+        return out, zd.unused_data
+    if kind == "xz":
+        xd = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        out = xd.decompress(data)
+        if not xd.eof:
+            raise BuildError("truncated xz stream")
+        return out, xd.unused_data
+    import zstandard
+
+    zsd = zstandard.ZstdDecompressor().decompressobj()
+    out = zsd.decompress(data)
+    if not zsd.eof:
+        raise BuildError("truncated zstd stream")
+    return out, zsd.unused_data
+
+
+def decompress_initrd(data: bytes) -> bytes:
+    """The uncompressed cpio of an initrd made of one or more (compressed or plain) parts, in order."""
+    out: list[bytes] = []
+    rest = data
+    while rest:
+        stripped = rest.lstrip(b"\x00")
+        if not stripped:
+            break
+        rest = stripped
+        kind = detect(rest)
+        if kind == "cpio":
+            # A plain archive runs to its trailer; what follows may be another (compressed) part.
+            end = _cpio_end(rest)
+            out.append(rest[:end])
+            rest = rest[end:]
+            continue
+        chunk, rest = _decompress_one(rest, kind)
+        out.append(chunk)
+    return b"".join(out)
+
+
+def _cpio_end(data: bytes) -> int:
+    """Offset just past the trailer of the first newc archive in ``data`` (and its 4-byte padding)."""
+    pos = 0
+    while True:
+        if data[pos : pos + 6] not in (NEWC_MAGIC, NEWC_CRC_MAGIC):
+            raise BuildError(f"not a newc cpio archive at offset {pos}")
+        namesize = int(data[pos + 94 : pos + 102], 16)
+        filesize = int(data[pos + 54 : pos + 62], 16)
+        name_end = pos + _HEADER_LEN + namesize
+        name = data[pos + _HEADER_LEN : name_end - 1]
+        data_start = name_end + (-(name_end - pos) % 4)
+        pos = data_start + filesize + (-filesize % 4)
+        if name == TRAILER.encode():
+            return pos
+
+
+def read_initrd(path: Path) -> bytes:
+    """The uncompressed cpio bytes of an initrd file (gzip/xz/zstd/plain, possibly concatenated)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BuildError(f"cannot read initrd {path}: {exc.strerror}") from exc
+    try:
+        return decompress_initrd(data)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        raise BuildError(f"{path}: corrupt compressed data ({exc})") from exc
+    except BuildError as exc:
+        raise BuildError(f"{path}: {exc.message}", hint=exc.hint) from exc
+
+
+# ----------------------------------------------------------------------------------------- hook initrd
+
+
+def hook_cpio(arch: Arch | str, hooks_dir: Path | None = None) -> bytes:
+    """The inner archive (uncompressed): the hook entry point, its library and build.conf.
+
+    No entries for ``usr``, ``usr/local`` or ``usr/local/tce.installed``: those exist on TC with their
+    own owners and modes, and ``cpio -idmu`` would otherwise reset them.
+    """
+    the_arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
+    src = hooks_dir or settings.hooks_dir()
+    entry = src / "tce-ipfs"
+    lib = src / "lib"
+    if not entry.is_file() or not lib.is_dir():
+        raise BuildError(f"hook sources missing in {src}", hint="expected tce-ipfs and lib/ there")
+    w = CpioWriter()
+    w.add_file(HOOK_ENTRY, entry.read_bytes(), 0o755)
+    w.add_dir(HOOK_LIB)
+    w.add_tree(lib, HOOK_LIB, exec_names=("udhcpc.script",))
+    conf = f"HOOK_VERSION={__version__}\nHOOK_ARCH={the_arch.info.name}\n"
+    w.add_file(f"{HOOK_LIB}/build.conf", conf.encode(), 0o644)
+    return w.finish()
+
+
+def _ipfs_tcz_for(arch: Arch, tmp: Path) -> Path:
+    """Build kubo's ipfs.tcz for ``arch`` with the recipe (imported lazily: a separate module)."""
+    try:
+        recipes = importlib.import_module("tce_ipfs.recipes")
+    except ModuleNotFoundError as exc:
+        raise BuildError("cannot build ipfs.tcz: tce_ipfs.recipes is not available",
+                         hint="pass an existing ipfs.tcz with --ipfs-tcz") from exc
+    result = recipes.build("ipfs", arch, tmp)
+    path = getattr(result, "path", None)
+    candidate = Path(path) if path is not None else tmp / "ipfs.tcz"
+    if not candidate.is_file():
+        raise BuildError(f"the ipfs recipe did not produce {candidate}")
+    return candidate
+
+
+def build_hook_initrd(arch: Arch | str, out: Path, *, ipfs_tcz: Path | None = None,
+                      compression: str = "gzip", hooks_dir: Path | None = None) -> Path:
+    """Write the tce-ipfs extra initrd for ``arch`` to ``out`` (deterministic for the same inputs)."""
+    the_arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
+    if compression not in COMPRESSIONS:
+        raise UsageError(f"unknown compression {compression!r}",
+                         hint=f"use one of: {', '.join(COMPRESSIONS)}")
+    inner = compress(hook_cpio(the_arch, hooks_dir), "gzip")  # tce-setup runs zcat on it
+    with tempfile.TemporaryDirectory(prefix="tce-ipfs-initrd-") as tmp:
+        tcz_path = ipfs_tcz if ipfs_tcz is not None else _ipfs_tcz_for(the_arch, Path(tmp))
+        try:
+            tcz = tcz_path.read_bytes()
+        except OSError as exc:
+            raise BuildError(f"cannot read {tcz_path}: {exc.strerror}") from exc
+    if not tcz.startswith(SQUASHFS_MAGIC):
+        raise BuildError(f"{tcz_path} is not a squashfs image (a .tcz must be one)")
+    md5 = hashlib.md5(tcz).hexdigest()
+
+    w = CpioWriter()
+    w.add_dir("tmp", 0o1777)
+    w.add_dir("tmp/builtin")
+    w.add_dir("tmp/builtin/optional")
+    w.add_file(HOOK_GZ, inner)
+    w.add_file(IPFS_TCZ, tcz)
+    w.add_file(IPFS_TCZ + ".md5.txt", f"{md5}  ipfs.tcz\n".encode())
+    data = compress(w.finish(), compression)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(out.name + ".part")
+    tmp_out.write_bytes(data)
+    tmp_out.replace(out)
+    log.debug("wrote %s (%d bytes, %s, ipfs.tcz md5 %s)", out, len(data), compression, md5)
+    return out

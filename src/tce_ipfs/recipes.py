@@ -1,0 +1,680 @@
+"""Declarative extension recipes: ``tcz-build/<name>/recipe.toml`` (+ ``files/``) -> ``NAME.tcz``.
+
+Recipe schema (TOML; unknown keys are errors so typos do not pass silently)::
+
+    name = "ipfs"                 # optional; must equal the directory name
+    version = "{kubo_version}"    # .info Version
+    description = "..."           # .info Description
+    deps = ["python{python}.tcz"] # direct dependencies (.tcz optional, -KERNEL allowed)
+    python = "3.11"               # needed by `python-package` installs; also the {python} variable
+    install_script = "tce.installed"   # a file in files/, installed as usr/local/tce.installed/<name>
+    block_size = 4096             # optional squashfs block size (power of two, 4K..1M)
+    compression = "gzip"          # optional: gzip | xz
+
+    [info]                        # any other TC .info field (Author, Original-site, Tags, ...)
+    Author = "..."
+
+    [[install]]                   # what goes into the tree, in order
+    kind = "file"                 # src (file or directory under files/) -> dest; mode optional
+    kind = "kubo"                 # the kubo binary for the target arch -> dest
+    kind = "python-package"       # tce_ipfs (modules + what they import) -> dest/tce_ipfs,
+                                  # locked pure-Python wheels -> dest/vendor (lock, exclude)
+
+Strings in version, description, deps and [info] may use ``{arch}``, ``{kubo_version}``,
+``{tc_major}``, ``{tce_ipfs_version}`` and ``{python}``.
+
+Builds are reproducible: file modes are normalised (0644, or 0755 for executables), wheels are pinned
+by sha256 in the recipe's lock file and cached under ``cache_dir()/wheels``, and ``tcz.pack`` fixes
+every timestamp.
+
+``TCE_IPFS_KUBO_BIN`` (tests and development only): use that kubo binary instead of
+``kubo.ensure(arch)``. It is still validated for the arch, and the kubo cache is not touched.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import sys
+import tempfile
+import tomllib
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from tce_ipfs import __version__, proc, tcz
+from tce_ipfs.arch import Arch
+from tce_ipfs.errors import BuildError, CommandFailed, TczError, ToolMissing, UsageError
+from tce_ipfs.settings import KUBO_VERSION, TC_MAJOR, cache_dir, recipes_dir
+
+log = logging.getLogger(__name__)
+
+KUBO_BIN_ENV = "TCE_IPFS_KUBO_BIN"
+RECIPE_FILE = "recipe.toml"
+FILES_DIR = "files"
+KINDS = ("file", "kubo", "python-package")
+VENDOR_DIR = "vendor"
+PACKAGE = "tce_ipfs"
+
+_TOP_KEYS = {"name", "version", "description", "deps", "python", "install_script", "block_size",
+             "compression", "info", "install"}
+_INSTALL_KEYS: dict[str, set[str]] = {
+    "file": {"kind", "src", "dest", "mode"},
+    "kubo": {"kind", "dest"},
+    "python-package": {"kind", "dest", "modules", "lock", "exclude"},
+}
+_VAR_RE = re.compile(r"\{([A-Za-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class Install:
+    kind: str
+    dest: str
+    src: str | None = None
+    mode: int | None = None
+    modules: tuple[str, ...] = ()
+    lock: str | None = None
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    dir: Path
+    version: str
+    description: str
+    deps: tuple[str, ...]
+    python: str | None
+    install_script: str | None
+    block_size: int
+    compression: str
+    info: dict[str, str]
+    install: tuple[Install, ...]
+
+    @property
+    def tcz_name(self) -> str:
+        return f"{self.name}.tcz"
+
+    @property
+    def path(self) -> Path:
+        return self.dir / RECIPE_FILE
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes in ``tcz-build/`` (directories holding a ``recipe.toml``), sorted."""
+    root = recipes_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / RECIPE_FILE).is_file())
+
+
+def load(name: str) -> Recipe:
+    """Parse and check ``tcz-build/<name>/recipe.toml`` (templates are not expanded yet)."""
+    known = list_recipes()
+    if name not in known:
+        raise UsageError(f"no recipe named {name!r}",
+                         hint=f"recipes: {', '.join(known) or '(none)'} (in {recipes_dir()})")
+    rdir = recipes_dir() / name
+    path = rdir / RECIPE_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BuildError(f"{path}: {exc}") from None
+    return _parse(name, rdir, data)
+
+
+def _bad(path: Path, msg: str) -> BuildError:
+    return BuildError(f"{path}: {msg}")
+
+
+def _str(data: Mapping[str, Any], key: str, path: Path, default: str | None = None) -> str | None:
+    value = data.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise _bad(path, f"{key} must be a string")
+    return value
+
+
+def _parse(dirname: str, rdir: Path, data: Mapping[str, Any]) -> Recipe:
+    path = rdir / RECIPE_FILE
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise _bad(path, f"unknown key(s) {', '.join(unknown)}")
+    name = _str(data, "name", path, dirname) or dirname
+    if name != dirname:
+        raise _bad(path, f"name {name!r} differs from the directory name {dirname!r}")
+    try:
+        tcz.check_name(f"{name}.tcz")
+    except TczError as exc:
+        raise _bad(path, exc.message) from None
+    deps = data.get("deps", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise _bad(path, "deps must be a list of strings")
+    info = data.get("info", {})
+    if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+        raise _bad(path, "[info] must be a table of strings")
+    block_size = data.get("block_size", tcz.TC_BLOCK_SIZE)
+    compression = _str(data, "compression", path, tcz.TC_COMPRESSION) or tcz.TC_COMPRESSION
+    try:
+        tcz.check_params(block_size, compression)
+    except TczError as exc:
+        raise _bad(path, exc.message) from None
+    python = _str(data, "python", path)
+    if python is not None and not re.fullmatch(r"3\.\d+", python):
+        raise _bad(path, f"python {python!r} is not a version like 3.11")
+    install_script = _str(data, "install_script", path)
+    if install_script is not None:
+        _inside(rdir / FILES_DIR, install_script, path, "install_script")
+    raw_install = data.get("install", [])
+    if not isinstance(raw_install, list) or not raw_install:
+        raise _bad(path, "needs at least one [[install]] entry")
+    install = tuple(_parse_install(i, entry, rdir, path) for i, entry in enumerate(raw_install, 1))
+    if any(i.kind == "python-package" for i in install) and python is None:
+        raise _bad(path, "a python-package install needs the top-level `python` version")
+    return Recipe(
+        name=name, dir=rdir, version=_str(data, "version", path, "unknown") or "unknown",
+        description=_str(data, "description", path, name) or name, deps=tuple(deps), python=python,
+        install_script=install_script, block_size=block_size, compression=compression,
+        info=dict(info), install=install,
+    )
+
+
+def _parse_install(index: int, entry: Any, rdir: Path, path: Path) -> Install:
+    where = f"[[install]] #{index}"
+    if not isinstance(entry, dict):
+        raise _bad(path, f"{where} must be a table")
+    kind = entry.get("kind")
+    if kind not in KINDS:
+        raise _bad(path, f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    unknown = sorted(set(entry) - _INSTALL_KEYS[kind])
+    if unknown:
+        raise _bad(path, f"{where} ({kind}): unknown key(s) {', '.join(unknown)}")
+    dest = entry.get("dest")
+    if not isinstance(dest, str):
+        raise _bad(path, f"{where}: dest must be a string")
+    dest = _check_dest(dest, path, where)
+    if kind == "file":
+        src = entry.get("src")
+        if not isinstance(src, str):
+            raise _bad(path, f"{where}: src must be a string (a path under {FILES_DIR}/)")
+        _inside(rdir / FILES_DIR, src, path, where)
+        mode = entry.get("mode")
+        if mode is not None:
+            if not isinstance(mode, str) or not re.fullmatch(r"0?[0-7]{3}", mode):
+                raise _bad(path, f"{where}: mode must be an octal string like \"755\"")
+            return Install(kind, dest, src=src, mode=int(mode, 8))
+        return Install(kind, dest, src=src)
+    if kind == "kubo":
+        return Install(kind, dest)
+    modules = entry.get("modules", [])
+    exclude = entry.get("exclude", [])
+    lock = entry.get("lock")
+    if not isinstance(modules, list) or not modules or not all(isinstance(m, str) for m in modules):
+        raise _bad(path, f"{where}: modules must be a non-empty list of module names")
+    if not all(m.startswith(PACKAGE + ".") for m in modules):
+        raise _bad(path, f"{where}: modules must be submodules of {PACKAGE} "
+                         "(a package brings all of its own)")
+    if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
+        raise _bad(path, f"{where}: exclude must be a list of glob patterns")
+    if lock is not None:
+        if not isinstance(lock, str):
+            raise _bad(path, f"{where}: lock must be a file name")
+        _inside(rdir, lock, path, where)
+    return Install(kind, dest, modules=tuple(modules), lock=lock, exclude=tuple(exclude))
+
+
+def _check_dest(dest: str, path: Path, where: str) -> str:
+    p = PurePosixPath(dest)
+    if p.is_absolute() or not p.parts or ".." in p.parts or "." in dest.split("/"):
+        raise _bad(path, f"{where}: dest {dest!r} must be a relative path inside the extension (no ..)")
+    return str(p)
+
+
+def _inside(base: Path, rel: str, path: Path, where: str) -> Path:
+    full = (base / rel).resolve()
+    if base.resolve() not in full.parents:
+        raise _bad(path, f"{where}: {rel!r} is outside {base}")
+    if not full.exists():
+        raise _bad(path, f"{where}: {base / rel} does not exist")
+    return full
+
+
+# --------------------------------------------------------------------------------------- templates
+
+
+def variables(arch: Arch, recipe: Recipe) -> dict[str, str]:
+    return {
+        "arch": arch.info.name,
+        "kubo_version": KUBO_VERSION.removeprefix("v"),
+        "tc_major": TC_MAJOR,
+        "tce_ipfs_version": __version__,
+        "python": recipe.python or "",
+    }
+
+
+def expand(text: str, values: Mapping[str, str], where: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key not in values:
+            raise BuildError(f"{where}: unknown variable {{{key}}}",
+                             hint="variables: " + ", ".join("{" + k + "}" for k in values))
+        return values[key]
+
+    return _VAR_RE.sub(sub, text)
+
+
+# ------------------------------------------------------------------------------------------ build
+
+
+def build(name: str, arch: Arch | str, out_dir: Path, *, epoch: int | None = None) -> tcz.TczResult:
+    """Build recipe ``name`` for ``arch`` into ``out_dir/<name>.tcz`` (+ sidecars)."""
+    arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
+    recipe = load(name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    values = variables(arch, recipe)
+    where = str(recipe.path)
+    info = {k: expand(v, values, where) for k, v in recipe.info.items()}
+    info.setdefault("Version", expand(recipe.version, values, where))
+    info.setdefault("Description", expand(recipe.description, values, where))
+    deps = [expand(d, values, where) for d in recipe.deps]
+    with tempfile.TemporaryDirectory(prefix=f".{name}-stage-", dir=out_dir) as tmp:
+        stage = Path(tmp) / "root"
+        stage.mkdir()
+        for item in recipe.install:
+            _install(recipe, item, arch, stage)
+        if recipe.install_script:
+            script = recipe.dir / FILES_DIR / recipe.install_script
+            _copy_file(script, _dest(stage, f"{tcz.INSTALLED_DIR}/{name}", recipe), 0o755)
+        log.debug("staged %s for %s in %s", name, arch, stage)
+        return tcz.pack(stage, out_dir / recipe.tcz_name, deps=deps, info=info,
+                        block_size=recipe.block_size, compression=recipe.compression, epoch=epoch)
+
+
+def _dest(stage: Path, dest: str, recipe: Recipe) -> Path:
+    target = stage / dest
+    if os.path.lexists(target):
+        raise BuildError(f"{recipe.path}: two installs write {dest}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _copy_file(src: Path, dst: Path, mode: int | None) -> None:
+    shutil.copyfile(src, dst)
+    if mode is None:
+        mode = 0o755 if os.stat(src).st_mode & stat.S_IXUSR else 0o644
+    dst.chmod(mode)
+
+
+def _install(recipe: Recipe, item: Install, arch: Arch, stage: Path) -> None:
+    if item.kind == "file":
+        assert item.src is not None
+        src = recipe.dir / FILES_DIR / item.src
+        dst = _dest(stage, item.dest, recipe)
+        if src.is_dir():
+            _copy_tree(src, dst, item.mode)
+        else:
+            _copy_file(src, dst, item.mode)
+    elif item.kind == "kubo":
+        _copy_file(kubo_binary(arch), _dest(stage, item.dest, recipe), 0o755)
+    else:
+        _install_python(recipe, item, stage)
+
+
+def _copy_tree(src: Path, dst: Path, mode: int | None) -> None:
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for fname in sorted(filenames):
+            s = Path(dirpath) / fname
+            if s.is_symlink():
+                (dst / rel / fname).symlink_to(os.readlink(s))
+            else:
+                _copy_file(s, dst / rel / fname, mode)
+
+
+def kubo_binary(arch: Arch) -> Path:
+    """The kubo ``ipfs`` for ``arch``: ``kubo.ensure(arch)``, or ``$TCE_IPFS_KUBO_BIN`` (tests only)."""
+    override = os.environ.get(KUBO_BIN_ENV)
+    if override:
+        from tce_ipfs import elf
+
+        path = Path(override)
+        if not path.is_file():
+            raise BuildError(f"{KUBO_BIN_ENV}={override}: no such file")
+        elf.validate(path, arch)
+        log.info("using kubo from %s=%s", KUBO_BIN_ENV, path)
+        return path
+    from tce_ipfs import kubo
+
+    return kubo.ensure(arch)
+
+
+# ------------------------------------------------------------------------------ python-package
+
+
+def package_dir() -> Path:
+    import tce_ipfs
+
+    return Path(tce_ipfs.__file__).resolve().parent
+
+
+def _module_file(pkg_dir: Path, module: str) -> Path | None:
+    parts = module.split(".")[1:]
+    base = pkg_dir.joinpath(*parts)
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    py = base.with_suffix(".py") if parts else None
+    if py is not None and py.is_file():
+        return py
+    return None
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+class _Imports(ast.NodeVisitor):
+    """Every import statement that can run: module level *and* inside functions (command handlers
+    import lazily), but not ``if TYPE_CHECKING:`` blocks."""
+
+    def __init__(self) -> None:
+        self.found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found.append(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        self.found.append(node)
+
+    def visit_If(self, node: ast.If) -> None:
+        if not _is_type_checking(node.test):
+            for stmt in node.body:
+                self.visit(stmt)
+        for stmt in node.orelse:
+            self.visit(stmt)
+
+
+def _submodules(pkg_dir: Path, module: str) -> list[str]:
+    """``module`` and, when it is a package, every module below it."""
+    path = _module_file(pkg_dir, module)
+    if path is None or path.name != "__init__.py":
+        return [module]
+    out = [module]
+    for child in sorted(path.parent.iterdir()):
+        if child.is_dir() and (child / "__init__.py").is_file():
+            out.extend(_submodules(pkg_dir, f"{module}.{child.name}"))
+        elif child.suffix == ".py" and child.name != "__init__.py":
+            out.append(f"{module}.{child.stem}")
+    return out
+
+
+def module_closure(entries: Iterable[str], pkg_dir: Path | None = None) -> list[str]:
+    """``tce_ipfs`` modules the ``entries`` can reach: each entry (a package entry brings all of its
+    submodules), the package ``__init__``s above, and every ``tce_ipfs`` module imported anywhere in
+    them, lazily inside functions too -- the TC machine has nothing else to fall back on. Entries
+    that do not exist are skipped with a warning (a module another engineer has not written yet)."""
+    pkg_dir = pkg_dir or package_dir()
+    seen: dict[str, Path] = {}
+    todo: list[tuple[str, str]] = []
+    for entry in entries:
+        if _module_file(pkg_dir, entry) is None:
+            log.warning("recipe module %s does not exist; not packaged", entry)
+        else:
+            todo.extend((m, "the recipe") for m in _submodules(pkg_dir, entry))
+    while todo:
+        module, why = todo.pop()
+        if module in seen:
+            continue
+        path = _module_file(pkg_dir, module)
+        if path is None:
+            raise BuildError(f"{why} imports {module}, which does not exist",
+                             hint="the agent .tcz must contain every tce_ipfs module its code reaches")
+        seen[module] = path
+        parts = module.split(".")
+        for i in range(1, len(parts)):
+            todo.append((".".join(parts[:i]), module))
+        is_pkg = path.name == "__init__.py"
+        visitor = _Imports()
+        visitor.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        for node in visitor.found:
+            if isinstance(node, ast.Import):
+                todo.extend((a.name, module) for a in node.names if _ours(a.name))
+                continue
+            if node.level:
+                anchor = parts if is_pkg else parts[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            if not _ours(base):
+                continue
+            todo.append((base, module))
+            # `from tce_ipfs import x`: x is a submodule when such a file exists, else an attribute.
+            todo.extend((f"{base}.{a.name}", module) for a in node.names
+                        if _module_file(pkg_dir, f"{base}.{a.name}") is not None)
+    return sorted(seen)
+
+
+def _ours(module: str) -> bool:
+    return module == PACKAGE or module.startswith(PACKAGE + ".")
+
+
+@dataclass(frozen=True)
+class Locked:
+    name: str
+    version: str
+    hashes: frozenset[str]
+
+
+def read_lock(path: Path) -> list[Locked]:
+    """A pip requirements file where every line is ``name==version --hash=sha256:...``."""
+    out: list[Locked] = []
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)((?:\s+--hash=sha256:[0-9a-f]{64})+)", line)
+        if not m:
+            raise BuildError(f"{path}:{lineno}: expected `name==version --hash=sha256:<hex>`")
+        hashes = frozenset(re.findall(r"sha256:([0-9a-f]{64})", m.group(3)))
+        out.append(Locked(m.group(1), m.group(2), hashes))
+    if not out:
+        raise BuildError(f"{path}: no requirements")
+    return out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _pip_env() -> dict[str, str]:
+    """The user's pip configuration (index, proxy, certificates) -- proc.run() drops it otherwise."""
+    keep = {"http_proxy", "https_proxy", "no_proxy", "all_proxy"}
+    return {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k.lower() in keep}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def wheels(lock_path: Path) -> list[Path]:
+    """One pure-Python wheel per locked requirement, fetched (or built from a hash-pinned sdist) with
+    pip once and cached under ``cache_dir()/wheels/<lock hash>/``. ``.complete`` in that directory
+    records each wheel's sha256 (pip checked the downloads against the lock), re-checked on use."""
+    locked = read_lock(lock_path)
+    key = hashlib.sha256(lock_path.read_bytes()).hexdigest()[:16]
+    cache = cache_dir() / "wheels" / key
+    marker = cache / ".complete"
+    if not marker.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{key}-", dir=cache.parent) as tmp:
+            work = Path(tmp) / "wheels"
+            log.info("fetching %d locked Python packages with pip", len(locked))
+            try:
+                proc.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--require-hashes",
+                          "--no-input", "-q", "-r", str(lock_path), "-w", str(work)],
+                         env=_pip_env(), timeout=900, what=f"pip wheel -r {lock_path.name}")
+            except CommandFailed as exc:
+                raise BuildError(f"could not fetch the packages locked in {lock_path}: {exc.message}",
+                                 hint="the first build needs the Python package index (pip's own "
+                                      f"configuration applies); later builds use {cache}") from None
+            sums = {p.name: _sha256(p) for p in sorted(work.glob("*.whl"))}
+            (work / ".complete").write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")
+            try:
+                os.replace(work, cache)
+            except OSError:
+                if not marker.is_file():  # someone else won the race: fine
+                    raise
+    try:
+        sums = json.loads(marker.read_text())
+    except ValueError:
+        raise BuildError(f"{marker} is damaged", hint=f"delete {cache} and build again") from None
+    by_name = {_norm(name.split("-")[0]): cache / name for name in sums}
+    out = []
+    for x in locked:
+        whl = by_name.get(_norm(x.name))
+        if whl is None or whl.name.split("-")[1] != x.version:
+            raise BuildError(f"wheel cache {cache} has no {x.name}=={x.version}",
+                             hint=f"delete {cache} and build again")
+        if not whl.is_file() or _sha256(whl) != sums[whl.name]:
+            raise BuildError(f"{whl} is missing or changed since it was fetched",
+                             hint=f"delete {cache} and build again")
+        out.append(whl)
+    return out
+
+
+def _pure(whl: Path) -> None:
+    parts = whl.name[: -len(".whl")].split("-")
+    if len(parts) not in (5, 6) or parts[-2] != "none" or parts[-1] != "any":
+        raise BuildError(f"{whl.name} is not a pure-Python wheel (needs the none-any tag)",
+                         hint="only pure-Python packages can be vendored into the agent")
+
+
+def _keep_dist_info(rel: str) -> bool:
+    inner = rel.split("/", 1)[1] if "/" in rel else ""
+    top = inner.split("/", 1)[0].upper()
+    return inner == "METADATA" or top == "LICENSES" or top.startswith(("LICENSE", "COPYING", "NOTICE"))
+
+
+def extract_wheel(whl: Path, dest: Path, exclude: Iterable[str], owners: dict[str, str]) -> int:
+    """Unpack a pure wheel into ``dest`` (purelib layout): code, METADATA and licence files; no
+    RECORD/WHEEL/bytecode. Returns the number of files written."""
+    _pure(whl)
+    patterns = tuple(exclude)
+    count = 0
+    with zipfile.ZipFile(whl) as zf:
+        for zi in sorted(zf.infolist(), key=lambda z: z.filename):
+            rel = zi.filename
+            if zi.is_dir():
+                continue
+            first = rel.split("/", 1)[0]
+            if first.endswith(".data"):
+                prefix = f"{first}/purelib/"
+                if not rel.startswith(prefix):
+                    log.debug("%s: skipping %s", whl.name, rel)
+                    continue
+                rel = rel[len(prefix):]
+                first = rel.split("/", 1)[0]
+            if first.endswith(".dist-info") and not _keep_dist_info(rel):
+                continue
+            if "__pycache__" in rel.split("/") or rel.endswith((".pyc", ".pyo")):
+                continue
+            if rel.endswith((".so", ".pyd", ".dylib")) or ".so." in rel:
+                raise BuildError(f"{whl.name} contains a native library {rel}")
+            if any(fnmatch.fnmatch(rel, p) for p in patterns):
+                continue
+            norm = PurePosixPath(rel)
+            if norm.is_absolute() or ".." in norm.parts:
+                raise BuildError(f"{whl.name}: unsafe path {rel!r}")
+            if rel in owners:
+                raise BuildError(f"{rel} is in both {owners[rel]} and {whl.name}")
+            owners[rel] = whl.name
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(zi))
+            target.chmod(0o644)
+            count += 1
+    return count
+
+
+def _install_python(recipe: Recipe, item: Install, stage: Path) -> None:
+    assert recipe.python is not None
+    lib = _dest(stage, item.dest, recipe)
+    lib.mkdir()
+    pkg_dir = package_dir()
+    modules = module_closure(item.modules, pkg_dir)
+    for module in modules:
+        src = _module_file(pkg_dir, module)
+        assert src is not None
+        rel = src.relative_to(pkg_dir.parent)
+        (lib / rel).parent.mkdir(parents=True, exist_ok=True)
+        _copy_file(src, lib / rel, 0o644)
+    log.debug("packaged %s modules: %s", PACKAGE, ", ".join(modules))
+    vendor = lib / VENDOR_DIR
+    vendor.mkdir()
+    tops: list[str] = []
+    if item.lock:
+        owners: dict[str, str] = {}
+        for whl in wheels(recipe.dir / item.lock):
+            extract_wheel(whl, vendor, item.exclude, owners)
+        tops = sorted({r.split("/", 1)[0].removesuffix(".py") for r in owners
+                       if not r.split("/", 1)[0].endswith(".dist-info")})
+    check_imports(recipe.python, lib, vendor, [m for m in modules if m != f"{PACKAGE}.__main__"], tops)
+
+
+_CHECK = r"""
+import importlib, os, sys
+lib, vendor = sys.argv[1], sys.argv[2]
+sys.path[:0] = [lib, vendor]
+names = sys.argv[3].split(",") + [n for n in sys.argv[4].split(",") if n]
+for name in names:
+    importlib.import_module(name)
+if "tce_ipfs.cli" in names:
+    importlib.import_module("tce_ipfs.cli").build_parser()
+roots = (os.path.realpath(lib) + os.sep, os.path.realpath(vendor) + os.sep)
+std = [os.path.realpath(p) + os.sep for p in sys.path[2:]]
+for name, mod in sorted(sys.modules.items()):
+    f = getattr(mod, "__file__", None)
+    if f and not os.path.realpath(f).startswith(roots + tuple(std)):
+        sys.exit("module %s was loaded from %s, outside the package" % (name, f))
+"""
+
+
+def _python_for(version: str) -> str | None:
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
+        return sys.executable
+    return shutil.which(f"python{version}", path=proc.clean_env()["PATH"])
+
+
+def check_imports(version: str, lib: Path, vendor: Path, modules: list[str], tops: list[str]) -> None:
+    """Prove the staged package is self-contained: a Python ``version`` started with ``-I -S -B``
+    (no site-packages, no environment, no bytecode written) and only ``lib`` + ``vendor`` on its
+    path imports every packaged module and vendored package and builds the CLI parser."""
+    python = _python_for(version)
+    if python is None:
+        log.warning("python%s not found: cannot check that the vendored packages import", version)
+        return
+    try:
+        proc.run([python, "-I", "-S", "-B", "-c", _CHECK, str(lib), str(vendor), ",".join(modules),
+                  ",".join(tops)], what=f"import check of the packaged modules with python{version}")
+    except ToolMissing:
+        log.warning("python%s not runnable: import check skipped", version)

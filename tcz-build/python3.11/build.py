@@ -1,0 +1,321 @@
+"""Build ``python3.11.tcz`` (and the test-only ``glibc-testbase.tcz``) for a guest arch from Debian.
+
+What goes in, and why, is in ``runtime.toml`` next to this file. Steps:
+
+1. ``apt-get download`` (through ``guest.download``: cached in ``cache_dir()/debs``) the packages
+   for the arch's Debian architecture: the interpreter and standard library, the libraries the kept
+   ELF files need (found from their ``DT_NEEDED`` with pyelftools, each mapped to a package in
+   ``runtime.toml``; an unmapped soname is an error), and ``libc6`` for the test base;
+2. ``dpkg-deb -x`` them into a scratch tree;
+3. stage the extension: trimmed stdlib, the kept C modules, the interpreter, its private libraries,
+   a launcher; precompile the stdlib (``.pyc``, unchecked-hash: the image is read-only and its
+   timestamps are normalised) when this build host runs CPython 3.11 (same bytecode);
+4. ``tcz.pack`` both images.
+
+This is a builder function rather than a ``recipe.toml``: the recipe schema (``tce_ipfs.recipes``) has
+no "Debian packages" install kind. Use ``build(arch, out_dir, testbase=...)`` or the command line::
+
+    .venv/bin/python tcz-build/python3.11/build.py --arch x86_64 -o DIR [--testbase]
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import fnmatch
+import logging
+import os
+import py_compile
+import shutil
+import stat
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tce_ipfs import elf, guest, proc, tcz
+from tce_ipfs.arch import Arch
+from tce_ipfs.errors import BuildError
+
+log = logging.getLogger("tce_ipfs.python_runtime")
+
+HERE = Path(__file__).resolve().parent
+SPEC_FILE = HERE / "runtime.toml"
+PYVER = "3.11"
+PREFIX = "usr/local"
+STDLIB = f"{PREFIX}/lib/python{PYVER}"
+REAL_BIN = f"{STDLIB}/bin/python{PYVER}"
+LIB_DEPS = f"{STDLIB}/lib-deps"
+
+LAUNCHER = f"""#!/bin/sh
+# python{PYVER}.tcz launcher: Debian's interpreter needs zlib and expat, which this extension keeps in
+# a private directory (so they cannot clash with other extensions' copies). glibc comes from the
+# system (Tiny Core's base; glibc-testbase.tcz in the tce-ipfs test base).
+LD_LIBRARY_PATH=/{LIB_DEPS}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}
+export LD_LIBRARY_PATH
+exec /{REAL_BIN} "$@"
+"""
+
+SITE_PTH = f"""# python{PYVER}.tcz: Debian's site.py only looks in dist-packages; Tiny Core extensions use
+# site-packages. A missing directory is skipped.
+/{STDLIB}/site-packages
+"""
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    packages: tuple[str, ...]
+    keep_dynload: frozenset[str]
+    drop: tuple[str, ...]
+    libraries: dict[str, str]
+    glibc_name: str
+    glibc_package: str
+    glibc_provides: frozenset[str]
+
+
+@dataclass(frozen=True)
+class RuntimeBuild:
+    python: tcz.TczResult
+    glibc: tcz.TczResult | None
+    versions: dict[str, str]  # Debian package -> version used
+
+
+def load_spec(path: Path = SPEC_FILE) -> Spec:
+    data: dict[str, Any] = tomllib.loads(path.read_text())
+    g = data["glibc"]
+    return Spec(
+        name=str(data["name"]),
+        packages=tuple(data["packages"]),
+        keep_dynload=frozenset(data["keep_dynload"]),
+        drop=tuple(data["drop"]),
+        libraries=dict(data["libraries"]),
+        glibc_name=str(g["name"]),
+        glibc_package=str(g["package"]),
+        glibc_provides=frozenset(g["provides"]),
+    )
+
+
+# ------------------------------------------------------------------------------------------ debs
+def _fetch(arch: Arch, packages: Iterable[str]) -> tuple[list[Path], dict[str, str]]:
+    deb = arch.info.debian
+    guest.ensure_apt(arch)
+    versions = {p: guest._package_version(p, deb) for p in dict.fromkeys(packages)}
+    return guest.download(sorted(versions.items()), deb), versions
+
+
+def _unpack(debs: Iterable[Path], root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for d in debs:
+        proc.run(["dpkg-deb", "-x", d, root], what=f"dpkg-deb -x {d.name}")
+
+
+def _find_lib(root: Path, soname: str) -> Path:
+    """The real file behind ``soname`` in an unpacked Debian tree (lib/<triplet> or usr/lib/<triplet>)."""
+    for base in ("lib", "usr/lib"):
+        for cand in sorted((root / base).glob(f"*/{soname}")) + [root / base / soname]:
+            if os.path.lexists(cand):
+                real = cand.resolve() if not cand.is_symlink() else (cand.parent / os.readlink(cand))
+                real = real.resolve()
+                if real.is_file() and str(real).startswith(str(root.resolve())):
+                    return real
+    raise BuildError(f"{soname} is not in the unpacked Debian packages")
+
+
+# ----------------------------------------------------------------------------------------- stage
+def _drop(stdlib: Path, patterns: Iterable[str]) -> None:
+    pats = list(patterns)
+    for path in sorted(stdlib.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        rel = path.relative_to(stdlib).as_posix()
+        if any(fnmatch.fnmatch(rel, p) for p in pats) and os.path.lexists(path):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def _prune_symlinks(tree: Path) -> None:
+    """Debian links some files to /etc or /usr/share (sitecustomize.py ...): drop links leaving the tree."""
+    for path in list(tree.rglob("*")):
+        if path.is_symlink():
+            target = os.readlink(path)
+            resolved = (path.parent / target).resolve()
+            if os.path.isabs(target) or not str(resolved).startswith(str(tree.resolve())):
+                log.debug("dropping symlink %s -> %s", path.relative_to(tree), target)
+                path.unlink()
+
+
+def _check_elf(path: Path, arch: Arch) -> elf.ElfInfo:
+    info = elf.inspect(path)
+    if info.arch is not arch:
+        raise BuildError(f"{path.name} is {info.describe()}, expected {arch}")
+    return info
+
+
+def _precompile(stdlib: Path) -> bool:
+    if sys.version_info[:2] != (3, 11):
+        log.warning("build host runs Python %d.%d, not 3.11: the stdlib is shipped without .pyc",
+                    *sys.version_info[:2])
+        return False
+    ok = compileall.compile_dir(
+        str(stdlib), ddir=f"/{STDLIB}", quiet=2, workers=1,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        rx=None,
+    )
+    if not ok:
+        raise BuildError("compiling the standard library failed")
+    return True
+
+
+def stage_python(spec: Spec, arch: Arch, unpacked: Path, stage: Path) -> list[elf.ElfInfo]:
+    """Lay out python3.11.tcz's tree in ``stage``; return the ELF files in it (for their NEEDED)."""
+    src_lib = unpacked / f"usr/lib/python{PYVER}"
+    stdlib = stage / STDLIB
+    shutil.copytree(src_lib, stdlib, symlinks=True)
+    _drop(stdlib, spec.drop)
+    dynload = stdlib / "lib-dynload"
+    for so in sorted(dynload.iterdir()):
+        if so.name.split(".", 1)[0] not in spec.keep_dynload:
+            so.unlink()
+    missing = spec.keep_dynload - {p.name.split(".", 1)[0] for p in dynload.iterdir()}
+    if missing:
+        raise BuildError(f"lib-dynload has no {', '.join(sorted(missing))} (runtime.toml keep_dynload)")
+    _prune_symlinks(stage)
+
+    real_bin = stage / REAL_BIN
+    real_bin.parent.mkdir(parents=True)
+    shutil.copy2(unpacked / f"usr/bin/python{PYVER}", real_bin)
+    elves = [_check_elf(real_bin, arch), *(_check_elf(p, arch) for p in sorted(dynload.iterdir()))]
+
+    deps_dir = stage / LIB_DEPS
+    deps_dir.mkdir(parents=True)
+    needed = sorted({n for e in elves for n in e.needed})
+    for soname in needed:
+        if soname in spec.glibc_provides:
+            continue
+        if soname not in spec.libraries:
+            raise BuildError(f"the interpreter or a kept module needs {soname}, which runtime.toml "
+                             "does not map to a Debian package",
+                             hint="add it to [libraries], or drop the module from keep_dynload")
+        lib = deps_dir / soname
+        shutil.copy2(_find_lib(unpacked, soname), lib)
+        info = _check_elf(lib, arch)
+        extra = [n for n in info.needed if n not in spec.glibc_provides]
+        if extra:
+            raise BuildError(f"{soname} needs {', '.join(extra)} (not handled)")
+
+    bindir = stage / PREFIX / "bin"
+    bindir.mkdir(parents=True)
+    launcher = bindir / f"python{PYVER}"
+    launcher.write_text(LAUNCHER)
+    launcher.chmod(0o755)
+    (bindir / "python3").symlink_to(f"python{PYVER}")
+    pth_dir = stdlib / "dist-packages"
+    pth_dir.mkdir()
+    (pth_dir / "tce-site.pth").write_text(SITE_PTH)
+    _precompile(stdlib)
+    for path in stage.rglob("*"):  # the Debian tree has a few group-writable or odd modes
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644)
+    return elves
+
+
+def stage_glibc(spec: Spec, interpreter: str, unpacked: Path, stage: Path) -> None:
+    """glibc-testbase's tree: the loader and libs in /lib (TC's layout), plus the PT_INTERP path."""
+    lib = stage / "lib"
+    lib.mkdir(parents=True)
+    loader = Path(interpreter).name
+    shutil.copy2(_find_lib(unpacked, loader), lib / loader)
+    for soname in sorted(spec.glibc_provides):
+        shutil.copy2(_find_lib(unpacked, soname), lib / soname)
+    if Path(interpreter).parent != Path("/lib"):  # x86_64: /lib64/ld-linux-x86-64.so.2
+        link = stage / interpreter.lstrip("/")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(lib / loader, link.parent))
+    for path in stage.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o755)
+
+
+# ----------------------------------------------------------------------------------------- build
+def build(arch: Arch | str, out_dir: Path, *, testbase: bool = False, epoch: int | None = None,
+          spec: Spec | None = None) -> RuntimeBuild:
+    """``out_dir/python3.11.tcz`` (+ sidecars); with ``testbase`` also ``glibc-testbase.tcz``, listed in
+    python3.11.tcz.dep (the test repo's arrangement; never for a real Tiny Core repo)."""
+    arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
+    spec = spec or load_spec()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".python-runtime-", dir=out_dir) as tmp:
+        work = Path(tmp)
+        debs, versions = _fetch(arch, [*spec.packages, *spec.libraries.values(), spec.glibc_package])
+        unpacked = work / "debs"
+        _unpack(debs, unpacked)
+        stage = work / "python"
+        elves = stage_python(spec, arch, unpacked, stage)
+        interp = elves[0].interpreter
+        if not interp:
+            raise BuildError(f"python{PYVER} from Debian has no program interpreter")
+        pyversion = versions[spec.packages[0]]
+        info = {
+            "Title": f"{spec.name}.tcz",
+            "Description": f"Python {PYVER} interpreter and a trimmed standard library",
+            "Version": pyversion,
+            "Author": "Python Software Foundation (Debian packaging)",
+            "Original-site": "https://www.python.org (from Debian bookworm packages)",
+            "Copying-policy": "PSF-2.0; zlib: Zlib; expat: MIT",
+            "Tags": "python python3 interpreter",
+            "Comments": (f"Debian {' '.join(f'{p}={versions[p]}' for p in spec.packages)}\n"
+                         f"for {arch}. Needs glibc ({interp}) from the base system.\n"
+                         "Trimmed: no tests, idle, tkinter, ensurepip, pydoc, ssl, ctypes,\n"
+                         "sqlite3, curses, dbm, lib2to3, distutils, unittest.\n"
+                         f"/usr/local/bin/python3 -> python{PYVER} (launcher)."),
+            "Change-log": "first version",
+            "Current": pyversion,
+        }
+        deps = [f"{spec.glibc_name}.tcz"] if testbase else []
+        python = tcz.pack(stage, out_dir / f"{spec.name}.tcz", deps=deps, info=info, epoch=epoch)
+        glibc = None
+        if testbase:
+            gstage = work / "glibc"
+            stage_glibc(spec, interp, unpacked, gstage)
+            gversion = versions[spec.glibc_package]
+            ginfo = {
+                "Title": f"{spec.glibc_name}.tcz",
+                "Description": "TEST ONLY: glibc for the tce-ipfs busybox test base",
+                "Version": gversion,
+                "Author": "GNU C Library contributors (Debian packaging)",
+                "Original-site": "https://www.gnu.org/software/libc/ (Debian libc6)",
+                "Copying-policy": "LGPL-2.1-or-later",
+                "Tags": "glibc test",
+                "Comments": ("NOT FOR A REAL TINY CORE, which has glibc in its base.\n"
+                             "The tce-ipfs test base is busybox only; this gives it\n"
+                             f"the loader ({interp}), libc and libm from Debian\n"
+                             f"{spec.glibc_package}={gversion} so python{PYVER}.tcz can run."),
+                "Change-log": "first version",
+                "Current": gversion,
+            }
+            glibc = tcz.pack(gstage, out_dir / f"{spec.glibc_name}.tcz", info=ginfo, epoch=epoch)
+    return RuntimeBuild(python=python, glibc=glibc, versions=versions)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--arch", default=str(Arch.host()))
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("--testbase", action="store_true",
+                        help="also build glibc-testbase.tcz (TEST ONLY) and list it as a dependency")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    res = build(args.arch, args.out, testbase=args.testbase)
+    for r in (res.python, res.glibc):
+        if r is not None:
+            print(f"{r.tcz}: {tcz.human_size(r.size)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

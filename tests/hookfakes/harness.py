@@ -1,0 +1,214 @@
+"""Run the tce-ipfs boot hook on the host against a fake TC root.
+
+The hook is installed the way TC does it: ``tce_ipfs.initrd.hook_cpio`` builds the inner archive,
+busybox ``cpio -idmu`` unpacks it into the fake root, and the entry point runs with a real shell
+(busybox ``sh`` or ``dash``). PATH holds only the fakes in ``hookfakes/bin`` (ipfs, wget, udhcpc, ip,
+mount, uname, modprobe) followed by busybox applets -- so the hook is also checked to use nothing
+but busybox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tce_ipfs import initrd
+
+FAKES = Path(__file__).resolve().parent / "bin"
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+SHELLS = {"busybox": [BUSYBOX, "sh"], "dash": [shutil.which("dash") or "/bin/dash"]}
+APPLETS = (
+    "sh ash awk sed grep egrep md5sum timeout sleep wget cat mv mkdir ln head tail tr cut rm rmdir wc kill "
+    "chown chmod cp touch dirname basename ls env readlink cpio zcat gzip date id printf echo test [ "
+    "true false sort uniq expr"
+).split()
+CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+CID_V1 = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+PEER_ID = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
+PEER = f"/ip4/10.0.2.100/tcp/4001/p2p/{PEER_ID}"
+KREL = "6.12.11-tinycore64"
+GATEWAY = "127.0.0.1:48080"
+ALL_FAKES = ("ipfs", "wget", "udhcpc", "ip", "mount", "uname", "modprobe", "ifconfig", "route")
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _hook_cpio() -> bytes:
+    global _HOOK_CACHE
+    if _HOOK_CACHE is None:
+        _HOOK_CACHE = initrd.hook_cpio("x86_64")
+    return _HOOK_CACHE
+
+
+_HOOK_CACHE: bytes | None = None
+
+
+def applet_dir(base: Path) -> Path:
+    """A directory of busybox applet symlinks (created once per base)."""
+    bb = base / "busybox-bin"
+    if not bb.exists():
+        bb.mkdir(parents=True)
+        for name in APPLETS:
+            (bb / name).symlink_to(BUSYBOX)
+    return bb
+
+
+class Repo:
+    """A flat TC repo (``NAME.tcz`` + ``.md5.txt`` + ``.dep`` + lists) served at some URL by the fakes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.data: dict[str, bytes] = {}
+
+    def ext(self, name: str, deps: list[str] | tuple[str, ...] = (), *, size: int = 100,
+            md5_text: str | None = None, dep_text: str | None = None) -> bytes:
+        data = hashlib.sha256(name.encode()).digest() * (size // 32 + 1)
+        data = data[:size]
+        self.data[name] = data
+        (self.path / name).write_bytes(data)
+        (self.path / f"{name}.md5.txt").write_text(md5_text if md5_text is not None else f"{md5(data)}  {name}\n")
+        if dep_text is not None:
+            (self.path / f"{name}.dep").write_text(dep_text)
+        elif deps:
+            (self.path / f"{name}.dep").write_text("".join(f"{d}\n" for d in deps))
+        return data
+
+    def lst(self, text: str, name: str = "onboot.lst") -> None:
+        (self.path / name).write_text(text)
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+    console: str
+    log: str
+    seconds: float
+    env: HookEnv
+
+    @property
+    def lines(self) -> list[str]:
+        """The hook's console lines (without the "tce-ipfs: " prefix)."""
+        return [ln[len("tce-ipfs: "):] for ln in self.console.splitlines() if ln.startswith("tce-ipfs: ")]
+
+    @property
+    def final(self) -> str:
+        return self.lines[-1] if self.lines else ""
+
+    @property
+    def status(self) -> dict[str, str]:
+        path = self.env.root / "tmp/tce-ipfs/status"
+        if not path.exists():
+            return {}
+        return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+    @property
+    def calls(self) -> list[str]:
+        path = self.env.state / "calls.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def errors(self) -> list[str]:
+        return [ln for ln in self.lines if ln.startswith("error: ")]
+
+
+@dataclass
+class HookEnv:
+    """A fake TC root plus the fakes' state; ``run(cmdline)`` boots the hook once."""
+
+    base: Path
+    shell: str = "busybox"
+    fakes: tuple[str, ...] = ALL_FAKES
+    extra_path: tuple[str, ...] = ()
+    root: Path = field(init=False)
+    state: Path = field(init=False)
+    http: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = self.base / "root"
+        self.state = self.base / "state"
+        self.http = self.base / "http"
+        for d in ("proc", "dev", "tmp/tce/optional", "tmp/tcloop", "tmp/builtin/optional", "etc/sysconfig",
+                  "var/log", "var/run", "usr/local/tce.installed"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.http.mkdir(parents=True, exist_ok=True)
+        self.tools = self.base / "tools"
+        self.tools.mkdir(parents=True, exist_ok=True)
+        for name in self.fakes:
+            (self.tools / name).symlink_to(FAKES / name)
+        (self.root / "etc/sysconfig/tcuser").write_text("tc\n")
+        (self.root / "dev/console").write_text("")
+        (self.root / "proc/mounts").write_text("rootfs / rootfs rw 0 0\n")
+        (self.root / "proc/net").mkdir(exist_ok=True)
+        self.set_ifaces("eth0")
+        # kubo as shipped: any squashfs-looking file is fine for the fake mount.
+        (self.root / "tmp/builtin/optional/ipfs.tcz").write_bytes(b"hsqs" + b"\0" * 60)
+        subprocess.run([BUSYBOX, "cpio", "-idmu"], input=_hook_cpio(), cwd=self.root, check=True,
+                       capture_output=True)
+
+    # ------------------------------------------------------------------ fixtures of a scenario
+    def set_ifaces(self, *names: str) -> None:
+        head = ("Inter-|   Receive                            |  Transmit\n"
+                " face |bytes    packets errs drop fifo frame compressed multicast|bytes ...\n")
+        rows = "".join(f"{n:>6}: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n" for n in ("lo", *names))
+        (self.root / "proc/net/dev").write_text(head + rows)
+
+    def knob(self, name: str, text: str = "") -> None:
+        (self.state / name).write_text(text)
+
+    def ipfs_repo(self, cid: str = CID, sub: str = "") -> Repo:
+        """A repo published under /ipfs/<cid>[/sub], reachable once a peer connects."""
+        (self.http / "ipfs" / cid).mkdir(parents=True, exist_ok=True)
+        return Repo(self.http / "ipfs" / cid / sub if sub else self.http / "ipfs" / cid)
+
+    def http_repo(self, hostport: str, path: str = "") -> Repo:
+        return Repo(self.http / "http" / hostport / path)
+
+    def peers_ok(self, *mas: str) -> None:
+        self.knob("peers_ok", "".join(f"{m}\n" for m in mas))
+
+    # ------------------------------------------------------------------ running
+    def env(self) -> dict[str, str]:
+        path = ":".join([*self.extra_path, str(self.tools), str(applet_dir(self.base.parent))])
+        return {"PATH": path, "ROOT": str(self.root), "FAKE_STATE": str(self.state), "FAKE_ROOT": str(self.root),
+                "FAKE_HTTP": str(self.http), "FAKE_KREL": KREL, "TCE_IPFS_TOOLDIR": str(self.tools),
+                "LC_ALL": "C", "HOME": str(self.base)}
+
+    def run(self, cmdline: str, *, timeout: float = 60) -> Result:
+        (self.root / "proc/cmdline").write_text(cmdline + "\n")
+        start = time.monotonic()
+        entry = self.root / initrd.HOOK_ENTRY
+        proc = subprocess.run([*SHELLS[self.shell], str(entry)], env=self.env(), cwd=self.root,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        seconds = time.monotonic() - start
+        log_path = self.root / "var/log/tce-ipfs.log"
+        return Result(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
+                      console=(self.root / "dev/console").read_text(),
+                      log=log_path.read_text() if log_path.exists() else "", seconds=seconds, env=self)
+
+    def optional(self) -> Path:
+        return self.root / "tmp/builtin/optional"
+
+    def builtin_list(self, name: str = "onboot.lst") -> list[str]:
+        path = self.root / "tmp/builtin" / name
+        return path.read_text().split() if path.exists() else []
+
+    def cleanup(self) -> None:
+        """Stop a fake daemon the hook left running (it is meant to keep seeding)."""
+        (self.state / "stop").write_text("")
+        pid_file = self.state / "daemon.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass

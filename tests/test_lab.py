@@ -1,0 +1,198 @@
+"""The lab LAN: a private network namespace with a bridge, taps, DHCP and kubo nodes inside.
+
+Proves the lab's two promises: it is isolated (only lo + bridge + taps, no default route, no DNS), and
+it leaves nothing behind (no namespace, no process), also when the code using it fails half-way.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tce_ipfs import ipfsapi, swarmkey
+from tce_ipfs.errors import NodeError
+from tce_ipfs.lab import PREFIX, Lab, namespaces, start_kubo
+
+pytestmark = pytest.mark.root
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A lab torn down by the finalizer whatever the test does (and checked to be gone)."""
+    lab = Lab(tmp_path / "lab")
+    lab.open()
+    try:
+        yield lab
+    finally:
+        lab.close()
+        assert lab.netns not in namespaces()
+
+
+def test_lab_is_isolated(lab: Lab) -> None:
+    taps = [lab.tap(), lab.tap()]
+    lab.check_isolated()
+    names = {link["ifname"] for link in lab.links()}
+    assert names == {"lo", lab.bridge, *(t.ifname for t in taps)}
+    for link in lab.links():
+        assert "link_netnsid" not in link, f"{link['ifname']} has a peer in another namespace"
+    # No default route, no route via anything but the bridge and lo.
+    assert not [r for r in lab.routes() if r.get("dst") == "default"]
+    assert {r.get("dev") for r in lab.routes()} <= {"lo", lab.bridge}
+    # IPv6 is off, and nothing outside the lab subnet is reachable.
+    assert lab.exec(["sysctl", "-n", "net.ipv6.conf.all.disable_ipv6"]).stdout.strip() == b"1"
+    probe = lab.exec(["ip", "route", "get", "1.1.1.1"], check=False)
+    assert probe.returncode != 0 and b"unreachable" in probe.stderr
+    # DHCP only: dnsmasq listens on udp/67 on the bridge, there is no DNS server (port 53).
+    sockets = lab.exec(["ss", "-H", "-tuln"]).stdout.decode()
+    assert f"%{lab.bridge}:67" in sockets
+    assert ":53 " not in sockets
+    # The taps are bridge ports with fixed MACs and fixed leases.
+    assert [t.mac for t in taps] == ["52:54:00:77:00:00", "52:54:00:77:00:01"]
+    assert [t.ip for t in taps] == ["10.77.0.101", "10.77.0.102"]
+    args = taps[0].netdev_args()
+    assert args[1] == f"tap,id=n0,ifname={taps[0].ifname},script=no,downscript=no"
+    assert taps[0].wrap(["qemu"]) == ["ip", "netns", "exec", lab.netns, "qemu"]
+    # Names carry the project prefix and fit IFNAMSIZ.
+    assert lab.netns.startswith(PREFIX)
+    assert all(len(n) <= 15 for n in names)
+
+
+def test_processes_run_inside_the_namespace(lab: Lab) -> None:
+    p = lab.spawn("sleeper", ["sleep", "300"])
+    assert p.pid in lab.pids()
+    own = os.readlink(f"/proc/{p.pid}/ns/net")
+    assert own != os.readlink("/proc/self/ns/net")
+
+
+def test_teardown_kills_everything_and_deletes_namespace(tmp_path: Path) -> None:
+    with Lab(tmp_path / "lab") as lab:
+        lab.tap()
+        p = lab.spawn("sleeper", ["sleep", "300"])
+        # A grandchild in its own session escapes the process group: the namespace sweep gets it.
+        lab.spawn("escaper", ["sh", "-c", "setsid sleep 301 & echo $! > escaper.pid; wait"],
+                  cwd=tmp_path)
+        deadline = time.monotonic() + 5
+        while not (tmp_path / "escaper.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        escaper = int((tmp_path / "escaper.pid").read_text())
+        pids = lab.pids()
+        assert p.pid in pids and escaper in pids
+        netns = lab.netns
+    assert netns not in namespaces()
+    for pid in (*pids, escaper):
+        assert not _alive(pid), f"pid {pid} survived the lab"
+
+
+def test_teardown_on_exception(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="boom"), Lab(tmp_path / "lab") as lab:
+        p = lab.spawn("sleeper", ["sleep", "300"])
+        netns = lab.netns
+        raise RuntimeError("boom")
+    assert netns not in namespaces()
+    assert not _alive(p.pid)
+
+
+def test_failing_test_still_tears_down(tmp_path: Path) -> None:
+    """A test that fails mid-way (in its own pytest run) leaves no namespace and no process."""
+    record = tmp_path / "record"
+    inner = tmp_path / "test_inner.py"
+    inner.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        import pytest
+        from tce_ipfs.lab import Lab
+
+        @pytest.fixture
+        def lab(tmp_path):
+            lab = Lab(tmp_path / "lab")
+            lab.open()
+            yield lab
+            lab.close()
+
+        def test_fails_midway(lab):
+            lab.tap()
+            p = lab.spawn("sleeper", ["sleep", "300"])
+            Path({str(record)!r}).write_text(f"{{lab.netns}} {{p.pid}}")
+            assert False, "deliberate failure with the lab up"
+    """))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(inner)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "deliberate failure" in res.stdout
+    netns, pid = record.read_text().split()
+    assert netns not in namespaces()
+    assert not _alive(int(pid))
+
+
+def test_lab_refuses_use_after_close(tmp_path: Path) -> None:
+    lab = Lab(tmp_path / "lab")
+    with lab:
+        pass
+    with pytest.raises(NodeError, match="not running"):
+        lab.tap()
+    lab.close()  # idempotent
+
+
+@pytest.mark.kubo
+def test_two_nodes_in_the_lab_fetch_from_each_other(lab: Lab, host_kubo: Path, tmp_path: Path) -> None:
+    a = lab.start_seed(host_kubo)
+    b = start_kubo(lab, "peer-b", host_kubo, tmp_path / "b", listen_ip=lab.bridge_ip, port=4002)
+    assert a.node.running and a.process.pid in lab.pids() and b.process.pid in lab.pids()
+    blob_a = os.urandom(300_000)
+    blob_b = os.urandom(5_000)
+    with a.client() as ca, b.client() as cb:
+        cid_a = ipfsapi.add_bytes(ca, blob_a)
+        cid_b = ipfsapi.add_bytes(cb, blob_b)
+        ipfsapi.swarm_connect(cb, a.multiaddr, timeout=20)
+        assert ipfsapi.cat(cb, cid_a, timeout=30) == blob_a
+        assert ipfsapi.cat(ca, cid_b, timeout=30) == blob_b
+        assert ipfsapi.bitswap_stat(ca)["DataSent"] >= len(blob_a)
+        # Everything went over the bridge address: the daemons' sockets are all 10.77.0.x / unix.
+        for peer in ipfsapi.swarm_peers(ca):
+            assert peer["Addr"].startswith("/ip4/10.77.0.")
+    listening = lab.exec(["ss", "-H", "-tln"]).stdout.decode()
+    ports = {line.split()[3] for line in listening.splitlines()}
+    assert {"10.77.0.1:4001", "10.77.0.1:4002"} <= ports
+    assert not [p for p in ports if p.startswith(("0.0.0.0:", "*:"))], ports
+
+
+@pytest.mark.kubo
+def test_wrong_swarm_key_cannot_fetch(lab: Lab, host_kubo: Path, tmp_path: Path) -> None:
+    key = swarmkey.generate()
+    seed = lab.start_seed(host_kubo, swarm_key=key)
+    same = start_kubo(lab, "same-key", host_kubo, tmp_path / "same", listen_ip=lab.bridge_ip, port=4002,
+                      swarm_key=key)
+    other = start_kubo(lab, "other-key", host_kubo, tmp_path / "other", listen_ip=lab.bridge_ip,
+                       port=4003, swarm_key=swarmkey.generate())
+    open_node = start_kubo(lab, "no-key", host_kubo, tmp_path / "open", listen_ip=lab.bridge_ip, port=4004)
+    assert swarmkey.read(seed.repo) == key
+    blob = os.urandom(50_000)
+    with seed.client() as cs:
+        cid = ipfsapi.add_bytes(cs, blob)
+    with same.client() as c:
+        ipfsapi.swarm_connect(c, seed.multiaddr, timeout=20)
+        assert ipfsapi.cat(c, cid, timeout=30) == blob
+    for node in (other, open_node):
+        with node.client(timeout=8) as c:
+            with pytest.raises(NodeError, match="swarm connect"):
+                ipfsapi.swarm_connect(c, seed.multiaddr, timeout=8)
+            with pytest.raises(NodeError):
+                ipfsapi.cat(c, cid, timeout=5)
+            assert ipfsapi.swarm_peers(c) == []

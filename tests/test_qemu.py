@@ -1,0 +1,230 @@
+"""Boot the TC-layout test base under QEMU (TCG) for each arch and check TC's layout and loading path.
+
+Each boot gets an extra initrd with:
+* ``/tmp/builtin/optional/{hello,libhello-<kver>,extra}.tcz`` (``tcz.pack``) and ``/tmp/builtin/onboot.lst``
+  naming ``hello``, whose ``.dep`` says ``libhello-KERNEL.tcz`` (the -KERNEL substitution);
+  ``hello`` has an install script (queued in /tmp/setup.lst at boot, run last as root);
+* ``/tmp/builtin/probe.gz``: a gzip'd cpio whose ``usr/local/tce.installed/probe`` tce-setup runs;
+* ``/opt/bootsync.sh``: checks everything, prints ``TCE-IPFS-SENTINEL: ok`` (or ``FAIL: <what>``),
+  then ``poweroff -f``.
+Time from QEMU start to the sentinel is printed per arch (run pytest with -s to see it).
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tce_ipfs import guest, qemu, tcz
+from tce_ipfs.arch import Arch
+
+pytestmark = pytest.mark.qemu
+
+ARCHES = [Arch.X86_64, Arch.AARCH64, Arch.X86, Arch.ARMV7]
+TIMEOUT = {Arch.X86_64: 120.0, Arch.AARCH64: 120.0, Arch.X86: 150.0, Arch.ARMV7: 180.0}
+
+CHECKS = r"""#!/bin/sh
+# test: the TC layout after tce-setup, as TC leaves it
+fails=""
+fail() { fails="$fails $1"; echo "check failed: $1"; }
+. /etc/init.d/tc-functions
+KVER="$(uname -r)"
+
+if getbootparam tce >/dev/null; then
+	# unknown tce= value: TC's tce-setup maps it to /tce, which does not exist: a dangling link
+	[ "$(readlink /etc/sysconfig/tcedir)" = /tce ] || fail tcedir-unknown-value
+	[ -e /etc/sysconfig/tcedir ] && fail tcedir-not-dangling
+	su tc -c "tce-load -i extra" >/dev/null 2>&1 && fail tce-load-should-fail
+else
+	[ "$(readlink /etc/sysconfig/tcedir)" = /tmp/tce ] || fail tcedir
+	[ -d /etc/sysconfig/tcedir/optional ] || fail tce-optional
+fi
+[ "$(cat /etc/sysconfig/tcuser)" = tc ] || fail tcuser
+grep -q '^tc:x:1001:50:' /etc/passwd || fail passwd
+grep -q '^staff:x:50:' /etc/group || fail group
+[ -d /home/tc ] || fail home
+[ -d /tmp/tcloop ] || fail tcloop
+# tc-config makes it root:staff 775; tce-setup's step (c) chowns it to tc:staff
+[ "$(stat -c '%G %a' /usr/local/tce.installed)" = "staff 775" ] || fail tce.installed-perms
+[ "$(stat -c '%a' /tmp)" = 1777 ] || fail tmp-mode
+for m in virtio_net loop squashfs; do
+	grep -q "^$m " /proc/modules || [ -d "/sys/module/$m" ] || fail "module-$m"
+done
+ifconfig lo | grep -q 'inet addr:127.0.0.1' || fail lo
+grep -q '^VERSION_ID=16.0' /etc/os-release || fail os-release
+
+# (a) /tmp/builtin/probe.gz unpacked, its tce.installed script run as root
+[ "$(cat /run/probe.ran 2>/dev/null)" = 0 ] || fail builtin-gz
+# (b) /tmp/builtin/onboot.lst: hello and its -KERNEL dependency, loop-mounted and linked into /
+grep -q " /tmp/tcloop/hello squashfs" /proc/mounts || fail hello-mounted
+grep -q " /tmp/tcloop/libhello-$KVER squashfs" /proc/mounts || fail libhello-mounted
+[ "$(readlink /usr/local/bin/hello)" = /tmp/tcloop/hello/usr/local/bin/hello ] || fail hello-symlink
+[ "$(su tc -c hello)" = "hello from a tcz" ] || fail hello-runs
+[ -e /usr/local/share/libhello/VERSION ] || fail libhello-files
+[ -f /usr/local/tce.installed/libhello-$KVER ] || fail libhello-marker
+# hello's install script: queued at boot, run by tce-setup as root, after libhello was linked
+[ "$(cat /run/hello.installed 2>/dev/null)" = "0 libhello" ] || fail hello-install-script
+[ -e /tmp/setup.lst ] && fail setup.lst-left
+
+# after boot, tce-load as tc (through the sudo shim) loads a path; its install script runs at once
+if ! getbootparam tce >/dev/null; then
+	su tc -c "tce-load -i /tmp/builtin/optional/extra.tcz" >/tmp/extra.out 2>&1 || fail extra-load
+	[ "$(cat /run/extra.installed 2>/dev/null)" = 0 ] || fail extra-install-script
+	[ -L /usr/local/bin/extra ] || fail extra-symlink
+	su tc -c "tce-load -i /tmp/builtin/optional/extra.tcz" | grep -q "already installed" || fail extra-again
+fi
+
+if [ -z "$fails" ]; then
+	echo "TCE-IPFS-SENTINEL: ok"
+else
+	echo "TCE-IPFS-SENTINEL: FAIL:$fails"
+fi
+poweroff -f
+"""
+
+
+def _exe(text: str) -> tuple[bytes, int]:
+    return text.encode(), 0o755
+
+
+@pytest.fixture(scope="session")
+def bases() -> dict[Arch, guest.GuestBase]:
+    return {}
+
+
+def _base(bases: dict[Arch, guest.GuestBase], arch: Arch) -> guest.GuestBase:
+    if arch not in bases:
+        bases[arch] = guest.ensure_base(arch)
+    return bases[arch]
+
+
+def _tcz_tree(root: Path, files: dict[str, tuple[str, int]]) -> Path:
+    for rel, (text, mode) in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+    return root
+
+
+def build_test_initrd(base: guest.GuestBase, out: Path, work: Path, bootsync: str) -> Path:
+    opt = work / "optional"
+    opt.mkdir(parents=True)
+    lib = f"libhello-{base.kver}"
+    tcz.pack(_tcz_tree(work / "libhello", {
+        "usr/local/share/libhello/VERSION": ("1\n", 0o644),
+    }), opt / f"{lib}.tcz")
+    tcz.pack(_tcz_tree(work / "hello", {
+        "usr/local/bin/hello": ("#!/bin/sh\necho 'hello from a tcz'\n", 0o755),
+        # runs as root at the end of tce-setup: records uid and that the dependency was linked first
+        "usr/local/tce.installed/hello": (
+            "#!/bin/sh\n[ -e /usr/local/share/libhello/VERSION ] && d=libhello\n"
+            "echo \"$(id -u) $d\" > /run/hello.installed\n", 0o755),
+    }), opt / "hello.tcz", deps=["libhello-KERNEL.tcz"])
+    tcz.pack(_tcz_tree(work / "extra", {
+        "usr/local/bin/extra": ("#!/bin/sh\necho extra\n", 0o755),
+        "usr/local/tce.installed/extra": ("#!/bin/sh\nid -u > /run/extra.installed\n", 0o755),
+    }), opt / "extra.tcz")
+    probe = guest.write_overlay(work / "probe.gz", {
+        "usr/local/tce.installed/probe": _exe("#!/bin/sh\nid -u > /run/probe.ran\n"),
+    })
+    files: dict[str, bytes | tuple[bytes, int]] = {
+        "opt/bootsync.sh": _exe(bootsync),
+        "tmp/builtin/onboot.lst": b"# the list tce-setup loads from /tmp/builtin\nhello\n",
+        "tmp/builtin/probe.gz": probe.read_bytes(),
+    }
+    for path in sorted(opt.iterdir()):
+        files[f"tmp/builtin/optional/{path.name}"] = path.read_bytes()
+    return guest.write_overlay(out, files)
+
+
+def _boot(arch: Arch, base: guest.GuestBase, extra: Path, append: str, log_path: Path,
+          net: qemu.NetSpec | None = None) -> qemu.BootResult:
+    result = qemu.boot(arch, base.qemu_kernel, [base.initrd, extra], append, timeout=TIMEOUT[arch],
+                       net=net, log_path=log_path)
+    result.require()
+    print(f"\n{arch}: sentinel after {result.seconds:.1f} s (QEMU total {result.total_seconds:.1f} s); "
+          f"initrd {base.initrd.stat().st_size} B; kernel {base.kver}")
+    return result
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=str)
+def test_tc_layout_boot(arch: Arch, bases: dict[Arch, guest.GuestBase], tmp_path: Path) -> None:
+    base = _base(bases, arch)
+    extra = build_test_initrd(base, tmp_path / "test.gz", tmp_path / "work", CHECKS)
+    result = _boot(arch, base, extra, "quiet nodhcp", tmp_path / "console.log")
+    assert result.sentinel_line == "TCE-IPFS-SENTINEL: ok", result.tail()
+    assert result.exit_code == 0
+    # tce-setup's output is hidden without showapps, as on TC
+    assert "Loading extensions..." in result.log_text
+    assert "hello.tcz: OK" not in result.log_text
+
+
+def test_unknown_tce_value_dangles_like_tc(bases: dict[Arch, guest.GuestBase], tmp_path: Path) -> None:
+    """tce=ipfs:<x>: /tmp/builtin still loads; /etc/sysconfig/tcedir dangles at /tce; tce-load exits 1."""
+    arch = Arch.AARCH64
+    base = _base(bases, arch)
+    extra = build_test_initrd(base, tmp_path / "test.gz", tmp_path / "work", CHECKS)
+    result = _boot(arch, base, extra, "quiet nodhcp tce=ipfs:bafyunknown showapps", tmp_path / "console.log")
+    assert result.sentinel_line == "TCE-IPFS-SENTINEL: ok", result.tail()
+    # showapps: tce-setup runs in the foreground and tce-load names each extension it loads
+    after = result.log_text.split("Loading extensions...", 1)[1]
+    assert f"libhello-{base.kver} hello" in after.split("Done.", 1)[0]
+
+
+NET_CHECKS = r"""#!/bin/sh
+# test: TC's dhcp.sh gets a lease; only the guestfwd service is reachable
+fails=""
+fail() { fails="$fails $1"; echo "check failed: $1"; }
+n=0
+until ifconfig eth0 | grep -q 'inet addr:10.0.2.15'; do
+	n=$((n + 1)); [ $n -gt 60 ] && break; sleep 0.5
+done
+ifconfig eth0 | grep -q 'inet addr:10.0.2.15' || fail lease
+[ "$(timeout 20 wget -q -O - http://10.0.2.100:8080/x 2>/dev/null)" = "hello over guestfwd" ] || fail guestfwd
+timeout 5 wget -q -O /dev/null http://10.0.2.2:@HOSTPORT@/x 2>/dev/null && fail host-reachable
+timeout 5 wget -q -O /dev/null http://10.0.2.100:8081/x 2>/dev/null && fail other-port-reachable
+if [ -z "$fails" ]; then echo "TCE-IPFS-SENTINEL: ok"; else echo "TCE-IPFS-SENTINEL: FAIL:$fails"; fi
+poweroff -f
+"""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello over guestfwd"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("arch", [Arch.X86_64, Arch.AARCH64], ids=str)
+def test_restricted_net(arch: Arch, bases: dict[Arch, guest.GuestBase], http_server: int,
+                        tmp_path: Path) -> None:
+    base = _base(bases, arch)
+    with socket.socket() as s:  # a port nothing listens on, for the negative case
+        s.bind(("127.0.0.1", 0))
+        unused = s.getsockname()[1]
+    script = NET_CHECKS.replace("@HOSTPORT@", str(http_server))
+    extra = guest.write_overlay(tmp_path / "net.gz", {"opt/bootsync.sh": _exe(script)})
+    net = qemu.user_restricted({8080: http_server, 8081: unused})
+    result = _boot(arch, base, extra, "quiet", tmp_path / "console.log", net=net)
+    assert result.sentinel_line == "TCE-IPFS-SENTINEL: ok", result.tail()

@@ -1,0 +1,312 @@
+"""`tce-ipfs remaster`: arch detection, ISO and boot-partition remastering, refusals (no QEMU).
+
+ISOs here are real (xorriso, isolinux) around fake kernels/initrds with real headers; the P2P initrd is
+a stand-in with a real ipfs.tcz (squashfs) so arch checks run for real. QEMU boots: test_remaster_qemu.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_remaster_support import (
+    CID,
+    CID2,
+    cpio_gz,
+    elf_header,
+    fake_core,
+    fake_iso,
+    fake_kernel,
+    fake_p2p_initrd,
+    fake_tcz,
+)
+
+from tce_ipfs import bootcfg, cli, remaster
+from tce_ipfs.arch import Arch
+from tce_ipfs.errors import CidError, RemasterError, UsageError
+
+P2P = "boot/tce-ipfs.gz"
+# Files whose bytes legitimately change: the boot catalog and isolinux.bin (boot-info-table is
+# patched with LBAs), and the config we edit.
+REWRITTEN = {"boot/isolinux/boot.cat", "boot/isolinux/isolinux.bin", "boot/isolinux/isolinux.cfg"}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("remaster")
+
+
+@pytest.fixture(scope="module")
+def iso64(work: Path) -> Path:
+    return fake_iso(Arch.X86_64, work / "x86_64")
+
+
+@pytest.fixture(scope="module")
+def p2p64(work: Path) -> Path:
+    return fake_p2p_initrd(Arch.X86_64, work / "p2p-x86_64.gz")
+
+
+def _cfg(iso: Path) -> str:
+    return remaster.read_iso_file(iso, "boot/isolinux/isolinux.cfg").decode()
+
+
+# ----------------------------------------------------------------------------------------- detection
+
+@pytest.mark.parametrize("arch", list(Arch))
+def test_kernel_arch_from_header(arch: Arch) -> None:
+    assert remaster.kernel_arch(fake_kernel(arch)) is arch
+    assert remaster.elf_arch(elf_header(arch)) is arch
+
+
+def test_kernel_arch_unknown_and_old_protocol() -> None:
+    assert remaster.kernel_arch(b"\x00" * 0x1000) is None
+    old = bytearray(fake_kernel(Arch.X86_64))
+    old[0x206:0x208] = b"\x0a\x02"  # boot protocol 2.10: no xloadflags, cannot tell 32 from 64 bit
+    assert remaster.kernel_arch(bytes(old)) is None
+    assert remaster.kernel_arch(b"\x1f\x8bnot really gzip") is None
+
+
+def test_kernel_arch_ignores_file_names(tmp_path: Path) -> None:
+    # An x86 kernel named like CorePure64's: the header decides.
+    k = tmp_path / "vmlinuz64"
+    k.write_bytes(fake_kernel(Arch.X86))
+    core = tmp_path / "corepure64.gz"
+    core.write_bytes(fake_core(Arch.X86, tmp_path))
+    assert remaster.detect_arch([k], core).target is Arch.X86
+
+
+def test_userland_decides_on_a_64_bit_kernel(tmp_path: Path) -> None:
+    # Core64: x86_64 kernel, x86 userland -> x86 (what TC's getBuild says)
+    k = tmp_path / "vmlinuz64"
+    k.write_bytes(fake_kernel(Arch.X86_64))
+    core = tmp_path / "core.gz"
+    core.write_bytes(fake_core(Arch.X86, tmp_path, loader=False))
+    report = remaster.detect_arch([k], core)
+    assert (report.kernel, report.userland, report.target) == (Arch.X86_64, Arch.X86, Arch.X86)
+
+
+def test_kernel_userland_mismatch(tmp_path: Path) -> None:
+    k = tmp_path / "vmlinuz"
+    k.write_bytes(fake_kernel(Arch.X86))
+    core = tmp_path / "core.gz"
+    core.write_bytes(fake_core(Arch.X86_64, tmp_path))
+    with pytest.raises(RemasterError, match="kernel vmlinuz is x86, its initrd's userland is x86_64"):
+        remaster.detect_arch([k], core)
+
+
+def test_tcz_arch(tmp_path: Path) -> None:
+    assert remaster.tcz_ipfs_arch(fake_tcz(Arch.AARCH64, tmp_path / "ipfs.tcz")) is Arch.AARCH64
+    with pytest.raises(RemasterError, match="arch mismatch: ipfs.tcz holds a aarch64 ipfs binary"):
+        remaster.check_tcz_arch(tmp_path / "ipfs.tcz", Arch.X86_64)
+
+
+# --------------------------------------------------------------------------------------------- ISO
+
+def test_remaster_iso(work: Path, iso64: Path, p2p64: Path) -> None:
+    out = work / "out.iso"
+    res = remaster.remaster_iso(iso64, out, CID, codes={"ipfs.peers": "/ip4/10.0.2.100/tcp/4001/p2p/X"},
+                                make_default=True, p2p_initrd=p2p64)
+    assert res.arch is Arch.X86_64 and res.layout == "CorePure64" and not res.efi
+    assert res.initrds == ["/boot/corepure64.gz", "/boot/tce-ipfs.gz"]
+    cfg = _cfg(out)
+    entry = bootcfg.p2p_entry(cfg)
+    assert entry is not None and entry.kernel == "/boot/vmlinuz64"
+    assert entry.append == f"loglevel=3 console=ttyS0,115200 tce=ipfs:{CID} ipfs.peers=/ip4/10.0.2.100/tcp/4001/p2p/X"
+    assert bootcfg.parse_syslinux(cfg, ours=True).default_entry().label == "tce-ipfs"
+    assert bootcfg.strip_ours(cfg) == _cfg(iso64)
+    assert remaster.read_iso_file(out, P2P) == p2p64.read_bytes()
+    # still a TC ISO, bootable by BIOS and hybrid (MBR partition table signature)
+    torito = remaster.el_torito(out)
+    assert torito.bios_image == "boot/isolinux/isolinux.bin"
+    assert remaster.volume_id(out) == "CorePure64"
+    assert out.read_bytes()[510:512] == b"\x55\xaa"
+
+
+def test_round_trip_twice_one_entry_originals_intact(work: Path, iso64: Path, p2p64: Path) -> None:
+    first = remaster.remaster_iso(iso64, work / "rt1.iso", CID, make_default=True, p2p_initrd=p2p64).output
+    second = remaster.remaster_iso(first, work / "rt2.iso", CID2, p2p_initrd=p2p64).output
+    cfg = _cfg(second)
+    assert cfg.count("LABEL tce-ipfs") == 1 and cfg.count(bootcfg.BEGIN) == 1
+    assert CID not in cfg and f"tce=ipfs:{CID2}" in cfg
+    # second run without --default: the original default is back
+    assert bootcfg.parse_syslinux(cfg, ours=True).default == "corepure64"
+    assert bootcfg.strip_ours(cfg) == _cfg(iso64)
+    before = remaster.iso_manifest(iso64)
+    after = remaster.iso_manifest(second)
+    assert sorted(after) == sorted([*before, P2P])
+    for name, digest in before.items():
+        if name not in REWRITTEN:
+            assert after[name] == digest, name
+    # and the same input remastered again gives the same tree
+    again = remaster.remaster_iso(second, work / "rt3.iso", CID2, p2p_initrd=p2p64).output
+    assert remaster.iso_manifest(again) == remaster.iso_manifest(second)
+
+
+def test_append_initrd(work: Path, iso64: Path, p2p64: Path) -> None:
+    res = remaster.remaster_iso(iso64, work / "app.iso", CID, append_initrd=True, p2p_initrd=p2p64)
+    assert res.initrds == ["/boot/tce-ipfs.gz"]
+    core = remaster.read_iso_file(iso64, "boot/corepure64.gz")
+    assert remaster.read_iso_file(res.output, P2P) == core + p2p64.read_bytes()
+    assert remaster.read_iso_file(res.output, "boot/corepure64.gz") == core  # never changed
+    entry = bootcfg.p2p_entry(_cfg(res.output))
+    assert entry is not None and entry.initrds == ["/boot/tce-ipfs.gz"]
+
+
+@pytest.mark.parametrize("efi", ["file", "appended"])
+def test_efi_is_kept(work: Path, p2p64: Path, efi: str) -> None:
+    src = fake_iso(Arch.X86_64, work / f"efi-{efi}", efi=efi)
+    assert remaster.el_torito(src).efi
+    res = remaster.remaster_iso(src, work / f"efi-{efi}.iso", CID, p2p_initrd=p2p64)
+    assert res.efi
+    torito = remaster.el_torito(res.output)
+    assert torito.efi and torito.bios_image == "boot/isolinux/isolinux.bin"
+
+
+def test_x86_core_layout_and_cde(work: Path) -> None:
+    src = fake_iso(Arch.X86, work / "x86", cde=True)
+    p2p = fake_p2p_initrd(Arch.X86, work / "p2p-x86.gz")
+    res = remaster.remaster_iso(src, work / "x86.iso", CID, p2p_initrd=p2p)
+    assert (res.arch, res.layout, res.initrds) == (Arch.X86, "Core", ["/boot/core.gz", "/boot/tce-ipfs.gz"])
+    assert "cde/onboot.lst" in remaster.iso_manifest(res.output)
+
+
+# ---------------------------------------------------------------------------------------- refusals
+
+def _refused(target: Path, exc: type[Exception], match: str, fn: object, *args: object, **kw: object) -> None:
+    with pytest.raises(exc, match=match):
+        fn(*args, **kw)  # type: ignore[operator]
+    assert not target.exists(), "a refusal must not leave an output behind"
+
+
+def test_refuse_non_iso(work: Path, p2p64: Path) -> None:
+    bogus = work / "notes.iso"
+    bogus.write_text("not an iso\n" * 5000)
+    out = work / "r-noniso.iso"
+    _refused(out, RemasterError, "notes.iso is not an ISO 9660 image",
+             remaster.remaster_iso, bogus, out, CID, p2p_initrd=p2p64)
+
+
+def test_refuse_iso_without_tc_layout(work: Path, p2p64: Path) -> None:
+    tree = work / "plain"
+    (tree / "docs").mkdir(parents=True)
+    (tree / "docs/readme.txt").write_text("hi\n")
+    plain = work / "plain.iso"
+    from tce_ipfs import proc
+
+    proc.run(["xorriso", "-as", "mkisofs", "-o", plain, "-V", "PLAIN", tree])
+    out = work / "r-plain.iso"
+    with pytest.raises(RemasterError) as info:
+        remaster.remaster_iso(plain, out, CID, p2p_initrd=p2p64)
+    msg = str(info.value)
+    assert msg.startswith("not a Tiny Core ISO layout; missing:")
+    for part in ("boot/isolinux/isolinux.cfg", "isolinux.bin", "boot/vmlinuz + boot/core.gz",
+                 "boot/vmlinuz64 + boot/corepure64.gz"):
+        assert part in msg
+    assert not out.exists()
+
+
+def test_refuse_invalid_cid(work: Path, iso64: Path, p2p64: Path) -> None:
+    out = work / "r-cid.iso"
+    _refused(out, CidError, "invalid CID", remaster.remaster_iso, iso64, out, "QmNotACid", p2p_initrd=p2p64)
+
+
+def test_refuse_arch_mismatch(work: Path, iso64: Path) -> None:
+    out = work / "r-arch.iso"
+    _refused(out, RemasterError, r"--arch aarch64 but in-x86_64.iso is x86_64",
+             remaster.remaster_iso, iso64, out, CID, arch=Arch.AARCH64)
+    tcz = fake_tcz(Arch.AARCH64, work / "ipfs-arm.tcz")
+    _refused(out, RemasterError, "ipfs-arm.tcz holds a aarch64 ipfs binary, the boot media is x86_64",
+             remaster.remaster_iso, iso64, out, CID, ipfs_tcz=tcz)
+    p2p = fake_p2p_initrd(Arch.AARCH64, work / "p2p-arm.gz")
+    _refused(out, RemasterError, "aarch64 ipfs binary", remaster.remaster_iso, iso64, out, CID, p2p_initrd=p2p)
+
+
+def test_refuse_input_as_output(iso64: Path, p2p64: Path) -> None:
+    with pytest.raises(UsageError, match="is the input"):
+        remaster.remaster_iso(iso64, iso64, CID, p2p_initrd=p2p64)
+
+
+def test_cli(work: Path, iso64: Path, p2p64: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = work / "cli.iso"
+    rc = cli.main(["remaster", str(iso64), "--cid", CID, "-o", str(out), "--default", "--p2p-initrd",
+                   str(p2p64), "--boot-code", "ipfs.timeout=90", "--json"])
+    assert rc == 0 and out.is_file()
+    assert '"default": true' in capsys.readouterr().out
+    bad = work / "cli-bad.iso"
+    assert cli.main(["remaster", str(iso64), "--cid", "nope", "-o", str(bad)]) == CidError.exit_code
+    assert "invalid CID" in capsys.readouterr().err and not bad.exists()
+    assert cli.main(["remaster", str(iso64), "--cid", CID, "-o", str(bad), "--arch", "aarch64",
+                     "--p2p-initrd", str(p2p64)]) == RemasterError.exit_code
+    assert "arch mismatch" in capsys.readouterr().err and not bad.exists()
+
+
+# ---------------------------------------------------------------------------------- piCore boot dir
+
+PI_CONFIG = """\
+[pi4]
+kernel kernel8.img
+initramfs rootfs-piCore64-16.0.gz,modules-piCore-v8.gz followkernel
+[pi3]
+kernel kernel8.img
+initramfs rootfs-piCore64-16.0.gz,modules-piCore-v8.gz followkernel
+[ALL]
+cmdline cmdline.txt
+"""
+PI_CMDLINE = "console=ttyAMA0 root=/dev/ram0 rootwait quiet nortc loglevel=3 noembed\n"
+
+
+def fake_bootdir(root: Path, arch: Arch = Arch.AARCH64) -> Path:
+    root.mkdir(parents=True)
+    kernel = bytearray(0x1000)
+    kernel[0x38:0x3C] = b"ARM\x64"  # the Pi's kernel8.img is a raw arm64 Image
+    (root / "kernel8.img").write_bytes(bytes(kernel))
+    (root / "rootfs-piCore64-16.0.gz").write_bytes(fake_core(arch, root.parent))
+    (root / "modules-piCore-v8.gz").write_bytes(cpio_gz({"lib/modules/x/m.ko": b"ko"}, root.parent))
+    (root / "config.txt").write_text(PI_CONFIG)
+    (root / "cmdline.txt").write_text(PI_CMDLINE)
+    (root / "start4.elf").write_bytes(b"firmware")
+    return root
+
+
+def test_bootdir_in_place_idempotent(tmp_path: Path) -> None:
+    boot = fake_bootdir(tmp_path / "boot")
+    p2p = fake_p2p_initrd(Arch.AARCH64, tmp_path / "p2p.gz")
+    before = remaster.tree_manifest(boot)
+    res = remaster.remaster_bootdir(boot, CID, arch=Arch.AARCH64, codes={"ipfs.timeout": "60"}, p2p_initrd=p2p)
+    assert res.arch is Arch.AARCH64
+    assert res.initramfs == [["rootfs-piCore64-16.0.gz", "modules-piCore-v8.gz", "tce-ipfs.gz"]] * 2
+    assert (boot / "cmdline.txt").read_text() == PI_CMDLINE.strip() + f" tce=ipfs:{CID} ipfs.timeout=60\n"
+    assert (boot / "tce-ipfs.gz").read_bytes() == p2p.read_bytes()
+    remaster.remaster_bootdir(boot, CID2, p2p_initrd=p2p)  # again, new CID, no codes
+    assert (boot / "cmdline.txt").read_text() == PI_CMDLINE.strip() + f" tce=ipfs:{CID2}\n"
+    assert bootcfg.parse_config_txt((boot / "config.txt").read_text()).initramfs == res.initramfs
+    after = remaster.tree_manifest(boot)
+    assert sorted(after) == sorted([*before, "tce-ipfs.gz"])
+    for name in before:
+        if name not in ("config.txt", "cmdline.txt"):
+            assert after[name] == before[name]
+
+
+def test_bootdir_copy_and_refusals(tmp_path: Path) -> None:
+    boot = fake_bootdir(tmp_path / "boot")
+    before = remaster.tree_manifest(boot)
+    p2p = fake_p2p_initrd(Arch.AARCH64, tmp_path / "p2p.gz")
+    out = tmp_path / "copy"
+    remaster.remaster_bootdir(boot, CID, out=out, p2p_initrd=p2p)
+    assert remaster.tree_manifest(boot) == before  # source untouched
+    assert (out / "tce-ipfs.gz").is_file()
+    out2 = tmp_path / "copy2"
+    _refused(out2, RemasterError, "--arch x86_64 but boot is aarch64",
+             remaster.remaster_bootdir, boot, CID, out=out2, arch=Arch.X86_64)
+    wrong = fake_p2p_initrd(Arch.ARMV7, tmp_path / "p2p-armv7.gz")
+    _refused(out2, RemasterError, "armv7 ipfs binary", remaster.remaster_bootdir, boot, CID, out=out2,
+             p2p_initrd=wrong)
+    _refused(out2, CidError, "invalid CID", remaster.remaster_bootdir, boot, "x", out=out2, p2p_initrd=p2p)
+    assert remaster.tree_manifest(boot) == before
+    (boot / "cmdline.txt").unlink()
+    _refused(out2, RemasterError, r"missing: cmdline.txt", remaster.remaster_bootdir, boot, CID, out=out2,
+             p2p_initrd=p2p)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _refused(out2, RemasterError, "neither an ISO nor a piCore boot partition", remaster.remaster_bootdir,
+             empty, CID, out=out2, p2p_initrd=p2p)

@@ -1,0 +1,161 @@
+"""Fakes for remaster/netboot tests (no tests here): kernels with real headers, cpio initrds, .tcz files.
+
+Fast stand-ins for the real test base: the code under test reads headers, cpio members and ELF headers
+only, so a few KiB per file exercise the same paths as a 30 MB kernel.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from tce_ipfs import proc, qemu
+from tce_ipfs.arch import Arch
+
+CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+CID2 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+
+_ELF = {Arch.X86_64: (2, 62), Arch.X86: (1, 3), Arch.AARCH64: (2, 183), Arch.ARMV7: (1, 40)}
+
+
+def elf_header(arch: Arch) -> bytes:
+    cls, machine = _ELF[arch]
+    head = b"\x7fELF" + bytes([cls, 1, 1]) + bytes(9) + struct.pack("<HHI", 2, machine, 1)
+    return head + bytes(64 - len(head))
+
+
+def fake_kernel(arch: Arch) -> bytes:
+    if arch in (Arch.X86_64, Arch.X86):
+        data = bytearray(0x1000)
+        data[0:2] = b"MZ"
+        data[0x202:0x206] = b"HdrS"
+        struct.pack_into("<H", data, 0x206, 0x020F)
+        struct.pack_into("<H", data, 0x236, 0x7F if arch is Arch.X86_64 else 0x0)
+        return bytes(data)
+    if arch is Arch.AARCH64:
+        data = bytearray(0x1000)
+        data[0x38:0x3C] = b"ARM\x64"
+        return gzip.compress(bytes(data), mtime=0)  # Debian's vmlinuz for arm64 is Image.gz
+    data = bytearray(0x1000)
+    struct.pack_into("<I", data, 0x24, 0x016F2818)
+    return bytes(data)
+
+
+def cpio_gz(files: dict[str, bytes], work: Path) -> bytes:
+    """A gzip'd newc cpio of ``files`` (built with the cpio tool, independent of tce_ipfs.initrd)."""
+    tree = work / hashlib.sha256(repr(sorted(files)).encode()).hexdigest()[:12]
+    for name, data in files.items():
+        path = tree / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    names = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    out = proc.run(["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"], cwd=tree,
+                   input="\n".join(names).encode() + b"\n")
+    return gzip.compress(out.stdout, mtime=0)
+
+
+def fake_core(arch: Arch, work: Path, *, loader: bool = True) -> bytes:
+    """A core.gz-like initrd whose userland is ``arch`` (busybox ELF, and TC's ld-linux name)."""
+    files = {"bin/busybox": elf_header(arch) + b"busybox", "etc/os-release": b"NAME=TinyCore\n",
+             "init": b"#!/bin/sh\n"}
+    if loader:
+        files[arch.info.ld_so.lstrip("/")] = elf_header(arch)
+    return cpio_gz(files, work)
+
+
+def fake_tcz(arch: Arch, out: Path) -> Path:
+    tree = out.parent / (out.name + ".tree")
+    (tree / "usr/local/bin").mkdir(parents=True, exist_ok=True)
+    (tree / "usr/local/bin/ipfs").write_bytes(elf_header(arch) + b"kubo")
+    proc.run(["mksquashfs", tree, out, "-noappend", "-quiet", "-all-root"])
+    return out
+
+
+def fake_p2p_initrd(arch: Arch, out: Path) -> Path:
+    """A stand-in for initrd.build_hook_initrd's output: hook marker + ipfs.tcz of ``arch``."""
+    tcz = fake_tcz(arch, out.parent / f"ipfs-{arch}.tcz")
+    out.write_bytes(cpio_gz({"tmp/builtin/optional/ipfs.tcz": tcz.read_bytes(),
+                             "usr/local/lib/tce-ipfs/marker": b"fake hook\n"}, out.parent))
+    return out
+
+
+def fake_iso(arch: Arch, work: Path, **kw: object) -> Path:
+    from tce_ipfs import remaster
+
+    work.mkdir(parents=True, exist_ok=True)
+    kernel = work / "kernel"
+    kernel.write_bytes(fake_kernel(arch))
+    core = work / "core.gz"
+    core.write_bytes(fake_core(arch, work))
+    return remaster.make_test_iso(work / f"in-{arch}.iso", kernel, core, arch=arch, **kw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ firmware boots (QEMU)
+
+def boot_firmware(arch: Arch, media_args: list[str], *, timeout: float, log_path: Path,
+                  net: object | None = None, sentinel: str = "TCE-IPFS-SENTINEL") -> qemu.BootResult:
+    """Boot through the firmware (no -kernel): CD-ROM via isolinux, or PXE. qemu.boot() only does
+    direct kernel boots, so this reuses its pieces: the arch profile, the private-network check, the
+    serial-log follower."""
+    import time
+
+    from tce_ipfs.errors import CommandFailed
+
+    prof = qemu.profile(arch)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.unlink(missing_ok=True)
+    argv = prof.base_args()
+    argv += ["-chardev", f"file,id=con0,path={log_path}", "-serial", "chardev:con0", *media_args]
+    if net is not None:
+        argv += net.qemu_args(arch)  # type: ignore[attr-defined]
+    qemu._check_private(argv)
+    if net is not None:
+        argv = net.wrap(argv)  # type: ignore[attr-defined]
+    t0 = time.monotonic()
+    follower = qemu._Follower(log_path, sentinel, t0, None, None)
+    follower.start()
+    timed_out = False
+    stderr = ""
+    try:
+        done = proc.run(argv, timeout=timeout, check=False, input=b"", what=f"QEMU ({arch} firmware boot)")
+        code = done.returncode
+        stderr = (done.stderr or b"").decode(errors="replace")
+    except CommandFailed as exc:
+        if exc.returncode != -1:
+            raise
+        timed_out, code = True, -1
+    finally:
+        follower.stop_event.set()
+        follower.join()
+    total = time.monotonic() - t0
+    follower.poll(final=True)
+    return qemu.BootResult(
+        ok=follower.sentinel_line is not None, sentinel_line=follower.sentinel_line,
+        log_text=log_path.read_text(errors="replace") if log_path.exists() else "",
+        seconds=follower.sentinel_at if follower.sentinel_at is not None else total, exit_code=code,
+        timed_out=timed_out, total_seconds=total, log_path=log_path, qemu_stderr=stderr, argv=argv)
+
+
+@dataclass(frozen=True)
+class PxeNet:
+    """Restricted user networking whose built-in TFTP server serves ``tftp_dir`` and whose DHCP names
+    ``bootfile``: a real PXE boot without leaving the machine (a qemu.NetSpec)."""
+
+    tftp_dir: Path
+    bootfile: str
+    forwards: tuple[tuple[int, int], ...] = ()
+    romfile: str | None = "/usr/lib/ipxe/qemu/pxe-virtio.rom"
+
+    def qemu_args(self, arch: Arch) -> list[str]:
+        user = qemu.UserNet(forwards=self.forwards)
+        netdev = f"{user.netdev()},tftp={self.tftp_dir},bootfile={self.bootfile}"
+        device = f"{qemu.profile(arch).nic},netdev={user.netdev_id}"
+        if self.romfile:
+            device += f",romfile={self.romfile}"
+        return ["-netdev", netdev, "-device", device]
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return list(argv)
