@@ -98,15 +98,29 @@ def test_corrupt_tcz_refused_naming_file(tmp_path: Path, client: Any) -> None:
     data = bytearray((repo / "glib2.tcz").read_bytes())
     data[1000] ^= 0x01
     (repo / "glib2.tcz").write_bytes(bytes(data))
-    objects = ipfsapi.repo_stat(client)["NumObjects"]
+    pins = ipfsapi.pin_ls(client)
     with pytest.raises(RepoError) as info:
         publish.publish(repo, client)
     assert len(info.value.problems) == 1
     assert info.value.problems[0].startswith("glib2.tcz: md5 ")
     assert "glib2.tcz" in str(info.value)
-    assert ipfsapi.repo_stat(client)["NumObjects"] == objects  # nothing was added
-    # --no-check publishes it anyway
-    assert publish.publish(repo, client, check=False).files["glib2.tcz"][1] == len(data)
+    assert ipfsapi.pin_ls(client) == pins  # nothing new is pinned (the root pin was taken back)
+    # --no-check publishes it anyway; a later checked publish of the same bytes still refuses
+    # but leaves the existing (deliberate) pin alone
+    forced = publish.publish(repo, client, check=False)
+    assert forced.files["glib2.tcz"][1] == len(data)
+    with pytest.raises(RepoError):
+        publish.publish(repo, client)
+    assert forced.root_cid in ipfsapi.pin_ls(client)
+
+
+def test_structural_problems_refused_before_adding(tmp_path: Path, client: Any) -> None:
+    repo = make_repo(tmp_path / "repo")
+    (repo / "onboot.lst").write_text("hello.tcz\nnothere.tcz\n")
+    objects = ipfsapi.repo_stat(client)["NumObjects"]
+    with pytest.raises(RepoError, match=r"onboot\.lst: lists nothere\.tcz"):
+        publish.publish(repo, client)
+    assert ipfsapi.repo_stat(client)["NumObjects"] == objects  # nothing was sent to kubo
 
 
 def test_missing_dep_refused_naming_dep_file_and_name(tmp_path: Path, client: Any) -> None:

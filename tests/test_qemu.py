@@ -12,7 +12,9 @@ Time from QEMU start to the sentinel is printed per arch (run pytest with -s to 
 
 from __future__ import annotations
 
+import functools
 import http.server
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -189,26 +191,36 @@ ifconfig eth0 | grep -q 'inet addr:10.0.2.15' || fail lease
 [ "$(timeout 20 wget -q -O - http://10.0.2.100:8080/x 2>/dev/null)" = "hello over guestfwd" ] || fail guestfwd
 timeout 5 wget -q -O /dev/null http://10.0.2.2:@HOSTPORT@/x 2>/dev/null && fail host-reachable
 timeout 5 wget -q -O /dev/null http://10.0.2.100:8081/x 2>/dev/null && fail other-port-reachable
+# tce-load -wi from a mirror behind the forward: .dep closure (-KERNEL), md5 check, onboot.lst
+echo http://10.0.2.100:8080/ > /opt/tcemirror
+su tc -c "tce-load -wi hello" > /tmp/wi.out 2>&1 || fail wi-exit
+[ "$(su tc -c hello)" = "hello from a tcz" ] || fail wi-hello
+[ -f "/tmp/tce/optional/libhello-$(uname -r).tcz" ] || fail wi-dep-downloaded
+[ "$(cat /tmp/tce/onboot.lst)" = hello.tcz ] || fail wi-onboot
+[ "$(cat /run/hello.installed 2>/dev/null)" = "0 libhello" ] || fail wi-install-script
+[ -n "$fails" ] && cat /tmp/wi.out
 if [ -z "$fails" ]; then echo "TCE-IPFS-SENTINEL: ok"; else echo "TCE-IPFS-SENTINEL: FAIL:$fails"; fi
 poweroff -f
 """
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello over guestfwd"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
+class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
 
 @pytest.fixture
-def http_server() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def http_root(tmp_path: Path) -> Path:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "x").write_text("hello over guestfwd")
+    return root
+
+
+@pytest.fixture
+def http_server(http_root: Path) -> Iterator[int]:
+    handler = functools.partial(_Handler, directory=str(http_root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address[1]
@@ -218,8 +230,12 @@ def http_server() -> Iterator[int]:
 
 @pytest.mark.parametrize("arch", [Arch.X86_64, Arch.AARCH64], ids=str)
 def test_restricted_net(arch: Arch, bases: dict[Arch, guest.GuestBase], http_server: int,
-                        tmp_path: Path) -> None:
+                        http_root: Path, tmp_path: Path) -> None:
+    """DHCP (TC's dhcp.sh), the guestfwd service, nothing else; tce-load -wi from a mirror there."""
     base = _base(bases, arch)
+    build_test_initrd(base, tmp_path / "unused.gz", tmp_path / "work", "")
+    mirror = http_root / "16.x" / arch.info.tc_repo / "tcz"
+    shutil.copytree(tmp_path / "work" / "optional", mirror)
     with socket.socket() as s:  # a port nothing listens on, for the negative case
         s.bind(("127.0.0.1", 0))
         unused = s.getsockname()[1]

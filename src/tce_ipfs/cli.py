@@ -104,3 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tce-ipfs: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `tce-ipfs ... | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return 0

@@ -16,6 +16,7 @@ re-publishing stores only the new blocks. The root is pinned (recursively).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,25 +51,60 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
     """Check (unless ``check=False``), add and pin ``repo_dir``; return the root CID and per-file CIDs.
 
     Raises ``RepoError`` listing every bad file (corrupt ``.tcz``, missing ``.md5.txt`` or dependency,
-    list naming a missing extension, unsafe name) before anything is added. ``kernel`` resolves
-    ``-KERNEL`` dependencies for one kernel release (default: any variant present will do).
+    list naming a missing extension, unsafe name). ``kernel`` resolves ``-KERNEL`` dependencies for
+    one kernel release (default: any variant present will do).
+
+    Order: the structural checks (names, ``.md5.txt`` format, deps, lists) run first and refuse
+    before anything is sent to kubo. The md5 hashing of the ``.tcz`` contents, the only slow check,
+    runs in threads *while* kubo adds (so it costs no wall time on a multi-core machine); a mismatch
+    then refuses the publish all the same: no CID is returned and the root pin the add made is
+    removed again (the unpinned blocks are left to kubo's garbage collector).
     """
     repo = tcrepo.scan_repo(Path(repo_dir))
-    problems = tcrepo.check_repo(repo, kernel) if check else list(repo.ignored)
-    errors = tcrepo.errors_only(problems)
+    problems = tcrepo.check_repo(repo, kernel, md5=False) if check else list(repo.ignored)
+    _refuse_on_errors(repo, problems)
     warnings = [str(p) for p in problems if not p.is_error]
     for w in warnings:
         log.warning("%s: %s", repo.root, w)
-    if errors:
-        raise RepoError(f"refusing to publish {repo.root}: {len(errors)} problem(s)",
-                        problems=[str(p) for p in errors],
-                        hint="fix or remove the files named (or use --no-check to publish anyway)")
     if not repo.extensions:
         raise RepoError(f"refusing to publish {repo.root}: no .tcz files found")
 
     files = repo.published()
     sizes = {name: path.stat().st_size for name, path in files.items()}
     total = sum(sizes.values())
+    with ThreadPoolExecutor(max_workers=1) as background:
+        pinned_before: set[str] = set()
+        md5_check = None
+        if check:
+            pinned_before = set(ipfsapi.pin_ls(client))
+            expected, _ = tcrepo.expected_md5s(repo)
+            md5_check = background.submit(tcrepo.md5_mismatches, repo, expected)
+        root, cids = _add(client, repo.root, files, sizes, total, progress)
+        if md5_check is not None:
+            mismatches = md5_check.result()
+            if mismatches:
+                if root not in pinned_before:
+                    ipfsapi.pin_rm(client, root)
+                _refuse_on_errors(repo, mismatches)
+    result = PublishResult(root_cid=root,
+                           files={name: (cids[name], sizes[name]) for name in files},
+                           total_size=total, layout=repo.layout, warnings=warnings)
+    log.info("published %d files (%s, %d extensions) from %s as %s", len(files), human(total),
+             len(repo.extensions), repo.root, root)
+    return result
+
+
+def _refuse_on_errors(repo: tcrepo.RepoFiles, problems: list[tcrepo.Problem]) -> None:
+    errors = tcrepo.errors_only(problems)
+    if errors:
+        raise RepoError(f"refusing to publish {repo.root}: {len(errors)} problem(s)",
+                        problems=[str(p) for p in errors],
+                        hint="fix or remove the files named (or use --no-check to publish anyway)")
+
+
+def _add(client: Any, where: Path, files: dict[str, Path], sizes: dict[str, int], total: int,
+         progress: bool) -> tuple[str, dict[str, str]]:
+    """Add ``files`` as one directory; return (root CID, {name: CID})."""
     cids: dict[str, str] = {}
     root: str | None = None
     with Progress(f"publishing {len(files)} files", total) as bar:
@@ -86,23 +122,17 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
             name = str(event.get("Name", ""))
             if "Hash" not in event:
                 advance(name, int(event.get("Bytes", 0)))
-                continue
-            if name == "":
+            elif name == "":
                 root = str(event["Hash"])
             else:
                 cids[name] = str(event["Hash"])
                 advance(name, sizes.get(name, 0))
     if root is None:
-        raise NodeError(f"IPFS add of {repo.root} returned no root directory CID")
+        raise NodeError(f"IPFS add of {where} returned no root directory CID")
     missing = sorted(set(files) - set(cids))
     if missing:
-        raise NodeError(f"IPFS add of {repo.root} returned no CID for: {', '.join(missing)}")
-    result = PublishResult(root_cid=root,
-                           files={name: (cids[name], sizes[name]) for name in files},
-                           total_size=total, layout=repo.layout, warnings=warnings)
-    log.info("published %d files (%s, %d extensions) from %s as %s", len(files), human(total),
-             len(repo.extensions), repo.root, root)
-    return result
+        raise NodeError(f"IPFS add of {where} returned no CID for: {', '.join(missing)}")
+    return root, cids
 
 
 def verify_published(client: Any, result: PublishResult) -> list[str]:

@@ -330,32 +330,15 @@ def _kernel_resolves(name: str, extensions: Iterable[str], kernel: str | None) -
     return pattern is not None and any(pattern.match(e) for e in extensions)
 
 
-def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *,
-               workers: int | None = None) -> list[Problem]:
-    """Everything wrong with a repository, each ``Problem`` naming its file (errors and warnings).
-
-    * every ``NAME.tcz`` has ``NAME.tcz.md5.txt`` in md5sum format naming it, with a matching hash;
-    * every ``.dep`` entry names an extension in the repo (``-KERNEL``: for ``kernel`` if given,
-      else any kernel variant), and the dependency graph has no loops;
-    * every ``*.lst`` entry names an extension in the repo;
-    * sidecars without their ``.tcz``; stray and unsafe file names.
-    md5 sums are computed in parallel (``workers`` threads; hashlib releases the GIL).
-    """
-    repo = directory if isinstance(directory, RepoFiles) else scan_repo(directory)
-    problems: list[Problem] = list(repo.ignored)
-    names = set(repo.extensions)
-    if not names:
-        problems.append(Problem(".", f"no {EXT} files found" + (" in optional/" if repo.layout ==
-                                                                 "tce-dir" else "")))
-
-    # md5 sidecars
-    to_hash: list[tuple[str, str]] = []  # (extension, expected md5)
-    for name in sorted(names):
+def expected_md5s(repo: RepoFiles) -> tuple[dict[str, str], list[Problem]]:
+    """``{NAME.tcz: md5 from NAME.tcz.md5.txt}`` and the problems with the ``.md5.txt`` files."""
+    problems: list[Problem] = []
+    expected: dict[str, str] = {}
+    for name in sorted(repo.extensions):
         md5_name = name + ".md5.txt"
         md5_path = repo.sidecars.get(md5_name)
-        rel = repo.rel(repo.extensions[name])
         if md5_path is None:
-            problems.append(Problem(rel, f"no {md5_name} next to it"))
+            problems.append(Problem(repo.rel(repo.extensions[name]), f"no {md5_name} next to it"))
             continue
         try:
             digest, listed = parse_md5_txt(md5_path.read_text(errors="replace"))
@@ -365,14 +348,44 @@ def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *,
         if listed != name:  # tce-load runs `md5sum -c NAME.tcz.md5.txt` in the same directory
             problems.append(Problem(repo.rel(md5_path), f"names {listed!r} instead of {name!r}"))
             continue
-        to_hash.append((name, digest))
+        expected[name] = digest
+    return expected, problems
+
+
+def md5_mismatches(repo: RepoFiles, expected: dict[str, str], *,
+                   workers: int | None = None) -> list[Problem]:
+    """Hash every extension in ``expected`` (in parallel: hashlib releases the GIL) and report each
+    one whose content does not match its ``.md5.txt``."""
+    names = sorted(expected)
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2))) as pool:
-        sums = list(pool.map(lambda item: md5_file(repo.extensions[item[0]]), to_hash))
-    for (name, expected), actual in zip(to_hash, sums, strict=True):
-        if expected != actual:
-            problems.append(Problem(repo.rel(repo.extensions[name]),
-                                    f"md5 {actual} does not match {name}.md5.txt ({expected}): "
-                                    "corrupt or truncated"))
+        sums = list(pool.map(lambda n: md5_file(repo.extensions[n]), names))
+    return [Problem(repo.rel(repo.extensions[name]),
+                    f"md5 {actual} does not match {name}.md5.txt ({expected[name]}): corrupt or truncated")
+            for name, actual in zip(names, sums, strict=True) if actual != expected[name]]
+
+
+def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: bool = True,
+               workers: int | None = None) -> list[Problem]:
+    """Everything wrong with a repository, each ``Problem`` naming its file (errors and warnings).
+
+    * every ``NAME.tcz`` has ``NAME.tcz.md5.txt`` in md5sum format naming it, with a matching hash
+      (the hashing, the only slow part, is skipped with ``md5=False``: see ``md5_mismatches``);
+    * every ``.dep`` entry names an extension in the repo (``-KERNEL``: for ``kernel`` if given,
+      else any kernel variant), and the dependency graph has no loops;
+    * every ``*.lst`` entry names an extension in the repo;
+    * sidecars without their ``.tcz``; stray and unsafe file names.
+    """
+    repo = directory if isinstance(directory, RepoFiles) else scan_repo(directory)
+    problems: list[Problem] = list(repo.ignored)
+    names = set(repo.extensions)
+    if not names:
+        problems.append(Problem(".", f"no {EXT} files found" + (" in optional/" if repo.layout ==
+                                                                 "tce-dir" else "")))
+
+    expected, md5_txt_problems = expected_md5s(repo)
+    problems += md5_txt_problems
+    if md5:
+        problems += md5_mismatches(repo, expected, workers=workers)
 
     # sidecars without an extension
     for side, path in repo.sidecars.items():

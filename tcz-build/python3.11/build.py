@@ -71,6 +71,7 @@ class Spec:
     packages: tuple[str, ...]
     keep_dynload: frozenset[str]
     drop: tuple[str, ...]
+    sources: bool
     libraries: dict[str, str]
     glibc_name: str
     glibc_package: str
@@ -92,6 +93,7 @@ def load_spec(path: Path = SPEC_FILE) -> Spec:
         packages=tuple(data["packages"]),
         keep_dynload=frozenset(data["keep_dynload"]),
         drop=tuple(data["drop"]),
+        sources=bool(data.get("sources", True)),
         libraries=dict(data["libraries"]),
         glibc_name=str(g["name"]),
         glibc_package=str(g["package"]),
@@ -113,15 +115,22 @@ def _unpack(debs: Iterable[Path], root: Path) -> None:
         proc.run(["dpkg-deb", "-x", d, root], what=f"dpkg-deb -x {d.name}")
 
 
+def _inside(root: Path, path: Path) -> Path:
+    """Follow ``path``'s symlinks the way they would resolve with ``root`` as ``/``."""
+    for _ in range(40):
+        if not path.is_symlink():
+            return path
+        target = os.readlink(path)
+        path = root / target.lstrip("/") if os.path.isabs(target) else path.parent / target
+    raise BuildError(f"symlink loop at {path}")
+
+
 def _find_lib(root: Path, soname: str) -> Path:
-    """The real file behind ``soname`` in an unpacked Debian tree (lib/<triplet> or usr/lib/<triplet>)."""
-    for base in ("lib", "usr/lib"):
-        for cand in sorted((root / base).glob(f"*/{soname}")) + [root / base / soname]:
-            if os.path.lexists(cand):
-                real = cand.resolve() if not cand.is_symlink() else (cand.parent / os.readlink(cand))
-                real = real.resolve()
-                if real.is_file() and str(real).startswith(str(root.resolve())):
-                    return real
+    """The real file behind ``soname`` in an unpacked Debian tree (lib/<triplet>/ or usr/lib/<triplet>/)."""
+    for cand in [*sorted(root.glob(f"lib/*/{soname}")), *sorted(root.glob(f"usr/lib/*/{soname}"))]:
+        real = _inside(root, cand)
+        if real.is_file():
+            return real
     raise BuildError(f"{soname} is not in the unpacked Debian packages")
 
 
@@ -155,18 +164,25 @@ def _check_elf(path: Path, arch: Arch) -> elf.ElfInfo:
     return info
 
 
-def _precompile(stdlib: Path) -> bool:
+def _precompile(stdlib: Path, *, sources: bool) -> bool:
+    """Compile the stdlib (unchecked-hash .pyc: the image is read-only, its mtimes normalised).
+
+    Without ``sources`` the .pyc files replace the .py files (legacy layout, next to where the .py was):
+    about a third smaller, at the price of tracebacks without source lines.
+    """
     if sys.version_info[:2] != (3, 11):
-        log.warning("build host runs Python %d.%d, not 3.11: the stdlib is shipped without .pyc",
+        log.warning("build host runs Python %d.%d, not 3.11: the stdlib is shipped as .py only",
                     *sys.version_info[:2])
         return False
     ok = compileall.compile_dir(
-        str(stdlib), ddir=f"/{STDLIB}", quiet=2, workers=1,
+        str(stdlib), ddir=f"/{STDLIB}", quiet=2, workers=1, legacy=not sources,
         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        rx=None,
     )
     if not ok:
         raise BuildError("compiling the standard library failed")
+    if not sources:
+        for py in stdlib.rglob("*.py"):
+            py.unlink()
     return True
 
 
@@ -216,7 +232,7 @@ def stage_python(spec: Spec, arch: Arch, unpacked: Path, stage: Path) -> list[el
     pth_dir = stdlib / "dist-packages"
     pth_dir.mkdir()
     (pth_dir / "tce-site.pth").write_text(SITE_PTH)
-    _precompile(stdlib)
+    _precompile(stdlib, sources=spec.sources)
     for path in stage.rglob("*"):  # the Debian tree has a few group-writable or odd modes
         if path.is_file() and not path.is_symlink():
             path.chmod(0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644)
@@ -268,11 +284,12 @@ def build(arch: Arch | str, out_dir: Path, *, testbase: bool = False, epoch: int
             "Original-site": "https://www.python.org (from Debian bookworm packages)",
             "Copying-policy": "PSF-2.0; zlib: Zlib; expat: MIT",
             "Tags": "python python3 interpreter",
-            "Comments": (f"Debian {' '.join(f'{p}={versions[p]}' for p in spec.packages)}\n"
-                         f"for {arch}. Needs glibc ({interp}) from the base system.\n"
+            "Comments": (f"From Debian {spec.packages[0]} {pyversion} for {arch}.\n"
+                         f"Needs glibc ({interp}) from the base system.\n"
                          "Trimmed: no tests, idle, tkinter, ensurepip, pydoc, ssl, ctypes,\n"
                          "sqlite3, curses, dbm, lib2to3, distutils, unittest.\n"
-                         f"/usr/local/bin/python3 -> python{PYVER} (launcher)."),
+                         + ("" if spec.sources else "Standard library as .pyc only (no .py).\n")
+                         + f"/usr/local/bin/python3 -> python{PYVER} (launcher)."),
             "Change-log": "first version",
             "Current": pyversion,
         }

@@ -184,8 +184,13 @@ class HookEnv:
                 "FAKE_HTTP": str(self.http), "FAKE_KREL": KREL, "TCE_IPFS_TOOLDIR": str(self.tools),
                 "LC_ALL": "C", "HOME": str(self.base)}
 
-    def run(self, cmdline: str, *, timeout: float = 60) -> Result:
-        (self.root / "proc/cmdline").write_text(cmdline + "\n")
+    def run(self, cmdline: str | None, *, timeout: float = 60) -> Result:
+        """Run the hook once with ``cmdline`` as /proc/cmdline (None: no /proc/cmdline at all)."""
+        cmdline_file = self.root / "proc/cmdline"
+        if cmdline is None:
+            cmdline_file.unlink(missing_ok=True)
+        else:
+            cmdline_file.write_text(cmdline + "\n")
         start = time.monotonic()
         entry = self.root / initrd.HOOK_ENTRY
         proc = subprocess.run([*SHELLS[self.shell], str(entry)], env=self.env(), cwd=self.root,

@@ -1,0 +1,149 @@
+"""End to end: a host seed publishes a repo, a QEMU guest boots with ``tce=ipfs:<CID>`` and loads it.
+
+Shared by ``tce-ipfs demo``, the end-to-end tests and the benchmarks, so all of them exercise exactly
+the same path. The guest reaches the seed only through QEMU's restricted user network: a ``guestfwd``
+maps ``10.0.2.100:4001`` in the guest to the seed's loopback swarm port on the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tce_ipfs import guest, initrd, ipfsapi, kubo, qemu, recipes, samplerepo
+from tce_ipfs.arch import Arch
+from tce_ipfs.node import Node
+from tce_ipfs.publish import publish
+
+log = logging.getLogger(__name__)
+
+SEED_GUEST_IP = "10.0.2.100"  # where the seed appears inside the guest (QEMU guestfwd)
+SEED_GUEST_PORT = 4001
+SENTINEL = qemu.SENTINEL
+
+
+@dataclass
+class GuestKit:
+    """Everything needed to boot one arch with the P2P hook: base, kubo extension, hook initrd."""
+
+    arch: Arch
+    base: guest.GuestBase
+    ipfs_tcz: Path
+    hook_initrd: Path
+
+
+def prepare_kit(arch: Arch, work: Path) -> GuestKit:
+    """Build (or take from cache) the guest base, ``ipfs.tcz`` and the hook initrd for ``arch``."""
+    kubo.ensure(arch)
+    base = guest.ensure_base(arch)
+    tcz_dir = work / f"tcz-{arch}"
+    result = recipes.build("ipfs", arch, tcz_dir)
+    hook = initrd.build_hook_initrd(arch, work / f"tce-ipfs-{arch}.gz", ipfs_tcz=result.tcz)
+    return GuestKit(arch=arch, base=base, ipfs_tcz=result.tcz, hook_initrd=hook)
+
+
+class Seed:
+    """An isolated host kubo on loopback that publishes repos for guests."""
+
+    def __init__(self, work: Path, *, extra_config: dict[str, Any] | None = None) -> None:
+        self.node = Node(work / "seed", kubo.ensure(Arch.host()), extra_config=extra_config)
+
+    def __enter__(self) -> Seed:
+        self.node.init()
+        self.node.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.node.stop()
+
+    def client(self, timeout: float = 300.0) -> Any:
+        return self.node.client(timeout=timeout)
+
+    def publish(self, repo: Path, *, check: bool = True) -> str:
+        return publish(repo, self.client(), check=check, progress=False).root_cid
+
+    @property
+    def swarm_port(self) -> int:
+        for addr in self.node.swarm_addrs:
+            m = re.search(r"/tcp/(\d+)", addr)
+            if m:
+                return int(m.group(1))
+        raise RuntimeError("seed has no TCP swarm address")
+
+    @property
+    def guest_multiaddr(self) -> str:
+        """The seed's address as the guest sees it through the guestfwd."""
+        return f"/ip4/{SEED_GUEST_IP}/tcp/{SEED_GUEST_PORT}/p2p/{self.node.peer_id}"
+
+    def bytes_sent(self) -> int:
+        return int(ipfsapi.bitswap_stat(self.client()).get("DataSent", 0))
+
+    def net(self) -> qemu.UserNet:
+        return qemu.user_restricted({SEED_GUEST_PORT: self.swarm_port})
+
+
+def check_initrd(work: Path, script: str, name: str = "check.gz") -> Path:
+    """An extra initrd putting ``script`` at ``/opt/bootsync.sh`` (TC runs it after extensions load)."""
+    return guest.write_overlay(work / name, {"opt/bootsync.sh": (script.encode(), 0o755)})
+
+
+def failure_check_script() -> str:
+    """bootsync.sh for negative cases: the base system came up; report what the hook said."""
+    return f"""#!/bin/sh
+# Test check (not part of the product): reached only if the base system booted.
+status=$(tr '\\n' ' ' < /tmp/tce-ipfs/status 2>/dev/null)
+echo "{SENTINEL}: BASE-UP $status"
+poweroff -f
+"""
+
+
+@dataclass
+class BootOutcome:
+    result: qemu.BootResult
+    fields: dict[str, str] = field(default_factory=dict)  # key=value pairs from the sentinel line
+    seed_bytes_sent: int = 0
+    cid: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok and (self.result.sentinel_line or "").split(": ", 1)[-1].startswith("OK")
+
+    def console_lines(self, prefix: str = "tce-ipfs:") -> list[str]:
+        return [ln.strip() for ln in self.result.log_text.splitlines() if ln.strip().startswith(prefix)]
+
+
+def parse_fields(line: str | None) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for word in shlex.split((line or "").replace("'", " "), posix=True):
+        if "=" in word:
+            key, _, value = word.partition("=")
+            fields[key] = value
+    return fields
+
+
+def boot_codes(cid: str, seed: Seed | None, *, scheme: str = "ipfs", timeout: int = 90,
+               extra: Sequence[str] = ()) -> str:
+    codes = [f"tce={scheme}:{cid}", f"ipfs.timeout={timeout}"]
+    if seed is not None:
+        codes.append(f"ipfs.peers={seed.guest_multiaddr}")
+    return " ".join([*codes, *extra])
+
+
+def boot(kit: GuestKit, codes: str, check: Path, *, net: qemu.NetSpec | None, timeout: float = 300,
+         memory: int | None = None, log_path: Path | None = None,
+         stream: Callable[[str], None] | None = None, seed: Seed | None = None) -> BootOutcome:
+    """Boot the kit's guest with the hook + ``check`` initrds and the given boot codes."""
+    sent0 = seed.bytes_sent() if seed else 0
+    result = qemu.boot(
+        kit.arch, kit.base.qemu_kernel, [kit.base.initrd, kit.hook_initrd, check], f"quiet {codes}",
+        timeout=timeout, net=net, memory=memory, log_path=log_path, stream=stream,
+    )
+    outcome = BootOutcome(result=result, fields=parse_fields(result.sentinel_line))
+    if seed:
+        outcome.seed_bytes_sent = seed.bytes_sent() - sent0
+    return outcome

@@ -1,0 +1,616 @@
+"""The boot hook end to end on the host: fake root, fake kubo/network, real busybox sh and dash.
+
+Every boot code of initrd-hooks/README.md is exercised here (see test_readme_codes_are_tested).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hookfakes.harness import CID, CID_V1, KREL, PEER, PEER_ID, SHELLS, HookEnv, Repo, Result, md5
+
+from tce_ipfs import settings
+
+FINAL_OK = re.compile(r"^loaded (\d+) extensions from (\S+.*) in (\d+\.\d) s$")
+MIRROR = "http://10.0.2.100:8080/tcz"
+KEY = "0f" * 32
+
+
+@pytest.fixture(params=sorted(SHELLS))
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HookEnv]:
+    hook_env = HookEnv(tmp_path / "env", shell=str(request.param))
+    yield hook_env
+    hook_env.cleanup()
+
+
+def sample_repo(repo: Repo) -> None:
+    """The shape the E2E repo has: a chain of 3, a -KERNEL dep, duplicates, a cycle, no-.dep leaves."""
+    repo.ext("libhello.tcz")
+    repo.ext("hello-core.tcz", ["libhello.tcz"])
+    repo.ext(f"hello-mod-{KREL}.tcz")
+    repo.ext("hello.tcz", dep_text="hello-core.tcz\n# a comment\n\nhello-mod-KERNEL.tcz\nlibhello\n")
+    repo.ext("greeter.tcz")
+    repo.ext("ping.tcz", ["pong.tcz"])
+    repo.ext("pong.tcz", ["ping.tcz"])
+    repo.ext("bigdata.tcz", size=200_000)
+    repo.lst("# onboot\nhello.tcz\ngreeter\n\nhello.tcz\nping.tcz\nbigdata.tcz   # big\n")
+
+
+CLOSURE = ["libhello.tcz", "hello-core.tcz", f"hello-mod-{KREL}.tcz", "hello.tcz", "greeter.tcz", "pong.tcz",
+           "ping.tcz", "bigdata.tcz"]
+
+
+def ipfs_ready(env: HookEnv, cid: str = CID, sub: str = "") -> Repo:
+    repo = env.ipfs_repo(cid, sub)
+    env.peers_ok(PEER)
+    return repo
+
+
+def assert_clean_exit(result: Result) -> None:
+    assert result.rc == 0, result.stderr
+    assert not list(result.env.optional().glob("*.part"))
+
+
+# ------------------------------------------------------------------------------------------ happy path
+
+
+def test_happy_path(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"quiet console=ttyS0 tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    m = FINAL_OK.match(result.final)
+    assert m, result.console
+    assert m.group(1) == str(len(CLOSURE)) and m.group(2) == f"ipfs:{CID}"
+    # kubo first (the hook mounted it), then the closure, deps first, each once.
+    assert env.builtin_list() == ["ipfs.tcz", *CLOSURE]
+    opt = env.optional()
+    for name in CLOSURE:
+        data = (env.http / "ipfs" / CID / name).read_bytes()
+        assert (opt / name).read_bytes() == data
+        assert (opt / f"{name}.md5.txt").read_text() == f"{md5(data)}  {name}\n"
+    # .dep files next to the extensions are normalised: plain names, -KERNEL resolved, no comments.
+    assert (opt / "hello.tcz.dep").read_text().split() == ["hello-core.tcz", f"hello-mod-{KREL}.tcz",
+                                                          "libhello.tcz"]
+    assert not (opt / "greeter.tcz.dep").exists()
+    assert "dependency loop through" in result.console
+    # coexistence: tce-setup will derive /tce from the value; it must point at TC's RAM tce dir.
+    assert os.readlink(env.root / "tce") == "/tmp/tce"
+    assert (env.root / "tmp/tce/onboot.lst").read_text() == ""
+    # status file for tests and the demo
+    st = result.status
+    assert st["result"] == "ok" and st["cid"] == CID and st["loaded"] == str(len(CLOSURE))
+    assert st["extensions"].split(",") == CLOSURE
+    assert int(st["bytes"]) == sum(len(env.http.joinpath("ipfs", CID, n).read_bytes()) for n in CLOSURE)
+    for key in ("t_net", "t_kubo_start", "t_kubo_ready", "t_list", "t_first_byte", "t_total"):
+        assert re.fullmatch(r"\d+\.\d", st[key]), (key, st)
+    assert st["gateway"] == "http://127.0.0.1:48080" and st["peers_connected"] == "1"
+    # network: udhcpc with our script and TC's pid file
+    udhcpc = [c for c in result.calls if c.startswith("udhcpc ")]
+    assert udhcpc and f"-s {env.root}/usr/local/lib/tce-ipfs/udhcpc.script" in udhcpc[0]
+    assert f"-p {env.root}/var/run/udhcpc.eth0.pid" in udhcpc[0]
+    # kubo: mounted like tce-load would, configured, private by default, kept running to seed
+    assert f"mount -t squashfs -o loop,ro {env.root}/tmp/builtin/optional/ipfs.tcz {env.root}/tmp/tcloop/ipfs" \
+        in result.calls
+    assert "ipfs init --empty-repo --profile=test,lowpower" in result.calls
+    config = (env.state / "config.log").read_text().splitlines()
+    assert config == ["Routing.Type none", '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4001"]']
+    daemon_env = (env.state / "daemon.env").read_text()
+    assert "IPFS_TELEMETRY=off" in daemon_env and "GOMEMLIMIT=100MiB" in daemon_env
+    assert "LIBP2P_FORCE_PNET=\n" in daemon_env
+    assert (env.state / "daemon.running").exists() and st["kubo_pid"]
+    # everything went to the log too
+    assert "loaded 8 extensions" in result.log
+
+
+def test_console_lines_stand_alone(env: HookEnv) -> None:
+    """Each console line starts on a line of its own (tc-config's spinner shares the console)."""
+    ipfs_ready(env).lst("")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert result.console.startswith("\ntce-ipfs: ")
+    assert result.final == f"loaded 0 extensions from ipfs:{CID} in " + result.final.split(" in ")[1]
+    assert env.builtin_list() == ["ipfs.tcz"]
+
+
+@pytest.mark.parametrize("cmdline", ["quiet", "tce=sda1", "tce=UUID=1234-abcd/tce", "tce=LABEL=x tce=nfs",
+                                     "tce=ipfs:x tce=sdb1", "tce=IPFS:" + CID, "tce=https://h/x", "ipfs.peers=x"])
+def test_not_our_tce_does_nothing(env: HookEnv, cmdline: str) -> None:
+    result = env.run(cmdline)
+    assert result.rc == 0 and result.console == "" and result.stderr == ""
+    assert result.calls == [] and result.log == ""
+    assert not (env.root / "tce").exists() and not (env.root / "tmp/tce-ipfs").exists()
+
+
+@pytest.mark.parametrize("cmdline", ["", None])
+def test_no_cmdline_does_nothing(env: HookEnv, cmdline: str | None) -> None:
+    result = env.run(cmdline)
+    assert result.rc == 0 and result.console == "" and result.calls == []
+
+
+# ------------------------------------------------------------------------------------------ bad codes
+
+
+BAD_CODES = [
+    ("tce=ipfs:", "is not a CID (it is empty)"),
+    ("tce=ipfs:QmBAD", "is not a CID (a CIDv0 (Qm...) is 46 base58 characters)"),
+    (f"tce=ipfs:{CID[:-1]}0", "is not a CID"),
+    (f"tce=ipfs:{CID_V1.upper()}", "lower-case base32"),
+    ("tce=ipfs:zdj7WWeQ43G6JJvLWQWZpyHuAMq6uYWRjkBXFad11vE2LHhQ7", "starts with Qm"),
+    (f"tce=ipfs:{CID}/../../etc", "subpath '../../etc'"),
+    (f"tce=ipfs:{CID}/a//b", "is unsafe"),
+    (f"tce=ipfs:{CID}/a/./b", "is unsafe"),
+    ("tce=ipfs:" + "Q" * 3000, "tce= is 3005 characters long (at most 512)"),
+    ("tce=ipns:NOT_A_NAME", "is not an IPNS name"),
+    ("tce=http://user@h/x", "is not a plain http://"),
+    ("tce=http://h/../x", "is not a plain http://"),
+    (f"tce=ipfs:{CID} lst=../onboot.lst", "lst=../onboot.lst is not a plain file name"),
+    (f"tce=ipfs:{CID} lst=" + "a" * 100, "is not a plain file name"),
+    (f"tce=ipfs:{CID} lst=", "lst= is not a plain file name"),
+    (f"tce=ipfs:{CID} ipfs.timeout=abc", "ipfs.timeout=abc must be whole seconds"),
+    (f"tce=ipfs:{CID} ipfs.timeout=0", "must be whole seconds between 2 and 3600"),
+    (f"tce=ipfs:{CID} ipfs.timeout=99999", "must be whole seconds"),
+    (f"tce=ipfs:{CID} ipfs.timeout=-5", "must be whole seconds"),
+    (f"tce=ipfs:{CID} ipfs.peers=garbage", "ipfs.peers: 'garbage' is not a multiaddr"),
+    (f"tce=ipfs:{CID} ipfs.peers=/ip4/10.0.2.100/tcp/4001", "is not a multiaddr with a peer id"),
+    (f"tce=ipfs:{CID} ipfs.peers=/ip4/300.1.1.1/tcp/1/p2p/{PEER_ID}", "is not a multiaddr"),
+    (f"tce=ipfs:{CID} ipfs.peers=" + ",".join([PEER] * 17), "more than 16 peers"),
+    (f"tce=ipfs:{CID} ipfs.peers=", "ipfs.peers= is empty"),
+    (f"tce=ipfs:{CID} ipfs.peers=/ip4/" + "9" * 2000, "is not a multiaddr"),
+    (f"tce=ipfs:{CID} ipfs.mirror=ftp://h/x", "ipfs.mirror=ftp://h/x is not a plain http://"),
+    (f"tce=ipfs:{CID} ipfs.mirror=http://h/a/../b", "ipfs.mirror="),
+    (f"tce=ipfs:{CID} ipfs.swarmkey=xyz", "ipfs.swarmkey= must be 64 hex digits"),
+    (f"tce=ipfs:{CID} ipfs.swarmkey=" + "a" * 63, "must be 64 hex digits (got 63)"),
+    (f"tce=ipfs:{CID} ipfs.seed=maybe", "ipfs.seed= must be 0 or 1"),
+    (f"tce=ipfs:{CID} ipfs.debug=loud", "ipfs.debug= must be 0 or 1"),
+    (f"tce=ipfs:{CID} ipfs.port=70000", "ipfs.port=70000 must be a TCP port"),
+    (f"tce=ipfs:{CID} ipfs.port=http", "must be a TCP port"),
+]
+
+
+@pytest.mark.parametrize(("cmdline", "message"), BAD_CODES)
+def test_bad_boot_code(env: HookEnv, cmdline: str, message: str) -> None:
+    result = env.run(cmdline)
+    assert_clean_exit(result)
+    assert result.final.startswith("FAILED: bad boot code: "), result.console
+    assert message in result.final
+    assert len(result.final) < 1200  # an absurd value is never echoed back whole
+    # parse first: nothing acted (no network, no kubo, no list)
+    assert result.calls == []
+    assert env.builtin_list() == []
+    assert result.status["result"] == "failed"
+
+
+def test_all_bad_codes_reported_at_once(env: HookEnv) -> None:
+    result = env.run("tce=ipfs:QmX ipfs.timeout=x ipfs.port=-1 lst=a/b")
+    problems = result.final.removeprefix("FAILED: bad boot code: ").split("; ")
+    assert len(problems) == 4, result.final
+
+
+def test_absurdly_long_cmdline(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    filler = " ".join(f"x{i}=" + "y" * 40 for i in range(60))
+    result = env.run(f"{filler} tce=ipfs:{CID} ipfs.peers={PEER} {filler}")
+    assert FINAL_OK.match(result.final), result.console
+
+
+def test_bad_cid_still_keeps_tcedir_valid(env: HookEnv) -> None:
+    env.run("tce=ipfs:QmBAD")
+    assert os.readlink(env.root / "tce") == "/tmp/tce"
+
+
+# ------------------------------------------------------------------------------------------ coexistence
+
+
+def test_subpath_is_fetched_and_shimmed(env: HookEnv) -> None:
+    repo = ipfs_ready(env, CID, "16.x/x86_64/tcz")
+    repo.ext("a.tcz")
+    repo.lst("a.tcz\n")
+    result = env.run(f"tce=ipfs:{CID}/16.x/x86_64/tcz ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final) and f"ipfs:{CID}/16.x/x86_64/tcz" in result.final
+    # tce-setup derives "/16.x/x86_64/tcz" from this value
+    assert os.readlink(env.root / "16.x/x86_64/tcz") == "/tmp/tce"
+    assert env.builtin_list() == ["ipfs.tcz", "a.tcz"]
+
+
+def test_existing_directory_is_left_alone(env: HookEnv) -> None:
+    (env.root / "etc/x").mkdir(parents=True)
+    ipfs_ready(env).lst("")
+    result = env.run(f"tce=ipfs:{CID}/etc ipfs.peers={PEER}")
+    assert "leaving it alone" in result.console
+    assert not (env.root / "etc/optional").exists() and not (env.root / "etc").is_symlink()
+
+
+def test_existing_builtin_list_is_kept(env: HookEnv) -> None:
+    (env.root / "tmp/builtin/onboot.lst").write_text("embedded.tcz\ngreeter.tcz\n")
+    sample_repo(ipfs_ready(env))
+    env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    names = env.builtin_list()
+    assert names[:2] == ["embedded.tcz", "greeter.tcz"] and names.count("greeter.tcz") == 1
+    assert names[2] == "ipfs.tcz"
+
+
+def test_rerun_reuses_placed_files(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    env.cleanup()
+    (env.state / "stop").unlink()
+    (env.state / "calls.log").unlink()
+    (env.root / "proc/mounts").write_text("")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final)
+    assert not [c for c in result.calls if c.startswith("wget ") and c.endswith("bigdata.tcz")]
+    assert env.builtin_list().count("hello.tcz") == 1
+
+
+# ------------------------------------------------------------------------------------------ lst=
+
+
+def test_lst_code(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    sample_repo(repo)
+    repo.lst("greeter.tcz\n", name="lab.lst")
+    result = env.run(f"tce=ipfs:{CID} lst=lab.lst ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final) and result.final.startswith("loaded 1 ")
+    assert env.builtin_list("lab.lst") == ["ipfs.tcz", "greeter.tcz"]
+    assert env.builtin_list("onboot.lst") == []
+    assert (env.root / "tmp/tce/lab.lst").exists()
+
+
+def test_missing_list(env: HookEnv) -> None:
+    ipfs_ready(env).ext("a.tcz")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert result.final == f"FAILED: onboot.lst from ipfs:{CID}: not found"
+    assert env.builtin_list() == ["ipfs.tcz"]  # mounted kubo stays consistent with the list
+    assert not (env.state / "daemon.running").exists()  # nothing fetched: kubo stopped
+
+
+# ------------------------------------------------------------------------------------------ bad repo data
+
+
+def test_bad_names_in_list(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    repo.ext("good.tcz")
+    repo.lst("good.tcz\n../../etc/passwd\nsub/dir.tcz\n" + "z" * 5000 + "\n/abs.tcz\nx..y.tcz\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    errors = result.errors()
+    assert len(errors) == 5, errors
+    assert any("onboot.lst line 2: not a plain extension name: '../../etc/passwd.tcz'" in e or
+               "onboot.lst line 2: not a plain extension name: '../../etc/passwd'" in e for e in errors), errors
+    assert any("line 4: line too long" in e for e in errors)
+    assert result.final.startswith("FAILED: 5 problem(s), first: onboot.lst line 2")
+    assert result.final.endswith(" s") and "loaded 1 extensions" in result.final
+    assert env.builtin_list() == ["ipfs.tcz", "good.tcz"]
+    assert not any("passwd" in c or "dir.tcz" in c for c in result.calls)
+    assert result.status["result"] == "partial"
+
+
+def test_bad_names_in_dep(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    repo.ext("lib.tcz")
+    repo.ext("evil.tcz", dep_text="lib.tcz\n../../../bin/sh\n")
+    repo.ext("app.tcz", ["evil.tcz"])
+    repo.ext("other.tcz", ["lib.tcz"])
+    repo.lst("app.tcz\nother.tcz\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    assert "error: evil.tcz: bad evil.tcz.dep: line 2: not a plain extension name" in result.console
+    assert "error: app.tcz: not loaded: its dependency evil.tcz failed" in result.console
+    assert env.builtin_list() == ["ipfs.tcz", "lib.tcz", "other.tcz"]
+    assert not (env.optional() / "evil.tcz").exists() and not (env.optional() / "app.tcz").exists()
+
+
+def test_md5_mismatch_is_not_placed(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    repo.ext("lib.tcz", md5_text="0123456789abcdef0123456789abcdef  lib.tcz\n")
+    repo.ext("app.tcz", ["lib.tcz"])
+    repo.ext("ok.tcz")
+    repo.lst("app.tcz\nok.tcz\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    assert (f"error: lib.tcz: md5 mismatch from ipfs:{CID} (expected 0123456789abcdef0123456789abcdef, got "
+            f"{md5(repo.data['lib.tcz'])})") in result.console
+    assert not (env.optional() / "lib.tcz").exists() and not (env.optional() / "app.tcz").exists()
+    assert env.builtin_list() == ["ipfs.tcz", "ok.tcz"]
+    assert result.final.startswith("FAILED: 2 problem(s), first: lib.tcz: md5 mismatch")
+
+
+@pytest.mark.parametrize("md5_text", ["", "not-a-digest  x.tcz\n", "abc\n", "z" * 5000])
+def test_malformed_md5_txt(env: HookEnv, md5_text: str) -> None:
+    repo = ipfs_ready(env)
+    repo.ext("x.tcz", md5_text=md5_text)
+    repo.lst("x.tcz\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert "error: x.tcz: malformed x.tcz.md5.txt" in result.console
+    assert result.final.startswith("FAILED: nothing loaded")
+    assert not (env.optional() / "x.tcz").exists()
+
+
+def test_missing_md5_and_missing_tcz(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    repo.ext("nomd5.tcz")
+    (repo.path / "nomd5.tcz.md5.txt").unlink()
+    repo.lst("nomd5.tcz\nabsent.tcz\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert f"error: nomd5.tcz: no nomd5.tcz.md5.txt at ipfs:{CID}" in result.console
+    assert f"error: absent.tcz: no absent.tcz.md5.txt at ipfs:{CID}" in result.console
+    assert env.builtin_list() == ["ipfs.tcz"]
+
+
+# ------------------------------------------------------------------------------------------ failures
+
+
+def test_peers_unreachable(env: HookEnv) -> None:
+    sample_repo(env.ipfs_repo())
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=4")
+    assert_clean_exit(result)
+    assert result.final.startswith(f"FAILED: ipfs:{CID}: no peer reachable (1 tried")
+    assert "connection refused" in result.final
+    assert result.seconds < 12
+    assert not (env.state / "daemon.running").exists()  # kubo stopped again
+    assert env.builtin_list() == ["ipfs.tcz"]
+
+
+def test_peer_hangs_bounded_by_timeout(env: HookEnv) -> None:
+    env.knob("peers_hang")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=3")
+    assert "no peer reachable" in result.final and "timed out" in result.final
+    assert result.seconds < 10
+
+
+def test_one_of_two_peers_is_enough(env: HookEnv) -> None:
+    sample_repo(env.ipfs_repo())
+    other = f"/ip4/10.0.2.101/tcp/4001/p2p/{PEER_ID}"
+    env.peers_ok(other)
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER},{other}")
+    assert FINAL_OK.match(result.final) and result.status["peers_connected"] == "1"
+
+
+def test_timeout_when_no_peer_has_the_cid(env: HookEnv) -> None:
+    env.peers_ok(PEER)  # connected, but nobody has this CID: the gateway just waits
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=3")
+    assert_clean_exit(result)
+    assert result.final.startswith(f"FAILED: onboot.lst from ipfs:{CID}: timed out after")
+    assert result.seconds < 10
+
+
+def test_gateway_error_stops_asking(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    sample_repo(repo)
+    env.knob("wget_500", "greeter.tcz.md5.txt\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert "not asking this source again" in result.console
+    assert "500 Internal Server Error" in result.console
+    # after the failure no further request went to the gateway
+    wgets = [c for c in result.calls if c.startswith("wget ")]
+    assert wgets[-1].endswith("greeter.tcz.md5.txt")
+    assert result.status["result"] == "partial"
+
+
+@pytest.mark.parametrize(("knob", "reason"), [
+    ("fail_init", "ipfs init failed: fake init failure"),
+    ("daemon_exit", "kubo daemon exited: Error: fake daemon cannot start"),
+    ("mount_fail", "cannot mount ipfs.tcz: mount: mounting /dev/loop0"),
+])
+def test_kubo_failures(env: HookEnv, knob: str, reason: str) -> None:
+    env.knob(knob)
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    assert result.final.startswith(f"FAILED: ipfs:{CID}: ") and reason.removeprefix("Error: ") in result.final
+
+
+def test_kubo_never_ready(env: HookEnv) -> None:
+    env.knob("daemon_hang")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=3")
+    assert result.final == f"FAILED: ipfs:{CID}: kubo daemon not ready in time"
+    assert result.seconds < 10
+
+
+def test_no_ipfs_tcz_uses_ipfs_on_path(env: HookEnv) -> None:
+    (env.optional() / "ipfs.tcz").unlink()
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final)
+    assert not [c for c in result.calls if c.startswith("mount ")]
+    assert env.builtin_list() == CLOSURE  # not ours to list
+
+
+def test_no_kubo_at_all(env: HookEnv, tmp_path: Path) -> None:
+    (env.optional() / "ipfs.tcz").unlink()
+    (env.tools / "ipfs").unlink()
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert "FAILED" in result.final and "no kubo" in result.final
+
+
+def test_network_no_lease(env: HookEnv) -> None:
+    env.knob("dhcp_fail")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=2")
+    assert result.final == "FAILED: network: no DHCP lease on eth0 within 2 s"
+    assert not [c for c in result.calls if c.startswith("ipfs ")]
+
+
+def test_network_no_interface(env: HookEnv) -> None:
+    env.set_ifaces()
+    result = env.run(f"tce=ipfs:{CID} ipfs.timeout=2")
+    assert result.final == "FAILED: network: no network interface (eth*/en*) appeared within 2 s"
+
+
+def test_network_slow_lease_and_two_nics(env: HookEnv) -> None:
+    env.set_ifaces("eth0", "eth1", "wlan0")
+    env.knob("dhcp_delay", "1")
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final)
+    started = [c.split(" -i ")[1].split()[0] for c in result.calls if c.startswith("udhcpc ")]
+    assert started == ["eth0", "eth1"]  # once each, never wlan0
+
+
+def test_nodhcp_uses_existing_address(env: HookEnv) -> None:
+    (env.state / "addr.eth0").write_text("192.168.1.5/24\n")
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"nodhcp tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final)
+    assert not [c for c in result.calls if c.startswith("udhcpc ")]
+
+
+def test_nodhcp_without_address(env: HookEnv) -> None:
+    result = env.run(f"nodhcp tce=ipfs:{CID} ipfs.timeout=2")
+    assert result.final == "FAILED: network: no IPv4 address on eth0 (nodhcp is set) within 2 s"
+    assert not [c for c in result.calls if c.startswith("udhcpc ")]
+
+
+# ------------------------------------------------------------------------------------------ ipns, http
+
+
+def test_ipns(env: HookEnv) -> None:
+    name = "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8"
+    sample_repo(ipfs_ready(env, CID, "repo"))
+    (env.state / "ipns").mkdir()
+    (env.state / "ipns" / name).write_text(f"/ipfs/{CID}\n")
+    result = env.run(f"tce=ipns:{name}/repo ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final) and f"from ipfs:{CID}/repo in" in result.final
+    assert "Routing.Type dhtclient" in (env.state / "config.log").read_text()
+    assert result.status["ipns"] == name and result.status["cid"] == CID
+    assert os.readlink(env.root / "repo") == "/tmp/tce"
+
+
+def test_ipns_unresolvable(env: HookEnv) -> None:
+    env.peers_ok(PEER)
+    result = env.run(f"tce=ipns:docs.example.org ipfs.peers={PEER}")
+    assert result.final == "FAILED: ipns:docs.example.org: cannot resolve ipns:docs.example.org: could not resolve name"
+
+
+def test_ipns_resolving_to_garbage(env: HookEnv) -> None:
+    env.peers_ok(PEER)
+    (env.state / "ipns").mkdir()
+    (env.state / "ipns" / "lab.example").write_text("/ipfs/../../etc\n")
+    result = env.run(f"tce=ipns:lab.example ipfs.peers={PEER}")
+    assert "resolved to '/ipfs/../../etc', not /ipfs/<CID>" in result.final
+
+
+def test_http_repo_needs_no_kubo(env: HookEnv) -> None:
+    sample_repo(env.http_repo("10.0.2.100:8080", "tcz"))
+    result = env.run("tce=http://10.0.2.100:8080/tcz")
+    assert FINAL_OK.match(result.final) and "from http://10.0.2.100:8080/tcz in" in result.final
+    assert not [c for c in result.calls if c.startswith(("ipfs ", "mount "))]
+    assert env.builtin_list() == CLOSURE
+    assert os.readlink(env.root / "10.0.2.100:8080/tcz") == "/tmp/tce"
+
+
+def test_mirror_fallback_when_ipfs_fails(env: HookEnv) -> None:
+    sample_repo(env.http_repo("10.0.2.100:8080", "tcz"))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.mirror={MIRROR} ipfs.timeout=6")
+    assert_clean_exit(result)
+    assert f"error: ipfs:{CID}: no peer reachable" in result.console
+    assert f"falling back to mirror {MIRROR}" in result.console
+    assert FINAL_OK.match(result.final) and f"from mirror {MIRROR} in" in result.final
+    assert env.builtin_list() == ["ipfs.tcz", *CLOSURE]
+    st = result.status
+    assert st["bytes_primary"] == "0" and int(st["bytes_mirror"]) > 0 and st["mirror"] == MIRROR
+
+
+def test_mirror_per_file_after_md5_mismatch(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    sample_repo(repo)
+    (repo.path / "greeter.tcz").write_bytes(b"corrupted")
+    sample_repo(env.http_repo("10.0.2.100:8080", "tcz"))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.mirror={MIRROR}")
+    assert FINAL_OK.match(result.final), result.console
+    assert f"from ipfs:{CID} and mirror {MIRROR} in" in result.final
+    assert (env.optional() / "greeter.tcz").read_bytes() == (
+        env.http / "http/10.0.2.100:8080/tcz/greeter.tcz").read_bytes()
+
+
+def test_mirror_after_cid_timeout_keeps_a_share_of_the_time(env: HookEnv) -> None:
+    env.peers_ok(PEER)  # nobody has the CID
+    sample_repo(env.http_repo("10.0.2.100:8080", "tcz"))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.mirror={MIRROR} ipfs.timeout=6")
+    assert FINAL_OK.match(result.final), result.console
+    assert f"from mirror {MIRROR}" in result.final
+    assert result.seconds < 12
+
+
+def test_mirror_down_too(env: HookEnv) -> None:
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.mirror={MIRROR} ipfs.timeout=4")
+    assert result.final.startswith(f"FAILED: onboot.lst from mirror {MIRROR}: can't connect")
+
+
+# ------------------------------------------------------------------------------------------ kubo codes
+
+
+def test_swarmkey_private_swarm(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.knob("peer_key", KEY)
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.swarmkey={KEY.upper()}")
+    assert FINAL_OK.match(result.final), result.console
+    assert (env.state / "swarm.key.seen").read_text() == f"/key/swarm/psk/1.0.0/\n/base16/\n{KEY}\n"
+    assert "LIBP2P_FORCE_PNET=1" in (env.state / "daemon.env").read_text()
+    key_file = env.root / "tmp/tce-ipfs/repo/swarm.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_swarmkey_mismatch(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.knob("peer_key", KEY)
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.swarmkey={'1' * 64} ipfs.timeout=3")
+    assert "no peer reachable" in result.final and "privnet" in result.final
+    assert "does ipfs.swarmkey match the peers' key?" in result.final
+
+
+def test_seed_0_stops_kubo(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.seed=0")
+    assert FINAL_OK.match(result.final)
+    assert "ipfs shutdown" in result.calls
+    assert not (env.state / "daemon.running").exists()
+    assert result.status["kubo_pid"] == "" and result.status["seed"] == "0"
+    assert env.builtin_list()[0] == "ipfs.tcz"  # still mounted: tce-load links it
+
+
+def test_debug(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.debug")
+    assert "tce-ipfs: debug: closure: " in result.console
+    assert (env.root / "tmp/tce-ipfs/dep").is_dir()  # scratch kept for inspection
+    quiet = [ln for ln in result.lines if not ln.startswith("debug:")]
+    assert FINAL_OK.match(quiet[-1])
+
+
+def test_port(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.port=4101")
+    assert '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]' in (env.state / "config.log").read_text()
+
+
+def test_no_peers_turns_on_mdns(env: HookEnv) -> None:
+    sample_repo(env.ipfs_repo())
+    result = env.run(f"tce=ipfs:{CID}")
+    assert FINAL_OK.match(result.final)
+    assert "--json Discovery.MDNS.Enabled true" in (env.state / "config.log").read_text()
+    assert not [c for c in result.calls if "swarm connect" in c]
+
+
+def test_timeout_code_default_and_value(env: HookEnv) -> None:
+    ipfs_ready(env).lst("")
+    assert "timeout 120 s" in env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}").console
+    env.cleanup()
+    (env.state / "stop").unlink()
+    assert "timeout 45 s" in env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=45s").console
+
+
+# ------------------------------------------------------------------------------------------ README
+
+
+def test_readme_codes_are_tested() -> None:
+    """Every boot code in initrd-hooks/README.md's table appears in a test of this file."""
+    readme = (settings.hooks_dir() / "README.md").read_text()
+    table = [line for line in readme.splitlines() if line.startswith("| `")]
+    codes = {re.match(r"\| `([a-z.]+)[=`]", line).group(1) for line in table}  # type: ignore[union-attr]
+    assert {"tce", "lst", "ipfs.peers", "ipfs.timeout", "ipfs.mirror", "ipfs.seed", "ipfs.swarmkey",
+            "ipfs.debug", "ipfs.port", "nodhcp"} <= codes
+    source = Path(__file__).read_text()
+    for code in codes:
+        assert re.search(rf"[ \"']{re.escape(code)}[=:\s\"]", source), f"boot code {code} has no test"
