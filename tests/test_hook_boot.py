@@ -236,7 +236,6 @@ def test_rerun_reuses_placed_files(env: HookEnv) -> None:
     sample_repo(ipfs_ready(env))
     env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
     env.cleanup()
-    (env.state / "stop").unlink()
     (env.state / "calls.log").unlink()
     (env.root / "proc/mounts").write_text("")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
@@ -392,7 +391,7 @@ def test_gateway_error_stops_asking(env: HookEnv) -> None:
 
 @pytest.mark.parametrize(("knob", "reason"), [
     ("fail_init", "ipfs init failed: fake init failure"),
-    ("daemon_exit", "kubo daemon exited: Error: fake daemon cannot start"),
+    ("daemon_exit", "kubo daemon exited: fake daemon cannot start"),
     ("mount_fail", "cannot mount ipfs.tcz: mount: mounting /dev/loop0"),
 ])
 def test_kubo_failures(env: HookEnv, knob: str, reason: str) -> None:
@@ -527,10 +526,11 @@ def test_mirror_per_file_after_md5_mismatch(env: HookEnv) -> None:
 def test_mirror_after_cid_timeout_keeps_a_share_of_the_time(env: HookEnv) -> None:
     env.peers_ok(PEER)  # nobody has the CID
     sample_repo(env.http_repo("10.0.2.100:8080", "tcz"))
-    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.mirror={MIRROR} ipfs.timeout=6")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.mirror={MIRROR} ipfs.timeout=12")
     assert FINAL_OK.match(result.final), result.console
     assert f"from mirror {MIRROR}" in result.final
-    assert result.seconds < 12
+    assert "timed out after" in result.console
+    assert 8 <= result.seconds < 16  # ipfs gets 2/3 of the time, the mirror the rest
 
 
 def test_mirror_down_too(env: HookEnv) -> None:
@@ -597,7 +597,6 @@ def test_timeout_code_default_and_value(env: HookEnv) -> None:
     ipfs_ready(env).lst("")
     assert "timeout 120 s" in env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}").console
     env.cleanup()
-    (env.state / "stop").unlink()
     assert "timeout 45 s" in env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=45s").console
 
 

@@ -455,16 +455,17 @@ def _initrd_bytes(arch: Arch, kit: Path, meta: dict[str, Any]) -> bytes:
         else:
             ensure_dir(str(Path(rel).parent))
             cpio.file(rel, path.read_bytes(), 0o644)
-    return gzip_bytes(cpio.finish())
+    return cpio.finish()
 
 
 def _write_initrd(arch: Arch, kit: Path, meta: dict[str, Any]) -> Path:
+    """The gzip'd initrd, named by the hash of its (uncompressed) content: built only when it changes."""
     data = _initrd_bytes(arch, kit, meta)
     digest = hashlib.sha256(data).hexdigest()[:16]
     out = kit / f"core-{digest}.gz"
     if not out.is_file():
         tmp = out.with_suffix(".tmp")
-        tmp.write_bytes(data)
+        tmp.write_bytes(gzip_bytes(data))
         tmp.replace(out)
         for old in kit.glob("core-*.gz"):
             if old != out:

@@ -212,8 +212,18 @@ class HookEnv:
         """Stop a fake daemon the hook left running (it is meant to keep seeding)."""
         (self.state / "stop").write_text("")
         pid_file = self.state / "daemon.pid"
-        if pid_file.exists():
+        if not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
             try:
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        (self.state / "stop").unlink(missing_ok=True)

@@ -1,0 +1,153 @@
+"""python3.11.tcz (+ the test-only glibc-testbase.tcz) and the shipped agent, in a Tiny-Core-like chroot.
+
+The chroot has nothing but a static busybox. The three extensions are loop-mounted at
+``/tmp/tcloop/NAME`` and linked into ``/`` with ``cp -ais`` -- exactly what tce-load's mount mode does --
+so the launcher, the PT_INTERP path, the private library dir and the vendored agent are exercised as on
+a booted guest, with no library from the build host. The chroot shares the host's network namespace,
+so the agent inside talks to a real kubo on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tce_ipfs import publish, samplerepo
+from tce_ipfs.arch import Arch
+from tce_ipfs.node import Node
+
+pytestmark = [pytest.mark.root]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXTENSIONS = ("glibc-testbase", "python3.11", "tce-ipfs-agent")  # load order (deps first)
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+APPLETS = ("sh", "cp", "su", "id", "touch", "cat", "ls", "mkdir", "readlink")
+FAKE_TCE_LOAD = """#!/bin/sh
+echo "uid=$(id -u) args=$*" >> /tmp/tce-load.calls
+shift
+for n in "$@"; do [ -f "/tmp/tce/optional/$n.tcz" ] && touch "/usr/local/tce.installed/$n"; done
+"""
+
+
+def load_builder() -> ModuleType:
+    path = REPO_ROOT / "tcz-build/python3.11/build.py"
+    spec = importlib.util.spec_from_file_location("python_runtime_build", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """python3.11.tcz + glibc-testbase.tcz + tce-ipfs-agent.tcz for the host arch, in one directory."""
+    from tce_ipfs import recipes
+
+    out = tmp_path_factory.mktemp("runtime")
+    load_builder().build(Arch.host(), out, testbase=True)
+    recipes.build("tce-ipfs-agent", Arch.host(), out)
+    return out
+
+
+@dataclass
+class Chroot:
+    root: Path
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([CHROOT, str(self.root), *argv], capture_output=True, text=True,
+                             timeout=timeout, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/"})
+        if check and res.returncode != 0:
+            raise AssertionError(f"{argv} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+
+@pytest.fixture
+def chroot(runtime: Path, tmp_path: Path) -> Iterator[Chroot]:
+    root = tmp_path / "root"
+    for d in ("bin", "usr/bin", "etc/sysconfig", "tmp/tce/optional", "tmp/tcloop", "usr/local/tce.installed",
+              "home/tc"):
+        (root / d).mkdir(parents=True)
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox-static is needed (bootstrap/packages.txt)"
+    shutil.copy(busybox, root / "bin/busybox")
+    for applet in APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\ntc:x:1001:50:tc:/home/tc:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\nstaff:x:50:tc\n")
+    (root / "etc/sysconfig/tcedir").symlink_to("/tmp/tce")
+    (root / "usr/bin/tce-load").write_text(FAKE_TCE_LOAD)
+    (root / "usr/bin/tce-load").chmod(0o755)
+    (root / "usr/local/tce.installed").chmod(0o777)
+    (root / "tmp").chmod(0o1777)
+    mounted: list[Path] = []
+    try:
+        for name in EXTENSIONS:
+            mnt = root / "tmp/tcloop" / name
+            mnt.mkdir()
+            subprocess.run(["mount", "-t", "squashfs", "-o", "loop,ro", str(runtime / f"{name}.tcz"),
+                            str(mnt)], check=True, capture_output=True, timeout=60)
+            mounted.append(mnt)
+            # tce-load's mount mode: a tree of symlinks into the mounted image
+            Chroot(root).run("/bin/sh", "-c", f"cp -ais /tmp/tcloop/{name}/* /")
+        yield Chroot(root)
+    finally:
+        for mnt in reversed(mounted):
+            subprocess.run(["umount", "-d", str(mnt)], check=False, capture_output=True, timeout=60)
+
+
+def test_python_runs_on_a_busybox_only_root(chroot: Chroot) -> None:
+    res = chroot.run("/usr/local/bin/python3", "-I", "-c",
+                     "import json, http.client, socket, hashlib, subprocess, select, sys\n"
+                     "print(json.dumps({'prefix': sys.prefix, 'md5': hashlib.md5(b'tc').hexdigest(),"
+                     " 'version': sys.version_info[:2], 'path': sys.path}))")
+    info = json.loads(res.stdout)
+    assert info["version"] == [3, 11]
+    assert info["md5"] == hashlib.md5(b"tc").hexdigest()
+    assert info["prefix"] == "/tmp/tcloop/python3.11/usr/local"  # found through the symlink tree
+    # Nothing of the host: the interpreter's libraries resolve inside the root.
+    assert chroot.run("/usr/local/bin/python3.11", "-c", "print('ok')").stdout == "ok\n"
+
+
+def test_images_are_trimmed_and_marked(runtime: Path) -> None:
+    listing = (runtime / "python3.11.tcz.list").read_text().splitlines()
+    stdlib = "usr/local/lib/python3.11/"
+    for gone in ("test/", "idlelib/", "tkinter/", "ensurepip/", "pydoc_data/", "lib2to3/", "unittest/"):
+        assert not [p for p in listing if p.startswith(stdlib + gone)], gone
+    assert not [p for p in listing if p.endswith(".py")]  # .pyc only (runtime.toml: sources = false)
+    assert stdlib + "json/__init__.pyc" in listing
+    assert "usr/local/bin/python3" in listing and stdlib + "bin/python3.11" in listing
+    assert sorted(p.rsplit("/", 1)[1] for p in listing if "/lib-deps/" in p) == ["libexpat.so.1", "libz.so.1"]
+    assert not [p for p in listing if "_ssl" in p or "_ctypes" in p or "_test" in p]
+    assert (runtime / "python3.11.tcz.dep").read_text() == "glibc-testbase.tcz\n"
+    assert "TEST ONLY" in (runtime / "glibc-testbase.tcz.info").read_text()
+    assert (runtime / "python3.11.tcz").stat().st_size < 12 * 1024 * 1024
+
+
+@pytest.mark.kubo
+def test_shipped_agent_installs_from_a_real_kubo(chroot: Chroot, host_kubo: Path, tmp_path: Path) -> None:
+    sample = samplerepo.build(tmp_path / "repo", ["6.1.0-chroot"])
+    with Node(tmp_path / "node", host_kubo) as node:
+        with node.client() as c:
+            cid = publish.publish(sample.path, c, progress=False).root_cid
+        api = node.api
+        res = chroot.run("/usr/local/bin/tce-ipfs", "status", "--json", "--api", api)
+        status = json.loads(res.stdout)
+        assert status["peer_id"] == node.peer_id and status["repo_cid"] is None
+        res = chroot.run("/usr/local/bin/tce-ipfs", "install", "extra", "--cid", cid, "--api", api, "--json")
+        out = json.loads(res.stdout)
+    assert out["closure"] == ["libextra.tcz", "extra.tcz"]
+    optional = chroot.root / "tmp/tce/optional"
+    assert (optional / "extra.tcz").read_bytes() == (sample.path / "extra.tcz").read_bytes()
+    # tce-load ran as the tc user (uid 1001), not as root
+    assert (chroot.root / "tmp/tce-load.calls").read_text() == "uid=1001 args=-i libextra extra\n"
