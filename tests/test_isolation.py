@@ -56,6 +56,18 @@ def test_config_applied_as_kubo_reads_it(host_kubo: Path, tmp_path: Path) -> Non
     wanted = node.isolation_config()
     for key, value in wanted.items():
         assert node.get_dotted(shown, key) == value, key
+    # `config show` prints the file as it is, unknown keys included, so a misspelt key would pass
+    # the check above while the daemon ignores it. `config replace` decodes into kubo's Config
+    # struct, which drops unknown keys: every key must survive that round trip.
+    scratch = Node(tmp_path / "scratch", host_kubo)
+    scratch.kubo_cmd("init", "--profile", "test", "--empty-repo")
+    probe = json.loads(json.dumps(shown))
+    probe["Swarm"]["NoSuchKeyForTheTest"] = True
+    scratch.kubo_cmd("config", "replace", "-", input=json.dumps(probe).encode())
+    decoded = json.loads(scratch.kubo_cmd("config", "show"))
+    assert "NoSuchKeyForTheTest" not in decoded["Swarm"]  # the round trip does drop unknown keys
+    for key, value in wanted.items():
+        assert node.get_dotted(decoded, key) == value, f"{key}: not a kubo config key?"
     # and single keys through `ipfs config KEY`, the way an operator would check
     assert n.kubo_cmd("config", "Routing.Type").strip() == "none"
     assert json.loads(n.kubo_cmd("config", "--json", "Bootstrap")) == []

@@ -91,8 +91,18 @@ def client(api: str = DEFAULT_API, timeout: float = 30.0, *, verify: bool = True
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:200] if text else type(exc).__name__
+    """A short reason: requests' connection errors are a paragraph of pool internals."""
+    text = str(exc).strip()
+    if isinstance(exc, ipfshttpclient.exceptions.ConnectionError):
+        for needle, short in (("Connection refused", "connection refused"),
+                              ("No such file or directory", "no such socket"),
+                              ("Name or service not known", "unknown host")):
+            if needle in text:
+                return short
+    if isinstance(exc, ipfshttpclient.exceptions.TimeoutError):
+        return "timed out"
+    lines = text.splitlines()
+    return lines[-1][:300] if lines else type(exc).__name__
 
 
 def call(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -413,8 +413,8 @@ class Node:
                                  hint="stop it and run init again")
         for key, value in self.wanted_config.items():
             set_dotted(config, key, value)
-        # Written directly (the daemon is not running): `ipfs config replace` would have to be fed
-        # the private key's absence; this keeps Identity untouched and is atomic.
+        # Written directly while no daemon runs (atomic, Identity untouched). Every key is one kubo
+        # knows: tests/test_isolation.py round-trips them through kubo's own Config struct.
         tmp = self.config_path.with_name("config.tce-ipfs.tmp")
         tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o600)
@@ -429,11 +429,11 @@ class Node:
         self.init()
         with contextlib.suppress(OSError):
             (self.repo / "api").unlink()  # a stale one from a killed daemon would fool the wait
-        with open(self.log_path, "ab") as out:
-            out.write(f"--- tce-ipfs: starting kubo at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         if self.kubo is None:
             raise NodeError(f"no kubo binary given to start {self.repo}",
                             hint="run `tce-ipfs kubo build`")
+        with open(self.log_path, "ab") as out:
+            out.write(f"--- tce-ipfs: starting kubo at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         popen = _spawn([self.kubo, "daemon", "--migrate=false"], env=self.env, log_path=self.log_path,
                        cwd=self.repo)
         self._proc = popen

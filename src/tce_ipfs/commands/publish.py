@@ -15,7 +15,8 @@ EPILOG = """\
 REPO_DIR is either flat (NAME.tcz + NAME.tcz.md5.txt/.dep/.info/... + *.lst, like a mirror's tcz/)
 or a tce dir (optional/* + onboot.lst). Either way it is published as ONE flat directory:
 /ipfs/<root>/onboot.lst, /ipfs/<root>/NAME.tcz, /ipfs/<root>/NAME.tcz.md5.txt, ...
-Before adding, every .tcz is checked against its .md5.txt and every .dep/.lst entry must exist.
+Names, .dep and .lst entries are checked before anything is added; every .tcz is hashed against
+its .md5.txt while kubo adds (a mismatch refuses the publish and takes the pin back).
 
 examples:
   tce-ipfs publish ./repo                  print the root CID (node: `tce-ipfs node start`)

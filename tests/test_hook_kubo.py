@@ -1,0 +1,187 @@
+"""The boot hook against a real kubo: an isolated seed on 127.0.0.1 serves a repo; the hook's own kubo
+(real config, real gateway, real busybox wget) fetches it. Only DHCP, `ip`, `uname` and `modprobe`
+are faked. Both kubo nodes stay off the public network (no bootstrap, AutoConf off, routing none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hookfakes.harness import KREL, HookEnv, Repo, Result
+
+pytestmark = pytest.mark.kubo
+
+HOOK_FAKES = ("udhcpc", "ip", "uname", "modprobe")
+KEY = "5e" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Seed:
+    kubo: Path
+    repo: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    peer: str
+
+    def ipfs(self, *args: str) -> str:
+        out = subprocess.run([str(self.kubo), *args], env=self.env, capture_output=True, text=True, timeout=60,
+                             check=True)
+        return out.stdout.strip()
+
+    def add(self, path: Path) -> str:
+        return self.ipfs("add", "-r", "-Q", str(path))
+
+
+def start_seed(kubo: Path, base: Path, swarm_key: str | None = None) -> Seed:
+    repo = base / "seed"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "IPFS_PATH": str(repo), "IPFS_TELEMETRY": "off"}
+    subprocess.run([str(kubo), "init", "--empty-repo", "--profile=test"], env=env, check=True, capture_output=True)
+    port = free_port()
+    for key, value in (("Routing.Type", '"none"'), ("Addresses.Swarm", f'["/ip4/127.0.0.1/tcp/{port}"]')):
+        subprocess.run([str(kubo), "config", "--json", key, value], env=env, check=True, capture_output=True)
+    if swarm_key:
+        (repo / "swarm.key").write_text(f"/key/swarm/psk/1.0.0/\n/base16/\n{swarm_key}\n")
+        env["LIBP2P_FORCE_PNET"] = "1"
+    log = (base / "seed.log").open("wb")
+    proc = subprocess.Popen([str(kubo), "daemon"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while b"Daemon is ready" not in (base / "seed.log").read_bytes():
+        assert proc.poll() is None, (base / "seed.log").read_text()
+        assert time.monotonic() < deadline, "seed did not start"
+        time.sleep(0.1)
+    peer_id = subprocess.run([str(kubo), "id", "-f", "<id>"], env=env, capture_output=True, text=True,
+                             check=True).stdout.strip()
+    return Seed(kubo, repo, env, proc, f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def seed(host_kubo: Path, tmp_path: Path) -> Iterator[Seed]:
+    s = start_seed(host_kubo, tmp_path)
+    yield s
+    stop(s.proc)
+
+
+@pytest.fixture
+def hook(host_kubo: Path, tmp_path: Path) -> Iterator[HookEnv]:
+    env = HookEnv(tmp_path / "hook", shell="busybox", fakes=HOOK_FAKES, extra_path=(str(host_kubo.parent),))
+    (env.optional() / "ipfs.tcz").unlink()  # kubo comes from PATH here
+    yield env
+    status = env.root / "tmp/tce-ipfs/status"
+    if status.exists():
+        pid = dict(ln.split("=", 1) for ln in status.read_text().splitlines() if "=" in ln).get("kubo_pid")
+        if pid:
+            kill_and_wait(int(pid))
+
+
+def kill_and_wait(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
+def make_repo(path: Path) -> Repo:
+    repo = Repo(path)
+    repo.ext("libhello.tcz")
+    repo.ext("hello-core.tcz", ["libhello.tcz"])
+    repo.ext(f"hello-mod-{KREL}.tcz")
+    repo.ext("hello.tcz", ["hello-core.tcz", "hello-mod-KERNEL.tcz"])
+    repo.ext("bigdata.tcz", size=3 * 1024 * 1024)
+    repo.lst("hello.tcz\nbigdata.tcz\n")
+    return repo
+
+
+def run(hook: HookEnv, cmdline: str) -> Result:
+    return hook.run(cmdline, timeout=120)
+
+
+def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    cid = seed.add(repo.path)
+    port = free_port()
+    result = run(hook, f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={port} ipfs.timeout=60")
+    assert result.rc == 0
+    assert result.final.startswith(f"loaded 5 extensions from ipfs:{cid} in "), result.console + result.log
+    assert hook.builtin_list() == ["libhello.tcz", "hello-core.tcz", f"hello-mod-{KREL}.tcz", "hello.tcz",
+                                   "bigdata.tcz"]
+    for name, data in repo.data.items():
+        assert (hook.optional() / name).read_bytes() == data
+    st = result.status
+    assert st["result"] == "ok" and st["peers_connected"] == "1" and "t_first_byte" in st
+    # the hook's node: private by construction
+    config = json.loads((hook.root / "tmp/tce-ipfs/repo/config").read_text())
+    assert config["Bootstrap"] == [] and config["Routing"]["Type"] == "none"
+    assert config["AutoConf"]["Enabled"] is False and config["Discovery"]["MDNS"]["Enabled"] is False
+    assert config["Addresses"]["Swarm"] == [f"/ip4/0.0.0.0/tcp/{port}"]
+    for key in ("API", "Gateway"):
+        addrs = config["Addresses"][key]
+        assert all(a.startswith("/ip4/127.0.0.1/") for a in ([addrs] if isinstance(addrs, str) else addrs))
+    # still running and holding the blocks it fetched: it can serve them on
+    env = {"PATH": "/usr/bin:/bin", "IPFS_PATH": str(hook.root / "tmp/tce-ipfs/repo")}
+    out = subprocess.run([str(seed.kubo), "cat", "--offline", f"/ipfs/{cid}/hello.tcz"], env=env,
+                         capture_output=True, timeout=30, check=True).stdout
+    assert out == repo.data["hello.tcz"]
+
+
+def test_cid_nobody_has_times_out(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/onboot.lst").write_text("nothing-here.tcz\n")
+    missing = seed.ipfs("add", "-r", "-Q", "--only-hash", str(tmp_path / "other"))
+    start = time.monotonic()
+    result = run(hook, f"tce=ipfs:{missing} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.timeout=8")
+    assert result.final.startswith(f"FAILED: onboot.lst from ipfs:{missing}: timed out"), result.console
+    assert time.monotonic() - start < 20
+
+
+def test_private_swarm(host_kubo: Path, hook: HookEnv, tmp_path: Path) -> None:
+    private = start_seed(host_kubo, tmp_path / "p", swarm_key=KEY)
+    try:
+        repo = make_repo(tmp_path / "repo")
+        cid = private.add(repo.path)
+        wrong = run(hook, f"tce=ipfs:{cid} ipfs.peers={private.peer} ipfs.port={free_port()} "
+                          f"ipfs.swarmkey={'1' * 64} ipfs.timeout=6")
+        assert "no peer reachable" in wrong.final and "ipfs.swarmkey" in wrong.final, wrong.console
+        right = run(hook, f"tce=ipfs:{cid} ipfs.peers={private.peer} ipfs.port={free_port()} ipfs.swarmkey={KEY}")
+        assert right.final.startswith("loaded 5 extensions"), right.console + right.log
+    finally:
+        stop(private.proc)
+
+
+def test_seed_0_shuts_kubo_down(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
+    cid = seed.add(make_repo(tmp_path / "repo").path)
+    result = run(hook, f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.seed=0")
+    assert result.final.startswith("loaded 5 extensions"), result.console
+    assert result.status["kubo_pid"] == ""
+    assert not (hook.root / "tmp/tce-ipfs/repo/api").exists()  # kubo removes it on a clean shutdown
