@@ -48,6 +48,7 @@ class Seed:
 
 
 def start_seed(kubo: Path, base: Path, swarm_key: str | None = None) -> Seed:
+    base.mkdir(parents=True, exist_ok=True)
     repo = base / "seed"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "IPFS_PATH": str(repo), "IPFS_TELEMETRY": "off"}
     subprocess.run([str(kubo), "init", "--empty-repo", "--profile=test"], env=env, check=True, capture_output=True)

@@ -31,7 +31,7 @@ import pytest
 from tce_ipfs import ipfsapi, node, proc, publish
 from tce_ipfs.node import Node
 
-pytestmark = pytest.mark.kubo
+pytestmark = [pytest.mark.kubo, pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")]
 
 
 def make_repo(d: Path, count: int = 20, size: int = 400_000) -> Path:

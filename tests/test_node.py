@@ -16,6 +16,9 @@ from tce_ipfs import cli, ipfsapi, node
 from tce_ipfs.errors import IsolationError, NodeError, UsageError
 from tce_ipfs.node import Node
 
+# ipfsapi filters this urllib3 noise at import, but pytest restores filters after collection
+pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")
+
 # --- isolation_config (no kubo) ------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from tce_ipfs import cli, ipfsapi, publish
 from tce_ipfs.errors import RepoError
 from tce_ipfs.node import Node
 
-pytestmark = pytest.mark.kubo
+pytestmark = [pytest.mark.kubo, pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")]
 
 KERNEL = "6.6.8-tinycore64"
 
