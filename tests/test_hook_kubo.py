@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from hookfakes.harness import KREL, HookEnv, Repo, Result
 
 pytestmark = pytest.mark.kubo
@@ -39,8 +40,9 @@ class Seed:
     peer: str
 
     def ipfs(self, *args: str) -> str:
-        out = subprocess.run([str(self.kubo), *args], env=self.env, capture_output=True, text=True, timeout=60,
-                             check=True)
+        out = subprocess.run(
+            [str(self.kubo), *args], env=self.env, capture_output=True, text=True, timeout=60, check=True
+        )
         return out.stdout.strip()
 
     def add(self, path: Path) -> str:
@@ -51,7 +53,9 @@ def start_seed(kubo: Path, base: Path, swarm_key: str | None = None) -> Seed:
     base.mkdir(parents=True, exist_ok=True)
     repo = base / "seed"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "IPFS_PATH": str(repo), "IPFS_TELEMETRY": "off"}
-    subprocess.run([str(kubo), "init", "--empty-repo", "--profile=test"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(kubo), "init", "--empty-repo", "--profile=test"], env=env, check=True, capture_output=True
+    )
     port = free_port()
     for key, value in (("Routing.Type", '"none"'), ("Addresses.Swarm", f'["/ip4/127.0.0.1/tcp/{port}"]')):
         subprocess.run([str(kubo), "config", "--json", key, value], env=env, check=True, capture_output=True)
@@ -65,8 +69,9 @@ def start_seed(kubo: Path, base: Path, swarm_key: str | None = None) -> Seed:
         assert proc.poll() is None, (base / "seed.log").read_text()
         assert time.monotonic() < deadline, "seed did not start"
         time.sleep(0.1)
-    peer_id = subprocess.run([str(kubo), "id", "-f", "<id>"], env=env, capture_output=True, text=True,
-                             check=True).stdout.strip()
+    peer_id = subprocess.run(
+        [str(kubo), "id", "-f", "<id>"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     return Seed(kubo, repo, env, proc, f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}")
 
 
@@ -135,8 +140,13 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
     result = run(hook, f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={port} ipfs.timeout=60")
     assert result.rc == 0
     assert result.final.startswith(f"loaded 5 extensions from ipfs:{cid} in "), result.console + result.log
-    assert hook.builtin_list() == ["libhello.tcz", "hello-core.tcz", f"hello-mod-{KREL}.tcz", "hello.tcz",
-                                   "bigdata.tcz"]
+    assert hook.builtin_list() == [
+        "libhello.tcz",
+        "hello-core.tcz",
+        f"hello-mod-{KREL}.tcz",
+        "hello.tcz",
+        "bigdata.tcz",
+    ]
     for name, data in repo.data.items():
         assert (hook.optional() / name).read_bytes() == data
     st = result.status
@@ -151,8 +161,13 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
         assert all(a.startswith("/ip4/127.0.0.1/") for a in ([addrs] if isinstance(addrs, str) else addrs))
     # still running and holding the blocks it fetched: it can serve them on
     env = {"PATH": "/usr/bin:/bin", "IPFS_PATH": str(hook.root / "tmp/tce-ipfs/repo")}
-    out = subprocess.run([str(seed.kubo), "cat", "--offline", f"/ipfs/{cid}/hello.tcz"], env=env,
-                         capture_output=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [str(seed.kubo), "cat", "--offline", f"/ipfs/{cid}/hello.tcz"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert out == repo.data["hello.tcz"]
 
 
@@ -171,10 +186,15 @@ def test_private_swarm(host_kubo: Path, hook: HookEnv, tmp_path: Path) -> None:
     try:
         repo = make_repo(tmp_path / "repo")
         cid = private.add(repo.path)
-        wrong = run(hook, f"tce=ipfs:{cid} ipfs.peers={private.peer} ipfs.port={free_port()} "
-                          f"ipfs.swarmkey={'1' * 64} ipfs.timeout=6")
+        wrong = run(
+            hook,
+            f"tce=ipfs:{cid} ipfs.peers={private.peer} ipfs.port={free_port()} "
+            f"ipfs.swarmkey={'1' * 64} ipfs.timeout=6",
+        )
         assert "no peer reachable" in wrong.final and "ipfs.swarmkey" in wrong.final, wrong.console
-        right = run(hook, f"tce=ipfs:{cid} ipfs.peers={private.peer} ipfs.port={free_port()} ipfs.swarmkey={KEY}")
+        right = run(
+            hook, f"tce=ipfs:{cid} ipfs.peers={private.peer} ipfs.port={free_port()} ipfs.swarmkey={KEY}"
+        )
         assert right.final.startswith("loaded 5 extensions"), right.console + right.log
     finally:
         stop(private.proc)

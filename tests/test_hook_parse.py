@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from hookfakes.harness import BUSYBOX, CID, CID_V1, PEER, PEER_ID, SHELLS
 
+from hookfakes.harness import BUSYBOX, CID, CID_V1, PEER, PEER_ID, SHELLS
 from tce_ipfs import settings
 
 LIB = settings.hooks_dir() / "lib"
@@ -14,8 +14,14 @@ LIB = settings.hooks_dir() / "lib"
 
 def sh(shell: str, code: str, *args: str) -> subprocess.CompletedProcess[str]:
     prelude = f'TCE_IPFS_LIB={LIB}; . "$TCE_IPFS_LIB/lib.sh"; . "$TCE_IPFS_LIB/parse.sh"; set -f\n'
-    return subprocess.run([*SHELLS[shell], "-c", prelude + code, "sh", *args], capture_output=True, text=True,
-                          timeout=20, check=False, env={"PATH": "/usr/bin:/bin", "ROOT": "/nonexistent"})
+    return subprocess.run(
+        [*SHELLS[shell], "-c", prelude + code, "sh", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "ROOT": "/nonexistent"},
+    )
 
 
 def ok(shell: str, func: str, value: str) -> bool:
@@ -29,8 +35,18 @@ def shell(request: pytest.FixtureRequest) -> str:
 
 GOOD_CIDS = [CID, CID_V1, "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"]
 BAD_CIDS = [
-    "", "Qm", CID[:-1], CID + "a", CID[:-1] + "0", CID[:-1] + "l", "BAFYBEIGDYRZT5SFP7UDM7HU76UH7Y26NF3EFUYLQ",
-    "bafy1bad", "b" * 200, "zdj7WWeQ43G6JJvLWQWZpyHuAMq6uYWRjkBXFad11vE2LHhQ7", "../etc", "Qm$(reboot)",
+    "",
+    "Qm",
+    CID[:-1],
+    CID + "a",
+    CID[:-1] + "0",
+    CID[:-1] + "l",
+    "BAFYBEIGDYRZT5SFP7UDM7HU76UH7Y26NF3EFUYLQ",
+    "bafy1bad",
+    "b" * 200,
+    "zdj7WWeQ43G6JJvLWQWZpyHuAMq6uYWRjkBXFad11vE2LHhQ7",
+    "../etc",
+    "Qm$(reboot)",
     "x" * 3000,
 ]
 
@@ -45,61 +61,128 @@ def test_is_cid_rejects(shell: str, value: str) -> None:
     assert not ok(shell, "is_cid", value)
 
 
-@pytest.mark.parametrize("value", [PEER, "/ip4/127.0.0.1/tcp/4001/ipfs/" + PEER_ID,
-                                   "/ip4/10.0.0.1/udp/4001/quic-v1/p2p/" + PEER_ID,
-                                   "/dns4/seed.lab/tcp/4001/p2p/" + PEER_ID, "/ip6/fe80::1/tcp/1/p2p/" + PEER_ID,
-                                   "/dnsaddr/lab.example/p2p/" + PEER_ID])
+@pytest.mark.parametrize(
+    "value",
+    [
+        PEER,
+        "/ip4/127.0.0.1/tcp/4001/ipfs/" + PEER_ID,
+        "/ip4/10.0.0.1/udp/4001/quic-v1/p2p/" + PEER_ID,
+        "/dns4/seed.lab/tcp/4001/p2p/" + PEER_ID,
+        "/ip6/fe80::1/tcp/1/p2p/" + PEER_ID,
+        "/dnsaddr/lab.example/p2p/" + PEER_ID,
+    ],
+)
 def test_is_multiaddr_accepts(shell: str, value: str) -> None:
     assert ok(shell, "is_multiaddr", value)
 
 
-@pytest.mark.parametrize("value", [
-    "", "garbage", "/ip4/10.0.2.100/tcp/4001", "/ip4/999.0.0.1/tcp/4001/p2p/" + PEER_ID,
-    "/ip4/1.2.3/tcp/4001/p2p/" + PEER_ID, "/ip4/10.0.2.100/tcp/0/p2p/" + PEER_ID,
-    "/ip4/10.0.2.100/tcp/70000/p2p/" + PEER_ID, "/ip4/10.0.2.100/tcp/x/p2p/" + PEER_ID,
-    "/ip4/10.0.2.100/sctp/1/p2p/" + PEER_ID, "/ip4/10.0.2.100/tcp/4001/p2p/short",
-    "/ip4/10.0.2.100//tcp/4001/p2p/" + PEER_ID, PEER + "/", PEER + "/extra/x", "ip4/10.0.2.100/tcp/4001/p2p/x",
-    "/ip4/10.0.2.100/tcp/4001/p2p/" + PEER_ID + ";reboot", "/ip4/" + "1" * 400,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "garbage",
+        "/ip4/10.0.2.100/tcp/4001",
+        "/ip4/999.0.0.1/tcp/4001/p2p/" + PEER_ID,
+        "/ip4/1.2.3/tcp/4001/p2p/" + PEER_ID,
+        "/ip4/10.0.2.100/tcp/0/p2p/" + PEER_ID,
+        "/ip4/10.0.2.100/tcp/70000/p2p/" + PEER_ID,
+        "/ip4/10.0.2.100/tcp/x/p2p/" + PEER_ID,
+        "/ip4/10.0.2.100/sctp/1/p2p/" + PEER_ID,
+        "/ip4/10.0.2.100/tcp/4001/p2p/short",
+        "/ip4/10.0.2.100//tcp/4001/p2p/" + PEER_ID,
+        PEER + "/",
+        PEER + "/extra/x",
+        "ip4/10.0.2.100/tcp/4001/p2p/x",
+        "/ip4/10.0.2.100/tcp/4001/p2p/" + PEER_ID + ";reboot",
+        "/ip4/" + "1" * 400,
+    ],
+)
 def test_is_multiaddr_rejects(shell: str, value: str) -> None:
     assert not ok(shell, "is_multiaddr", value)
 
 
-@pytest.mark.parametrize("value", ["http://10.0.2.100:8080/tcz", "http://mirror.lab/16.x/x86_64/tcz/",
-                                   "http://h", "http://h:1/a/b-c/d_e.f"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://10.0.2.100:8080/tcz",
+        "http://mirror.lab/16.x/x86_64/tcz/",
+        "http://h",
+        "http://h:1/a/b-c/d_e.f",
+    ],
+)
 def test_is_http_url_accepts(shell: str, value: str) -> None:
     assert ok(shell, "is_http_url", value)
 
 
-@pytest.mark.parametrize("value", ["", "ftp://h/x", "https://h/x", "http://", "http://user@h/x", "http://h/../x",
-                                   "http://h/a//b", "http://h:0/x", "http://h:99999/x", "http://h:x/", "http://h/?q=1",
-                                   "http://-h/x", "http://h/" + "a" * 600, "http://h/a/./b"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "ftp://h/x",
+        "https://h/x",
+        "http://",
+        "http://user@h/x",
+        "http://h/../x",
+        "http://h/a//b",
+        "http://h:0/x",
+        "http://h:99999/x",
+        "http://h:x/",
+        "http://h/?q=1",
+        "http://-h/x",
+        "http://h/" + "a" * 600,
+        "http://h/a/./b",
+    ],
+)
 def test_is_http_url_rejects(shell: str, value: str) -> None:
     assert not ok(shell, "is_http_url", value)
 
 
-@pytest.mark.parametrize(("value", "good"), [
-    ("a", True), ("a/b/c", True), ("16.x/x86_64/tcz", True), ("", False), ("..", False), ("a/../b", False),
-    ("a//b", False), ("/a", False), ("a/", False), ("./a", False), ("a/.", False), ("a b", False),
-    ("a\\b", False), ("a$b", False),
-])
+@pytest.mark.parametrize(
+    ("value", "good"),
+    [
+        ("a", True),
+        ("a/b/c", True),
+        ("16.x/x86_64/tcz", True),
+        ("", False),
+        ("..", False),
+        ("a/../b", False),
+        ("a//b", False),
+        ("/a", False),
+        ("a/", False),
+        ("./a", False),
+        ("a/.", False),
+        ("a b", False),
+        ("a\\b", False),
+        ("a$b", False),
+    ],
+)
 def test_is_safe_path(shell: str, value: str, good: bool) -> None:
     assert ok(shell, "is_safe_path", value) is good
 
 
-@pytest.mark.parametrize(("value", "good"), [
-    ("k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8", True), (PEER_ID, True),
-    ("docs.ipfs.tech", True), ("localhost", False), ("UPPER.example", False), ("a..b", False),
-    ("-a.b", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("value", "good"),
+    [
+        ("k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8", True),
+        (PEER_ID, True),
+        ("docs.ipfs.tech", True),
+        ("localhost", False),
+        ("UPPER.example", False),
+        ("a..b", False),
+        ("-a.b", False),
+        ("", False),
+    ],
+)
 def test_is_ipns_name(shell: str, value: str, good: bool) -> None:
     assert ok(shell, "is_ipns_name", value) is good
 
 
 def test_getarg_last_wins_and_prefix_exact(shell: str) -> None:
-    code = ('CMDLINE="tce=sda1 lst=a.lst tcefoo=x tce=ipfs:X ipfs.peersx=1 ipfs.debug"; getarg tce; getarg lst; '
-            'getarg ipfs.peers || echo absent; getargbool 0 ipfs.debug; getargbool 1 ipfs.seed; '
-            'CMDLINE="ipfs.seed=0 ipfs.debug=maybe"; getargbool 1 ipfs.seed; getargbool 0 ipfs.debug')
+    code = (
+        'CMDLINE="tce=sda1 lst=a.lst tcefoo=x tce=ipfs:X ipfs.peersx=1 ipfs.debug"; getarg tce; getarg lst; '
+        "getarg ipfs.peers || echo absent; getargbool 0 ipfs.debug; getargbool 1 ipfs.seed; "
+        'CMDLINE="ipfs.seed=0 ipfs.debug=maybe"; getargbool 1 ipfs.seed; getargbool 0 ipfs.debug'
+    )
     out = sh(shell, code).stdout.split()
     assert out == ["ipfs:X", "a.lst", "absent", "1", "1", "0", "?"]
 
@@ -122,18 +205,29 @@ def awk(program: str, text: str, **variables: str) -> list[str]:
 
 
 def test_names_awk_normalises_like_tc() -> None:
-    text = ("# comment\n\n  hello.tcz   extra words\nbare\r\nmod-KERNEL.tcz\nhello.tcz\n"
-            "x.tcz # trailing comment\n\t tabbed.tcz\n;pi-comment\n")
+    text = (
+        "# comment\n\n  hello.tcz   extra words\nbare\r\nmod-KERNEL.tcz\nhello.tcz\n"
+        "x.tcz # trailing comment\n\t tabbed.tcz\n;pi-comment\n"
+    )
     out = awk("names.awk", text, kernel="6.1.0-tc", max="100")
     assert out == ["ok hello.tcz", "ok bare.tcz", "ok mod-6.1.0-tc.tcz", "ok x.tcz", "ok tabbed.tcz"]
 
 
-@pytest.mark.parametrize(("line", "why"), [
-    ("../evil.tcz", "not a plain extension name"), ("a/b.tcz", "not a plain extension name"),
-    ("/abs.tcz", "not a plain extension name"), ("a..b.tcz", "'..' in name"), (".hidden.tcz", "not a plain"),
-    ("x" * 200 + ".tcz", "name too long"), ("y" * 2000, "line too long"), ("ümlaut.tcz", "not a plain"),
-    ("$(reboot).tcz", "not a plain"), ("-rf.tcz", "not a plain"),
-])
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("../evil.tcz", "not a plain extension name"),
+        ("a/b.tcz", "not a plain extension name"),
+        ("/abs.tcz", "not a plain extension name"),
+        ("a..b.tcz", "'..' in name"),
+        (".hidden.tcz", "not a plain"),
+        ("x" * 200 + ".tcz", "name too long"),
+        ("y" * 2000, "line too long"),
+        ("ümlaut.tcz", "not a plain"),
+        ("$(reboot).tcz", "not a plain"),
+        ("-rf.tcz", "not a plain"),
+    ],
+)
 def test_names_awk_rejects(line: str, why: str) -> None:
     out = awk("names.awk", f"good.tcz\n{line}\n", kernel="k", max="10")
     assert out[0] == "ok good.tcz"

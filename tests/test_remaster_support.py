@@ -147,7 +147,7 @@ class PxeNet:
     tftp_dir: Path
     bootfile: str
     forwards: tuple[tuple[int, int], ...] = ()
-    romfile: str | None = "/usr/lib/ipxe/qemu/pxe-virtio.rom"
+    romfile: str | None = None  # None: QEMU's default (efi-virtio.rom: legacy PXE + EFI); pxe-virtio.rom did not boot
 
     def qemu_args(self, arch: Arch) -> list[str]:
         user = qemu.UserNet(forwards=self.forwards)

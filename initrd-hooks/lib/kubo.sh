@@ -216,16 +216,15 @@ kubo_resolve() {
     return 0
 }
 
-# kubo_stop: shut the daemon down (bounded), then make sure it is gone.
+# kubo_stop: SIGTERM (kubo shuts down cleanly on it), wait up to 3 s, then SIGKILL.
 kubo_stop() {
     [ -n "$KUBO_PID" ] || return 0
-    tick
-    ipfsc "$((NOW + 1000))" 10 shutdown >/dev/null 2>&1
+    kill "$KUBO_PID" 2>/dev/null
     _s_i=0
-    while kill -0 "$KUBO_PID" 2>/dev/null && [ "$_s_i" -lt 50 ]; do
+    while kill -0 "$KUBO_PID" 2>/dev/null && [ "$_s_i" -lt 30 ]; do
         nap 0.1
         _s_i=$((_s_i + 1))
     done
-    kill "$KUBO_PID" 2>/dev/null
+    kill -9 "$KUBO_PID" 2>/dev/null
     KUBO_PID=
 }

@@ -22,6 +22,7 @@ RESULT=
 REASON=
 T_START=0
 T_NET=
+T_END=0
 KREL=
 
 # ---------------------------------------------------------------- coexistence with tce-setup
@@ -84,8 +85,7 @@ status_kv() {
 }
 
 write_status() {
-    tick
-    _st_total=$((NOW - T_START))
+    _st_total=$((T_END - T_START))
     mkdir -p "$WORK"
     {
         status_kv result "$RESULT"
@@ -127,7 +127,8 @@ write_status() {
         status_kv gateway "$GATEWAY"
         status_kv seed "$SEED"
         status_kv version "$HOOK_VERSION"
-        status_kv reason "$REASON"
+        # free text, last; no double quotes or backslashes (readers split the file shell-style)
+        status_kv reason "$(printf '%s' "$REASON" | tr '\042\134' '\047\047')"
     } | write_atomic "$STATUS"
 }
 
@@ -142,9 +143,19 @@ source_desc() {
     fi
 }
 
-# finish: write the list, decide about kubo, status, the final line; exit 0.
+# finish: write the list, the final line and the status; stop kubo if it should not seed; exit 0.
 finish() {
     write_list
+    tick
+    T_END=$NOW
+    fmt_cs "$((T_END - T_START))"
+    _f_secs=$FMT
+    source_desc
+    case $RESULT in
+        ok) info "loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;
+        partial) info "FAILED: $FAIL_COUNT problem(s), first: $FIRST_FAIL; loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;
+        *) info "FAILED: $REASON" ;;
+    esac
     if [ -n "$KUBO_PID" ]; then
         if [ "$PLACED_COUNT" -eq 0 ] && [ "$RESULT" != ok ]; then
             dbg "stopping kubo: nothing was fetched"
@@ -154,16 +165,7 @@ finish() {
             kubo_stop
         fi
     fi
-    tick
-    fmt_cs "$((NOW - T_START))"
-    _f_secs=$FMT
     write_status
-    source_desc
-    case $RESULT in
-        ok) info "loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;
-        partial) info "FAILED: $FAIL_COUNT problem(s), first: $FIRST_FAIL; loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;
-        *) info "FAILED: $REASON" ;;
-    esac
     [ "$DEBUG" = 1 ] || rm -rf "$WORK/get" "$WORK/dep" "$WORK/names.out" "$WORK/order.out" 2>/dev/null
     exit 0
 }

@@ -43,19 +43,26 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="log every external command and more")
-    common.add_argument("--json", action="store_true",
+def _common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="log every external command and more")
+    parser.add_argument("--json", action="store_true", default=default,
                         help="print machine-readable JSON where output is data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The options are accepted before and after the subcommand. The subcommands' copy defaults to
+    # SUPPRESS so that `tce-ipfs --json node status` is not reset by the subparser's own default.
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, argparse.SUPPRESS)
 
     parser = argparse.ArgumentParser(
         prog="tce-ipfs",
         description="Peer-to-peer, content-addressed delivery of Tiny Core Linux extensions over IPFS.",
         epilog=EPILOG,
         formatter_class=_Formatter,
-        parents=[common],
     )
+    _common_options(parser, False)
     parser.add_argument("--version", action="version", version=f"tce-ipfs {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -251,6 +251,14 @@ class Lab:
             raise NodeError(f"lab {self.netns} teardown incomplete: " + "; ".join(problems))
         log.info("lab %s torn down", self.netns)
 
+    def kill_processes(self) -> None:
+        """Stop every process the lab started and anything else inside its namespace (the lab stays)."""
+        for p in reversed(self.processes):
+            with contextlib.suppress(Exception):
+                p.stop(grace=2)
+        if self._created:
+            self._kill_namespace_pids()
+
     def _kill_namespace_pids(self) -> None:
         """SIGKILL whatever still runs inside our namespace (only ours: we created it)."""
         for _ in range(20):

@@ -23,11 +23,53 @@ from tce_ipfs import initrd
 FAKES = Path(__file__).resolve().parent / "bin"
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 SHELLS = {"busybox": [BUSYBOX, "sh"], "dash": [shutil.which("dash") or "/bin/dash"]}
-APPLETS = (
-    "sh ash awk sed grep egrep md5sum timeout sleep wget cat mv mkdir ln head tail tr cut rm rmdir wc kill "
-    "chown chmod cp touch dirname basename ls env readlink cpio zcat gzip date id printf echo test [ "
-    "true false sort uniq expr"
-).split()
+APPLETS = [
+    "sh",
+    "ash",
+    "awk",
+    "sed",
+    "grep",
+    "egrep",
+    "md5sum",
+    "timeout",
+    "sleep",
+    "wget",
+    "cat",
+    "mv",
+    "mkdir",
+    "ln",
+    "head",
+    "tail",
+    "tr",
+    "cut",
+    "rm",
+    "rmdir",
+    "wc",
+    "kill",
+    "chown",
+    "chmod",
+    "cp",
+    "touch",
+    "dirname",
+    "basename",
+    "ls",
+    "env",
+    "readlink",
+    "cpio",
+    "zcat",
+    "gzip",
+    "date",
+    "id",
+    "printf",
+    "echo",
+    "test",
+    "[",
+    "true",
+    "false",
+    "sort",
+    "uniq",
+    "expr",
+]
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 CID_V1 = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 PEER_ID = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
@@ -69,13 +111,22 @@ class Repo:
         path.mkdir(parents=True, exist_ok=True)
         self.data: dict[str, bytes] = {}
 
-    def ext(self, name: str, deps: list[str] | tuple[str, ...] = (), *, size: int = 100,
-            md5_text: str | None = None, dep_text: str | None = None) -> bytes:
+    def ext(
+        self,
+        name: str,
+        deps: list[str] | tuple[str, ...] = (),
+        *,
+        size: int = 100,
+        md5_text: str | None = None,
+        dep_text: str | None = None,
+    ) -> bytes:
         data = hashlib.sha256(name.encode()).digest() * (size // 32 + 1)
         data = data[:size]
         self.data[name] = data
         (self.path / name).write_bytes(data)
-        (self.path / f"{name}.md5.txt").write_text(md5_text if md5_text is not None else f"{md5(data)}  {name}\n")
+        (self.path / f"{name}.md5.txt").write_text(
+            md5_text if md5_text is not None else f"{md5(data)}  {name}\n"
+        )
         if dep_text is not None:
             (self.path / f"{name}.dep").write_text(dep_text)
         elif deps:
@@ -99,7 +150,7 @@ class Result:
     @property
     def lines(self) -> list[str]:
         """The hook's console lines (without the "tce-ipfs: " prefix)."""
-        return [ln[len("tce-ipfs: "):] for ln in self.console.splitlines() if ln.startswith("tce-ipfs: ")]
+        return [ln[len("tce-ipfs: ") :] for ln in self.console.splitlines() if ln.startswith("tce-ipfs: ")]
 
     @property
     def final(self) -> str:
@@ -137,8 +188,17 @@ class HookEnv:
         self.root = self.base / "root"
         self.state = self.base / "state"
         self.http = self.base / "http"
-        for d in ("proc", "dev", "tmp/tce/optional", "tmp/tcloop", "tmp/builtin/optional", "etc/sysconfig",
-                  "var/log", "var/run", "usr/local/tce.installed"):
+        for d in (
+            "proc",
+            "dev",
+            "tmp/tce/optional",
+            "tmp/tcloop",
+            "tmp/builtin/optional",
+            "etc/sysconfig",
+            "var/log",
+            "var/run",
+            "usr/local/tce.installed",
+        ):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self.state.mkdir(parents=True, exist_ok=True)
         self.http.mkdir(parents=True, exist_ok=True)
@@ -153,13 +213,16 @@ class HookEnv:
         self.set_ifaces("eth0")
         # kubo as shipped: any squashfs-looking file is fine for the fake mount.
         (self.root / "tmp/builtin/optional/ipfs.tcz").write_bytes(b"hsqs" + b"\0" * 60)
-        subprocess.run([BUSYBOX, "cpio", "-idmu"], input=_hook_cpio(), cwd=self.root, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [BUSYBOX, "cpio", "-idmu"], input=_hook_cpio(), cwd=self.root, check=True, capture_output=True
+        )
 
     # ------------------------------------------------------------------ fixtures of a scenario
     def set_ifaces(self, *names: str) -> None:
-        head = ("Inter-|   Receive                            |  Transmit\n"
-                " face |bytes    packets errs drop fifo frame compressed multicast|bytes ...\n")
+        head = (
+            "Inter-|   Receive                            |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes ...\n"
+        )
         rows = "".join(f"{n:>6}: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n" for n in ("lo", *names))
         (self.root / "proc/net/dev").write_text(head + rows)
 
@@ -180,9 +243,17 @@ class HookEnv:
     # ------------------------------------------------------------------ running
     def env(self) -> dict[str, str]:
         path = ":".join([*self.extra_path, str(self.tools), str(applet_dir(self.base.parent))])
-        return {"PATH": path, "ROOT": str(self.root), "FAKE_STATE": str(self.state), "FAKE_ROOT": str(self.root),
-                "FAKE_HTTP": str(self.http), "FAKE_KREL": KREL, "TCE_IPFS_TOOLDIR": str(self.tools),
-                "LC_ALL": "C", "HOME": str(self.base)}
+        return {
+            "PATH": path,
+            "ROOT": str(self.root),
+            "FAKE_STATE": str(self.state),
+            "FAKE_ROOT": str(self.root),
+            "FAKE_HTTP": str(self.http),
+            "FAKE_KREL": KREL,
+            "TCE_IPFS_TOOLDIR": str(self.tools),
+            "LC_ALL": "C",
+            "HOME": str(self.base),
+        }
 
     def run(self, cmdline: str | None, *, timeout: float = 60) -> Result:
         """Run the hook once with ``cmdline`` as /proc/cmdline (None: no /proc/cmdline at all)."""
@@ -193,13 +264,26 @@ class HookEnv:
             cmdline_file.write_text(cmdline + "\n")
         start = time.monotonic()
         entry = self.root / initrd.HOOK_ENTRY
-        proc = subprocess.run([*SHELLS[self.shell], str(entry)], env=self.env(), cwd=self.root,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            [*SHELLS[self.shell], str(entry)],
+            env=self.env(),
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         seconds = time.monotonic() - start
         log_path = self.root / "var/log/tce-ipfs.log"
-        return Result(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
-                      console=(self.root / "dev/console").read_text(),
-                      log=log_path.read_text() if log_path.exists() else "", seconds=seconds, env=self)
+        return Result(
+            rc=proc.returncode,
+            stdout=proc.stdout,
+            stderr=proc.stderr,
+            console=(self.root / "dev/console").read_text(),
+            log=log_path.read_text() if log_path.exists() else "",
+            seconds=seconds,
+            env=self,
+        )
 
     def optional(self) -> Path:
         return self.root / "tmp/builtin/optional"

@@ -1,0 +1,360 @@
+"""Peers serve peers (issue 5 acceptance), with QEMU guests on the private lab LAN.
+
+Every guest boots with ``tce=ipfs:<CID>`` on a tap of a ``Lab`` (network namespace + bridge + DHCP);
+the host seed runs inside the same namespace. Nothing is routed out of it, and the lab is torn down by
+the fixture finalizer whatever happens.
+
+* origin offload: guest 1 boots from the seed; the seed stops; guests 2 and 3 boot from the same CID
+  and get everything from guest 1. Guest 1 also runs ``tce-ipfs install extra`` (not in onboot.lst,
+  with a dependency) and ``tce-ipfs status`` shows the bytes it served;
+* three guests boot at once from one seed (LAN discovery by mDNS inside the lab): the seed's egress
+  divided by the onboot payload (an HTTP mirror would be 3.0);
+* a guest with the wrong ``ipfs.swarmkey`` cannot fetch, says so on the console, and boots on.
+
+Measured numbers go to ``tests/.results/seeding-*.json`` for the closing note; they are not asserted
+as performance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tce_ipfs import e2e, ipfsapi, qemu, recipes, samplerepo, swarmkey
+from tce_ipfs.arch import Arch
+from tce_ipfs.lab import Lab, SeedNode, TapNet, namespaces
+from test_agent_runtime import load_builder  # tests/ is on sys.path (pytest prepend mode)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.kubo, pytest.mark.root]
+
+ARCH = Arch.X86_64
+SENTINEL = qemu.SENTINEL
+RESULTS = Path(__file__).resolve().parent / ".results"
+DONE_PORT = 7777  # guest 1 waits for "done" on this port (inside the lab) before its final report
+AGENT_EXTS = ("glibc-testbase.tcz", "python3.11.tcz", "tce-ipfs-agent.tcz")
+GUEST_TIMEOUT = 900.0  # TCG on 2 shared cores; a hang guard, not a performance bound
+HOOK_TIMEOUT = 400  # ipfs.timeout= for the hook
+
+
+def record(name: str, data: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------------------------- guest script
+def guest_script(closure: list[str]) -> str:
+    """/opt/bootsync.sh for lab guests (test only). The role comes from the boot code ``lab.role=``:
+
+    * ``check``: every extension of ``closure`` is loaded; print the agent's status as one JSON line;
+    * ``origin``: the same, then ``tce-ipfs install extra``; print LAB-READY; wait for "done" on
+      port 7777 (the host says so when the other guests have booted); print the final status.
+    Ends with ``<SENTINEL>: OK ...`` (or FAIL) and powers off.
+    """
+    names = " ".join(n[: -len(".tcz")] for n in closure)
+    return f"""#!/bin/sh
+# Test check (not part of the product): a lab guest, role from lab.role= on the command line.
+S={SENTINEL}
+role=$(sed -n 's/.*lab\\.role=\\([a-z]*\\).*/\\1/p' /proc/cmdline)
+fail() {{ echo "$S: FAIL $*"; poweroff -f; }}
+status() {{ echo "LAB-STATUS $1 $(tce-ipfs status --json 2>&1 | tr -d '\\n')"; }}
+for name in {names}; do
+    grep -q " /tmp/tcloop/$name " /proc/mounts || fail "not mounted: $name"
+    [ -e "/usr/local/tce.installed/$name" ] || fail "no marker: $name"
+done
+[ "$(hello)" = "hello from ipfs" ] || fail "hello did not run"
+python3 -c 'import json, http.client, socket, hashlib' || fail "python3 cannot import its stdlib"
+status boot
+if [ "$role" = origin ]; then
+    out=$(tce-ipfs install extra 2>&1) || fail "tce-ipfs install extra: $out"
+    [ "$(extra)" = "extra data" ] || fail "extra did not run after install: $out"
+    echo "LAB-INSTALL OK $out" | tr '\\n' ' '; echo
+    rm -f /tmp/lab.done
+    nc -l -p {DONE_PORT} > /tmp/lab.done &
+    echo "LAB-READY"
+    i=0
+    while ! grep -q done /tmp/lab.done 2>/dev/null && [ "$i" -lt 1800 ]; do sleep 1; i=$((i + 1)); done
+    status final
+fi
+echo "$S: OK role=$role $(tr '\\n' ' ' < /tmp/tce-ipfs/status)"
+poweroff -f
+"""
+
+
+def ledger_script() -> str:
+    """/opt/bootsync.sh for plain guests (no Python): kubo's own CLI reports bytes per peer."""
+    return f"""#!/bin/sh
+# Test check (not part of the product): bitswap totals and per-peer ledgers from the guest's kubo.
+export IPFS_PATH=/tmp/tce-ipfs/repo
+st=$(tr '\\n' ' ' < /tmp/tce-ipfs/status 2>/dev/null)
+case "$st" in *result=ok*) ;; *) echo "{SENTINEL}: FAIL $st"; poweroff -f ;; esac
+echo "LAB-ID $(ipfs id -f '<id>')"
+echo "LAB-BITSWAP $(ipfs --enc=json bitswap stat | tr -d '\\n')"
+for p in $(ipfs swarm peers | sed 's|.*/p2p/||'); do
+    echo "LAB-LEDGER $(ipfs --enc=json bitswap ledger "$p" | tr -d '\\n')"
+done
+echo "{SENTINEL}: OK $st"
+poweroff -f
+"""
+
+
+# ------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("seeding")
+
+
+@pytest.fixture(scope="module")
+def kit(work: Path) -> e2e.GuestKit:
+    return e2e.prepare_kit(ARCH, work)
+
+
+@dataclass
+class LabRepo:
+    path: Path
+    closure: list[str]  # what a boot loads, deps first
+    payload: int  # bytes of the .tcz files in the closure
+
+
+@pytest.fixture(scope="module")
+def agent_repo(kit: e2e.GuestKit, work: Path) -> LabRepo:
+    """The sample repo + python3.11 + glibc-testbase (test only) + the agent, all loaded at boot."""
+    sample = samplerepo.build(work / "agent-repo", [kit.base.kver])
+    load_builder().build(ARCH, sample.path, testbase=True)
+    recipes.build("tce-ipfs-agent", ARCH, sample.path)
+    (sample.path / "onboot.lst").write_text("".join(f"{n}\n" for n in [*sample.onboot, "tce-ipfs-agent.tcz"]))
+    closure = [*sample.closure, *AGENT_EXTS]
+    payload = sum((sample.path / n).stat().st_size for n in closure)
+    return LabRepo(sample.path, closure, payload)
+
+
+@pytest.fixture(scope="module")
+def plain_repo(kit: e2e.GuestKit, work: Path) -> LabRepo:
+    sample = samplerepo.build(work / "plain-repo", [kit.base.kver])
+    return LabRepo(sample.path, sample.closure, sample.payload_bytes)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    lab = Lab(tmp_path / "lab")
+    lab.open()
+    try:
+        yield lab
+    finally:
+        lab.close()
+        assert lab.netns not in namespaces()
+
+
+# ------------------------------------------------------------------------------------- booting
+@dataclass
+class Guest:
+    name: str
+    tap: TapNet
+    lines: list[str] = field(default_factory=list)
+    events: dict[str, threading.Event] = field(default_factory=dict)
+    future: Future[qemu.BootResult] | None = None
+
+    def on_line(self, line: str) -> None:
+        self.lines.append(line)
+        for key, event in self.events.items():
+            if line.startswith(key):
+                event.set()
+
+    def wait_for(self, key: str) -> threading.Event:
+        return self.events.setdefault(key, threading.Event())
+
+    def json_line(self, prefix: str) -> dict[str, Any]:
+        for line in reversed(self.lines):
+            if line.startswith(prefix):
+                return dict(json.loads(line[len(prefix):].strip()))
+        tail = "\n".join(self.lines[-40:])
+        raise AssertionError(f"{self.name}: no {prefix!r} line; console tail:\n{tail}")
+
+    def result(self) -> qemu.BootResult:
+        assert self.future is not None
+        return self.future.result()
+
+    def ok(self) -> qemu.BootResult:
+        res = self.result()
+        assert res.ok and ": OK" in (res.sentinel_line or ""), f"{self.name}:\n{res.tail(60)}"
+        return res
+
+    @property
+    def multiaddr_prefix(self) -> str:
+        return f"/ip4/{self.tap.ip}/tcp/4001/p2p/"
+
+
+def start_guest(pool: ThreadPoolExecutor, kit: e2e.GuestKit, lab: Lab, check: Path, codes: list[str],
+                name: str, *, watch: tuple[str, ...] = ()) -> Guest:
+    g = Guest(name=name, tap=lab.tap())
+    for key in watch:
+        g.wait_for(key)
+    append = " ".join(["quiet", *codes])
+    g.future = pool.submit(qemu.boot, ARCH, kit.base.qemu_kernel, [kit.base.initrd, kit.hook_initrd, check],
+                           append, timeout=GUEST_TIMEOUT, net=g.tap, log_path=lab.work_dir / f"{name}.log",
+                           stream=g.on_line)
+    return g
+
+
+def kit_kubo() -> Path:
+    from tce_ipfs import kubo
+
+    return kubo.ensure(Arch.host())
+
+
+@contextlib.contextmanager
+def guest_pool(lab: Lab) -> Iterator[ThreadPoolExecutor]:
+    """Threads that each run one ``qemu.boot``. On a failure the lab's processes (QEMU among them) are
+    killed at once, so the test does not sit out every guest's timeout before the lab is torn down."""
+    pool = ThreadPoolExecutor(max_workers=3)
+    try:
+        yield pool
+    except BaseException:
+        lab.kill_processes()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def seed_sent(seed: SeedNode) -> int:
+    with seed.client() as c:
+        return int(ipfsapi.bitswap_stat(c)["DataSent"])
+
+
+def publish_to(seed: SeedNode, repo: Path) -> str:
+    from tce_ipfs.publish import publish
+
+    with seed.client(timeout=300) as c:
+        return publish(repo, c, progress=False).root_cid
+
+
+def wait(event: threading.Event, guest: Guest, what: str, timeout: float = GUEST_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not event.wait(1):
+        assert guest.future is not None
+        if guest.future.done() or time.monotonic() > deadline:
+            res = guest.future.result() if guest.future.done() else None
+            tail = res.tail(60) if res else "\n".join(guest.lines[-60:])
+            raise AssertionError(f"{guest.name} never printed {what}:\n{tail}")
+
+
+def tell_done(lab: Lab, guest: Guest) -> None:
+    lab.exec(["timeout", "10", "busybox", "nc", guest.tap.ip, str(DONE_PORT)], input=b"done\n", check=False)
+
+
+# ------------------------------------------------------------------------------------- tests
+def test_origin_offload_install_and_status(kit: e2e.GuestKit, agent_repo: LabRepo, lab: Lab,
+                                           work: Path) -> None:
+    seed = lab.start_seed(kit_kubo())
+    cid = publish_to(seed, agent_repo.path)
+    check = e2e.check_initrd(work, guest_script(agent_repo.closure), "check-lab.gz")
+    base_codes = [f"tce=ipfs:{cid}", f"ipfs.timeout={HOOK_TIMEOUT}"]
+    t0 = time.monotonic()
+    with guest_pool(lab) as pool:
+        g1 = start_guest(pool, kit, lab, check,
+                         [*base_codes, f"ipfs.peers={seed.multiaddr}", "lab.role=origin"], "guest1",
+                         watch=("LAB-READY",))
+        try:
+            wait(g1.wait_for("LAB-READY"), g1, "LAB-READY")
+            g1_boot = g1.json_line("LAB-STATUS boot ")
+            sent_by_seed = seed_sent(seed)
+            # The origin goes away: from here on nothing can come from the seed.
+            seed.stop()
+            g1_addr = g1.multiaddr_prefix + g1_boot["peer_id"]
+            peers = f"ipfs.peers={g1_addr},{seed.multiaddr}"
+            g2 = start_guest(pool, kit, lab, check, [*base_codes, peers, "lab.role=check"], "guest2")
+            g3 = start_guest(pool, kit, lab, check, [*base_codes, peers, "lab.role=check"], "guest3")
+            r2, r3 = g2.ok(), g3.ok()
+        finally:
+            tell_done(lab, g1)
+        r1 = g1.ok()
+    g1_final = g1.json_line("LAB-STATUS final ")
+    later = {g.name: g.json_line("LAB-STATUS boot ") for g in (g2, g3)}
+
+    # Guest 1 installed an extension that is not in onboot.lst, with its dependency.
+    assert any(line.startswith("LAB-INSTALL OK") for line in g1.lines), g1.lines[-30:]
+    assert {"extra.tcz", "libextra.tcz"} <= set(g1_final["pinned_extensions"])
+    # Guests 2 and 3 got everything from guest 1 (the seed was stopped before they started).
+    per_guest: dict[str, dict[str, int]] = {}
+    for name, st in later.items():
+        served = {p["peer"]: int(p.get("recv", 0)) for p in st["peers"]}
+        per_guest[name] = served
+        assert st["repo_cid"] == cid
+        assert served.get(g1_boot["peer_id"], 0) >= agent_repo.payload * 0.9, (name, served)
+        assert served.get(seed.peer_id, 0) == 0, (name, served)
+    # ... and guest 1's own status shows what it served.
+    assert g1_final["bytes_sent"] >= 2 * agent_repo.payload * 0.9, g1_final
+    assert sent_by_seed >= agent_repo.payload
+    record("seeding-offload", {
+        "arch": str(ARCH), "cid": cid, "payload_bytes": agent_repo.payload,
+        "seed_bytes_sent_before_stop": sent_by_seed,
+        "guest1": {"bytes_sent": g1_final["bytes_sent"], "bytes_received": g1_boot["bytes_received"],
+                   "boot_s": round(r1.seconds, 1)},
+        "received_per_peer": {name: {("guest1" if p == g1_boot["peer_id"] else p): b for p, b in d.items()}
+                              for name, d in per_guest.items()},
+        "boot_s": {"guest2": round(r2.seconds, 1), "guest3": round(r3.seconds, 1)},
+        "wall_s": round(time.monotonic() - t0, 1),
+    })
+
+
+def test_three_guests_at_once_egress_ratio(kit: e2e.GuestKit, plain_repo: LabRepo, lab: Lab,
+                                           work: Path) -> None:
+    # No ipfs.peers: the hook turns mDNS on, so guests find the seed and each other on the lab LAN
+    # (the seed's mDNS is on too; the lab namespace has no other link, so it reaches nobody else).
+    seed = lab.start_seed(kit_kubo(), mdns=True)
+    cid = publish_to(seed, plain_repo.path)
+    check = e2e.check_initrd(work, ledger_script(), "check-ledger.gz")
+    sent0 = seed_sent(seed)
+    codes = [f"tce=ipfs:{cid}", f"ipfs.timeout={HOOK_TIMEOUT}"]
+    with guest_pool(lab) as pool:
+        guests = [start_guest(pool, kit, lab, check, codes, f"guest{i}") for i in (1, 2, 3)]
+        results = [g.ok() for g in guests]
+    egress = seed_sent(seed) - sent0
+    ratio = egress / plain_repo.payload
+    ledgers: dict[str, list[dict[str, Any]]] = {}
+    for g in guests:
+        ledgers[g.name] = [json.loads(ln[len("LAB-LEDGER "):]) for ln in g.lines
+                           if ln.startswith("LAB-LEDGER ")]
+    names = {seed.peer_id: "seed"}
+    for g in guests:
+        names.update({ln.split()[1]: g.name for ln in g.lines if ln.startswith("LAB-ID ")})
+    record("seeding-egress", {
+        "arch": str(ARCH), "guests": 3, "payload_bytes": plain_repo.payload, "seed_bytes_sent": egress,
+        "egress_ratio": round(ratio, 3), "http_mirror_ratio": 3.0,
+        "received_per_peer": {g: {names.get(e["Peer"], e["Peer"]): e["Recv"] for e in entries}
+                              for g, entries in ledgers.items()},
+        "boot_s": [round(r.seconds, 1) for r in results],
+    })
+    assert egress >= plain_repo.payload  # at least one full copy came from the seed
+    assert ratio <= 3.05, ratio  # never worse than three HTTP downloads
+
+
+def test_wrong_swarm_key_fails_with_message_and_boots(kit: e2e.GuestKit, plain_repo: LabRepo, lab: Lab,
+                                                      work: Path) -> None:
+    key = swarmkey.generate()
+    seed = lab.start_seed(kit_kubo(), swarm_key=key)
+    cid = publish_to(seed, plain_repo.path)
+    good = e2e.check_initrd(work, ledger_script(), "check-ledger.gz")
+    base = e2e.check_initrd(work, e2e.failure_check_script(), "check-base.gz")
+    codes = [f"tce=ipfs:{cid}", f"ipfs.peers={seed.multiaddr}"]
+    with guest_pool(lab) as pool:
+        right = start_guest(pool, kit, lab, good, [*codes, "ipfs.timeout=300", swarmkey.boot_value(key)],
+                            "right-key")
+        wrong = start_guest(pool, kit, lab, base, [*codes, "ipfs.timeout=40",
+                                                  swarmkey.boot_value(swarmkey.generate())], "wrong-key")
+        right.ok()
+        res = wrong.result()
+    assert res.ok and "BASE-UP" in (res.sentinel_line or ""), res.tail(60)  # the base system booted
+    failed = [ln.strip() for ln in wrong.lines if ln.strip().startswith("tce-ipfs: FAILED:")]
+    assert failed, wrong.lines[-40:]
+    assert "swarmkey" in failed[0], failed[0]
+    assert "result=failed" in (res.sentinel_line or "")
+    record("seeding-swarmkey", {"wrong_key_message": failed[0]})
