@@ -9,6 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from tce_ipfs import bootcfg, cli, remaster
+from tce_ipfs.arch import Arch
+from tce_ipfs.errors import CidError, RemasterError, UsageError
 from test_remaster_support import (
     CID,
     CID2,
@@ -20,10 +24,6 @@ from test_remaster_support import (
     fake_p2p_initrd,
     fake_tcz,
 )
-
-from tce_ipfs import bootcfg, cli, remaster
-from tce_ipfs.arch import Arch
-from tce_ipfs.errors import CidError, RemasterError, UsageError
 
 P2P = "boot/tce-ipfs.gz"
 # Files whose bytes legitimately change: the boot catalog and isolinux.bin (boot-info-table is
@@ -96,7 +96,7 @@ def test_kernel_userland_mismatch(tmp_path: Path) -> None:
 
 def test_tcz_arch(tmp_path: Path) -> None:
     assert remaster.tcz_ipfs_arch(fake_tcz(Arch.AARCH64, tmp_path / "ipfs.tcz")) is Arch.AARCH64
-    with pytest.raises(RemasterError, match="arch mismatch: ipfs.tcz holds a aarch64 ipfs binary"):
+    with pytest.raises(RemasterError, match=r"arch mismatch: ipfs\.tcz holds a aarch64 ipfs binary"):
         remaster.check_tcz_arch(tmp_path / "ipfs.tcz", Arch.X86_64)
 
 
@@ -111,7 +111,8 @@ def test_remaster_iso(work: Path, iso64: Path, p2p64: Path) -> None:
     cfg = _cfg(out)
     entry = bootcfg.p2p_entry(cfg)
     assert entry is not None and entry.kernel == "/boot/vmlinuz64"
-    assert entry.append == f"loglevel=3 console=ttyS0,115200 tce=ipfs:{CID} ipfs.peers=/ip4/10.0.2.100/tcp/4001/p2p/X"
+    assert entry.append == ("loglevel=3 console=ttyS0,115200 panic=-1 "
+                            f"tce=ipfs:{CID} ipfs.peers=/ip4/10.0.2.100/tcp/4001/p2p/X")
     assert bootcfg.parse_syslinux(cfg, ours=True).default_entry().label == "tce-ipfs"
     assert bootcfg.strip_ours(cfg) == _cfg(iso64)
     assert remaster.read_iso_file(out, P2P) == p2p64.read_bytes()
@@ -218,7 +219,8 @@ def test_refuse_arch_mismatch(work: Path, iso64: Path) -> None:
     _refused(out, RemasterError, "ipfs-arm.tcz holds a aarch64 ipfs binary, the boot media is x86_64",
              remaster.remaster_iso, iso64, out, CID, ipfs_tcz=tcz)
     p2p = fake_p2p_initrd(Arch.AARCH64, work / "p2p-arm.gz")
-    _refused(out, RemasterError, "aarch64 ipfs binary", remaster.remaster_iso, iso64, out, CID, p2p_initrd=p2p)
+    _refused(out, RemasterError, "aarch64 ipfs binary", remaster.remaster_iso, iso64, out, CID,
+             p2p_initrd=p2p)
 
 
 def test_refuse_input_as_output(iso64: Path, p2p64: Path) -> None:
@@ -272,7 +274,8 @@ def test_bootdir_in_place_idempotent(tmp_path: Path) -> None:
     boot = fake_bootdir(tmp_path / "boot")
     p2p = fake_p2p_initrd(Arch.AARCH64, tmp_path / "p2p.gz")
     before = remaster.tree_manifest(boot)
-    res = remaster.remaster_bootdir(boot, CID, arch=Arch.AARCH64, codes={"ipfs.timeout": "60"}, p2p_initrd=p2p)
+    res = remaster.remaster_bootdir(boot, CID, arch=Arch.AARCH64, codes={"ipfs.timeout": "60"},
+                                    p2p_initrd=p2p)
     assert res.arch is Arch.AARCH64
     assert res.initramfs == [["rootfs-piCore64-16.0.gz", "modules-piCore-v8.gz", "tce-ipfs.gz"]] * 2
     assert (boot / "cmdline.txt").read_text() == PI_CMDLINE.strip() + f" tce=ipfs:{CID} ipfs.timeout=60\n"

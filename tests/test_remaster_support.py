@@ -147,7 +147,8 @@ class PxeNet:
     tftp_dir: Path
     bootfile: str
     forwards: tuple[tuple[int, int], ...] = ()
-    romfile: str | None = None  # None: QEMU's default (efi-virtio.rom: legacy PXE + EFI); pxe-virtio.rom did not boot
+    # None: QEMU's default ROM (efi-virtio.rom: legacy PXE + EFI). pxe-virtio.rom did not boot here.
+    romfile: str | None = None
 
     def qemu_args(self, arch: Arch) -> list[str]:
         user = qemu.UserNet(forwards=self.forwards)

@@ -16,7 +16,6 @@ re-publishing stores only the new blocks. The root is pinned (recursively).
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,14 +53,12 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
     list naming a missing extension, unsafe name). ``kernel`` resolves ``-KERNEL`` dependencies for
     one kernel release (default: any variant present will do).
 
-    Order: the structural checks (names, ``.md5.txt`` format, deps, lists) run first and refuse
-    before anything is sent to kubo. The md5 hashing of the ``.tcz`` contents, the only slow check,
-    runs in threads *while* kubo adds (so it costs no wall time on a multi-core machine); a mismatch
-    then refuses the publish all the same: no CID is returned and the root pin the add made is
-    removed again (the unpinned blocks are left to kubo's garbage collector).
+    Every check, the md5 hashing included, runs *before* anything is sent to kubo: a refused repo
+    leaves no trace in the node (no pin, no blocks). The hashing runs on all cores (hashlib releases
+    the GIL) and reads the files into the page cache that the add then reads from.
     """
     repo = tcrepo.scan_repo(Path(repo_dir))
-    problems = tcrepo.check_repo(repo, kernel, md5=False) if check else list(repo.ignored)
+    problems = tcrepo.check_repo(repo, kernel) if check else list(repo.ignored)
     _refuse_on_errors(repo, problems)
     warnings = [str(p) for p in problems if not p.is_error]
     for w in warnings:
@@ -72,20 +69,7 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
     files = repo.published()
     sizes = {name: path.stat().st_size for name, path in files.items()}
     total = sum(sizes.values())
-    with ThreadPoolExecutor(max_workers=1) as background:
-        pinned_before: set[str] = set()
-        md5_check = None
-        if check:
-            pinned_before = set(ipfsapi.pin_ls(client))
-            expected, _ = tcrepo.expected_md5s(repo)
-            md5_check = background.submit(tcrepo.md5_mismatches, repo, expected)
-        root, cids = _add(client, repo.root, files, sizes, total, progress)
-        if md5_check is not None:
-            mismatches = md5_check.result()
-            if mismatches:
-                if root not in pinned_before:
-                    ipfsapi.pin_rm(client, root)
-                _refuse_on_errors(repo, mismatches)
+    root, cids = _add(client, repo.root, files, sizes, total, progress)
     result = PublishResult(root_cid=root,
                            files={name: (cids[name], sizes[name]) for name in files},
                            total_size=total, layout=repo.layout, warnings=warnings)

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tce_ipfs import bootcfg, cidtext, proc
+from tce_ipfs import bootcfg, cidtext, initrd, proc
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import RemasterError, TceIpfsError, UsageError
 
@@ -109,8 +109,6 @@ def elf_arch(data: bytes) -> Arch | None:
 
 def _cpio_files(data: bytes) -> dict[str, bytes]:
     """Path (no leading ``/`` or ``./``) -> content of every regular file or symlink in a cpio stream."""
-    from tce_ipfs import initrd
-
     files: dict[str, bytes] = {}
     for member in initrd.parse_cpio(data):
         name = str(member.name).lstrip("./").lstrip("/")
@@ -120,8 +118,6 @@ def _cpio_files(data: bytes) -> dict[str, bytes]:
 
 def userland_arch(initrd_path: Path) -> Arch | None:
     """Arch of an initrd's userland: the dynamic loader TC's ``getBuild`` looks for, else /bin/busybox."""
-    from tce_ipfs import initrd
-
     try:
         files = _cpio_files(initrd.read_initrd(initrd_path))
     except TceIpfsError:
@@ -210,8 +206,6 @@ def check_tcz_arch(tcz: Path, target: Arch) -> None:
 
 def check_p2p_initrd_arch(path: Path, target: Arch) -> None:
     """The P2P initrd's ``ipfs.tcz`` must match ``target`` (checked whether we built it or not)."""
-    from tce_ipfs import initrd
-
     files = _cpio_files(initrd.read_initrd(path))
     tczs = [n for n in files if n.endswith("/ipfs.tcz")]
     if not tczs:
@@ -230,8 +224,6 @@ def build_p2p_initrd(arch: Arch, out: Path, *, ipfs_tcz: Path | None, p2p_initrd
     if p2p_initrd is not None:
         shutil.copyfile(p2p_initrd, out)
     else:
-        from tce_ipfs import initrd
-
         if ipfs_tcz is not None:
             check_tcz_arch(ipfs_tcz, arch)
         initrd.build_hook_initrd(arch, out, ipfs_tcz=ipfs_tcz, compression=compression)
@@ -702,11 +694,11 @@ default {label}
 label {label}
 \tkernel /boot/{kernel}
 \tinitrd /boot/{initrd}
-\tappend loglevel=3 console=ttyS0,115200 {extra}
+\tappend loglevel=3 {extra}
 
 label {label}-base
 \tkernel /boot/{kernel}
-\tappend initrd=/boot/{initrd} loglevel=3 base norestore console=ttyS0,115200 {extra}
+\tappend initrd=/boot/{initrd} loglevel=3 base norestore {extra}
 implicit 0
 prompt 1
 timeout {timeout}
@@ -715,11 +707,13 @@ F1 boot.msg
 
 
 def make_test_iso(out: Path, kernel: Path, initrd: Path, *, arch: Arch = Arch.X86_64, efi: str | None = None,
-                  cde: bool = False, extra_append: str = "", timeout: int = 10) -> Path:
+                  cde: bool = False, extra_append: str = "console=ttyS0,115200 panic=-1",
+                  timeout: int = 10) -> Path:
     """TEST ONLY: a Tiny-Core-layout ISO around a test kernel/initrd (CorePure64 names for x86_64).
 
     Laid out like Tiny Core's own ISOs (boot/vmlinuz64 + boot/corepure64.gz, boot/isolinux/{isolinux.bin,
-    ldlinux.c32, isolinux.cfg, boot.msg}) with a serial console so QEMU tests can read it. ``efi``:
+    ldlinux.c32, isolinux.cfg, boot.msg}) with a serial console (``SERIAL 0`` and ``extra_append``) so
+    QEMU tests can read it, and a short menu ``timeout`` (tenths of a second; TC's is 300). ``efi``:
     None, ``"file"`` (an EFI image file in the tree) or ``"appended"`` (an appended EFI partition).
     """
     names = {Arch.X86_64: ("vmlinuz64", "corepure64.gz", "corepure64"), Arch.X86: ("vmlinuz", "core.gz",

@@ -38,7 +38,7 @@ from typing import Any
 
 from tce_ipfs import elf, guest, proc, tcz
 from tce_ipfs.arch import Arch
-from tce_ipfs.errors import BuildError
+from tce_ipfs.errors import BuildError, TceIpfsError
 
 log = logging.getLogger("tce_ipfs.python_runtime")
 
@@ -205,12 +205,16 @@ def stage_python(spec: Spec, arch: Arch, unpacked: Path, stage: Path) -> list[el
     real_bin.parent.mkdir(parents=True)
     shutil.copy2(unpacked / f"usr/bin/python{PYVER}", real_bin)
     elves = [_check_elf(real_bin, arch), *(_check_elf(p, arch) for p in sorted(dynload.iterdir()))]
+    if not elves[0].interpreter:
+        raise BuildError(f"python{PYVER} from Debian has no program interpreter")
+    # glibc's own sonames, and its loader (some arches list ld-linux-*.so.* in DT_NEEDED)
+    from_glibc = spec.glibc_provides | {Path(elves[0].interpreter).name}
 
     deps_dir = stage / LIB_DEPS
     deps_dir.mkdir(parents=True)
     needed = sorted({n for e in elves for n in e.needed})
     for soname in needed:
-        if soname in spec.glibc_provides:
+        if soname in from_glibc:
             continue
         if soname not in spec.libraries:
             raise BuildError(f"the interpreter or a kept module needs {soname}, which runtime.toml "
@@ -219,7 +223,7 @@ def stage_python(spec: Spec, arch: Arch, unpacked: Path, stage: Path) -> list[el
         lib = deps_dir / soname
         shutil.copy2(_find_lib(unpacked, soname), lib)
         info = _check_elf(lib, arch)
-        extra = [n for n in info.needed if n not in spec.glibc_provides]
+        extra = [n for n in info.needed if n not in from_glibc]
         if extra:
             raise BuildError(f"{soname} needs {', '.join(extra)} (not handled)")
 
@@ -272,9 +276,7 @@ def build(arch: Arch | str, out_dir: Path, *, testbase: bool = False, epoch: int
         _unpack(debs, unpacked)
         stage = work / "python"
         elves = stage_python(spec, arch, unpacked, stage)
-        interp = elves[0].interpreter
-        if not interp:
-            raise BuildError(f"python{PYVER} from Debian has no program interpreter")
+        interp = str(elves[0].interpreter)
         pyversion = versions[spec.packages[0]]
         info = {
             "Title": f"{spec.name}.tcz",
@@ -327,7 +329,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also build glibc-testbase.tcz (TEST ONLY) and list it as a dependency")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    res = build(args.arch, args.out, testbase=args.testbase)
+    try:
+        res = build(args.arch, args.out, testbase=args.testbase)
+    except TceIpfsError as exc:
+        print(f"build.py: error: {exc}" + (f"\nbuild.py: hint: {exc.hint}" if exc.hint else ""),
+              file=sys.stderr)
+        return exc.exit_code
     for r in (res.python, res.glibc):
         if r is not None:
             print(f"{r.tcz}: {tcz.human_size(r.size)}")
