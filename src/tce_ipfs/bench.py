@@ -12,11 +12,11 @@ Scenarios
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import json
 import logging
-import os
 import random
 import shutil
 import statistics
@@ -185,13 +185,14 @@ def bench_fetch(kubo: Path, work: Path, cfg: BenchConfig) -> tuple[dict[str, Any
         base, served = stack.enter_context(http_mirror(repo))
 
         # One client, repeated: HTTP vs IPFS (fresh client repo each time so nothing is cached).
-        http_s, ipfs_s = [], []
+        http_s: list[float] = []
+        ipfs_s: list[float] = []
         for r in range(cfg.repeats):
             http_s.append(_timed(lambda: _fetch_http(base, files)))
             with Node(work / f"client-{r}", kubo, peers=[seed_addr]) as client_node:
                 c = client_node.client(timeout=600)
                 ipfsapi.swarm_connect(c, seed_addr, timeout=30)
-                ipfs_s.append(_timed(lambda c=c: _fetch_ipfs(c, root, files)))
+                ipfs_s.append(_timed(functools.partial(_fetch_ipfs, c, root, files)))
             shutil.rmtree(work / f"client-{r}", ignore_errors=True)
         fetch = {"payload_bytes": payload, "http_s": http_s, "ipfs_s": ipfs_s,
                  "ratio_median": statistics.median(ipfs_s) / statistics.median(http_s)}
@@ -285,7 +286,3 @@ def run(kubo: Path, cfg: BenchConfig, scenarios: tuple[str, ...] = ("publish", "
     (cfg.out / "results.json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
     plot(results, cfg.out)
     return results
-
-
-def environment() -> dict[str, str]:
-    return {"cpus": str(os.cpu_count()), "python": os.sys.version.split()[0]}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import guest, initrd, ipfsapi, kubo, qemu, recipes, samplerepo
+from tce_ipfs import guest, initrd, ipfsapi, kubo, qemu, recipes
 from tce_ipfs.arch import Arch
 from tce_ipfs.node import Node
 from tce_ipfs.publish import publish

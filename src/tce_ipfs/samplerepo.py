@@ -81,7 +81,8 @@ def build(out: Path, kernels: Iterable[str], *, work: Path | None = None) -> Sam
 
     root = tree("hello", ["hello-core.tcz", "hello-mod-KERNEL.tcz"], "says hello (dep chain of 3)")
     _script(root / "usr/local/bin/hello",
-            '#!/bin/sh\n[ -f "/usr/local/share/hello-mod/$(uname -r)" ] || { echo "no kernel part"; exit 1; }\n'
+            '#!/bin/sh\n[ -f "/usr/local/share/hello-mod/$(uname -r)" ] || '
+            '{ echo "no kernel part"; exit 1; }\n'
             "exec hello-core\n")
 
     root = tree("greeter", [], "has an install script")
