@@ -12,7 +12,8 @@ from tce_ipfs.arch import Arch
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("bench", parents=[common], description=__doc__,
                        help="benchmark publish/fetch vs bare add / HTTP mirror")
-    p.add_argument("--out", type=Path, default=Path("bench-results"), help="where results.json and bench.png go")
+    p.add_argument("--out", type=Path, default=Path("bench-results"),
+                   help="where results.json and bench.png go")
     p.add_argument("--extensions", type=int, default=200, help="extensions in the publish benchmark")
     p.add_argument("--total-mib", type=int, default=500, help="total size of the publish benchmark repo")
     p.add_argument("--repeats", type=int, default=3)
