@@ -44,3 +44,13 @@ def test_invalid(text: str, why: str) -> None:
         cidtext.validate(text)
     assert why in str(info.value)
     assert info.value.hint and "bafy" in info.value.hint
+
+
+def test_subpath() -> None:
+    assert cidtext.validate(f"{V1}/x86_64/tcz", allow_path=True) == f"{V1}/x86_64/tcz"
+    assert cidtext.validate(f"/ipfs/{V1}/tcz/", allow_path=True) == f"{V1}/tcz"
+    with pytest.raises(CidError, match="has no '/'"):
+        cidtext.validate(f"{V1}/tcz")
+    for bad in ("a//b", "../etc", "a/./b", "sp ace"):
+        with pytest.raises(CidError, match="invalid path"):
+            cidtext.validate(f"{V1}/{bad}", allow_path=True)

@@ -173,9 +173,10 @@ def _fetch_ipfs(client: Any, root: str, files: list[str]) -> int:
     return sum(len(ipfsapi.cat(client, f"/ipfs/{root}/{f}", timeout=600)) for f in files)
 
 
-def bench_fetch(kubo: Path, work: Path, cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def bench_fetch(kubo: Path, work: Path, cfg: BenchConfig,
+                fetch_mib: int = 100) -> tuple[dict[str, Any], dict[str, Any]]:
     repo = work / "fetch-repo"
-    make_repo(repo, 40, 100 * 1024 * 1024)
+    make_repo(repo, 40, fetch_mib * 1024 * 1024)
     files = _closure_files(repo)
     payload = sum((repo / f).stat().st_size for f in files)
     with ExitStack() as stack:
@@ -274,7 +275,8 @@ def plot(results: BenchResults, out: Path) -> list[Path]:
     return paths
 
 
-def run(kubo: Path, cfg: BenchConfig, scenarios: tuple[str, ...] = ("publish", "fetch")) -> BenchResults:
+def run(kubo: Path, cfg: BenchConfig, scenarios: tuple[str, ...] = ("publish", "fetch"),
+        fetch_mib: int = 100) -> BenchResults:
     cfg.out.mkdir(parents=True, exist_ok=True)
     results = BenchResults(config={k: str(v) for k, v in asdict(cfg).items()})
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-bench-") as tmp:
@@ -282,7 +284,7 @@ def run(kubo: Path, cfg: BenchConfig, scenarios: tuple[str, ...] = ("publish", "
         if "publish" in scenarios:
             results.publish = bench_publish(kubo, work, cfg)
         if "fetch" in scenarios:
-            results.fetch, results.egress = bench_fetch(kubo, work, cfg)
+            results.fetch, results.egress = bench_fetch(kubo, work, cfg, fetch_mib)
     (cfg.out / "results.json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
     plot(results, cfg.out)
     return results

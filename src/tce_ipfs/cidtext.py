@@ -7,6 +7,8 @@ CID can be fetched is the boot hook's business.
 
 from __future__ import annotations
 
+import re
+
 from tce_ipfs.errors import CidError
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -112,20 +114,33 @@ def is_cid(text: str) -> bool:
     return True
 
 
-def validate(text: str) -> str:
+_SEGMENT = re.compile(r"[A-Za-z0-9._+-]+")
+
+
+def validate(text: str, *, allow_path: bool = False) -> str:
     """Return ``text`` (stripped, ``/ipfs/`` and ``ipfs://`` prefixes removed) if it is a valid CID.
 
-    Raises ``CidError`` naming what is wrong.
+    With ``allow_path``, ``CID/sub/path`` is accepted too (what the boot hook takes after
+    ``tce=ipfs:``): segments of ``[A-Za-z0-9._+-]``, no ``.`` or ``..``. Raises ``CidError``.
     """
     cid = text.strip()
     for prefix in ("/ipfs/", "ipfs://", "ipfs:"):
         if cid.startswith(prefix):
             cid = cid[len(prefix):]
     cid = cid.rstrip("/")
+    cid, _, path = cid.partition("/")
     if not cid:
         raise CidError("empty CID", hint=HINT)
     try:
         _check(cid)
     except ValueError as exc:
         raise CidError(f"invalid CID {text.strip()!r}: {exc}", hint=HINT) from None
+    if path:
+        if not allow_path:
+            raise CidError(f"invalid CID {text.strip()!r}: a CID has no '/' (give the root CID)")
+        for seg in path.split("/"):
+            if seg in ("", ".", "..") or not _SEGMENT.fullmatch(seg):
+                raise CidError(f"invalid path {path!r} after the CID: segments are [A-Za-z0-9._+-], "
+                               "no '.', '..' or '//'")
+        return f"{cid}/{path}"
     return cid

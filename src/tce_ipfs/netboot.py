@@ -118,7 +118,7 @@ def netboot(
     p2p_initrd: Path | None = None,
 ) -> NetbootResult:
     """Write the netboot tree into ``out`` (created; an existing directory keeps its other files)."""
-    cid = cidtext.validate(cid)
+    cid = cidtext.validate(cid, allow_path=True)
     codes = dict(codes or {})
     if compression not in remaster.COMPRESSIONS:
         raise UsageError(f"unknown compression {compression!r}", hint="use gzip or zstd")

@@ -486,7 +486,7 @@ def remaster_iso(
     p2p_initrd: Path | None = None,
 ) -> RemasterResult:
     """Remaster ``src`` into ``out`` (see the module doc). Nothing is written to ``out`` on refusal."""
-    cid = cidtext.validate(cid)
+    cid = cidtext.validate(cid, allow_path=True)
     codes = dict(codes or {})
     if compression not in COMPRESSIONS:
         raise UsageError(f"unknown compression {compression!r}", hint="use gzip or zstd")
@@ -640,7 +640,7 @@ def remaster_bootdir(
     p2p_initrd: Path | None = None,
 ) -> BootDirResult:
     """Add the P2P initramfs and ``tce=ipfs:`` to a piCore boot partition (in place, or a copy at ``out``)."""
-    cid = cidtext.validate(cid)
+    cid = cidtext.validate(cid, allow_path=True)
     codes = dict(codes or {})
     if compression not in COMPRESSIONS:
         raise UsageError(f"unknown compression {compression!r}", hint="use gzip or zstd")
