@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,10 @@ def chroot(runtime: Path, tmp_path: Path) -> Iterator[Chroot]:
     (root / "usr/bin/tce-load").chmod(0o755)
     (root / "usr/local/tce.installed").chmod(0o777)
     (root / "tmp").chmod(0o1777)
+    # The test base marks TC's loader path with an empty file (for getBuild), as in the guests.
+    placeholder = root / Arch.host().info.ld_so.lstrip("/")
+    placeholder.parent.mkdir(parents=True, exist_ok=True)
+    placeholder.write_bytes(b"")
     mounted: list[Path] = []
     try:
         for name in EXTENSIONS:
@@ -100,6 +105,8 @@ def chroot(runtime: Path, tmp_path: Path) -> Iterator[Chroot]:
             mounted.append(mnt)
             # tce-load's mount mode: a tree of symlinks into the mounted image
             Chroot(root).run("/bin/sh", "-c", f"cp -ais /tmp/tcloop/{name}/* /")
+            if os.path.lexists(root / "usr/local/tce.installed" / name):  # tce-load runs it (as root)
+                Chroot(root).run("/bin/sh", f"/usr/local/tce.installed/{name}")
         yield Chroot(root)
     finally:
         for mnt in reversed(mounted):
@@ -117,6 +124,9 @@ def test_python_runs_on_a_busybox_only_root(chroot: Chroot) -> None:
     assert info["prefix"] == "/tmp/tcloop/python3.11/usr/local"  # found through the symlink tree
     # Nothing of the host: the interpreter's libraries resolve inside the root.
     assert chroot.run("/usr/local/bin/python3.11", "-c", "print('ok')").stdout == "ok\n"
+    # glibc-testbase's install script replaced the test base's empty loader placeholder.
+    ld_so = chroot.root / Arch.host().info.ld_so.lstrip("/")
+    assert ld_so.is_symlink() and "/tmp/tcloop/glibc-testbase/lib/" in str(ld_so.readlink())
 
 
 def test_images_are_trimmed_and_marked(runtime: Path) -> None:
@@ -131,6 +141,8 @@ def test_images_are_trimmed_and_marked(runtime: Path) -> None:
     assert not [p for p in listing if "_ssl" in p or "_ctypes" in p or "_test" in p]
     assert (runtime / "python3.11.tcz.dep").read_text() == "glibc-testbase.tcz\n"
     assert "TEST ONLY" in (runtime / "glibc-testbase.tcz.info").read_text()
+    glibc = (runtime / "glibc-testbase.tcz.list").read_text().splitlines()
+    assert "usr/local/tce.installed/glibc-testbase" in glibc and "lib/libc.so.6" in glibc
     assert (runtime / "python3.11.tcz").stat().st_size < 12 * 1024 * 1024
 
 

@@ -5,10 +5,12 @@ Every boot code of initrd-hooks/README.md is exercised here (see test_readme_cod
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +52,11 @@ CLOSURE = [
     "ping.tcz",
     "bigdata.tcz",
 ]
+
+
+def kubo_config(env: HookEnv) -> dict[str, Any]:
+    """The config the (fake) daemon started with."""
+    return json.loads((env.state / "config.seen").read_text())  # type: ignore[no-any-return]
 
 
 def ipfs_ready(env: HookEnv, cid: str = CID, sub: str = "") -> Repo:
@@ -109,8 +116,13 @@ def test_happy_path(env: HookEnv) -> None:
         in result.calls
     )
     assert "ipfs init --empty-repo --profile=test,lowpower" in result.calls
-    config = (env.state / "config.log").read_text().splitlines()
-    assert config == ["Routing.Type none", '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4001"]']
+    config = kubo_config(env)
+    assert config["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4001"]
+    assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is False
+    assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
+    assert config["Bootstrap"] == [] and config["AutoConf"]["Enabled"] is False
+    assert not (env.state / "config.log").exists()  # edited in place: no `ipfs config` runs
+    assert f"wget http://127.0.0.1:45001/api/v0/swarm/connect?arg={PEER}" in result.calls
     daemon_env = (env.state / "daemon.env").read_text()
     assert "IPFS_TELEMETRY=off" in daemon_env and "GOMEMLIMIT=100MiB" in daemon_env
     assert "LIBP2P_FORCE_PNET=\n" in daemon_env
@@ -408,13 +420,14 @@ def test_timeout_when_no_peer_has_the_cid(env: HookEnv) -> None:
 def test_gateway_error_stops_asking(env: HookEnv) -> None:
     repo = ipfs_ready(env)
     sample_repo(repo)
-    env.knob("wget_500", "greeter.tcz.md5.txt\n")
+    env.knob("wget_500", "pong.tcz.md5.txt\n")  # the last file fetched (breadth-first)
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
     assert "not asking this source again" in result.console
     assert "500 Internal Server Error" in result.console
     # after the failure no further request went to the gateway
     wgets = [c for c in result.calls if c.startswith("wget ")]
-    assert wgets[-1].endswith("greeter.tcz.md5.txt")
+    assert wgets[-1].endswith("pong.tcz.md5.txt")
+    assert "error: ping.tcz: not loaded: its dependency pong.tcz failed" in result.console
     assert result.status["result"] == "partial"
 
 
@@ -460,7 +473,8 @@ def test_network_no_lease(env: HookEnv) -> None:
     env.knob("dhcp_fail")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=2")
     assert result.final == "FAILED: network: no DHCP lease on eth0 within 2 s"
-    assert not [c for c in result.calls if c.startswith("ipfs ")]
+    # kubo's repo is prepared while DHCP runs, but the daemon never starts without a network
+    assert "ipfs daemon" not in result.calls
 
 
 def test_network_no_interface(env: HookEnv) -> None:
@@ -503,7 +517,7 @@ def test_ipns(env: HookEnv) -> None:
     (env.state / "ipns" / name).write_text(f"/ipfs/{CID}\n")
     result = env.run(f"tce=ipns:{name}/repo ipfs.peers={PEER}")
     assert FINAL_OK.match(result.final) and f"from ipfs:{CID}/repo in" in result.final
-    assert "Routing.Type dhtclient" in (env.state / "config.log").read_text()
+    assert kubo_config(env)["Routing"]["Type"] == "dhtclient"
     assert result.status["ipns"] == name and result.status["cid"] == CID
     assert os.readlink(env.root / "repo") == "/tmp/tce"
 
@@ -566,7 +580,7 @@ def test_mirror_after_cid_timeout_keeps_a_share_of_the_time(env: HookEnv) -> Non
     assert FINAL_OK.match(result.final), result.console
     assert f"from mirror {MIRROR}" in result.final
     assert "timed out after" in result.console
-    assert 8 <= result.seconds < 16  # ipfs gets 2/3 of the time, the mirror the rest
+    assert 6 <= result.seconds < 16  # ipfs gets 2/3 of the time, the mirror the rest
 
 
 def test_mirror_down_too(env: HookEnv) -> None:
@@ -591,7 +605,7 @@ def test_swarmkey_private_swarm(env: HookEnv) -> None:
 def test_swarmkey_mismatch(env: HookEnv) -> None:
     sample_repo(ipfs_ready(env))
     env.knob("peer_key", KEY)
-    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.swarmkey={'1' * 64} ipfs.timeout=3")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.swarmkey={'1' * 64} ipfs.timeout=8")
     assert "no peer reachable" in result.final and "privnet" in result.final
     assert "does ipfs.swarmkey match the peers' key?" in result.final
 
@@ -608,7 +622,7 @@ def test_seed_0_stops_kubo(env: HookEnv) -> None:
 def test_debug(env: HookEnv) -> None:
     sample_repo(ipfs_ready(env))
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.debug")
-    assert "tce-ipfs: debug: closure: " in result.console
+    assert re.search(r"tce-ipfs: debug: \[\d+\.\d\] closure: ", result.console)
     assert (env.root / "tmp/tce-ipfs/dep").is_dir()  # scratch kept for inspection
     quiet = [ln for ln in result.lines if not ln.startswith("debug:")]
     assert FINAL_OK.match(quiet[-1])
@@ -617,14 +631,36 @@ def test_debug(env: HookEnv) -> None:
 def test_port(env: HookEnv) -> None:
     sample_repo(ipfs_ready(env))
     env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.port=4101")
-    assert '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]' in (env.state / "config.log").read_text()
+    assert kubo_config(env)["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4101"]
+
+
+def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.knob("odd_config")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.port=4101")
+    assert FINAL_OK.match(result.final), result.console
+    assert (env.state / "config.log").read_text().splitlines() == [
+        "Routing.Type none",
+        '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]',
+        "--json Discovery.MDNS.Enabled false",
+        f'--json Peering.Peers [{{"ID": "{PEER_ID}", "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}}]',
+    ]
+
+
+def test_wget_without_post_dials_with_the_cli(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.knob("wget_nopost")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    assert f"ipfs swarm connect {PEER}" in result.calls
 
 
 def test_no_peers_turns_on_mdns(env: HookEnv) -> None:
     sample_repo(env.ipfs_repo())
     result = env.run(f"tce=ipfs:{CID}")
     assert FINAL_OK.match(result.final)
-    assert "--json Discovery.MDNS.Enabled true" in (env.state / "config.log").read_text()
+    config = kubo_config(env)
+    assert config["Discovery"]["MDNS"]["Enabled"] is True and config["Peering"]["Peers"] is None
     assert not [c for c in result.calls if "swarm connect" in c]
 
 
@@ -641,7 +677,8 @@ def test_timeout_code_default_and_value(env: HookEnv) -> None:
 def test_readme_codes_are_tested() -> None:
     """Every boot code in initrd-hooks/README.md's table appears in a test of this file."""
     readme = (settings.hooks_dir() / "README.md").read_text()
-    table = [line for line in readme.splitlines() if line.startswith("| `")]
+    section = readme.split("## Boot codes", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
     codes = {re.match(r"\| `([a-z.]+)[=`]", line).group(1) for line in table}  # type: ignore[union-attr]
     assert {
         "tce",

@@ -156,6 +156,10 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
     assert config["Bootstrap"] == [] and config["Routing"]["Type"] == "none"
     assert config["AutoConf"]["Enabled"] is False and config["Discovery"]["MDNS"]["Enabled"] is False
     assert config["Addresses"]["Swarm"] == [f"/ip4/0.0.0.0/tcp/{port}"]
+    seed_id = seed.peer.rsplit("/", 1)[1]
+    assert config["Peering"]["Peers"] == [{"ID": seed_id, "Addrs": [seed.peer.rsplit("/p2p/", 1)[0]]}]
+    assert "kubo config edited in place" in result.log  # the awk fast path matched real kubo's layout
+    assert st["api"].startswith("/ip4/127.0.0.1/tcp/") and st["gateway"].startswith("http://127.0.0.1:")
     for key in ("API", "Gateway"):
         addrs = config["Addresses"][key]
         assert all(a.startswith("/ip4/127.0.0.1/") for a in ([addrs] if isinstance(addrs, str) else addrs))

@@ -34,6 +34,8 @@ FAIL_COUNT=0
 FIRST_FAIL=
 PLACED=
 PLACED_COUNT=0
+DOWNLOADED=" "
+GOT_NEW=0
 ORDER=
 ROOTS=
 
@@ -147,7 +149,8 @@ read_names() {
     done <"$WORK/names.out"
 }
 
-# resolve_closure: ROOTS from the list, every .dep fetched breadth-first, ORDER = load order.
+# resolve_closure: ROOTS from the list; breadth-first, each name's .dep is read and the extension
+# fetched (get_ext); ORDER = load order (deps first).
 resolve_closure() {
     read_names "$WORK/list" "$LST" report
     ROOTS=${NAMES# }
@@ -171,6 +174,7 @@ resolve_closure() {
         fi
         : >"$WORK/dep/$_c_name"
         if [ "$_c_name" = ipfs.tcz ] && [ "$KUBO_MOUNTED" = 1 ]; then
+            dbg "ipfs.tcz: using the one from the initrd (already mounted)"
             continue
         fi
         up_sources
@@ -183,28 +187,35 @@ resolve_closure() {
             esac
         done
         case $_c_got in
-            none) continue ;;
-            yes) ;;
+            none) ;;
+            yes)
+                file_size "$WORK/dep/$_c_name.raw"
+                if [ "$SIZE" -gt "$MAX_DEP_BYTES" ]; then
+                    fail_ext "$_c_name" "$_c_name.dep is $SIZE bytes (at most $MAX_DEP_BYTES)"
+                    continue
+                fi
+                read_names "$WORK/dep/$_c_name.raw" "$_c_name.dep"
+                if [ -n "$NAMES_BAD" ]; then
+                    fail_ext "$_c_name" "bad $_c_name.dep: $NAMES_BAD"
+                    continue
+                fi
+                for _c_d in $NAMES; do
+                    printf '%s %s\n' "$_c_name" "$_c_d" >>"$WORK/edges"
+                    printf '%s\n' "$_c_d" >>"$WORK/dep/$_c_name"
+                    _c_queue="$_c_queue $_c_d"
+                done
+                ;;
             *)
                 fail_ext "$_c_name" "cannot fetch $_c_name.dep: ${FETCH_ERR:-no source left}"
                 continue
                 ;;
         esac
-        file_size "$WORK/dep/$_c_name.raw"
-        if [ "$SIZE" -gt "$MAX_DEP_BYTES" ]; then
-            fail_ext "$_c_name" "$_c_name.dep is $SIZE bytes (at most $MAX_DEP_BYTES)"
-            continue
+        # Fetch it now, not after the whole closure is known: the first .tcz bytes flow early.
+        if get_ext "$_c_name"; then
+            [ "$GOT_NEW" = 1 ] && DOWNLOADED="$DOWNLOADED$_c_name "
+        else
+            fail_ext "$_c_name" "$EXT_ERR"
         fi
-        read_names "$WORK/dep/$_c_name.raw" "$_c_name.dep"
-        if [ -n "$NAMES_BAD" ]; then
-            fail_ext "$_c_name" "bad $_c_name.dep: $NAMES_BAD"
-            continue
-        fi
-        for _c_d in $NAMES; do
-            printf '%s %s\n' "$_c_name" "$_c_d" >>"$WORK/edges"
-            printf '%s\n' "$_c_d" >>"$WORK/dep/$_c_name"
-            _c_queue="$_c_queue $_c_d"
-        done
     done
     ORDER=
     awk -v roots="$ROOTS" -f "$HOOK_LIB/closure.awk" "$WORK/edges" >"$WORK/order.out" 2>/dev/null
@@ -236,6 +247,7 @@ md5_expected() {
 # the right md5; place it atomically. Status 1 with EXT_ERR.
 get_ext() {
     EXT_ERR=
+    GOT_NEW=0
     up_sources
     mkdir -p "$WORK/get"
     for _g_s in $SOURCES; do
@@ -278,6 +290,7 @@ get_ext() {
         src_got "$_g_s" "$SIZE"
         place_sidecars "$1"
         mv -f "$OPT/$1.part" "$OPT/$1" || { EXT_ERR="cannot move $1 into optional/"; return 1; }
+        GOT_NEW=1
         dbg "$1: $SIZE bytes from $_g_desc, md5 ok"
         return 0
     done
@@ -296,15 +309,12 @@ place_sidecars() {
     fi
 }
 
-# fetch_all: every name of ORDER whose dependencies made it, placed; PLACED in load order.
-fetch_all() {
-    mkdir -p "$OPT"
+# settle: walk ORDER (deps first): an extension whose dependency failed fails too (a file we just
+# downloaded for it is removed again); the rest is PLACED, in load order.
+settle() {
     for _a_name in $ORDER; do
         is_failed "$_a_name" && continue
-        if [ "$_a_name" = ipfs.tcz ] && [ "$KUBO_MOUNTED" = 1 ]; then
-            dbg "ipfs.tcz: using the one from the initrd (already mounted)"
-            continue
-        fi
+        [ "$_a_name" = ipfs.tcz ] && [ "$KUBO_MOUNTED" = 1 ] && continue
         _a_missing=
         while read -r _a_d; do
             if is_failed "$_a_d"; then
@@ -314,14 +324,13 @@ fetch_all() {
         done <"$WORK/dep/$_a_name"
         if [ -n "$_a_missing" ]; then
             fail_ext "$_a_name" "not loaded: its dependency $_a_missing failed"
+            case $DOWNLOADED in
+                *" $_a_name "*) rm -f "$OPT/$_a_name" "$OPT/$_a_name.md5.txt" "$OPT/$_a_name.dep" ;;
+            esac
             continue
         fi
-        if get_ext "$_a_name"; then
-            PLACED="$PLACED $_a_name"
-            PLACED_COUNT=$((PLACED_COUNT + 1))
-        else
-            fail_ext "$_a_name" "$EXT_ERR"
-        fi
+        PLACED="$PLACED $_a_name"
+        PLACED_COUNT=$((PLACED_COUNT + 1))
     done
     PLACED=${PLACED# }
 }

@@ -6,13 +6,14 @@
 # tce-load later finds it in /etc/mtab, skips the mount and only links it into / -- so kubo runs
 # before tce-setup's list step and ends up a normal loaded extension (listed first in <lst>).
 #
-# Node configuration (`ipfs init --profile=test,lowpower` + three keys):
+# Node configuration (`ipfs init --profile=test,lowpower` + four keys, set by lib/kuboconf.awk):
 #   test      API and gateway on 127.0.0.1 (port 0 = any free one; kubo writes repo/api and
 #             repo/gateway), no bootstrap peers, AutoConf off, mDNS off, no NAT port mapping, AutoTLS off
 #   lowpower  no DHT/AutoNAT/relay services; connection manager 20..40 connections
 #   Routing.Type none   (dhtclient for ipns:, so the name can be asked of the dialled peers)
 #   Addresses.Swarm     /ip4/0.0.0.0/tcp/<ipfs.port>: LAN peers can fetch from us afterwards
 #   Discovery.MDNS      on only when no ipfs.peers= is given (then LAN discovery is the only way)
+#   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
 # Environment: IPFS_TELEMETRY=off, GOMEMLIMIT (soft heap cap for a small machine).
 
 IPFS_TCZ=$OPT/ipfs.tcz
@@ -26,6 +27,7 @@ KUBO_T0=
 KUBO_READY_CS=
 GATEWAY=
 API=
+API_URL=
 PEERS_OK=0
 
 # last_line FILE: LAST = last non-blank line of FILE, cut to 160 characters.
@@ -74,8 +76,22 @@ ipfsc() {
     bounded "$_i_dl" "$_i_max" "$KUBO_BIN" "$@"
 }
 
-# kubo_start DEADLINE_CS: init a fresh RAM repo and start the daemon. Sets KUBO_PID GATEWAY API.
-kubo_start() {
+# peering_json: PEERING = the Peering.Peers JSON for ipfs.peers (kubo dials these itself as it starts,
+# keeps the connections protected and reconnects with backoff: good for seeding later, too).
+peering_json() {
+    PEERING=
+    for _pj_ma in $PEERS; do
+        _pj_id=${_pj_ma##*/}
+        _pj_addr=${_pj_ma%/*}
+        _pj_addr=${_pj_addr%/*}
+        PEERING="${PEERING:+$PEERING, }{\"ID\": \"$_pj_id\", \"Addrs\": [\"$_pj_addr\"]}"
+    done
+    [ -z "$PEERING" ] || PEERING="[$PEERING]"
+}
+
+# kubo_prepare DEADLINE_CS: init a fresh RAM repo and configure it (no daemon yet; runs while DHCP
+# is still waiting for a lease). Status 1 with KUBO_ERR.
+kubo_prepare() {
     IPFS_PATH=$WORK/repo
     IPFS_TELEMETRY=off
     GOMEMLIMIT=$KUBO_GOMEMLIMIT
@@ -90,16 +106,38 @@ kubo_start() {
     fi
     _k_routing=none
     [ "$SCHEME" = ipns ] && _k_routing=dhtclient
-    if ! ipfsc "$1" 30 config Routing.Type "$_k_routing" >>"$_k_log" 2>&1 ||
-        ! ipfsc "$1" 30 config --json Addresses.Swarm "[\"/ip4/0.0.0.0/tcp/$PORT\"]" >>"$_k_log" 2>&1; then
-        last_line "$_k_log"
-        KUBO_ERR="ipfs config failed: ${LAST:-no output}"
-        return 1
+    _k_mdns=false
+    [ -z "$PEERS" ] && _k_mdns=true
+    _k_swarm=/ip4/0.0.0.0/tcp/$PORT
+    peering_json
+    # Fast path: one awk pass over the JSON kubo just wrote, then check every key was found.
+    rm -f "$WORK/kuboconf.done"
+    _k_want="Addresses.Swarm Discovery.MDNS.Enabled Routing.Type${PEERING:+ Peering.Peers}"
+    if awk -v swarm="$_k_swarm" -v routing="$_k_routing" -v mdns="$_k_mdns" -v peers="$PEERING" \
+        -v report="$WORK/kuboconf.done" -f "$HOOK_LIB/kuboconf.awk" "$IPFS_PATH/config" \
+        >"$IPFS_PATH/config.new" 2>>"$_k_log"; then
+        _k_ok=1
+        for _k_key in $_k_want; do
+            grep -qxF "$_k_key" "$WORK/kuboconf.done" 2>/dev/null || _k_ok=0
+        done
+    else
+        _k_ok=0
     fi
-    if [ -z "$PEERS" ] && ! ipfsc "$1" 30 config --json Discovery.MDNS.Enabled true >>"$_k_log" 2>&1; then
-        last_line "$_k_log"
-        KUBO_ERR="ipfs config failed: ${LAST:-no output}"
-        return 1
+    if [ "$_k_ok" = 1 ]; then
+        mv -f "$IPFS_PATH/config.new" "$IPFS_PATH/config"
+        dbg "kubo config edited in place ($_k_want)"
+    else
+        # Slow path: the config did not look as expected; let kubo's CLI set each key.
+        rm -f "$IPFS_PATH/config.new"
+        dbg "kubo config: layout not recognised, using ipfs config"
+        if ! ipfsc "$1" 30 config Routing.Type "$_k_routing" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Addresses.Swarm "[\"$_k_swarm\"]" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Discovery.MDNS.Enabled "$_k_mdns" >>"$_k_log" 2>&1 ||
+            { [ -n "$PEERING" ] && ! ipfsc "$1" 30 config --json Peering.Peers "$PEERING" >>"$_k_log" 2>&1; }; then
+            last_line "$_k_log"
+            KUBO_ERR="ipfs config failed: ${LAST:-no output}"
+            return 1
+        fi
     fi
     if [ -n "$SWARMKEY" ]; then
         # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
@@ -110,6 +148,11 @@ kubo_start() {
         export LIBP2P_FORCE_PNET LIBP2P_TCP_MUX
         dbg "private swarm: swarm.key written"
     fi
+    return 0
+}
+
+# kubo_start DEADLINE_CS: start the daemon, wait until it is ready. Sets KUBO_PID GATEWAY API API_URL.
+kubo_start() {
     tick
     KUBO_T0=$NOW
     "$KUBO_BIN" daemon >"$WORK/kubo.log" 2>&1 </dev/null &
@@ -134,18 +177,86 @@ kubo_start() {
     done
     tick
     KUBO_READY_CS=$((NOW - KUBO_T0))
-    read -r GATEWAY <"$IPFS_PATH/gateway"
-    read -r API <"$IPFS_PATH/api" 2>/dev/null || API=
+    # kubo writes these files without a final newline
+    GATEWAY=
+    API=
+    read -r GATEWAY <"$IPFS_PATH/gateway" || [ -n "$GATEWAY" ]
+    read -r API <"$IPFS_PATH/api" 2>/dev/null || [ -n "$API" ]
+    API_URL=
+    case $API in
+        /ip4/*/tcp/*)
+            _k_host=${API#/ip4/}
+            _k_host=${_k_host%%/*}
+            API_URL="http://$_k_host:${API##*/tcp/}"
+            ;;
+    esac
     fmt_cs "$KUBO_READY_CS"
     dbg "kubo $KUBO_PID ready in $FMT s, gateway $GATEWAY, api $API"
     return 0
 }
 
-# kubo_dial DEADLINE_CS: `ipfs swarm connect` every peer in parallel; retry rounds until one answers.
-# Sets PEERS_OK. Without ipfs.peers there is nothing to dial (mDNS finds LAN peers).
-kubo_dial() {
+# api_connect DEADLINE_CS: one round of `swarm/connect` over kubo's RPC API for every peer, in
+# parallel, with busybox wget (no Go CLI start: that costs a second under TCG). PEERS_OK = successes.
+# Status 2 when this wget cannot POST (then the CLI is used instead).
+api_connect() {
+    PEERS_OK=0
+    [ -n "$API_URL" ] || return 2
+    _ac_i=0
+    _ac_pids=
+    for _ac_ma in $PEERS; do
+        _ac_i=$((_ac_i + 1))
+        (
+            bounded "$1" 10 "$WGET" -q -O "$WORK/apic.$_ac_i.out" --post-data= \
+                "$API_URL/api/v0/swarm/connect?arg=$_ac_ma" 2>"$WORK/apic.$_ac_i.err"
+            echo "$?" >"$WORK/apic.$_ac_i.rc"
+        ) &
+        _ac_pids="$_ac_pids $!"
+    done
+    # shellcheck disable=SC2086
+    wait $_ac_pids
+    _ac_nopost=0
+    _ac_i=0
+    for _ac_ma in $PEERS; do
+        _ac_i=$((_ac_i + 1))
+        read -r _ac_rc <"$WORK/apic.$_ac_i.rc" 2>/dev/null || _ac_rc=1
+        if [ "$_ac_rc" = 0 ] && grep -q success "$WORK/apic.$_ac_i.out" 2>/dev/null; then
+            PEERS_OK=$((PEERS_OK + 1))
+            dbg "peer connected: $_ac_ma"
+        elif grep -qi 'unrecognized\|invalid option\|unknown option\|usage' "$WORK/apic.$_ac_i.err" 2>/dev/null; then
+            _ac_nopost=1
+        fi
+    done
+    [ "$PEERS_OK" = 0 ] && [ "$_ac_nopost" = 1 ] && return 2
+    return 0
+}
+
+# kubo_wait_peers DEADLINE_CS: connect to ipfs.peers (kubo also keeps them as Peering.Peers, but its
+# first own dial comes only after ~5 s of backoff). Rounds of API connects until one succeeds; when
+# that runs out of time (or cannot be used), `ipfs swarm connect` dials once more to learn why -- its
+# error text goes into the failure line.
+kubo_wait_peers() {
     PEERS_OK=0
     [ -n "$PEERS" ] || return 0
+    secs_left "$1"
+    _w_poll_until=$(($1 - 500))
+    [ "$LEFT" -gt 10 ] || _w_poll_until=$(($1 - LEFT * 50))
+    while :; do
+        api_connect "$_w_poll_until"
+        case $? in
+            0) [ "$PEERS_OK" -gt 0 ] && return 0 ;;
+            2) dbg "kubo API not usable with this wget; dialling with the CLI"; break ;;
+        esac
+        tick
+        [ "$NOW" -lt "$_w_poll_until" ] || break
+        nap 0.5
+    done
+    kubo_dial "$1"
+}
+
+# kubo_dial DEADLINE_CS: `ipfs swarm connect` every peer in parallel; retry rounds until one answers.
+# Sets PEERS_OK; on failure KUBO_ERR carries the first peer's error.
+kubo_dial() {
+    PEERS_OK=0
     _d_round=0
     while :; do
         _d_round=$((_d_round + 1))
@@ -179,7 +290,7 @@ kubo_dial() {
         [ "$PEERS_OK" -gt 0 ] && return 0
         secs_left "$1"
         if [ "$LEFT" -le 1 ]; then
-            KUBO_ERR="no peer reachable ($_d_i tried, $_d_round rounds; first: $_d_first)"
+            KUBO_ERR="no peer reachable ($_d_i tried; first: $_d_first)"
             [ -n "$SWARMKEY" ] && KUBO_ERR="$KUBO_ERR; private swarm: does ipfs.swarmkey match the peers' key?"
             return 1
         fi

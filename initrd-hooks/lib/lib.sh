@@ -53,7 +53,13 @@ info() { _console "$*"; }
 warn() { _console "warning: $*"; }
 err() { _console "error: $*"; }
 dbg() {
-    if [ "$DEBUG" = 1 ]; then _console "debug: $*"; else log "$*"; fi
+    if [ "$DEBUG" = 1 ]; then
+        tick
+        fmt_cs "$NOW"
+        _console "debug: [$FMT] $*"
+    else
+        log "$*"
+    fi
 }
 
 # ---------------------------------------------------------------- clock (no forks)

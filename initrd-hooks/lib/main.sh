@@ -217,20 +217,29 @@ tce_ipfs_main() {
     esac
     info "fetching $LST from $P_DESC${MIRROR:+ (mirror $MIRROR)}, timeout $TIMEOUT s"
 
+    # DHCP runs in the background while kubo's repo is initialised (both take a while under TCG).
+    net_kick
+    P_ERR=
+    case $SCHEME in
+        ipfs | ipns)
+            if ! kubo_mount || ! kubo_prepare "$P_DEADLINE"; then
+                P_ERR=$KUBO_ERR
+            fi
+            ;;
+    esac
     if ! net_up "$DEADLINE"; then
         die_soft "network: $NET_ERR within $TIMEOUT s"
     fi
     tick
     T_NET=$((NOW - T_START))
 
-    P_ERR=
     case $SCHEME in
         ipfs | ipns)
-            if ! kubo_mount; then
-                P_ERR=$KUBO_ERR
+            if [ -n "$P_ERR" ]; then
+                :
             elif ! kubo_start "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR
-            elif ! kubo_dial "$P_DEADLINE"; then
+            elif ! kubo_wait_peers "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR
             elif [ "$SCHEME" = ipns ] && ! kubo_resolve "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR
@@ -256,8 +265,9 @@ tce_ipfs_main() {
     fi
 
     fetch_list || die_soft "$LIST_ERR"
+    mkdir -p "$OPT"
     resolve_closure
-    fetch_all
+    settle
 
     if [ "$FAIL_COUNT" -eq 0 ]; then
         RESULT=ok

@@ -10,6 +10,8 @@
 UDHCPC_SCRIPT=$HOOK_LIB/udhcpc.script
 NET_IFACE=
 NET_ADDR=
+NET_SEEN=
+NET_STARTED=" "
 
 # net_ifaces: print candidate interface names from /proc/net/dev.
 net_ifaces() {
@@ -22,42 +24,52 @@ net_addr() {
     ADDR=$("$IP" -4 -o addr show dev "$1" 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "inet") { print $(i + 1); exit } }')
 }
 
+# net_scan: one pass over the interfaces: status 0 (NET_IFACE, NET_ADDR set) if one has an address;
+# otherwise start udhcpc on every interface not started yet. NET_SEEN = interfaces present.
+net_scan() {
+    NET_SEEN=
+    for _n_if in $(net_ifaces); do
+        NET_SEEN="$NET_SEEN${NET_SEEN:+ }$_n_if"
+        net_addr "$_n_if"
+        if [ -n "$ADDR" ]; then
+            NET_IFACE=$_n_if
+            NET_ADDR=$ADDR
+            dbg "network: $NET_IFACE has $NET_ADDR"
+            return 0
+        fi
+        case $NET_STARTED in *" $_n_if "*) continue ;; esac
+        NET_STARTED="$NET_STARTED$_n_if "
+        [ "$NODHCP" = 1 ] && continue
+        "$IP" link set "$_n_if" up 2>/dev/null
+        mkdir -p "$ROOT/var/run"
+        dbg "network: udhcpc on $_n_if"
+        "$UDHCPC" -b -i "$_n_if" -s "$UDHCPC_SCRIPT" -p "$ROOT/var/run/udhcpc.$_n_if.pid" \
+            -T 1 -t 10 -A 3 >>"$WORK/udhcpc.log" 2>&1 </dev/null &
+    done
+    return 1
+}
+
+# net_kick: bring lo up and start DHCP, without waiting (kubo's repo is prepared meanwhile).
+net_kick() {
+    "$IP" link set lo up 2>/dev/null
+    net_scan
+}
+
 # net_up DEADLINE_CS: status 0 once some interface has an IPv4 address (NET_IFACE, NET_ADDR set).
 net_up() {
-    "$IP" link set lo up 2>/dev/null
-    _n_started=" "
-    _n_seen=
     while :; do
-        for _n_if in $(net_ifaces); do
-            _n_seen="${_n_seen:-}${_n_seen:+ }$_n_if"
-            net_addr "$_n_if"
-            if [ -n "$ADDR" ]; then
-                NET_IFACE=$_n_if
-                NET_ADDR=$ADDR
-                dbg "network: $NET_IFACE has $NET_ADDR"
-                return 0
-            fi
-            case $_n_started in *" $_n_if "*) continue ;; esac
-            _n_started="$_n_started$_n_if "
-            [ "$NODHCP" = 1 ] && continue
-            "$IP" link set "$_n_if" up 2>/dev/null
-            mkdir -p "$ROOT/var/run"
-            dbg "network: udhcpc on $_n_if"
-            "$UDHCPC" -b -i "$_n_if" -s "$UDHCPC_SCRIPT" -p "$ROOT/var/run/udhcpc.$_n_if.pid" \
-                -T 1 -t 10 -A 3 >>"$WORK/udhcpc.log" 2>&1 </dev/null &
-        done
+        net_scan && return 0
         secs_left "$1"
         if [ "$LEFT" -le 0 ]; then
-            if [ -z "$_n_seen" ]; then
+            if [ -z "$NET_SEEN" ]; then
                 NET_ERR="no network interface (eth*/en*) appeared"
             elif [ "$NODHCP" = 1 ]; then
-                NET_ERR="no IPv4 address on $_n_seen (nodhcp is set)"
+                NET_ERR="no IPv4 address on $NET_SEEN (nodhcp is set)"
             else
-                NET_ERR="no DHCP lease on $_n_seen"
+                NET_ERR="no DHCP lease on $NET_SEEN"
             fi
             return 1
         fi
         nap 0.25
-        _n_seen=
     done
 }

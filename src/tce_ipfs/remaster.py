@@ -138,6 +138,11 @@ def userland_arch(initrd_path: Path) -> Arch | None:
     return None
 
 
+def _head(path: Path, size: int = 0x10000) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(size)
+
+
 @dataclass
 class ArchReport:
     kernel: Arch | None
@@ -151,7 +156,7 @@ class ArchReport:
 
 def detect_arch(kernels: Sequence[Path], initrd_path: Path | None) -> ArchReport:
     """Detect and cross-check kernel(s) and userland; raise ``RemasterError`` if they cannot work together."""
-    karchs: dict[Path, Arch | None] = {k: kernel_arch(k.read_bytes()[:0x10000]) for k in kernels}
+    karchs: dict[Path, Arch | None] = {k: kernel_arch(_head(k)) for k in kernels}
     userland = userland_arch(initrd_path) if initrd_path else None
     known = {a for a in karchs.values() if a is not None}
     if userland is None and len(known) > 1:
@@ -221,6 +226,8 @@ def build_p2p_initrd(arch: Arch, out: Path, *, ipfs_tcz: Path | None, p2p_initrd
     """The P2P initrd for ``arch`` at ``out``: a given one (checked) or ``initrd.build_hook_initrd``."""
     if compression not in COMPRESSIONS:
         raise UsageError(f"unknown compression {compression!r}", hint="use gzip or zstd")
+    if compression == "zstd" and p2p_initrd is None:
+        log.warning("zstd initrd: needs a kernel with CONFIG_RD_ZSTD; Tiny Core's own kernels take gzip only")
     if p2p_initrd is not None:
         shutil.copyfile(p2p_initrd, out)
     else:
@@ -532,10 +539,14 @@ def remaster_iso(
 
         (tree / layout.catalog).unlink(missing_ok=True)
         copy_hidden_images(src, torito, tree)
-        staged = tmp / "out.iso"
-        build_iso(tree, staged, volume=volume_id(src), bios_image=layout.isolinux_bin,
-                  catalog=layout.catalog, alt_args=torito.alt_args(tree))
-        shutil.move(staged, out)
+        # Every check passed. Written beside the output and renamed: OUT is never half an ISO.
+        staged = out.with_name(f".{out.name}.tce-ipfs-part")
+        try:
+            build_iso(tree, staged, volume=volume_id(src), bios_image=layout.isolinux_bin,
+                      catalog=layout.catalog, alt_args=torito.alt_args(tree))
+            os.replace(staged, out)
+        finally:
+            staged.unlink(missing_ok=True)
     return RemasterResult(output=out, arch=target, cid=cid, cmdline=entry.append or "", initrds=initrds,
                           layout=layout.flavour, efi=torito.efi, compression=compression,
                           default=make_default)

@@ -243,8 +243,23 @@ def stage_python(spec: Spec, arch: Arch, unpacked: Path, stage: Path) -> list[el
     return elves
 
 
+GLIBC_INSTALL = """#!/bin/sh
+# {name}.tcz (TEST ONLY) install script. The tce-ipfs test base marks TC's loader path with an EMPTY
+# file (so TC's getBuild answers as on a real Tiny Core), and tce-load's `cp -ais` keeps existing
+# files: replace such placeholders in /lib with links to this extension's real files (mount mode).
+for f in /tmp/tcloop/{name}/lib/*; do
+    [ -e "$f" ] || continue
+    t=/lib/${{f##*/}}
+    if [ -f "$t" ] && [ ! -L "$t" ] && [ ! -s "$t" ]; then
+        ln -sf "$f" "$t"
+    fi
+done
+"""
+
+
 def stage_glibc(spec: Spec, interpreter: str, unpacked: Path, stage: Path) -> None:
-    """glibc-testbase's tree: the loader and libs in /lib (TC's layout), plus the PT_INTERP path."""
+    """glibc-testbase's tree: the loader and libs in /lib (TC's layout), plus the PT_INTERP path, and
+    an install script that replaces the test base's empty loader placeholder."""
     lib = stage / "lib"
     lib.mkdir(parents=True)
     loader = Path(interpreter).name
@@ -255,6 +270,9 @@ def stage_glibc(spec: Spec, interpreter: str, unpacked: Path, stage: Path) -> No
         link = stage / interpreter.lstrip("/")
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(lib / loader, link.parent))
+    script = stage / tcz.INSTALLED_DIR / spec.glibc_name
+    script.parent.mkdir(parents=True)
+    script.write_text(GLIBC_INSTALL.format(name=spec.glibc_name))
     for path in stage.rglob("*"):
         if path.is_file() and not path.is_symlink():
             path.chmod(0o755)

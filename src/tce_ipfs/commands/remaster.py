@@ -94,7 +94,8 @@ def cmd_netboot(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("remaster", parents=[common], help="add tce=ipfs: boot to a TC ISO or piCore boot dir",
-                       description=__doc__, epilog=REMASTER_EPILOG,
+                       description="Add P2P boot (tce=ipfs:<CID>) to a Tiny Core ISO or a piCore boot "
+                                   "partition.", epilog=REMASTER_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="INPUT", help="Tiny Core ISO, or piCore boot partition directory")
     p.add_argument("-o", "--output", metavar="OUT", help="output ISO (required for ISOs) or directory")
@@ -105,7 +106,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_remaster)
 
     n = sub.add_parser("netboot", parents=[common], help="write a PXE/iPXE netboot tree with tce=ipfs:",
-                       description=__doc__, epilog=NETBOOT_EPILOG,
+                       description="Write a PXE (pxelinux) / iPXE netboot tree that boots Tiny Core with "
+                                   "tce=ipfs:<CID>.", epilog=NETBOOT_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     n.add_argument("-o", "--output", required=True, metavar="DIR", help="TFTP/HTTP root to write")
     _common(n)

@@ -1,0 +1,58 @@
+"""A real PXE boot of the `tce-ipfs netboot` tree (QEMU, TCG): no `-kernel`.
+
+QEMU's user network (restrict=on) serves the tree with its built-in TFTP server and names
+`pxelinux.0` as the DHCP boot file; the NIC's iPXE ROM PXE-boots pxelinux, which loads the kernel and
+`initrd=corepure64.gz,tce-ipfs.gz`; the hook fetches the sample repo from the host seed over IPFS
+(10.0.2.100:4001 forwarded to the seed) and the guest check prints the sentinel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tce_ipfs import guest, netboot
+from tce_ipfs.arch import Arch
+from test_remaster_support import (
+    BOOT_TIMEOUT,
+    GUEST_SWARM_PORT,
+    PxeNet,
+    Seed,
+    assert_booted,
+    boot_firmware,
+    check_overlay,
+    ipfs_tcz,
+    running_seed,
+)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("netboot-qemu")
+
+
+@pytest.fixture(scope="module")
+def seed(work: Path, host_kubo: Path) -> Iterator[Seed]:
+    with running_seed(work, host_kubo) as s:
+        yield s
+
+
+def test_x86_64_real_pxe_boot(work: Path, seed: Seed) -> None:
+    base = guest.ensure_base(Arch.X86_64)
+    cid, repo = seed.publish(base.kver)
+    core = work / "core+check.gz"
+    core.write_bytes(base.initrd.read_bytes() + check_overlay(repo))
+    tftp = work / "tftp"
+    res = netboot.netboot(tftp, cid, arch=Arch.X86_64, codes=seed.codes(), kernel=base.kernel,
+                          initrd=core, cmdline="loglevel=3 console=ttyS0,115200 panic=-1", serial=True,
+                          ipfs_tcz=ipfs_tcz(Arch.X86_64, work / "tcz"))
+    assert "pxelinux.0" in res.files
+    net = PxeNet(tftp, "pxelinux.0", forwards=((GUEST_SWARM_PORT, seed.forwards[GUEST_SWARM_PORT]),))
+    boot = boot_firmware(Arch.X86_64, ["-boot", "n"], timeout=BOOT_TIMEOUT, log_path=work / "pxe.log",
+                         net=net)
+    assert "PXELINUX" in boot.log_text, boot.tail()
+    assert_booted(boot)

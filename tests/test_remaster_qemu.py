@@ -1,0 +1,103 @@
+"""Remastered boot media really boot with P2P extensions (QEMU, TCG).
+
+* x86_64: a Tiny-Core-layout ISO remastered with `--default` boots from `-cdrom` through isolinux (no
+  `-kernel`), takes the P2P entry, fetches the sample repo from a host seed over IPFS and prints the
+  sentinel -- gzip with a second initrd, and zstd appended to the base initrd;
+* aarch64: a piCore-style boot partition remastered in place; QEMU boots its kernel with the files of
+  config.txt's `initramfs` list concatenated in order and cmdline.txt as the command line.
+
+The guest check (/opt/bootsync.sh printing the sentinel) rides in the *input* media's base initrd, so
+everything the P2P entry adds comes from `tce-ipfs remaster` alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tce_ipfs import bootcfg, guest, qemu, remaster
+from tce_ipfs.arch import Arch
+from test_remaster_support import (
+    BOOT_TIMEOUT,
+    Seed,
+    assert_booted,
+    boot_firmware,
+    check_overlay,
+    ipfs_tcz,
+    running_seed,
+)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("remaster-qemu")
+
+
+@pytest.fixture(scope="module")
+def seed(work: Path, host_kubo: Path) -> Iterator[Seed]:
+    with running_seed(work, host_kubo) as s:
+        yield s
+
+
+@pytest.mark.parametrize(("compression", "append_initrd"), [("gzip", False), ("zstd", True)])
+def test_x86_64_iso_boots_from_cdrom(work: Path, seed: Seed, compression: str, append_initrd: bool) -> None:
+    base = guest.ensure_base(Arch.X86_64)
+    cid, repo = seed.publish(base.kver)
+    core = work / "corepure64+check.gz"
+    core.write_bytes(base.initrd.read_bytes() + check_overlay(repo))
+    src = work / "CorePure64-test.iso"
+    if not src.exists():
+        remaster.make_test_iso(src, base.kernel, core)
+    tcz = ipfs_tcz(Arch.X86_64, work / "tcz-x86_64")
+    out = work / f"p2p-{compression}.iso"
+    res = remaster.remaster_iso(src, out, cid, codes=seed.codes(), make_default=True,
+                                compression=compression, append_initrd=append_initrd, ipfs_tcz=tcz)
+    assert res.arch is Arch.X86_64
+    boot = boot_firmware(Arch.X86_64, ["-cdrom", str(out), "-boot", "d"], timeout=BOOT_TIMEOUT,
+                         log_path=work / f"cdrom-{compression}.log", net=qemu.user_restricted(seed.forwards))
+    assert_booted(boot)
+    loaded = re.findall(r"^Loading (/boot/\S+?)\.\.\.", boot.log_text, re.MULTILINE)
+    initrds = ["/boot/tce-ipfs.gz"] if append_initrd else ["/boot/corepure64.gz", "/boot/tce-ipfs.gz"]
+    assert loaded == ["/boot/vmlinuz64", *initrds]  # isolinux took the P2P entry by default
+
+
+PI_CONFIG = """\
+# piCore64-style config.txt (test)
+[pi4]
+kernel kernel8.img
+initramfs rootfs-piCore64.gz,check.gz followkernel
+[pi3]
+kernel kernel8.img
+initramfs rootfs-piCore64.gz,check.gz followkernel
+[ALL]
+cmdline cmdline.txt
+"""
+
+
+def test_aarch64_boot_partition(work: Path, seed: Seed) -> None:
+    base = guest.ensure_base(Arch.AARCH64)
+    cid, repo = seed.publish(base.kver)
+    boot = work / "pi-boot"
+    boot.mkdir()
+    (boot / "kernel8.img").write_bytes(base.kernel.read_bytes())
+    (boot / "rootfs-piCore64.gz").write_bytes(base.initrd.read_bytes())
+    (boot / "check.gz").write_bytes(check_overlay(repo))
+    (boot / "config.txt").write_text(PI_CONFIG)
+    (boot / "cmdline.txt").write_text("console=ttyAMA0 root=/dev/ram0 rootwait nortc loglevel=3 panic=-1\n")
+    tcz = ipfs_tcz(Arch.AARCH64, work / "tcz-aarch64")
+    res = remaster.remaster_bootdir(boot, cid, arch=Arch.AARCH64, codes=seed.codes(), ipfs_tcz=tcz)
+    assert res.arch is Arch.AARCH64
+    # Boot exactly what the firmware would: [pi4]'s kernel, its initramfs list in order, cmdline.txt.
+    pi = bootcfg.parse_config_txt((boot / "config.txt").read_text())
+    assert pi.initramfs[0] == ["rootfs-piCore64.gz", "check.gz", "tce-ipfs.gz"]
+    cmdline = (boot / "cmdline.txt").read_text()
+    assert cmdline.count("\n") == 1 and f"tce=ipfs:{cid}" in cmdline
+    result = qemu.boot(Arch.AARCH64, boot / pi.kernels[0], [boot / f for f in pi.initramfs[0]],
+                       cmdline.strip(), timeout=BOOT_TIMEOUT, net=qemu.user_restricted(seed.forwards),
+                       log_path=work / "aarch64.log")
+    assert_booted(result)
