@@ -131,7 +131,8 @@ def test_failing_test_still_tears_down(tmp_path: Path) -> None:
             Path({str(record)!r}).write_text(f"{{lab.netns}} {{p.pid}}")
             assert False, "deliberate failure with the lab up"
     """))
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(inner)],
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"--basetemp={tmp_path / 'inner-tmp'}", str(inner)],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
     assert res.returncode == 1, res.stdout + res.stderr

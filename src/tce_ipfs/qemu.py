@@ -4,16 +4,20 @@ A ``Profile`` per arch comes from ``tce_ipfs.arch.Arch`` (binary, machine, cpu, 
 ``qemu/<arch>.toml`` (memory, NIC model, extra arguments, which kernel image boots fastest, the guest
 modules), where any ``Arch`` value can also be overridden.
 
-``boot()`` runs QEMU through ``proc.run()`` with a timeout. The serial console goes to a log file (a QEMU
-``file`` chardev); a reader thread follows that file, feeds an optional ``stream`` callback line by line
-and notes the first line holding the sentinel, with the time it appeared. Acceleration is always TCG:
+Two entry points share one launcher (``_launch``): ``boot()`` is a direct kernel boot (``-kernel``,
+initrds, ``-append``); ``boot_firmware()`` boots through the guest firmware from whatever boot media it
+is given (``-cdrom X -boot d`` through isolinux, ``-boot n`` for PXE, ...). Either runs QEMU through
+``proc.run()`` with a timeout. The serial console goes to a log file (a QEMU ``file`` chardev); a reader
+thread follows that file, feeds an optional ``stream`` callback line by line and notes the first line
+holding the sentinel, with the time it appeared. Acceleration is always TCG:
 ``/dev/kvm`` on the machines we run on is not usable for full guests (see qemu-facts), and we never
 assume KVM without a successful probe boot.
 
 Networking stays private. ``NetSpec`` is anything with ``qemu_args(arch)`` and ``wrap(argv)``:
 ``UserNet`` (from ``user_restricted()``) is QEMU user networking with ``restrict=on`` whose only way out
 is a set of ``guestfwd`` forwards from ``10.0.2.100:PORT`` to ``127.0.0.1:HOSTPORT`` on the host, each
-connection served by a fresh ``busybox nc``; ``tce_ipfs.lab.TapNet`` (a tap on a private bridge in a
+connection served by a fresh ``busybox nc``, plus optionally QEMU's built-in TFTP server and DHCP boot
+file for PXE (both inside QEMU: nothing leaves the machine); ``tce_ipfs.lab.TapNet`` (a tap on a private bridge in a
 network namespace) fits the same protocol.
 """
 
@@ -123,11 +127,17 @@ class UserNet:
     """QEMU user networking, always ``restrict=on``: DHCP gives the guest 10.0.2.15/24 with no router
     and no DNS; the guest reaches exactly the forwarded services at ``10.0.2.100:<guest_port>``, each
     connection relayed by a fresh ``busybox nc 127.0.0.1 <host_port>`` on the host. 10.0.2.2 (the host)
-    and everything beyond are refused."""
+    and everything beyond are refused.
+
+    For PXE, ``tftp`` is a host directory served read-only by QEMU's own TFTP server (at 10.0.2.2, which
+    slirp answers itself even with ``restrict=on``) and ``bootfile`` is the file name DHCP offers; the
+    NIC's default option ROM (iPXE) does the PXE boot."""
 
     forwards: tuple[tuple[int, int], ...] = ()  # (guest port on 10.0.2.100, host port on 127.0.0.1)
     mac: str | None = None
     netdev_id: str = "n0"
+    tftp: Path | None = None  # directory served by QEMU's TFTP server
+    bootfile: str | None = None  # DHCP boot file name (BOOTP filename)
 
     def __post_init__(self) -> None:
         for gport, hport in self.forwards:
@@ -136,14 +146,24 @@ class UserNet:
                     raise UsageError(f"bad port in guest forward {gport} -> {hport}")
         if self.mac is not None and not re.fullmatch(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}", self.mac):
             raise UsageError(f"bad MAC address {self.mac!r}")
+        # QEMU splits -netdev values at commas (and "=" would not survive either): refuse, don't escape.
+        for what, value in (("tftp directory", self.tftp), ("bootfile", self.bootfile)):
+            if value is not None and (not str(value) or any(c in str(value) for c in ",=\n")):
+                raise UsageError(f"bad {what} {str(value)!r}: must be non-empty, without ',', '=' or newlines")
 
     def netdev(self) -> str:
         # No commas inside the cmd: QEMU would split the option there.
         parts = [f"user,id={self.netdev_id}", "restrict=on"]
         parts += [f"guestfwd=tcp:{GUESTFWD_ADDR}:{g}-cmd:busybox nc 127.0.0.1 {h}" for g, h in self.forwards]
+        if self.tftp is not None:
+            parts.append(f"tftp={self.tftp}")
+        if self.bootfile is not None:
+            parts.append(f"bootfile={self.bootfile}")
         return ",".join(parts)
 
     def qemu_args(self, arch: Arch) -> list[str]:
+        if self.tftp is not None and not Path(self.tftp).is_dir():
+            raise UsageError(f"TFTP directory {self.tftp}: no such directory")
         device = f"{profile(arch).nic},netdev={self.netdev_id}"
         if self.mac:
             device += f",mac={self.mac}"
@@ -153,9 +173,12 @@ class UserNet:
         return list(argv)
 
 
-def user_restricted(forwards: Mapping[int, int] | None = None, *, mac: str | None = None) -> UserNet:
-    """Private user networking; ``forwards`` maps guest ports on 10.0.2.100 to host ports on 127.0.0.1."""
-    return UserNet(forwards=tuple(sorted((forwards or {}).items())), mac=mac)
+def user_restricted(forwards: Mapping[int, int] | None = None, *, mac: str | None = None,
+                    tftp: Path | None = None, bootfile: str | None = None) -> UserNet:
+    """Private user networking; ``forwards`` maps guest ports on 10.0.2.100 to host ports on 127.0.0.1.
+    ``tftp`` (made absolute) and ``bootfile``: QEMU's TFTP server and DHCP boot file, for PXE boots."""
+    return UserNet(forwards=tuple(sorted((forwards or {}).items())), mac=mac,
+                   tftp=Path(tftp).absolute() if tftp is not None else None, bootfile=bootfile)
 
 
 def _check_private(args: Sequence[str]) -> None:
@@ -269,23 +292,17 @@ def _initrd(initrds: Sequence[Path], tmp: Path) -> Iterator[Path | None]:
     yield joined
 
 
-def command(arch: Arch, kernel: Path, initrd: Path | None, append: str, *, serial_log: Path,
-            net: NetSpec | None = None, extra_args: Sequence[str] = (), memory: int | None = None,
-            pidfile: Path | None = None) -> list[str]:
-    """The QEMU argv for a direct kernel boot with the serial console in ``serial_log``."""
-    prof = profile(arch)
-    argv = prof.base_args()
+_KERNEL_OPTIONS = ("-kernel", "-initrd", "-append", "-dtb")
+
+
+def _argv(arch: Arch, media: Sequence[str], *, serial_log: Path, net: NetSpec | None,
+          extra_args: Sequence[str], memory: int | None, pidfile: Path | None) -> list[str]:
+    """The QEMU argv: the arch profile, the serial console in ``serial_log``, ``media`` (what to boot),
+    the NIC and ``extra_args``; checked for private networking, then wrapped by ``net``."""
+    argv = profile(arch).base_args()
     if memory is not None:
         argv[argv.index("-m") + 1] = str(memory)
-    argv += ["-chardev", f"file,id=con0,path={serial_log}", "-serial", "chardev:con0"]
-    argv += ["-kernel", str(kernel)]
-    if initrd is not None:
-        argv += ["-initrd", str(initrd)]
-    words = append.split()
-    prefix = [] if any(w.startswith("console=") for w in words) else [f"console={prof.console}"]
-    if not any(w.startswith("panic=") for w in words):
-        prefix.append("panic=-1")  # with -no-reboot a panic ends QEMU instead of hanging
-    argv += ["-append", " ".join([*prefix, *words])]
+    argv += ["-chardev", f"file,id=con0,path={serial_log}", "-serial", "chardev:con0", *media]
     if pidfile is not None:
         argv += ["-pidfile", str(pidfile)]
     if net is not None:
@@ -293,6 +310,97 @@ def command(arch: Arch, kernel: Path, initrd: Path | None, append: str, *, seria
     argv += list(extra_args)
     _check_private(argv)
     return net.wrap(argv) if net is not None else argv
+
+
+def _kernel_media(arch: Arch, kernel: Path, initrd: Path | None, append: str) -> list[str]:
+    words = append.split()
+    prefix = [] if any(w.startswith("console=") for w in words) else [f"console={profile(arch).console}"]
+    if not any(w.startswith("panic=") for w in words):
+        prefix.append("panic=-1")  # with -no-reboot a panic ends QEMU instead of hanging
+    media = ["-kernel", str(kernel)]
+    if initrd is not None:
+        media += ["-initrd", str(initrd)]
+    return [*media, "-append", " ".join([*prefix, *words])]
+
+
+def command(arch: Arch, kernel: Path, initrd: Path | None, append: str, *, serial_log: Path,
+            net: NetSpec | None = None, extra_args: Sequence[str] = (), memory: int | None = None,
+            pidfile: Path | None = None) -> list[str]:
+    """The QEMU argv for a direct kernel boot with the serial console in ``serial_log``."""
+    return _argv(arch, _kernel_media(arch, kernel, initrd, append), serial_log=serial_log, net=net,
+                 extra_args=extra_args, memory=memory, pidfile=pidfile)
+
+
+def firmware_command(arch: Arch, media: Sequence[str], *, serial_log: Path, net: NetSpec | None = None,
+                     extra_args: Sequence[str] = (), memory: int | None = None,
+                     pidfile: Path | None = None) -> list[str]:
+    """The QEMU argv for a firmware boot from ``media`` (e.g. ``["-cdrom", iso, "-boot", "d"]`` or
+    ``["-boot", "n"]``), serial console in ``serial_log``. Direct-kernel options belong to ``command()``."""
+    if isinstance(media, str):
+        raise UsageError("media must be a sequence of QEMU arguments, not one string")
+    for arg in (*media, *extra_args):
+        if arg in _KERNEL_OPTIONS:
+            raise UsageError(f"{arg} is a direct kernel boot option: use qemu.boot(), not a firmware boot")
+    return _argv(arch, media, serial_log=serial_log, net=net, extra_args=extra_args, memory=memory,
+                 pidfile=pidfile)
+
+
+def _launch(arch: Arch, build: Callable[[Path, Path], list[str]], *, tmp: Path, timeout: float,
+            sentinel: str, log_path: Path | None, stream: Callable[[str], None] | None,
+            stop_on_sentinel: bool, what: str) -> BootResult:
+    """Run QEMU with ``build(serial_log, pidfile)`` as its argv under TCG and wait for it to exit (or be
+    killed after ``timeout`` seconds, or at the sentinel with ``stop_on_sentinel``), following the serial
+    console meanwhile. Work files go in ``tmp``; the console in ``log_path`` when given."""
+    if timeout <= 0:
+        raise UsageError("timeout must be positive")
+    serial = Path(log_path) if log_path is not None else tmp / "console.log"
+    serial.parent.mkdir(parents=True, exist_ok=True)
+    serial.unlink(missing_ok=True)
+    pidfile = tmp / "qemu.pid"
+    argv = build(serial, pidfile)
+    killed = threading.Event()
+
+    def stop() -> None:
+        killed.set()
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+
+    t0 = time.monotonic()
+    follower = _Follower(serial, sentinel, t0, stream, stop if stop_on_sentinel else None)
+    follower.start()
+    timed_out = False
+    stderr = ""
+    try:
+        done = proc.run(argv, timeout=timeout, check=False, input=b"", what=what)
+        code = done.returncode
+        stderr = (done.stderr or b"").decode(errors="replace")
+    except CommandFailed as exc:
+        if exc.returncode != -1:
+            raise
+        timed_out, code = True, -1
+    finally:
+        follower.stop_event.set()
+        follower.join()
+    total = time.monotonic() - t0
+    follower.poll(final=True)
+    if killed.is_set():
+        code = -1
+    log_text = serial.read_text(errors="replace") if serial.exists() else ""
+    if stderr.strip():
+        log.debug("QEMU stderr: %s", stderr.strip())
+    seen = follower.sentinel_line is not None
+    return BootResult(
+        ok=seen,
+        sentinel_line=follower.sentinel_line,
+        log_text=log_text,
+        seconds=follower.sentinel_at if follower.sentinel_at is not None else total,
+        exit_code=code,
+        timed_out=timed_out and not (seen and stop_on_sentinel),
+        total_seconds=total,
+        log_path=Path(log_path) if log_path is not None else None,
+        qemu_stderr=stderr,
+        argv=argv,
+    )
 
 
 def boot(
@@ -323,54 +431,41 @@ def boot(
         raise UsageError("timeout must be positive")
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-qemu-") as tmp_name:
         tmp = Path(tmp_name)
-        serial = Path(log_path) if log_path is not None else tmp / "console.log"
-        serial.parent.mkdir(parents=True, exist_ok=True)
-        serial.unlink(missing_ok=True)
-        pidfile = tmp / "qemu.pid"
         with _initrd(initrds, tmp) as initrd:
-            argv = command(arch, Path(kernel), initrd, append, serial_log=serial, net=net,
-                           extra_args=extra_args, memory=memory, pidfile=pidfile)
-            killed = threading.Event()
+            return _launch(
+                arch,
+                lambda serial, pidfile: command(arch, Path(kernel), initrd, append, serial_log=serial,
+                                                net=net, extra_args=extra_args, memory=memory,
+                                                pidfile=pidfile),
+                tmp=tmp, timeout=timeout, sentinel=sentinel, log_path=log_path, stream=stream,
+                stop_on_sentinel=stop_on_sentinel, what=f"QEMU ({arch.info.name} guest)")
 
-            def stop() -> None:
-                killed.set()
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
 
-            t0 = time.monotonic()
-            follower = _Follower(serial, sentinel, t0, stream, stop if stop_on_sentinel else None)
-            follower.start()
-            timed_out = False
-            stderr = ""
-            try:
-                done = proc.run(argv, timeout=timeout, check=False, input=b"",
-                                what=f"QEMU ({arch.info.name} guest)")
-                code = done.returncode
-                stderr = (done.stderr or b"").decode(errors="replace")
-            except CommandFailed as exc:
-                if exc.returncode != -1:
-                    raise
-                timed_out, code = True, -1
-            finally:
-                follower.stop_event.set()
-                follower.join()
-            total = time.monotonic() - t0
-            follower.poll(final=True)
-            if killed.is_set():
-                code = -1
-        log_text = serial.read_text(errors="replace") if serial.exists() else ""
-    if stderr.strip():
-        log.debug("QEMU stderr: %s", stderr.strip())
-    seen = follower.sentinel_line is not None
-    return BootResult(
-        ok=seen,
-        sentinel_line=follower.sentinel_line,
-        log_text=log_text,
-        seconds=follower.sentinel_at if follower.sentinel_at is not None else total,
-        exit_code=code,
-        timed_out=timed_out and not (seen and stop_on_sentinel),
-        total_seconds=total,
-        log_path=Path(log_path) if log_path is not None else None,
-        qemu_stderr=stderr,
-        argv=argv,
-    )
+def boot_firmware(
+    arch: Arch,
+    *,
+    media: Sequence[str],
+    timeout: float,
+    sentinel: str = SENTINEL,
+    net: NetSpec | None = None,
+    extra_args: Sequence[str] = (),
+    log_path: Path | None = None,
+    stream: Callable[[str], None] | None = None,
+    stop_on_sentinel: bool = False,
+    memory: int | None = None,
+) -> BootResult:
+    """Boot through the guest firmware (no ``-kernel``) from ``media``, QEMU arguments such as
+    ``["-cdrom", iso, "-boot", "d"]`` (isolinux) or ``["-boot", "n"]`` (PXE, with a ``net`` such as
+    ``user_restricted(tftp=..., bootfile="pxelinux.0")``). Otherwise exactly as ``boot()``: timeout,
+    serial console in ``log_path`` and to ``stream``, sentinel, private networking; never raises for a
+    failed guest. The kernel command line is the boot media's business (``console=``, ``panic=``)."""
+    if timeout <= 0:
+        raise UsageError("timeout must be positive")
+    media = list(media) if not isinstance(media, str) else media
+    with tempfile.TemporaryDirectory(prefix="tce-ipfs-qemu-") as tmp_name:
+        return _launch(
+            arch,
+            lambda serial, pidfile: firmware_command(arch, media, serial_log=serial, net=net,
+                                                     extra_args=extra_args, memory=memory, pidfile=pidfile),
+            tmp=Path(tmp_name), timeout=timeout, sentinel=sentinel, log_path=log_path, stream=stream,
+            stop_on_sentinel=stop_on_sentinel, what=f"QEMU ({arch.info.name} firmware boot)")
