@@ -10,16 +10,13 @@ so the agent inside talks to a real kubo on loopback.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -29,7 +26,6 @@ from tce_ipfs.node import Node
 
 pytestmark = [pytest.mark.root]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 EXTENSIONS = ("glibc-testbase", "python3.11", "tce-ipfs-agent")  # load order (deps first)
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 APPLETS = ("sh", "cp", "su", "id", "touch", "cat", "ls", "mkdir", "readlink")
@@ -40,23 +36,13 @@ for n in "$@"; do [ -f "/tmp/tce/optional/$n.tcz" ] && touch "/usr/local/tce.ins
 """
 
 
-def load_builder() -> ModuleType:
-    path = REPO_ROOT / "tcz-build/python3.11/build.py"
-    spec = importlib.util.spec_from_file_location("python_runtime_build", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """python3.11.tcz + glibc-testbase.tcz + tce-ipfs-agent.tcz for the host arch, in one directory."""
     from tce_ipfs import recipes
 
     out = tmp_path_factory.mktemp("runtime")
-    load_builder().build(Arch.host(), out, testbase=True)
+    recipes.build("python3.11", Arch.host(), out, testbase=True)
     recipes.build("tce-ipfs-agent", Arch.host(), out)
     return out
 

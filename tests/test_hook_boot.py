@@ -385,7 +385,7 @@ def test_missing_md5_and_missing_tcz(env: HookEnv) -> None:
 
 def test_peers_unreachable(env: HookEnv) -> None:
     sample_repo(env.ipfs_repo())
-    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=4")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=6")
     assert_clean_exit(result)
     assert result.final.startswith(f"FAILED: ipfs:{CID}: no peer reachable (1 tried")
     assert "connection refused" in result.final
@@ -422,7 +422,7 @@ def test_gateway_error_stops_asking(env: HookEnv) -> None:
     sample_repo(repo)
     env.knob("wget_500", "pong.tcz.md5.txt\n")  # the last file fetched (breadth-first)
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
-    assert "not asking this source again" in result.console
+    assert "not asking this source again" in result.log
     assert "500 Internal Server Error" in result.console
     # after the failure no further request went to the gateway
     wgets = [c for c in result.calls if c.startswith("wget ")]
@@ -491,6 +491,15 @@ def test_network_slow_lease_and_two_nics(env: HookEnv) -> None:
     assert FINAL_OK.match(result.final)
     started = [c.split(" -i ")[1].split()[0] for c in result.calls if c.startswith("udhcpc ")]
     assert started == ["eth0", "eth1"]  # once each, never wlan0
+
+
+def test_without_ip_applet_uses_ifconfig(env: HookEnv) -> None:
+    env.knob("ip_missing")
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    assert "ifconfig eth0 up" in result.calls and "ifconfig lo up" in result.calls
+    assert "network: eth0 has 10.0.2.15" in result.log
 
 
 def test_nodhcp_uses_existing_address(env: HookEnv) -> None:
@@ -579,7 +588,7 @@ def test_mirror_after_cid_timeout_keeps_a_share_of_the_time(env: HookEnv) -> Non
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.mirror={MIRROR} ipfs.timeout=12")
     assert FINAL_OK.match(result.final), result.console
     assert f"from mirror {MIRROR}" in result.final
-    assert "timed out after" in result.console
+    assert "timed out after" in result.console and "using the mirror from now on" in result.console
     assert 6 <= result.seconds < 16  # ipfs gets 2/3 of the time, the mirror the rest
 
 

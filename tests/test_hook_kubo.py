@@ -21,7 +21,7 @@ from hookfakes.harness import KREL, HookEnv, Repo, Result
 
 pytestmark = pytest.mark.kubo
 
-HOOK_FAKES = ("udhcpc", "ip", "uname", "modprobe")
+HOOK_FAKES = ("udhcpc", "ip", "ifconfig", "uname", "modprobe")
 KEY = "5e" * 32
 
 

@@ -13,15 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import guest, netboot
+from tce_ipfs import guest, netboot, qemu
 from tce_ipfs.arch import Arch
 from test_remaster_support import (
     BOOT_TIMEOUT,
-    GUEST_SWARM_PORT,
-    PxeNet,
     Seed,
     assert_booted,
-    boot_firmware,
     check_overlay,
     ipfs_tcz,
     running_seed,
@@ -51,8 +48,8 @@ def test_x86_64_real_pxe_boot(work: Path, seed: Seed) -> None:
                           initrd=core, cmdline="loglevel=3 console=ttyS0,115200 panic=-1", serial=True,
                           ipfs_tcz=ipfs_tcz(Arch.X86_64, work / "tcz"))
     assert "pxelinux.0" in res.files
-    net = PxeNet(tftp, "pxelinux.0", forwards=((GUEST_SWARM_PORT, seed.forwards[GUEST_SWARM_PORT]),))
-    boot = boot_firmware(Arch.X86_64, ["-boot", "n"], timeout=BOOT_TIMEOUT, log_path=work / "pxe.log",
-                         net=net)
+    net = qemu.user_restricted(seed.forwards, tftp=tftp, bootfile="pxelinux.0")
+    boot = qemu.boot_firmware(Arch.X86_64, media=["-boot", "n"], timeout=BOOT_TIMEOUT,
+                              log_path=work / "pxe.log", net=net)
     assert "PXELINUX" in boot.log_text, boot.tail()
     assert_booted(boot)

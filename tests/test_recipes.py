@@ -164,6 +164,25 @@ def test_cli_list_and_build(fake_root: Path, tmp_path: Path, capsys: pytest.Capt
     assert "base-armv7.tcz" in (tmp_path / "o/hello.tcz.dep").read_text()
 
 
+def test_runtime_recipe_dispatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """tcz-build/python3.11 is a runtime recipe (runtime.toml, built by pyruntime), listed like the rest."""
+    from tce_ipfs import pyruntime
+
+    spec = recipes.runtime_spec("python3.11")
+    assert spec is not None and recipes.runtime_spec("ipfs") is None
+    assert "python3.11" in recipes.list_recipes()
+    rt = pyruntime.load_spec(spec)
+    assert rt.name == "python3.11" and "python3.11-minimal" in rt.packages
+    assert rt.file(rt.launcher).read_text().startswith("#!/bin/sh\n")
+    with pytest.raises(UsageError, match="runtime recipe"):
+        recipes.load("python3.11")
+    with pytest.raises(UsageError, match="runtime recipes only"):
+        recipes.build("ipfs", "x86_64", tmp_path, testbase=True)
+    assert cli.main(["tcz", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["python3.11"]["kinds"] == ["python-runtime"] and rows["ipfs"]["kinds"] == ["kubo"]
+
+
 # ----------------------------------------------------------------------------- python-package
 
 
@@ -399,6 +418,7 @@ def test_agent_recipe(agent_tcz: tcz.TczResult, tmp_path: Path) -> None:
     for host_only in ("tce_ipfs/kubo.py", "tce_ipfs/tcz.py", "tce_ipfs/recipes.py", "tce_ipfs/elf.py",
                       "tce_ipfs/commands/tcz.py"):
         assert host_only not in packaged
+    assert "tce_ipfs/proc.py" in packaged  # the agent runs programs through proc.run() too
     for absent in ("elftools", "zstandard", "psutil", "trio"):
         assert not (vendor / absent).exists()
     assert not [p for p in tree.rglob("*") if p.suffix in (".so", ".pyc") or p.name == "__pycache__"]

@@ -24,7 +24,6 @@ from test_remaster_support import (
     BOOT_TIMEOUT,
     Seed,
     assert_booted,
-    boot_firmware,
     check_overlay,
     ipfs_tcz,
     running_seed,
@@ -58,8 +57,9 @@ def test_x86_64_iso_boots_from_cdrom(work: Path, seed: Seed, compression: str, a
     res = remaster.remaster_iso(src, out, cid, codes=seed.codes(), make_default=True,
                                 compression=compression, append_initrd=append_initrd, ipfs_tcz=tcz)
     assert res.arch is Arch.X86_64
-    boot = boot_firmware(Arch.X86_64, ["-cdrom", str(out), "-boot", "d"], timeout=BOOT_TIMEOUT,
-                         log_path=work / f"cdrom-{compression}.log", net=qemu.user_restricted(seed.forwards))
+    boot = qemu.boot_firmware(Arch.X86_64, media=["-cdrom", str(out), "-boot", "d"], timeout=BOOT_TIMEOUT,
+                              net=qemu.user_restricted(seed.forwards),
+                              log_path=work / f"cdrom-{compression}.log")
     assert_booted(boot)
     loaded = re.findall(r"^Loading (/boot/\S+?)\.\.\.", boot.log_text, re.MULTILINE)
     initrds = ["/boot/tce-ipfs.gz"] if append_initrd else ["/boot/corepure64.gz", "/boot/tce-ipfs.gz"]

@@ -32,7 +32,6 @@ import pytest
 from tce_ipfs import e2e, ipfsapi, qemu, recipes, samplerepo, swarmkey
 from tce_ipfs.arch import Arch
 from tce_ipfs.lab import Lab, SeedNode, TapNet, namespaces
-from test_agent_runtime import load_builder  # tests/ is on sys.path (pytest prepend mode)
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo, pytest.mark.root]
 
@@ -127,7 +126,7 @@ class LabRepo:
 def make_agent_repo(kit: e2e.GuestKit, out: Path) -> LabRepo:
     """The sample repo + python3.11 + glibc-testbase (test only) + the agent, all loaded at boot."""
     sample = samplerepo.build(out, [kit.base.kver])
-    load_builder().build(kit.arch, sample.path, testbase=True)
+    recipes.build("python3.11", kit.arch, sample.path, testbase=True)
     recipes.build("tce-ipfs-agent", kit.arch, sample.path)
     (sample.path / "onboot.lst").write_text("".join(f"{n}\n" for n in [*sample.onboot, "tce-ipfs-agent.tcz"]))
     closure = [*sample.closure, *AGENT_EXTS]

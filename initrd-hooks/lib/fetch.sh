@@ -70,7 +70,11 @@ src_fetch() {
     _s_rc=$?
     if [ "$_s_rc" = 1 ]; then
         src_down "$1"
-        warn "$S_DESC: $2: $FETCH_ERR (not asking this source again)"
+        if [ "$1" = P ] && [ "$M_UP" = 1 ]; then
+            warn "$S_DESC: $2: $FETCH_ERR; using the mirror from now on"
+        else
+            dbg "$S_DESC: $2: $FETCH_ERR (not asking this source again)"
+        fi
     fi
     return "$_s_rc"
 }

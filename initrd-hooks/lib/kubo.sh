@@ -18,7 +18,7 @@
 
 IPFS_TCZ=$OPT/ipfs.tcz
 KUBO_MNT=$ROOT/tmp/tcloop/ipfs
-KUBO_GOMEMLIMIT=${TCE_IPFS_GOMEMLIMIT:-100MiB}
+KUBO_GOMEMLIMIT=100MiB # soft Go heap cap (see README); kubo stays well under 150 MiB RSS
 KUBO_BIN=
 KUBO_PID=
 KUBO_MOUNTED=0

@@ -21,6 +21,7 @@ DEBUG=0
 # SH_STANDALONE runs its own applets ahead of anything on PATH (also under `timeout`), so PATH alone
 # cannot fake them.
 IP="ip"
+IFCONFIG="ifconfig"
 MOUNT="mount"
 UDHCPC="udhcpc"
 WGET="wget"
@@ -28,6 +29,7 @@ UNAME="uname"
 MODPROBE="modprobe"
 if [ -n "${TCE_IPFS_TOOLDIR:-}" ]; then
     [ -x "$TCE_IPFS_TOOLDIR/ip" ] && IP=$TCE_IPFS_TOOLDIR/ip
+    [ -x "$TCE_IPFS_TOOLDIR/ifconfig" ] && IFCONFIG=$TCE_IPFS_TOOLDIR/ifconfig
     [ -x "$TCE_IPFS_TOOLDIR/mount" ] && MOUNT=$TCE_IPFS_TOOLDIR/mount
     [ -x "$TCE_IPFS_TOOLDIR/udhcpc" ] && UDHCPC=$TCE_IPFS_TOOLDIR/udhcpc
     [ -x "$TCE_IPFS_TOOLDIR/wget" ] && WGET=$TCE_IPFS_TOOLDIR/wget

@@ -12,6 +12,7 @@ NET_IFACE=
 NET_ADDR=
 NET_SEEN=
 NET_STARTED=" "
+NET_HAVE_IP=1
 
 # net_ifaces: print candidate interface names from /proc/net/dev.
 net_ifaces() {
@@ -19,9 +20,24 @@ net_ifaces() {
         "$ROOT/proc/net/dev" 2>/dev/null
 }
 
-# net_addr IFACE: ADDR = first IPv4 address (a.b.c.d/len) of IFACE, or empty.
+# net_addr IFACE: ADDR = first IPv4 address of IFACE, or empty. With `ip` (a.b.c.d/len) when this
+# busybox has it, else from `ifconfig` (TC's own scripts use ifconfig).
 net_addr() {
-    ADDR=$("$IP" -4 -o addr show dev "$1" 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "inet") { print $(i + 1); exit } }')
+    if [ "$NET_HAVE_IP" = 1 ]; then
+        ADDR=$("$IP" -4 -o addr show dev "$1" 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "inet") { print $(i + 1); exit } }')
+    else
+        ADDR=$("$IFCONFIG" "$1" 2>/dev/null | awk '/inet addr:/ { sub(/.*inet addr:/, ""); print $1; exit }
+            $1 == "inet" && $2 ~ /^[0-9]/ { print $2; exit }')
+    fi
+}
+
+# link_up IFACE
+link_up() {
+    if [ "$NET_HAVE_IP" = 1 ]; then
+        "$IP" link set "$1" up 2>/dev/null
+    else
+        "$IFCONFIG" "$1" up 2>/dev/null
+    fi
 }
 
 # net_scan: one pass over the interfaces: status 0 (NET_IFACE, NET_ADDR set) if one has an address;
@@ -40,7 +56,7 @@ net_scan() {
         case $NET_STARTED in *" $_n_if "*) continue ;; esac
         NET_STARTED="$NET_STARTED$_n_if "
         [ "$NODHCP" = 1 ] && continue
-        "$IP" link set "$_n_if" up 2>/dev/null
+        link_up "$_n_if"
         mkdir -p "$ROOT/var/run"
         dbg "network: udhcpc on $_n_if"
         "$UDHCPC" -b -i "$_n_if" -s "$UDHCPC_SCRIPT" -p "$ROOT/var/run/udhcpc.$_n_if.pid" \
@@ -51,7 +67,9 @@ net_scan() {
 
 # net_kick: bring lo up and start DHCP, without waiting (kubo's repo is prepared meanwhile).
 net_kick() {
-    "$IP" link set lo up 2>/dev/null
+    NET_HAVE_IP=0
+    "$IP" -4 -o addr show dev lo >/dev/null 2>&1 && NET_HAVE_IP=1
+    link_up lo
     net_scan
 }
 

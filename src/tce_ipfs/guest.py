@@ -221,7 +221,7 @@ def download(packages: Sequence[tuple[str, str]], deb_arch: str) -> list[Path]:
     return [path for _, _, path in wanted]
 
 
-def _package_version(pkg: str, deb_arch: str) -> str:
+def package_version(pkg: str, deb_arch: str) -> str:
     text = proc.output(["apt-cache", "show", "--no-all-versions", f"{pkg}:{deb_arch}"],
                        what=f"apt-cache show {pkg}")
     for line in text.splitlines():
@@ -305,7 +305,7 @@ def _build_kit(arch: Arch, kpkg: KernelPackage, kit: Path) -> None:
     """Unpack the kernel and busybox .debs into ``kit``: kernel, vmlinux (x86_64), module subset."""
     prof = qemu.profile(arch)
     deb = arch.info.debian
-    bb_version = _package_version(BUSYBOX_PACKAGE, deb)
+    bb_version = package_version(BUSYBOX_PACKAGE, deb)
     kdeb, bdeb = download([(kpkg.package, kpkg.version), (BUSYBOX_PACKAGE, bb_version)], deb)
     staging = Path(tempfile.mkdtemp(prefix=f".kit-{kpkg.kver}-", dir=kit.parent))
     try:

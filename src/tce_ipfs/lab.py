@@ -297,9 +297,13 @@ class Lab:
         except FileNotFoundError:
             fh.close()
             raise ToolMissing("ip not found", hint="install iproute2 (or run bootstrap/setup)") from None
-        lp = LabProcess(name=name, argv=full, popen=popen, log_path=log_path, _log=fh)
-        self.processes.append(lp)
-        return lp
+        return self.adopt(LabProcess(name=name, argv=full, popen=popen, log_path=log_path, _log=fh))
+
+    def adopt(self, process: LabProcess) -> LabProcess:
+        """Make ``process`` (started inside the namespace, in its own session) the lab's: ``close()``
+        stops it."""
+        self.processes.append(process)
+        return process
 
     def pids(self) -> list[int]:
         """Every pid inside the namespace."""
@@ -429,50 +433,37 @@ def start_kubo(lab: Lab, name: str, kubo: Path, repo: Path, *, listen_ip: str,
                peers: Sequence[str] = (), timeout: float = 60.0) -> SeedNode:
     """An isolated kubo daemon inside ``lab``'s namespace (the seed, or a test peer).
 
-    The repo is a ``node.Node`` (so ``isolation_config()`` is applied and checked as everywhere else);
-    only the API moves to a unix socket, which the host reaches without any link into the namespace
-    (unix sockets ignore network namespaces), and the daemon is started through ``lab.spawn`` so it
-    lives in the namespace. ``swarm_key`` (64 hex) makes it a private-swarm node: ``swarm.key`` in the
+    A ``node.Node`` whose kubo commands run through ``ip netns exec`` (so ``isolation_config()`` is
+    applied and checked as everywhere else, and the daemon lives in the namespace); only the API moves
+    to a unix socket, which the host reaches without any link into the namespace (unix sockets ignore
+    network namespaces). ``swarm_key`` (64 hex) makes it a private-swarm node: ``swarm.key`` in the
     repo and ``LIBP2P_FORCE_PNET=1``, so it cannot come up in the open swarm by mistake.
     """
-    from tce_ipfs import ipfsapi, swarmkey
-    from tce_ipfs.node import PID_FILE, Node
+    from tce_ipfs import swarmkey
+    from tce_ipfs.node import DAEMON_ARGS, Node
 
+    lab._require_open()
     sock = _api_socket(lab, name)
     sock.unlink(missing_ok=True)
+    api = f"/unix{sock}"
     node = Node(repo, kubo, listen_host=listen_ip, swarm_port=port, peers=peers,
-                extra_config={"Addresses.API": f"/unix{sock}",
+                extra_config={"Addresses.API": api,
                               # mDNS only ever inside the lab namespace (it has no other link).
-                              "Discovery.MDNS.Enabled": mdns})
+                              "Discovery.MDNS.Enabled": mdns},
+                launcher=lab.exec_argv([]))
+    if node.running:
+        raise NodeError(f"a kubo daemon already runs on {node.repo}", hint="stop it first")
     node.init()
-    env = node.env
     if swarm_key:
         swarmkey.install(node.repo, swarm_key)
-        env.update(swarmkey.FORCE_PNET_ENV)
     else:
         (node.repo / swarmkey.FILENAME).unlink(missing_ok=True)
-    (node.repo / "api").unlink(missing_ok=True)
-    process = lab.spawn(name, [kubo, "daemon", "--migrate=false"], env=env, cwd=node.repo)
-    # `ip netns exec` execs the daemon in place, so this pid is kubo's: Node.stop()/running work.
-    (node.repo / PID_FILE).write_text(f"{process.pid}\n")
-    api = f"/unix{sock}"
-    deadline = time.monotonic() + timeout
-    last = "no API socket yet"
-    while time.monotonic() < deadline:
-        if not process.alive():
-            raise NodeError(f"kubo {name} in {lab.netns} exited (code {process.popen.returncode}):\n"
-                            + process.log_path.read_text(errors="replace")[-800:])
-        if sock.exists():
-            try:
-                with ipfsapi.client(api, timeout=5) as c:
-                    peer_id = ipfsapi.peer_id(c)
-                return SeedNode(node=node, api=api, swarm=f"/ip4/{listen_ip}/tcp/{port}", peer_id=peer_id,
-                                process=process, swarm_key=swarm_key)
-            except NodeError as exc:
-                last = exc.message
-        time.sleep(0.2)
-    raise NodeError(f"kubo {name} in {lab.netns} did not answer on {api} within {timeout:g} s ({last})",
-                    hint=f"see {process.log_path}")
+    node.start(timeout, env=swarmkey.FORCE_PNET_ENV if swarm_key else None)
+    assert node.process is not None  # started just now, by this Node
+    process = lab.adopt(LabProcess(name=name, argv=node.kubo_argv(*DAEMON_ARGS), popen=node.process,
+                                   log_path=node.log_path))
+    return SeedNode(node=node, api=api, swarm=f"/ip4/{listen_ip}/tcp/{port}", peer_id=node.peer_id,
+                    process=process, swarm_key=swarm_key)
 
 
 def namespaces() -> list[str]:

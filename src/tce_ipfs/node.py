@@ -8,7 +8,9 @@ dialled explicitly (``ipfs swarm connect`` or ``Peering.Peers``); bitswap then f
 
 ``Node`` wraps one repo directory: ``init()`` (idempotent), ``start()``/``stop()``/``status()``,
 ``api``, ``swarm_addrs``, ``peer_id``. The daemon's output goes to ``<repo>/daemon.log`` and its pid to
-``<repo>/tce-ipfs.pid``; ``tce-ipfs node stop`` from another process finds it there.
+``<repo>/tce-ipfs.pid``; ``tce-ipfs node stop`` from another process finds it there. ``launcher``
+prefixes every kubo command the node runs (``ip netns exec NS``: a node inside a lab namespace); it must
+exec kubo in place, so the daemon's pid stays kubo's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PID_FILE = "tce-ipfs.pid"
 LOG_FILE = "daemon.log"
+DAEMON_ARGS = ("daemon", "--migrate=false")
 
 # Environment every kubo process we run gets (on top of proc.clean_env, which drops proxies etc.).
 KUBO_ENV = {
@@ -249,8 +252,9 @@ def _spawn(args: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str], lo
             return subprocess.Popen(argv, env=proc.clean_env(env), cwd=cwd, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         except FileNotFoundError:
-            raise NodeError(f"kubo binary {argv[0]} not found",
-                            hint="run `tce-ipfs kubo build`") from None
+            tool = Path(argv[0]).name
+            raise NodeError(f"{argv[0]} not found",
+                            hint=f"install {proc.TOOL_PACKAGES.get(tool, tool)}") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -277,6 +281,8 @@ class Node:
     """One isolated kubo repo and (at most) one daemon on it.
 
     ``kubo`` (the ``ipfs`` binary) is needed to init and start; ``stop``/``status`` work without it.
+    ``launcher``: an argv prefix for every kubo command (init, config, daemon), e.g.
+    ``["ip", "netns", "exec", NS]``.
 
     ``with Node(repo, kubo) as node:`` initialises, starts, and stops it again on exit.
     """
@@ -292,9 +298,11 @@ class Node:
         gateway_port: int = 0,
         peers: Sequence[str] = (),
         extra_config: Mapping[str, Any] | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
         self.repo = Path(repo).resolve()
         self.kubo = Path(kubo) if kubo is not None else None
+        self.launcher = tuple(launcher)
         self.wanted_config = isolation_config(listen_host, swarm_port=swarm_port, api_port=api_port,
                                               gateway_port=gateway_port, peers=peers)
         if extra_config:
@@ -385,11 +393,15 @@ class Node:
         return sorted(str(a) for a in ident["Addresses"] or [])
 
     # --- lifecycle --------------------------------------------------------------------------------
-    def kubo_cmd(self, *args: str, timeout: float = 60, input: bytes | None = None) -> str:
-        """Run ``ipfs ARGS`` on this repo (isolated env); return stdout."""
+    def kubo_argv(self, *args: str) -> list[str]:
+        """``[*launcher, kubo, *args]``: how this node runs ``ipfs ARGS``."""
         if self.kubo is None:
             raise NodeError(f"no kubo binary given for {self.repo}", hint="run `tce-ipfs kubo build`")
-        res = proc.run([self.kubo, *args], env=self.env, timeout=timeout, input=input,
+        return [*self.launcher, os.fspath(self.kubo), *args]
+
+    def kubo_cmd(self, *args: str, timeout: float = 60, input: bytes | None = None) -> str:
+        """Run ``ipfs ARGS`` on this repo (isolated env); return stdout."""
+        res = proc.run(self.kubo_argv(*args), env=self.env, timeout=timeout, input=input,
                        what=f"ipfs {args[0] if args else ''} ({self.repo})")
         return (res.stdout or b"").decode()
 
@@ -422,20 +434,25 @@ class Node:
         log.debug("applied isolation config to %s (%s)", self.repo, ", ".join(drift))
         return self
 
-    def start(self, timeout: float = 60.0) -> Node:
-        """Start the daemon in the background; return once its API answers. No-op when running."""
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The daemon this object started (None when it did not, or it has been reaped)."""
+        return self._proc
+
+    def start(self, timeout: float = 60.0, *, env: Mapping[str, str] | None = None) -> Node:
+        """Start the daemon in the background; return once its API answers. No-op when running.
+
+        ``env``: extra environment for the daemon (e.g. ``swarmkey.FORCE_PNET_ENV``).
+        """
         if self.running:
             return self
         self.init()
         with contextlib.suppress(OSError):
             (self.repo / "api").unlink()  # a stale one from a killed daemon would fool the wait
-        if self.kubo is None:
-            raise NodeError(f"no kubo binary given to start {self.repo}",
-                            hint="run `tce-ipfs kubo build`")
+        argv = self.kubo_argv(*DAEMON_ARGS)
         with open(self.log_path, "ab") as out:
             out.write(f"--- tce-ipfs: starting kubo at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-        popen = _spawn([self.kubo, "daemon", "--migrate=false"], env=self.env, log_path=self.log_path,
-                       cwd=self.repo)
+        popen = _spawn(argv, env={**self.env, **(env or {})}, log_path=self.log_path, cwd=self.repo)
         self._proc = popen
         self.pid_path.write_text(f"{popen.pid}\n")
         deadline = time.monotonic() + timeout

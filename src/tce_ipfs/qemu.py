@@ -17,8 +17,8 @@ Networking stays private. ``NetSpec`` is anything with ``qemu_args(arch)`` and `
 ``UserNet`` (from ``user_restricted()``) is QEMU user networking with ``restrict=on`` whose only way out
 is a set of ``guestfwd`` forwards from ``10.0.2.100:PORT`` to ``127.0.0.1:HOSTPORT`` on the host, each
 connection served by a fresh ``busybox nc``, plus optionally QEMU's built-in TFTP server and DHCP boot
-file for PXE (both inside QEMU: nothing leaves the machine); ``tce_ipfs.lab.TapNet`` (a tap on a private bridge in a
-network namespace) fits the same protocol.
+file for PXE (both inside QEMU: nothing leaves the machine); ``tce_ipfs.lab.TapNet`` (a tap on a private
+bridge in a network namespace) fits the same protocol.
 """
 
 from __future__ import annotations
@@ -146,10 +146,10 @@ class UserNet:
                     raise UsageError(f"bad port in guest forward {gport} -> {hport}")
         if self.mac is not None and not re.fullmatch(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}", self.mac):
             raise UsageError(f"bad MAC address {self.mac!r}")
-        # QEMU splits -netdev values at commas (and "=" would not survive either): refuse, don't escape.
-        for what, value in (("tftp directory", self.tftp), ("bootfile", self.bootfile)):
-            if value is not None and (not str(value) or any(c in str(value) for c in ",=\n")):
-                raise UsageError(f"bad {what} {str(value)!r}: must be non-empty, without ',', '=' or newlines")
+        # QEMU splits -netdev values at commas: refuse them rather than escape them.
+        for what, value in (("TFTP directory", self.tftp), ("bootfile", self.bootfile)):
+            if value is not None and (not str(value) or any(c in str(value) for c in ",\n")):
+                raise UsageError(f"bad {what} {str(value)!r}: must be non-empty, without ',' or newlines")
 
     def netdev(self) -> str:
         # No commas inside the cmd: QEMU would split the option there.
@@ -427,8 +427,6 @@ def boot(
     """
     if not Path(kernel).is_file():
         raise UsageError(f"kernel {kernel}: no such file")
-    if timeout <= 0:
-        raise UsageError("timeout must be positive")
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-qemu-") as tmp_name:
         tmp = Path(tmp_name)
         with _initrd(initrds, tmp) as initrd:
@@ -459,9 +457,6 @@ def boot_firmware(
     ``user_restricted(tftp=..., bootfile="pxelinux.0")``). Otherwise exactly as ``boot()``: timeout,
     serial console in ``log_path`` and to ``stream``, sentinel, private networking; never raises for a
     failed guest. The kernel command line is the boot media's business (``console=``, ``panic=``)."""
-    if timeout <= 0:
-        raise UsageError("timeout must be positive")
-    media = list(media) if not isinstance(media, str) else media
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-qemu-") as tmp_name:
         return _launch(
             arch,

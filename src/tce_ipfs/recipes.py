@@ -20,6 +20,10 @@ Recipe schema (TOML; unknown keys are errors so typos do not pass silently)::
     kind = "python-package"       # tce_ipfs (modules + what they import) -> dest/tce_ipfs,
                                   # locked pure-Python wheels -> dest/vendor (lock, exclude)
 
+A directory with a ``runtime.toml`` instead is a *runtime recipe*: an interpreter assembled from Debian
+packages (``python3.11``), described declaratively there and built by ``tce_ipfs.pyruntime``;
+``build()`` dispatches to it (``testbase`` applies to runtime recipes only).
+
 Strings in version, description, deps and [info] may use ``{arch}``, ``{kubo_version}``,
 ``{tc_major}``, ``{tce_ipfs_version}`` and ``{python}``.
 
@@ -60,6 +64,7 @@ log = logging.getLogger(__name__)
 
 KUBO_BIN_ENV = "TCE_IPFS_KUBO_BIN"
 RECIPE_FILE = "recipe.toml"
+RUNTIME_FILE = "runtime.toml"
 FILES_DIR = "files"
 KINDS = ("file", "kubo", "python-package")
 VENDOR_DIR = "vendor"
@@ -113,11 +118,19 @@ class Recipe:
 
 
 def list_recipes() -> list[str]:
-    """Names of the recipes in ``tcz-build/`` (directories holding a ``recipe.toml``), sorted."""
+    """Names of the recipes in ``tcz-build/`` (directories holding a ``recipe.toml`` or a
+    ``runtime.toml``), sorted."""
     root = recipes_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / RECIPE_FILE).is_file())
+    return sorted(p.name for p in root.iterdir()
+                  if (p / RECIPE_FILE).is_file() or (p / RUNTIME_FILE).is_file())
+
+
+def runtime_spec(name: str) -> Path | None:
+    """``tcz-build/<name>/runtime.toml`` when ``name`` is a runtime recipe, else None."""
+    path = recipes_dir() / name / RUNTIME_FILE
+    return path if name in list_recipes() and path.is_file() else None
 
 
 def load(name: str) -> Recipe:
@@ -126,6 +139,8 @@ def load(name: str) -> Recipe:
     if name not in known:
         raise UsageError(f"no recipe named {name!r}",
                          hint=f"recipes: {', '.join(known) or '(none)'} (in {recipes_dir()})")
+    if runtime_spec(name) is not None:
+        raise UsageError(f"{name} is a runtime recipe ({RUNTIME_FILE}), built by tce_ipfs.pyruntime")
     rdir = recipes_dir() / name
     path = rdir / RECIPE_FILE
     try:
@@ -277,9 +292,22 @@ def expand(text: str, values: Mapping[str, str], where: str) -> str:
 # ------------------------------------------------------------------------------------------ build
 
 
-def build(name: str, arch: Arch | str, out_dir: Path, *, epoch: int | None = None) -> tcz.TczResult:
-    """Build recipe ``name`` for ``arch`` into ``out_dir/<name>.tcz`` (+ sidecars)."""
+def build(name: str, arch: Arch | str, out_dir: Path, *, epoch: int | None = None,
+          testbase: bool = False) -> tcz.TczResult:
+    """Build recipe ``name`` for ``arch`` into ``out_dir/<name>.tcz`` (+ sidecars).
+
+    A runtime recipe is built by ``pyruntime``; with ``testbase`` it also writes the TEST ONLY
+    ``glibc-testbase.tcz`` and lists it as a dependency (never for a real Tiny Core repo).
+    """
     arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
+    spec = runtime_spec(name)
+    if spec is not None:
+        from tce_ipfs import pyruntime
+
+        return pyruntime.build(arch, out_dir, testbase=testbase, epoch=epoch,
+                               spec=pyruntime.load_spec(spec)).python
+    if testbase:
+        raise UsageError(f"{name} is not a runtime recipe: a test base applies to runtime recipes only")
     recipe = load(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

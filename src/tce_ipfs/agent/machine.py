@@ -11,9 +11,8 @@ TC tree.
 * kubo's API: the status file's ``api=`` (the hook's kubo picks a free port), else ``<repo>/api``;
 * the onboot list: ``lst=`` on the command line, else ``onboot.lst`` (as tce-load does).
 
-``run()`` is the agent's only way to start a program (argument lists, never a shell string from user
-input; exit 127 / a missing program is ``ToolMissing``). The build host's ``tce_ipfs.proc`` is not
-shipped in the agent extension, and its hints name Debian packages, which mean nothing on TC.
+Programs run through ``tce_ipfs.proc.run()`` (shipped in the agent extension: pure stdlib), as
+everywhere else in tce-ipfs.
 """
 
 from __future__ import annotations
@@ -21,11 +20,11 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tce_ipfs import proc
 from tce_ipfs.errors import CommandFailed, ToolMissing, UsageError
 
 log = logging.getLogger(__name__)
@@ -36,30 +35,6 @@ HOOK_REPO = "/tmp/tce-ipfs/repo"  # the hook's kubo repo (IPFS_PATH); kubo write
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"  # kubo's default, when nothing says otherwise
 # Keys of the hook's status file that may carry the repo CID (first found wins).
 CID_KEYS = ("cid", "repo_cid", "root", "repo", "tce")
-
-
-def run(args: Sequence[str], *, check: bool = True, timeout: float | None = 600,
-        env: dict[str, str] | None = None, what: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``args`` (a list); stdout/stderr captured as text. ``CommandFailed`` on a non-zero exit."""
-    argv = [os.fspath(a) for a in args]
-    log.debug("+ %s", shlex.join(argv))
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True,
-                             errors="replace", timeout=timeout, check=False,
-                             env={**os.environ, **(env or {})})
-    except FileNotFoundError:
-        raise ToolMissing(f"{argv[0]} not found",
-                          hint="is this a Tiny Core system (or the tce-ipfs test base)?") from None
-    except subprocess.TimeoutExpired as exc:
-        raise CommandFailed(f"{what or argv[0]}: timed out after {timeout:g} s", returncode=-1) from exc
-    if res.returncode == 127:
-        raise ToolMissing(f"{argv[0]} not found")
-    if check and res.returncode != 0:
-        tail = "\n".join((res.stderr or res.stdout or "").strip().splitlines()[-10:])
-        raise CommandFailed(f"{what or os.path.basename(argv[0])} failed (exit {res.returncode})"
-                            + (f":\n{tail}" if tail else ""), returncode=res.returncode,
-                            stderr=res.stderr or "")
-    return res
 
 
 def parse_status(text: str) -> dict[str, str]:
@@ -198,5 +173,16 @@ class Machine:
             argv = ["su", self.tcuser(), "-c", shlex.join(["tce-load", "-i", *bare])]
         else:
             argv = ["tce-load", "-i", *bare]
-        res = run(argv, timeout=timeout, what="tce-load -i " + " ".join(bare))
-        return (res.stdout or "") + (res.stderr or "")
+        what = "tce-load -i " + " ".join(bare)
+        try:
+            # in the caller's environment, as TC's loader expects (proc.run keeps a clean one otherwise)
+            res = proc.run(argv, env=dict(os.environ), timeout=timeout, check=False, what=what)
+        except ToolMissing as exc:  # proc's hint names a Debian package, which means nothing on TC
+            raise ToolMissing(exc.message,
+                              hint="is this a Tiny Core system (or the tce-ipfs test base)?") from None
+        out, err = ((b or b"").decode(errors="replace") for b in (res.stdout, res.stderr))
+        if res.returncode != 0:  # tce-load reports on stdout, so the message quotes its output too
+            tail = "\n".join((err or out).strip().splitlines()[-10:])
+            raise CommandFailed(f"{what} failed (exit {res.returncode})" + (f":\n{tail}" if tail else ""),
+                                returncode=res.returncode, stderr=err)
+        return out + err

@@ -15,6 +15,7 @@ examples:
   tce-ipfs tcz pack ./tree -o out/hello.tcz --dep ncursesw --info-field Author="Jane Doe"
   tce-ipfs tcz build ipfs --arch x86_64 -o out               kubo as ipfs.tcz (+ sidecars)
   tce-ipfs tcz build tce-ipfs-agent --arch aarch64 -o out    the Python agent, vendored
+  tce-ipfs tcz build python3.11 --arch aarch64 -o out        CPython from Debian packages (runtime.toml)
   tce-ipfs tcz list                                          recipes in tcz-build/
 """
 
@@ -58,6 +59,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     b.add_argument("--arch", required=True, metavar="ARCH", help=f"target arch: {', '.join(Arch.names())}")
     b.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
                    help="directory for NAME.tcz and its sidecars (created if missing)")
+    b.add_argument("--testbase", action="store_true",
+                   help="runtime recipes: also build glibc-testbase.tcz (TEST ONLY, for the busybox "
+                        "test base) and list it as a dependency")
     b.set_defaults(func=cmd_build)
 
     ls = tsub.add_parser("list", parents=[common], help="list the recipes in tcz-build/")
@@ -114,7 +118,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from tce_ipfs import recipes
 
-    result = recipes.build(args.recipe, Arch.parse(args.arch), args.output)
+    result = recipes.build(args.recipe, Arch.parse(args.arch), args.output, testbase=args.testbase)
     return _report(args, result)
 
 
@@ -124,6 +128,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     rows = []
     for name in recipes.list_recipes():
+        spec = recipes.runtime_spec(name)
+        if spec is not None:
+            from tce_ipfs import pyruntime
+
+            rt = pyruntime.load_spec(spec)
+            rows.append({"name": name, "version": "(from Debian)", "description": rt.description,
+                         "deps": [], "kinds": ["python-runtime"], "path": str(spec)})
+            continue
         r = recipes.load(name)
         values = recipes.variables(Arch.host(), r)
         rows.append({"name": name, "version": recipes.expand(r.version, values, str(r.path)),

@@ -1,6 +1,8 @@
 """Build ``python3.11.tcz`` (and the test-only ``glibc-testbase.tcz``) for a guest arch from Debian.
 
-What goes in, and why, is in ``runtime.toml`` next to this file. Steps:
+The runtime recipe ``tcz-build/python3.11/runtime.toml`` says what goes in, and why (Debian packages,
+C modules kept, stdlib parts dropped, glibc's sonames) and names the launcher, the ``.pth`` file and
+glibc-testbase's install script in its ``files/``. Steps:
 
 1. ``apt-get download`` (through ``guest.download``: cached in ``cache_dir()/debs``) the packages
    for the arch's Debian architecture: the interpreter and standard library, the libraries the kept
@@ -8,19 +10,16 @@ What goes in, and why, is in ``runtime.toml`` next to this file. Steps:
    ``runtime.toml``; an unmapped soname is an error), and ``libc6`` for the test base;
 2. ``dpkg-deb -x`` them into a scratch tree;
 3. stage the extension: trimmed stdlib, the kept C modules, the interpreter, its private libraries,
-   a launcher; precompile the stdlib (``.pyc``, unchecked-hash: the image is read-only and its
+   the launcher; precompile the stdlib (``.pyc``, unchecked-hash: the image is read-only and its
    timestamps are normalised) when this build host runs CPython 3.11 (same bytecode);
 4. ``tcz.pack`` both images.
 
-This is a builder function rather than a ``recipe.toml``: the recipe schema (``tce_ipfs.recipes``) has
-no "Debian packages" install kind. Use ``build(arch, out_dir, testbase=...)`` or the command line::
-
-    .venv/bin/python tcz-build/python3.11/build.py --arch x86_64 -o DIR [--testbase]
+``tce-ipfs tcz build python3.11 --arch A -o DIR [--testbase]`` (``recipes.build`` dispatches here for a
+directory with a ``runtime.toml``), or ``build(arch, out_dir, testbase=...)``.
 """
 
 from __future__ import annotations
 
-import argparse
 import compileall
 import fnmatch
 import logging
@@ -38,44 +37,42 @@ from typing import Any
 
 from tce_ipfs import elf, guest, proc, tcz
 from tce_ipfs.arch import Arch
-from tce_ipfs.errors import BuildError, TceIpfsError
+from tce_ipfs.errors import BuildError
+from tce_ipfs.recipes import FILES_DIR, RUNTIME_FILE
+from tce_ipfs.settings import recipes_dir
 
-log = logging.getLogger("tce_ipfs.python_runtime")
+log = logging.getLogger(__name__)
 
-HERE = Path(__file__).resolve().parent
-SPEC_FILE = HERE / "runtime.toml"
 PYVER = "3.11"
 PREFIX = "usr/local"
 STDLIB = f"{PREFIX}/lib/python{PYVER}"
 REAL_BIN = f"{STDLIB}/bin/python{PYVER}"
 LIB_DEPS = f"{STDLIB}/lib-deps"
 
-LAUNCHER = f"""#!/bin/sh
-# python{PYVER}.tcz launcher: Debian's interpreter needs zlib and expat, which this extension keeps in
-# a private directory (so they cannot clash with other extensions' copies). glibc comes from the
-# system (Tiny Core's base; glibc-testbase.tcz in the tce-ipfs test base).
-LD_LIBRARY_PATH=/{LIB_DEPS}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}
-export LD_LIBRARY_PATH
-exec /{REAL_BIN} "$@"
-"""
-
-SITE_PTH = f"""# python{PYVER}.tcz: Debian's site.py only looks in dist-packages; Tiny Core extensions use
-# site-packages. A missing directory is skipped.
-/{STDLIB}/site-packages
-"""
+_KEYS = {"name", "description", "launcher", "site_pth", "packages", "keep_dynload", "drop", "sources",
+         "libraries", "glibc"}
+_GLIBC_KEYS = {"name", "install_script", "package", "provides"}
 
 
 @dataclass(frozen=True)
 class Spec:
+    dir: Path  # the recipe directory (runtime.toml, files/)
     name: str
+    description: str
+    launcher: str  # files in files/
+    site_pth: str
     packages: tuple[str, ...]
     keep_dynload: frozenset[str]
     drop: tuple[str, ...]
     sources: bool
     libraries: dict[str, str]
     glibc_name: str
+    glibc_install_script: str
     glibc_package: str
     glibc_provides: frozenset[str]
+
+    def file(self, name: str) -> Path:
+        return self.dir / FILES_DIR / name
 
 
 @dataclass(frozen=True)
@@ -85,27 +82,48 @@ class RuntimeBuild:
     versions: dict[str, str]  # Debian package -> version used
 
 
-def load_spec(path: Path = SPEC_FILE) -> Spec:
-    data: dict[str, Any] = tomllib.loads(path.read_text())
-    g = data["glibc"]
-    return Spec(
-        name=str(data["name"]),
-        packages=tuple(data["packages"]),
-        keep_dynload=frozenset(data["keep_dynload"]),
-        drop=tuple(data["drop"]),
-        sources=bool(data.get("sources", True)),
-        libraries=dict(data["libraries"]),
-        glibc_name=str(g["name"]),
-        glibc_package=str(g["package"]),
-        glibc_provides=frozenset(g["provides"]),
-    )
+def load_spec(path: Path | None = None) -> Spec:
+    """Parse a ``runtime.toml`` (default: ``tcz-build/python3.11/``); unknown keys are errors."""
+    path = path or recipes_dir() / f"python{PYVER}" / RUNTIME_FILE
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        g = data["glibc"]
+        unknown = sorted(set(data) - _KEYS) + sorted(f"glibc.{k}" for k in set(g) - _GLIBC_KEYS)
+        if unknown:
+            raise BuildError(f"{path}: unknown key(s) {', '.join(unknown)}")
+        spec = Spec(
+            dir=path.parent,
+            name=str(data["name"]),
+            description=str(data["description"]),
+            launcher=str(data["launcher"]),
+            site_pth=str(data["site_pth"]),
+            packages=tuple(data["packages"]),
+            keep_dynload=frozenset(data["keep_dynload"]),
+            drop=tuple(data["drop"]),
+            sources=bool(data.get("sources", True)),
+            libraries=dict(data["libraries"]),
+            glibc_name=str(g["name"]),
+            glibc_install_script=str(g["install_script"]),
+            glibc_package=str(g["package"]),
+            glibc_provides=frozenset(g["provides"]),
+        )
+    except tomllib.TOMLDecodeError as exc:
+        raise BuildError(f"{path}: {exc}") from None
+    except KeyError as exc:
+        raise BuildError(f"{path}: missing key {exc}") from None
+    if spec.name != path.parent.name:
+        raise BuildError(f"{path}: name {spec.name!r} differs from the directory name {path.parent.name!r}")
+    for name in (spec.launcher, spec.site_pth, spec.glibc_install_script):
+        if not spec.file(name).is_file():
+            raise BuildError(f"{path}: {spec.file(name)} does not exist")
+    return spec
 
 
 # ------------------------------------------------------------------------------------------ debs
 def _fetch(arch: Arch, packages: Iterable[str]) -> tuple[list[Path], dict[str, str]]:
     deb = arch.info.debian
     guest.ensure_apt(arch)
-    versions = {p: guest._package_version(p, deb) for p in dict.fromkeys(packages)}
+    versions = {p: guest.package_version(p, deb) for p in dict.fromkeys(packages)}
     return guest.download(sorted(versions.items()), deb), versions
 
 
@@ -229,32 +247,17 @@ def stage_python(spec: Spec, arch: Arch, unpacked: Path, stage: Path) -> list[el
 
     bindir = stage / PREFIX / "bin"
     bindir.mkdir(parents=True)
-    launcher = bindir / f"python{PYVER}"
-    launcher.write_text(LAUNCHER)
-    launcher.chmod(0o755)
+    shutil.copyfile(spec.file(spec.launcher), bindir / f"python{PYVER}")
+    (bindir / f"python{PYVER}").chmod(0o755)
     (bindir / "python3").symlink_to(f"python{PYVER}")
     pth_dir = stdlib / "dist-packages"
     pth_dir.mkdir()
-    (pth_dir / "tce-site.pth").write_text(SITE_PTH)
+    shutil.copyfile(spec.file(spec.site_pth), pth_dir / "tce-site.pth")
     _precompile(stdlib, sources=spec.sources)
     for path in stage.rglob("*"):  # the Debian tree has a few group-writable or odd modes
         if path.is_file() and not path.is_symlink():
             path.chmod(0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644)
     return elves
-
-
-GLIBC_INSTALL = """#!/bin/sh
-# {name}.tcz (TEST ONLY) install script. The tce-ipfs test base marks TC's loader path with an EMPTY
-# file (so TC's getBuild answers as on a real Tiny Core), and tce-load's `cp -ais` keeps existing
-# files: replace such placeholders in /lib with links to this extension's real files (mount mode).
-for f in /tmp/tcloop/{name}/lib/*; do
-    [ -e "$f" ] || continue
-    t=/lib/${{f##*/}}
-    if [ -f "$t" ] && [ ! -L "$t" ] && [ ! -s "$t" ]; then
-        ln -sf "$f" "$t"
-    fi
-done
-"""
 
 
 def stage_glibc(spec: Spec, interpreter: str, unpacked: Path, stage: Path) -> None:
@@ -272,7 +275,7 @@ def stage_glibc(spec: Spec, interpreter: str, unpacked: Path, stage: Path) -> No
         link.symlink_to(os.path.relpath(lib / loader, link.parent))
     script = stage / tcz.INSTALLED_DIR / spec.glibc_name
     script.parent.mkdir(parents=True)
-    script.write_text(GLIBC_INSTALL.format(name=spec.glibc_name))
+    shutil.copyfile(spec.file(spec.glibc_install_script), script)
     for path in stage.rglob("*"):
         if path.is_file() and not path.is_symlink():
             path.chmod(0o755)
@@ -298,7 +301,7 @@ def build(arch: Arch | str, out_dir: Path, *, testbase: bool = False, epoch: int
         pyversion = versions[spec.packages[0]]
         info = {
             "Title": f"{spec.name}.tcz",
-            "Description": f"Python {PYVER} interpreter and a trimmed standard library",
+            "Description": spec.description,
             "Version": pyversion,
             "Author": "Python Software Foundation (Debian packaging)",
             "Original-site": "https://www.python.org (from Debian bookworm packages)",
@@ -337,27 +340,3 @@ def build(arch: Arch | str, out_dir: Path, *, testbase: bool = False, epoch: int
             }
             glibc = tcz.pack(gstage, out_dir / f"{spec.glibc_name}.tcz", info=ginfo, epoch=epoch)
     return RuntimeBuild(python=python, glibc=glibc, versions=versions)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--arch", default=str(Arch.host()))
-    parser.add_argument("-o", "--out", type=Path, required=True)
-    parser.add_argument("--testbase", action="store_true",
-                        help="also build glibc-testbase.tcz (TEST ONLY) and list it as a dependency")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        res = build(args.arch, args.out, testbase=args.testbase)
-    except TceIpfsError as exc:
-        print(f"build.py: error: {exc}" + (f"\nbuild.py: hint: {exc.hint}" if exc.hint else ""),
-              file=sys.stderr)
-        return exc.exit_code
-    for r in (res.python, res.glibc):
-        if r is not None:
-            print(f"{r.tcz}: {tcz.human_size(r.size)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
