@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from tce_ipfs import settings
 FINAL_OK = re.compile(r"^loaded (\d+) extensions from (\S+.*) in (\d+\.\d) s$")
 MIRROR = "http://10.0.2.100:8080/tcz"
 KEY = "0f" * 32
+FAKE_PEER_ID = "12D3KooWFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake"  # Identity.PeerID of the fake init
+GATEWAY_URL = "http://127.0.0.1:48080/"
 
 
 @pytest.fixture(params=sorted(SHELLS))
@@ -276,7 +279,7 @@ def test_rerun_reuses_placed_files(env: HookEnv) -> None:
     (env.root / "proc/mounts").write_text("")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
     assert FINAL_OK.match(result.final)
-    assert not [c for c in result.calls if c.startswith("wget ") and c.endswith("bigdata.tcz")]
+    assert not [c for c in result.calls if c.startswith(f"wget {GATEWAY_URL}") and c.endswith("bigdata.tcz")]
     assert env.builtin_list().count("hello.tcz") == 1
 
 
@@ -425,7 +428,7 @@ def test_gateway_error_stops_asking(env: HookEnv) -> None:
     assert "not asking this source again" in result.log
     assert "500 Internal Server Error" in result.console
     # after the failure no further request went to the gateway
-    wgets = [c for c in result.calls if c.startswith("wget ")]
+    wgets = [c for c in result.calls if c.startswith(f"wget {GATEWAY_URL}")]
     assert wgets[-1].endswith("pong.tcz.md5.txt")
     assert "error: ping.tcz: not loaded: its dependency pong.tcz failed" in result.console
     assert result.status["result"] == "partial"
@@ -580,6 +583,10 @@ def test_mirror_per_file_after_md5_mismatch(env: HookEnv) -> None:
     assert (env.optional() / "greeter.tcz").read_bytes() == (
         env.http / "http/10.0.2.100:8080/tcz/greeter.tcz"
     ).read_bytes()
+    result.wait_status("pinned")
+    assert f"/ipfs/{CID}/greeter.tcz recursive" not in result.pins
+    assert f"/ipfs/{CID}/greeter.tcz.md5.txt recursive" in result.pins  # that one did come via kubo
+    assert f"/ipfs/{CID}/hello.tcz recursive" in result.pins
 
 
 def test_mirror_after_cid_timeout_keeps_a_share_of_the_time(env: HookEnv) -> None:
@@ -626,6 +633,96 @@ def test_seed_0_stops_kubo(env: HookEnv) -> None:
     assert not (env.state / "daemon.running").exists()
     assert result.status["kubo_pid"] == "" and result.status["seed"] == "0"
     assert env.builtin_list()[0] == "ipfs.tcz"  # still mounted: tce-load links it
+    time.sleep(0.5)  # a pin job (there must be none) would have asked by now
+    assert result.pins == [] and not [c for c in result.calls if "/api/v0/pin/" in c]
+    assert "pinned" not in result.status and "seeding:" not in result.log
+
+
+# ------------------------------------------------------------------------------------------ seeding
+
+
+def expected_pins(repo: Repo, base: str, names: list[str], lst: str = "onboot.lst") -> list[str]:
+    """What the pin job must pin: the list and every placed extension's files (recursive)."""
+    pins = [f"{base}/{lst} recursive"]
+    for name in names:
+        pins += [f"{base}/{name}.md5.txt recursive", f"{base}/{name} recursive"]
+        if (repo.path / f"{name}.dep").exists():
+            pins.append(f"{base}/{name}.dep recursive")
+    return pins
+
+
+def test_seed_pins_every_placed_file(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    sample_repo(repo)
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    st = result.wait_status("pinned")
+    want = [f"/ipfs/{CID} direct", *expected_pins(repo, f"/ipfs/{CID}", CLOSURE)]
+    assert sorted(result.pins) == sorted(want)
+    assert result.pins[0] == f"/ipfs/{CID} direct"  # the root node only, never the whole repo
+    assert not [p for p in result.pins if "ipfs.tcz" in p]  # kubo came from the initrd
+    assert st["pinned"] == str(len(want)) and "pin_failed" not in st
+    assert st["peer_id"] == FAKE_PEER_ID and st["seed"] == "1"
+    # the status was rewritten whole, atomically: every key still there, reason last
+    lines = (env.root / "tmp/tce-ipfs/status").read_text().splitlines()
+    assert lines[-1].startswith("reason=") and st["result"] == "ok" and st["kubo_pid"]
+    assert not (env.root / "tmp/tce-ipfs/status.part").exists()
+    assert re.search(rf"seeding: pinned {len(want)} path\(s\) in \d+\.\d s$", result.env_log(), re.M)
+    assert (env.state / "daemon.running").exists()  # kubo keeps seeding
+    # every pin went to kubo's RPC API as a POST; nothing was fetched again through the gateway
+    assert all("127.0.0.1:45001/api/v0/pin/add?arg=" in c for c in result.calls if "/pin/" in c)
+
+
+def test_seed_pins_subpath_nodes_and_only_what_was_placed(env: HookEnv) -> None:
+    sub = "16.x/x86_64/tcz"
+    repo = ipfs_ready(env, CID, sub)
+    repo.ext("lib.tcz", md5_text="0123456789abcdef0123456789abcdef  lib.tcz\n")  # md5 mismatch
+    repo.ext("app.tcz", ["lib.tcz"])
+    repo.ext("c++lib.tcz")
+    repo.ext("ok.tcz", ["c++lib.tcz"])
+    repo.lst("app.tcz\nok.tcz\n")
+    result = env.run(f"tce=ipfs:{CID}/{sub} ipfs.peers={PEER}")
+    assert result.status["result"] == "partial"
+    st = result.wait_status("pinned")
+    base = f"/ipfs/{CID}/{sub}"
+    dirs = [f"/ipfs/{CID} direct", f"/ipfs/{CID}/16.x direct", f"/ipfs/{CID}/16.x/x86_64 direct",
+            f"{base} direct"]
+    want = [*dirs, *expected_pins(repo, base, ["c++lib.tcz", "ok.tcz"])]
+    assert result.pins[:4] == dirs and sorted(result.pins) == sorted(want)
+    assert st["pinned"] == str(len(want))
+    # "+" is escaped in the query (a "+" there would be a space)
+    assert any("arg=/ipfs/" in c and "c%2B%2Blib.tcz" in c for c in result.calls)
+
+
+def test_seed_pin_failures_are_counted_and_logged(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.knob("pin_fail", "bigdata\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    st = result.wait_status("pinned")
+    assert st["pin_failed"] == "2" and int(st["pinned"]) > 0
+    log = result.env_log()
+    assert f"seeding: cannot pin /ipfs/{CID}/bigdata.tcz: " in log and ", 2 failed" in log
+    assert "seeding" not in (env.root / "dev/console").read_text()  # after the boot: log only
+
+
+def test_seed_pins_do_not_delay_the_boot_and_are_bounded(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.knob("wget_hang", "/api/v0/pin/add\n")  # kubo never answers a pin
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=5")
+    assert FINAL_OK.match(result.final), result.console
+    assert "pinned" not in result.status  # the hook returned while the pin job still waits
+    st = result.wait_status("pinned", timeout=15)  # bounded by ipfs.timeout
+    assert st["pinned"] == "0" and int(st["pin_failed"]) > 0
+    assert "no answer in time" in result.env_log()
+
+
+def test_http_scheme_pins_nothing(env: HookEnv) -> None:
+    sample_repo(env.http_repo("10.0.2.100:8080", "tcz"))
+    result = env.run("tce=http://10.0.2.100:8080/tcz")
+    assert FINAL_OK.match(result.final)
+    time.sleep(0.5)
+    assert result.pins == [] and "pinned" not in result.status and "peer_id" not in result.status
 
 
 def test_debug(env: HookEnv) -> None:

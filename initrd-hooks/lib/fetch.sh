@@ -38,6 +38,13 @@ DOWNLOADED=" "
 GOT_NEW=0
 ORDER=
 ROOTS=
+PIN_NOTES=$WORK/pin-notes # "NAME REL" per file fetched through kubo (see from_kubo)
+
+# from_kubo NAME REL: note that REL (a file of extension NAME) came through kubo's gateway, so its
+# blocks are in kubo's repo: the seeding pin job (kubo.sh) pins it if NAME ends up placed.
+from_kubo() {
+    [ -n "$GATEWAY" ] && printf '%s %s\n' "$1" "$2" >>"$PIN_NOTES"
+}
 
 # src S: S_URL S_DEADLINE S_DESC S_UP = source S's settings (S is P or M).
 src() {
@@ -186,7 +193,7 @@ resolve_closure() {
         for _c_s in $SOURCES; do
             src_fetch "$_c_s" "$_c_name.dep" "$WORK/dep/$_c_name.raw"
             case $? in
-                0) _c_got=yes; break ;;
+                0) _c_got=yes; [ "$_c_s" = P ] && from_kubo "$_c_name" "$_c_name.dep"; break ;;
                 2) _c_got=none; break ;;
             esac
         done
@@ -268,6 +275,7 @@ get_ext() {
             EXT_ERR="${EXT_ERR:+$EXT_ERR; }malformed $1.md5.txt at $_g_desc"
             continue
         fi
+        [ "$_g_s" = P ] && from_kubo "$1" "$1.md5.txt"
         if [ -f "$OPT/$1" ]; then
             md5_of "$OPT/$1"
             if [ "$MD5" = "$MD5_WANT" ]; then
@@ -292,6 +300,7 @@ get_ext() {
         fi
         file_size "$OPT/$1.part"
         src_got "$_g_s" "$SIZE"
+        [ "$_g_s" = P ] && from_kubo "$1" "$1"
         place_sidecars "$1"
         mv -f "$OPT/$1.part" "$OPT/$1" || { EXT_ERR="cannot move $1 into optional/"; return 1; }
         GOT_NEW=1

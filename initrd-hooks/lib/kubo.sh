@@ -29,6 +29,10 @@ GATEWAY=
 API=
 API_URL=
 PEERS_OK=0
+KUBO_PEER_ID=
+KUBO_PIN_MAX=30 # seconds for one pin/add call (the blocks are local: it normally takes milliseconds)
+PINNED=
+PIN_FAILED=0
 
 # last_line FILE: LAST = last non-blank line of FILE, cut to 160 characters.
 last_line() {
@@ -139,6 +143,7 @@ kubo_prepare() {
             return 1
         fi
     fi
+    kubo_peer_id
     if [ -n "$SWARMKEY" ]; then
         # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
         # to start without the key; TCP_MUX=false silences the websocket-sharing warning.
@@ -149,6 +154,16 @@ kubo_prepare() {
         dbg "private swarm: swarm.key written"
     fi
     return 0
+}
+
+# kubo_peer_id: KUBO_PEER_ID = Identity.PeerID from the repo's config (no CLI start: ~1 s under TCG).
+kubo_peer_id() {
+    KUBO_PEER_ID=$(awk '/^[ \t]*"Identity":/ { inid = 1 }
+        inid && /^[ \t]*"PeerID":/ { v = $0; sub(/^[^:]*:[ \t]*"/, "", v); sub(/".*$/, "", v); print v; exit }' \
+        "$IPFS_PATH/config" 2>/dev/null)
+    case $KUBO_PEER_ID in
+        '' | *[!A-Za-z0-9]*) KUBO_PEER_ID= ;;
+    esac
 }
 
 # kubo_start DEADLINE_CS: start the daemon, wait until it is ready. Sets KUBO_PID GATEWAY API API_URL.
@@ -325,6 +340,71 @@ kubo_resolve() {
     SUBPATH=${_r_sub}${_r_sub:+${SUBPATH:+/}}$SUBPATH
     dbg "ipns:$IPNS_NAME -> /ipfs/$CID${SUBPATH:+/$SUBPATH}"
     return 0
+}
+
+# pin_path DEADLINE_CS PATH [direct]: `pin/add` over kubo's RPC API (recursive, or with "direct" only
+# the node itself). Counts into PINNED / PIN_FAILED; a failure is logged with its reason.
+pin_path() {
+    _pp_arg=$2
+    case $_pp_arg in
+        *+*) _pp_arg=$(printf '%s' "$_pp_arg" | sed 's/+/%2B/g') ;; # "+" in a query means a space
+    esac
+    _pp_q="arg=$_pp_arg"
+    [ "${3:-}" = direct ] && _pp_q="$_pp_q&recursive=false"
+    if bounded "$1" "$KUBO_PIN_MAX" "$WGET" -q -O "$WORK/pin.out" --post-data= \
+        "$API_URL/api/v0/pin/add?$_pp_q" 2>"$WORK/pin.err" && grep -q '"Pins"' "$WORK/pin.out" 2>/dev/null; then
+        PINNED=$((PINNED + 1))
+    else
+        last_line "$WORK/pin.err"
+        PIN_FAILED=$((PIN_FAILED + 1))
+        log "seeding: cannot pin $2: ${LAST:-no answer in time}"
+    fi
+}
+
+# kubo_pin DEADLINE_CS: pin what the boot fetched through kubo so it survives any `ipfs repo gc`:
+# the repo's directory node(s) /ipfs/<CID>[/sub...] (direct: only the node, never the whole repo),
+# <lst>, and for every placed extension the NAME.tcz, NAME.tcz.md5.txt and NAME.tcz.dep that came
+# through the gateway. All of it is local already: nothing new is fetched. Sets PINNED PIN_FAILED.
+kubo_pin() {
+    PINNED=0
+    PIN_FAILED=0
+    _kp_base=/ipfs/$CID
+    pin_path "$1" "$_kp_base" direct
+    _kp_rest=$SUBPATH
+    while [ -n "$_kp_rest" ]; do
+        _kp_base=$_kp_base/${_kp_rest%%/*}
+        case $_kp_rest in
+            */*) _kp_rest=${_kp_rest#*/} ;;
+            *) _kp_rest= ;;
+        esac
+        pin_path "$1" "$_kp_base" direct
+    done
+    # shellcheck disable=SC2153 # LST is set by parse.sh
+    [ -n "$LIST_CS" ] && pin_path "$1" "$_kp_base/$LST"
+    awk -v placed=" $PLACED " 'index(placed, " " $1 " ") { print $2 }' "$PIN_NOTES" >"$WORK/pin.todo" 2>/dev/null
+    while read -r _kp_rel; do
+        pin_path "$1" "$_kp_base/$_kp_rel"
+    done <"$WORK/pin.todo"
+}
+
+# seed_pins_bg: after the hand-over, in the background (the boot goes on): kubo_pin, bounded by
+# ipfs.timeout, then the status file is written again with pinned= (and pin_failed=). Output goes to
+# the hook log only. Nothing is written if kubo is gone or the status is no longer this run's.
+seed_pins_bg() {
+    (
+        tick
+        _sp_t0=$NOW
+        kubo_pin "$((NOW + TIMEOUT * 100))"
+        tick
+        fmt_cs "$((NOW - _sp_t0))"
+        _sp_msg="seeding: pinned $PINNED path(s) in $FMT s"
+        [ "$PIN_FAILED" -gt 0 ] && _sp_msg="$_sp_msg, $PIN_FAILED failed"
+        log "$_sp_msg"
+        if kill -0 "$KUBO_PID" 2>/dev/null && grep -qxF "kubo_pid=$KUBO_PID" "$STATUS" 2>/dev/null; then
+            write_status
+        fi
+        [ "$DEBUG" = 1 ] || rm -f "$PIN_NOTES" "$WORK/pin.todo" "$WORK/pin.out" "$WORK/pin.err"
+    ) </dev/null >/dev/null 2>&1 &
 }
 
 # kubo_stop: SIGTERM (kubo shuts down cleanly on it), wait up to 3 s, then SIGKILL.

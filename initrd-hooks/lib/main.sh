@@ -126,6 +126,9 @@ write_status() {
         status_kv api "$API"
         status_kv gateway "$GATEWAY"
         status_kv seed "$SEED"
+        [ -n "$KUBO_PEER_ID" ] && status_kv peer_id "$KUBO_PEER_ID"
+        [ -n "$PINNED" ] && status_kv pinned "$PINNED"
+        [ "$PIN_FAILED" -gt 0 ] && status_kv pin_failed "$PIN_FAILED"
         status_kv version "$HOOK_VERSION"
         # free text, last; no double quotes or backslashes (readers split the file shell-style)
         status_kv reason "$(printf '%s' "$REASON" | tr '\042\134' '\047\047')"
@@ -166,6 +169,10 @@ finish() {
         fi
     fi
     write_status
+    # Seeding: pin what was fetched, in the background (pinned= is added to the status when done).
+    if [ -n "$KUBO_PID" ] && [ -n "$API_URL" ] && [ -n "$CID" ]; then
+        seed_pins_bg
+    fi
     [ "$DEBUG" = 1 ] || rm -rf "$WORK/get" "$WORK/dep" "$WORK/names.out" "$WORK/order.out" 2>/dev/null
     exit 0
 }
@@ -186,6 +193,7 @@ tce_ipfs_main() {
     read_cmdline || exit 0
     parse_scheme || exit 0 # tce= absent or not ours: do nothing at all
     mkdir -p "$WORK" "${LOG%/*}" 2>/dev/null
+    rm -f "$PIN_NOTES"
     if [ -r "$HOOK_LIB/build.conf" ]; then
         # shellcheck source=/dev/null
         . "$HOOK_LIB/build.conf"

@@ -341,7 +341,8 @@ def _build_kit(arch: Arch, kpkg: KernelPackage, kit: Path) -> None:
         shutil.copy2(bb, out / "busybox")
         meta = {"arch": arch.info.name, "kver": kpkg.kver, "autoload": autoload, "shipped": shipped,
                 "kernel_package": f"{kpkg.package} {kpkg.version}",
-                "busybox_package": f"{BUSYBOX_PACKAGE} {bb_version}", "boot_kernel": prof.boot_kernel}
+                "busybox_package": f"{BUSYBOX_PACKAGE} {bb_version}", "boot_kernel": prof.boot_kernel,
+                "profile_modules": _profile_modules(arch)}
         (out / KIT_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if kit.exists():
             shutil.rmtree(kit)
@@ -350,12 +351,19 @@ def _build_kit(arch: Arch, kpkg: KernelPackage, kit: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _profile_modules(arch: Arch) -> list[str]:
+    """What the profile asks for; part of the kit's cache key, so editing the lists rebuilds it."""
+    prof = qemu.profile(arch)
+    return [*prof.autoload, "|", *prof.modules]
+
+
 def _kit_ok(kit: Path, arch: Arch) -> bool:
     try:
         meta = json.loads((kit / KIT_FILE).read_text())
     except (OSError, ValueError):
         return False
     return bool(meta.get("boot_kernel") == qemu.profile(arch).boot_kernel
+                and meta.get("profile_modules") == _profile_modules(arch)
                 and (kit / "vmlinuz").is_file() and (kit / "busybox").is_file())
 
 

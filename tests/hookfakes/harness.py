@@ -163,6 +163,25 @@ class Result:
             return {}
         return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
+    def wait_status(self, key: str, timeout: float = 20) -> dict[str, str]:
+        """The status once it has ``key`` (the seeding pin job adds ``pinned=`` after the hook exits)."""
+        deadline = time.monotonic() + timeout
+        while key not in (status := self.status):
+            assert time.monotonic() < deadline, f"no {key}= in the status file: {status}"
+            time.sleep(0.05)
+        return status
+
+    def env_log(self) -> str:
+        """The hook log as it is now (the pin job appends to it after the hook has exited)."""
+        path = self.env.root / "var/log/tce-ipfs.log"
+        return path.read_text() if path.exists() else ""
+
+    @property
+    def pins(self) -> list[str]:
+        """The fake kubo API's pin/add calls: "PATH recursive" or "PATH direct"."""
+        path = self.env.state / "pins.log"
+        return path.read_text().splitlines() if path.exists() else []
+
     @property
     def calls(self) -> list[str]:
         path = self.env.state / "calls.log"
