@@ -685,8 +685,12 @@ def test_seed_pins_subpath_nodes_and_only_what_was_placed(env: HookEnv) -> None:
     assert result.status["result"] == "partial"
     st = result.wait_status("pinned")
     base = f"/ipfs/{CID}/{sub}"
-    dirs = [f"/ipfs/{CID} direct", f"/ipfs/{CID}/16.x direct", f"/ipfs/{CID}/16.x/x86_64 direct",
-            f"{base} direct"]
+    dirs = [
+        f"/ipfs/{CID} direct",
+        f"/ipfs/{CID}/16.x direct",
+        f"/ipfs/{CID}/16.x/x86_64 direct",
+        f"{base} direct",
+    ]
     want = [*dirs, *expected_pins(repo, base, ["c++lib.tcz", "ok.tcz"])]
     assert result.pins[:4] == dirs and sorted(result.pins) == sorted(want)
     assert st["pinned"] == str(len(want))

@@ -173,6 +173,29 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
         check=True,
     ).stdout
     assert out == repo.data["hello.tcz"]
+    # seeding: the pin job pinned every fetched file (recursive) and the root node (direct) through
+    # the real RPC API, and peer_id is the node's real identity
+    st = result.wait_status("pinned", timeout=60)
+    assert "pin_failed" not in st, result.env_log()
+    names = {ln.split()[-1]: ln.split()[0] for ln in seed.ipfs("ls", cid).splitlines()}
+    fetched = [n for n in names if n != "onboot.lst" and not n.endswith(".dep")] + [
+        "hello-core.tcz.dep",
+        "hello.tcz.dep",
+        "onboot.lst",
+    ]
+    assert int(st["pinned"]) == 1 + len(fetched)
+    cli = {**env, "HOME": str(tmp_path)}
+
+    def hook_ipfs(*args: str) -> set[str]:
+        out = subprocess.run(
+            [str(seed.kubo), *args], env=cli, capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        return set(out.split())
+
+    empty_dir = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"  # kubo's init pins it
+    assert hook_ipfs("pin", "ls", "--type=recursive", "-q") - {empty_dir} == {names[n] for n in fetched}
+    assert hook_ipfs("pin", "ls", "--type=direct", "-q") == {cid}
+    assert hook_ipfs("id", "-f", "<id>") == {st["peer_id"]}
 
 
 def test_cid_nobody_has_times_out(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:

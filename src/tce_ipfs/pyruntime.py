@@ -20,11 +20,9 @@ directory with a ``runtime.toml``), or ``build(arch, out_dir, testbase=...)``.
 
 from __future__ import annotations
 
-import compileall
 import fnmatch
 import logging
 import os
-import py_compile
 import shutil
 import stat
 import sys
@@ -37,7 +35,7 @@ from typing import Any
 
 from tce_ipfs import elf, guest, proc, tcz
 from tce_ipfs.arch import Arch
-from tce_ipfs.errors import BuildError
+from tce_ipfs.errors import BuildError, CommandFailed
 from tce_ipfs.recipes import FILES_DIR, RUNTIME_FILE
 from tce_ipfs.settings import recipes_dir
 
@@ -192,12 +190,17 @@ def _precompile(stdlib: Path, *, sources: bool) -> bool:
         log.warning("build host runs Python %d.%d, not 3.11: the stdlib is shipped as .py only",
                     *sys.version_info[:2])
         return False
-    ok = compileall.compile_dir(
-        str(stdlib), ddir=f"/{STDLIB}", quiet=2, workers=1, legacy=not sources,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
-    if not ok:
-        raise BuildError("compiling the standard library failed")
+    # A fresh, isolated interpreter with a fixed hash seed: marshal's output (interned strings, refs)
+    # depends on what the compiling process has already loaded, so compiling in-process would make the
+    # .pyc bytes -- and the image -- vary with the caller.
+    args = [sys.executable, "-I", "-m", "compileall", "-qq", "-j", "1", "-d", f"/{STDLIB}",
+            "--invalidation-mode", "unchecked-hash"]
+    if not sources:
+        args.append("-b")
+    try:
+        proc.run([*args, str(stdlib)], env={"PYTHONHASHSEED": "0"}, what="compiling the standard library")
+    except CommandFailed as exc:
+        raise BuildError(f"compiling the standard library failed: {exc}") from None
     if not sources:
         for py in stdlib.rglob("*.py"):
             py.unlink()
