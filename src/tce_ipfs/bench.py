@@ -237,6 +237,16 @@ def bench_fetch(kubo: Path, work: Path, cfg: BenchConfig,
     return fetch, egress
 
 
+BASELINE_COLOUR, IPFS_COLOUR = "#999999", "#2a7ab9"
+
+
+def _panel(ax: Any, labels: tuple[str, str], values: tuple[float, float], title: str, ylabel: str) -> None:
+    """One baseline-vs-IPFS bar pair: the baseline always grey and on the left."""
+    ax.bar(list(labels), list(values), color=[BASELINE_COLOUR, IPFS_COLOUR])
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+
+
 def plot(results: BenchResults, out: Path) -> list[Path]:
     import matplotlib
 
@@ -245,28 +255,22 @@ def plot(results: BenchResults, out: Path) -> list[Path]:
 
     paths = []
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    median = statistics.median
     if results.publish:
         p = results.publish
-        axes[0].bar(["bare ipfs add -r", "tce-ipfs publish"],
-                    [statistics.median(p["bare_add_s"]), statistics.median(p["publish_s"])],
-                    color=["#999999", "#2a7ab9"])
-        axes[0].set_title(f"publish {p['extensions']} ext, {p['bytes'] / 2**20:.0f} MiB\n"
-                          f"ratio {p['ratio_median']:.2f}x")
-        axes[0].set_ylabel("seconds (median)")
+        _panel(axes[0], ("bare ipfs add -r", "tce-ipfs publish"),
+               (median(p["bare_add_s"]), median(p["publish_s"])),
+               f"publish {p['extensions']} ext, {p['bytes'] / 2**20:.0f} MiB\nratio {p['ratio_median']:.2f}x",
+               "seconds (median)")
     if results.fetch:
         f = results.fetch
-        axes[1].bar(["HTTP mirror", "IPFS seed"],
-                    [statistics.median(f["http_s"]), statistics.median(f["ipfs_s"])],
-                    color=["#999999", "#2a7ab9"])
-        axes[1].set_title(f"fetch boot closure ({f['payload_bytes'] / 2**20:.0f} MiB)\n"
-                          f"ratio {f['ratio_median']:.2f}x")
-        axes[1].set_ylabel("seconds (median)")
+        _panel(axes[1], ("HTTP mirror", "IPFS seed"), (median(f["http_s"]), median(f["ipfs_s"])),
+               f"fetch boot closure ({f['payload_bytes'] / 2**20:.0f} MiB)\nratio {f['ratio_median']:.2f}x",
+               "seconds (median)")
     if results.egress:
         e = results.egress
-        axes[2].bar(["HTTP mirror", "IPFS seed"], [e["http_egress_ratio"], e["ipfs_egress_ratio"]],
-                    color=["#999999", "#2a7ab9"])
-        axes[2].set_title(f"origin egress / payload, {e['clients']} clients")
-        axes[2].set_ylabel("bytes served by origin / payload")
+        _panel(axes[2], ("HTTP mirror", "IPFS seed"), (e["http_egress_ratio"], e["ipfs_egress_ratio"]),
+               f"origin egress / payload, {e['clients']} clients", "bytes served by origin / payload")
     fig.tight_layout()
     path = out / "bench.png"
     fig.savefig(path, dpi=100)
