@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -11,6 +12,13 @@ import pytest
 from tce_ipfs.arch import Arch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / ".results"
+
+
+def record(name: str, data: dict[str, object]) -> None:
+    """Keep measured numbers (boot times, RSS, bytes) for the report; never asserted as timings."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def need_tool(name: str) -> None:

@@ -7,26 +7,17 @@ reach the base system with one clear error line on the console, within the timeo
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import record
 from tce_ipfs import e2e, samplerepo
 from tce_ipfs.arch import Arch
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
-
-RESULTS = Path(__file__).resolve().parent / ".results"
-
-
-def record(name: str, data: dict[str, object]) -> None:
-    """Keep measured numbers (boot times, RSS, bytes) for the report; never asserted as timings."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
-
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
