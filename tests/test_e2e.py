@@ -20,11 +20,6 @@ from tce_ipfs.arch import Arch
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("e2e")
-
-
-@pytest.fixture(scope="module")
 def seed(work: Path) -> Iterator[e2e.Seed]:
     with e2e.Seed(work) as s:
         yield s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import shutil
 import stat
 import subprocess
@@ -121,6 +122,42 @@ def test_writer_rejects_duplicates_and_late_adds() -> None:
     w.finish()
     with pytest.raises(UsageError):
         w.add_file("b", b"")
+
+
+def test_writer_devices_links_gid_and_root(tmp_path: Path) -> None:
+    need("cpio")
+    w = initrd.CpioWriter()
+    w.add_dir(".")
+    w.add_dir("dev")
+    w.add_device("dev/console", "c", 5, 1)
+    w.add_device("dev/sda", "b", 8, 0, 0o660, gid=6)
+    w.add_dir("tce", 0o775, gid=50)
+    w.add_symlink("bin/sh", "/bin/busybox")
+    w.add_file("bin/busybox.suid", b"x", 0o4755)
+    data = w.finish()
+    out = subprocess.run(["cpio", "-itvn", "--quiet"], input=data, capture_output=True, check=True).stdout
+    listing = {line.split()[-1] if "->" not in line else line.split()[-3]: line
+               for line in out.decode().splitlines()}
+    assert listing["dev/console"].startswith("crw-------")
+    assert re.search(r"\b5,\s*1\b", listing["dev/console"])
+    assert listing["dev/sda"].startswith("brw-rw----") and re.search(r"\b8,\s*0\b", listing["dev/sda"])
+    assert listing["tce"].startswith("drwxrwxr-x") and listing["tce"].split()[3] == "50"
+    assert listing["bin/sh"].startswith("lrwxrwxrwx")
+    assert listing["bin/busybox.suid"].startswith("-rwsr-xr-x")
+    by_name = {e.name: e for e in initrd.parse_cpio(data)}
+    assert by_name["."].is_dir
+    assert (by_name["dev/sda"].rdevmajor, by_name["dev/sda"].rdevminor, by_name["dev/sda"].gid) == (8, 0, 6)
+    with pytest.raises(UsageError, match="kind"):
+        initrd.CpioWriter().add_device("dev/x", "p", 1, 1)  # type: ignore[arg-type]
+
+
+def test_writer_first_ino_and_padding() -> None:
+    w = initrd.CpioWriter(first_ino=0x1001, pad_to=4)
+    w.add_dir("a")
+    w.add_file("a/b", b"xyz")
+    data = w.finish()
+    assert [e.ino for e in initrd.parse_cpio(data)] == [0x1001, 0x1002]
+    assert initrd._cpio_end(data) == len(data)  # trailer last, no block padding
 
 
 # ------------------------------------------------------------------------------------------ compression

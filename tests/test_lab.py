@@ -11,14 +11,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tce_ipfs import ipfsapi, swarmkey
 from tce_ipfs.errors import NodeError
-from tce_ipfs.lab import PREFIX, Lab, namespaces, start_kubo
+from tce_ipfs.lab import PREFIX, Lab, ShapedLink, namespaces, start_kubo
 
 pytestmark = pytest.mark.root
 
@@ -31,18 +30,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """A lab torn down by the finalizer whatever the test does (and checked to be gone)."""
-    lab = Lab(tmp_path / "lab")
-    lab.open()
-    try:
-        yield lab
-    finally:
-        lab.close()
-        assert lab.netns not in namespaces()
 
 
 def test_lab_is_isolated(lab: Lab) -> None:
@@ -197,3 +184,62 @@ def test_wrong_swarm_key_cannot_fetch(lab: Lab, host_kubo: Path, tmp_path: Path)
             with pytest.raises(NodeError):
                 ipfsapi.cat(c, cid, timeout=5)
             assert ipfsapi.swarm_peers(c) == []
+
+
+# ---------------------------------------------------------------------- two labs joined by a shaped link
+_SERVE = ("import socket, sys\n"
+          "s = socket.create_server((sys.argv[1], 9000))\n"
+          "c, _ = s.accept()\n"
+          "c.sendall(b'x' * 200_000)\n"
+          "c.close()\n")
+_RECEIVE = ("import socket, sys, time\n"
+            "for _ in range(100):\n"
+            "    try:\n"
+            "        c = socket.create_connection((sys.argv[1], 9000), timeout=10)\n"
+            "        break\n"
+            "    except OSError:\n"
+            "        time.sleep(0.05)\n"
+            "n = 0\n"
+            "while chunk := c.recv(65536):\n"
+            "    n += len(chunk)\n"
+            "print(n)\n")
+
+
+def test_shaped_link_is_isolated_capped_and_torn_down(tmp_path: Path) -> None:
+    with ShapedLink(tmp_path / "link", rate_mbit=10) as link:
+        link.check_isolated()
+        sides = ((link.origin, link.origin_if, link.clients), (link.clients, link.clients_if, link.origin))
+        for side, ifname, _ in sides:
+            assert side.netns.startswith(PREFIX) and len(ifname) <= 15
+            names = {link_["ifname"] for link_ in side.links()}
+            assert names == {"lo", side.bridge, ifname}
+            # The veth is the only link with a peer elsewhere, and that peer is the other lab.
+            assert [x["ifname"] for x in side.links() if "link_netnsid" in x] == [ifname]
+            assert not [r for r in side.routes() if r.get("dst") == "default"]
+            probe = side.exec(["ip", "route", "get", "1.1.1.1"], check=False)
+            assert probe.returncode != 0 and b"unreachable" in probe.stderr
+        for name in ("origin", "clients"):
+            (qdisc,) = link.qdiscs(name)
+            assert qdisc["kind"] == "tbf" and qdisc["options"]["rate"] == 10 * 10**6 // 8
+        assert (link.origin_ip, link.clients_ip) == ("10.78.0.1", "10.78.0.2")
+        # Traffic flows origin -> clients over the veth, and the counters see it.
+        before = link.tx_bytes("origin")
+        link.origin.spawn("server", [sys.executable, "-c", _SERVE, link.origin_ip])
+        got = link.clients.exec([sys.executable, "-c", _RECEIVE, link.origin_ip], timeout=60)
+        assert int(got.stdout) == 200_000
+        assert link.tx_bytes("origin") - before >= 200_000
+        sleepers = [lab_.spawn("sleeper", ["sleep", "300"]).pid for lab_ in (link.origin, link.clients)]
+        netns = {link.origin.netns, link.clients.netns}
+    assert not netns & set(namespaces())
+    assert not [pid for pid in sleepers if _alive(pid)]
+
+
+def test_shaped_link_teardown_on_exception(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="boom"), ShapedLink(tmp_path / "link", rate_mbit=5) as link:
+        pids = [lab_.spawn("sleeper", ["sleep", "300"]).pid for lab_ in (link.origin, link.clients)]
+        netns = {link.origin.netns, link.clients.netns}
+        raise RuntimeError("boom")
+    assert not netns & set(namespaces())
+    assert not [pid for pid in pids if _alive(pid)]
+    with pytest.raises(NodeError, match="positive"):
+        ShapedLink(tmp_path / "bad", rate_mbit=0)

@@ -8,7 +8,6 @@ QEMU's user network (restrict=on) serves the tree with its built-in TFTP server 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,9 @@ from test_remaster_support import (
     assert_booted,
     check_overlay,
     ipfs_tcz,
-    running_seed,
 )
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("netboot-qemu")
-
-
-@pytest.fixture(scope="module")
-def seed(work: Path, host_kubo: Path) -> Iterator[Seed]:
-    with running_seed(work, host_kubo) as s:
-        yield s
 
 
 def test_x86_64_real_pxe_boot(work: Path, seed: Seed) -> None:

@@ -13,7 +13,6 @@ everything the P2P entry adds comes from `tce-ipfs remaster` alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,21 +25,9 @@ from test_remaster_support import (
     assert_booted,
     check_overlay,
     ipfs_tcz,
-    running_seed,
 )
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("remaster-qemu")
-
-
-@pytest.fixture(scope="module")
-def seed(work: Path, host_kubo: Path) -> Iterator[Seed]:
-    with running_seed(work, host_kubo) as s:
-        yield s
 
 
 @pytest.mark.parametrize(("compression", "append_initrd"), [("gzip", False), ("zstd", True)])

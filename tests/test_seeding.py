@@ -31,7 +31,7 @@ import pytest
 
 from tce_ipfs import e2e, ipfsapi, qemu, recipes, samplerepo, swarmkey
 from tce_ipfs.arch import Arch
-from tce_ipfs.lab import Lab, SeedNode, TapNet, namespaces
+from tce_ipfs.lab import Lab, SeedNode, TapNet
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo, pytest.mark.root]
 
@@ -107,11 +107,6 @@ poweroff -f
 
 # ------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("seeding")
-
-
-@pytest.fixture(scope="module")
 def kit(work: Path) -> e2e.GuestKit:
     return e2e.prepare_kit(ARCH, work)
 
@@ -143,17 +138,6 @@ def agent_repo(kit: e2e.GuestKit, work: Path) -> LabRepo:
 def plain_repo(kit: e2e.GuestKit, work: Path) -> LabRepo:
     sample = samplerepo.build(work / "plain-repo", [kit.base.kver])
     return LabRepo(sample.path, sample.closure, sample.payload_bytes)
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path / "lab")
-    lab.open()
-    try:
-        yield lab
-    finally:
-        lab.close()
-        assert lab.netns not in namespaces()
 
 
 # ------------------------------------------------------------------------------------- booting

@@ -4,36 +4,54 @@ the baseline a Tiny Core user has today (an HTTP mirror, or a bare ``ipfs add``)
 Scenarios
 * ``publish``: ``tce-ipfs publish`` (checks md5 and deps, then adds) vs a bare ``ipfs add -r`` of the
   same directory on the same node (blocks removed between runs, order alternated).
-* ``fetch``: one client fetching a boot closure from a seed over IPFS vs over HTTP from a mirror
-  serving the same files on loopback.
-* ``egress``: N clients fetching the same closure at once; the seed's bytes sent divided by the payload
-  (an HTTP mirror's ratio is N by construction: it serves every byte to every client).
+* ``fetch-loopback``: a boot closure fetched from a seed over IPFS vs over HTTP from a mirror serving
+  the same files, everything on loopback: one client (repeated), then N clients at once. This measures
+  software overhead only: HTTP streams from the page cache at memory speed, which no real mirror does.
+* ``fetch-link``: the realistic one. The origin (the seed kubo AND the HTTP mirror, same files) runs in
+  one private network namespace, the clients (N kubo nodes and the HTTP fetchers) in another, joined
+  by a veth pair capped with ``tc ... tbf rate <link_mbit>mbit`` (``lab.ShapedLink``): the origin's
+  uplink is the bottleneck. The clients share their namespace, an uncapped LAN, and are connected to the
+  seed and to each other, so IPFS clients can get blocks from each other; HTTP clients only have the
+  origin. One client, then N at once, each run repeated; for each: wall time and bytes the origin
+  sent, both at the application (mirror's bytes served, seed's bitswap ``DataSent``) and on the wire
+  (the veth's tx counter: frames with all headers).
+
+Ratios: time is IPFS / HTTP (lower is better for IPFS); egress is origin bytes sent / payload (an HTTP
+mirror's is N by construction: it serves every byte to every client).
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import http.server
 import json
 import logging
+import os
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tce_ipfs import ipfsapi, publish
+from tce_ipfs.errors import NodeError
 from tce_ipfs.node import Node
 
 log = logging.getLogger(__name__)
+
+SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
+MIRROR_PORT = 8080  # the HTTP mirror inside the origin namespace (its own network: no clash possible)
+FETCH_EXTENSIONS = 40  # the fetch repo; its onboot.lst (the boot closure) names the first 10
 
 
 @dataclass
@@ -42,6 +60,8 @@ class BenchConfig:
     total_mib: int = 500
     repeats: int = 3
     clients: int = 3
+    fetch_mib: int = 100
+    link_mbit: float = 100.0
     out: Path = Path("bench-results")
 
 
@@ -49,8 +69,8 @@ class BenchConfig:
 class BenchResults:
     config: dict[str, Any]
     publish: dict[str, Any] = field(default_factory=dict)
-    fetch: dict[str, Any] = field(default_factory=dict)
-    egress: dict[str, Any] = field(default_factory=dict)
+    fetch_loopback: dict[str, Any] = field(default_factory=dict)
+    fetch_link: dict[str, Any] = field(default_factory=dict)
 
 
 def make_repo(path: Path, count: int, total_bytes: int) -> list[str]:
@@ -88,7 +108,6 @@ def _timed(func: Callable[[], object]) -> float:
 
 def _drop_all(node: Node) -> None:
     """Unpin everything and gc, so the next add writes every block again."""
-    node.kubo_cmd("pin", "ls", "--type=recursive", "--quiet")
     pins = node.kubo_cmd("pin", "ls", "--type=recursive", "--quiet").split()
     if pins:
         node.kubo_cmd("pin", "rm", *pins, timeout=600)
@@ -128,25 +147,40 @@ def bench_publish(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
     }
 
 
+class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files from ``directory``; ``on_served(n)`` is called before each body is sent (so the
+    count is complete by the time a client has the bytes)."""
+
+    on_served: Callable[[int], None] = staticmethod(lambda n: None)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        data = source.read()
+        self.on_served(len(data))
+        outputfile.write(data)
+
+
+def _mirror_server(root: Path, host: str, port: int,
+                   on_served: Callable[[int], None]) -> http.server.ThreadingHTTPServer:
+    handler = type("Handler", (_MirrorHandler,), {"on_served": staticmethod(on_served)})
+    return http.server.ThreadingHTTPServer((host, port),
+                                           functools.partial(handler, directory=str(root)))
+
+
 @contextmanager
 def http_mirror(root: Path) -> Iterator[tuple[str, dict[str, int]]]:
     """A plain HTTP mirror on loopback serving ``root``; yields (base URL, counters)."""
     served = {"bytes": 0, "requests": 0}
+    lock = threading.Lock()
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def copyfile(self, source: Any, outputfile: Any) -> None:
-            data = source.read()
-            served["bytes"] += len(data)
+    def count(n: int) -> None:
+        with lock:
+            served["bytes"] += n
             served["requests"] += 1
-            outputfile.write(data)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _mirror_server(root, "127.0.0.1", 0, count)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -161,7 +195,16 @@ def _closure_files(repo: Path) -> list[str]:
     return [f for n in names for f in (n, f"{n}.md5.txt")]
 
 
-def _fetch_http(base: str, files: list[str]) -> int:
+def _fetch_repo(work: Path, cfg: BenchConfig) -> tuple[Path, list[str], int]:
+    """The fetch scenarios' repo (made once per run), its boot closure and the closure's size."""
+    repo = work / "fetch-repo"
+    if not repo.exists():
+        make_repo(repo, FETCH_EXTENSIONS, cfg.fetch_mib * 1024 * 1024)
+    files = _closure_files(repo)
+    return repo, files, sum((repo / f).stat().st_size for f in files)
+
+
+def _fetch_http(base: str, files: Sequence[str]) -> int:
     total = 0
     for f in files:
         with urllib.request.urlopen(f"{base}/{f}", timeout=120) as resp:
@@ -169,16 +212,54 @@ def _fetch_http(base: str, files: list[str]) -> int:
     return total
 
 
-def _fetch_ipfs(client: Any, root: str, files: list[str]) -> int:
+def _fetch_ipfs(client: Any, root: str, files: Sequence[str]) -> int:
     return sum(len(ipfsapi.cat(client, f"/ipfs/{root}/{f}", timeout=600)) for f in files)
 
 
-def bench_fetch(kubo: Path, work: Path, cfg: BenchConfig,
-                fetch_mib: int = 100) -> tuple[dict[str, Any], dict[str, Any]]:
-    repo = work / "fetch-repo"
-    make_repo(repo, 40, fetch_mib * 1024 * 1024)
-    files = _closure_files(repo)
-    payload = sum((repo / f).stat().st_size for f in files)
+def _concurrently(jobs: Sequence[Callable[[], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Run ``jobs`` in threads at once; each returns ``{"start", "end", "bytes"}`` (monotonic clock).
+
+    Re-raises the first failure after every thread has ended.
+    """
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            results[i] = jobs[i]()
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None]
+
+
+def _timed_job(func: Callable[[], int], barrier: threading.Barrier) -> Callable[[], dict[str, Any]]:
+    def job() -> dict[str, Any]:
+        barrier.wait()
+        start = time.monotonic()
+        got = func()
+        return {"start": start, "end": time.monotonic(), "bytes": got}
+    return job
+
+
+def _wall(clients: Sequence[dict[str, Any]]) -> float:
+    """First start to last end."""
+    return float(max(c["end"] for c in clients) - min(c["start"] for c in clients))
+
+
+def _ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    return statistics.median(a) / statistics.median(b)
+
+
+def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
+    repo, files, payload = _fetch_repo(work, cfg)
     with ExitStack() as stack:
         seed = stack.enter_context(Node(work / "seed", kubo))
         root = publish.publish(repo, seed.client(timeout=600), progress=False).root_cid
@@ -195,8 +276,6 @@ def bench_fetch(kubo: Path, work: Path, cfg: BenchConfig,
                 ipfsapi.swarm_connect(c, seed_addr, timeout=30)
                 ipfs_s.append(_timed(functools.partial(_fetch_ipfs, c, root, files)))
             shutil.rmtree(work / f"client-{r}", ignore_errors=True)
-        fetch = {"payload_bytes": payload, "http_s": http_s, "ipfs_s": ipfs_s,
-                 "ratio_median": statistics.median(ipfs_s) / statistics.median(http_s)}
 
         # N clients at once, all connected to the seed and to each other.
         sent_before = int(ipfsapi.bitswap_stat(seed.client()).get("DataSent", 0))
@@ -208,35 +287,154 @@ def bench_fetch(kubo: Path, work: Path, cfg: BenchConfig,
             for a in [seed_addr, *addrs]:
                 if not a.endswith(n.peer_id):
                     ipfsapi.swarm_connect(c, a, timeout=30)
+        barrier = threading.Barrier(len(clients))
+        ipfs_runs = _concurrently([
+            _timed_job(functools.partial(_fetch_ipfs, n.client(timeout=600), root, files), barrier)
+            for n in clients])
+        ipfs_sent = int(ipfsapi.bitswap_stat(seed.client()).get("DataSent", 0)) - sent_before
         served["bytes"] = 0
-        threads = [threading.Thread(target=_fetch_ipfs, args=(n.client(timeout=600), root, files))
-                   for n in clients]
-        http_threads = [threading.Thread(target=_fetch_http, args=(base, files)) for _ in clients]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        ipfs_wall = time.perf_counter() - start
-        start = time.perf_counter()
-        for t in http_threads:
-            t.start()
-        for t in http_threads:
-            t.join()
-        http_wall = time.perf_counter() - start
-        sent = int(ipfsapi.bitswap_stat(seed.client()).get("DataSent", 0)) - sent_before
-        egress = {
-            "clients": cfg.clients,
-            "payload_bytes": payload,
-            "seed_sent_bytes": sent,
-            "ipfs_egress_ratio": sent / payload,
-            "http_egress_ratio": served["bytes"] / payload,
-            "ipfs_wall_s": ipfs_wall,
-            "http_wall_s": http_wall,
-        }
-    return fetch, egress
+        barrier = threading.Barrier(len(clients))
+        http_runs = _concurrently([_timed_job(functools.partial(_fetch_http, base, files), barrier)
+                                   for _ in clients])
+        http_sent = served["bytes"]
+    concurrent = {
+        "http_wall_s": [_wall(http_runs)], "ipfs_wall_s": [_wall(ipfs_runs)],
+        "http_origin_bytes": [http_sent], "ipfs_origin_bytes": [ipfs_sent],
+        "http_clients": [http_runs], "ipfs_clients": [ipfs_runs],
+    }
+    return {
+        "scenario": "fetch-loopback",
+        "payload_bytes": payload, "files": len(files), "clients": cfg.clients,
+        "single": {"http_s": http_s, "ipfs_s": ipfs_s, "time_ratio": _ratio(ipfs_s, http_s)},
+        "concurrent": _concurrent_summary(concurrent, payload),
+    }
 
 
+def _concurrent_summary(c: dict[str, Any], payload: int) -> dict[str, Any]:
+    """Add the ratios to the raw lists of one concurrent-fetch measurement."""
+    out = dict(c)
+    out["time_ratio"] = _ratio(c["ipfs_wall_s"], c["http_wall_s"])
+    for kind in ("http", "ipfs"):
+        out[f"{kind}_egress_ratio"] = statistics.median(c[f"{kind}_origin_bytes"]) / payload
+        if f"{kind}_wire_bytes" in c:
+            out[f"{kind}_wire_ratio"] = statistics.median(c[f"{kind}_wire_bytes"]) / payload
+    return out
+
+
+# ---------------------------------------------------------------- fetch-link: origin behind a capped link
+def _src_dir() -> str:
+    """Where the ``tce_ipfs`` package lives (PYTHONPATH for our helpers inside a namespace)."""
+    return str(Path(__file__).resolve().parents[1])
+
+
+def _helper_argv(*args: str | os.PathLike[str]) -> list[str]:
+    """This module's own command line (``python -m tce_ipfs.bench ...``), for use inside a namespace."""
+    return [sys.executable, "-m", "tce_ipfs.bench", *(os.fspath(a) for a in args)]
+
+
+def _read_stats(path: Path) -> dict[str, int]:
+    data: dict[str, int] = json.loads(path.read_text())
+    return data
+
+
+def _start_link_mirror(lab: Any, root: Path, host: str, stats: Path) -> Any:
+    """The HTTP mirror as a process inside the origin namespace; its counters go to ``stats``."""
+    stats.unlink(missing_ok=True)
+    mirror = lab.spawn("http-mirror", _helper_argv("serve-http", root, "--bind", host,
+                                                   "--port", str(MIRROR_PORT), "--stats", stats),
+                       env={"PYTHONPATH": _src_dir()})
+    deadline = time.monotonic() + 30
+    while not stats.exists():
+        if not mirror.alive() or time.monotonic() > deadline:
+            raise NodeError("the HTTP mirror in the origin namespace did not come up: "
+                            + mirror.log_path.read_text(errors="replace")[-500:])
+        time.sleep(0.05)
+    return mirror
+
+
+def _http_link_job(lab: Any, base: str, files: Sequence[str], at: float,
+                   timeout: float) -> Callable[[], dict[str, Any]]:
+    """One HTTP client: a process inside the clients namespace that starts fetching at ``at``."""
+    def job() -> dict[str, Any]:
+        res = lab.exec(_helper_argv("fetch-http", base, "--at", repr(at), *files),
+                       env={"PYTHONPATH": _src_dir()}, timeout=timeout, what="HTTP fetch over the link")
+        result: dict[str, Any] = json.loads(res.stdout)
+        return result
+    return job
+
+
+def bench_fetch_link(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
+    from tce_ipfs.lab import ShapedLink, start_kubo
+
+    repo, files, payload = _fetch_repo(work, cfg)
+    n = cfg.clients
+    # Generous: the whole of N payloads at a tenth of the link rate, plus a fixed margin.
+    timeout = n * payload * 8 / (cfg.link_mbit * 1e6) * 10 + 120
+    stats = work / "link-mirror-stats.json"
+    runs: dict[str, dict[str, list[Any]]] = {
+        mode: {f"{kind}_{what}": [] for kind in ("http", "ipfs")
+               for what in ("wall_s", "origin_bytes", "wire_bytes", "clients")}
+        for mode in ("single", "concurrent")}
+    with ShapedLink(work / "link", rate_mbit=cfg.link_mbit) as link:
+        seed = start_kubo(link.origin, "seed", kubo, work / "link-seed", listen_ip=link.origin_ip)
+        root = publish.publish(repo, seed.client(timeout=600), progress=False).root_cid
+        _start_link_mirror(link.origin, repo, link.origin_ip, stats)
+        base = f"http://{link.origin_ip}:{MIRROR_PORT}"
+        clients = [start_kubo(link.clients, f"client{i}", kubo, work / f"link-client-{i}",
+                              listen_ip=link.clients_ip, port=4001 + i, peers=[seed.multiaddr])
+                   for i in range(n)]
+        for node in clients:
+            with node.client(timeout=30) as c:
+                for other in [seed, *clients]:
+                    if other is not node:
+                        ipfsapi.swarm_connect(c, other.multiaddr, timeout=30)
+
+        def seed_sent() -> int:
+            with seed.client(timeout=30) as c:
+                return int(ipfsapi.bitswap_stat(c).get("DataSent", 0))
+
+        def measure(kind: str, mode: str) -> None:
+            k = 1 if mode == "single" else n
+            if kind == "ipfs":
+                for node in clients:  # nobody holds a block but the seed
+                    node.node.kubo_cmd("repo", "gc", "--quiet", timeout=600)
+                app_before = seed_sent()
+                barrier = threading.Barrier(k)
+                jobs = [_timed_job(functools.partial(_fetch_ipfs, node.client(timeout=timeout), root, files),
+                                   barrier) for node in clients[:k]]
+            else:
+                app_before = _read_stats(stats)["bytes"]
+                at = time.monotonic() + 3.0  # every fetcher process is up and waiting by then
+                jobs = [_http_link_job(link.clients, base, files, at, timeout) for _ in range(k)]
+            wire_before = link.tx_bytes("origin")
+            got = _concurrently(jobs)
+            wire = link.tx_bytes("origin") - wire_before
+            app = (seed_sent() if kind == "ipfs" else _read_stats(stats)["bytes"]) - app_before
+            r = runs[mode]
+            r[f"{kind}_wall_s"].append(_wall(got))
+            r[f"{kind}_origin_bytes"].append(app)
+            r[f"{kind}_wire_bytes"].append(wire)
+            r[f"{kind}_clients"].append(got)
+            log.info("fetch-link %s %s: %.2f s, origin sent %d (wire %d) for %d x %d bytes",
+                     kind, mode, _wall(got), app, wire, k, payload)
+
+        for mode in ("single", "concurrent"):
+            for rep in range(cfg.repeats):
+                order = ["http", "ipfs"] if rep % 2 == 0 else ["ipfs", "http"]
+                for kind in order:
+                    measure(kind, mode)
+        qdisc = link.qdiscs("origin")
+    single = _concurrent_summary(runs["single"], payload)
+    return {
+        "scenario": "fetch-link",
+        "link_mbit": cfg.link_mbit, "qdisc_origin": qdisc,
+        "payload_bytes": payload, "files": len(files), "clients": n,
+        "single": single,
+        "concurrent": _concurrent_summary(runs["concurrent"], payload),
+    }
+
+
+# ---------------------------------------------------------------------- plot
 BASELINE_COLOUR, IPFS_COLOUR = "#999999", "#2a7ab9"
 
 
@@ -247,48 +445,142 @@ def _panel(ax: Any, labels: tuple[str, str], values: tuple[float, float], title:
     ax.set_ylabel(ylabel)
 
 
+def _grouped_panel(ax: Any, groups: Sequence[str], http: Sequence[float], ipfs: Sequence[float],
+                   title: str, ylabel: str) -> None:
+    """Baseline-vs-IPFS bar pairs side by side, one pair per group (baseline grey, on the left)."""
+    width = 0.38
+    xs = range(len(groups))
+    ax.bar([x - width / 2 for x in xs], list(http), width, color=BASELINE_COLOUR, label="HTTP mirror")
+    ax.bar([x + width / 2 for x in xs], list(ipfs), width, color=IPFS_COLOUR, label="IPFS seed")
+    ax.set_xticks(list(xs), list(groups))
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small")
+
+
+def _fetch_panels(ax_time: Any, ax_egress: Any, f: dict[str, Any]) -> None:
+    median = statistics.median
+    s, c, n = f["single"], f["concurrent"], f["clients"]
+    s_http = s.get("http_s") or s["http_wall_s"]
+    s_ipfs = s.get("ipfs_s") or s["ipfs_wall_s"]
+    where = (f"origin behind {f['link_mbit']:g} Mbit/s" if f["scenario"] == "fetch-link"
+             else "all on loopback")
+    groups = ("1 client", f"{n} clients")
+    _grouped_panel(ax_time, groups, (median(s_http), median(c["http_wall_s"])),
+                   (median(s_ipfs), median(c["ipfs_wall_s"])),
+                   f"{f['scenario']}: {f['payload_bytes'] / 2**20:.0f} MiB closure, {where}\n"
+                   f"IPFS/HTTP time: 1 client {s['time_ratio']:.2f}x, {n} clients {c['time_ratio']:.2f}x",
+                   "wall seconds (median)")
+    egress_groups = [f"{n} clients (app)"]
+    http_e, ipfs_e = [c["http_egress_ratio"]], [c["ipfs_egress_ratio"]]
+    if "http_wire_ratio" in c:
+        egress_groups.append(f"{n} clients (wire)")
+        http_e.append(c["http_wire_ratio"])
+        ipfs_e.append(c["ipfs_wire_ratio"])
+    _grouped_panel(ax_egress, egress_groups, http_e, ipfs_e,
+                   f"{f['scenario']}: origin bytes sent / payload", "origin egress / payload")
+
+
 def plot(results: BenchResults, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    columns = [name for name, data in (("publish", results.publish),
+                                       ("fetch-loopback", results.fetch_loopback),
+                                       ("fetch-link", results.fetch_link)) if data]
+    fig, axes = plt.subplots(2, max(len(columns), 1), figsize=(6 * max(len(columns), 1), 8),
+                             squeeze=False)
     median = statistics.median
-    if results.publish:
-        p = results.publish
-        _panel(axes[0], ("bare ipfs add -r", "tce-ipfs publish"),
-               (median(p["bare_add_s"]), median(p["publish_s"])),
-               f"publish {p['extensions']} ext, {p['bytes'] / 2**20:.0f} MiB\nratio {p['ratio_median']:.2f}x",
-               "seconds (median)")
-    if results.fetch:
-        f = results.fetch
-        _panel(axes[1], ("HTTP mirror", "IPFS seed"), (median(f["http_s"]), median(f["ipfs_s"])),
-               f"fetch boot closure ({f['payload_bytes'] / 2**20:.0f} MiB)\nratio {f['ratio_median']:.2f}x",
-               "seconds (median)")
-    if results.egress:
-        e = results.egress
-        _panel(axes[2], ("HTTP mirror", "IPFS seed"), (e["http_egress_ratio"], e["ipfs_egress_ratio"]),
-               f"origin egress / payload, {e['clients']} clients", "bytes served by origin / payload")
+    for col, name in enumerate(columns):
+        top, bottom = axes[0][col], axes[1][col]
+        if name == "publish":
+            p = results.publish
+            _panel(top, ("bare ipfs add -r", "tce-ipfs publish"),
+                   (median(p["bare_add_s"]), median(p["publish_s"])),
+                   f"publish {p['extensions']} ext, {p['bytes'] / 2**20:.0f} MiB\n"
+                   f"ratio {p['ratio_median']:.2f}x", "seconds (median)")
+            bottom.axis("off")
+        else:
+            _fetch_panels(top, bottom, results.fetch_loopback if name == "fetch-loopback"
+                          else results.fetch_link)
     fig.tight_layout()
     path = out / "bench.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    paths.append(path)
-    return paths
+    return [path]
 
 
-def run(kubo: Path, cfg: BenchConfig, scenarios: tuple[str, ...] = ("publish", "fetch"),
-        fetch_mib: int = 100) -> BenchResults:
+def run(kubo: Path, cfg: BenchConfig, scenarios: Sequence[str] = SCENARIOS) -> BenchResults:
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        raise ValueError(f"unknown scenarios: {sorted(unknown)}")
     cfg.out.mkdir(parents=True, exist_ok=True)
     results = BenchResults(config={k: str(v) for k, v in asdict(cfg).items()})
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-bench-") as tmp:
         work = Path(tmp)
         if "publish" in scenarios:
             results.publish = bench_publish(kubo, work, cfg)
-        if "fetch" in scenarios:
-            results.fetch, results.egress = bench_fetch(kubo, work, cfg, fetch_mib)
+        if "fetch-loopback" in scenarios:
+            results.fetch_loopback = bench_fetch_loopback(kubo, work, cfg)
+        if "fetch-link" in scenarios:
+            results.fetch_link = bench_fetch_link(kubo, work, cfg)
     (cfg.out / "results.json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
     plot(results, cfg.out)
     return results
+
+
+# ---------------------------------------------------------------------- helpers run inside a namespace
+def _serve_http(root: Path, host: str, port: int, stats: Path) -> None:
+    """The origin's HTTP mirror; keeps ``stats`` (``{"bytes", "requests"}``) current, atomically."""
+    served = {"bytes": 0, "requests": 0}
+    lock = threading.Lock()
+
+    def write() -> None:
+        tmp = stats.with_name(stats.name + ".tmp")
+        tmp.write_text(json.dumps(served))
+        os.replace(tmp, stats)
+
+    def count(n: int) -> None:
+        with lock:
+            served["bytes"] += n
+            served["requests"] += 1
+            write()
+
+    server = _mirror_server(root, host, port, count)
+    write()  # "ready": the socket is bound
+    server.serve_forever()
+
+
+def _fetch_http_at(base: str, files: Sequence[str], at: float) -> dict[str, Any]:
+    """Wait until monotonic time ``at`` (so N fetcher processes start together), then fetch."""
+    time.sleep(max(0.0, at - time.monotonic()))
+    start = time.monotonic()
+    got = _fetch_http(base, files)
+    return {"start": start, "end": time.monotonic(), "bytes": got}
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tce_ipfs.bench",
+                                     description="benchmark helpers run inside a lab namespace")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve-http")
+    serve.add_argument("root", type=Path)
+    serve.add_argument("--bind", required=True)
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--stats", type=Path, required=True)
+    fetch = sub.add_parser("fetch-http")
+    fetch.add_argument("base")
+    fetch.add_argument("files", nargs="+")
+    fetch.add_argument("--at", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    if args.cmd == "serve-http":
+        _serve_http(args.root, args.bind, args.port, args.stats)
+    else:
+        print(json.dumps(_fetch_http_at(args.base, args.files, args.at)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

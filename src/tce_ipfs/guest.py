@@ -25,23 +25,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gzip
 import hashlib
-import io
 import json
 import logging
 import lzma
 import os
 import re
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import proc, qemu, settings
+from tce_ipfs import initrd, proc, qemu, settings
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import BuildError, CommandFailed
 
@@ -53,7 +50,6 @@ PRIVATE_FILES = {"etc/shadow": 0o600}
 # Applets linked to the setuid copy /bin/busybox.suid (TC has the same split); all others -> busybox.
 SUID_APPLETS = ("su",)
 AUTOLOAD_LIST = "test-base.autoload"  # in /lib/modules/<kver>/: module paths, load order
-EPOCH = 0  # every mtime in the initrd
 
 
 def base_dir() -> Path:
@@ -80,57 +76,6 @@ class GuestBase:
             "modules": list(self.modules), "kernel_package": self.kernel_package,
             "busybox_package": self.busybox_package,
         }
-
-
-# ------------------------------------------------------------------------------------------ cpio (newc)
-class _Cpio:
-    """A small deterministic newc writer: fixed mtimes, uid/gid 0 unless given, sequential inodes,
-    entries in the order added (parents first is the caller's job). Our own, so the guest base does not
-    wait on ``tce_ipfs.initrd``."""
-
-    def __init__(self) -> None:
-        self._buf = io.BytesIO()
-        self._ino = 0x1000
-        self.names: list[str] = []
-
-    def _entry(self, name: str, mode: int, data: bytes = b"", *, uid: int = 0, gid: int = 0,
-               rdev: tuple[int, int] = (0, 0), nlink: int = 1) -> None:
-        name = name.strip("/") or "."
-        self._ino += 1
-        fields = [self._ino, mode, uid, gid, nlink, EPOCH, len(data), 0, 0, rdev[0], rdev[1],
-                  len(name) + 1, 0]
-        header = b"070701" + b"".join(f"{v:08x}".encode() for v in fields)
-        out = self._buf
-        out.write(header + name.encode() + b"\0")
-        out.write(b"\0" * (-out.tell() % 4))
-        out.write(data)
-        out.write(b"\0" * (-out.tell() % 4))
-        if name != "TRAILER!!!":
-            self.names.append(name)
-
-    def dir(self, name: str, mode: int = 0o755, *, uid: int = 0, gid: int = 0) -> None:
-        self._entry(name, stat.S_IFDIR | mode, uid=uid, gid=gid, nlink=2)
-
-    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        self._entry(name, stat.S_IFREG | mode, data)
-
-    def symlink(self, name: str, target: str) -> None:
-        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
-
-    def chardev(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
-        self._entry(name, stat.S_IFCHR | mode, rdev=(major, minor))
-
-    def finish(self) -> bytes:
-        self._entry("TRAILER!!!", 0)
-        return self._buf.getvalue()
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    """Deterministic gzip (no name, mtime 0)."""
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0, filename="") as gz:
-        gz.write(data)
-    return out.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------- apt
@@ -400,9 +345,15 @@ OVERLAY_DIRS = {"usr/local/tce.installed": 0o775, "tmp/tce": 0o775, "tmp/tce/opt
                 "tmp/tcloop": 0o775}
 
 
+def _cpio() -> initrd.CpioWriter:
+    """The guest's newc layout: inodes from 0x1001, no block padding (kept: the cached base initrds are
+    named by the hash of these bytes)."""
+    return initrd.CpioWriter(first_ino=0x1001, pad_to=4)
+
+
 def _initrd_bytes(arch: Arch, kit: Path, meta: dict[str, Any]) -> bytes:
     kver = meta["kver"]
-    cpio = _Cpio()
+    cpio = _cpio()
     dirs: set[str] = set()
 
     def ensure_dir(rel: str, mode: int = 0o755) -> None:
@@ -411,13 +362,13 @@ def _initrd_bytes(arch: Arch, kit: Path, meta: dict[str, Any]) -> bytes:
             sub = "/".join(parts[:i])
             if sub not in dirs:
                 dirs.add(sub)
-                cpio.dir(sub, mode if i == len(parts) else 0o755)
+                cpio.add_dir(sub, mode if i == len(parts) else 0o755)
 
-    cpio.dir(".", 0o755)
+    cpio.add_dir(".", 0o755)
     for rel, mode in ROOT_DIRS:
         ensure_dir(rel, mode)
-    cpio.chardev("dev/console", 5, 1, 0o600)  # the kernel opens it before /init runs
-    cpio.chardev("dev/null", 1, 3, 0o666)
+    cpio.add_device("dev/console", "c", 5, 1, 0o600)  # the kernel opens it before /init runs
+    cpio.add_device("dev/null", "c", 1, 3, 0o666)
 
     # The test base's own files.
     rootfs = base_dir() / "rootfs"
@@ -427,32 +378,30 @@ def _initrd_bytes(arch: Arch, kit: Path, meta: dict[str, Any]) -> bytes:
             ensure_dir(rel)
         elif path.is_symlink():
             ensure_dir(str(Path(rel).parent))
-            cpio.symlink(rel, os.readlink(path))
+            cpio.add_symlink(rel, os.readlink(path))
         else:
             ensure_dir(str(Path(rel).parent))
             mode = 0o755 if os.access(path, os.X_OK) else 0o644
-            cpio.file(rel, path.read_bytes(), PRIVATE_FILES.get(rel, mode))
-    cpio.symlink("etc/mtab", "/proc/mounts")
+            cpio.add_file(rel, path.read_bytes(), PRIVATE_FILES.get(rel, mode))
+    cpio.add_symlink("etc/mtab", "/proc/mounts")
     # Debian's busybox looks for /etc/udhcpc/default.script where TC's looks in /usr/share/udhcpc.
-    cpio.symlink("etc/udhcpc/default.script", "/usr/share/udhcpc/default.script")
+    cpio.add_symlink("etc/udhcpc/default.script", "/usr/share/udhcpc/default.script")
     # What TC's getBuild (and piCore's) looks for to tell a 64-bit userland: a placeholder, the test
     # base has no C library (everything is the static busybox).
     ld_so = arch.info.ld_so.lstrip("/")
     ensure_dir(str(Path(ld_so).parent))
-    cpio.file(ld_so, b"", 0o755)
+    cpio.add_file(ld_so, b"", 0o755)
 
     # busybox, its setuid twin (for su: the sudo shim goes through it) and the applet links.
     bb = (kit / "busybox").read_bytes()
-    cpio.file("bin/busybox", bb, 0o755)
-    cpio.file("bin/busybox.suid", bb, 0o4755)
-    taken = set(cpio.names)
+    cpio.add_file("bin/busybox", bb, 0o755)
+    cpio.add_file("bin/busybox.suid", bb, 0o4755)
     for rel in applets():
-        if rel in taken or rel == "bin/busybox":
+        if rel in cpio:
             continue
         ensure_dir(str(Path(rel).parent))
         target = "/bin/busybox.suid" if Path(rel).name in SUID_APPLETS else "/bin/busybox"
-        cpio.symlink(rel, target)
-        taken.add(rel)
+        cpio.add_symlink(rel, target)
 
     # Kernel modules (subset, with its own modules.dep) and the boot load list.
     kit_mods = kit / "lib" / "modules" / kver
@@ -462,7 +411,7 @@ def _initrd_bytes(arch: Arch, kit: Path, meta: dict[str, Any]) -> bytes:
             ensure_dir(rel)
         else:
             ensure_dir(str(Path(rel).parent))
-            cpio.file(rel, path.read_bytes(), 0o644)
+            cpio.add_file(rel, path.read_bytes(), 0o644)
     return cpio.finish()
 
 
@@ -473,7 +422,7 @@ def _write_initrd(arch: Arch, kit: Path, meta: dict[str, Any]) -> Path:
     out = kit / f"core-{digest}.gz"
     if not out.is_file():
         tmp = out.with_suffix(".tmp")
-        tmp.write_bytes(gzip_bytes(data))
+        tmp.write_bytes(initrd.compress(data))
         tmp.replace(out)
         for old in kit.glob("core-*.gz"):
             if old != out:
@@ -489,7 +438,7 @@ def write_overlay(out: Path, files: dict[str, bytes | tuple[bytes, int]]) -> Pat
     sticky world-writable mode. Deterministic: same input, same bytes.
     """
     modes = {**dict(ROOT_DIRS), **OVERLAY_DIRS}
-    cpio = _Cpio()
+    cpio = _cpio()
     dirs: set[str] = set()
     for name in sorted(files):
         rel = name.strip("/")
@@ -498,12 +447,12 @@ def write_overlay(out: Path, files: dict[str, bytes | tuple[bytes, int]]) -> Pat
             sub = "/".join(parts[:i])
             if sub not in dirs:
                 dirs.add(sub)
-                cpio.dir(sub, modes.get(sub, 0o755), gid=STAFF_GID if sub in OVERLAY_DIRS else 0)
+                cpio.add_dir(sub, modes.get(sub, 0o755), gid=STAFF_GID if sub in OVERLAY_DIRS else 0)
         value = files[name]
         data, mode = value if isinstance(value, tuple) else (value, 0o644)
-        cpio.file(rel, data, mode)
+        cpio.add_file(rel, data, mode)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(gzip_bytes(cpio.finish()))
+    out.write_bytes(initrd.compress(cpio.finish()))
     return out
 
 

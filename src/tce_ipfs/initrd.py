@@ -1,8 +1,8 @@
 """Initrd images: a deterministic newc cpio writer, compressors, readers, and the tce-ipfs hook initrd.
 
 * ``CpioWriter`` writes the "new ASCII" (newc, ``070701``) cpio format the kernel's initramfs loader and
-  TC's ``cpio -i`` read: uid/gid 0, mtime 0, inode numbers in insertion order, no device numbers -- the
-  same input always gives the same bytes.
+  TC's ``cpio -i`` read: uid 0, gid 0 unless given, mtime 0, inode numbers in insertion order, device
+  numbers only for device nodes -- the same input always gives the same bytes.
 * ``compress`` / ``read_initrd`` handle gzip, xz (CRC32 check, as the kernel's XZ decoder needs) and zstd,
   including several archives concatenated (``core.gz`` is ``rootfs.gz`` + ``modules.gz``) with NUL
   padding between them; ``parse_cpio`` reads the result back.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib
+import io
 import logging
 import lzma
 import stat
@@ -99,8 +100,13 @@ class CpioEntry:
         return stat.S_IMODE(self.mode)
 
 
-def _clean_name(name: str) -> str:
-    """Member names are relative, normalised POSIX paths ("tmp/builtin"; never "/tmp", "a/../b", "a//b")."""
+def _clean_name(name: str, *, root_ok: bool = False) -> str:
+    """Member names are relative, normalised POSIX paths ("tmp/builtin"; never "/tmp", "a/../b", "a//b").
+
+    "." (the archive's root, whose mode the kernel gives to /) only where ``root_ok``.
+    """
+    if root_ok and name == ".":
+        return name
     parts = name.split("/")
     if not name or any(p in ("", ".", "..") for p in parts) or "\x00" in name:
         raise UsageError(
@@ -119,12 +125,14 @@ class CpioWriter:
 
     Entries are written in the order added; parents are not added implicitly (the caller decides the
     modes of directories, which matters: the kernel chmods an existing directory to the archive's mode).
+    Inodes count up from ``first_ino``; ``finish`` pads the archive to a multiple of ``pad_to`` bytes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, first_ino: int = 1, pad_to: int = 512) -> None:
         self._chunks: list[bytes] = []
         self._names: set[str] = set()
-        self._ino = 0
+        self._ino = first_ino - 1
+        self._pad_to = pad_to
         self._closed = False
 
     def __contains__(self, name: str) -> bool:
@@ -134,33 +142,44 @@ class CpioWriter:
     def names(self) -> list[str]:
         return sorted(self._names)
 
-    def _header(self, name: str, mode: int, nlink: int, size: int) -> bytes:
+    def _header(self, name: str, mode: int, nlink: int, size: int, gid: int = 0,
+                rdev: tuple[int, int] = (0, 0)) -> bytes:
         self._ino += 1
         encoded = name.encode() + b"\x00"
-        fields = (self._ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, len(encoded), 0)
-        head = NEWC_MAGIC + b"".join(b"%08X" % f for f in fields)
+        fields = (self._ino, mode, 0, gid, nlink, 0, size, 0, 0, *rdev, len(encoded), 0)
+        head = NEWC_MAGIC + b"".join(b"%08x" % f for f in fields)
         return head + encoded + _pad4(_HEADER_LEN + len(encoded))
 
-    def _add(self, name: str, mode: int, nlink: int, data: bytes) -> None:
+    def _add(self, name: str, mode: int, nlink: int, data: bytes, *, gid: int = 0,
+             rdev: tuple[int, int] = (0, 0), root_ok: bool = False) -> None:
         if self._closed:
             raise UsageError("cpio archive already finished")
-        clean = _clean_name(name)
+        clean = _clean_name(name, root_ok=root_ok)
         if clean in self._names:
             raise UsageError(f"duplicate cpio member {clean!r}")
         self._names.add(clean)
-        self._chunks.append(self._header(clean, mode, nlink, len(data)))
+        self._chunks.append(self._header(clean, mode, nlink, len(data), gid, rdev))
         self._chunks.append(data + _pad4(len(data)))
 
-    def add_dir(self, name: str, mode: int = 0o755) -> None:
-        self._add(name, stat.S_IFDIR | (mode & 0o7777), 2, b"")
+    def add_dir(self, name: str, mode: int = 0o755, *, gid: int = 0) -> None:
+        """A directory; "." is the archive's root."""
+        self._add(name, stat.S_IFDIR | (mode & 0o7777), 2, b"", gid=gid, root_ok=True)
 
-    def add_file(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        self._add(name, stat.S_IFREG | (mode & 0o7777), 1, data)
+    def add_file(self, name: str, data: bytes, mode: int = 0o644, *, gid: int = 0) -> None:
+        self._add(name, stat.S_IFREG | (mode & 0o7777), 1, data, gid=gid)
 
-    def add_symlink(self, name: str, target: str) -> None:
+    def add_symlink(self, name: str, target: str, *, gid: int = 0) -> None:
         if not target:
             raise UsageError(f"symlink {name!r} needs a target")
-        self._add(name, stat.S_IFLNK | 0o777, 1, target.encode())
+        self._add(name, stat.S_IFLNK | 0o777, 1, target.encode(), gid=gid)
+
+    def add_device(self, name: str, kind: Literal["c", "b"], major: int, minor: int, mode: int = 0o600,
+                   *, gid: int = 0) -> None:
+        """A character ("c") or block ("b") device node, as ``mknod NAME KIND MAJOR MINOR``."""
+        if kind not in ("c", "b"):
+            raise UsageError(f"device {name!r}: kind must be 'c' or 'b', not {kind!r}")
+        ftype = stat.S_IFCHR if kind == "c" else stat.S_IFBLK
+        self._add(name, ftype | (mode & 0o7777), 1, b"", gid=gid, rdev=(major, minor))
 
     def add_tree(self, src: Path, prefix: str, *, exec_names: Iterable[str] = ()) -> None:
         """Add the regular files under ``src`` (sorted) below ``prefix``, with their directories.
@@ -182,12 +201,12 @@ class CpioWriter:
                 self.add_file(name, path.read_bytes(), 0o755 if path.name in execs else 0o644)
 
     def finish(self) -> bytes:
-        """Append the trailer and return the archive (padded to a multiple of 512 bytes, like cpio -o)."""
+        """Append the trailer and return the archive (padded to ``pad_to``: 512 by default, like cpio -o)."""
         if not self._closed:
             self._chunks.append(self._header(TRAILER, 0, 1, 0))
             self._closed = True
         data = b"".join(self._chunks)
-        return data + b"\x00" * (-len(data) % 512)
+        return data + b"\x00" * (-len(data) % self._pad_to)
 
 
 def parse_cpio(data: bytes) -> list[CpioEntry]:
@@ -244,9 +263,16 @@ def parse_cpio(data: bytes) -> list[CpioEntry]:
 
 
 def compress(data: bytes, method: str = "gzip") -> bytes:
-    """Compress deterministically: gzip (mtime 0, level 9), xz (CRC32 check for the kernel), zstd."""
+    """Compress deterministically: gzip (mtime 0, no name, level 9), xz (CRC32 check for the kernel), zstd.
+
+    gzip goes through ``GzipFile``: its header is the same on every Python (``gzip.compress(mtime=0)``
+    takes zlib's since 3.11, with another OS byte).
+    """
     if method == "gzip":
-        return gzip.compress(data, compresslevel=9, mtime=0)
+        out = io.BytesIO()
+        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0, filename="") as gz:
+            gz.write(data)
+        return out.getvalue()
     if method == "xz":
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
     if method == "zstd":

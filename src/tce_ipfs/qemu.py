@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 from tce_ipfs import proc, settings
 from tce_ipfs.arch import Arch
@@ -331,33 +331,51 @@ def command(arch: Arch, kernel: Path, initrd: Path | None, append: str, *, seria
                  extra_args=extra_args, memory=memory, pidfile=pidfile)
 
 
-def firmware_command(arch: Arch, media: Sequence[str], *, serial_log: Path, net: NetSpec | None = None,
-                     extra_args: Sequence[str] = (), memory: int | None = None,
-                     pidfile: Path | None = None) -> list[str]:
-    """The QEMU argv for a firmware boot from ``media`` (e.g. ``["-cdrom", iso, "-boot", "d"]`` or
-    ``["-boot", "n"]``), serial console in ``serial_log``. Direct-kernel options belong to ``command()``."""
+def _check_firmware_media(media: Sequence[str], extra_args: Sequence[str]) -> None:
     if isinstance(media, str):
         raise UsageError("media must be a sequence of QEMU arguments, not one string")
     for arg in (*media, *extra_args):
         if arg in _KERNEL_OPTIONS:
             raise UsageError(f"{arg} is a direct kernel boot option: use qemu.boot(), not a firmware boot")
+
+
+def firmware_command(arch: Arch, media: Sequence[str], *, serial_log: Path, net: NetSpec | None = None,
+                     extra_args: Sequence[str] = (), memory: int | None = None,
+                     pidfile: Path | None = None) -> list[str]:
+    """The QEMU argv for a firmware boot from ``media`` (e.g. ``["-cdrom", iso, "-boot", "d"]`` or
+    ``["-boot", "n"]``), serial console in ``serial_log``. Direct-kernel options belong to ``command()``."""
+    _check_firmware_media(media, extra_args)
     return _argv(arch, media, serial_log=serial_log, net=net, extra_args=extra_args, memory=memory,
                  pidfile=pidfile)
 
 
-def _launch(arch: Arch, build: Callable[[Path, Path], list[str]], *, tmp: Path, timeout: float,
-            sentinel: str, log_path: Path | None, stream: Callable[[str], None] | None,
-            stop_on_sentinel: bool, what: str) -> BootResult:
-    """Run QEMU with ``build(serial_log, pidfile)`` as its argv under TCG and wait for it to exit (or be
-    killed after ``timeout`` seconds, or at the sentinel with ``stop_on_sentinel``), following the serial
-    console meanwhile. Work files go in ``tmp``; the console in ``log_path`` when given."""
+class BootOptions(TypedDict, total=False):
+    """The keyword options ``boot()`` and ``boot_firmware()`` share (defaults as in ``_launch``)."""
+
+    sentinel: str  # the line prefix that means "the guest check finished" (SENTINEL)
+    net: NetSpec | None  # the NIC and its networking (none)
+    extra_args: Sequence[str]  # more QEMU arguments (checked for private networking)
+    log_path: Path | None  # where the serial console goes (a temporary file)
+    stream: Callable[[str], None] | None  # gets each console line as it arrives
+    stop_on_sentinel: bool  # kill QEMU once the sentinel appears (False: wait for it to exit)
+    memory: int | None  # guest RAM in MiB (the arch profile's)
+
+
+def _launch(arch: Arch, media: Sequence[str], *, tmp: Path, timeout: float, what: str,
+            sentinel: str = SENTINEL, net: NetSpec | None = None, extra_args: Sequence[str] = (),
+            log_path: Path | None = None, stream: Callable[[str], None] | None = None,
+            stop_on_sentinel: bool = False, memory: int | None = None) -> BootResult:
+    """Run QEMU booting ``media`` under TCG and wait for it to exit (or be killed after ``timeout``
+    seconds, or at the sentinel with ``stop_on_sentinel``), following the serial console meanwhile.
+    Work files go in ``tmp``; the console in ``log_path`` when given."""
     if timeout <= 0:
         raise UsageError("timeout must be positive")
     serial = Path(log_path) if log_path is not None else tmp / "console.log"
     serial.parent.mkdir(parents=True, exist_ok=True)
     serial.unlink(missing_ok=True)
     pidfile = tmp / "qemu.pid"
-    argv = build(serial, pidfile)
+    argv = _argv(arch, media, serial_log=serial, net=net, extra_args=extra_args, memory=memory,
+                 pidfile=pidfile)
     killed = threading.Event()
 
     def stop() -> None:
@@ -403,21 +421,8 @@ def _launch(arch: Arch, build: Callable[[Path, Path], list[str]], *, tmp: Path, 
     )
 
 
-def boot(
-    arch: Arch,
-    kernel: Path,
-    initrds: Sequence[Path],
-    append: str = "",
-    *,
-    timeout: float,
-    sentinel: str = SENTINEL,
-    net: NetSpec | None = None,
-    extra_args: Sequence[str] = (),
-    log_path: Path | None = None,
-    stream: Callable[[str], None] | None = None,
-    stop_on_sentinel: bool = False,
-    memory: int | None = None,
-) -> BootResult:
+def boot(arch: Arch, kernel: Path, initrds: Sequence[Path], append: str = "", *, timeout: float,
+         **opts: Unpack[BootOptions]) -> BootResult:
     """Boot ``kernel`` with ``initrds`` (concatenated) and ``append`` under TCG; wait for QEMU to exit.
 
     QEMU is killed after ``timeout`` seconds (``timed_out``), or as soon as the sentinel appears with
@@ -430,37 +435,18 @@ def boot(
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-qemu-") as tmp_name:
         tmp = Path(tmp_name)
         with _initrd(initrds, tmp) as initrd:
-            return _launch(
-                arch,
-                lambda serial, pidfile: command(arch, Path(kernel), initrd, append, serial_log=serial,
-                                                net=net, extra_args=extra_args, memory=memory,
-                                                pidfile=pidfile),
-                tmp=tmp, timeout=timeout, sentinel=sentinel, log_path=log_path, stream=stream,
-                stop_on_sentinel=stop_on_sentinel, what=f"QEMU ({arch.info.name} guest)")
+            return _launch(arch, _kernel_media(arch, Path(kernel), initrd, append), tmp=tmp, timeout=timeout,
+                           what=f"QEMU ({arch.info.name} guest)", **opts)
 
 
-def boot_firmware(
-    arch: Arch,
-    *,
-    media: Sequence[str],
-    timeout: float,
-    sentinel: str = SENTINEL,
-    net: NetSpec | None = None,
-    extra_args: Sequence[str] = (),
-    log_path: Path | None = None,
-    stream: Callable[[str], None] | None = None,
-    stop_on_sentinel: bool = False,
-    memory: int | None = None,
-) -> BootResult:
+def boot_firmware(arch: Arch, *, media: Sequence[str], timeout: float,
+                  **opts: Unpack[BootOptions]) -> BootResult:
     """Boot through the guest firmware (no ``-kernel``) from ``media``, QEMU arguments such as
     ``["-cdrom", iso, "-boot", "d"]`` (isolinux) or ``["-boot", "n"]`` (PXE, with a ``net`` such as
     ``user_restricted(tftp=..., bootfile="pxelinux.0")``). Otherwise exactly as ``boot()``: timeout,
     serial console in ``log_path`` and to ``stream``, sentinel, private networking; never raises for a
     failed guest. The kernel command line is the boot media's business (``console=``, ``panic=``)."""
+    _check_firmware_media(media, opts.get("extra_args", ()))
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-qemu-") as tmp_name:
-        return _launch(
-            arch,
-            lambda serial, pidfile: firmware_command(arch, media, serial_log=serial, net=net,
-                                                     extra_args=extra_args, memory=memory, pidfile=pidfile),
-            tmp=Path(tmp_name), timeout=timeout, sentinel=sentinel, log_path=log_path, stream=stream,
-            stop_on_sentinel=stop_on_sentinel, what=f"QEMU ({arch.info.name} firmware boot)")
+        return _launch(arch, media, tmp=Path(tmp_name), timeout=timeout,
+                       what=f"QEMU ({arch.info.name} firmware boot)", **opts)

@@ -58,6 +58,7 @@ from typing import Any
 from tce_ipfs import __version__, proc, tcz
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import BuildError, CommandFailed, TczError, ToolMissing, UsageError
+from tce_ipfs.kubo import sha256_file
 from tce_ipfs.settings import KUBO_VERSION, TC_MAJOR, cache_dir, recipes_dir
 
 log = logging.getLogger(__name__)
@@ -536,14 +537,6 @@ def _pip_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k.lower() in keep}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def wheels(lock_path: Path) -> list[Path]:
     """One pure-Python wheel per locked requirement, fetched (or built from a hash-pinned sdist) with
     pip once and cached under ``cache_dir()/wheels/<lock hash>/``. ``.complete`` in that directory
@@ -565,7 +558,7 @@ def wheels(lock_path: Path) -> list[Path]:
                 raise BuildError(f"could not fetch the packages locked in {lock_path}: {exc.message}",
                                  hint="the first build needs the Python package index (pip's own "
                                       f"configuration applies); later builds use {cache}") from None
-            sums = {p.name: _sha256(p) for p in sorted(work.glob("*.whl"))}
+            sums = {p.name: sha256_file(p) for p in sorted(work.glob("*.whl"))}
             (work / ".complete").write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")
             try:
                 os.replace(work, cache)
@@ -583,7 +576,7 @@ def wheels(lock_path: Path) -> list[Path]:
         if whl is None or whl.name.split("-")[1] != x.version:
             raise BuildError(f"wheel cache {cache} has no {x.name}=={x.version}",
                              hint=f"delete {cache} and build again")
-        if not whl.is_file() or _sha256(whl) != sums[whl.name]:
+        if not whl.is_file() or sha256_file(whl) != sums[whl.name]:
             raise BuildError(f"{whl} is missing or changed since it was fetched",
                              hint=f"delete {cache} and build again")
         out.append(whl)

@@ -27,7 +27,6 @@ nodes/fifos/sockets, file names with control characters, a name TC would not acc
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -41,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import __version__, proc
+from tce_ipfs import __version__, proc, tcrepo
 from tce_ipfs.errors import TczError, ToolMissing
 
 log = logging.getLogger(__name__)
@@ -362,14 +361,6 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------- pack
 
 
@@ -442,7 +433,7 @@ def pack(
             "-pf", str(pseudo), "-no-progress", "-quiet",
         ]
         proc.run(args, what=f"mksquashfs for {name}")
-        md5 = _md5(image)
+        md5 = tcrepo.md5_file(image)
         size = image.stat().st_size
         os.replace(image, out)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tce_ipfs.arch import Arch
+from tce_ipfs.commands import action_group
 
 EPILOG = """\
 examples:
@@ -35,12 +36,10 @@ def _forward(text: str) -> tuple[int, int]:
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("guest", parents=[common], help="build and boot TC-layout test guests (QEMU, TCG)",
-                       description="TC-layout test guests: a Debian kernel plus a core.gz-style initrd that "
-                                   "boots the Tiny Core way (tc-config, tce-setup, tce-load).",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(func=lambda args: _help(p))
-    gsub = p.add_subparsers(dest="guest_command", metavar="ACTION")
+    gsub = action_group(sub, common, "guest", help="build and boot TC-layout test guests (QEMU, TCG)",
+                        description="TC-layout test guests: a Debian kernel plus a core.gz-style initrd that "
+                                    "boots the Tiny Core way (tc-config, tce-setup, tce-load).",
+                        epilog=EPILOG)
 
     b = gsub.add_parser("build", parents=[common], help="build (or reuse) the guest base; print its paths",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,11 +68,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     r.add_argument("--log", type=Path, metavar="FILE", help="also keep the console log in FILE")
     r.add_argument("--quiet-console", action="store_true", help="do not stream the console")
     r.set_defaults(func=cmd_boot)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tce_ipfs.arch import Arch
+from tce_ipfs.commands import action_group
 from tce_ipfs.settings import KUBO_VERSION
 
 EPILOG = f"""\
@@ -25,11 +26,9 @@ def _arch_arg(parser: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("kubo", parents=[common], help="build or check the kubo `ipfs` binary per arch",
-                       description="The kubo `ipfs` binary: built from source per arch, cached, validated.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(func=lambda args: _help(p))
-    ksub = p.add_subparsers(dest="kubo_command", metavar="ACTION")
+    ksub = action_group(sub, common, "kubo", help="build or check the kubo `ipfs` binary per arch",
+                        description="The kubo `ipfs` binary: built from source per arch, cached, validated.",
+                        epilog=EPILOG)
 
     b = ksub.add_parser("build", parents=[common],
                         help="build (or reuse) kubo for an arch; print path, size, sha256",
@@ -46,11 +45,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     v.add_argument("path", type=Path, metavar="PATH")
     _arch_arg(v, required=True)
     v.set_defaults(func=cmd_validate)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tce_ipfs.arch import Arch
+from tce_ipfs.commands import action_group
 
 EPILOG = """\
 examples:
@@ -30,11 +31,9 @@ def _recipe_names() -> list[str]:
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("tcz", parents=[common], help="pack a directory or build a recipe as a .tcz",
-                       description="Tiny Core extensions (.tcz + .md5.txt/.list/.info/.dep).",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(func=lambda args: _help(p))
-    tsub = p.add_subparsers(dest="tcz_command", metavar="ACTION")
+    tsub = action_group(sub, common, "tcz", help="pack a directory or build a recipe as a .tcz",
+                        description="Tiny Core extensions (.tcz + .md5.txt/.list/.info/.dep).",
+                        epilog=EPILOG)
 
     pk = tsub.add_parser("pack", parents=[common], help="pack DIR (a tree relative to /) as NAME.tcz",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,11 +65,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     ls = tsub.add_parser("list", parents=[common], help="list the recipes in tcz-build/")
     ls.set_defaults(func=cmd_list)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def parse_size(text: str) -> int:
