@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Self
 
 from tce_ipfs import proc
 from tce_ipfs.arch import Arch
@@ -170,7 +170,25 @@ def _close_all_labs() -> None:
             lab.close()
 
 
-class Lab:
+class _Managed:
+    """``with X(...) as x:`` opens on entry and always closes on exit (teardown even on failure)."""
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Lab(_Managed):
     """A private LAN in a fresh network namespace. Use as a context manager."""
 
     def __init__(self, work_dir: Path, *, subnet: str = DEFAULT_SUBNET, dhcp: bool = True) -> None:
@@ -191,14 +209,6 @@ class Lab:
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> Lab:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
     def open(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         _LIVE_LABS.add(self)
@@ -481,7 +491,7 @@ def tbf_burst_bytes(rate_mbit: float) -> int:
     return max(int(rate_mbit * 1e6 / 8 / 100), 4 * 1514)
 
 
-class ShapedLink:
+class ShapedLink(_Managed):
     """Two private lab namespaces, ``origin`` and ``clients``, joined by one veth pair with a tbf cap.
 
     ::
@@ -523,14 +533,6 @@ class ShapedLink:
         self.origin_if = f"tceipfs{self.origin.suffix}o"
         self.clients_if = f"tceipfs{self.clients.suffix}c"
         self._closed = False
-
-    def __enter__(self) -> ShapedLink:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     def _side(self, side: str) -> tuple[Lab, str, str]:
         if side == "origin":
