@@ -36,6 +36,8 @@ examples:
   tce-ipfs node start                         start an isolated local seed node
   tce-ipfs publish ./repo --json              publish a TC repo directory, print its root CID
   tce-ipfs demo --arch x86_64                 build, publish and boot a guest with tce=ipfs:<CID>
+  tce-ipfs remaster Core.iso --cid CID -o p2p.iso --default
+  tce-ipfs install firefox --onboot           (on a booted TC) like tce-load -wi, from the boot CID
 """
 
 
