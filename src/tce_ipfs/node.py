@@ -123,7 +123,7 @@ def isolation_config(
         # No bootstrap peers: the public ones (and AutoConf's "auto" placeholder) are the first thing
         # a default node dials.
         "Bootstrap": [],
-        # AutoConf fetches a JSON from conf.ipfs-mainnet.org at start; off, and its fields emptied.
+        # AutoConf fetches a JSON from the public mainnet config service at start; off, fields emptied.
         "AutoConf.Enabled": False,
         # No content/peer routing at all: no Amino DHT, no delegated HTTP routers. Blocks come from
         # peers we connected to explicitly (bitswap asks every connected peer).
