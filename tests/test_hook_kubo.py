@@ -1,6 +1,7 @@
 """The boot hook against a real kubo: an isolated seed on 127.0.0.1 serves a repo; the hook's own kubo
 (real config, real gateway, real busybox wget) fetches it. Only DHCP, `ip`, `uname` and `modprobe`
-are faked. Both kubo nodes stay off the public network (no bootstrap, AutoConf off, routing none).
+are faked. Both kubo nodes stay off the public network (no bootstrap, AutoConf off, routing none;
+for `ipns:` a DHT made of just the two loopback nodes: the seed a `dhtserver`, the hook a `dhtclient`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 
 from conftest import record
 from hookfakes.harness import KREL, HookEnv, Repo, Result
+from tce_ipfs import node
 
 pytestmark = pytest.mark.kubo
 
@@ -139,6 +141,17 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
     cid = seed.add(repo.path)
     port = free_port()
     result = run(hook, f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={port} ipfs.timeout=60")
+    st = check_fetched(result, hook, repo, cid, seed.peer, port, routing="none", kubo=seed.kubo)
+    assert st["scheme"] == "ipfs"
+    # The same hook at native speed (the QEMU guests run under TCG): for the report, not asserted.
+    record("hook-native", {k: st.get(k) for k in ("t_kubo_ready", "t_list", "t_first_byte", "t_total")})
+    check_seeding(result, hook, cid, seed.ipfs, seed.kubo, tmp_path)
+
+
+def check_fetched(
+    result: Result, hook: HookEnv, repo: Repo, cid: str, peer: str, port: int, *, routing: str, kubo: Path
+) -> dict[str, str]:
+    """What a good fetch of make_repo() from one real seed leaves behind; returns the status."""
     assert result.rc == 0
     assert result.final.startswith(f"loaded 5 extensions from ipfs:{cid} in "), result.console + result.log
     assert hook.builtin_list() == [
@@ -152,15 +165,14 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
         assert (hook.optional() / name).read_bytes() == data
     st = result.status
     assert st["result"] == "ok" and st["peers_connected"] == "1" and "t_first_byte" in st
-    # The same hook at native speed (the QEMU guests run under TCG): for the report, not asserted.
-    record("hook-native", {k: st.get(k) for k in ("t_kubo_ready", "t_list", "t_first_byte", "t_total")})
+    assert st["cid"] == cid
     # the hook's node: private by construction
     config = json.loads((hook.root / "tmp/tce-ipfs/repo/config").read_text())
-    assert config["Bootstrap"] == [] and config["Routing"]["Type"] == "none"
+    assert config["Bootstrap"] == [] and config["Routing"]["Type"] == routing
     assert config["AutoConf"]["Enabled"] is False and config["Discovery"]["MDNS"]["Enabled"] is False
     assert config["Addresses"]["Swarm"] == [f"/ip4/0.0.0.0/tcp/{port}"]
-    seed_id = seed.peer.rsplit("/", 1)[1]
-    assert config["Peering"]["Peers"] == [{"ID": seed_id, "Addrs": [seed.peer.rsplit("/p2p/", 1)[0]]}]
+    seed_id = peer.rsplit("/", 1)[1]
+    assert config["Peering"]["Peers"] == [{"ID": seed_id, "Addrs": [peer.rsplit("/p2p/", 1)[0]]}]
     assert "kubo config edited in place" in result.log  # the awk fast path matched real kubo's layout
     assert st["api"].startswith("/ip4/127.0.0.1/tcp/") and st["gateway"].startswith("http://127.0.0.1:")
     for key in ("API", "Gateway"):
@@ -169,29 +181,35 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
     # still running and holding the blocks it fetched: it can serve them on
     env = {"PATH": "/usr/bin:/bin", "IPFS_PATH": str(hook.root / "tmp/tce-ipfs/repo")}
     out = subprocess.run(
-        [str(seed.kubo), "cat", "--offline", f"/ipfs/{cid}/hello.tcz"],
+        [str(kubo), "cat", "--offline", f"/ipfs/{cid}/hello.tcz"],
         env=env,
         capture_output=True,
         timeout=30,
         check=True,
     ).stdout
     assert out == repo.data["hello.tcz"]
-    # seeding: the pin job pinned every fetched file (recursive) and the root node (direct) through
-    # the real RPC API, and peer_id is the node's real identity
+    return st
+
+
+def check_seeding(
+    result: Result, hook: HookEnv, cid: str, seed_ipfs: Callable[..., str], kubo: Path, tmp_path: Path
+) -> None:
+    """The pin job pinned every fetched file (recursive) and the root node (direct) through the real
+    RPC API, and peer_id is the node's real identity."""
     st = result.wait_status("pinned", timeout=60)
     assert "pin_failed" not in st, result.env_log()
-    names = {ln.split()[-1]: ln.split()[0] for ln in seed.ipfs("ls", cid).splitlines()}
+    names = {ln.split()[-1]: ln.split()[0] for ln in seed_ipfs("ls", cid).splitlines()}
     fetched = [n for n in names if n != "onboot.lst" and not n.endswith(".dep")] + [
         "hello-core.tcz.dep",
         "hello.tcz.dep",
         "onboot.lst",
     ]
     assert int(st["pinned"]) == 1 + len(fetched)
-    cli = {**env, "HOME": str(tmp_path)}
+    cli = {"PATH": "/usr/bin:/bin", "IPFS_PATH": str(hook.root / "tmp/tce-ipfs/repo"), "HOME": str(tmp_path)}
 
     def hook_ipfs(*args: str) -> set[str]:
         out = subprocess.run(
-            [str(seed.kubo), *args], env=cli, capture_output=True, text=True, timeout=30, check=True
+            [str(kubo), *args], env=cli, capture_output=True, text=True, timeout=30, check=True
         ).stdout
         return set(out.split())
 
@@ -199,6 +217,38 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
     assert hook_ipfs("pin", "ls", "--type=recursive", "-q") - {empty_dir} == {names[n] for n in fetched}
     assert hook_ipfs("pin", "ls", "--type=direct", "-q") == {cid}
     assert hook_ipfs("id", "-f", "<id>") == {st["peer_id"]}
+
+
+def test_ipns_from_real_seed(host_kubo: Path, hook: HookEnv, tmp_path: Path) -> None:
+    """tce=ipns:<k51...>: a real IPNS record, resolved over a DHT of just two loopback nodes.
+
+    The seed is a node.Node (isolation_config: loopback only, connection gater, no bootstrap, no
+    delegated routing, pubsub off) with Routing.Type=dhtserver, so it stores its own record and answers
+    GET_VALUE for it; the hook's kubo (dhtclient) learns the seed as its only DHT peer once connected.
+    """
+    seed = node.Node(tmp_path / "ipns-seed", host_kubo, extra_config={"Routing.Type": "dhtserver"})
+    seed.start()
+    try:
+        repo = make_repo(tmp_path / "repo")
+        cid = seed.kubo_cmd("add", "-r", "-Q", str(repo.path)).strip()
+        # Put into the seed's own DHT record store (nobody else to send it to yet; kubo still succeeds).
+        published = seed.kubo_cmd("name", "publish", "--key=self", "--ipns-base=base36", f"/ipfs/{cid}")
+        name = published.split()[2].rstrip(":")
+        assert name.startswith("k51") and published.strip().endswith(f"/ipfs/{cid}"), published
+        (peer,) = seed.swarm_addrs
+        assert peer.startswith("/ip4/127.0.0.1/")
+        port = free_port()
+        result = run(hook, f"tce=ipns:{name} ipfs.peers={peer} ipfs.port={port} ipfs.timeout=60")
+        st = check_fetched(result, hook, repo, cid, peer, port, routing="dhtclient", kubo=host_kubo)
+        assert st["scheme"] == "ipns" and st["ipns"] == name
+        assert f"ipns:{name} -> /ipfs/{cid}" in result.log
+
+        def seed_ipfs(*args: str) -> str:
+            return seed.kubo_cmd(*args).strip()
+
+        check_seeding(result, hook, cid, seed_ipfs, host_kubo, tmp_path)
+    finally:
+        seed.stop()
 
 
 def test_cid_nobody_has_times_out(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
