@@ -6,13 +6,14 @@ a stand-in with a real ipfs.tcz (squashfs) so arch checks run for real. QEMU boo
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from tce_ipfs import bootcfg, cli, remaster
 from tce_ipfs.arch import Arch
-from tce_ipfs.errors import CidError, RemasterError, UsageError
+from tce_ipfs.errors import CidError, RemasterError, TceIpfsError, UsageError
 from test_remaster_support import (
     CID,
     CID2,
@@ -23,6 +24,8 @@ from test_remaster_support import (
     fake_kernel,
     fake_p2p_initrd,
     fake_tcz,
+    fat_image,
+    fat_read,
 )
 
 P2P = "boot/tce-ipfs.gz"
@@ -313,3 +316,107 @@ def test_bootdir_copy_and_refusals(tmp_path: Path) -> None:
     empty.mkdir()
     _refused(out2, RemasterError, "neither an ISO nor a piCore boot partition", remaster.remaster_bootdir,
              empty, CID, out=out2, p2p_initrd=p2p)
+
+
+# --------------------------------------------------------------------------- piCore boot image (FAT)
+
+def _pi_files(work: Path, arch: Arch = Arch.AARCH64) -> dict[str, bytes]:
+    src = fake_bootdir(work / "src")
+    return {p.name: p.read_bytes() for p in sorted(src.iterdir())}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["fat16", "fat32", "mbr"])
+def test_bootimage_in_place_idempotent(tmp_path: Path, kind: str) -> None:
+    files = _pi_files(tmp_path)
+    img = fat_image(tmp_path / "piCore-boot.img", files, fat32=kind == "fat32",
+                    size_mib=40 if kind == "fat32" else 16, partitioned=kind == "mbr")
+    offset = 1024 * 1024 if kind == "mbr" else 0
+    assert remaster.fat_image_offset(img) == offset
+    p2p = fake_p2p_initrd(Arch.AARCH64, tmp_path / "p2p.gz")
+    res = remaster.remaster_bootimage(img, CID, codes={"ipfs.timeout": "60"}, p2p_initrd=p2p)
+    assert res.arch is Arch.AARCH64 and res.output == img
+    want = [["rootfs-piCore64-16.0.gz", "modules-piCore-v8.gz", "tce-ipfs.gz"]] * 2
+    assert res.initramfs == want
+    config = fat_read(img, "config.txt", offset).decode()
+    assert bootcfg.parse_config_txt(config).initramfs == want
+    cmdline = PI_CMDLINE.strip() + f" tce=ipfs:{CID} ipfs.timeout=60\n"
+    assert fat_read(img, "cmdline.txt", offset).decode() == cmdline
+    assert fat_read(img, "tce-ipfs.gz", offset) == p2p.read_bytes()
+    for name, data in files.items():  # untouched files
+        if name not in ("config.txt", "cmdline.txt"):
+            assert fat_read(img, name, offset) == data
+    # Idempotent: the same CID again changes nothing; a new CID replaces the code (never two).
+    digest = _sha(img)
+    remaster.remaster_bootimage(img, CID, codes={"ipfs.timeout": "60"}, p2p_initrd=p2p)
+    assert fat_read(img, "config.txt", offset).decode() == config
+    assert fat_read(img, "cmdline.txt", offset).decode() == cmdline
+    assert _sha(img) == digest
+    remaster.remaster_bootimage(img, CID2, p2p_initrd=p2p)
+    assert fat_read(img, "cmdline.txt", offset).decode() == PI_CMDLINE.strip() + f" tce=ipfs:{CID2}\n"
+    assert bootcfg.parse_config_txt(fat_read(img, "config.txt", offset).decode()).initramfs == want
+
+
+def test_bootimage_copy_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = fat_image(tmp_path / "piCore-boot.img", _pi_files(tmp_path))
+    digest = _sha(img)
+    p2p = fake_p2p_initrd(Arch.AARCH64, tmp_path / "p2p.gz")
+    out = tmp_path / "p2p.img"
+    assert cli.main(["remaster", str(img), "--cid", CID, "-o", str(out), "--p2p-initrd", str(p2p)]) == 0
+    assert _sha(img) == digest  # source untouched
+    assert f"tce=ipfs:{CID}" in fat_read(out, "cmdline.txt").decode()
+    out2 = tmp_path / "p2p2.img"
+    for target in (out2, None):  # to a copy, and in place: refusals leave the image byte-identical
+        kw = {"out": target}
+        _refused(out2, CidError, "invalid CID", remaster.remaster_bootimage, img, "x", p2p_initrd=p2p, **kw)
+        _refused(out2, RemasterError, "--arch x86_64 but piCore-boot.img is aarch64",
+                 remaster.remaster_bootimage, img, CID, arch=Arch.X86_64, p2p_initrd=p2p, **kw)
+        wrong = fake_p2p_initrd(Arch.ARMV7, tmp_path / "p2p-armv7.gz")
+        _refused(out2, RemasterError, "armv7 ipfs binary", remaster.remaster_bootimage, img, CID,
+                 p2p_initrd=wrong, **kw)
+        assert _sha(img) == digest
+    assert cli.main(["remaster", str(img), "--cid", "nope", "--p2p-initrd", str(p2p)]) != 0
+    assert "invalid CID" in capsys.readouterr().err and _sha(img) == digest
+    # no cmdline.txt; no config.txt at all
+    partial = fat_image(tmp_path / "nocmd.img", {k: v for k, v in _pi_files(tmp_path / "b").items()
+                                                 if k != "cmdline.txt"})
+    _refused(out2, RemasterError, "missing: cmdline.txt", remaster.remaster_bootimage, partial, CID,
+             p2p_initrd=p2p)
+    bare = fat_image(tmp_path / "bare.img", {"readme.txt": b"hi\n"})
+    _refused(out2, RemasterError, "bare.img: a FAT image but not a piCore boot partition; missing: config",
+             remaster.remaster_bootimage, bare, CID, p2p_initrd=p2p)
+
+
+def test_bootimage_full_fat_leaves_image_intact(tmp_path: Path) -> None:
+    files = _pi_files(tmp_path)
+    img = fat_image(tmp_path / "tiny.img", files, size_mib=1)
+    big = tmp_path / "p2p-big.gz"  # a valid P2P initrd too big for the image: mcopy fails mid-way
+    fake_p2p_initrd(Arch.AARCH64, big)
+    big.write_bytes(big.read_bytes() + bytes(2 * 1024 * 1024))
+    digest = _sha(img)
+    with pytest.raises(TceIpfsError):
+        remaster.remaster_bootimage(img, CID, p2p_initrd=big)
+    assert _sha(img) == digest
+    assert [p.name for p in tmp_path.iterdir() if "tce-ipfs-tmp" in p.name] == []
+
+
+def test_image_detection(tmp_path: Path, iso64: Path) -> None:
+    assert remaster.fat_image_offset(iso64) is None  # a hybrid ISO has an MBR, but it is an ISO
+    junk = tmp_path / "junk.img"
+    junk.write_bytes(bytes(4096))
+    assert remaster.fat_image_offset(junk) is None
+    gpt = bytearray(4096)
+    gpt[446 + 4] = 0xEE
+    gpt[446 + 8:446 + 16] = (1).to_bytes(4, "little") + (7).to_bytes(4, "little")
+    gpt[510:512] = b"\x55\xaa"
+    (tmp_path / "gpt.img").write_bytes(bytes(gpt))
+    with pytest.raises(RemasterError, match="GPT disk image"):
+        remaster.fat_image_offset(tmp_path / "gpt.img")
+    linux = bytearray(gpt)
+    linux[446 + 4] = 0x83
+    (tmp_path / "linux.img").write_bytes(bytes(linux))
+    with pytest.raises(RemasterError, match=r"first partition \(type 0x83, sector 1\) is not a FAT"):
+        remaster.fat_image_offset(tmp_path / "linux.img")

@@ -3,7 +3,8 @@
 * x86_64: a Tiny-Core-layout ISO remastered with `--default` boots from `-cdrom` through isolinux (no
   `-kernel`), takes the P2P entry, fetches the sample repo from a host seed over IPFS and prints the
   sentinel -- gzip with a second initrd, and zstd appended to the base initrd;
-* aarch64: a piCore-style boot partition remastered in place; QEMU boots its kernel with the files of
+* aarch64: a piCore-style boot partition remastered in place -- a directory, and a whole-disk image
+  (MBR + FAT, through mtools; its files read back with mcopy); QEMU boots its kernel with the files of
   config.txt's `initramfs` list concatenated in order and cmdline.txt as the command line.
 
 The guest check (/opt/bootsync.sh printing the sentinel) rides in the *input* media's base initrd, so
@@ -24,6 +25,8 @@ from test_remaster_support import (
     Seed,
     assert_booted,
     check_overlay,
+    fat_image,
+    fat_read,
     ipfs_tcz,
 )
 
@@ -66,18 +69,26 @@ cmdline cmdline.txt
 """
 
 
-def test_aarch64_boot_partition(work: Path, seed: Seed) -> None:
+@pytest.mark.parametrize("media", ["dir", "image"])
+def test_aarch64_boot_partition(work: Path, seed: Seed, media: str) -> None:
     base = guest.ensure_base(Arch.AARCH64)
     cid, repo = seed.publish(base.kver)
-    boot = work / "pi-boot"
-    boot.mkdir()
-    (boot / "kernel8.img").write_bytes(base.kernel.read_bytes())
-    (boot / "rootfs-piCore64.gz").write_bytes(base.initrd.read_bytes())
-    (boot / "check.gz").write_bytes(check_overlay(repo))
-    (boot / "config.txt").write_text(PI_CONFIG)
-    (boot / "cmdline.txt").write_text("console=ttyAMA0 root=/dev/ram0 rootwait nortc loglevel=3 panic=-1\n")
+    files = {"kernel8.img": base.kernel.read_bytes(), "rootfs-piCore64.gz": base.initrd.read_bytes(),
+             "check.gz": check_overlay(repo), "config.txt": PI_CONFIG.encode(),
+             "cmdline.txt": b"console=ttyAMA0 root=/dev/ram0 rootwait nortc loglevel=3 panic=-1\n"}
     tcz = ipfs_tcz(Arch.AARCH64, work / "tcz-aarch64")
-    res = remaster.remaster_bootdir(boot, cid, arch=Arch.AARCH64, codes=seed.codes(), ipfs_tcz=tcz)
+    boot = work / f"pi-boot-{media}"
+    boot.mkdir()
+    if media == "dir":
+        for name, data in files.items():
+            (boot / name).write_bytes(data)
+        res = remaster.remaster_bootdir(boot, cid, arch=Arch.AARCH64, codes=seed.codes(), ipfs_tcz=tcz)
+    else:  # a whole-disk image (MBR, FAT at 1 MiB) edited through mtools; boot what mcopy reads back
+        size = sum(len(d) for d in files.values()) // (1024 * 1024) + 64
+        img = fat_image(work / "piCore.img", files, size_mib=size, partitioned=True)
+        res = remaster.remaster_bootimage(img, cid, arch=Arch.AARCH64, codes=seed.codes(), ipfs_tcz=tcz)
+        for name in [*files, "tce-ipfs.gz"]:
+            (boot / name).write_bytes(fat_read(img, name, offset=1024 * 1024))
     assert res.arch is Arch.AARCH64
     # Boot exactly what the firmware would: [pi4]'s kernel, its initramfs list in order, cmdline.txt.
     pi = bootcfg.parse_config_txt((boot / "config.txt").read_text())
@@ -86,5 +97,5 @@ def test_aarch64_boot_partition(work: Path, seed: Seed) -> None:
     assert cmdline.count("\n") == 1 and f"tce=ipfs:{cid}" in cmdline
     result = qemu.boot(Arch.AARCH64, boot / pi.kernels[0], [boot / f for f in pi.initramfs[0]],
                        cmdline.strip(), timeout=BOOT_TIMEOUT, net=qemu.user_restricted(seed.forwards),
-                       log_path=work / "aarch64.log")
+                       log_path=work / f"aarch64-{media}.log")
     assert_booted(result)

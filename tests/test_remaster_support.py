@@ -165,3 +165,42 @@ def ipfs_tcz(arch: Arch, out_dir: Path) -> Path:
 def assert_booted(res: qemu.BootResult) -> None:
     res.require()
     assert res.sentinel_line is not None and ": OK " in res.sentinel_line, res.tail()
+
+
+# ------------------------------------------------------------------- piCore boot-partition FAT images
+
+MIB = 1024 * 1024
+
+
+def fat_image(out: Path, files: dict[str, bytes], *, size_mib: int = 16, fat32: bool = False,
+              partitioned: bool = False) -> Path:
+    """A FAT boot-partition image holding ``files``: bare (mkfs.vfat), or a whole-disk image with an MBR
+    whose one FAT (type 0x0c) partition starts at 1 MiB (piCore's layout; mformat at that offset)."""
+    sectors = size_mib * MIB // 512
+    with out.open("wb") as fh:
+        fh.truncate((size_mib + 1 if partitioned else size_mib) * MIB)
+    target = str(out)
+    if partitioned:
+        mbr = bytearray(512)
+        struct.pack_into("<B3xB3xII", mbr, 446, 0x00, 0x0C, MIB // 512, sectors)
+        mbr[510:512] = b"\x55\xaa"
+        with out.open("r+b") as fh:
+            fh.write(mbr)
+        target = f"{out}@@{MIB}"
+        proc.run(["mformat", "-i", target, "-T", str(sectors), "-v", "PIBOOT", "::"],
+                 env={"MTOOLS_SKIP_CHECK": "1"})
+    else:
+        proc.run(["mkfs.vfat", *(["-F", "32"] if fat32 else []), "-n", "PIBOOT", out])
+    tree = out.parent / (out.name + ".files")
+    tree.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (tree / name).write_bytes(data)
+        proc.run(["mcopy", "-i", target, tree / name, f"::/{name}"], env={"MTOOLS_SKIP_CHECK": "1"})
+    return out
+
+
+def fat_read(image: Path, name: str, offset: int = 0) -> bytes:
+    """One file's bytes from a FAT image (mtools, independent of the code under test)."""
+    target = f"{image}@@{offset}" if offset else str(image)
+    out = proc.run(["mcopy", "-n", "-i", target, f"::/{name}", "-"], env={"MTOOLS_SKIP_CHECK": "1"})
+    return bytes(out.stdout or b"")

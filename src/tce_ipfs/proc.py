@@ -42,6 +42,10 @@ TOOL_PACKAGES: dict[str, str] = {
     "zstd": "zstd",
     "xz": "xz-utils",
     "ipfs": "kubo (run `tce-ipfs kubo build`)",
+    "mdir": "mtools",
+    "mcopy": "mtools",
+    "mformat": "mtools",
+    "mkfs.vfat": "dosfstools",
 }
 
 BASE_ENV = {

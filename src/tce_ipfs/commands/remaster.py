@@ -13,13 +13,15 @@ from tce_ipfs.errors import UsageError
 
 REMASTER_EPILOG = """\
 INPUT is a Tiny Core ISO (boot/vmlinuz + boot/core.gz, or boot/vmlinuz64 + boot/corepure64.gz, with
-boot/isolinux/isolinux.cfg) or a piCore boot partition directory (config.txt + cmdline.txt).
+boot/isolinux/isolinux.cfg) or a piCore boot partition (config.txt + cmdline.txt): a directory, a FAT
+image of it, or a whole-disk image (MBR) whose first partition it is.
 
 ISO: adds boot/tce-ipfs.gz (hook + ipfs.tcz for the ISO's arch, detected from kernel and userland) and a
 `LABEL tce-ipfs` entry booting `initrd=<core>,/boot/tce-ipfs.gz tce=ipfs:<CID> <codes>`; the original
 entries and files stay as they are. Remastering a remastered ISO replaces that entry (never two).
 Boot partition: copies tce-ipfs.gz in, appends it to every `initramfs` list of config.txt and puts
-`tce=ipfs:<CID>` + codes into cmdline.txt (in place, or into a copy with -o).
+`tce=ipfs:<CID>` + codes into cmdline.txt (in place, or into a copy with -o). An image is edited with
+mtools (no mount, no root), all or nothing: it changes only once every check has passed.
 
 Initrds are gzip (what Tiny Core's kernels take); zstd needs a kernel with CONFIG_RD_ZSTD.
 
@@ -27,6 +29,7 @@ examples:
   tce-ipfs remaster CorePure64-16.0.iso --cid bafy... -o p2p.iso --default \\
       --boot-code ipfs.peers=/ip4/192.168.1.10/tcp/4001/p2p/12D3KooW...
   tce-ipfs remaster /mnt/sdb1 --cid bafy... --arch aarch64
+  tce-ipfs remaster piCore64-16.0.img --cid bafy... -o piCore64-p2p.img
 """
 
 NETBOOT_EPILOG = """\
@@ -59,12 +62,16 @@ def cmd_remaster(args: argparse.Namespace) -> int:
     src = Path(args.input)
     codes = bootcfg.parse_codes(args.boot_code)
     arch = Arch.parse(args.arch) if args.arch else None
-    if src.is_dir():
+    # A FAT image (bare or MBR disk; never an ISO), a directory, else the ISO path (which refuses a
+    # non-ISO with its own message).
+    fat = not src.is_dir() and remaster.fat_image_offset(src) is not None
+    if src.is_dir() or fat:
         if args.default or args.append_initrd:
             raise UsageError("--default and --append-initrd apply to ISOs, not to a boot partition")
-        res = remaster.remaster_bootdir(src, args.cid, out=Path(args.output) if args.output else None,
-                                        arch=arch, codes=codes, compression=args.compression,
-                                        ipfs_tcz=args.ipfs_tcz, p2p_initrd=args.p2p_initrd)
+        fn = remaster.remaster_bootimage if fat else remaster.remaster_bootdir
+        res = fn(src, args.cid, out=Path(args.output) if args.output else None,
+                 arch=arch, codes=codes, compression=args.compression,
+                 ipfs_tcz=args.ipfs_tcz, p2p_initrd=args.p2p_initrd)
         emit(args, res.as_dict(), f"{res.output}: {res.arch}, cmdline: {res.cmdline}")
         return 0
     if not args.output:
@@ -97,8 +104,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        description="Add P2P boot (tce=ipfs:<CID>) to a Tiny Core ISO or a piCore boot "
                                    "partition.", epilog=REMASTER_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", metavar="INPUT", help="Tiny Core ISO, or piCore boot partition directory")
-    p.add_argument("-o", "--output", metavar="OUT", help="output ISO (required for ISOs) or directory")
+    p.add_argument("input", metavar="INPUT",
+                   help="Tiny Core ISO, or piCore boot partition (directory or image)")
+    p.add_argument("-o", "--output", metavar="OUT", help="output ISO (required for ISOs), directory or image")
     _common(p)
     p.add_argument("--default", action="store_true", help="make the P2P entry the default boot entry")
     p.add_argument("--append-initrd", action="store_true",
