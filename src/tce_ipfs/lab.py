@@ -402,19 +402,23 @@ class Lab(_Managed):
     def check_isolated(self) -> None:
         """Raise ``IsolationError`` unless the namespace has only lo + bridge + our taps, no default route."""
         allowed = {"lo", self.bridge, *(t.ifname for t in self.taps)}
-        names = {str(link["ifname"]) for link in self.links()}
-        extra = names - allowed
+        links = self.links()
+        extra = {str(link["ifname"]) for link in links} - allowed
         if extra:
             raise IsolationError(f"lab {self.netns} has unexpected links: {sorted(extra)}")
-        for link in self.links():
+        for link in links:
             if link["ifname"] in {t.ifname for t in self.taps} and link.get("master") != self.bridge:
                 raise IsolationError(f"tap {link['ifname']} is not on the lab bridge")
+        self.check_routes(allowed, f"lab {self.netns}")
+
+    def check_routes(self, allowed: set[str], what: str) -> None:
+        """No default route, and no route through a device outside ``allowed``: nothing leaves."""
         for route in self.routes():
             if route.get("dst") in ("default", "0.0.0.0/0", "::/0"):
-                raise IsolationError(f"lab {self.netns} has a default route: {route}")
+                raise IsolationError(f"{what} has a default route: {route}")
             dev = route.get("dev")
             if dev and dev not in allowed:
-                raise IsolationError(f"lab {self.netns} routes via {dev}")
+                raise IsolationError(f"{what} routes via {dev}")
 
     # ------------------------------------------------------------------ the host seed
     def start_seed(self, kubo: Path, *, swarm_key: str | None = None, mdns: bool = False,
@@ -596,12 +600,7 @@ class ShapedLink(_Managed):
                         raise IsolationError(f"{ifname}'s peer is in {peer_ns!r}, not in {other.netns}")
                 elif "link_netnsid" in link:
                     raise IsolationError(f"{link['ifname']} in {lab.netns} has a peer in another namespace")
-            for route in lab.routes():
-                if route.get("dst") in ("default", "0.0.0.0/0", "::/0"):
-                    raise IsolationError(f"{side} namespace {lab.netns} has a default route: {route}")
-                dev = route.get("dev")
-                if dev and dev not in allowed:
-                    raise IsolationError(f"{side} namespace {lab.netns} routes via {dev}")
+            lab.check_routes(allowed, f"{side} namespace {lab.netns}")
             forwarding = lab.exec(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout or b""
             if forwarding.strip() != b"0":
                 raise IsolationError(f"{side} namespace {lab.netns} forwards IPv4")
