@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tce_ipfs.arch import Arch
-from tce_ipfs.lab import Lab, namespaces
+from tce_ipfs.testbed.lab import Lab, namespaces
 from test_remaster_support import Seed, running_seed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,11 +31,11 @@ def need_tool(name: str) -> None:
 
 @pytest.fixture(scope="session")
 def host_kubo() -> Path:
-    """A real kubo `ipfs` for the host arch (built and cached by tce_ipfs.kubo)."""
+    """A real kubo `ipfs` for the host arch (built and cached by tce_ipfs.build.kubo)."""
     override = os.environ.get("TCE_IPFS_TEST_KUBO")
     if override:
         return Path(override)
-    from tce_ipfs import kubo
+    from tce_ipfs.build import kubo
 
     return kubo.ensure(Arch.host())
 

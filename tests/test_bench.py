@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs import bench, lab
+from tce_ipfs.testbed import bench, lab
 
 
 @pytest.mark.kubo

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tce_ipfs import bootcfg
 from tce_ipfs.errors import RemasterError, UsageError
+from tce_ipfs.media import bootcfg
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 CID2 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import elf
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import elf
 from tce_ipfs.cli import main
 from tce_ipfs.errors import ElfMismatch, UsageError
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import guest, proc, qemu
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import BuildError, QemuError, UsageError
+from tce_ipfs.testbed import guest, qemu
 
 ROOTFS = guest.base_dir() / "rootfs"
 SCRIPTS = ["init", "etc/init.d/rcS", "etc/init.d/tc-config", "etc/init.d/tc-functions",

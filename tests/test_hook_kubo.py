@@ -20,7 +20,7 @@ import pytest
 
 from conftest import record
 from hookfakes.harness import KREL, HookEnv, Repo, Result
-from tce_ipfs import node
+from tce_ipfs.ipfs import node
 
 pytestmark = pytest.mark.kubo
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tce_ipfs import initrd
 from tce_ipfs.cli import main
 from tce_ipfs.errors import BuildError, UsageError
+from tce_ipfs.media import initrd
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
@@ -368,9 +368,9 @@ def test_hook_initrd_builds_kubo_with_the_recipe(
         shutil.copy(fake_tcz, dest)
         return types.SimpleNamespace(path=dest)
 
-    module = types.ModuleType("tce_ipfs.recipes")
+    module = types.ModuleType("tce_ipfs.build.recipes")
     module.build = build  # type: ignore[attr-defined]
-    monkeypatch.setitem(__import__("sys").modules, "tce_ipfs.recipes", module)
+    monkeypatch.setitem(__import__("sys").modules, "tce_ipfs.build.recipes", module)
     out = initrd.build_hook_initrd("aarch64", tmp_path / "k.gz")
     assert calls and calls[0][:2] == ("ipfs", "aarch64")
     entries = {e.name: e for e in initrd.parse_cpio(initrd.read_initrd(out))}

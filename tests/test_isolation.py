@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import ipfsapi, node, proc, publish
-from tce_ipfs.node import Node
+from tce_ipfs import proc
+from tce_ipfs.ipfs import node, publish, rpc
+from tce_ipfs.ipfs.node import Node
 
 pytestmark = [pytest.mark.kubo, pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")]
 
@@ -196,11 +197,11 @@ def workload(a: Node, b: Node, repo_dir: Path) -> str:
     """Publish on A, B dials A explicitly and fetches everything over bitswap. Returns the root CID."""
     with a.client() as ca, b.client() as cb:
         res = publish.publish(repo_dir, ca)
-        ipfsapi.swarm_connect(cb, a.swarm_addrs[0], timeout=10)
+        rpc.swarm_connect(cb, a.swarm_addrs[0], timeout=10)
         for name in res.files:
-            data = ipfsapi.cat(cb, f"/ipfs/{res.root_cid}/{name}", timeout=60)
+            data = rpc.cat(cb, f"/ipfs/{res.root_cid}/{name}", timeout=60)
             assert data == (repo_dir / name).read_bytes()
-        assert ipfsapi.bitswap_stat(cb)["DataReceived"] >= res.total_size
+        assert rpc.bitswap_stat(cb)["DataReceived"] >= res.total_size
         return res.root_cid
 
 
@@ -259,7 +260,7 @@ def traced_daemon(host_kubo: Path, repo: Path, log_path: Path) -> Iterator[Node]
                     kubo_pid = int(kids[0])
             if kubo_pid and node.read_api_file(repo):
                 try:
-                    ipfsapi.client(node.read_api_file(repo) or "", timeout=5).id()
+                    rpc.client(node.read_api_file(repo) or "", timeout=5).id()
                     break
                 except Exception:
                     pass

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import bootcfg, cli, netboot
+from tce_ipfs import cli
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import CidError, RemasterError, UsageError
+from tce_ipfs.media import bootcfg, netboot
 from test_remaster_support import CID, fake_core, fake_iso, fake_kernel, fake_p2p_initrd
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import guest, netboot, qemu
 from tce_ipfs.arch import Arch
+from tce_ipfs.media import netboot
+from tce_ipfs.testbed import guest, qemu
 from test_remaster_support import (
     BOOT_TIMEOUT,
     Seed,

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import guest, qemu, tcz
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import tcz
 from tce_ipfs.errors import UsageError
+from tce_ipfs.testbed import guest, qemu
 
 ARCHES = [Arch.X86_64, Arch.AARCH64, Arch.X86, Arch.ARMV7]
 TIMEOUT = {Arch.X86_64: 120.0, Arch.AARCH64: 120.0, Arch.X86: 150.0, Arch.ARMV7: 180.0}

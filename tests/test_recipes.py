@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import need_tool
-from tce_ipfs import cli, proc, recipes, tcz
+from tce_ipfs import cli, proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import recipes, tcz
 from tce_ipfs.errors import BuildError, UsageError
 
 MiB = 1024 * 1024
@@ -166,7 +167,7 @@ def test_cli_list_and_build(fake_root: Path, tmp_path: Path, capsys: pytest.Capt
 
 def test_runtime_recipe_dispatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """tcz-build/python3.11 is a runtime recipe (runtime.toml, built by pyruntime), listed like the rest."""
-    from tce_ipfs import pyruntime
+    from tce_ipfs.build import pyruntime
 
     spec = recipes.runtime_spec("python3.11")
     assert spec is not None and recipes.runtime_spec("ipfs") is None

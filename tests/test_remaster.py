@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import bootcfg, cli, remaster
+from tce_ipfs import cli
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import CidError, RemasterError, TceIpfsError, UsageError
+from tce_ipfs.media import bootcfg, remaster
 from test_remaster_support import (
     CID,
     CID2,

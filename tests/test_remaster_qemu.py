@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import bootcfg, guest, qemu, remaster
 from tce_ipfs.arch import Arch
+from tce_ipfs.media import bootcfg, remaster
+from tce_ipfs.testbed import guest, qemu
 from test_remaster_support import (
     BOOT_TIMEOUT,
     Seed,

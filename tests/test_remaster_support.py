@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tce_ipfs import proc, qemu
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.testbed import qemu
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 CID2 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
@@ -48,7 +49,7 @@ def fake_kernel(arch: Arch) -> bytes:
 
 
 def cpio_gz(files: dict[str, bytes], work: Path) -> bytes:
-    """A gzip'd newc cpio of ``files`` (built with the cpio tool, independent of tce_ipfs.initrd)."""
+    """A gzip'd newc cpio of ``files`` (built with the cpio tool, independent of tce_ipfs.media.initrd)."""
     tree = work / hashlib.sha256(repr(sorted(files)).encode()).hexdigest()[:12]
     for name, data in files.items():
         path = tree / name
@@ -86,7 +87,7 @@ def fake_p2p_initrd(arch: Arch, out: Path) -> Path:
 
 
 def fake_iso(arch: Arch, work: Path, **kw: object) -> Path:
-    from tce_ipfs import remaster
+    from tce_ipfs.media import remaster
 
     work.mkdir(parents=True, exist_ok=True)
     kernel = work / "kernel"
@@ -106,7 +107,7 @@ BOOT_TIMEOUT = 900.0  # TCG, 2 cores shared with other builds: generous
 class Seed:
     """An isolated kubo on 127.0.0.1; ``publish(kver)`` adds a sample repo built for that guest kernel."""
 
-    node: object  # tce_ipfs.node.Node
+    node: object  # tce_ipfs.ipfs.node.Node
     work: Path
     peer: str  # the seed's multiaddr as seen from a guest
     forwards: dict[int, int]  # guest port on 10.0.2.100 -> host port on 127.0.0.1
@@ -115,8 +116,8 @@ class Seed:
     def publish(self, kver: str) -> tuple[str, object]:
         """(root CID, SampleRepo) of the sample repo for kernel ``kver`` (its check expects that kernel)."""
         if kver not in self.published:
-            from tce_ipfs import samplerepo
-            from tce_ipfs.publish import publish
+            from tce_ipfs.ipfs.publish import publish
+            from tce_ipfs.testbed import samplerepo
 
             repo = samplerepo.build(self.work / f"repo-{kver}", [kver])
             with self.node.client() as client:  # type: ignore[attr-defined]
@@ -130,7 +131,7 @@ class Seed:
 
 @contextlib.contextmanager
 def running_seed(work: Path, kubo: Path) -> Iterator[Seed]:
-    from tce_ipfs.node import Node
+    from tce_ipfs.ipfs.node import Node
 
     node = Node(work / "seed", kubo)
     node.init()
@@ -147,7 +148,8 @@ def running_seed(work: Path, kubo: Path) -> Iterator[Seed]:
 
 def check_overlay(repo: object) -> bytes:
     """A gzip'd cpio with the guest check for ``repo`` as /opt/bootsync.sh (prints the sentinel)."""
-    from tce_ipfs import initrd, samplerepo
+    from tce_ipfs.media import initrd
+    from tce_ipfs.testbed import samplerepo
 
     w = initrd.CpioWriter()
     w.add_dir("opt", 0o775)
@@ -156,8 +158,8 @@ def check_overlay(repo: object) -> bytes:
 
 
 def ipfs_tcz(arch: Arch, out_dir: Path) -> Path:
-    """ipfs.tcz for ``arch`` (kubo built and cached by tce_ipfs.kubo), built once per test module."""
-    from tce_ipfs import recipes
+    """ipfs.tcz for ``arch`` (kubo built and cached by tce_ipfs.build.kubo), built once per test module."""
+    from tce_ipfs.build import recipes
 
     return Path(recipes.build("ipfs", arch, out_dir).tcz)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import swarmkey
 from tce_ipfs.errors import UsageError
+from tce_ipfs.ipfs import swarmkey
 
 
 def test_generate_is_64_hex_and_random() -> None:

@@ -6,7 +6,7 @@ Where each part runs (so the tree says it, not only the docs):
   publishing, initrd/ISO/netboot assembly, QEMU guests, demo and benchmarks.
 * initrd      -- POSIX sh in ``initrd-hooks/`` at the top of the repository (never Python).
 * booted TC   -- ``tce_ipfs.agent`` (plus the dependency-free helpers it imports: ``errors``,
-  ``tcrepo``, ``ipfsapi``), shipped as ``tce-ipfs-agent.tcz``.
+  ``tcrepo``, ``rpc``), shipped as ``tce-ipfs-agent.tcz``.
 """
 
 __version__ = "0.1.0"

@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import initrd
 from tce_ipfs.arch import Arch
 from tce_ipfs.cli import emit
 from tce_ipfs.log import human
+from tce_ipfs.media import initrd
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

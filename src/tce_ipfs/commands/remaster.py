@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import bootcfg
 from tce_ipfs.arch import Arch
 from tce_ipfs.cli import emit
 from tce_ipfs.errors import UsageError
+from tce_ipfs.media import bootcfg
 
 REMASTER_EPILOG = """\
 INPUT is a Tiny Core ISO (boot/vmlinuz + boot/core.gz, or boot/vmlinuz64 + boot/corepure64.gz, with
@@ -57,7 +57,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_remaster(args: argparse.Namespace) -> int:
-    from tce_ipfs import remaster
+    from tce_ipfs.media import remaster
 
     src = Path(args.input)
     codes = bootcfg.parse_codes(args.boot_code)
@@ -87,7 +87,7 @@ def cmd_remaster(args: argparse.Namespace) -> int:
 
 
 def cmd_netboot(args: argparse.Namespace) -> int:
-    from tce_ipfs import netboot
+    from tce_ipfs.media import netboot
 
     res = netboot.netboot(
         Path(args.output), args.cid, arch=Arch.parse(args.arch) if args.arch else None,

@@ -399,10 +399,10 @@ def hook_cpio(arch: Arch | str, hooks_dir: Path | None = None) -> bytes:
 def _ipfs_tcz_for(arch: Arch, tmp: Path) -> Path:
     """Build kubo's ipfs.tcz for ``arch`` with the recipe (imported lazily: a separate module)."""
     try:
-        recipes = importlib.import_module("tce_ipfs.recipes")
+        recipes = importlib.import_module("tce_ipfs.build.recipes")
     except ModuleNotFoundError as exc:
         raise BuildError(
-            "cannot build ipfs.tcz: tce_ipfs.recipes is not available",
+            "cannot build ipfs.tcz: tce_ipfs.build.recipes is not available",
             hint="pass an existing ipfs.tcz with --ipfs-tcz",
         ) from exc
     result = recipes.build("ipfs", arch, tmp)

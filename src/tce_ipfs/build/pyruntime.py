@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import elf, guest, proc, tcz
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import elf, tcz
+from tce_ipfs.build.recipes import FILES_DIR, RUNTIME_FILE
 from tce_ipfs.errors import BuildError, CommandFailed
-from tce_ipfs.recipes import FILES_DIR, RUNTIME_FILE
 from tce_ipfs.settings import recipes_dir
+from tce_ipfs.testbed import guest
 
 log = logging.getLogger(__name__)
 

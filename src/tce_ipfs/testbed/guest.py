@@ -38,9 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import initrd, proc, qemu, settings
+from tce_ipfs import proc, settings
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import BuildError, CommandFailed
+from tce_ipfs.media import initrd
+from tce_ipfs.testbed import qemu
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ Recipe schema (TOML; unknown keys are errors so typos do not pass silently)::
                                   # locked pure-Python wheels -> dest/vendor (lock, exclude)
 
 A directory with a ``runtime.toml`` instead is a *runtime recipe*: an interpreter assembled from Debian
-packages (``python3.11``), described declaratively there and built by ``tce_ipfs.pyruntime``;
+packages (``python3.11``), described declaratively there and built by ``tce_ipfs.build.pyruntime``;
 ``build()`` dispatches to it (``testbase`` applies to runtime recipes only).
 
 Strings in version, description, deps and [info] may use ``{arch}``, ``{kubo_version}``,
@@ -55,10 +55,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tce_ipfs import __version__, proc, tcz
+from tce_ipfs import __version__, proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import tcz
+from tce_ipfs.build.kubo import sha256_file
 from tce_ipfs.errors import BuildError, CommandFailed, TczError, ToolMissing, UsageError
-from tce_ipfs.kubo import sha256_file
 from tce_ipfs.settings import KUBO_VERSION, TC_MAJOR, cache_dir, recipes_dir
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def load(name: str) -> Recipe:
         raise UsageError(f"no recipe named {name!r}",
                          hint=f"recipes: {', '.join(known) or '(none)'} (in {recipes_dir()})")
     if runtime_spec(name) is not None:
-        raise UsageError(f"{name} is a runtime recipe ({RUNTIME_FILE}), built by tce_ipfs.pyruntime")
+        raise UsageError(f"{name} is a runtime recipe ({RUNTIME_FILE}), built by tce_ipfs.build.pyruntime")
     rdir = recipes_dir() / name
     path = rdir / RECIPE_FILE
     try:
@@ -303,7 +304,7 @@ def build(name: str, arch: Arch | str, out_dir: Path, *, epoch: int | None = Non
     arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
     spec = runtime_spec(name)
     if spec is not None:
-        from tce_ipfs import pyruntime
+        from tce_ipfs.build import pyruntime
 
         return pyruntime.build(arch, out_dir, testbase=testbase, epoch=epoch,
                                spec=pyruntime.load_spec(spec)).python
@@ -378,7 +379,7 @@ def kubo_binary(arch: Arch) -> Path:
     """The kubo ``ipfs`` for ``arch``: ``kubo.ensure(arch)``, or ``$TCE_IPFS_KUBO_BIN`` (tests only)."""
     override = os.environ.get(KUBO_BIN_ENV)
     if override:
-        from tce_ipfs import elf
+        from tce_ipfs.build import elf
 
         path = Path(override)
         if not path.is_file():
@@ -386,7 +387,7 @@ def kubo_binary(arch: Arch) -> Path:
         elf.validate(path, arch)
         log.info("using kubo from %s=%s", KUBO_BIN_ENV, path)
         return path
-    from tce_ipfs import kubo
+    from tce_ipfs.build import kubo
 
     return kubo.ensure(arch)
 

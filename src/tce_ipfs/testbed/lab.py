@@ -47,7 +47,7 @@ from tce_ipfs.arch import Arch
 from tce_ipfs.errors import IsolationError, NodeError, ToolMissing
 
 if TYPE_CHECKING:
-    from tce_ipfs.node import Node
+    from tce_ipfs.ipfs.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class TapNet:
 
     def qemu_args(self, arch: Arch) -> list[str]:
         """``qemu.NetSpec``: the arch profile's NIC model on this tap."""
-        from tce_ipfs import qemu
+        from tce_ipfs.testbed import qemu
 
         return self.netdev_args(qemu.profile(arch).nic)
 
@@ -151,9 +151,9 @@ class SeedNode:
         return self.node.repo
 
     def client(self, timeout: float = 30.0) -> Any:
-        from tce_ipfs import ipfsapi
+        from tce_ipfs.ipfs import rpc
 
-        return ipfsapi.client(self.api, timeout=timeout)
+        return rpc.client(self.api, timeout=timeout)
 
     def stop(self) -> None:
         """Stop serving (the origin going away); the lab's teardown would do it anyway."""
@@ -453,8 +453,8 @@ def start_kubo(lab: Lab, name: str, kubo: Path, repo: Path, *, listen_ip: str,
     network namespaces). ``swarm_key`` (64 hex) makes it a private-swarm node: ``swarm.key`` in the
     repo and ``LIBP2P_FORCE_PNET=1``, so it cannot come up in the open swarm by mistake.
     """
-    from tce_ipfs import swarmkey
-    from tce_ipfs.node import DAEMON_ARGS, Node
+    from tce_ipfs.ipfs import swarmkey
+    from tce_ipfs.ipfs.node import DAEMON_ARGS, Node
 
     lab._require_open()
     sock = _api_socket(lab, name)

@@ -381,9 +381,9 @@ class Node:
 
     def client(self, timeout: float = 30.0) -> Any:
         """An ``ipfshttpclient.Client`` for this node (version-checked)."""
-        from tce_ipfs import ipfsapi
+        from tce_ipfs.ipfs import rpc
 
-        return ipfsapi.client(self.api, timeout=timeout)
+        return rpc.client(self.api, timeout=timeout)
 
     @property
     def swarm_addrs(self) -> list[str]:
@@ -457,7 +457,7 @@ class Node:
         self.pid_path.write_text(f"{popen.pid}\n")
         deadline = time.monotonic() + timeout
         last_error = "no API file yet"
-        from tce_ipfs import ipfsapi
+        from tce_ipfs.ipfs import rpc
 
         while time.monotonic() < deadline:
             if popen.poll() is not None:
@@ -467,7 +467,7 @@ class Node:
             addr = read_api_file(self.repo)
             if addr:
                 try:
-                    with ipfsapi.client(addr, timeout=5) as c:
+                    with rpc.client(addr, timeout=5) as c:
                         c.id()
                     log.debug("kubo %s ready on %s (pid %d)", self.repo, addr, popen.pid)
                     return self
@@ -528,15 +528,15 @@ class Node:
         pid = self.pid()
         if pid is None:
             return info
-        from tce_ipfs import ipfsapi
+        from tce_ipfs.ipfs import rpc
 
         info.update(running=True, pid=pid, api=self.api)
-        with ipfsapi.client(self.api, timeout=10) as c:
+        with rpc.client(self.api, timeout=10) as c:
             ident = c.id()
             info["version"] = c.version()["Version"]
             info["swarm_addrs"] = sorted(str(a) for a in ident["Addresses"] or [])
-            info["peers"] = len(ipfsapi.swarm_peers(c))
-            stat = ipfsapi.repo_stat(c)
+            info["peers"] = len(rpc.swarm_peers(c))
+            stat = rpc.repo_stat(c)
             info["repo_size"] = stat["RepoSize"]
             info["num_objects"] = stat["NumObjects"]
         return info

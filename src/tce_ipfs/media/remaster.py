@@ -38,9 +38,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tce_ipfs import bootcfg, cidtext, initrd, proc
+from tce_ipfs import cidtext, proc
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import RemasterError, TceIpfsError, UsageError
+from tce_ipfs.media import bootcfg, initrd
 
 log = logging.getLogger(__name__)
 

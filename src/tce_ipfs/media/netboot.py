@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tce_ipfs import bootcfg, cidtext, remaster
+from tce_ipfs import cidtext
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import RemasterError, UsageError
+from tce_ipfs.media import bootcfg, remaster
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def netboot(
         if from_iso is not None:
             kernel, initrd, base_cmdline = _from_iso(from_iso, tmp)
         elif kernel is None:
-            from tce_ipfs import guest
+            from tce_ipfs.testbed import guest
 
             base = guest.ensure_base(arch or Arch.X86_64)
             kernel, initrd = Path(base.kernel), Path(base.initrd)

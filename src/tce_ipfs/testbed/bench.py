@@ -43,9 +43,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import ipfsapi, publish
+import tce_ipfs
 from tce_ipfs.errors import NodeError
-from tce_ipfs.node import Node
+from tce_ipfs.ipfs import publish, rpc
+from tce_ipfs.ipfs.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def _fetch_http(base: str, files: Sequence[str]) -> int:
 
 
 def _fetch_ipfs(client: Any, root: str, files: Sequence[str]) -> int:
-    return sum(len(ipfsapi.cat(client, f"/ipfs/{root}/{f}", timeout=600)) for f in files)
+    return sum(len(rpc.cat(client, f"/ipfs/{root}/{f}", timeout=600)) for f in files)
 
 
 def _concurrently(jobs: Sequence[Callable[[], dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -273,12 +274,12 @@ def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, 
             http_s.append(_timed(lambda: _fetch_http(base, files)))
             with Node(work / f"client-{r}", kubo, peers=[seed_addr]) as client_node:
                 c = client_node.client(timeout=600)
-                ipfsapi.swarm_connect(c, seed_addr, timeout=30)
+                rpc.swarm_connect(c, seed_addr, timeout=30)
                 ipfs_s.append(_timed(functools.partial(_fetch_ipfs, c, root, files)))
             shutil.rmtree(work / f"client-{r}", ignore_errors=True)
 
         # N clients at once, all connected to the seed and to each other.
-        sent_before = int(ipfsapi.bitswap_stat(seed.client()).get("DataSent", 0))
+        sent_before = int(rpc.bitswap_stat(seed.client()).get("DataSent", 0))
         clients = [stack.enter_context(Node(work / f"many-{i}", kubo, peers=[seed_addr]))
                    for i in range(cfg.clients)]
         addrs = [f"{n.swarm_addrs[0]}/p2p/{n.peer_id}" for n in clients]
@@ -286,12 +287,12 @@ def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, 
             c = n.client(timeout=600)
             for a in [seed_addr, *addrs]:
                 if not a.endswith(n.peer_id):
-                    ipfsapi.swarm_connect(c, a, timeout=30)
+                    rpc.swarm_connect(c, a, timeout=30)
         barrier = threading.Barrier(len(clients))
         ipfs_runs = _concurrently([
             _timed_job(functools.partial(_fetch_ipfs, n.client(timeout=600), root, files), barrier)
             for n in clients])
-        ipfs_sent = int(ipfsapi.bitswap_stat(seed.client()).get("DataSent", 0)) - sent_before
+        ipfs_sent = int(rpc.bitswap_stat(seed.client()).get("DataSent", 0)) - sent_before
         served["bytes"] = 0
         barrier = threading.Barrier(len(clients))
         http_runs = _concurrently([_timed_job(functools.partial(_fetch_http, base, files), barrier)
@@ -324,12 +325,12 @@ def _concurrent_summary(c: dict[str, Any], payload: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- fetch-link: origin behind a capped link
 def _src_dir() -> str:
     """Where the ``tce_ipfs`` package lives (PYTHONPATH for our helpers inside a namespace)."""
-    return str(Path(__file__).resolve().parents[1])
+    return str(Path(tce_ipfs.__file__).resolve().parents[1])
 
 
 def _helper_argv(*args: str | os.PathLike[str]) -> list[str]:
-    """This module's own command line (``python -m tce_ipfs.bench ...``), for use inside a namespace."""
-    return [sys.executable, "-m", "tce_ipfs.bench", *(os.fspath(a) for a in args)]
+    """This module's own command line (``python -m tce_ipfs.testbed.bench ...``), run in a namespace."""
+    return [sys.executable, "-m", "tce_ipfs.testbed.bench", *(os.fspath(a) for a in args)]
 
 
 def _read_stats(path: Path) -> dict[str, int]:
@@ -364,7 +365,7 @@ def _http_link_job(lab: Any, base: str, files: Sequence[str], at: float,
 
 
 def bench_fetch_link(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
-    from tce_ipfs.lab import ShapedLink, start_kubo
+    from tce_ipfs.testbed.lab import ShapedLink, start_kubo
 
     repo, files, payload = _fetch_repo(work, cfg)
     n = cfg.clients
@@ -387,11 +388,11 @@ def bench_fetch_link(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]
             with node.client(timeout=30) as c:
                 for other in [seed, *clients]:
                     if other is not node:
-                        ipfsapi.swarm_connect(c, other.multiaddr, timeout=30)
+                        rpc.swarm_connect(c, other.multiaddr, timeout=30)
 
         def seed_sent() -> int:
             with seed.client(timeout=30) as c:
-                return int(ipfsapi.bitswap_stat(c).get("DataSent", 0))
+                return int(rpc.bitswap_stat(c).get("DataSent", 0))
 
         def measure(kind: str, mode: str) -> None:
             k = 1 if mode == "single" else n
@@ -562,7 +563,7 @@ def _fetch_http_at(base: str, files: Sequence[str], at: float) -> dict[str, Any]
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tce_ipfs.bench",
+    parser = argparse.ArgumentParser(prog="python -m tce_ipfs.testbed.bench",
                                      description="benchmark helpers run inside a lab namespace")
     sub = parser.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve-http")
