@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import record
+from support import record
 from tce_ipfs.arch import Arch
 from tce_ipfs.testbed import e2e, samplerepo
 

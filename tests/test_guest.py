@@ -15,6 +15,7 @@ import pytest
 
 from tce_ipfs import proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import debian
 from tce_ipfs.errors import BuildError, QemuError, UsageError
 from tce_ipfs.testbed import guest, qemu
 
@@ -133,7 +134,7 @@ def test_resolve_kernel_reads_the_versioned_dependency(monkeypatch: pytest.Monke
         return answers[str(args[-1])]
 
     monkeypatch.setattr(proc, "output", fake_output)
-    k = guest.resolve_kernel(Arch.AARCH64)
+    k = debian.resolve_kernel(Arch.AARCH64)
     assert (k.package, k.version, k.kver) == ("linux-image-6.1.0-50-arm64", "6.1.176-1", "6.1.0-50-arm64")
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import record
 from hookfakes.harness import KREL, HookEnv, Repo, Result
+from support import record
 from tce_ipfs.ipfs import node
 
 pytestmark = pytest.mark.kubo

@@ -17,7 +17,8 @@ import pytest
 
 from tce_ipfs.errors import NodeError
 from tce_ipfs.ipfs import rpc, swarmkey
-from tce_ipfs.testbed.lab import PREFIX, Lab, ShapedLink, namespaces, start_kubo
+from tce_ipfs.testbed.lab import PREFIX, Lab, namespaces, start_kubo
+from tce_ipfs.testbed.link import ShapedLink
 
 pytestmark = pytest.mark.root
 

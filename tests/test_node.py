@@ -14,7 +14,7 @@ import pytest
 
 from tce_ipfs import cli
 from tce_ipfs.errors import IsolationError, NodeError, UsageError
-from tce_ipfs.ipfs import node, rpc
+from tce_ipfs.ipfs import isolation, node, rpc
 from tce_ipfs.ipfs.node import Node
 
 # rpc filters this urllib3 noise at import, but pytest restores filters after collection
@@ -24,13 +24,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWar
 
 
 def test_isolation_config_loopback_defaults() -> None:
-    cfg = node.isolation_config()
+    cfg = isolation.isolation_config()
     assert cfg["Bootstrap"] == [] and cfg["AutoConf.Enabled"] is False
     assert cfg["Routing.Type"] == "none" and cfg["Discovery.MDNS.Enabled"] is False
     assert cfg["Addresses.Swarm"] == ["/ip4/127.0.0.1/tcp/0"]
     assert cfg["Addresses.API"].startswith("/ip4/127.0.0.1/") and cfg["Addresses.Gateway"].startswith(
         "/ip4/127.0.0.1/")
-    assert cfg["DNS.Resolvers"] == {".": node.DNS_SINKHOLE}
+    assert cfg["DNS.Resolvers"] == {".": isolation.DNS_SINKHOLE}
     assert cfg["Peering.Peers"] == []
     # the filter covers all of IPv4 but 127/8, and all of IPv6
     filters = cfg["Swarm.AddrFilters"]
@@ -48,7 +48,7 @@ def test_isolation_config_loopback_defaults() -> None:
 
 def test_isolation_config_lan_and_peers() -> None:
     peer = "/ip4/10.0.2.2/tcp/4001/p2p/12D3KooWEdrtNWEYSamzohat64bu93E9Dxrfx7WTSWRpakQaLSYW"
-    cfg = node.isolation_config("10.0.2.15", swarm_port=4001, peers=[peer])
+    cfg = isolation.isolation_config("10.0.2.15", swarm_port=4001, peers=[peer])
     assert cfg["Addresses.Swarm"] == ["/ip4/10.0.2.15/tcp/4001"]
     assert cfg["Addresses.API"] == "/ip4/127.0.0.1/tcp/0"  # API never leaves loopback
     assert cfg["Peering.Peers"] == [{"ID": peer.rsplit("/", 1)[1], "Addrs": ["/ip4/10.0.2.2/tcp/4001"]}]
@@ -59,20 +59,20 @@ def test_isolation_config_lan_and_peers() -> None:
     for public in ("8.8.8.8", "100.64.0.1", "172.32.0.1", "1.1.1.1"):
         assert any(ipaddress.ip_address(public) in n for n in nets), public
     with pytest.raises(UsageError):
-        node.isolation_config(peers=["/ip4/1.2.3.4/tcp/1"])
+        isolation.isolation_config(peers=["/ip4/1.2.3.4/tcp/1"])
     with pytest.raises(UsageError):
-        node.isolation_config("::1")
+        isolation.isolation_config("::1")
     with pytest.raises(IsolationError):
-        node.isolation_config("8.8.8.8")
+        isolation.isolation_config("8.8.8.8")
 
 
 def test_set_get_dotted_and_drift() -> None:
     cfg: dict[str, object] = {"A": {"B": None}}
-    node.set_dotted(cfg, "A.B.C", 1)
-    node.set_dotted(cfg, "X", [])
+    isolation.set_dotted(cfg, "A.B.C", 1)
+    isolation.set_dotted(cfg, "X", [])
     assert cfg == {"A": {"B": {"C": 1}}, "X": []}
-    assert node.get_dotted(cfg, "A.B.C") == 1
-    assert node.config_drift(cfg, {"A.B.C": 1, "X": [], "Y.Z": 2}) == ["Y.Z"]
+    assert isolation.get_dotted(cfg, "A.B.C") == 1
+    assert isolation.config_drift(cfg, {"A.B.C": 1, "X": [], "Y.Z": 2}) == ["Y.Z"]
 
 
 # --- rpc version policy (no kubo) ------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_tool
+from support import need_tool
 from tce_ipfs import cli, proc
 from tce_ipfs.build import tcz
 from tce_ipfs.errors import TczError
