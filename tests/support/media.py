@@ -45,6 +45,12 @@ def fake_kernel(arch: Arch) -> bytes:
     return bytes(data)
 
 
+def cpio_listing(gz: Path) -> list[str]:
+    """`cpio -itv` of a gzip'd newc archive (GNU cpio validates the format as it goes)."""
+    out = proc.output(["cpio", "-itvn", "--quiet"], input=gzip.decompress(gz.read_bytes()))
+    return out.splitlines()
+
+
 def cpio_gz(files: dict[str, bytes], work: Path) -> bytes:
     """A gzip'd newc cpio of ``files`` (built with the cpio tool, independent of tce_ipfs.media.cpio)."""
     tree = work / hashlib.sha256(repr(sorted(files)).encode()).hexdigest()[:12]

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 BUILTIN_OPTIONAL = "/tmp/builtin/optional"  # the boot hook's extensions (tce-setup loads them from here)
 FETCH_TIMEOUT = 120.0  # per read: a block nobody in the swarm has must not hang the command forever
-CHUNK = 1 << 16
 
 
 def connect(machine: Machine, api: str | None = None, timeout: float = FETCH_TIMEOUT) -> Any:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tce_ipfs import bootcodes
 from tce_ipfs.errors import RemasterError, UsageError
 
 MARK = "# tce-ipfs"
@@ -46,7 +47,8 @@ def check_codes(codes: Mapping[str, str | None]) -> dict[str, str | None]:
 
     A name is letters, digits, ``.``, ``_`` and ``-``; a value may not contain white space or quotes
     (the kernel command line has no quoting TC honours). ``tce=`` comes from the CID, ``initrd=`` from
-    the medium: neither may be passed as a code.
+    the medium: neither may be passed as a code. tce-ipfs's own codes (``bootcodes.CODES``) must be
+    known and their values what the hook takes.
     """
     return {key: _check_code(key, value) for key, value in codes.items()}
 
@@ -62,6 +64,7 @@ def _check_code(key: str, value: str | None) -> str | None:
         raise UsageError("pass the CID with --cid, not as a tce= boot code")
     if key == "initrd":
         raise UsageError("initrd= is managed by tce-ipfs; do not pass it as a boot code")
+    bootcodes.check(key, value)
     return value
 
 

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 SENTINEL = "TCE-IPFS-SENTINEL"
 GUESTFWD_ADDR = "10.0.2.100"  # where guests reach forwarded host services (user networking)
-USER_NET_HOST = "10.0.2.2"  # QEMU's host alias; refused with restrict=on
 ACCEL = "tcg"
 _POLL = 0.05  # seconds between reads of the serial log
 
