@@ -104,7 +104,6 @@ def test_not_elf_empty_truncated_missing(tmp_path: Path) -> None:
 # --- real host binaries ----------------------------------------------------------------------------
 
 
-
 def test_host_static_c_binary_is_accepted(tmp_path: Path) -> None:
     host = Arch.host()
     info = elf.validate(compile_c(tmp_path / "ipfs", static=True), host)

@@ -284,6 +284,7 @@ def test_base_initrd_contents(arch: Arch) -> None:
     assert f"{moddir}/kernel/fs/overlayfs/overlay.ko" in listing  # shipped, not autoloaded
     assert "overlay" not in names
 
+
 def test_boot_timeout_and_stop_on_sentinel(tmp_path: Path) -> None:
     arch = Arch.AARCH64
     base = guest.ensure_base(arch)

@@ -24,6 +24,7 @@ def test_profiles(arch: Arch) -> None:
     assert args[args.index("-accel") + 1] == "tcg"
     assert "-no-reboot" in args and "-nodefaults" in args
 
+
 def test_user_net_is_restricted_with_cmd_forwards() -> None:
     net = qemu.user_restricted({8080: 41234, 4001: 40001})
     args = net.qemu_args(Arch.AARCH64)
@@ -39,11 +40,13 @@ def test_user_net_is_restricted_with_cmd_forwards() -> None:
     with pytest.raises(UsageError):
         qemu.user_restricted({80: 70000})
 
+
 def test_command_refuses_unrestricted_networking(tmp_path: Path) -> None:
     k = tmp_path / "k"
     for bad in (["-netdev", "user,id=x"], ["-nic", "user"], ["-net", "user"]):
         with pytest.raises(UsageError):
             qemu.command(Arch.X86_64, k, None, "", serial_log=tmp_path / "log", extra_args=bad)
+
 
 def test_command_line(tmp_path: Path) -> None:
     argv = qemu.command(Arch.AARCH64, tmp_path / "k", tmp_path / "i", "quiet nodhcp",
@@ -57,6 +60,7 @@ def test_command_line(tmp_path: Path) -> None:
                         serial_log=tmp_path / "log")
     assert argv[argv.index("-append") + 1] == "console=tty0 panic=5"
     assert "-initrd" not in argv
+
 
 def test_initrds_are_concatenated(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
@@ -87,6 +91,7 @@ def test_firmware_command_line(tmp_path: Path) -> None:
                           net=qemu.user_restricted({4001: 5001}))
     assert kernel[:kernel.index("-kernel")] == argv[:argv.index("-cdrom")]
 
+
 def test_firmware_command_refuses(tmp_path: Path) -> None:
     log = tmp_path / "log"
     for media, extra in ([["-kernel", "k"], []], [["-boot", "n"], ["-append", "x"]],
@@ -98,6 +103,7 @@ def test_firmware_command_refuses(tmp_path: Path) -> None:
         qemu.firmware_command(Arch.X86_64, "-boot n", serial_log=log)
     with pytest.raises(UsageError):
         qemu.boot_firmware(Arch.X86_64, media=["-boot", "n"], timeout=0)
+
 
 def test_user_net_pxe_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -40,6 +40,7 @@ class Seed:
     def codes(self) -> dict[str, str | None]:
         return {"ipfs.peers": self.peer, "ipfs.timeout": "600"}
 
+
 @contextlib.contextmanager
 def running_seed(work: Path, kubo: Path) -> Iterator[Seed]:
     from tce_ipfs.ipfs.node import Node
@@ -56,6 +57,7 @@ def running_seed(work: Path, kubo: Path) -> Iterator[Seed]:
     finally:
         node.stop()
 
+
 def check_overlay(repo: object) -> bytes:
     """A gzip'd cpio with the guest check for ``repo`` as /opt/bootsync.sh (prints the sentinel)."""
     from tce_ipfs.media import cpio
@@ -66,11 +68,13 @@ def check_overlay(repo: object) -> bytes:
     w.add_file("opt/bootsync.sh", samplerepo.check_script(repo).encode(), 0o755)  # type: ignore[arg-type]
     return cpio.compress(w.finish(), "gzip")
 
+
 def ipfs_tcz(arch: Arch, out_dir: Path) -> Path:
     """ipfs.tcz for ``arch`` (kubo built and cached by tce_ipfs.build.kubo), built once per test module."""
     from tce_ipfs.build import recipes
 
     return Path(recipes.build("ipfs", arch, out_dir).tcz)
+
 
 def assert_booted(res: qemu.BootResult) -> None:
     res.require()

@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 def _is_root() -> bool:
     return os.geteuid() == 0
 
+
 def _apt_knows(pkg: str) -> bool:
     done = proc.run(["apt-cache", "show", "--no-all-versions", pkg], check=False)
     return done.returncode == 0 and b"Package:" in (done.stdout or b"")
+
 
 def ensure_apt(arch: Arch) -> None:
     """Make apt know ``arch``'s packages: add the dpkg architecture and run ``apt-get update`` once."""
@@ -56,11 +58,13 @@ def ensure_apt(arch: Arch) -> None:
         err = (done.stderr or b"").decode(errors="replace").strip()
         raise BuildError(f"apt still has no {probe} after apt-get update" + (f":\n{err}" if err else ""))
 
+
 @dataclass(frozen=True)
 class KernelPackage:
     package: str  # linux-image-6.1.0-50-arm64
     version: str  # 6.1.176-1
     kver: str  # 6.1.0-50-arm64
+
 
 def resolve_kernel(arch: Arch) -> KernelPackage:
     """The kernel apt offers for ``arch``: the candidate of ``linux-image-<flavour>`` and its versioned
@@ -82,13 +86,16 @@ def resolve_kernel(arch: Arch) -> KernelPackage:
         raise BuildError(f"apt-cache shows no version for {package}:{deb}")
     return KernelPackage(package, version, kver)
 
+
 def _debs_dir() -> Path:
     path = settings.cache_dir() / "debs"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
+
 def _deb_name(package: str, version: str, deb_arch: str) -> str:
     return f"{package}_{version.replace(':', '%3a')}_{deb_arch}.deb"
+
 
 def download(packages: Sequence[tuple[str, str]], deb_arch: str) -> list[Path]:
     """``apt-get download`` the (package, version) pairs missing from ``cache_dir()/debs``."""
@@ -105,6 +112,7 @@ def download(packages: Sequence[tuple[str, str]], deb_arch: str) -> list[Path]:
         if not path.is_file():
             raise BuildError(f"apt-get download did not produce {path.name}")
     return [path for _, _, path in wanted]
+
 
 def package_version(pkg: str, deb_arch: str) -> str:
     text = proc.output(["apt-cache", "show", "--no-all-versions", f"{pkg}:{deb_arch}"],

@@ -48,6 +48,7 @@ def package_dir() -> Path:
 
     return Path(tce_ipfs.__file__).resolve().parent
 
+
 def _module_file(pkg_dir: Path, module: str) -> Path | None:
     parts = module.split(".")[1:]
     base = pkg_dir.joinpath(*parts)
@@ -58,9 +59,11 @@ def _module_file(pkg_dir: Path, module: str) -> Path | None:
         return py
     return None
 
+
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
 
 class _Imports(ast.NodeVisitor):
     """Every import statement that can run: module level *and* inside functions (command handlers
@@ -81,6 +84,7 @@ class _Imports(ast.NodeVisitor):
                 self.visit(stmt)
         for stmt in node.orelse:
             self.visit(stmt)
+
 
 def _submodules(pkg_dir: Path, module: str) -> list[str]:
     """``module`` and, when it is a package, every module below it."""
@@ -174,6 +178,7 @@ class Locked:
     version: str
     hashes: frozenset[str]
 
+
 def read_lock(path: Path) -> list[Locked]:
     """A pip requirements file where every line is ``name==version --hash=sha256:...``."""
     out: list[Locked] = []
@@ -191,6 +196,7 @@ def read_lock(path: Path) -> list[Locked]:
         raise BuildError(f"{path}: no requirements")
     return out
 
+
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
@@ -204,6 +210,7 @@ def _pip_env() -> dict[str, str]:
     """The user's pip configuration (index, proxy, certificates) -- proc.run() drops it otherwise."""
     keep = {"http_proxy", "https_proxy", "no_proxy", "all_proxy"}
     return {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k.lower() in keep}
+
 
 def wheels(lock_path: Path) -> list[Path]:
     """One pure-Python wheel per locked requirement, fetched (or built from a hash-pinned sdist) with
@@ -250,16 +257,19 @@ def wheels(lock_path: Path) -> list[Path]:
         out.append(whl)
     return out
 
+
 def _pure(whl: Path) -> None:
     parts = whl.name[: -len(".whl")].split("-")
     if len(parts) not in (5, 6) or parts[-2] != "none" or parts[-1] != "any":
         raise BuildError(f"{whl.name} is not a pure-Python wheel (needs the none-any tag)",
                          hint="only pure-Python packages can be vendored into the agent")
 
+
 def _keep_dist_info(rel: str) -> bool:
     inner = rel.split("/", 1)[1] if "/" in rel else ""
     top = inner.split("/", 1)[0].upper()
     return inner == "METADATA" or top == "LICENSES" or top.startswith(("LICENSE", "COPYING", "NOTICE"))
+
 
 def extract_wheel(whl: Path, dest: Path, exclude: Iterable[str], owners: dict[str, str]) -> int:
     """Unpack a pure wheel into ``dest`` (purelib layout): code, METADATA and licence files; no
@@ -350,10 +360,12 @@ for name, mod in sorted(sys.modules.items()):
         sys.exit("module %s was loaded from %s, outside the package" % (name, f))
 """
 
+
 def _python_for(version: str) -> str | None:
     if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
         return sys.executable
     return shutil.which(f"python{version}", path=proc.clean_env()["PATH"])
+
 
 def check_imports(version: str, lib: Path, vendor: Path, modules: list[str], tops: list[str]) -> None:
     """Prove the staged package is self-contained: a Python ``version`` started with ``-I -S -B``

@@ -55,6 +55,7 @@ def blocked_networks(allowed: Iterable[str]) -> list[str]:
         result += [f"/{proto}/{b.network_address}/ipcidr/{b.prefixlen}" for b in sorted(remaining)]
     return result
 
+
 def _peering(peers: Sequence[str]) -> list[dict[str, Any]]:
     """``Peering.Peers`` entries from full multiaddrs ``/ip4/H/tcp/P/p2p/ID`` (grouped by peer ID)."""
     by_id: dict[str, list[str]] = {}
@@ -64,6 +65,7 @@ def _peering(peers: Sequence[str]) -> list[dict[str, Any]]:
             raise UsageError(f"peer address {addr!r} has no /p2p/<peer id> at the end")
         by_id.setdefault(peer_id, []).append(head)
     return [{"ID": pid, "Addrs": addrs} for pid, addrs in by_id.items()]
+
 
 def isolation_config(
     listen_host: str = "127.0.0.1",
@@ -165,6 +167,7 @@ def isolation_config(
         "Plugins.Plugins.telemetry.Disabled": True,
     }
 
+
 def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
     """``config["A"]["B"]["C"] = value`` for ``key == "A.B.C"`` (creating / replacing null levels)."""
     parts = key.split(".")
@@ -177,6 +180,7 @@ def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
         node = child
     node[parts[-1]] = value
 
+
 def get_dotted(config: Mapping[str, Any], key: str) -> Any:
     node: Any = config
     for part in key.split("."):
@@ -184,6 +188,7 @@ def get_dotted(config: Mapping[str, Any], key: str) -> Any:
             raise KeyError(key)
         node = node[part]
     return node
+
 
 def config_drift(config: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """Keys of ``wanted`` whose value in ``config`` differs (missing counts as different)."""

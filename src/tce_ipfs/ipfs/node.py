@@ -37,6 +37,7 @@ def default_repo() -> Path:
     """The repo of the seed node `tce-ipfs node start` runs without --repo."""
     return settings.state_dir() / "seed"
 
+
 def read_api_file(repo: Path) -> str | None:
     """The API multiaddr a running daemon wrote to ``<repo>/api`` (None when there is none)."""
     try:
@@ -44,6 +45,7 @@ def read_api_file(repo: Path) -> str | None:
     except OSError:
         return None
     return text or None
+
 
 def _pid_alive(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie."""
@@ -54,6 +56,7 @@ def _pid_alive(pid: int) -> bool:
     # state is the field after the ")" that closes the command name
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
+
 def _is_our_daemon(pid: int, repo: Path) -> bool:
     """Is ``pid`` a kubo daemon on ``repo`` (guards against a recycled pid in a stale pid file)?"""
     try:
@@ -62,6 +65,7 @@ def _is_our_daemon(pid: int, repo: Path) -> bool:
     except OSError:
         return False
     return b"daemon" in cmdline and f"IPFS_PATH={repo}".encode() in environ
+
 
 class Node:
     """One isolated kubo repo and (at most) one daemon on it.

@@ -62,6 +62,7 @@ def kernel_arch(data: bytes) -> Arch | None:
         return elf_arch(data)
     return None
 
+
 def elf_arch(data: bytes) -> Arch | None:
     """Arch of an ELF header (class, byte order, e_machine) -- enough for "what userland is this"."""
     if len(data) < 20 or data[:4] != b"\x7fELF" or data[5] != 1:  # little-endian only
@@ -74,6 +75,7 @@ def elf_arch(data: bytes) -> Arch | None:
             return arch
     return None
 
+
 def cpio_files(data: bytes) -> dict[str, bytes]:
     """Path (no leading ``/`` or ``./``) -> content of every regular file or symlink in a cpio stream."""
     files: dict[str, bytes] = {}
@@ -81,6 +83,7 @@ def cpio_files(data: bytes) -> dict[str, bytes]:
         name = str(member.name).lstrip("./").lstrip("/")
         files[name] = bytes(member.data)
     return files
+
 
 def userland_arch(initrd_path: Path) -> Arch | None:
     """Arch of an initrd's userland: the dynamic loader TC's ``getBuild`` looks for, else /bin/busybox."""
@@ -103,9 +106,11 @@ def userland_arch(initrd_path: Path) -> Arch | None:
             return found
     return None
 
+
 def _head(path: Path, size: int = 0x10000) -> bytes:
     with path.open("rb") as fh:
         return fh.read(size)
+
 
 @dataclass
 class ArchReport:
@@ -116,6 +121,7 @@ class ArchReport:
     def target(self) -> Arch | None:
         """What P2P binaries and the repo must be for: the userland's (TC's getBuild), else the kernel's."""
         return self.userland or self.kernel
+
 
 def detect_arch(kernels: Sequence[Path], initrd_path: Path | None) -> ArchReport:
     """Detect and cross-check kernel(s) and userland; raise ``RemasterError`` if they cannot work together."""
@@ -138,6 +144,7 @@ def detect_arch(kernels: Sequence[Path], initrd_path: Path | None) -> ArchReport
         kernel = max(known, key=lambda a: a.is_64bit)
     return ArchReport(kernel=kernel, userland=userland)
 
+
 def check_requested_arch(report: ArchReport, requested: Arch | None, what: str) -> Arch:
     target = report.target
     assert target is not None
@@ -146,6 +153,7 @@ def check_requested_arch(report: ArchReport, requested: Arch | None, what: str) 
         raise RemasterError(f"arch mismatch: --arch {requested} but {what} is {target} ({detail})",
                             hint=f"use --arch {target} (or leave --arch out: it is detected)")
     return target
+
 
 def tcz_ipfs_arch(tcz: Path) -> Arch | None:
     """Arch of ``usr/local/bin/ipfs`` inside a ``.tcz`` (squashfs), read with unsquashfs."""

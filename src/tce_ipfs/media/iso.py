@@ -61,6 +61,7 @@ def is_iso(path: Path) -> bool:
     except OSError:
         return False
 
+
 def _xorriso_report(iso: Path, *args: str) -> str:
     # Absolute: as_mkisofs names the input by this path in --interval:local_fs:...:PATH. A boot image
     # xorriso cannot re-enable (an EFI image outside the tree) is a SORRY, not a failure: report anyway.
@@ -68,11 +69,13 @@ def _xorriso_report(iso: Path, *args: str) -> str:
                    what=f"reading {iso.name}", timeout=120)
     return (out.stdout or b"").decode(errors="replace")
 
+
 def volume_id(iso: Path) -> str:
     for line in _xorriso_report(iso, "-pvd_info").splitlines():
         if line.startswith("Volume Id"):
             return line.split(":", 1)[1].strip() or "TCE-IPFS"
     return "TCE-IPFS"
+
 
 @dataclass
 class BootImage:
@@ -81,6 +84,7 @@ class BootImage:
     lba: int  # 2048-byte blocks
     path: str | None = None  # in the ISO tree, when it is a file there
     blocks: int = 0  # 2048-byte blocks, when it is not a file
+
 
 @dataclass
 class ElTorito:
@@ -133,6 +137,7 @@ class ElTorito:
         return [i for i in self.images
                 if i.path is None and i.platform != "BIOS" and self._partition_at(i.lba) is None]
 
+
 def el_torito(iso: Path) -> ElTorito:
     """What the input boots with (``-report_el_torito plain`` and ``as_mkisofs``)."""
     info = ElTorito()
@@ -165,6 +170,7 @@ def el_torito(iso: Path) -> ElTorito:
             pos += 1
     return info
 
+
 def copy_hidden_images(iso: Path, torito: ElTorito, tree: Path) -> None:
     for img in torito.hidden_images():
         if not img.blocks:
@@ -175,6 +181,7 @@ def copy_hidden_images(iso: Path, torito: ElTorito, tree: Path) -> None:
             data = fh.read(img.blocks * 2048)
         (tree / f"boot/tce-ipfs-eltorito-{img.num}.img").write_bytes(data)
 
+
 def extract_iso(iso: Path, dest: Path) -> None:
     proc.run(["xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", dest],
              what=f"extracting {iso.name}", timeout=600)
@@ -184,6 +191,7 @@ def extract_iso(iso: Path, dest: Path) -> None:
             if not path.is_symlink():
                 path.chmod(path.stat().st_mode | 0o200)
     dest.chmod(dest.stat().st_mode | 0o200)
+
 
 @dataclass
 class IsoLayout:
@@ -197,11 +205,13 @@ class IsoLayout:
     cde: bool
     entry: str  # the label the P2P entry is based on
 
+
 def _iso_path(root: Path, ref: str, cfg_dir: str) -> str:
     """A syslinux file reference -> path relative to the ISO root (absolute, or relative to the cfg)."""
     ref = ref.strip()
     rel = ref.lstrip("/") if ref.startswith("/") else str(Path(cfg_dir) / ref)
     return os.path.normpath(rel)
+
 
 def detect_layout(root: Path, torito: ElTorito | None = None) -> IsoLayout:
     """Tiny Core's ISO layout in an extracted tree; ``RemasterError`` lists everything missing."""
@@ -249,6 +259,7 @@ def detect_layout(root: Path, torito: ElTorito | None = None) -> IsoLayout:
     return IsoLayout(root=root, cfg=cfg, isolinux_bin=bios, catalog=catalog, kernel=kernel,
                      initrds=initrds, flavour=flavour, cde=(root / "cde").is_dir(), entry=entry)
 
+
 @dataclass
 class RemasterResult:
     output: Path
@@ -265,6 +276,7 @@ class RemasterResult:
         return {"output": str(self.output), "arch": str(self.arch), "cid": self.cid,
                 "cmdline": self.cmdline, "initrds": self.initrds, "layout": self.layout,
                 "efi": self.efi, "compression": self.compression, "default": self.default}
+
 
 def remaster_iso(src: Path, out: Path, boot: P2PBoot, *, arch: Arch | None = None,
                  make_default: bool = False, append_initrd: bool = False) -> RemasterResult:
@@ -319,6 +331,7 @@ def remaster_iso(src: Path, out: Path, boot: P2PBoot, *, arch: Arch | None = Non
                           layout=layout.flavour, efi=torito.efi, compression=boot.compression,
                           default=make_default)
 
+
 def build_iso(tree: Path, out: Path, *, volume: str, bios_image: str = "boot/isolinux/isolinux.bin",
               catalog: str = "boot/isolinux/boot.cat", alt_args: Sequence[str] = ()) -> None:
     """Tiny Core's mkisofs flags (book, part 2 ch. 1) through xorriso, plus an isohybrid MBR."""
@@ -333,11 +346,13 @@ def build_iso(tree: Path, out: Path, *, volume: str, bios_image: str = "boot/iso
     args.append(tree)
     proc.run(args, what=f"writing {out.name}", timeout=900)
 
+
 def iso_manifest(iso: Path) -> dict[str, str]:
     """ISO path -> sha256 of every file (extracts to a scratch dir). For checks and tests."""
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-manifest-") as tmp:
         extract_iso(iso, Path(tmp) / "t")
         return tree_manifest(Path(tmp) / "t")
+
 
 def tree_manifest(root: Path) -> dict[str, str]:
     out = {}
@@ -345,6 +360,7 @@ def tree_manifest(root: Path) -> dict[str, str]:
         if path.is_file():
             out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
 
 def read_iso_file(iso: Path, path: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-iso-") as tmp:

@@ -39,6 +39,7 @@ class BootDirLayout:
     kernels: list[Path]
     initramfs: list[list[str]]
 
+
 def detect_bootdir(root: Path) -> BootDirLayout:
     missing = []
     config = root / "config.txt"
@@ -62,6 +63,7 @@ def detect_bootdir(root: Path) -> BootDirLayout:
     return BootDirLayout(root=root, config=config, cmdlines=cmdlines, kernels=kernels,
                          initramfs=pi.initramfs)
 
+
 @dataclass
 class BootDirResult:
     output: Path
@@ -73,6 +75,7 @@ class BootDirResult:
     def as_dict(self) -> dict[str, object]:
         return {"output": str(self.output), "arch": str(self.arch), "cid": self.cid,
                 "cmdline": self.cmdline, "initramfs": self.initramfs}
+
 
 def remaster_bootdir(src: Path, boot: P2PBoot, *, out: Path | None = None,
                      arch: Arch | None = None) -> BootDirResult:
@@ -110,6 +113,7 @@ def remaster_bootdir(src: Path, boot: P2PBoot, *, out: Path | None = None,
     return BootDirResult(output=dest, arch=target, cid=boot.cid, cmdline=cmdline,
                          initramfs=bootcfg.parse_config_txt(config_text).initramfs)
 
+
 def _replace(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tce-ipfs-tmp")
     tmp.write_bytes(data)
@@ -127,6 +131,7 @@ def _fat_boot_sector(sector: bytes) -> bool:
     """A FAT12/16 (fs type at 0x36) or FAT32 (at 0x52) boot sector with the 0x55AA signature."""
     return (len(sector) >= SECTOR and sector[510:512] == b"\x55\xaa"
             and (sector[0x36:0x39] == b"FAT" or sector[0x52:0x57] == b"FAT32"))
+
 
 def fat_image_offset(path: Path) -> int | None:
     """Byte offset of the FAT boot partition in ``path``, or None when it is no FAT/MBR disk image.
@@ -158,8 +163,10 @@ def fat_image_offset(path: Path) -> int | None:
                                 "FAT boot partition")
         return lba * SECTOR
 
+
 def _mtools_image(image: Path, offset: int) -> str:
     return f"{image}@@{offset}" if offset else str(image)
+
 
 def fat_list(image: Path, offset: int = 0) -> dict[str, str]:
     """Every file in a FAT image: case-folded path -> path as stored (FAT names are case-insensitive)."""
@@ -172,14 +179,17 @@ def fat_list(image: Path, offset: int = 0) -> dict[str, str]:
             files[name.casefold()] = name
     return files
 
+
 def fat_read(image: Path, name: str, dest: Path, offset: int = 0) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     proc.run(["mcopy", "-n", "-i", _mtools_image(image, offset), f"::/{name}", dest], env=MTOOLS_ENV,
              what=f"reading {name} from {image.name}", timeout=300)
 
+
 def fat_write(image: Path, src: Path, name: str, offset: int = 0) -> None:
     proc.run(["mcopy", "-o", "-D", "o", "-i", _mtools_image(image, offset), src, f"::/{name}"],
              env=MTOOLS_ENV, what=f"writing {name} into {image.name}", timeout=300)
+
 
 def _bootimg_needed(config: str) -> set[str]:
     """Files of a piCore boot partition the directory code reads: config, cmdlines, kernels, initramfs
@@ -189,6 +199,7 @@ def _bootimg_needed(config: str) -> set[str]:
     for files in pi.initramfs:
         names.update(files)
     return names
+
 
 def remaster_bootimage(src: Path, boot: P2PBoot, *, out: Path | None = None,
                        arch: Arch | None = None) -> BootDirResult:

@@ -79,24 +79,6 @@ class GuestBase:
         }
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------------------------- modules
 def module_closure(root: Path, kver: str, names: Sequence[str]) -> list[str]:
     """Module files (relative to ``lib/modules/<kver>``) for ``names`` and their dependencies, in load

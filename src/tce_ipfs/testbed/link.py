@@ -18,10 +18,10 @@ LINK_SUBNET = "10.78.0.0/30"  # the veth pair between the two namespaces (privat
 LINK_LATENCY_MS = 50  # how long tbf may queue a packet before dropping it (not added delay)
 
 
-
 def tbf_burst_bytes(rate_mbit: float) -> int:
     """tbf's bucket: 10 ms worth of the rate, never below a few MTU-sized packets."""
     return max(int(rate_mbit * 1e6 / 8 / 100), 4 * 1514)
+
 
 class ShapedLink(Managed):
     """Two private lab namespaces, ``origin`` and ``clients``, joined by one veth pair with a tbf cap.

@@ -32,6 +32,7 @@ timeout {timeout}
 F1 boot.msg
 """
 
+
 def make_test_iso(out: Path, kernel: Path, initrd: Path, *, arch: Arch = Arch.X86_64, efi: str | None = None,
                   cde: bool = False, extra_append: str = "console=ttyS0,115200 panic=-1",
                   timeout: int = 10) -> Path:

@@ -39,12 +39,14 @@ def _serve_http(root: Path, host: str, port: int, stats: Path) -> None:
     write()  # "ready": the socket is bound
     server.serve_forever()
 
+
 def _fetch_http_at(base: str, files: Sequence[str], at: float) -> dict[str, Any]:
     """Wait until monotonic time ``at`` (so N fetcher processes start together), then fetch."""
     time.sleep(max(0.0, at - time.monotonic()))
     start = time.monotonic()
     got = fetch_http(base, files)
     return {"start": start, "end": time.monotonic(), "bytes": got}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tce_ipfs.testbed.bench.helper",

@@ -26,11 +26,13 @@ class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
         self.on_served(len(data))
         outputfile.write(data)
 
+
 def mirror_server(root: Path, host: str, port: int,
                    on_served: Callable[[int], None]) -> http.server.ThreadingHTTPServer:
     handler = type("Handler", (_MirrorHandler,), {"on_served": staticmethod(on_served)})
     return http.server.ThreadingHTTPServer((host, port),
                                            functools.partial(handler, directory=str(root)))
+
 
 @contextmanager
 def http_mirror(root: Path) -> Iterator[tuple[str, dict[str, int]]]:
@@ -51,6 +53,7 @@ def http_mirror(root: Path) -> Iterator[tuple[str, dict[str, int]]]:
     finally:
         server.shutdown()
         server.server_close()
+
 
 def fetch_http(base: str, files: Sequence[str]) -> int:
     total = 0

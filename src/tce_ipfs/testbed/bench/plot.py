@@ -18,6 +18,7 @@ def _panel(ax: Any, labels: tuple[str, str], values: tuple[float, float], title:
     ax.set_title(title)
     ax.set_ylabel(ylabel)
 
+
 def _grouped_panel(ax: Any, groups: Sequence[str], http: Sequence[float], ipfs: Sequence[float],
                    title: str, ylabel: str) -> None:
     """Baseline-vs-IPFS bar pairs side by side, one pair per group (baseline grey, on the left)."""
@@ -29,6 +30,7 @@ def _grouped_panel(ax: Any, groups: Sequence[str], http: Sequence[float], ipfs: 
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize="small")
+
 
 def _fetch_panels(ax_time: Any, ax_egress: Any, f: dict[str, Any]) -> None:
     median = statistics.median
@@ -51,6 +53,7 @@ def _fetch_panels(ax_time: Any, ax_egress: Any, f: dict[str, Any]) -> None:
         ipfs_e.append(c["ipfs_wire_ratio"])
     _grouped_panel(ax_egress, egress_groups, http_e, ipfs_e,
                    f"{f['scenario']}: origin bytes sent / payload", "origin egress / payload")
+
 
 def plot(results: BenchResults, out: Path) -> list[Path]:
     import matplotlib

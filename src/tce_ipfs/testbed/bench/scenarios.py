@@ -32,7 +32,6 @@ MIRROR_PORT = 8080  # the HTTP mirror inside the origin namespace (its own netwo
 FETCH_EXTENSIONS = 40  # the fetch repo; its onboot.lst (the boot closure) names the first 10
 
 
-
 @dataclass
 class BenchConfig:
     extensions: int = 200
@@ -43,12 +42,14 @@ class BenchConfig:
     link_mbit: float = 100.0
     out: Path = Path("bench-results")
 
+
 @dataclass
 class BenchResults:
     config: dict[str, Any]
     publish: dict[str, Any] = field(default_factory=dict)
     fetch_loopback: dict[str, Any] = field(default_factory=dict)
     fetch_link: dict[str, Any] = field(default_factory=dict)
+
 
 def make_repo(path: Path, count: int, total_bytes: int) -> list[str]:
     """A flat TC repo of ``count`` extensions: incompressible bodies, real .md5.txt, a .dep chain.
@@ -70,15 +71,18 @@ def make_repo(path: Path, count: int, total_bytes: int) -> list[str]:
     (path / "onboot.lst").write_text("".join(f"{n}\n" for n in names[:10]))
     return names
 
+
 def _random_bytes(n: int, seed: bytes) -> bytes:
     # Seeded, so CIDs are stable across runs; never repeating, so kubo's chunker cannot dedupe blocks
     # (that would flatter IPFS).
     return random.Random(seed).randbytes(n)
 
+
 def _timed(func: Callable[[], object]) -> float:
     start = time.perf_counter()
     func()
     return time.perf_counter() - start
+
 
 def _drop_all(node: Node) -> None:
     """Unpin everything and gc, so the next add writes every block again."""
@@ -86,6 +90,7 @@ def _drop_all(node: Node) -> None:
     if pins:
         node.kubo_cmd("pin", "rm", *pins, timeout=600)
     node.kubo_cmd("repo", "gc", "--quiet", timeout=600)
+
 
 def bench_publish(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
     repo = work / "publish-repo"
@@ -119,9 +124,11 @@ def bench_publish(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
         "ratio_median": statistics.median(ours) / statistics.median(bare),
     }
 
+
 def _closure_files(repo: Path) -> list[str]:
     names = [n.strip() for n in (repo / "onboot.lst").read_text().split() if n.strip()]
     return [f for n in names for f in (n, f"{n}.md5.txt")]
+
 
 def _fetch_repo(work: Path, cfg: BenchConfig) -> tuple[Path, list[str], int]:
     """The fetch scenarios' repo (made once per run), its boot closure and the closure's size."""
@@ -131,8 +138,10 @@ def _fetch_repo(work: Path, cfg: BenchConfig) -> tuple[Path, list[str], int]:
     files = _closure_files(repo)
     return repo, files, sum((repo / f).stat().st_size for f in files)
 
+
 def _fetch_ipfs(client: Any, root: str, files: Sequence[str]) -> int:
     return sum(len(rpc.cat(client, f"/ipfs/{root}/{f}", timeout=600)) for f in files)
+
 
 def _concurrently(jobs: Sequence[Callable[[], dict[str, Any]]]) -> list[dict[str, Any]]:
     """Run ``jobs`` in threads at once; each returns ``{"start", "end", "bytes"}`` (monotonic clock).
@@ -157,6 +166,7 @@ def _concurrently(jobs: Sequence[Callable[[], dict[str, Any]]]) -> list[dict[str
         raise errors[0]
     return [r for r in results if r is not None]
 
+
 def _timed_job(func: Callable[[], int], barrier: threading.Barrier) -> Callable[[], dict[str, Any]]:
     def job() -> dict[str, Any]:
         barrier.wait()
@@ -165,12 +175,15 @@ def _timed_job(func: Callable[[], int], barrier: threading.Barrier) -> Callable[
         return {"start": start, "end": time.monotonic(), "bytes": got}
     return job
 
+
 def _wall(clients: Sequence[dict[str, Any]]) -> float:
     """First start to last end."""
     return float(max(c["end"] for c in clients) - min(c["start"] for c in clients))
 
+
 def _ratio(a: Sequence[float], b: Sequence[float]) -> float:
     return statistics.median(a) / statistics.median(b)
+
 
 def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
     repo, files, payload = _fetch_repo(work, cfg)
@@ -223,6 +236,7 @@ def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, 
         "concurrent": _concurrent_summary(concurrent, payload),
     }
 
+
 def _concurrent_summary(c: dict[str, Any], payload: int) -> dict[str, Any]:
     """Add the ratios to the raw lists of one concurrent-fetch measurement."""
     out = dict(c)
@@ -239,13 +253,16 @@ def _src_dir() -> str:
     """Where the ``tce_ipfs`` package lives (PYTHONPATH for our helpers inside a namespace)."""
     return str(Path(tce_ipfs.__file__).resolve().parents[1])
 
+
 def _helper_argv(*args: str | os.PathLike[str]) -> list[str]:
     """The helper's command line (``python -m tce_ipfs.testbed.bench.helper ...``), run in a namespace."""
     return [sys.executable, "-m", f"{__package__}.helper", *(os.fspath(a) for a in args)]
 
+
 def _read_stats(path: Path) -> dict[str, int]:
     data: dict[str, int] = json.loads(path.read_text())
     return data
+
 
 def _start_link_mirror(lab: Any, root: Path, host: str, stats: Path) -> Any:
     """The HTTP mirror as a process inside the origin namespace; its counters go to ``stats``."""
@@ -261,6 +278,7 @@ def _start_link_mirror(lab: Any, root: Path, host: str, stats: Path) -> Any:
         time.sleep(0.05)
     return mirror
 
+
 def _http_link_job(lab: Any, base: str, files: Sequence[str], at: float,
                    timeout: float) -> Callable[[], dict[str, Any]]:
     """One HTTP client: a process inside the clients namespace that starts fetching at ``at``."""
@@ -270,6 +288,7 @@ def _http_link_job(lab: Any, base: str, files: Sequence[str], at: float,
         result: dict[str, Any] = json.loads(res.stdout)
         return result
     return job
+
 
 def bench_fetch_link(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
     from tce_ipfs.testbed.lab import start_kubo
