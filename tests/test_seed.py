@@ -89,6 +89,10 @@ def test_boot_line_and_pin_names() -> None:
     assert seed.parse_pin_name("something else") is None
     assert seed.metrics_url("/ip4/127.0.0.1/tcp/5001") == "http://127.0.0.1:5001/debug/metrics/prometheus"
     assert seed.check_source(CID) == (None, CID)
+    # the boot line names the seed's LAN addresses; loopback only when it has nothing else
+    lo, lan = f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER_ID}", f"/ip4/10.0.0.1/tcp/4001/p2p/{PEER_ID}"
+    assert seed._own_peers([lo, lan], ["127.0.0.1", "10.0.0.1"]) == (lan,)
+    assert seed._own_peers([lo, lan], ["127.0.0.1"]) == (lo,)
     with pytest.raises(UsageError, match="no such directory"):
         seed.check_source("/no/such/repo")
 

@@ -496,7 +496,9 @@ def _own_peers(addrs: Sequence[str], listen: Sequence[str]) -> tuple[str, ...]:
             if m and (m.group(1) == want or (wild and want == "0.0.0.0"
                                              and not ipaddress.IPv4Address(m.group(1)).is_loopback)):
                 out.append(addr)
-    return _check_peers(list(dict.fromkeys(out)))
+    # A loopback address is no use to another machine (it would dial itself) next to a LAN one.
+    lan = [a for a in out if not a.startswith("/ip4/127.")]
+    return _check_peers(list(dict.fromkeys(lan or out)))
 
 
 def _tcp_api(node: Node) -> str | None:
