@@ -159,6 +159,15 @@ class Serving:
     out: Path
     err: Path
 
+    def lines(self, count: int, timeout: float = 120) -> list[str]:
+        """The boot lines printed so far, once there are ``count`` of them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [ln for ln in self.out.read_text().splitlines() if ln.startswith("tce=ipfs:")]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         self.popen.send_signal(sig)
         return self.popen.wait(timeout=timeout)
@@ -239,6 +248,18 @@ def test_seed_serves_restarts_with_the_same_peer_id_and_stops_cleanly(
         assert st["metrics"].startswith("http://127.0.0.1:") and st["metrics"].endswith("/prometheus")
         assert cli.main(["seed", "status", "--state", str(state)]) == 0
         assert "served:" in capsys.readouterr().out
+    # SIGHUP (systemctl reload): the directory is published again; a changed repo, a new boot line.
+    lst = sample.path / "onboot.lst"
+    lst.write_text("".join(lst.read_text().splitlines(keepends=True)[:-1]))
+    first.popen.send_signal(signal.SIGHUP)
+    lines = first.lines(2)
+    assert len(lines) == 2, first.err.read_text()[-2000:]
+    reloaded = lines[1]
+    new_cid = reloaded.split()[0].removeprefix("tce=ipfs:")
+    assert new_cid != cid and reloaded.split()[1:] == first.line.split()[1:]  # same peer, same address
+    assert cli.main(["seed", "status", "--state", str(state), "--json"]) == 0
+    roots = json.loads(capsys.readouterr().out)["roots"]
+    assert [(r["cid"], r["current"]) for r in roots] == [(new_cid, True), (cid, False)]  # both pinned
     # kubo's Prometheus metrics answer where status says (documented for monitoring)
     import urllib.request
 
@@ -265,10 +286,10 @@ def test_seed_serves_restarts_with_the_same_peer_id_and_stops_cleanly(
     st = json.loads(capsys.readouterr().out)
     assert not st["running"] and st["stopped_at"] and st["repo_bytes"] > sample.payload_bytes
 
-    # The next start works: same peer ID, same CID; the root keeps its first pin time.
+    # The next start works: same peer ID, same (reloaded) CID.
     second = serve(tmp_path, sample.path, state, host_kubo, port, name="serve2")
     killer.append(second)
-    assert second.line == first.line
+    assert second.line == reloaded
     assert second.stop(signal.SIGINT) == 0  # Ctrl-C stops it as cleanly
 
 
