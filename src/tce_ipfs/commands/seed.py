@@ -11,6 +11,8 @@ import argparse
 import getpass
 import logging
 import os
+import pwd
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,10 @@ def cmd_install_unit(args: argparse.Namespace) -> int:
 
     agent.seed_options(args)  # every serve option checked now (a refused address fails here)
     user = args.user or getpass.getuser()
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(f"no user {user!r} on this machine", hint="create it, or pick --user") from None
     state = (args.state or (SYSTEM_STATE if user == "root" else agent.default_state())).absolute()
     kubo = (args.kubo or host_kubo()).absolute()
     if not kubo.is_file():
@@ -101,6 +107,8 @@ def cmd_install_unit(args: argparse.Namespace) -> int:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         state.mkdir(parents=True, exist_ok=True)  # ReadWritePaths= must exist when the unit starts
+        if os.geteuid() == 0 and user != "root":
+            shutil.chown(state, user)  # the service writes its repo there as that user
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(text)
         os.chmod(tmp, 0o644)
