@@ -110,9 +110,10 @@ def fake_state(path: Path, *, private: bool) -> tuple[Path, str | None]:
     return path, key
 
 
-def test_netboot_and_remaster_take_the_boot_line_from_the_seed(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    state, key = fake_state(tmp_path / "state", private=True)
+def test_netboot_and_remaster_take_the_boot_line_from_the_seed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TCE_IPFS_STATE", str(tmp_path))
+    state, key = fake_state(tmp_path / "lab-seed", private=True)  # the default state
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(fake_kernel(Arch.X86_64))
     core = tmp_path / "core.gz"
@@ -131,9 +132,9 @@ def test_netboot_and_remaster_take_the_boot_line_from_the_seed(tmp_path: Path,
                      "-o", str(tmp_path / "tftp2"), *base]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["cmdline"] == f"loglevel=3 tce=ipfs:{CID2} ipfs.peers={other} ipfs.swarmkey={key}"
-    # the ISO remaster takes it the same way
+    # the ISO remaster takes it the same way (--seed alone: the default seed)
     iso = fake_iso(Arch.X86_64, tmp_path / "iso")
-    assert cli.main(["remaster", str(iso), "--seed", str(state), "-o", str(tmp_path / "p2p.iso"),
+    assert cli.main(["remaster", str(iso), "--seed", "-o", str(tmp_path / "p2p.iso"),
                      "--p2p-initrd", str(p2p), "--json"]) == 0
     assert f"tce=ipfs:{CID} ipfs.peers={peer} ipfs.swarmkey={key}" in capsys.readouterr().out
     # neither --cid nor --seed; a --seed that is no seed

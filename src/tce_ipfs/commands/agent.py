@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from tce_ipfs.ipfs.seed import BootInfo, SeedOptions
 
 log = logging.getLogger(__name__)
+
+SYSTEM_STATE = Path("/var/lib/tce-ipfs/lab-seed")  # root's seed (what a system service uses)
 
 EPILOG_INSTALL = """\
 Like `tce-load -wi NAME`, but from the IPFS repository this machine booted with (tce=ipfs:<CID>) or
@@ -128,13 +131,15 @@ def on_tiny_core() -> bool:
 
 
 def default_state() -> Path:
-    """Where ``seed serve`` keeps its repo: ``<tcedir>/tce-ipfs-seed`` on Tiny Core (on the disk when
-    the tce dir is), else ``STATE_DIR/lab-seed``."""
+    """Where ``seed serve`` keeps its repo unless ``--state`` says: ``<tcedir>/tce-ipfs-seed`` on Tiny
+    Core (on the disk when the tce dir is), ``/var/lib/tce-ipfs/lab-seed`` for root (a system
+    service), else ``STATE_DIR/lab-seed``; ``$TCE_IPFS_STATE`` moves the latter two."""
     from tce_ipfs.agent.machine import Machine
 
-    machine = Machine()
     if on_tiny_core():
-        return machine.tcedir() / "tce-ipfs-seed"
+        return Machine().tcedir() / "tce-ipfs-seed"
+    if os.geteuid() == 0 and not os.environ.get("TCE_IPFS_STATE"):
+        return SYSTEM_STATE
     from tce_ipfs import settings
 
     return settings.state_dir() / "lab-seed"
@@ -156,9 +161,9 @@ def serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", action="append", default=[], metavar="ADDR|IFACE", required=True,
                    help="private IPv4 address or interface to serve on (repeatable)")
     p.add_argument("--port", type=int, default=4001, metavar="N", help="swarm TCP port (default 4001)")
-    p.add_argument("--state", type=Path, metavar="DIR",
-                   help="state directory: kubo repo (peer ID), seed.json (default: STATE_DIR/lab-seed; on "
-                        "TC <tcedir>/tce-ipfs-seed)")
+    p.add_argument("--state", type=Path, metavar="DIR", help=f"state directory: kubo repo (peer ID), "
+                   f"seed.json (default: {SYSTEM_STATE} for root, else STATE_DIR/lab-seed; on TC "
+                   "<tcedir>/tce-ipfs-seed)")
     p.add_argument("--kubo", type=Path, metavar="PATH", help="kubo `ipfs` binary (default: this host's "
                                                             "build; on TC the one ipfs.tcz provides)")
     p.add_argument("--api-port", type=int, default=5001, metavar="N",
@@ -299,7 +304,7 @@ def add_seed_group(sub: Any, common: argparse.ArgumentParser) -> Any:
                                 help="peers, bytes served, roots pinned and their age, disk use",
                                 description="Show the seed's state.")
     status.add_argument("--state", type=Path, metavar="DIR", help="the seed's state directory "
-                        "(default: STATE_DIR/lab-seed; on TC <tcedir>/tce-ipfs-seed)")
+                        "(default: as for `seed serve`)")
     status.set_defaults(func=cmd_seed_status)
     pin = actions.add_parser("pin", parents=[common], formatter_class=fmt, epilog=EPILOG_SEED,
                              help="(on TC) pin the tce dir's extensions for peers",

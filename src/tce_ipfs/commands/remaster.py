@@ -31,7 +31,7 @@ Initrds are gzip (what Tiny Core's kernels take); zstd needs a kernel with CONFI
 examples:
   tce-ipfs remaster CorePure64-16.0.iso --cid bafy... -o p2p.iso --default \\
       --boot-code ipfs.peers=/ip4/192.168.1.10/tcp/4001/p2p/12D3KooW...
-  tce-ipfs remaster CorePure64-16.0.iso --seed /var/lib/tce-ipfs/lab-seed -o p2p.iso --default
+  tce-ipfs remaster CorePure64-16.0.iso --seed -o p2p.iso --default     (the seed's boot line)
   tce-ipfs remaster /mnt/sdb1 --cid bafy... --arch aarch64
   tce-ipfs remaster piCore64-16.0.img --cid bafy... -o piCore64-p2p.img
 """
@@ -43,7 +43,7 @@ Kernel and base initrd come from --kernel/--initrd, from an ISO's default entry 
 default from the test base (`tce-ipfs guest build`).
 
 examples:
-  tce-ipfs netboot --seed /var/lib/tce-ipfs/lab-seed -o /srv/tftp --from-iso CorePure64-16.0.iso
+  tce-ipfs netboot --seed -o /srv/tftp --from-iso CorePure64-16.0.iso   (the seed's boot line)
   tce-ipfs netboot --cid bafy... -o /srv/tftp --from-iso CorePure64-16.0.iso
   tce-ipfs netboot --cid bafy... -o tftp --arch x86_64 --serial --boot-code console=ttyS0
 """
@@ -51,10 +51,10 @@ examples:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cid", help="root CID of the published TC repo (tce=ipfs:<CID>)")
-    p.add_argument("--seed", metavar="STATE|API",
+    p.add_argument("--seed", nargs="?", const="", metavar="STATE|API",
                    help="take tce=ipfs:<CID>, ipfs.peers= (and ipfs.swarmkey= when private) from a "
-                        "`tce-ipfs seed serve` seed: its --state directory or its RPC API multiaddr; "
-                        "--cid and --boot-code override")
+                        "`tce-ipfs seed serve` seed: its --state directory (default: the default seed's) "
+                        "or its RPC API multiaddr; --cid and --boot-code override")
     p.add_argument("--arch", choices=Arch.names(), help="expected arch (default: detected)")
     p.add_argument("--boot-code", action="append", default=[], metavar="K=V",
                    help="extra boot code (repeatable): ipfs.peers=..., ipfs.timeout=..., lst=..., base")
@@ -71,10 +71,11 @@ def _request(args: argparse.Namespace) -> P2PBoot:
 
     cid = args.cid
     codes: dict[str, str | None] = {}
-    if args.seed:
+    if args.seed is not None:
+        from tce_ipfs.commands.agent import default_state
         from tce_ipfs.ipfs import seed
 
-        info = seed.resolve(args.seed)
+        info = seed.resolve(args.seed or str(default_state()))
         cid = cid or info.cid
         codes.update(info.codes())
     if not cid:

@@ -24,8 +24,6 @@ from tce_ipfs.errors import CommandFailed, UsageError
 
 log = logging.getLogger(__name__)
 
-SYSTEM_STATE = Path("/var/lib/tce-ipfs/lab-seed")  # a root-installed unit's default --state
-
 EPILOG_UNIT = """\
 Writes a systemd unit that runs `tce-ipfs seed serve SOURCE ...` with the same options (checked now,
 so the service does not fail later on a refused address) and checks it with `systemd-analyze verify`.
@@ -97,7 +95,7 @@ def cmd_install_unit(args: argparse.Namespace) -> int:
         pwd.getpwnam(user)
     except KeyError:
         raise UsageError(f"no user {user!r} on this machine", hint="create it, or pick --user") from None
-    state = (args.state or (SYSTEM_STATE if user == "root" else agent.default_state())).absolute()
+    state = (args.state or agent.default_state()).absolute()
     kubo = (args.kubo or host_kubo()).absolute()
     if not kubo.is_file():
         raise UsageError(f"kubo binary {kubo} not found")
