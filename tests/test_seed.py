@@ -268,6 +268,17 @@ def test_seed_serves_restarts_with_the_same_peer_id_and_stops_cleanly(
     assert cli.main(["seed", "status", "--state", str(state), "--json"]) == 0
     roots = json.loads(capsys.readouterr().out)["roots"]
     assert [(r["cid"], r["current"]) for r in roots] == [(new_cid, True), (cid, False)]  # both pinned
+    # A reload that finds the repo broken says why and serves on what it had.
+    md5 = sample.path / "hello.tcz.md5.txt"
+    good = md5.read_text()
+    md5.write_text("0" * 32 + "  hello.tcz\n")
+    first.popen.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while "republishing" not in first.err.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"still serving {new_cid}" in first.err.read_text() and "md5" in first.err.read_text()
+    assert first.popen.poll() is None and len(first.lines(2)) == 2
+    md5.write_text(good)
     # kubo's Prometheus metrics answer where status says (documented for monitoring)
     import urllib.request
 

@@ -389,8 +389,8 @@ class SeedServer:
             node.init()
             if key:
                 swarmkey.install(node.repo, key)
+            self.node = node  # from here on, whatever happens, _shutdown() stops it
             node.start(timeout=120, env=swarmkey.FORCE_PNET_ENV if key else None)
-            self.node = node
             self.info = self._publish(node, key)
             on_ready(self.info)
             while True:
@@ -400,12 +400,21 @@ class SeedServer:
                                     hint=f"see {node.log_path}")
                 if self._reload.is_set():
                     self._reload.clear()
-                    before = self.info
-                    self.info = self._publish(node, key)
-                    if self.info != before:
-                        on_ready(self.info)
+                    self._republish(node, key, on_ready)
         finally:
             self._shutdown()
+
+    def _republish(self, node: Node, key: str | None, on_ready: Callable[[BootInfo], None]) -> None:
+        """SIGHUP: publish again; a repo that became invalid is reported and the old root served on."""
+        before = self.info
+        try:
+            self.info = self._publish(node, key)
+        except TceIpfsError as exc:
+            log.error("republishing %s failed, still serving %s: %s", self.source,
+                      before.cid if before else "nothing", exc)
+            return
+        if self.info != before:
+            on_ready(self.info)
 
     def _shutdown(self) -> None:
         try:
@@ -440,10 +449,10 @@ class SeedServer:
                 cid = publish(self._dir, client, progress=False).root_cid
             else:
                 assert self._cid is not None
-                log.info("pinning %s (fetching what is not here from %s)", self._cid,
+                cid = self._cid
+                log.info("pinning %s (fetching what is not here from %s)", cid,
                          ", ".join(self.options.peers) or "nobody: it must be in the repo already")
             named = rpc.pin_names(client)
-            cid = self._cid or cid
             if parse_pin_name(named.get(cid, "")) is None:  # keep the first name: the root's age
                 try:
                     rpc.pin_add_named(client, cid, pin_name(self.source), timeout=self.options.timeout)
