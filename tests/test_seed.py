@@ -24,7 +24,7 @@ from support.media import CID, CID2, fake_core, fake_iso, fake_kernel, fake_p2p_
 from tce_ipfs import cli, proc
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import NodeError, UsageError
-from tce_ipfs.ipfs import rpc, seed, seedunit, swarmkey
+from tce_ipfs.ipfs import isolation, rpc, seed, seedunit, swarmkey
 from tce_ipfs.ipfs.node import Node
 from tce_ipfs.testbed import samplerepo
 from test_isolation import sockets_of, violation
@@ -76,6 +76,8 @@ def test_listen_rules() -> None:
         seed.SeedOptions(listen=("127.0.0.1",), port=70000)
     with pytest.raises(UsageError, match="swarm key"):
         seed.SeedOptions(listen=("127.0.0.1",), swarm_key="abc")
+    with pytest.raises(UsageError, match="private lab LAN only"):
+        seed.SeedOptions(listen=("8.8.8.8",), public=True, mdns=True)
 
 
 def test_boot_line_and_pin_names() -> None:
@@ -226,6 +228,12 @@ def test_seed_serves_restarts_with_the_same_peer_id_and_stops_cleanly(
     peer_id = words["ipfs.peers"].rsplit("/p2p/", 1)[1]
     assert words["ipfs.peers"] == f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}"
     assert "ipfs.swarmkey" not in words
+    config = json.loads((state / "repo/config").read_text())
+    assert config["Addresses"]["Swarm"] == [f"/ip4/127.0.0.1/tcp/{port}"]
+    assert config["Bootstrap"] == [] and config["Routing"]["Type"] == "none"
+    assert config["Discovery"]["MDNS"]["Enabled"] is False and config["AutoConf"]["Enabled"] is False
+    # a loopback seed's gater lets loopback peers in, no one else
+    assert config["Swarm"]["AddrFilters"] == isolation.blocked_networks(isolation.LOOPBACK_NETS)
 
     # It serves: another isolated node dials the boot line's peer and fetches the onboot list.
     with Node(tmp_path / "client", host_kubo) as client_node, client_node.client() as c:

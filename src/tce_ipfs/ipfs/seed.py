@@ -219,6 +219,9 @@ class SeedOptions:
         for what, port in (("--port", self.port), ("--api-port", self.api_port)):
             if not 0 <= port <= 65535:
                 raise UsageError(f"{what} {port}: not a TCP port (0..65535; 0 = any free one)")
+        if self.mdns and self.public:
+            raise UsageError("--mdns announces the seed on every link of this machine: for a private lab "
+                             "LAN only, not with --public")
         if self.swarm_key is not None:
             object.__setattr__(self, "swarm_key", swarmkey.check_hex(self.swarm_key))
         for peer in self.peers:
