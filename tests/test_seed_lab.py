@@ -24,6 +24,7 @@ import pytest
 from support.seed import BOOT_TIMEOUT, assert_booted, check_overlay
 from tce_ipfs import cli
 from tce_ipfs.arch import Arch
+from tce_ipfs.ipfs import isolation
 from tce_ipfs.testbed import guest, qemu, samplerepo
 from tce_ipfs.testbed.lab import Lab, LabProcess
 
@@ -70,6 +71,9 @@ def test_cli_seed_then_netboot_then_pxe_boot_on_the_lab_lan(work: Path, host_kub
         listening = {ln.split()[3] for ln in lab.exec(["ss", "-H", "-tln"]).stdout.decode().splitlines()}
         assert f"{lab.bridge_ip}:4001" in listening
         assert not [a for a in listening if a.startswith(("0.0.0.0:", "*:", "[::]:"))], listening
+        config = json.loads((state / "repo/config").read_text())
+        assert config["Swarm"]["AddrFilters"] == isolation.blocked_networks(isolation.PRIVATE_NETS)
+        assert config["Discovery"]["MDNS"]["Enabled"] is False and config["Bootstrap"] == []
 
         # 2. The netboot tree from the seed's state: CID and peers filled in by the command.
         rc = cli.main(["netboot", "--seed", str(state), "-o", str(tftp), "--kernel", str(base.kernel),
