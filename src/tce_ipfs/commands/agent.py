@@ -200,10 +200,10 @@ def _print_ready(args: argparse.Namespace, state: Path) -> Callable[[BootInfo], 
             print(json.dumps({**info.as_dict(), "state": str(state)}, sort_keys=True), flush=True)
         else:
             print(info.line(), flush=True)
-        log.info("tce-ipfs: serving %s from %s on %s (SIGTERM or Ctrl-C stops it)", info.cid, args.source,
+        log.info("serving %s from %s on %s (SIGTERM or Ctrl-C stops it)", info.cid, args.source,
                  ", ".join(info.peers))
         if info.swarm_key:
-            log.info("tce-ipfs: private swarm: the boot line carries the key; other kubo peers need "
+            log.info("private swarm: the boot line carries the key; other kubo peers need "
                      "the file %s", state / "repo" / "swarm.key")
     return ready
 
@@ -212,9 +212,10 @@ def cmd_seed_serve(args: argparse.Namespace) -> int:
     from tce_ipfs.ipfs import seed
 
     options = seed_options(args)
+    seed.check_source(args.source)  # before looking for (or building) kubo
     state = seed.SeedState(args.state or default_state())
     if on_tiny_core() and str(state.path).startswith("/tmp/"):
-        log.warning("tce-ipfs: the state %s is in RAM on Tiny Core: the peer ID changes at every boot; "
+        log.warning("the state %s is in RAM on Tiny Core: the peer ID changes at every boot; "
                     "give --state on a disk", state.path)
     kubo = args.kubo or args.find_kubo()
     server = seed.SeedServer(state, kubo, options, args.source)
@@ -232,7 +233,7 @@ def cmd_seed_serve(args: argparse.Namespace) -> int:
     try:
         server.run(_print_ready(args, state.path))
     except seed.Stopped as why:
-        log.info("tce-ipfs: seed stopped (%s)", why)
+        log.info("seed stopped (%s)", why)
         return 0
     finally:
         for sig, old in handlers.items():
