@@ -232,73 +232,99 @@ SOURCE_FIXUPS: dict[str, tuple[Step, ...]] = {
 
 _LIBP2P = Vendor("github.com/libp2p/go-libp2p")
 
-# Size-only source changes, per version (a version without an entry builds unpatched, just bigger).
-# Each removes code a TC boot and seed node never runs; what each saved (x86_64) is in
-# docs/kubo-size.md, what stays and why in tcz-build/ipfs/kubo-slim/README.md. What the boot hook,
-# the agent and the host side call (init, config, daemon, add, cat, ls, get, files, pin, dag incl. CAR
-# export/import, block, refs, swarm, id, key, name publish/resolve, routing/dht, provide, stats,
-# bitswap, repo, filestore, the gateway's /ipfs/ and /ipns/ paths) and what later modes need (DHT
-# client, AutoNAT, circuit-relay client, hole punching, NAT port mapping, mDNS, delegated routing
-# client, /debug/metrics/prometheus) are all kept.
-SLIM_PATCHES: dict[str, tuple[Step, ...]] = {
-    "v0.43.1": (
-        # -- pebble. config/init.go imports cockroachdb/pebble only for the constant
-        # pebble.FormatNewest (written into pebbleds datastore specs). With the pebbleds plugin not
-        # compiled in, that import alone links pebble and its dependencies (-6.6 MB). 24 is
-        # FormatNewest of the pebble/v2 v2.1.7 that v0.43.1 requires: generated configs are unchanged.
+
+def _drop_listen_address(addr: str) -> Edit:
+    """Take one default listen address out of the config `ipfs init` writes."""
+    return Edit("config/init.go", f'\t\t\t"{addr}",\n', "")
+
+
+# Size-only source changes for kubo v0.43.1, in named groups applied in this order (one row each in
+# docs/kubo-size.md, with what it saved on x86_64). Each removes code a TC boot and seed node never
+# runs; tcz-build/ipfs/kubo-slim/README.md says what each stand-in replaces and what a config that
+# asks for the feature gets. What the boot hook, the agent and the host side call (init, config,
+# daemon, add, cat, ls, get, files, pin, dag incl. CAR export/import, block, refs, swarm, id, key, name
+# publish/resolve, routing/dht, provide, stats, bitswap, repo, filestore, the gateway's /ipfs/ and
+# /ipns/ paths) and what later modes need (DHT client, AutoNAT, circuit-relay client, hole punching,
+# NAT port mapping, mDNS, delegated routing client, /debug/metrics/prometheus) are all kept.
+SLIM_GROUPS_V0_43_1: dict[str, tuple[Step, ...]] = {
+    # config/init.go imports cockroachdb/pebble only for the constant pebble.FormatNewest (written
+    # into pebbleds datastore specs). With the pebbleds plugin not compiled in, that import alone
+    # links pebble and its dependencies (-6.6 MB). 24 is FormatNewest of the pebble/v2 v2.1.7 that
+    # v0.43.1 requires: generated configs are unchanged.
+    "pebble": (
         Edit("config/init.go", "int(pebble.FormatNewest)", "24", count=4),
         Edit("config/init.go", '\t"github.com/cockroachdb/pebble/v2"\n', ""),
-        # -- tracing. Upstream's tracing.go builds exporters from OTEL_* variables (OTLP over gRPC
-        # and HTTP, zipkin) and the tracing SDK. Ours is a no-op provider: OTEL_TRACES_EXPORTER is
-        # ignored by this binary.
+    ),
+    # Upstream's tracing.go builds exporters from OTEL_* variables (OTLP over gRPC and HTTP, zipkin)
+    # and the tracing SDK. Ours is a no-op provider: OTEL_TRACES_EXPORTER is ignored by this binary.
+    "tracing": (
         Remove("tracing/tracing.go"),
         Add("tracing/tracing.go", "kubo/tracing.go"),
-        # -- TCP only. go-libp2p's QUIC, WebTransport, WebRTC-direct and WebSocket transports are
-        # replaced by stand-ins whose constructors fail with "not in this build" (quic-go, pion,
-        # gorilla/websocket are not linked). kubo's defaults for them become off, so a default
-        # config starts; one that turns a transport on explicitly stops with that message. Fresh
-        # configs (`ipfs init`) listen on TCP only.
+    ),
+    # go-libp2p's WebTransport, WebRTC-direct and WebSocket transports (for browsers) become
+    # stand-ins whose constructors fail with "not in this build" (pion, webtransport-go, http3 and
+    # gorilla/websocket are not linked). kubo's defaults for them become off, so a default config
+    # starts; one that turns a transport on stops with that message.
+    "browser-transports": (
         _LIBP2P,
-        *stand_in_package(_LIBP2P, "p2p/transport/quic", "libp2p/quic"),
-        *stand_in_package(_LIBP2P, "p2p/transport/quicreuse", "libp2p/quicreuse"),
         *stand_in_package(_LIBP2P, "p2p/transport/webtransport", "libp2p/webtransport"),
         *stand_in_package(_LIBP2P, "p2p/transport/webrtc", "libp2p/webrtc"),
         *stand_in_package(_LIBP2P, "p2p/transport/websocket", "libp2p/websocket"),
-        Edit("core/node/libp2p/transport.go", ".WithDefault(!privateNetworkEnabled)", ".WithDefault(false)",
-             count=3),
+        Edit("core/node/libp2p/transport.go", "Network.WebTransport.WithDefault(!privateNetworkEnabled)",
+             "Network.WebTransport.WithDefault(false)"),
+        Edit("core/node/libp2p/transport.go", "Network.WebRTCDirect.WithDefault(!privateNetworkEnabled)",
+             "Network.WebRTCDirect.WithDefault(false)"),
         Edit("core/node/libp2p/transport.go", "Network.Websocket.WithDefault(true)",
              "Network.Websocket.WithDefault(false)"),
         Edit("core/node/groups.go", "Network.Websocket.WithDefault(true)",
              "Network.Websocket.WithDefault(false)"),
-        Edit("config/init.go",
-             '\t\t\t"/ip4/0.0.0.0/udp/4001/webrtc-direct",\n\t\t\t"/ip4/0.0.0.0/udp/4001/quic-v1",\n'
-             '\t\t\t"/ip4/0.0.0.0/udp/4001/quic-v1/webtransport",\n\t\t\t"/ip6/::/udp/4001/webrtc-direct",\n'
-             '\t\t\t"/ip6/::/udp/4001/quic-v1",\n\t\t\t"/ip6/::/udp/4001/quic-v1/webtransport",\n', ""),
-        # -- AutoTLS: registers the node with a public service and fetches a Let's Encrypt
-        # certificate for Secure WebSockets. No WebSocket, no calling out: stand-ins for p2p-forge
-        # and certmagic (with acmez, libdns), and the default becomes off.
+        _drop_listen_address("/ip4/0.0.0.0/udp/4001/webrtc-direct"),
+        _drop_listen_address("/ip4/0.0.0.0/udp/4001/quic-v1/webtransport"),
+        _drop_listen_address("/ip6/::/udp/4001/webrtc-direct"),
+        _drop_listen_address("/ip6/::/udp/4001/quic-v1/webtransport"),
+    ),
+    # QUIC the same way: TCP is the only transport left (-0.6 MiB). A later public-network mode can
+    # take this group out to get QUIC back (its hole punching also works over TCP).
+    "quic": (
+        *stand_in_package(_LIBP2P, "p2p/transport/quic", "libp2p/quic"),
+        *stand_in_package(_LIBP2P, "p2p/transport/quicreuse", "libp2p/quicreuse"),
+        Edit("core/node/libp2p/transport.go", "Network.QUIC.WithDefault(!privateNetworkEnabled)",
+             "Network.QUIC.WithDefault(false)"),
+        _drop_listen_address("/ip4/0.0.0.0/udp/4001/quic-v1"),
+        _drop_listen_address("/ip6/::/udp/4001/quic-v1"),
+    ),
+    # AutoTLS registers the node with a public service and fetches a Let's Encrypt certificate for
+    # Secure WebSockets. No WebSocket, no calling out: stand-ins for p2p-forge and certmagic (with
+    # acmez, libdns), and the default becomes off.
+    "autotls": (
         *stand_in("github.com/ipshipyard/p2p-forge", "p2p-forge"),
         *stand_in("github.com/caddyserver/certmagic", "certmagic"),
         Edit("config/autotls.go", "DefaultAutoTLSEnabled           = true",
              "DefaultAutoTLSEnabled           = false"),
-        # -- OpenTelemetry: with no tracing, the HTTP instrumentation, the propagator zoo and the
-        # eBPF hook have nothing to do; the metrics SDK and its Prometheus bridge only re-export
-        # what libraries record through the OpenTelemetry API. /debug/metrics/prometheus stays, with
-        # every metric registered with the Prometheus client directly.
+    ),
+    # With no tracing, the HTTP instrumentation, the propagator zoo and the eBPF hook have nothing to
+    # do; the metrics SDK and its Prometheus bridge only re-export what libraries record through the
+    # OpenTelemetry API. /debug/metrics/prometheus stays, with every metric registered with the
+    # Prometheus client directly.
+    "opentelemetry": (
         *stand_in("go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp", "otelhttp"),
         *stand_in("go.opentelemetry.io/contrib/propagators/autoprop", "autoprop"),
         *stand_in("go.opentelemetry.io/auto/sdk", "auto-sdk"),
         *stand_in("go.opentelemetry.io/otel/sdk/metric", "otel-sdk-metric"),
         *stand_in("go.opentelemetry.io/otel/exporters/prometheus", "otel-prometheus"),
-        # -- pubsub (off by default; `ipfs pubsub`, IPNS over pubsub): stand-ins whose constructors
-        # fail, so Pubsub.Enabled=true or Ipns.UsePubsub=true stop the daemon with a clear message.
+    ),
+    # Pubsub (off by default; `ipfs pubsub`, IPNS over pubsub): stand-ins whose constructors fail,
+    # so Pubsub.Enabled=true or Ipns.UsePubsub=true stop the daemon with a clear message.
+    "pubsub": (
         *stand_in("github.com/libp2p/go-libp2p-pubsub", "pubsub"),
         *stand_in("github.com/libp2p/go-libp2p-pubsub-router", "pubsub-router"),
         Edit("core/commands/name/name.go", '\t\t"pubsub":  IpnsPubsubCmd,\n', ""),
         Remove("core/commands/name/ipnsps.go"),
-        # -- Commands and services a TC node has no use for: `ipfs p2p` (stream mounting), `ipfs
-        # update` (downloads kubo releases from GitHub), `ipfs diag` (profiles, system report),
-        # `ipfs pin remote` and the daemon's MFS-to-remote-pinning-service loop.
+    ),
+    # Commands and services a TC node has no use for: `ipfs p2p` (stream mounting), `ipfs update`
+    # (downloads kubo releases from GitHub), `ipfs diag` (profiles, system report), `ipfs pin remote`
+    # and the daemon's MFS-to-remote-pinning-service loop.
+    "commands": (
         Edit("core/commands/root.go", '\t"p2p":       P2PCmd,\n', ""),
         Remove("core/commands/p2p.go"),
         Edit("core/commands/root.go", '\t"update":    UpdateCmd,\n', ""),
@@ -314,12 +340,19 @@ SLIM_PATCHES: dict[str, tuple[Step, ...]] = {
         Edit("cmd/ipfs/kubo/daemon.go",
              "\tstartPinMFS(cctx, daemonConfigPollInterval, &ipfsPinMFSNode{node})\n", ""),
         Remove("cmd/ipfs/kubo/pinmfs.go"),
-        # -- Served to others over HTTP, never by a TC node: the delegated-routing server
-        # (/routing/v1 on the gateway, Gateway.ExposeRoutingAPI) and the Go profiler at /debug/pprof.
+    ),
+    # Served to others over HTTP, never by a TC node: the delegated-routing server (/routing/v1 on
+    # the gateway, Gateway.ExposeRoutingAPI) and the Go profiler at /debug/pprof.
+    "http-services": (
         Edit("cmd/ipfs/kubo/daemon.go", "\t\topts = append(opts, corehttp.RoutingOption())\n", ""),
         Remove("core/corehttp/routing.go"),
         Edit("cmd/ipfs/kubo/daemon.go", '\t_ "net/http/pprof"\n', ""),
     ),
+}
+
+# Size-only source changes per version (a version without an entry builds unpatched, just bigger).
+SLIM_PATCHES: dict[str, tuple[Step, ...]] = {
+    "v0.43.1": tuple(step for group in SLIM_GROUPS_V0_43_1.values() for step in group),
 }
 
 # Edits of Go's standard library for this build only (``go build -overlay``), per kubo version.
