@@ -101,6 +101,11 @@ def test_recipe_id_covers_stand_in_sources(tmp_path: Path, monkeypatch: pytest.M
     assert kubo.recipe_id() != base
 
 
+def test_stand_ins_are_gofmt_clean() -> None:
+    """Our Go sources are formatted as Go's own tools write them (a reviewer reads them as Go code)."""
+    assert proc.output(["gofmt", "-l", str(kubo.slim_dir())]) == ""
+
+
 def test_every_add_source_exists() -> None:
     for steps in kubo.SLIM_PATCHES.values():
         for step in steps:

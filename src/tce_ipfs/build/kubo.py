@@ -4,11 +4,11 @@
 by ``elf.validate``. Next to it, ``ipfs.json`` (the manifest) records version, arch, sha256, size, the
 build recipe and how long the build took. A second call reads the manifest and returns at once.
 
-The *recipe* (build tags, -ldflags, -gcflags, the plugin list and the per-version source fixups) is
-hashed into ``recipe_id()``, which is part of the cache path: each recipe builds into its own directory, so
-checkouts with different recipes (two branches) never rebuild over each other's binary. Builds hold a
-lock file per version+recipe+arch, so concurrent callers (two pytest processes) build once and share the
-result.
+The *recipe* (build tags, -ldflags, -gcflags, the plugin list, the per-version source fixups and size
+patches, including a digest of our Go sources they add) is hashed into ``recipe_id()``, which is part
+of the cache path: each recipe builds into its own directory, so checkouts with different recipes (two
+branches) never rebuild over each other's binary. Builds hold a lock file per version+recipe+arch, so
+concurrent callers (two pytest processes) build once and share the result.
 
 How the binary is kept small (measured numbers in docs/kubo-size.md):
 * ``CGO_ENABLED=0`` (static; TC has no matching libc), ``-trimpath``, ``-ldflags "-s -w"``;

@@ -29,8 +29,10 @@ type View func(Instrument) (Stream, bool)
 
 func ignore(*MeterProvider) {}
 
-func NewView(Instrument, Stream) View                { return func(Instrument) (Stream, bool) { return Stream{}, false } }
-func WithView(...View) Option                        { return ignore }
-func WithExemplarFilter(exemplar.Filter) Option      { return ignore }
-func WithReader(any) Option                          { return ignore }
-func NewMeterProvider(...Option) *MeterProvider      { return &MeterProvider{} }
+func NewView(Instrument, Stream) View {
+	return func(Instrument) (Stream, bool) { return Stream{}, false }
+}
+func WithView(...View) Option                   { return ignore }
+func WithExemplarFilter(exemplar.Filter) Option { return ignore }
+func WithReader(any) Option                     { return ignore }
+func NewMeterProvider(...Option) *MeterProvider { return &MeterProvider{} }

@@ -22,7 +22,9 @@ type PubsubValueStore struct{}
 type Option func(*PubsubValueStore) error
 
 // WithRebroadcastInterval is accepted and ignored.
-func WithRebroadcastInterval(time.Duration) Option { return func(*PubsubValueStore) error { return nil } }
+func WithRebroadcastInterval(time.Duration) Option {
+	return func(*PubsubValueStore) error { return nil }
+}
 
 // NewPubsubValueStore always fails: IPNS over pubsub is not compiled in.
 func NewPubsubValueStore(context.Context, host.Host, *pubsub.PubSub, record.Validator, ...Option) (*PubsubValueStore, error) {

@@ -65,9 +65,9 @@ func NewFloodSub(context.Context, host.Host, ...Option) (*PubSub, error) { retur
 func NewGossipSub(context.Context, host.Host, ...Option) (*PubSub, error) { return nil, errNoPubsub }
 
 // The methods kubo's core API calls; never reached, as no PubSub exists.
-func (*PubSub) GetTopics() []string                              { return nil }
-func (*PubSub) ListPeers(string) []peer.ID                       { return nil }
-func (*PubSub) Publish(string, []byte, ...any) error             { return errNoPubsub }
-func (*PubSub) Subscribe(string, ...any) (*Subscription, error)  { return nil, errNoPubsub }
-func (*Subscription) Cancel()                                    {}
-func (*Subscription) Next(context.Context) (*Message, error)     { return nil, errNoPubsub }
+func (*PubSub) GetTopics() []string                             { return nil }
+func (*PubSub) ListPeers(string) []peer.ID                      { return nil }
+func (*PubSub) Publish(string, []byte, ...any) error            { return errNoPubsub }
+func (*PubSub) Subscribe(string, ...any) (*Subscription, error) { return nil, errNoPubsub }
+func (*Subscription) Cancel()                                   {}
+func (*Subscription) Next(context.Context) (*Message, error)    { return nil, errNoPubsub }

@@ -51,9 +51,9 @@ func NewP2PForgeCertMgr(...P2PForgeCertMgrOptions) (*P2PForgeCertMgr, error) {
 	return nil, errNoAutoTLS
 }
 
-func (*P2PForgeCertMgr) ProvideHost(host.Host) {}
-func (*P2PForgeCertMgr) Start() error          { return errNoAutoTLS }
-func (*P2PForgeCertMgr) Stop()                 {}
+func (*P2PForgeCertMgr) ProvideHost(host.Host)  {}
+func (*P2PForgeCertMgr) Start() error           { return errNoAutoTLS }
+func (*P2PForgeCertMgr) Stop()                  {}
 func (*P2PForgeCertMgr) TLSConfig() *tls.Config { return nil }
 
 // AddressFactory passes addresses through unchanged.
