@@ -21,7 +21,7 @@ from tce_ipfs.arch import Arch
 from tce_ipfs.build import elf, kubo
 from tce_ipfs.cli import main
 from tce_ipfs.errors import BuildError, ElfMismatch, NodeError, UsageError
-from tce_ipfs.node import Node
+from tce_ipfs.ipfs.node import Node
 from tce_ipfs.settings import KUBO_VERSION
 
 VERSION_NUMBER = KUBO_VERSION.removeprefix("v")
