@@ -144,3 +144,19 @@ def validate(text: str, *, allow_path: bool = False) -> str:
                                "no '.', '..' or '//'")
         return f"{cid}/{path}"
     return cid
+
+
+def from_bytes(data: bytes) -> str:
+    """The text of a binary CID (as in a CAR file): CIDv0 in base58btc, CIDv1 in base32 (``b...``)."""
+    import base64
+
+    if len(data) == 34 and data[:2] == b"\x12\x20":  # CIDv0: a bare sha2-256 multihash
+        num = int.from_bytes(data, "big")
+        out = ""
+        while num:
+            num, rem = divmod(num, 58)
+            out = _B58[rem] + out
+        return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
+    text = "b" + base64.b32encode(data).decode().lower().rstrip("=")
+    _check(text)
+    return text

@@ -41,7 +41,7 @@ KERNEL_TOKEN = "-KERNEL"
 SIDECARS = (".md5.txt", ".dep", ".info", ".list", ".tree", ".zsync")
 # Repository-level index files a mirror's tcz/ directory carries (published as they are).
 INDEX_FILES = frozenset({"md5.db.gz", "dep.db.gz", "tags.db.gz", "provides.db", "provides.db.gz",
-                         "provides.db.zsync", "sizelist.gz", "info.lst"})
+                         "provides.db.zsync", "sizelist.gz", "sizelist", "info.lst"})
 # *.lst files that are not lists of extensions to check.
 NOT_EXTENSION_LISTS = frozenset({"info.lst"})
 
@@ -219,14 +219,14 @@ class Problem:
 
     file: str
     message: str
-    severity: str = "error"  # "error" blocks publishing; "warning" is reported only
+    severity: str = "error"  # "error" blocks publishing; "warning" is reported; "note" is logged
 
     @property
     def is_error(self) -> bool:
         return self.severity == "error"
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.message}" + (" (warning)" if not self.is_error else "")
+        return f"{self.file}: {self.message}" + (f" ({self.severity})" if not self.is_error else "")
 
 
 @dataclass
@@ -352,16 +352,23 @@ def expected_md5s(repo: RepoFiles) -> tuple[dict[str, str], list[Problem]]:
     return expected, problems
 
 
-def md5_mismatches(repo: RepoFiles, expected: dict[str, str], *,
-                   workers: int | None = None) -> list[Problem]:
-    """Hash every extension in ``expected`` (in parallel: hashlib releases the GIL) and report each
-    one whose content does not match its ``.md5.txt``."""
-    names = sorted(expected)
+def md5_sums(repo: RepoFiles, names: Iterable[str], *, workers: int | None = None) -> dict[str, str]:
+    """``{name: md5}`` of these extensions, hashed in parallel (hashlib releases the GIL)."""
+    todo = sorted(names)
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2))) as pool:
-        sums = list(pool.map(lambda n: md5_file(repo.extensions[n]), names))
-    return [Problem(repo.rel(repo.extensions[name]),
-                    f"md5 {actual} does not match {name}.md5.txt ({expected[name]}): corrupt or truncated")
-            for name, actual in zip(names, sums, strict=True) if actual != expected[name]]
+        sums = list(pool.map(lambda n: md5_file(repo.extensions[n]), todo))
+    return dict(zip(todo, sums, strict=True))
+
+
+def md5_mismatches(repo: RepoFiles, expected: dict[str, str], *, workers: int | None = None,
+                   sums: dict[str, str] | None = None) -> list[Problem]:
+    """Hash every extension in ``expected`` and report each one whose content does not match its
+    ``.md5.txt``. ``sums``: digests already known (not hashed again)."""
+    known = dict(sums or {})
+    known.update(md5_sums(repo, set(expected) - set(known), workers=workers))
+    return [Problem(repo.rel(repo.extensions[name]), f"md5 {known[name]} does not match {name}.md5.txt "
+                    f"({expected[name]}): corrupt or truncated")
+            for name in sorted(expected) if known[name] != expected[name]]
 
 
 def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: bool = True,

@@ -1,40 +1,62 @@
-"""Publish a Tiny Core repository directory to kubo as ONE flat UnixFS directory (one root CID).
+"""Publish a Tiny Core repository, or a whole mirror tree, to kubo as ONE root CID.
 
-Input layouts (see ``tcrepo.scan_repo``):
+Inputs (``tctree.scan_source``): a flat repo (``DIR/*.tcz`` + sidecars + ``*.lst`` + index files, like
+a mirror's ``tcz/``), a tce dir (``DIR/optional/*`` + ``DIR/*.lst``, flattened), or a mirror tree
+(``<release>/<arch>/tcz/``, each ``tcz/`` published at its own path with its index files). Published:
+``/ipfs/<root>/NAME.tcz``, ``/ipfs/<root>/onboot.lst``, ... for a repo; for a tree
+``/ipfs/<root>/16.x/x86_64/tcz/NAME.tcz``, so ``tce=ipfs:<root>/16.x/x86_64/tcz`` boots from it.
 
-* flat, like a mirror's ``tcz/``: ``DIR/*.tcz`` + sidecars (``.md5.txt .dep .info .list .tree .zsync``)
-  + ``*.lst`` + index files (``md5.db.gz`` ...);
-* a tce dir: ``DIR/optional/*`` + ``DIR/*.lst`` (``onboot.lst`` ...) -- flattened on publish.
+CIDv1 with raw leaves and kubo's default chunker and directory sharding: the same files give the same
+root on any node. Every check (names, md5 against ``.md5.txt``, dependencies, lists; for a tree also
+the index files, as warnings) runs before anything is sent to kubo.
 
-Published layout (what the boot hook and the agent fetch): everything at the root,
-``/ipfs/<root>/onboot.lst``, ``/ipfs/<root>/NAME.tcz``, ``/ipfs/<root>/NAME.tcz.md5.txt``,
-``/ipfs/<root>/NAME.tcz.dep``. CIDv1 with raw leaves and kubo's default chunker, so the same files
-give the same root CID on any node, and an unchanged file keeps its CID when others are added:
-re-publishing stores only the new blocks. The root is pinned (recursively).
+Incremental: with a ``cache`` (``pubcache``) of the previous publish of the same source on the same
+node, and that root still pinned there, only the files whose ``stat`` changed are hashed and added:
+the previous root is copied into MFS (a copy of its links, nothing is read), the changed and removed
+entries are unlinked, the new files added into their directories (``add --to-files``), and the
+directory nodes rebuilt by MFS on flush. kubo builds directories the same way for ``add`` and for MFS,
+so the root is exactly the one a full publish of the tree gives (``tests/test_mirror_publish.py``).
+The result carries the diff against the previous root: extensions added, removed and changed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import posixpath
+import secrets
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import tcrepo
+from tce_ipfs import tcrepo, tctree
 from tce_ipfs.errors import NodeError, RepoError
-from tce_ipfs.ipfs import rpc
+from tce_ipfs.ipfs import roots, rpc
+from tce_ipfs.ipfs.pubcache import Entry, PublishCache, stat_key
 from tce_ipfs.log import Progress, human
 
 log = logging.getLogger(__name__)
+
+MFS_STAGE = "/tce-ipfs-publish"  # MFS directory where an incremental publish assembles its root
+RM_BATCH = 500  # paths per `files rm` request
 
 
 @dataclass
 class PublishResult:
     root_cid: str
-    files: dict[str, tuple[str, int]]  # published name -> (CID, size in bytes)
+    files: dict[str, tuple[str, int]]  # published path -> (CID, size in bytes)
     total_size: int
     layout: str = "flat"
     warnings: list[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)  # tree: the tcz/ directories ("" for a repo)
+    mode: str = "full"  # "full", "incremental" or "unchanged"
+    previous: str | None = None  # the root this source had before (with a cache)
+    added_files: int = 0  # files sent to kubo
+    added_bytes: int = 0
+    seconds: float = 0.0
+    diff: dict[str, Any] | None = None  # vs ``previous`` (see ``extension_diff``)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -42,57 +64,128 @@ class PublishResult:
             "files": {name: {"cid": cid, "size": size} for name, (cid, size) in self.files.items()},
             "total": self.total_size,
             "layout": self.layout,
+            "dirs": self.dirs,
             "warnings": self.warnings,
+            "mode": self.mode,
+            "previous": self.previous,
+            "added_files": self.added_files,
+            "added_bytes": self.added_bytes,
+            "seconds": round(self.seconds, 3),
+            "diff": self.diff,
         }
 
 
 def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool = True,
-            kernel: str | None = None) -> PublishResult:
+            kernel: str | None = None, cache: Path | None = None, full: bool = False,
+            pin_name: str | None = None, node_id: str | None = None) -> PublishResult:
     """Check (unless ``check=False``), add and pin ``repo_dir``; return the root CID and per-file CIDs.
 
     Raises ``RepoError`` listing every bad file (corrupt ``.tcz``, missing ``.md5.txt`` or dependency,
     list naming a missing extension, unsafe name). ``kernel`` resolves ``-KERNEL`` dependencies for
-    one kernel release (default: any variant present will do).
+    one kernel release (default: any variant present will do). ``cache``: the file that remembers this
+    source's last publish on this node (``pubcache``): makes a republish incremental; ``full`` ignores
+    what it says (and rewrites it). ``pin_name``: the root's pin name (``roots.pin_name``).
 
-    Every check, the md5 hashing included, runs *before* anything is sent to kubo: a refused repo
-    leaves no trace in the node (no pin, no blocks). The hashing runs on all cores (hashlib releases
-    the GIL) and reads the files into the page cache that the add then reads from.
+    A refused repo leaves no trace in the node (no pin, no blocks).
     """
-    repo = tcrepo.scan_repo(Path(repo_dir))
-    problems = tcrepo.check_repo(repo, kernel) if check else list(repo.ignored)
-    _refuse_on_errors(repo, problems)
-    warnings = [str(p) for p in problems if not p.is_error]
-    for w in warnings:
-        log.warning("%s: %s", repo.root, w)
-    if not repo.extensions:
-        raise RepoError(f"refusing to publish {repo.root}: no .tcz files found")
+    started = time.monotonic()
+    source = tctree.scan_source(Path(repo_dir))
+    files = source.published()
+    stats = {rel: path.stat() for rel, path in files.items()}
+    node = node_id or (rpc.peer_id(client) if cache else "")
+    state = PublishCache.load(cache, source.root.resolve(), node)
+    known = {} if full else {rel: e for rel in files if (e := state.unchanged(rel, stats[rel])) is not None}
 
-    files = repo.published()
-    sizes = {name: path.stat().st_size for name, path in files.items()}
+    sums: dict[str, str] = {}
+    if check:
+        sums = {rel: e.md5 for rel, e in known.items() if e.md5}
+        sums.update(_hash_new(source, set(sums)))
+        problems = tctree.check(source, kernel, sums=sums)
+    else:
+        problems = list(source.ignored) + [p for r in source.repos.values() for p in r.ignored]
+    _refuse_on_errors(source.root, problems)
+    warnings = [str(p) for p in problems if p.severity == "warning"]
+    for w in warnings:
+        log.warning("%s: %s", source.root, w)
+    notes = [p.file for p in problems if p.severity == "note"]
+    if notes:
+        log.info("%s: left out (not in a tcz/ directory): %s", source.root, ", ".join(notes))
+    if not source.extension_count:
+        raise RepoError(f"refusing to publish {source.root}: no .tcz files found")
+
+    sizes = {rel: st.st_size for rel, st in stats.items()}
+    previous = state.root if state.files else None
+    incremental = bool(previous and not full and rpc.pin_ls(client, previous))
+    if previous and not incremental and not full:
+        log.info("the previous root %s is not pinned on this node any more: publishing everything",
+                 previous)
+    if incremental:
+        assert previous is not None
+        changed = sorted(rel for rel in files if rel not in known)
+        removed = sorted(set(state.files) - set(files))
+        if changed or removed:
+            root, new_cids = _incremental(client, previous, files, changed, removed, state, progress)
+            mode = "incremental"
+        else:
+            root, new_cids, mode = previous, {}, "unchanged"
+        cids = {rel: new_cids.get(rel) or state.files[rel].cid for rel in files}
+        if root != previous:
+            rpc.pin_update(client, previous, root)
+        if pin_name:
+            _name_pin(client, root, pin_name)
+        added = changed
+    else:
+        root, cids = _add_all(client, source.root, files, sizes, progress, pin_name)
+        mode, added = "full", list(files)
+
+    diff = extension_diff({rel: e.cid for rel, e in state.files.items()}, cids) if previous else None
+    state.root = root
+    if previous != root or not state.published_at:
+        state.published_at = roots.now()
+    state.files = {rel: Entry(stat_key(stats[rel]), cids[rel], sums.get(rel)) for rel in files}
+    state.save()
     total = sum(sizes.values())
-    root, cids = _add(client, repo.root, files, sizes, total, progress)
-    result = PublishResult(root_cid=root,
-                           files={name: (cids[name], sizes[name]) for name in files},
-                           total_size=total, layout=repo.layout, warnings=warnings)
-    log.info("published %d files (%s, %d extensions) from %s as %s", len(files), human(total),
-             len(repo.extensions), repo.root, root)
+    result = PublishResult(root_cid=root, files={rel: (cids[rel], sizes[rel]) for rel in files},
+                           total_size=total, layout=source.layout, warnings=warnings,
+                           dirs=sorted(source.repos), mode=mode, previous=previous,
+                           added_files=len(added), added_bytes=sum(sizes[r] for r in added),
+                           seconds=time.monotonic() - started, diff=diff)
+    log.info("published %d files (%s, %d extensions) from %s as %s (%s: %d files, %s added)", len(files),
+             human(total), source.extension_count, source.root, root, mode, result.added_files,
+             human(result.added_bytes))
     return result
 
 
-def _refuse_on_errors(repo: tcrepo.RepoFiles, problems: list[tcrepo.Problem]) -> None:
+def _name_pin(client: Any, cid: str, name: str) -> None:
+    """Name ``cid``'s (recursive) pin ``name``, unless it has one of our names already (the root's age)."""
+    if roots.parse_pin_name(rpc.pin_names(client).get(cid, "")) is None:
+        rpc.pin_add_named(client, cid, name)
+
+
+def _hash_new(source: tctree.Source, known: set[str]) -> dict[str, str]:
+    """md5 of every ``.tcz`` of ``source`` not in ``known`` (published paths)."""
+    out: dict[str, str] = {}
+    for prefix, repo in source.repos.items():
+        todo = [n for n in repo.extensions if source.path_of(prefix, n) not in known]
+        for name, digest in tcrepo.md5_sums(repo, todo).items():
+            out[source.path_of(prefix, name)] = digest
+    return out
+
+
+def _refuse_on_errors(root: Path, problems: list[tcrepo.Problem]) -> None:
     errors = tcrepo.errors_only(problems)
     if errors:
-        raise RepoError(f"refusing to publish {repo.root}: {len(errors)} problem(s)",
+        raise RepoError(f"refusing to publish {root}: {len(errors)} problem(s)",
                         problems=[str(p) for p in errors],
                         hint="fix or remove the files named (or use --no-check to publish anyway)")
 
 
-def _add(client: Any, where: Path, files: dict[str, Path], sizes: dict[str, int], total: int,
-         progress: bool) -> tuple[str, dict[str, str]]:
-    """Add ``files`` as one directory; return (root CID, {name: CID})."""
+def _add_all(client: Any, where: Path, files: dict[str, Path], sizes: dict[str, int], progress: bool,
+             pin_name: str | None) -> tuple[str, dict[str, str]]:
+    """Add ``files`` as one tree, pinned; return (root CID, {path: CID})."""
     cids: dict[str, str] = {}
     root: str | None = None
-    with Progress(f"publishing {len(files)} files", total) as bar:
+    with Progress(f"publishing {len(files)} files", sum(sizes.values())) as bar:
         want_progress = progress and bar.enabled
         sent: dict[str, int] = {}
 
@@ -103,25 +196,100 @@ def _add(client: Any, where: Path, files: dict[str, Path], sizes: dict[str, int]
                 if want_progress:
                     bar.advance(step)
 
-        for event in rpc.add_files(client, list(files.values()), pin=True, progress=want_progress):
+        for event in rpc.add_tree(client, files, pin=True, pin_name=pin_name, progress=want_progress):
             name = str(event.get("Name", ""))
             if "Hash" not in event:
                 advance(name, int(event.get("Bytes", 0)))
             elif name == "":
                 root = str(event["Hash"])
-            else:
+            elif name in files:
                 cids[name] = str(event["Hash"])
-                advance(name, sizes.get(name, 0))
+                advance(name, sizes[name])
     if root is None:
         raise NodeError(f"IPFS add of {where} returned no root directory CID")
     missing = sorted(set(files) - set(cids))
     if missing:
-        raise NodeError(f"IPFS add of {where} returned no CID for: {', '.join(missing)}")
+        raise NodeError(f"IPFS add of {where} returned no CID for: {', '.join(missing[:10])}")
     return root, cids
 
 
+def _parents(paths: Iterable[str]) -> set[str]:
+    """Every directory above these paths ("" excluded)."""
+    out: set[str] = set()
+    for rel in paths:
+        d = posixpath.dirname(rel)
+        while d and d not in out:
+            out.add(d)
+            d = posixpath.dirname(d)
+    return out
+
+
+def _incremental(client: Any, previous: str, files: dict[str, Path], changed: list[str],
+                 removed: list[str], state: PublishCache, progress: bool) -> tuple[str, dict[str, str]]:
+    """The new root from ``previous`` with ``changed`` (re)added and ``removed`` unlinked, in MFS."""
+    stage = f"{MFS_STAGE}-{os.getpid()}-{secrets.token_hex(4)}"
+    old_dirs, new_dirs = _parents(state.files), _parents(files)
+    gone = {d for d in old_dirs - new_dirs if posixpath.dirname(d) not in old_dirs - new_dirs}
+    unlink = [rel for rel in [*changed, *removed] if rel in state.files
+              and not any(rel.startswith(d + "/") for d in gone)]
+    cids: dict[str, str] = {}
+    rpc.files_cp(client, f"/ipfs/{previous}", stage)
+    try:
+        for i in range(0, len(unlink), RM_BATCH):
+            rpc.files_rm(client, [f"{stage}/{rel}" for rel in unlink[i:i + RM_BATCH]])
+        if gone:
+            rpc.files_rm(client, [f"{stage}/{d}" for d in sorted(gone)], recursive=True)
+        by_dir: dict[str, dict[str, Path]] = {}
+        for rel in changed:
+            by_dir.setdefault(posixpath.dirname(rel), {})[posixpath.basename(rel)] = files[rel]
+        total = sum(files[rel].stat().st_size for rel in changed)
+        with Progress(f"adding {len(changed)} changed files", total) as bar:
+            for d, members in sorted(by_dir.items()):
+                target = f"{stage}/{d}" if d else stage
+                if d and d not in old_dirs:
+                    rpc.files_mkdir(client, target)
+                for event in rpc.add_tree(client, members, pin=False, to_files=target):
+                    name = str(event.get("Name", ""))
+                    if "Hash" in event and name in members:
+                        cids[posixpath.join(d, name)] = str(event["Hash"])
+                        if progress and bar.enabled:
+                            bar.advance(members[name].stat().st_size)
+        missing = sorted(set(changed) - set(cids))
+        if missing:
+            raise NodeError(f"IPFS add returned no CID for: {', '.join(missing[:10])}")
+        root = rpc.files_flush(client, stage)
+    finally:
+        try:
+            rpc.files_rm(client, [stage], recursive=True)  # MFS content is kept from GC: let it go
+        except NodeError as exc:
+            log.warning("could not remove the MFS staging directory %s: %s", stage, exc)
+    if not root:
+        raise NodeError("MFS returned no CID for the new root")
+    return root, cids
+
+
+def extension_diff(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
+    """Extensions (``.tcz`` paths) added, removed and changed between two publishes (``{path: CID}``);
+    an extension changed when its ``.tcz`` or any of its sidecars did. ``other``: lists and index files
+    that were added, removed or changed."""
+    def owner(rel: str) -> str | None:
+        i = rel.rfind(tcrepo.EXT)
+        if i <= 0:
+            return None
+        head, tail = rel[:i + len(tcrepo.EXT)], rel[i + len(tcrepo.EXT):]
+        return head if tail == "" or tail in tcrepo.SIDECARS else None
+
+    exts_before = {r for r in before if r.endswith(tcrepo.EXT)}
+    exts_after = {r for r in after if r.endswith(tcrepo.EXT)}
+    touched = {r for r in set(before) | set(after) if before.get(r) != after.get(r)}
+    changed = {o for r in touched if (o := owner(r)) in exts_before & exts_after}
+    other = sorted(r for r in touched if owner(r) is None)
+    return {"added": sorted(exts_after - exts_before), "removed": sorted(exts_before - exts_after),
+            "changed": sorted(changed), "other": other}
+
+
 def verify_published(client: Any, result: PublishResult) -> list[str]:
-    """Cross-check a publish against the node: root pinned, entries and CIDs as reported.
+    """Cross-check a publish of a flat repo against the node: root pinned, entries and CIDs as reported.
 
     Returns a list of discrepancies (empty when all is well).
     """

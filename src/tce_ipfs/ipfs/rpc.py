@@ -251,3 +251,217 @@ def repo_stat(c: Any) -> dict[str, Any]:
 def files_stat(c: Any, path: str) -> dict[str, Any]:
     """``{"Hash", "Size", "CumulativeSize", "Type", ...}`` of any ``/ipfs/...`` path."""
     return dict(call(f"files stat {path}", c.files.stat, path))
+
+
+# --- trees, MFS, pins, names, CAR files (mirror publishing) ---------------------------------------
+
+DIRECTORY = "application/x-directory"  # how kubo's /add tells a directory part from a file part
+ADD_OPTS = {"cid-version": "1", "raw-leaves": "true"}  # the publisher's parameters (same CIDs everywhere)
+
+
+def _tree_stream_class() -> Any:
+    from ipfshttpclient import multipart
+
+    class TreeStream(multipart.StreamBase, multipart.StreamFileMixin):  # type: ignore[misc]
+        """multipart/form-data of a directory tree given as ``(path, file or None for a directory)``,
+        directories before what they hold (what kubo's /add expects)."""
+
+        def __init__(self, entries: Sequence[tuple[str, Path | None]], chunk_size: int) -> None:
+            self.entries = entries
+            super().__init__("tree", chunk_size=chunk_size)
+
+        def _body(self) -> Any:
+            for name, path in self.entries:
+                if path is None:
+                    yield from self._gen_file(name, content_type=DIRECTORY)
+                else:
+                    with open(path, "rb") as f:
+                        yield from self._gen_file(name, file=f, content_type="application/octet-stream")
+            yield from self._gen_end()
+
+    return TreeStream
+
+
+def tree_entries(top: str, files: dict[str, Path]) -> list[tuple[str, Path | None]]:
+    """``files`` (``a/b/name`` -> file) as the parts of one upload under the directory ``top``: every
+    directory once, before its contents (depth first, sorted)."""
+    entries: list[tuple[str, Path | None]] = [(top, None)]
+    made: set[str] = set()
+    for rel in sorted(files, key=lambda r: r.split("/")):
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            d = "/".join(parts[:depth])
+            if d not in made:
+                made.add(d)
+                entries.append((f"{top}/{d}", None))
+        entries.append((f"{top}/{rel}", files[rel]))
+    return entries
+
+
+def add_tree(c: Any, files: dict[str, Path], *, pin: bool = True, pin_name: str | None = None,
+             progress: bool = False, to_files: str | None = None,
+             timeout: float | None = None) -> Iterable[dict[str, Any]]:
+    """Add ``files`` (relative path -> file) as ONE directory tree, CIDv1 with raw leaves.
+
+    Yields kubo's add events with the names made relative to the tree: per file and directory
+    ``{"Name", "Hash", "Size"}``, the tree's root last as ``"Name": ""``; with ``progress`` also
+    ``{"Name", "Bytes"}`` while a file streams. ``to_files``: an MFS directory to link every top-level
+    entry into (``ipfs add --to-files DIR/``); then nothing is wrapped (each path must be a plain name).
+    """
+    top = "tree"
+    opts = dict(ADD_OPTS, pin="true" if pin else "false")
+    if pin_name:
+        opts["pin-name"] = pin_name
+    if progress:
+        opts["progress"] = "true"
+    if to_files is not None:
+        entries: list[tuple[str, Path | None]] = [(rel, path) for rel, path in sorted(files.items())]
+        opts["to-files"] = to_files.rstrip("/") + "/"
+    else:
+        entries = tree_entries(top, files)
+    stream = _tree_stream_class()(entries, UPLOAD_CHUNK)
+    try:
+        events = c._client.request("/add", (), opts=opts, decoder="json", stream=True,
+                                   data=stream.body(), headers=stream.headers(), timeout=timeout)
+        for event in events:
+            event = dict(event)
+            name = str(event.get("Name", ""))
+            if to_files is None:
+                event["Name"] = "" if name == top else name.removeprefix(top + "/")
+            yield event
+    except ClientError as exc:
+        raise NodeError(f"IPFS add failed: {_reason(exc)}") from None
+
+
+def files_cp(c: Any, source: str, dest: str) -> None:
+    """MFS: link ``source`` (``/ipfs/<cid>`` or an MFS path) at ``dest`` (which must not exist)."""
+    call(f"files cp {source} {dest}", c._client.request, "/files/cp", (source, dest), decoder="json")
+
+
+def files_rm(c: Any, paths: Sequence[str], *, recursive: bool = False) -> None:
+    """MFS: remove ``paths`` (one request)."""
+    if paths:
+        call(f"files rm {paths[0]}{' ...' if len(paths) > 1 else ''}", c._client.request, "/files/rm",
+             tuple(paths), opts={"recursive": "true" if recursive else "false"}, decoder="json")
+
+
+def files_mkdir(c: Any, path: str) -> None:
+    """MFS: ``mkdir -p`` with CIDv1 directories (like the ones ``add_tree`` makes)."""
+    call(f"files mkdir {path}", c._client.request, "/files/mkdir", (path,),
+         opts={"parents": "true", "cid-version": "1"}, decoder="json")
+
+
+def files_flush(c: Any, path: str) -> str:
+    """MFS: write ``path`` out; returns its CID."""
+    res = call(f"files flush {path}", c._client.request, "/files/flush", (path,), decoder="json")
+    return str((res[0] if res else {}).get("Cid", ""))
+
+
+def files_exists(c: Any, path: str) -> bool:
+    try:
+        c._client.request("/files/stat", (path,), opts={"hash": "true"}, decoder="json")
+    except ipfshttpclient.exceptions.ErrorResponse as exc:
+        if "does not exist" in str(exc):
+            return False
+        raise NodeError(f"IPFS files stat {path} failed: {_reason(exc)}") from None
+    except ClientError as exc:
+        raise NodeError(f"IPFS files stat {path} failed: {_reason(exc)}") from None
+    return True
+
+
+def pin_update(c: Any, old: str, new: str, *, unpin: bool = False, timeout: float | None = None) -> None:
+    """Pin ``new`` recursively by walking only what differs from the pinned ``old`` (fast for a
+    small change); ``unpin`` also removes the pin on ``old``."""
+    call(f"pin update {old} {new}", c._client.request, "/pin/update", (old, new),
+         opts={"unpin": "true" if unpin else "false"}, decoder="json", timeout=timeout)
+
+
+def config_get(c: Any, key: str) -> Any:
+    """The value of one config key of the running node."""
+    res = call(f"config {key}", c._client.request, "/config", (key,), decoder="json")
+    return res[0].get("Value") if res else None
+
+
+def key_list(c: Any) -> dict[str, str]:
+    """``{key name: IPNS name (k51..., base36)}`` of the node's keystore, ``self`` included."""
+    res = call("key ls", c._client.request, "/key/ls", opts={"l": "true", "ipns-base": "base36"},
+               decoder="json")
+    keys = (res[0] if res else {}).get("Keys") or []
+    return {str(k["Name"]): str(k["Id"]) for k in keys}
+
+
+def key_gen(c: Any, name: str) -> str:
+    """Make an ed25519 key ``name`` in the node's keystore; returns its IPNS name (k51...)."""
+    res = call(f"key gen {name}", c._client.request, "/key/gen", (name,),
+               opts={"type": "ed25519", "ipns-base": "base36"}, decoder="json")
+    return str(res[0]["Id"])
+
+
+def name_publish(c: Any, key: str, path: str, *, lifetime: str, ttl: str | None = None,
+                 timeout: float | None = None) -> dict[str, str]:
+    """Sign and publish an IPNS record ``key`` -> ``path``; ``{"Name", "Value"}``."""
+    opts = {"key": key, "lifetime": lifetime, "ipns-base": "base36", "resolve": "false",
+            "allow-offline": "true"}
+    if ttl:
+        opts["ttl"] = ttl
+    res = call(f"name publish --key={key} {path}", c._client.request, "/name/publish", (path,),
+               opts=opts, decoder="json", timeout=timeout)
+    return {k: str(v) for k, v in res[0].items()}
+
+
+def name_resolve(c: Any, name: str, *, timeout: float | None = None) -> str:
+    """``/ipfs/<cid>[/path]`` an IPNS name points to (no cache: the current record)."""
+    res = call(f"name resolve {name}", c._client.request, "/name/resolve", (name,),
+               opts={"nocache": "true", "recursive": "true"}, decoder="json", timeout=timeout)
+    return str(res[0]["Path"])
+
+
+def resolve(c: Any, path: str, *, timeout: float | None = None) -> str:
+    """The CID at the end of ``/ipfs/<cid>/a/b`` or ``/ipns/<name>/...``."""
+    res = call(f"resolve {path}", c._client.request, "/resolve", (path,), opts={"recursive": "true"},
+               decoder="json", timeout=timeout)
+    return str(res[0]["Path"]).removeprefix("/ipfs/")
+
+
+def dag_stat(c: Any, cid: str, *, offline: bool = True, timeout: float | None = None) -> dict[str, Any]:
+    """``{"TotalSize", "NumBlocks"}`` of a DAG; with ``offline`` a missing block is an error (nothing is
+    fetched), which makes this the completeness check of a root."""
+    res = call(f"dag stat {cid}", c._client.request, "/dag/stat", (cid,),
+               opts={"progress": "false"}, offline=offline, decoder="json", timeout=timeout)
+    last = res[-1] if res else {}
+    dags = last.get("DagStats") or [{}]
+    return {"TotalSize": int(last.get("TotalSize", dags[0].get("Size", 0)) or 0),
+            "NumBlocks": int(dags[0].get("NumBlocks", 0) or 0)}
+
+
+def dag_export(c: Any, cid: str, *, timeout: float | None = None) -> Iterable[bytes]:
+    """The CAR (v1) of ``cid``'s whole DAG, streamed; only local blocks (offline: a missing block is an
+    error, never a network fetch)."""
+    try:
+        yield from c._client.request("/dag/export", (cid,), opts={"progress": "false"}, offline=True,
+                                     decoder="none", stream=True, timeout=timeout)
+    except ClientError as exc:
+        raise NodeError(f"IPFS dag export {cid} failed: {_reason(exc)}") from None
+
+
+def dag_import(c: Any, car: Path, *, pin_roots: bool = True, timeout: float | None = None) -> dict[str, Any]:
+    """Import a CAR file; ``{"roots": {cid: pin error or ""}, "blocks": n, "bytes": n}``."""
+    from ipfshttpclient import multipart
+
+    stream = multipart.FilesStream([str(car)], chunk_size=UPLOAD_CHUNK)
+    try:
+        res = c._client.request("/dag/import", (), opts={"pin-roots": "true" if pin_roots else "false",
+                                                         "stats": "true"},
+                                decoder="json", data=stream.body(), headers=stream.headers(),
+                                timeout=timeout)
+    except ClientError as exc:
+        raise NodeError(f"IPFS dag import {car} failed: {_reason(exc)}") from None
+    out: dict[str, Any] = {"roots": {}, "blocks": 0, "bytes": 0}
+    for item in res or []:
+        if item.get("Root"):
+            root = item["Root"]
+            out["roots"][str(root["Cid"]["/"])] = str(root.get("PinErrorMsg") or "")
+        if item.get("Stats"):
+            out["blocks"] = int(item["Stats"].get("BlockCount", 0))
+            out["bytes"] = int(item["Stats"].get("BlockBytesCount", 0))
+    return out
