@@ -16,7 +16,8 @@ from tce_ipfs.build import recipes, vendor
 PKG_DIR = vendor.package_dir()
 
 # Top-level modules everything may build on; they import only each other (never a subpackage).
-SHARED = {"errors", "proc", "log", "settings", "arch", "tcrepo", "cidtext", "bootcodes"}
+SHARED = {"errors", "proc", "log", "settings", "arch", "tcrepo", "tcindex", "tctree", "tcmirror", "cidtext",
+          "bootcodes"}
 ENTRY = {"cli", "__main__"}  # the command line: the only importer of commands/
 PACKAGES = {"build", "ipfs", "media", "testbed", "agent", "commands"}
 
@@ -37,9 +38,10 @@ AGENT_SHARED = {"tce_ipfs.errors", "tce_ipfs.proc", "tce_ipfs.tcrepo", "tce_ipfs
 AGENT_TCZ = ["tce_ipfs", "tce_ipfs.__main__", "tce_ipfs.agent", "tce_ipfs.agent.machine",
              "tce_ipfs.agent.ops", "tce_ipfs.bootcodes", "tce_ipfs.cidtext", "tce_ipfs.cli",
              "tce_ipfs.commands", "tce_ipfs.commands.agent", "tce_ipfs.errors", "tce_ipfs.ipfs",
-             "tce_ipfs.ipfs.isolation", "tce_ipfs.ipfs.node", "tce_ipfs.ipfs.publish", "tce_ipfs.ipfs.rpc",
-             "tce_ipfs.ipfs.seed", "tce_ipfs.ipfs.swarmkey", "tce_ipfs.log", "tce_ipfs.proc",
-             "tce_ipfs.settings", "tce_ipfs.tcrepo"]
+             "tce_ipfs.ipfs.isolation", "tce_ipfs.ipfs.names", "tce_ipfs.ipfs.node", "tce_ipfs.ipfs.pubcache",
+             "tce_ipfs.ipfs.publish", "tce_ipfs.ipfs.roots", "tce_ipfs.ipfs.rpc", "tce_ipfs.ipfs.seed",
+             "tce_ipfs.ipfs.swarmkey", "tce_ipfs.log", "tce_ipfs.proc", "tce_ipfs.settings",
+             "tce_ipfs.tcindex", "tce_ipfs.tcrepo", "tce_ipfs.tctree"]
 
 
 def all_modules() -> list[str]:

@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "tcz",
     "node",
     "publish",
+    "mirror",
+    "car",
     "initrd",
     "guest",
     "demo",

@@ -49,6 +49,7 @@ EPILOG_STATUS = """\
 examples:
   tce-ipfs status            repo CID, peers (bytes sent/received each), totals, pinned extensions
   tce-ipfs status --json
+  tce-ipfs status --repo     (publisher) the seed's root, its age, its IPNS name; `seed status` has all
 """
 
 EPILOG_SEED = """\
@@ -100,7 +101,30 @@ def cmd_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def render_repo_status(info: dict[str, Any]) -> str:
+    """``status --repo``: what the seed publishes, and how old it is."""
+    if not info.get("root"):
+        return f"no root published from {info['state']} yet"
+    lines = [f"root:      {info['root']} (published {_duration(info.get('root_age_s'))} ago"
+             f"{', ' + str(info.get('source')) if info.get('source') else ''})"]
+    for rec in info.get("names", []):
+        current = "" if rec["value"].removeprefix("/ipfs/") == info["root"] else ", NOT the current root"
+        lines.append(f"ipns:      {rec['name']} -> {rec['value']} (published {_duration(rec.get('age_s'))} "
+                     f"ago{current})")
+    kept = [r for r in info.get("roots", []) if not r["current"]]
+    if kept:
+        lines.append("older:     " + ", ".join(f"{r['cid']} ({_duration(r['age_s'])})" for r in kept))
+    return "\n".join(lines)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.repo is not None:  # the publisher's side: the seed's status, its repo part
+        from tce_ipfs.ipfs import seed
+
+        info = seed.status(seed.SeedState(Path(args.repo) if args.repo else default_state()), ledgers=False)
+        emit(args, {k: info.get(k) for k in ("state", "running", "root", "source", "published_at",
+                                              "root_age_s", "names", "roots")}, render_repo_status(info))
+        return 0
     from tce_ipfs.agent import ops
 
     info = ops.status(api=args.api)
@@ -179,6 +203,15 @@ def serve_options(p: argparse.ArgumentParser) -> None:
                    help="a peer to fetch a CID from (repeatable; .../p2p/<id>)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds for publishing or pinning (per API read, default 600)")
+    p.add_argument("--name", metavar="KEY",
+                   help="also serve an IPNS name (key KEY in the seed's keystore, made once) pointing at "
+                        "each root it serves: the boot line says tce=ipns:<k51...>; the seed then answers "
+                        "the LAN's DHT queries for it")
+    p.add_argument("--lifetime", default="48h", metavar="DURATION",
+                   help="IPNS record lifetime (default 48h; the seed republishes it while it runs)")
+    p.add_argument("--ttl", metavar="DURATION", help="IPNS record TTL (how long resolvers may cache it)")
+    p.add_argument("--keep", type=int, metavar="K",
+                   help="keep the newest K roots of the source pinned, unpin older ones (at each publish)")
 
 
 def seed_options(args: argparse.Namespace) -> SeedOptions:
@@ -191,7 +224,8 @@ def seed_options(args: argparse.Namespace) -> SeedOptions:
     return seed.SeedOptions(listen=seed.resolve_listen(args.listen, public=args.public), port=args.port,
                             api_port=args.api_port, public=args.public, mdns=args.mdns,
                             private=args.private, swarm_key=key, peers=tuple(args.peer),
-                            timeout=args.timeout)
+                            timeout=args.timeout, name=args.name, lifetime=args.lifetime, ttl=args.ttl,
+                            keep=args.keep)
 
 
 def _print_ready(args: argparse.Namespace, state: Path) -> Callable[[BootInfo], None]:
@@ -260,6 +294,9 @@ def render_seed_status(info: dict[str, Any]) -> str:
                   f"listen:    {', '.join(info['peers_addrs'])}"]
     if info.get("private"):
         lines.append(f"private:   yes (key in {Path(info['state']) / 'repo' / 'swarm.key'})")
+    for rec in info.get("names", []):
+        lines.append(f"ipns:      {rec['name']} (key {rec['key']}) -> {rec['value']}, published "
+                     f"{_duration(rec.get('age_s'))} ago, lifetime {rec.get('lifetime')}")
     for i, root in enumerate(info.get("roots", [])):
         mark = "current, " if root["current"] else ""
         lines.append(f"{'roots:' if i == 0 else '':11}{root['cid']} ({mark}pinned {_duration(root['age_s'])} "
@@ -335,8 +372,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_install)
 
     p = sub.add_parser("status", parents=[common], formatter_class=fmt, epilog=EPILOG_STATUS,
-                       help="(on TC) repo CID, peers, bytes served/received, pinned extensions")
+                       help="(on TC) repo CID, peers, bytes served/received, pinned extensions; "
+                            "--repo: the seed's published root and its age")
     _api(p)
+    p.add_argument("--repo", nargs="?", const="", metavar="STATE",
+                   help="instead: the root the lab seed publishes (its state; default as `seed serve`), "
+                        "how old it is, its IPNS name (the repo part of `seed status`)")
     p.set_defaults(func=cmd_status)
 
     if "seed" not in sub.choices:  # on the build host commands.seed registered the whole group

@@ -74,6 +74,12 @@ def _serve_argv(args: argparse.Namespace, state: Path, kubo: Path) -> list[str]:
         argv += ["--swarm-key", str(Path(args.swarm_key).resolve())]
     for peer in args.peer:
         argv += ["--peer", peer]
+    if args.name:
+        argv += ["--name", args.name, "--lifetime", args.lifetime]
+        if args.ttl:
+            argv += ["--ttl", args.ttl]
+    if args.keep:
+        argv += ["--keep", str(args.keep)]
     return argv
 
 

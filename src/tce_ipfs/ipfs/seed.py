@@ -27,7 +27,6 @@ Only shared modules and ``ipfs`` ones are imported: this ships in the agent (``t
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import fcntl
 import ipaddress
@@ -44,10 +43,16 @@ from typing import IO, Any
 
 from tce_ipfs import bootcodes, cidtext, proc
 from tce_ipfs.errors import NodeError, TceIpfsError, UsageError
-from tce_ipfs.ipfs import rpc, swarmkey
+from tce_ipfs.ipfs import names, roots, rpc, swarmkey
 from tce_ipfs.ipfs.isolation import LOOPBACK_NETS, PRIVATE_NETS
 from tce_ipfs.ipfs.node import Node, read_api_file
+from tce_ipfs.ipfs.pubcache import cache_path
 from tce_ipfs.ipfs.publish import publish
+
+# Pin names live in ipfs.roots; re-exported: callers know them as seed.*
+from tce_ipfs.ipfs.roots import PIN_PREFIX as PIN_PREFIX
+from tce_ipfs.ipfs.roots import parse_pin_name as parse_pin_name
+from tce_ipfs.ipfs.roots import pin_name as pin_name
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +63,11 @@ PID = "serve.pid"
 API_SOCKET = "api.sock"
 DEFAULT_PORT = 4001  # the swarm port: what the boot hook's ipfs.port defaults to, kubo's usual
 DEFAULT_API_PORT = 5001  # kubo's usual; fixed so that monitoring knows where the metrics are
-PIN_PREFIX = "tce-ipfs-seed "  # pin names: "<prefix><UTC time> <source>"
+NAMES = "names.json"  # the IPNS names published through this seed (publish --name, serve --name)
 MAX_PEERS = bootcodes.BY_NAME["ipfs.peers"].max_count or 16
 ANY_IPV4 = ("0.0.0.0/0",)
 SUN_PATH_MAX = 107  # a unix socket path longer than this cannot be bound
 _IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}")
-_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class Stopped(BaseException):
@@ -169,6 +173,7 @@ class BootInfo:
     peers: tuple[str, ...]  # full multiaddrs .../p2p/<peer id>
     swarm_key: str | None = None  # 64 hex when the swarm is private
     running: bool = True
+    ipns: str | None = None  # the IPNS name (k51...) the seed keeps pointing at ``cid`` (serve --name)
 
     def codes(self) -> dict[str, str | None]:
         """Boot codes for ``P2PBoot`` (``tce=`` comes from the CID)."""
@@ -178,12 +183,14 @@ class BootInfo:
         return codes
 
     def line(self) -> str:
-        """``tce=ipfs:<CID> ipfs.peers=... [ipfs.swarmkey=...]``: the words for the kernel command line."""
-        return " ".join([f"tce=ipfs:{self.cid}", *(f"{k}={v}" for k, v in self.codes().items())])
+        """``tce=ipfs:<CID> ipfs.peers=... [ipfs.swarmkey=...]``: the words for the kernel command line
+        (``tce=ipns:<name>`` when the seed serves a name: machines then follow its updates)."""
+        tce = f"tce=ipns:{self.ipns}" if self.ipns else f"tce=ipfs:{self.cid}"
+        return " ".join([tce, *(f"{k}={v}" for k, v in self.codes().items())])
 
     def as_dict(self) -> dict[str, Any]:
         return {"cid": self.cid, "peers": list(self.peers), "private": self.swarm_key is not None,
-                "boot_line": self.line(), "running": self.running}
+                "boot_line": self.line(), "running": self.running, "ipns": self.ipns}
 
 
 def _check_peers(peers: Sequence[str]) -> tuple[str, ...]:
@@ -210,10 +217,21 @@ class SeedOptions:
     swarm_key: str | None = None  # use this one (64 hex)
     peers: tuple[str, ...] = ()  # where a CID to pin may be fetched from
     timeout: float = 600.0  # publishing or pinning, per API read
+    name: str | None = None  # an IPNS key: the seed points its name at each root it serves
+    lifetime: str = names.DEFAULT_LIFETIME  # of the IPNS record
+    ttl: str | None = None  # of the IPNS record (how long resolvers may cache it)
+    keep: int | None = None  # roots of this source kept pinned (older ones unpinned)
 
     def __post_init__(self) -> None:
         if not self.listen:
             raise UsageError("a seed needs at least one listen address")
+        if self.name is not None:
+            names.check_key(self.name)
+        names.check_duration(self.lifetime, "--lifetime")
+        if self.ttl is not None:
+            names.check_duration(self.ttl, "--ttl")
+        if self.keep is not None and self.keep < 1:
+            raise UsageError(f"--keep {self.keep}: keep at least the root being served (1)")
         for addr in self.listen:
             check_listen(addr, public=self.public)
         for what, port in (("--port", self.port), ("--api-port", self.api_port)):
@@ -254,6 +272,26 @@ class SeedState:
     @property
     def api_socket(self) -> Path:
         return self.path / API_SOCKET
+
+    @property
+    def publish_cache_dir(self) -> Path:
+        """Where publishing through this seed remembers each source's last publish (``pubcache``)."""
+        return self.path / "publish"
+
+    def ipns_records(self) -> dict[str, dict[str, Any]]:
+        """``names.json``: per IPNS key the last record published through this seed."""
+        try:
+            data = json.loads((self.path / NAMES).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def record_name(self, record: names.NameRecord, source: str) -> None:
+        data = self.ipns_records()
+        data[record.key] = {**record.as_dict(), "source": source, "published_at": _now()}
+        tmp = self.path / (NAMES + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path / NAMES)
 
     def record(self) -> dict[str, Any] | None:
         """``seed.json`` (None before a seed has served from here)."""
@@ -318,29 +356,8 @@ class SeedState:
         self._lock = None
 
 
-def _now() -> str:
-    return time.strftime(_TIME, time.gmtime())
-
-
-def _age(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    try:
-        return max(0.0, time.time() - calendar.timegm(time.strptime(stamp, _TIME)))
-    except ValueError:
-        return None
-
-
-def pin_name(source: str, when: str | None = None) -> str:
-    return f"{PIN_PREFIX}{when or _now()} {source}"[:255]
-
-
-def parse_pin_name(name: str) -> tuple[str, str] | None:
-    """``(time, source)`` of a seed's pin name, None for any other pin."""
-    if not name.startswith(PIN_PREFIX):
-        return None
-    when, _, source = name[len(PIN_PREFIX):].partition(" ")
-    return when, source
+_now = roots.now
+_age = roots.age
 
 
 # ------------------------------------------------------------------------------------- serving
@@ -371,7 +388,10 @@ class SeedServer:
                     extra_config={"Addresses.Swarm": [f"/ip4/{a}/tcp/{opts.port}" for a in opts.listen],
                                   "Addresses.API": api,
                                   # LAN discovery only when asked: for a private lab LAN.
-                                  "Discovery.MDNS.Enabled": opts.mdns})
+                                  "Discovery.MDNS.Enabled": opts.mdns,
+                                  # Serving a name: answer the LAN's DHT queries for its record (a DHT
+                                  # of the peers that connect: no bootstrap, the gater as always).
+                                  "Routing.Type": "dhtserver" if opts.name else "none"})
 
     def run(self, on_ready: Callable[[BootInfo], None], *, poll: float = 1.0) -> None:
         """Start, publish, ``on_ready(info)``, serve until ``Stopped`` (or kubo dies: ``NodeError``).
@@ -447,35 +467,51 @@ class SeedServer:
         return None
 
     def _publish(self, node: Node, key: str | None) -> BootInfo:
-        with node.client(timeout=self.options.timeout) as client:
+        opts = self.options
+        dirs: list[str] = []
+        source = str(self._dir or self.source)  # what pin names and --keep go by (as `publish` names it)
+        with node.client(timeout=opts.timeout) as client:
             if self._dir is not None:
-                cid = publish(self._dir, client, progress=False).root_cid
+                res = publish(self._dir, client, progress=False, pin_name=pin_name(source),
+                              cache=cache_path(self.state.publish_cache_dir, node.peer_id, self._dir),
+                              node_id=node.peer_id)
+                cid, dirs = res.root_cid, [d for d in res.dirs if d]
             else:
                 assert self._cid is not None
                 cid = self._cid
                 log.info("pinning %s (fetching what is not here from %s)", cid,
-                         ", ".join(self.options.peers) or "nobody: it must be in the repo already")
+                         ", ".join(opts.peers) or "nobody: it must be in the repo already")
             named = rpc.pin_names(client)
             if parse_pin_name(named.get(cid, "")) is None:  # keep the first name: the root's age
                 try:
-                    rpc.pin_add_named(client, cid, pin_name(self.source), timeout=self.options.timeout)
+                    rpc.pin_add_named(client, cid, pin_name(source), timeout=opts.timeout)
                 except NodeError as exc:
                     raise NodeError(f"cannot pin {cid}: {exc.message}",
                                     hint="a CID must be in the seed's repo already or on a --peer that "
                                          "has it; or serve the repo directory instead") from None
-            names = {str(e["Name"]) for e in rpc.ls(client, f"/ipfs/{cid}")}
-            if "onboot.lst" not in names:
+            if dirs:
+                log.info("%s is a mirror tree: machines boot from one of its tcz/ directories, e.g. "
+                         "tce=ipfs:%s/%s (with lst= naming a list it has)", cid, cid, dirs[0])
+            elif "onboot.lst" not in {str(e["Name"]) for e in rpc.ls(client, f"/ipfs/{cid}")}:
                 log.warning("%s has no onboot.lst: machines booting from it load nothing unless lst= names "
                             "a list it has", cid)
-            peers = _own_peers(node.swarm_addrs, self.options.listen)
-        info = BootInfo(cid=cid, peers=peers, swarm_key=key)
+            ipns = None
+            if opts.name:
+                named_as = names.publish_name(client, opts.name, cid, lifetime=opts.lifetime, ttl=opts.ttl)
+                self.state.record_name(named_as, source)
+                ipns = named_as.name
+                log.info("IPNS %s (key %s) -> /ipfs/%s", ipns, opts.name, cid)
+            if opts.keep:
+                roots.keep(client, source, opts.keep, current=cid)
+            peers = _own_peers(node.swarm_addrs, opts.listen)
+        info = BootInfo(cid=cid, peers=peers, swarm_key=key, ipns=ipns)
         record = self.state.record() or {}
         self.state.write_record({
             "root": cid, "source": str(self._dir or self.source),
             "published_at": _now() if record.get("root") != cid else record.get("published_at", _now()),
             "peer_id": node.peer_id, "peers": list(peers), "listen": list(self.options.listen),
             "port": self.options.port, "public": self.options.public, "mdns": self.options.mdns,
-            "private": key is not None, "api": node.api, "api_tcp": _tcp_api(node),
+            "private": key is not None, "api": node.api, "api_tcp": _tcp_api(node), "ipns": ipns,
             "pid": os.getpid(), "kubo_pid": node.pid(), "started_at": record.get("started_at")
             if record.get("pid") == os.getpid() else _now(), "stopped_at": None,
         })
@@ -541,7 +577,8 @@ def boot_info(state: SeedState) -> BootInfo:
     if not running:
         log.warning("the seed in %s is not running now: machines boot from it once it is", state.path)
     return BootInfo(cid=str(record["root"]), peers=_check_peers(list(record.get("peers") or [])),
-                    swarm_key=state.swarm_key() if record.get("private") else None, running=running)
+                    swarm_key=state.swarm_key() if record.get("private") else None, running=running,
+                    ipns=record.get("ipns"))
 
 
 def boot_info_from_api(api: str) -> BootInfo:
@@ -602,8 +639,12 @@ def status(state: SeedState, *, ledgers: bool = True) -> dict[str, Any]:
         "started_at": record.get("started_at"), "stopped_at": record.get("stopped_at"),
         "metrics": metrics_url(record.get("api_tcp")) if pid is not None else None,
         "boot_line": (BootInfo(str(record["root"]), tuple(record.get("peers") or ()),
-                               swarm_key="<key>" if record.get("private") else None).line()
+                               swarm_key="<key>" if record.get("private") else None,
+                               ipns=record.get("ipns")).line()
                       if record.get("root") else None),
+        "published_at": record.get("published_at"), "root_age_s": _age(record.get("published_at")),
+        "names": [{**rec, "age_s": _age(rec.get("published_at"))}
+                  for _key, rec in sorted(state.ipns_records().items())],
     }
     roots: dict[str, dict[str, Any]] = {}
     if record.get("root"):
