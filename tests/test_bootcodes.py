@@ -65,6 +65,7 @@ def test_parse_sh_limits_and_defaults_are_the_table() -> None:
                                                                        int(const["MAX_TIMEOUT"]))
     assert codes["ipfs.timeout"].default == const["DEFAULT_TIMEOUT"]
     assert codes["ipfs.port"].default == const["DEFAULT_PORT"]
+    assert codes["ipfs.car"].max_len == int(const["MAX_CAR"])
 
 
 # ----------------------------------------------------------------------------- README.md, as text
@@ -133,6 +134,9 @@ SAMPLES: dict[str, list[str | None]] = {
     "ipfs.swarmkey": [HEX, HEX.upper(), HEX[:-1], HEX + "0", "g" * 64, ""],
     "ipfs.port": ["0", "4001", "65535", "65536", "-1", "80x", ""],
     "ipfs.debug": [None, "1", "0", "2", "no"],
+    "ipfs.car": ["sdb1:/repo.car", "/dev/sdb1:tce/repo.car", "LABEL=TCE:/repo.car", "UUID=1234-ABCD:r.car",
+                 "sdb1", "sdb1:", "sdb1:/", "LABEL=:/r.car", "LABEL=a b:/r", "sdb1:/../etc/x", ":/repo.car",
+                 "sdb1:/a//b", "x" * 250 + ":/r.car", ""],
     "nodhcp": [None],
 }
 TCE_SAMPLES = [f"ipfs:{CID}", f"ipfs:{CID}/sub/dir", f"ipfs:{CID}/../x", "ipfs:bafy1bad", "ipfs:" + "b" * 200,

@@ -15,6 +15,8 @@ HOOK_LIB=${TCE_IPFS_LIB:-${ROOT:-}/usr/local/lib/tce-ipfs}
 . "$HOOK_LIB/kubo.sh"
 # shellcheck source=fetch.sh
 . "$HOOK_LIB/fetch.sh"
+# shellcheck source=car.sh
+. "$HOOK_LIB/car.sh"
 
 HOOK_VERSION=unknown
 HOOK_ARCH=unknown
@@ -103,6 +105,7 @@ write_status() {
         status_kv bytes_primary "$P_BYTES"
         status_kv bytes_mirror "$M_BYTES"
         status_kv peers_connected "$PEERS_OK"
+        [ -n "$CAR_NOTE" ] && status_kv car "$CAR_NOTE"
         fmt_cs "$T_START"
         status_kv t_start "$FMT"
         [ -n "$T_NET" ] && { fmt_cs "$T_NET"; status_kv t_net "$FMT"; }
@@ -247,7 +250,7 @@ tce_ipfs_main() {
                 :
             elif ! kubo_start "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR
-            elif ! kubo_wait_peers "$P_DEADLINE"; then
+            elif ! car_seed "$P_DEADLINE" && ! kubo_wait_peers "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR
             elif [ "$SCHEME" = ipns ] && ! kubo_resolve "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR

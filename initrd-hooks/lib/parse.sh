@@ -13,6 +13,7 @@ MAX_MA=300
 MAX_URL=512
 MAX_SUB=256
 MAX_LST=64
+MAX_CAR=256
 MIN_TIMEOUT=2
 MAX_TIMEOUT=3600
 DEFAULT_TIMEOUT=120
@@ -220,6 +221,7 @@ parse_scheme() {
 
 # parse_codes: validate tce= and every companion code. Sets:
 # CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED SWARMKEY DEBUG PORT NODHCP
+# CAR_DEV CAR_PATH
 parse_codes() {
     CID=
     IPNS_NAME=
@@ -357,6 +359,27 @@ parse_codes() {
 
     NODHCP=0
     hasarg nodhcp && NODHCP=1
+
+    # ipfs.car=<sdb1 | /dev/sdb1 | LABEL=name | UUID=id>:<path on that disk> (lib/car.sh)
+    CAR_DEV=
+    CAR_PATH=
+    if _p_v=$(getarg ipfs.car); then
+        _p_dev=${_p_v%%:*}
+        _p_path=${_p_v#*:}
+        _p_path=${_p_path#/}
+        case $_p_dev in
+            LABEL=* | UUID=*) _p_id=${_p_dev#*=} ;;
+            *) _p_id=${_p_dev#/dev/} ;;
+        esac
+        if [ "$_p_dev" != "$_p_v" ] && [ "${#_p_v}" -le "$MAX_CAR" ] && is_safe_name "$_p_id" &&
+            is_safe_path "$_p_path"; then
+            CAR_DEV=$_p_dev
+            CAR_PATH=$_p_path
+        else
+            short "$_p_v"
+            perr "ipfs.car=$SHORT is not <device, LABEL=name or UUID=id>:<path> (e.g. LABEL=TCE:/repo.car)"
+        fi
+    fi
 
     if [ "$SCHEME" = http ] && { [ -n "$PEERS" ] || [ -n "$SWARMKEY" ]; }; then
         warn "tce=http://... does not use IPFS: ipfs.peers/ipfs.swarmkey are ignored"

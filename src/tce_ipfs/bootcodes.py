@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from tce_ipfs.errors import UsageError
 
-KINDS = ("tce", "name", "peers", "seconds", "url", "bool", "hex", "port", "flag")
+KINDS = ("tce", "name", "peers", "seconds", "url", "bool", "hex", "port", "flag", "car")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ CODES: tuple[BootCode, ...] = (
     BootCode("ipfs.port", "port", "4001", "TCP port kubo listens on for LAN peers (0: any)", low=0,
              high=65535),
     BootCode("ipfs.debug", "bool", "0", "every log line on the console; scratch files kept"),
+    BootCode("ipfs.car", "car", None, "a CAR file (tce-ipfs car export) on a disk, imported before "
+             "fetching: <sdb1, LABEL=name or UUID=id>:<path> (USB seeding)", max_len=256),
     BootCode("nodhcp", "flag", None, "no udhcpc: wait for an address configured otherwise", tc=True),
 )
 
@@ -268,9 +270,21 @@ def _hex(code: BootCode, value: str | None) -> str | None:
     return None if ok else f"{code.max_len} hex digits"
 
 
+def _car(code: BootCode, value: str | None) -> str | None:
+    if value is None:
+        return _needs_value(value)
+    assert code.max_len is not None
+    device, colon, path = value.partition(":")
+    ident = device.partition("=")[2] if device.startswith(("LABEL=", "UUID=")) else device.removeprefix("/dev/")
+    if not colon or len(value) > code.max_len or not is_safe_name(ident) or \
+            not is_safe_path(path.removeprefix("/")):
+        return "<device, LABEL=name or UUID=id>:<path> (e.g. LABEL=TCE:/repo.car)"
+    return None
+
+
 def _flag(code: BootCode, value: str | None) -> str | None:
     return None  # present or not: any value counts as present, as in TC
 
 
 _CHECKS = {"tce": _tce, "name": _name, "peers": _peers, "seconds": _seconds, "url": _url, "bool": _bool,
-           "hex": _hex, "port": _port, "flag": _flag}
+           "hex": _hex, "port": _port, "flag": _flag, "car": _car}

@@ -21,7 +21,7 @@ class Progress:
         return self
 
     def advance(self, amount: int) -> None:
-        self.done += amount
+        self.done = min(self.done + amount, self.total)  # an upload counts its framing too
         now = time.monotonic()
         if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
             self._last = now

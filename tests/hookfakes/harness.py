@@ -76,7 +76,8 @@ PEER_ID = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
 PEER = f"/ip4/10.0.2.100/tcp/4001/p2p/{PEER_ID}"
 KREL = "6.12.11-tinycore64"
 GATEWAY = "127.0.0.1:48080"
-ALL_FAKES = ("ipfs", "wget", "udhcpc", "ip", "mount", "uname", "modprobe", "ifconfig", "route")
+ALL_FAKES = ("ipfs", "wget", "udhcpc", "ip", "mount", "uname", "modprobe", "ifconfig", "route", "blkid",
+             "umount")
 
 
 def md5(data: bytes) -> str:

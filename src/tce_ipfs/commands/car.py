@@ -35,8 +35,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tce_ipfs.ipfs.publish import publish
     from tce_ipfs.ipfs.roots import pin_name
 
+    target = args.target
+    if not Path(target).is_dir():
+        car.check_target(target)  # before looking for a node
     with _client(args) as client:
-        target = args.target
         if Path(target).is_dir():
             source = Path(target).resolve()
             target = publish(source, client, progress=True, pin_name=pin_name(str(source))).root_cid

@@ -116,18 +116,23 @@ class CarExport:
                 "blocks": self.blocks}
 
 
-def resolve_target(client: Any, target: str) -> str:
-    """A CID, ``/ipfs/<cid>/sub/path``, ``ipfs://...`` or ``/ipns/<name>`` -> the CID it names."""
+def check_target(target: str) -> str:
+    """A CID, ``/ipfs/<cid>/sub/path``, ``ipfs://...`` or ``/ipns/<name>``, as a CID or an IPFS path
+    (``UsageError`` for anything else, before any node is asked)."""
     text = target.strip()
     for prefix in ("ipfs://", "ipns://"):
         if text.startswith(prefix):
             text = f"/{prefix[:4]}/{text[len(prefix):]}"
-    if cidtext.is_cid(text):
-        return text
-    if text.startswith(("/ipfs/", "/ipns/")):
-        return rpc.resolve(client, text.rstrip("/"), timeout=60)
+    if cidtext.is_cid(text) or text.startswith(("/ipfs/", "/ipns/")):
+        return text.rstrip("/")
     raise UsageError(f"{target!r} is neither a CID nor an /ipfs/ or /ipns/ path",
                      hint="e.g. bafy..., /ipfs/bafy.../16.x/x86_64/tcz, or a repo directory")
+
+
+def resolve_target(client: Any, target: str) -> str:
+    """The CID ``target`` (see ``check_target``) names."""
+    text = check_target(target)
+    return text if cidtext.is_cid(text) else rpc.resolve(client, text, timeout=60)
 
 
 def export(client: Any, target: str, out: Path, *, progress: bool = True) -> CarExport:

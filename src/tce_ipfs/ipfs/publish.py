@@ -129,9 +129,11 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
         else:
             root, new_cids, mode = previous, {}, "unchanged"
         cids = {rel: new_cids.get(rel) or state.files[rel].cid for rel in files}
-        if root != previous:
-            rpc.pin_update(client, previous, root)
-        if pin_name:
+        if root != previous and not rpc.pin_ls(client, root):  # the same tree may be pinned already
+            rpc.pin_update(client, previous, root)  # walks only what differs; the pin keeps old's name
+            if pin_name:
+                rpc.pin_add_named(client, root, pin_name)  # a new root: its own name (and time)
+        elif pin_name:
             _name_pin(client, root, pin_name)
         added = changed
     else:
@@ -183,34 +185,26 @@ def _refuse_on_errors(root: Path, problems: list[tcrepo.Problem]) -> None:
 def _add_all(client: Any, where: Path, files: dict[str, Path], sizes: dict[str, int], progress: bool,
              pin_name: str | None) -> tuple[str, dict[str, str]]:
     """Add ``files`` as one tree, pinned; return (root CID, {path: CID})."""
-    cids: dict[str, str] = {}
-    root: str | None = None
     with Progress(f"publishing {len(files)} files", sum(sizes.values())) as bar:
-        want_progress = progress and bar.enabled
-        sent: dict[str, int] = {}
-
-        def advance(name: str, upto: int) -> None:
-            step = upto - sent.get(name, 0)
-            if step > 0:
-                sent[name] = upto
-                if want_progress:
-                    bar.advance(step)
-
-        for event in rpc.add_tree(client, files, pin=True, pin_name=pin_name, progress=want_progress):
-            name = str(event.get("Name", ""))
-            if "Hash" not in event:
-                advance(name, int(event.get("Bytes", 0)))
-            elif name == "":
-                root = str(event["Hash"])
-            elif name in files:
-                cids[name] = str(event["Hash"])
-                advance(name, sizes[name])
-    if root is None:
-        raise NodeError(f"IPFS add of {where} returned no root directory CID")
+        root = rpc.add_tree(client, files, pin=True, pin_name=pin_name,
+                            on_sent=bar.advance if progress and bar.enabled else None)
+    cids = _file_cids(client, root, files)
     missing = sorted(set(files) - set(cids))
     if missing:
-        raise NodeError(f"IPFS add of {where} returned no CID for: {', '.join(missing[:10])}")
+        raise NodeError(f"IPFS add of {where} gave no CID for: {', '.join(missing[:10])}")
     return root, cids
+
+
+def _file_cids(client: Any, root: str, files: Iterable[str]) -> dict[str, str]:
+    """``{path: CID}`` of ``files`` (paths in the tree ``root``), one directory listing per directory."""
+    by_dir: dict[str, list[str]] = {}
+    for rel in files:
+        by_dir.setdefault(posixpath.dirname(rel), []).append(posixpath.basename(rel))
+    out: dict[str, str] = {}
+    for d, names in sorted(by_dir.items()):
+        listed = rpc.dir_cids(client, f"/ipfs/{root}/{d}" if d else f"/ipfs/{root}")
+        out.update({posixpath.join(d, n): listed[n] for n in names if n in listed})
+    return out
 
 
 def _parents(paths: Iterable[str]) -> set[str]:
@@ -248,16 +242,14 @@ def _incremental(client: Any, previous: str, files: dict[str, Path], changed: li
                 target = f"{stage}/{d}" if d else stage
                 if d and d not in old_dirs:
                     rpc.files_mkdir(client, target)
-                for event in rpc.add_tree(client, members, pin=False, to_files=target):
-                    name = str(event.get("Name", ""))
-                    if "Hash" in event and name in members:
-                        cids[posixpath.join(d, name)] = str(event["Hash"])
-                        if progress and bar.enabled:
-                            bar.advance(members[name].stat().st_size)
+                rpc.add_tree(client, members, pin=False, to_files=target,
+                             on_sent=bar.advance if progress and bar.enabled else None)
+        root = rpc.files_flush(client, stage)
+        if root:
+            cids = _file_cids(client, root, changed)
         missing = sorted(set(changed) - set(cids))
         if missing:
-            raise NodeError(f"IPFS add returned no CID for: {', '.join(missing[:10])}")
-        root = rpc.files_flush(client, stage)
+            raise NodeError(f"IPFS add gave no CID for: {', '.join(missing[:10])}")
     finally:
         try:
             rpc.files_rm(client, [stage], recursive=True)  # MFS content is kept from GC: let it go

@@ -81,6 +81,7 @@ def client(api: str = DEFAULT_API, timeout: float = 30.0, *, verify: bool = True
     # The API is local: never let requests take proxies or .netrc credentials from the environment
     # (belt and braces: 0.7.0's patched transport already dials the API directly; tested).
     # ipfshttpclient copies these attributes onto every requests session it makes.
+    c.tce_api = api  # for duplex.post (uploads that must read the answer while they send)
     props = getattr(c._client, "_session_props", None)
     if isinstance(props, dict):
         props["trust_env"] = False
@@ -266,9 +267,17 @@ def _tree_stream_class() -> Any:
         """multipart/form-data of a directory tree given as ``(path, file or None for a directory)``,
         directories before what they hold (what kubo's /add expects)."""
 
-        def __init__(self, entries: Sequence[tuple[str, Path | None]], chunk_size: int) -> None:
+        def __init__(self, entries: Sequence[tuple[str, Path | None]], chunk_size: int,
+                     on_sent: Callable[[int], None] | None = None) -> None:
             self.entries = entries
+            self.on_sent = on_sent
             super().__init__("tree", chunk_size=chunk_size)
+
+        def _gen_file_chunks(self, file: Any) -> Any:
+            for chunk in super()._gen_file_chunks(file):
+                yield chunk
+                if self.on_sent is not None:
+                    self.on_sent(len(chunk))  # file content only: what the progress bar counts
 
         def _body(self) -> Any:
             for name, path in self.entries:
@@ -299,38 +308,47 @@ def tree_entries(top: str, files: dict[str, Path]) -> list[tuple[str, Path | Non
 
 
 def add_tree(c: Any, files: dict[str, Path], *, pin: bool = True, pin_name: str | None = None,
-             progress: bool = False, to_files: str | None = None,
-             timeout: float | None = None) -> Iterable[dict[str, Any]]:
-    """Add ``files`` (relative path -> file) as ONE directory tree, CIDv1 with raw leaves.
+             on_sent: Callable[[int], None] | None = None, to_files: str | None = None,
+             timeout: float | None = None) -> str:
+    """Add ``files`` (relative path -> file) as ONE directory tree, CIDv1 with raw leaves; return the
+    root's CID (``""`` with ``to_files``: then every top-level entry is linked into that MFS directory,
+    ``ipfs add --to-files DIR/``, and each path must be a plain name).
 
-    Yields kubo's add events with the names made relative to the tree: per file and directory
-    ``{"Name", "Hash", "Size"}``, the tree's root last as ``"Name": ""``; with ``progress`` also
-    ``{"Name", "Bytes"}`` while a file streams. ``to_files``: an MFS directory to link every top-level
-    entry into (``ipfs add --to-files DIR/``); then nothing is wrapped (each path must be a plain name).
+    kubo answers while it still reads the upload; the answer is read as it comes (``duplex``), and it
+    is the root only (``quieter``: ``dir_cids`` lists what the files became). ``on_sent(bytes)`` counts
+    the upload as it is sent (the progress bar).
     """
     top = "tree"
-    opts = dict(ADD_OPTS, pin="true" if pin else "false")
+    opts = dict(ADD_OPTS, pin="true" if pin else "false", quieter="true")
     if pin_name:
         opts["pin-name"] = pin_name
-    if progress:
-        opts["progress"] = "true"
     if to_files is not None:
         entries: list[tuple[str, Path | None]] = [(rel, path) for rel, path in sorted(files.items())]
         opts["to-files"] = to_files.rstrip("/") + "/"
     else:
         entries = tree_entries(top, files)
-    stream = _tree_stream_class()(entries, UPLOAD_CHUNK)
-    try:
-        events = c._client.request("/add", (), opts=opts, decoder="json", stream=True,
-                                   data=stream.body(), headers=stream.headers(), timeout=timeout)
-        for event in events:
-            event = dict(event)
-            name = str(event.get("Name", ""))
-            if to_files is None:
-                event["Name"] = "" if name == top else name.removeprefix(top + "/")
-            yield event
-    except ClientError as exc:
-        raise NodeError(f"IPFS add failed: {_reason(exc)}") from None
+    stream = _tree_stream_class()(entries, UPLOAD_CHUNK, on_sent)
+    from tce_ipfs.ipfs import duplex
+
+    events = list(duplex.post(c.tce_api, "add", opts, stream.body(), stream.headers(), timeout=timeout))
+    if to_files is not None:
+        return ""
+    if not events or "Hash" not in events[-1]:
+        raise NodeError("IPFS add returned no root directory CID")
+    return str(events[-1]["Hash"])
+
+
+def dir_cids(c: Any, path: str) -> dict[str, str]:
+    """``{name: CID}`` of the entries of the UnixFS directory at ``path`` (``/ipfs/...``; a sharded
+    directory is read whole), without looking into the entries (nothing is fetched but the directory)."""
+    res = call(f"ls {path}", c._client.request, "/ls", (path,),
+               opts={"resolve-type": "false", "size": "false"}, decoder="json")
+    out: dict[str, str] = {}
+    for chunk in res:
+        for obj in chunk.get("Objects") or []:
+            for link in obj.get("Links") or []:
+                out[str(link["Name"])] = str(link["Hash"])
+    return out
 
 
 def files_cp(c: Any, source: str, dest: str) -> None:
