@@ -7,7 +7,7 @@
 # serves them to the LAN afterwards.
 #
 # <device>: a kernel name (sdb1, /dev/sdb1, mmcblk0p1), LABEL=<label> or UUID=<uuid> (looked up with
-# blkid, as TC's own scripts do). The disk is mounted read-only at $WORK/car, the CAR imported with
+# findfs or blkid). The disk is mounted read-only at $WORK/car, the CAR imported with
 # `ipfs dag import` and the disk unmounted again. For tce=ipfs:<CID>, <CID> is then pinned OFFLINE:
 # that walks its whole DAG in the local repo and fails at once on a missing block (a truncated or
 # wrong CAR) instead of asking the network; when it holds, the hook does not wait for peers.
@@ -18,9 +18,11 @@ CAR_WAIT=10   # seconds a USB disk may take to appear (usb-storage enumerates af
 CAR_MAX=300   # seconds for the import (blocks are written to a RAM repo: a 1 GiB CAR takes ~1 min)
 CAR_NOTE=     # for the status file: the outcome ("ok <root>", "failed: <why>")
 BLKID="blkid"
+FINDFS="findfs"
 UMOUNT="umount"
 if [ -n "${TCE_IPFS_TOOLDIR:-}" ]; then
     [ -x "$TCE_IPFS_TOOLDIR/blkid" ] && BLKID=$TCE_IPFS_TOOLDIR/blkid
+    [ -x "$TCE_IPFS_TOOLDIR/findfs" ] && FINDFS=$TCE_IPFS_TOOLDIR/findfs
     [ -x "$TCE_IPFS_TOOLDIR/umount" ] && UMOUNT=$TCE_IPFS_TOOLDIR/umount
 fi
 
@@ -29,8 +31,10 @@ car_device() {
     CAR_NODE=
     case $CAR_DEV in
         LABEL=* | UUID=*)
-            # busybox and util-linux blkid both print: /dev/sdb1: LABEL="TCE" UUID="..." TYPE="vfat"
-            CAR_NODE=$("$BLKID" 2>/dev/null | awk -v want="${CAR_DEV%%=*}=\"${CAR_DEV#*=}\"" \
+            # findfs (busybox, util-linux) prints the device; else blkid, which busybox and util-linux
+            # both print as: /dev/sdb1: LABEL="TCE" UUID="..." TYPE="vfat"
+            CAR_NODE=$("$FINDFS" "$CAR_DEV" 2>/dev/null)
+            [ -n "$CAR_NODE" ] || CAR_NODE=$("$BLKID" 2>/dev/null | awk -v want="${CAR_DEV%%=*}=\"${CAR_DEV#*=}\"" \
                 'index(" " $0 " ", " " want " ") { sub(/:.*/, ""); print; exit }')
             [ -z "$CAR_NODE" ] || CAR_NODE=$ROOT/dev/${CAR_NODE##*/}
             ;;
