@@ -20,7 +20,8 @@ from tce_ipfs.errors import BuildError, QemuError, UsageError
 ROOTFS = guest.base_dir() / "rootfs"
 SCRIPTS = ["init", "etc/init.d/rcS", "etc/init.d/tc-config", "etc/init.d/tc-functions",
            "etc/init.d/dhcp.sh", "usr/bin/tce-setup", "usr/bin/tce-load", "usr/bin/sudo",
-           "usr/bin/sethostname", "usr/share/udhcpc/default.script", "opt/bootsync.sh", "opt/bootlocal.sh"]
+           "usr/bin/sethostname", "usr/share/udhcpc/default.script", "opt/bootsync.sh", "opt/bootlocal.sh",
+           "../picore/usr/bin/tce-bootload"]
 
 
 def _cpio_list(gz: Path) -> list[str]:
@@ -146,6 +147,7 @@ def test_profiles(arch: Arch) -> None:
     args = prof.base_args()
     assert args[args.index("-accel") + 1] == "tcg"
     assert "-no-reboot" in args and "-nodefaults" in args
+    assert prof.loader == ("tce-bootload" if arch is Arch.AARCH64 else "tce-load")
 
 
 def test_user_net_is_restricted_with_cmd_forwards() -> None:
@@ -218,6 +220,10 @@ def test_base_initrd_contents(arch: Arch) -> None:
     assert listing["tmp"].startswith("drwxrwxrwt")
     assert listing["bin/busybox.suid"].startswith("-rwsr-xr-x")
     assert listing["etc/shadow"].startswith("-rw-------")
+    assert listing["etc/sudoers"].startswith("-r--r-----")
+    assert "etc/skel/.profile" in listing
+    # the piCore flavour (aarch64) brings piCore's loader; tce-setup hands its lists to it
+    assert ("usr/bin/tce-bootload" in listing) == (qemu.profile(arch).loader == "tce-bootload")
     assert "-> /bin/busybox.suid" in listing["bin/su"]
     assert "-> /proc/mounts" in listing["etc/mtab"]
     moddir = f"lib/modules/{base.kver}"

@@ -255,10 +255,20 @@ def test_subpath_is_fetched_and_shimmed(env: HookEnv) -> None:
 
 
 def test_existing_directory_is_left_alone(env: HookEnv) -> None:
+    (env.root / "srvdata").mkdir(parents=True)
+    ipfs_ready(env, CID, "srvdata").lst("")
+    result = env.run(f"tce=ipfs:{CID}/srvdata ipfs.peers={PEER}")
+    assert "it exists and is not one; leaving it alone" in result.console
+    assert not (env.root / "srvdata/optional").exists() and not (env.root / "srvdata").is_symlink()
+
+
+def test_system_directory_is_refused(env: HookEnv) -> None:
     (env.root / "etc/x").mkdir(parents=True)
-    ipfs_ready(env).lst("")
+    ipfs_ready(env, CID, "etc").lst("")
     result = env.run(f"tce=ipfs:{CID}/etc ipfs.peers={PEER}")
-    assert "leaving it alone" in result.console
+    assert "warning: tce-setup will use /etc as the tce dir: inside a system directory, not creating it" in (
+        result.console
+    )
     assert not (env.root / "etc/optional").exists() and not (env.root / "etc").is_symlink()
 
 

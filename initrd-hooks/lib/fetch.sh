@@ -348,12 +348,12 @@ settle() {
     PLACED=${PLACED# }
 }
 
-# write_list: append ipfs.tcz (when we mounted it) and the placed names to $BUILTIN/<lst>,
+# write_list: append ipfs.tcz (when we mounted it and tce-load will link it) and the placed names to $BUILTIN/<lst>,
 # keeping what is already there and never listing a name twice.
 write_list() {
     _w_list=$BUILTIN/$LST
     _w_names=$PLACED
-    [ "$KUBO_MOUNTED" = 1 ] && _w_names="ipfs.tcz $_w_names"
+    loader_lists_kubo && _w_names="ipfs.tcz $_w_names"
     [ -n "${_w_names# }" ] || return 0
     mkdir -p "$BUILTIN"
     {

@@ -20,9 +20,16 @@ DEFAULT_LST=onboot.lst
 DEFAULT_PORT=4001
 
 PARSE_ERRORS=
+PARSE_WARNINGS=
 
 perr() {
     PARSE_ERRORS="${PARSE_ERRORS:+$PARSE_ERRORS; }$*"
+}
+
+# pwarn TEXT: a warning found while parsing; printed once parsing is done (one line each).
+pwarn() {
+    PARSE_WARNINGS="${PARSE_WARNINGS:+$PARSE_WARNINGS
+}$*"
 }
 
 # short TEXT: SHORT = TEXT cut to 60 characters for messages (never echo a 2 KiB value back).
@@ -359,7 +366,7 @@ parse_codes() {
     hasarg nodhcp && NODHCP=1
 
     if [ "$SCHEME" = http ] && { [ -n "$PEERS" ] || [ -n "$SWARMKEY" ]; }; then
-        warn "tce=http://... does not use IPFS: ipfs.peers/ipfs.swarmkey are ignored"
+        pwarn "tce=http://... does not use IPFS: ipfs.peers/ipfs.swarmkey are ignored"
     fi
     return 0
 }
