@@ -258,3 +258,24 @@ def test_tce_bootload_when_the_fetch_fails(boot: HookEnv) -> None:
     assert boot.builtin_list() == []
     assert result.calls.count("ipfs-install-script uid=0") == 1  # still a loaded extension, as with tce-load
 
+
+
+@pytest.mark.parametrize("loader", ["tce-load", "tce-bootload"])
+def test_dep_on_ipfs(env: HookEnv, loader: str) -> None:
+    """An extension that needs ipfs.tcz: tce-load skips the mounted ipfs; tce-bootload would add it to
+    its list from the .dep (mkdir EEXIST, install script again), so that .dep line is dropped."""
+    if loader == "tce-bootload":
+        picore(env)
+    repo = env.ipfs_repo(CID)
+    env.peers_ok(PEER)
+    repo.ext("lib.tcz")
+    repo.ext("tool.tcz", ["ipfs.tcz", "lib.tcz"])
+    repo.lst("tool.tcz\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    ok(result)
+    dep = (env.optional() / "tool.tcz.dep").read_text().split()
+    if loader == "tce-bootload":
+        assert dep == ["lib.tcz"] and env.builtin_list() == ["lib.tcz", "tool.tcz"]
+        assert result.calls.count("ipfs-install-script uid=0") == 1
+    else:
+        assert dep == ["ipfs.tcz", "lib.tcz"] and env.builtin_list() == ["ipfs.tcz", "lib.tcz", "tool.tcz"]

@@ -102,7 +102,7 @@ kubo_prepare() {
     export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT
     rm -rf "$IPFS_PATH"
     _k_log=$WORK/kubo-init.log
-    : >"$_k_log"
+    printf '' >"$_k_log"
     if ! ipfsc "$1" 60 init --empty-repo --profile=test,lowpower >>"$_k_log" 2>&1; then
         last_line "$_k_log"
         KUBO_ERR="ipfs init failed: ${LAST:-no output}"

@@ -48,7 +48,7 @@ loader_adopt_kubo() {
         _la_rc=$?
         [ "$_la_rc" = 0 ] || warn "ipfs.tcz: its install script exited $_la_rc"
     else
-        : >"$_la_script"
+        printf '' >"$_la_script" 2>/dev/null
     fi
     dbg "ipfs.tcz: loaded in place of tce-bootload"
     return 0

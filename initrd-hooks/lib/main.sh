@@ -105,6 +105,7 @@ finish() {
     fmt_cs "$((T_END - T_START))"
     _f_secs=$FMT
     source_desc
+    [ "$HIDDEN" -gt 0 ] && err "... and $HIDDEN more problem(s), not shown (all in ${LOG#"$ROOT"})"
     case $RESULT in
         ok) info "loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;
         partial) info "FAILED: $FAIL_COUNT problem(s), first: $FIRST_FAIL; loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;

@@ -129,7 +129,8 @@ tcedir_make() {
     if [ -n "$TCEDIR_LST" ] && [ ! -e "$ROOT/tmp/tce/$TCEDIR_LST" ]; then
         _tm_user=tc
         [ -r "$ROOT/etc/sysconfig/tcuser" ] && read -r _tm_user <"$ROOT/etc/sysconfig/tcuser"
-        if : >"$ROOT/tmp/tce/$TCEDIR_LST" 2>/dev/null; then
+        # printf, not ":": a failed redirection of a special built-in ends the whole shell
+        if printf '' >"$ROOT/tmp/tce/$TCEDIR_LST" 2>/dev/null; then
             chown "${_tm_user:-tc}:staff" "$ROOT/tmp/tce/$TCEDIR_LST" 2>/dev/null
             chmod 664 "$ROOT/tmp/tce/$TCEDIR_LST" 2>/dev/null
         fi
