@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import record
-from tce_ipfs import e2e, guest, qemu, recipes, samplerepo
+from support import record
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import recipes
+from tce_ipfs.testbed import e2e, guest, qemu, samplerepo
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
 
