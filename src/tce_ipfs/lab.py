@@ -189,9 +189,14 @@ class _Managed:
 
 
 class Lab(_Managed):
-    """A private LAN in a fresh network namespace. Use as a context manager."""
+    """A private LAN in a fresh network namespace. Use as a context manager.
 
-    def __init__(self, work_dir: Path, *, subnet: str = DEFAULT_SUBNET, dhcp: bool = True) -> None:
+    ``bridge=False`` (implies no DHCP): a bare namespace holding only ``lo``, for a machine whose one
+    link is added from outside (``lan.SwitchedLan``).
+    """
+
+    def __init__(self, work_dir: Path, *, subnet: str = DEFAULT_SUBNET, dhcp: bool = True,
+                 bridge: bool = True) -> None:
         self.work_dir = Path(work_dir)
         self.suffix = secrets.token_hex(3)  # 6 hex: tap names stay within IFNAMSIZ (15)
         self.netns = f"{PREFIX}{self.suffix}"
@@ -200,7 +205,8 @@ class Lab(_Managed):
         hosts = list(self.network.hosts())
         self.bridge_ip = str(hosts[0])
         self._dhcp_range = (str(hosts[GUEST_HOST_OFFSET + 100]), str(hosts[-1]))
-        self._want_dhcp = dhcp
+        self._want_dhcp = dhcp and bridge
+        self._want_bridge = bridge
         self.taps: list[TapNet] = []
         self.processes: list[LabProcess] = []
         self.seed: SeedNode | None = None
@@ -219,10 +225,12 @@ class Lab(_Managed):
             self.exec(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
             self.exec(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])
             _ip(self.netns, "link", "set", "lo", "up")
-            _ip(self.netns, "link", "add", self.bridge, "type", "bridge", "stp_state", "0",
-                "forward_delay", "0")
-            _ip(self.netns, "addr", "add", f"{self.bridge_ip}/{self.network.prefixlen}", "dev", self.bridge)
-            _ip(self.netns, "link", "set", self.bridge, "up")
+            if self._want_bridge:
+                _ip(self.netns, "link", "add", self.bridge, "type", "bridge", "stp_state", "0",
+                    "forward_delay", "0")
+                _ip(self.netns, "addr", "add", f"{self.bridge_ip}/{self.network.prefixlen}", "dev",
+                    self.bridge)
+                _ip(self.netns, "link", "set", self.bridge, "up")
             if self._want_dhcp:
                 self._start_dhcp()
             self.check_isolated()
