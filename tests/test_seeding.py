@@ -9,6 +9,9 @@ the fixture finalizer whatever happens.
   with a dependency) and ``tce-ipfs status`` shows the bytes it served;
 * three guests boot at once from one seed (LAN discovery by mDNS inside the lab): the seed's egress
   divided by the onboot payload (an HTTP mirror would be 3.0);
+* four guests boot at once with only ``ipfs.peers=<seed>`` (what an admin's netboot config holds), the
+  seed's uplink capped with tbf: they find each other by mDNS and fetch blocks from each other; the
+  polite seed (the seed role's kubo build) sends the payload about once (issue 10's guest-level proof);
 * a guest with the wrong ``ipfs.swarmkey`` cannot fetch, says so on the console, and boots on.
 
 Measured numbers go to ``tests/.results/seeding-*.json`` for the closing note; they are not asserted
@@ -192,16 +195,17 @@ def start_guest(pool: ThreadPoolExecutor, kit: e2e.GuestKit, lab: Lab, check: Pa
 
 
 def kit_kubo() -> Path:
+    """The seed role's kubo (the polite origin): what ``tce-ipfs node`` runs for a lab."""
     from tce_ipfs import kubo
 
-    return kubo.ensure(Arch.host())
+    return kubo.ensure(Arch.host(), variant=kubo.SEED)
 
 
 @contextlib.contextmanager
-def guest_pool(lab: Lab) -> Iterator[ThreadPoolExecutor]:
+def guest_pool(lab: Lab, workers: int = 3) -> Iterator[ThreadPoolExecutor]:
     """Threads that each run one ``qemu.boot``. On a failure the lab's processes (QEMU among them) are
     killed at once, so the test does not sit out every guest's timeout before the lab is torn down."""
-    pool = ThreadPoolExecutor(max_workers=3)
+    pool = ThreadPoolExecutor(max_workers=workers)
     try:
         yield pool
     except BaseException:
@@ -322,6 +326,50 @@ def test_three_guests_at_once_egress_ratio(kit: e2e.GuestKit, plain_repo: LabRep
     })
     assert egress >= plain_repo.payload  # at least one full copy came from the seed
     assert ratio <= 3.05, ratio  # never worse than three HTTP downloads
+
+
+def ledgers(guest: Guest) -> list[dict[str, Any]]:
+    return [json.loads(ln[len("LAB-LEDGER "):]) for ln in guest.lines if ln.startswith("LAB-LEDGER ")]
+
+
+SEED_UPLINK_MBIT = 20.0  # the seed's uplink in the four-guest lab (tbf on the lab bridge)
+
+
+def test_four_guests_with_only_the_seed_share_blocks(kit: e2e.GuestKit, plain_repo: LabRepo, lab: Lab,
+                                                     work: Path) -> None:
+    """Issue 10's guest-level proof: only ``ipfs.peers=<seed>`` on the command lines (mDNS stays on by
+    default), four guests boot at the same moment; they fetch blocks from each other."""
+    seed = lab.start_seed(kit_kubo())  # the seed's own mDNS is off: guests dial it by ipfs.peers
+    cid = publish_to(seed, plain_repo.path)
+    lab.cap_uplink(SEED_UPLINK_MBIT)
+    check = e2e.check_initrd(work, ledger_script(), "check-ledger.gz")
+    sent0, wire0 = seed_sent(seed), lab.uplink_tx_bytes()
+    codes = [f"tce=ipfs:{cid}", f"ipfs.peers={seed.multiaddr}", f"ipfs.timeout={HOOK_TIMEOUT}"]
+    with guest_pool(lab, workers=4) as pool:
+        guests = [start_guest(pool, kit, lab, check, codes, f"guest{i}") for i in (1, 2, 3, 4)]
+        results = [g.ok() for g in guests]
+    egress, wire = seed_sent(seed) - sent0, lab.uplink_tx_bytes() - wire0
+    names = {seed.peer_id: "seed"}
+    for g in guests:
+        names.update({ln.split()[1]: g.name for ln in g.lines if ln.startswith("LAB-ID ")})
+    per_guest: dict[str, dict[str, int]] = {}
+    for g in guests:
+        recv = {names.get(e["Peer"], e["Peer"]): int(e["Recv"]) for e in ledgers(g)}
+        per_guest[g.name] = {"from_seed": recv.pop("seed", 0), "from_guests": sum(recv.values())}
+    record("seeding-lab4", {
+        "arch": str(ARCH), "guests": 4, "seed_uplink_mbit": SEED_UPLINK_MBIT,
+        "payload_bytes": plain_repo.payload, "seed_bytes_sent": egress, "seed_wire_bytes": wire,
+        "egress_ratio": round(egress / plain_repo.payload, 3),
+        "wire_ratio": round(wire / plain_repo.payload, 3),
+        "http_mirror_ratio": 4.0, "received": per_guest, "received_per_peer": {
+            g.name: {names.get(e["Peer"], e["Peer"]): e["Recv"] for e in ledgers(g)} for g in guests},
+        "sentinel_s": [round(r.seconds, 1) for r in results],
+    })
+    for g in guests:  # each found other guests on the LAN (mDNS), not only the seed it was given
+        peers = {names.get(e["Peer"], "?") for e in ledgers(g)}
+        assert "seed" in peers and peers & {o.name for o in guests if o is not g}, (g.name, peers)
+    assert egress >= plain_repo.payload  # at least one full copy came from the seed
+    assert any(r["from_guests"] > 0 for r in per_guest.values()), per_guest
 
 
 def test_wrong_swarm_key_fails_with_message_and_boots(kit: e2e.GuestKit, plain_repo: LabRepo, lab: Lab,

@@ -140,6 +140,11 @@ class HookMachine:
         path = self.root / "dev/console"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def log(self) -> str:
+        """The hook's log (``/var/log/tce-ipfs.log``)."""
+        path = self.root / "var/log/tce-ipfs.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     @property
     def ipfs_path(self) -> Path:
         return self.root / "tmp/tce-ipfs/repo"

@@ -16,6 +16,10 @@ How the binary is kept small (measured numbers in docs/kubo-size.md):
   kubo's config package imports for one constant; the OTLP/gRPC/zipkin trace exporters);
 * ``-gcflags=all=-l``: no inlining. Smaller code; kubo's hot paths (hashing, crypto) are assembly,
   so a small TC node does not notice.
+
+Variants: ``ensure(arch, variant=SEED)`` is the *seed role's* build, ``<arch>-seed/ipfs``: the same
+recipe plus ``SEED_PATCHES`` (the polite origin, ``tce_ipfs.superseed``). Only the host seed runs it;
+guests' ``ipfs.tcz`` is always the plain build, whose recipe and cache path are unchanged.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from tce_ipfs import elf, proc
+from tce_ipfs import elf, proc, superseed
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import BuildError, CommandFailed, UsageError
 from tce_ipfs.settings import KUBO_MODULE, KUBO_VERSION, cache_dir
@@ -102,7 +106,21 @@ class Edit:
         return f"edit {self.path} ({self.count}x {self.old.strip()[:40]!r})"
 
 
-Step: TypeAlias = Go | Edit
+@dataclass(frozen=True)
+class AddFile:
+    """Add a new source file (it must not exist: a file upstream added later fails loudly)."""
+
+    path: str
+    text: str
+
+    def as_json(self) -> list[str]:
+        return ["add", self.path, hashlib.sha256(self.text.encode()).hexdigest()]
+
+    def __str__(self) -> str:
+        return f"add {self.path}"
+
+
+Step: TypeAlias = Go | Edit | AddFile
 
 # Changes a kubo release's source needs before it builds from the Go module proxy at all, per version,
 # applied in order. Only what the proxy forces on us belongs here.
@@ -144,6 +162,19 @@ SLIM_PATCHES: dict[str, tuple[Step, ...]] = {
     ),
 }
 
+# Build variants: the plain build (guests, tests, tools) and the seed role's build.
+PLAIN = ""
+SEED = "seed"
+VARIANTS = (PLAIN, SEED)
+
+# The seed role's source patches, per version (tce_ipfs.superseed documents and measures them).
+SEED_PATCHES: dict[str, tuple[Step, ...]] = {
+    "v0.43.1": (
+        AddFile(superseed.FILE, superseed.GO_SOURCE),
+        Edit(superseed.HOOK_FILE, superseed.HOOK_OLD, superseed.HOOK_NEW),
+    ),
+}
+
 BUILD_TIMEOUT = 3600.0  # a cold build for a new arch on 2 cores takes minutes; this is a hang guard
 MANIFEST_NAME = "ipfs.json"
 _VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
@@ -177,8 +208,27 @@ def normalize_version(version: str) -> str:
     return v
 
 
-def recipe(version: str) -> dict[str, Any]:
-    """Everything about a build besides version and arch; its hash is the cache key's recipe part."""
+def variant_patches(version: str, variant: str) -> tuple[Step, ...]:
+    """The extra source patches of ``variant`` (none for the plain build)."""
+    if variant not in VARIANTS:
+        raise UsageError(f"unknown kubo build variant {variant!r}", hint="use the plain build or 'seed'")
+    if variant == PLAIN:
+        return ()
+    version = normalize_version(version)
+    if version not in SEED_PATCHES:
+        raise BuildError(f"no seed patch for kubo {version} (kubo.SEED_PATCHES)",
+                         hint="port tce_ipfs.superseed to this version, or run the seed with the plain build")
+    return SEED_PATCHES[version]
+
+
+def recipe(version: str, variant: str = PLAIN) -> dict[str, Any]:
+    """Everything about a build besides version and arch; its hash is the cache key's recipe part.
+    The plain build's recipe has no variant keys at all (so its key never changes because of them)."""
+    extra = {"variant": variant, "variant_patches": [f.as_json() for f in variant_patches(version, variant)]}
+    return {**_base_recipe(version), **(extra if variant else {})}
+
+
+def _base_recipe(version: str) -> dict[str, Any]:
     return {
         "revision": RECIPE_REVISION,
         "tags": list(BUILD_TAGS),
@@ -192,8 +242,8 @@ def recipe(version: str) -> dict[str, Any]:
     }
 
 
-def recipe_id(version: str = KUBO_VERSION) -> str:
-    blob = json.dumps(recipe(version), sort_keys=True).encode()
+def recipe_id(version: str = KUBO_VERSION, variant: str = PLAIN) -> str:
+    blob = json.dumps(recipe(version, variant), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -201,8 +251,8 @@ def version_dir(version: str) -> Path:
     return cache_dir() / "kubo" / normalize_version(version)
 
 
-def binary_path(arch: Arch, version: str = KUBO_VERSION) -> Path:
-    return version_dir(version) / arch.info.name / "ipfs"
+def binary_path(arch: Arch, version: str = KUBO_VERSION, variant: str = PLAIN) -> Path:
+    return version_dir(version) / (arch.info.name + (f"-{variant}" if variant else "")) / "ipfs"
 
 
 def preload_go(plugins: tuple[str, ...] = PRELOAD_PLUGINS) -> str:
@@ -248,9 +298,9 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load(arch: Arch, version: str = KUBO_VERSION) -> KuboBinary | None:
+def load(arch: Arch, version: str = KUBO_VERSION, variant: str = PLAIN) -> KuboBinary | None:
     """The cached binary's manifest, or None when there is no (readable) one."""
-    path = binary_path(arch, version)
+    path = binary_path(arch, version, variant)
     try:
         raw = json.loads((path.parent / MANIFEST_NAME).read_text())
         return KuboBinary(
@@ -268,12 +318,12 @@ def load(arch: Arch, version: str = KUBO_VERSION) -> KuboBinary | None:
         return None
 
 
-def _cached(arch: Arch, version: str, *, accept_given: bool) -> KuboBinary | None:
+def _cached(arch: Arch, version: str, *, accept_given: bool, variant: str = PLAIN) -> KuboBinary | None:
     """The cached binary if its manifest matches the file and the current recipe; else None."""
-    m = load(arch, version)
+    m = load(arch, version, variant)
     if m is None or m.version != version or m.arch is not arch:
         return None
-    if m.source == "built" and m.recipe != recipe_id(version):
+    if m.source == "built" and m.recipe != recipe_id(version, variant):
         log.info("kubo %s for %s was built with another recipe; rebuilding", version, arch)
         return None
     if m.source == "given" and not accept_given:
@@ -329,10 +379,10 @@ def _copy_writable(src: Path, dst: Path) -> None:
     dst.chmod(dst.stat().st_mode | stat.S_IWUSR)
 
 
-def prepare_source(version: str) -> Path:
+def prepare_source(version: str, variant: str = PLAIN) -> Path:
     """kubo's source for ``version`` with our fixups and plugin list, ready to build (cached)."""
     version = normalize_version(version)
-    rid = recipe_id(version)
+    rid = recipe_id(version, variant)
     src = version_dir(version) / f"src-{rid}"
     marker = src / ".tce-ipfs-prepared"
     if marker.exists():
@@ -358,13 +408,16 @@ def prepare_source(version: str) -> Path:
         for step in patches:
             log.debug("applying size patch: %s", step)
             _apply(step, tmp, version, "kubo.SLIM_PATCHES")
+        for step in variant_patches(version, variant):
+            log.info("applying %s build patch: %s", variant, step)
+            _apply(step, tmp, version, "kubo.SEED_PATCHES")
         plugin_dir = tmp / "plugin" / "plugins"
         missing = [p for p in PRELOAD_PLUGINS if not (plugin_dir / p).is_dir()]
         if missing:
             raise BuildError(f"kubo {version} has no plugin(s) {', '.join(missing)} in plugin/plugins",
                              hint="adjust kubo.PRELOAD_PLUGINS for this version")
         (tmp / "plugin" / "loader" / "preload.go").write_text(preload_go())
-        (tmp / ".tce-ipfs-prepared").write_text(json.dumps(recipe(version), sort_keys=True) + "\n")
+        (tmp / ".tce-ipfs-prepared").write_text(json.dumps(recipe(version, variant), sort_keys=True) + "\n")
         tmp.rename(src)
     return src
 
@@ -376,6 +429,13 @@ def _apply(step: Step, src: Path, version: str, table: str) -> None:
                      what=f"source fixup `{step}` for kubo {version}")
         except CommandFailed as exc:
             raise BuildError(exc.message, hint=f"see {table}") from exc
+        return
+    if isinstance(step, AddFile):
+        target = src / step.path
+        if target.exists():
+            raise BuildError(f"kubo {version} already has {step.path}",
+                             hint=f"update {table} for this version")
+        target.write_text(step.text)
         return
     target = src / step.path
     try:
@@ -421,9 +481,10 @@ def _host_version(path: Path) -> str | None:
     return out.splitlines()[-1].strip() if out else ""
 
 
-def _build(arch: Arch, version: str, dest: Path) -> dict[str, Any]:
-    src = prepare_source(version)
-    log.info("building kubo %s for %s (first time: a few minutes)", version, arch)
+def _build(arch: Arch, version: str, dest: Path, variant: str = PLAIN) -> dict[str, Any]:
+    src = prepare_source(version, variant)
+    log.info("building kubo %s%s for %s (first time: a few minutes)", version,
+             f" ({variant} build)" if variant else "", arch)
     out = dest.with_name(f".ipfs.{os.getpid()}.partial")
     args = build_args(arch, out)
     started = time.monotonic()
@@ -450,8 +511,9 @@ def _build(arch: Arch, version: str, dest: Path) -> dict[str, Any]:
     env = {k: v for k, v in sorted(_go_env(arch.go_env).items())}
     return {
         "source": "built",
-        "recipe": recipe_id(version),
-        "build": {**recipe(version), "go": go_version(), "env": env, "command": args[:-3] + args[-1:]},
+        "recipe": recipe_id(version, variant),
+        "build": {**recipe(version, variant), "go": go_version(), "env": env,
+                  "command": args[:-3] + args[-1:]},
         "seconds": round(seconds, 1),
     }
 
@@ -473,35 +535,37 @@ def _take(arch: Arch, version: str, given: Path, dest: Path) -> dict[str, Any]:
 
 
 def ensure(arch: Arch, version: str = KUBO_VERSION, *, from_path: Path | None = None,
-           rebuild: bool = False) -> Path:
+           rebuild: bool = False, variant: str = PLAIN) -> Path:
     """A validated static kubo ``ipfs`` for ``arch`` at ``cache_dir()/kubo/<version>/<arch>/ipfs``.
 
     Built from source the first time (or when the recipe changed, or with ``rebuild``); with
     ``from_path``, that binary is validated and copied in instead. A binary given earlier with
-    ``from_path`` is reused by later calls without it (until ``rebuild``).
+    ``from_path`` is reused by later calls without it (until ``rebuild``). ``variant=SEED``: the seed
+    role's build, at ``<arch>-seed/ipfs``.
     """
     version = normalize_version(version)
-    dest = binary_path(arch, version)
+    variant_patches(version, variant)  # an unknown variant fails before anything else
+    dest = binary_path(arch, version, variant)
     if from_path is not None:
         from_path = Path(from_path)
         elf.validate(from_path, arch)  # fail before taking any lock
     elif not rebuild:
-        hit = _cached(arch, version, accept_given=True)
+        hit = _cached(arch, version, accept_given=True, variant=variant)
         if hit is not None:
             return hit.path
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _locked(dest.parent / ".lock", f"building kubo {version} for {arch}"):
         if from_path is not None:
-            m = load(arch, version)
+            m = load(arch, version, variant)
             if m is not None and m.source == "given" and dest.exists() and m.sha256 == sha256_file(from_path):
                 return dest
             meta = _take(arch, version, from_path, dest)
         else:
             # Someone may have finished the same build while we waited for the lock.
-            hit = None if rebuild else _cached(arch, version, accept_given=True)
+            hit = None if rebuild else _cached(arch, version, accept_given=True, variant=variant)
             if hit is not None:
                 return hit.path
-            meta = _build(arch, version, dest)
+            meta = _build(arch, version, dest, variant)
         try:
             elf.validate(dest, arch)  # _build/_take checked already; this guards the cache itself
         except BaseException:
@@ -511,6 +575,7 @@ def ensure(arch: Arch, version: str = KUBO_VERSION, *, from_path: Path | None = 
         manifest = {
             "version": version,
             "arch": arch.info.name,
+            **({"variant": variant} if variant else {}),
             "sha256": sha256_file(dest),
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,

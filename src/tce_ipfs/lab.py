@@ -385,6 +385,24 @@ class Lab(_Managed):
             time.sleep(0.1)
         raise NodeError(f"dnsmasq in {self.netns} did not bind the DHCP port")
 
+    def cap_uplink(self, rate_mbit: float) -> None:
+        """Cap what the namespace itself (the seed, dnsmasq) sends onto the LAN: ``tbf`` on the bridge.
+
+        Locally sent packets leave through the bridge device's own queue; frames the bridge forwards
+        between taps (guest to guest) never pass it. So this is the seed's uplink and nothing else.
+        """
+        self._require_open()
+        if rate_mbit <= 0:
+            raise NodeError(f"uplink rate must be positive, not {rate_mbit!r}")
+        proc.run(["tc", "-n", self.netns, "qdisc", "replace", "dev", self.bridge, "root", "tbf",
+                  "rate", f"{rate_mbit:g}mbit", "burst", str(tbf_burst_bytes(rate_mbit)),
+                  "latency", f"{LINK_LATENCY_MS}ms"], timeout=30, what=f"tbf rate cap on {self.bridge}")
+
+    def uplink_tx_bytes(self) -> int:
+        """Bytes the namespace itself has sent onto the LAN (the bridge device's tx counter)."""
+        out = _ip(self.netns, "-j", "-s", "link", "show", "dev", self.bridge).stdout or b"[]"
+        return int(json.loads(out)[0]["stats64"]["tx"]["bytes"])
+
     def leases(self) -> dict[str, str]:
         """MAC -> IP from dnsmasq's lease file."""
         path = self.work_dir / "dnsmasq.leases"
