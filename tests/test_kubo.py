@@ -36,14 +36,14 @@ class FakeBuilder:
         self.delay = delay
         self.lock = threading.Lock()
 
-    def __call__(self, arch: Arch, version: str, dest: Path) -> dict[str, Any]:
+    def __call__(self, arch: Arch, version: str, dest: Path, variant: str = kubo.PLAIN) -> dict[str, Any]:
         with self.lock:
             self.calls.append(arch)
         time.sleep(self.delay)
         make_elf(dest.with_name(".tmp"), arch)
         os.replace(dest.with_name(".tmp"), dest)
-        return {"source": "built", "recipe": kubo.recipe_id(version), "build": kubo.recipe(version),
-                "seconds": self.delay}
+        return {"source": "built", "recipe": kubo.recipe_id(version, variant),
+                "build": kubo.recipe(version, variant), "seconds": self.delay}
 
 
 @pytest.fixture
@@ -72,6 +72,40 @@ def test_recipe_id_covers_flags_plugins_and_patches(monkeypatch: pytest.MonkeyPa
             m.setattr(kubo, attr, value)
             assert kubo.recipe_id() != base, attr
     assert kubo.recipe_id() == base
+
+
+def test_seed_variant_is_its_own_recipe_and_path(tmp_path: Path) -> None:
+    plain, seed = kubo.recipe(KUBO_VERSION), kubo.recipe(KUBO_VERSION, kubo.SEED)
+    assert "variant" not in plain  # the plain build's key never moves because variants exist
+    assert seed["variant"] == "seed" and seed["variant_patches"][0] == ["vendor", "github.com/ipfs/boxo",
+                                                                       "third_party/boxo"]
+    assert {k: v for k, v in seed.items() if not k.startswith("variant")} == plain
+    assert kubo.recipe_id(variant=kubo.SEED) != kubo.recipe_id()
+    assert kubo.binary_path(Arch.X86_64, variant=kubo.SEED).parent.name == "x86_64-seed"
+    assert kubo.binary_path(Arch.X86_64).parent.name == "x86_64"
+    with pytest.raises(UsageError, match="unknown kubo build variant"):
+        kubo.recipe(KUBO_VERSION, "turbo")
+    with pytest.raises(BuildError, match=r"no seed patch for kubo v0\.1\.0"):
+        kubo.recipe("v0.1.0", kubo.SEED)
+    # every added Go file ships with the package (read at import)
+    for step in kubo.SEED_PATCHES[KUBO_VERSION]:
+        if isinstance(step, kubo.AddFile):
+            assert step.text.startswith("package ") or step.text.startswith("//go:build"), step.path
+    (tmp_path / "a.go").write_text("package a\n")
+    with pytest.raises(BuildError, match=r"already has a\.go"):
+        kubo._apply(kubo.AddFile("a.go", "package b\n"), tmp_path, "v1.0.0", "T")
+    kubo._apply(kubo.AddFile("b.go", "package b\n"), tmp_path, "v1.0.0", "T")
+    assert (tmp_path / "b.go").read_text() == "package b\n"
+
+
+def test_seed_variant_is_cached_next_to_the_plain_build(cache: Path, fake_build: FakeBuilder) -> None:
+    plain = kubo.ensure(Arch.AARCH64)
+    seed = kubo.ensure(Arch.AARCH64, variant=kubo.SEED)
+    assert plain != seed and seed.parent.name == "aarch64-seed"
+    assert kubo.ensure(Arch.AARCH64, variant=kubo.SEED) == seed and len(fake_build.calls) == 2
+    m = kubo.load(Arch.AARCH64, variant=kubo.SEED)
+    assert m is not None and m.raw["variant"] == "seed" and m.recipe == kubo.recipe_id(variant=kubo.SEED)
+    assert "variant" not in (kubo.load(Arch.AARCH64) or pytest.fail("no plain manifest")).raw
 
 
 def test_preload_go_has_only_the_declared_plugins() -> None:
@@ -146,7 +180,7 @@ def test_concurrent_callers_build_once(cache: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_bad_build_output_is_not_cached(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def wrong_arch(arch: Arch, version: str, dest: Path) -> dict[str, Any]:
+    def wrong_arch(arch: Arch, version: str, dest: Path, variant: str = kubo.PLAIN) -> dict[str, Any]:
         make_elf(dest, Arch.X86_64)
         return {"source": "built", "recipe": kubo.recipe_id(version)}
 
@@ -219,6 +253,26 @@ def test_real_build_is_static_and_cached(arch: Arch) -> None:
     started = time.monotonic()
     assert kubo.ensure(arch) == path
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.kubo
+def test_real_seed_build_passes_its_go_tests_and_only_it_has_the_patch() -> None:
+    """The super-seeding engine patch: its Go tests (boxo's engine harness) and boxo's own decision
+    engine tests pass on the prepared source; the seed binary has it, the plain one does not."""
+    from tce_ipfs import superseed
+
+    src = kubo.prepare_source(KUBO_VERSION, kubo.SEED)
+    res = proc.run(["go", "test", "-count=1", superseed.GO_TEST_PACKAGE], env=kubo._go_env(), cwd=src,
+                   timeout=1200, check=False)
+    out = (res.stdout or b"").decode() + (res.stderr or b"").decode()
+    assert res.returncode == 0, out[-3000:]
+    verbose = proc.output(["go", "test", "-count=1", "-v", "-run", "SuperSeed", superseed.GO_TEST_PACKAGE],
+                          env=kubo._go_env(), cwd=src, timeout=1200)
+    assert verbose.count("--- PASS: TestSuperSeed") == 5, verbose[-2000:]
+    seed = kubo.ensure(Arch.host(), variant=kubo.SEED)
+    elf.validate(seed, Arch.host())
+    assert b"super-seeding" in seed.read_bytes()
+    assert b"super-seeding" not in kubo.ensure(Arch.host()).read_bytes()
 
 
 @pytest.mark.kubo

@@ -120,7 +120,22 @@ class AddFile:
         return f"add {self.path}"
 
 
-Step: TypeAlias = Go | Edit | AddFile
+@dataclass(frozen=True)
+class VendorModule:
+    """Copy a dependency's source (the version go.mod requires) to ``dest`` inside the tree and point
+    go.mod at the copy (``replace``), so that later ``Edit``/``AddFile`` steps can patch it."""
+
+    module: str
+    dest: str
+
+    def as_json(self) -> list[str]:
+        return ["vendor", self.module, self.dest]
+
+    def __str__(self) -> str:
+        return f"vendor {self.module} -> {self.dest}"
+
+
+Step: TypeAlias = Go | Edit | AddFile | VendorModule
 
 # Changes a kubo release's source needs before it builds from the Go module proxy at all, per version,
 # applied in order. Only what the proxy forces on us belongs here.
@@ -167,11 +182,13 @@ PLAIN = ""
 SEED = "seed"
 VARIANTS = (PLAIN, SEED)
 
-# The seed role's source patches, per version (tce_ipfs.superseed documents and measures them).
+# The seed role's source patches, per version (tce_ipfs.superseed documents and measures them):
+# boxo's bitswap engine gets the super-seeding hold, kubo passes it the LAN-neighbour test.
 SEED_PATCHES: dict[str, tuple[Step, ...]] = {
     "v0.43.1": (
-        AddFile(superseed.FILE, superseed.GO_SOURCE),
-        Edit(superseed.HOOK_FILE, superseed.HOOK_OLD, superseed.HOOK_NEW),
+        VendorModule(superseed.BOXO_MODULE, superseed.BOXO_DIR),
+        *(AddFile(path, superseed.go_source(name)) for path, name in superseed.FILES.items()),
+        *(Edit(path, old, new) for path, old, new in superseed.EDITS),
     ),
 }
 
@@ -430,6 +447,9 @@ def _apply(step: Step, src: Path, version: str, table: str) -> None:
         except CommandFailed as exc:
             raise BuildError(exc.message, hint=f"see {table}") from exc
         return
+    if isinstance(step, VendorModule):
+        _vendor(step, src, version, table)
+        return
     if isinstance(step, AddFile):
         target = src / step.path
         if target.exists():
@@ -447,6 +467,22 @@ def _apply(step: Step, src: Path, version: str, table: str) -> None:
         raise BuildError(f"patching kubo {version} {step.path}: expected {step.count} occurrence(s) of "
                          f"{step.old.strip()!r}, found {found}", hint=f"update {table} for this version")
     target.write_text(text.replace(step.old, step.new))
+
+
+def _vendor(step: VendorModule, src: Path, version: str, table: str) -> None:
+    try:
+        info = json.loads(proc.output(["go", "list", "-m", "-json", step.module], env=_go_env(), cwd=src,
+                                      timeout=600, what=f"finding {step.module} in kubo {version}"))
+        if info.get("Replace"):
+            raise BuildError(f"kubo {version} already replaces {step.module}", hint=f"update {table}")
+        data = json.loads(proc.output(["go", "mod", "download", "-json", f"{step.module}@{info['Version']}"],
+                                      env=_go_env(), cwd=src, timeout=1800,
+                                      what=f"downloading {step.module}"))
+        _copy_writable(Path(data["Dir"]), src / step.dest)
+        proc.run(["go", "mod", "edit", f"-replace={step.module}=./{step.dest}"], env=_go_env(), cwd=src,
+                 timeout=60, what=f"pointing go.mod at {step.dest}")
+    except CommandFailed as exc:
+        raise BuildError(exc.message, hint=f"see {table}") from exc
 
 
 def _check_source_version(src: Path, version: str) -> None:

@@ -470,14 +470,16 @@ def _api_socket(lab: Lab, name: str) -> Path:
 
 def start_kubo(lab: Lab, name: str, kubo: Path, repo: Path, *, listen_ip: str,
                port: int = SEED_SWARM_PORT, swarm_key: str | None = None, mdns: bool = False,
-               peers: Sequence[str] = (), timeout: float = 60.0) -> SeedNode:
+               peers: Sequence[str] = (), timeout: float = 60.0,
+               env: Mapping[str, str] | None = None) -> SeedNode:
     """An isolated kubo daemon inside ``lab``'s namespace (the seed, or a test peer).
 
     A ``node.Node`` whose kubo commands run through ``ip netns exec`` (so ``isolation_config()`` is
     applied and checked as everywhere else, and the daemon lives in the namespace); only the API moves
     to a unix socket, which the host reaches without any link into the namespace (unix sockets ignore
     network namespaces). ``swarm_key`` (64 hex) makes it a private-swarm node: ``swarm.key`` in the
-    repo and ``LIBP2P_FORCE_PNET=1``, so it cannot come up in the open swarm by mistake.
+    repo and ``LIBP2P_FORCE_PNET=1``, so it cannot come up in the open swarm by mistake. ``env``: extra
+    environment for the daemon (e.g. ``TCE_IPFS_SUPERSEED_WAIT`` for the seed build).
     """
     from tce_ipfs import swarmkey
     from tce_ipfs.node import DAEMON_ARGS, Node
@@ -498,7 +500,7 @@ def start_kubo(lab: Lab, name: str, kubo: Path, repo: Path, *, listen_ip: str,
         swarmkey.install(node.repo, swarm_key)
     else:
         (node.repo / swarmkey.FILENAME).unlink(missing_ok=True)
-    node.start(timeout, env=swarmkey.FORCE_PNET_ENV if swarm_key else None)
+    node.start(timeout, env={**(swarmkey.FORCE_PNET_ENV if swarm_key else {}), **(env or {})})
     assert node.process is not None  # started just now, by this Node
     process = lab.adopt(LabProcess(name=name, argv=node.kubo_argv(*DAEMON_ARGS), popen=node.process,
                                    log_path=node.log_path))

@@ -1,0 +1,104 @@
+"""The polite origin: super-seeding for the seed role's kubo build (``kubo.ensure(..., variant=kubo.SEED)``).
+
+The problem: a lab of machines booting at once asks the seed for the same blocks at the same moment
+(every machine fetches the same onboot closure). A stock bitswap server answers every request, so the
+seed's uplink carries each block about once per machine, although the machines are connected to each
+other (mDNS) and could trade. Measured with ``tce-ipfs bench --only fetch-link`` (16 machines, origin
+capped at 100 Mbit/s): a stock kubo seed sent 7.6 times the payload.
+
+What kubo's settings can do (v0.43.1 ``Internal.Bitswap``): worker counts, ``MaxOutstandingBytesPerPeer``,
+``WantHaveReplaceSize``, provider search and the *client's* broadcast control. None changes *which*
+requests a server answers, or when. boxo's server has a request filter
+(``WithPeerBlockRequestFilter``), but a refused want is dropped: a broadcast want-have that gets no
+answer is never sent again by the client (its peer manager de-duplicates), so a machine whose LAN
+peers cannot deliver waits until the gateway gives up (504) -- measured, not a guess. Hence a small
+patch to the engine itself, which keeps the want in its ledger and can answer it later.
+
+The policy (``boxo_superseed.go``, hooked into boxo's decision engine; ``kubo_superseed.go`` passes it
+in from kubo, which knows the peers' addresses):
+
+* the first machine that asks for a block is served (it becomes a *holder*);
+* another machine asking for it while a holder is connected and is its LAN neighbour (a remote
+  address in the same IPv4 /24 or IPv6 /64) is *held back*: it gets DONT_HAVE (a broadcast want-have:
+  no answer), exactly as for a block the seed lacks. Its want stays in the seed's ledger. Its bitswap
+  session asks its other peers; the holder announces the block to every peer whose want it holds as
+  soon as it has it and serves it over the LAN; the machine then cancels its want at the seed;
+* a want still there after the wait is served after all, like a block that just arrived: nothing is
+  withheld for good. The wait is ``TCE_IPFS_SUPERSEED_WAIT`` (default 1 s; ``0`` turns all of this
+  off), longer when neighbours are slow (3x their average time to deliver, at most 5 s);
+* a machine whose held-back blocks had to be served after the wait in two more rounds than its
+  neighbours delivered one (it trades with nobody, e.g. ``ipfs.mdns=0``) is not held back any more:
+  it loses about two waits once. A single machine is never held back.
+
+Tests: ``boxo_superseed_test.go`` runs on boxo's own engine harness (``tests/test_kubo.py`` runs it
+against the prepared source), the switched-LAN tests (``tests/test_lan_swarm.py``) and the four-guest
+proof (``tests/test_seeding.py``) run the built seed.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+BOXO_MODULE = "github.com/ipfs/boxo"
+BOXO_DIR = "third_party/boxo"  # the patched copy inside the kubo source tree (go.mod `replace`s to it)
+DECISION = f"{BOXO_DIR}/bitswap/server/internal/decision"
+GO_TEST_PACKAGE = f"{BOXO_MODULE}/bitswap/server/internal/decision"
+
+
+def go_source(name: str) -> str:
+    """One of the Go files shipped next to this module."""
+    return resources.files(__package__).joinpath(name).read_text()
+
+
+# New files in the kubo source tree -> the file here that holds them.
+FILES: dict[str, str] = {
+    f"{DECISION}/tce_superseed.go": "boxo_superseed.go",
+    f"{DECISION}/tce_superseed_test.go": "boxo_superseed_test.go",
+    "core/node/tce_superseed.go": "kubo_superseed.go",
+}
+
+# Edits of existing files: (path, old, new); each `old` must occur exactly once.
+EDITS: tuple[tuple[str, str, str], ...] = (
+    (f"{DECISION}/engine.go",
+     "\tscheduler *peerScheduler\n}\n",
+     "\tscheduler *peerScheduler\n\n"
+     "\t// superSeed (tce-ipfs seed build): hold blocks back from peers a LAN neighbour can serve.\n"
+     "\tsuperSeed *superSeed\n}\n"),
+    (f"{DECISION}/engine.go",
+     "\t\tif e.peerLedger.CancelWant(p, c) {\n\t\t\te.peerRequestQueue.Remove(c, p)\n\t\t}\n\t}\n",
+     "\t\tif e.peerLedger.CancelWant(p, c) {\n\t\t\te.peerRequestQueue.Remove(c, p)\n\t\t}\n"
+     "\t\tif e.superSeed != nil {\n\t\t\te.superSeed.cancelled(p, c)\n\t\t}\n\t}\n"),
+    (f"{DECISION}/engine.go",
+     "\t\t\tsendDontHave(entry)\n\t\t\tcontinue\n\t\t}\n\t\t// The block was found, add it to the queue\n",
+     "\t\t\tsendDontHave(entry)\n\t\t\tcontinue\n\t\t}\n"
+     "\t\t// tce-ipfs seed build: a LAN neighbour holds it? Then answer as if missing, serve it later.\n"
+     "\t\tif e.superSeed != nil {\n"
+     "\t\t\tif hold, wait := e.superSeed.hold(p, c); hold {\n"
+     "\t\t\t\tsendDontHave(entry)\n"
+     "\t\t\t\tif wait > 0 {\n"
+     "\t\t\t\t\ttime.AfterFunc(wait, func() { e.superSeedRelease(p, c, blockSize) })\n"
+     "\t\t\t\t}\n"
+     "\t\t\t\tcontinue\n"
+     "\t\t\t}\n"
+     "\t\t}\n"
+     "\t\t// The block was found, add it to the queue\n"),
+    (f"{DECISION}/engine.go",
+     "\te.peerLedger.PeerDisconnected(p)\n\te.scoreLedger.PeerDisconnected(p)\n}\n",
+     "\te.peerLedger.PeerDisconnected(p)\n\te.scoreLedger.PeerDisconnected(p)\n"
+     "\tif e.superSeed != nil {\n\t\te.superSeed.forget(p)\n\t}\n}\n"),
+    (f"{BOXO_DIR}/bitswap/server/server.go",
+     "// WithTaskComparator configures custom task prioritization logic.\n",
+     "// WithSuperSeed (tce-ipfs seed build) holds blocks back from peers a LAN neighbour can serve; see\n"
+     "// decision.WithSuperSeed.\n"
+     "func WithSuperSeed(neighbours func(holder, asker peer.ID) bool, wait time.Duration) Option {\n"
+     "\to := decision.WithSuperSeed(neighbours, wait)\n"
+     "\treturn func(bs *Server) {\n"
+     "\t\tbs.engineOptions = append(bs.engineOptions, o)\n"
+     "\t}\n"
+     "}\n\n"
+     "// WithTaskComparator configures custom task prioritization logic.\n"),
+    ("core/node/bitswap.go",
+     "\t\tbs := bitswap.New(",
+     "\t\tin.BitswapOpts = append(in.BitswapOpts, superSeedOptions(in.Host)...) // tce-ipfs seed build\n"
+     "\t\tbs := bitswap.New("),
+)
