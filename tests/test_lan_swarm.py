@@ -166,10 +166,9 @@ def test_private_swarm_with_mdns_finds_only_same_key_machines(
 # ------------------------------------------------------------------------------------- polite origin
 def test_polite_seed_sends_the_payload_about_once(host_kubo: Path, seed_kubo: Path, repo: Path,
                                                   tmp_path: Path) -> None:
-    files = _closure_files(repo)
-    payload = sum((repo / f).stat().st_size for f in files)
-    fetch = LabFetch(host_kubo, seed_kubo, None, tmp_path, repo, files, payload, cap_mbit=100, machines=4,
+    fetch = LabFetch(host_kubo, seed_kubo, None, tmp_path, repo, cap_mbit=100, machines=4,
                      hook_timeout=HOOK_TIMEOUT)
+    payload = fetch.payload
     with fetch.up() as origin:
         run = fetch.run(origin, "ipfs", 4)
     # A stock kubo seed sends 2.3-3.1x the payload here (docs/bench); a block refused once is served

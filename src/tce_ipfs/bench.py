@@ -7,14 +7,13 @@ Scenarios
 * ``fetch-loopback``: a boot closure fetched from a seed over IPFS vs over HTTP from a mirror serving
   the same files, everything on loopback: one client (repeated), then N clients at once. This measures
   software overhead only: HTTP streams from the page cache at memory speed, which no real mirror does.
-* ``fetch-link``: the realistic one. The origin (the seed kubo AND the HTTP mirror, same files) runs in
-  one private network namespace, the clients (N kubo nodes and the HTTP fetchers) in another, joined
-  by a veth pair capped with ``tc ... tbf rate <link_mbit>mbit`` (``lab.ShapedLink``): the origin's
-  uplink is the bottleneck. The clients share their namespace, an uncapped LAN, and are connected to the
-  seed and to each other, so IPFS clients can get blocks from each other; HTTP clients only have the
-  origin. One client, then N at once, each run repeated; for each: wall time and bytes the origin
-  sent, both at the application (mirror's bytes served, seed's bitswap ``DataSent``) and on the wire
-  (the veth's tx counter: frames with all headers).
+* ``fetch-link``: the lab as it is (``labbench``). N machines (``clients``, e.g. 1, 4, 8, 16), each a
+  network namespace of its own on one switched LAN, run the real boot hook at the same moment against
+  the origin (the seed role's kubo AND an HTTP mirror of the same files) whose uplink is capped with
+  ``tc ... tbf`` (``link_mbit``, e.g. 100 and 20 Mbit/s). IPFS machines get only ``ipfs.peers=<seed>``
+  and find each other by mDNS, as at boot; HTTP machines boot with ``tce=http://`` to the mirror.
+  Per run: time until all are ready, origin bytes sent (application and wire), per machine bytes from
+  the origin vs from peers. Writes ``fetch-link.png`` (egress / payload and time against N).
 
 Ratios: time is IPFS / HTTP (lower is better for IPFS); egress is origin bytes sent / payload (an HTTP
 mirror's is N by construction: it serves every byte to every client).
@@ -59,9 +58,10 @@ class BenchConfig:
     extensions: int = 200
     total_mib: int = 500
     repeats: int = 3
-    clients: int = 3
-    fetch_mib: int = 100
-    link_mbit: float = 100.0
+    clients: tuple[int, ...] = (1, 4, 8, 16)  # lab sizes for fetch-link; fetch-loopback uses the largest
+    fetch_mib: int = 30  # the fetch repo; its boot closure (onboot.lst) is a quarter: 7.5 MiB
+    link_mbit: tuple[float, ...] = (100.0, 20.0)  # origin uplink caps for fetch-link
+    stock_seed: bool = False  # fetch-link also against a stock kubo seed (no super-seeding)
     out: Path = Path("bench-results")
 
 
@@ -280,7 +280,7 @@ def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, 
         # N clients at once, all connected to the seed and to each other.
         sent_before = int(ipfsapi.bitswap_stat(seed.client()).get("DataSent", 0))
         clients = [stack.enter_context(Node(work / f"many-{i}", kubo, peers=[seed_addr]))
-                   for i in range(cfg.clients)]
+                   for i in range(max(cfg.clients))]
         addrs = [f"{n.swarm_addrs[0]}/p2p/{n.peer_id}" for n in clients]
         for n in clients:
             c = n.client(timeout=600)
@@ -304,7 +304,7 @@ def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, 
     }
     return {
         "scenario": "fetch-loopback",
-        "payload_bytes": payload, "files": len(files), "clients": cfg.clients,
+        "payload_bytes": payload, "files": len(files), "clients": max(cfg.clients),
         "single": {"http_s": http_s, "ipfs_s": ipfs_s, "time_ratio": _ratio(ipfs_s, http_s)},
         "concurrent": _concurrent_summary(concurrent, payload),
     }
@@ -352,86 +352,16 @@ def _start_link_mirror(lab: Any, root: Path, host: str, stats: Path) -> Any:
     return mirror
 
 
-def _http_link_job(lab: Any, base: str, files: Sequence[str], at: float,
-                   timeout: float) -> Callable[[], dict[str, Any]]:
-    """One HTTP client: a process inside the clients namespace that starts fetching at ``at``."""
-    def job() -> dict[str, Any]:
-        res = lab.exec(_helper_argv("fetch-http", base, "--at", repr(at), *files),
-                       env={"PYTHONPATH": _src_dir()}, timeout=timeout, what="HTTP fetch over the link")
-        result: dict[str, Any] = json.loads(res.stdout)
-        return result
-    return job
+def bench_fetch_link(kubo_bin: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
+    """The lab as it is (``labbench``): the seed role's build as origin, the plain build on machines."""
+    from tce_ipfs import kubo, labbench
+    from tce_ipfs.arch import Arch
 
-
-def bench_fetch_link(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
-    from tce_ipfs.lab import ShapedLink, start_kubo
-
-    repo, files, payload = _fetch_repo(work, cfg)
-    n = cfg.clients
-    # Generous: the whole of N payloads at a tenth of the link rate, plus a fixed margin.
-    timeout = n * payload * 8 / (cfg.link_mbit * 1e6) * 10 + 120
-    stats = work / "link-mirror-stats.json"
-    runs: dict[str, dict[str, list[Any]]] = {
-        mode: {f"{kind}_{what}": [] for kind in ("http", "ipfs")
-               for what in ("wall_s", "origin_bytes", "wire_bytes", "clients")}
-        for mode in ("single", "concurrent")}
-    with ShapedLink(work / "link", rate_mbit=cfg.link_mbit) as link:
-        seed = start_kubo(link.origin, "seed", kubo, work / "link-seed", listen_ip=link.origin_ip)
-        root = publish.publish(repo, seed.client(timeout=600), progress=False).root_cid
-        _start_link_mirror(link.origin, repo, link.origin_ip, stats)
-        base = f"http://{link.origin_ip}:{MIRROR_PORT}"
-        clients = [start_kubo(link.clients, f"client{i}", kubo, work / f"link-client-{i}",
-                              listen_ip=link.clients_ip, port=4001 + i, peers=[seed.multiaddr])
-                   for i in range(n)]
-        for node in clients:
-            with node.client(timeout=30) as c:
-                for other in [seed, *clients]:
-                    if other is not node:
-                        ipfsapi.swarm_connect(c, other.multiaddr, timeout=30)
-
-        def seed_sent() -> int:
-            with seed.client(timeout=30) as c:
-                return int(ipfsapi.bitswap_stat(c).get("DataSent", 0))
-
-        def measure(kind: str, mode: str) -> None:
-            k = 1 if mode == "single" else n
-            if kind == "ipfs":
-                for node in clients:  # nobody holds a block but the seed
-                    node.node.kubo_cmd("repo", "gc", "--quiet", timeout=600)
-                app_before = seed_sent()
-                barrier = threading.Barrier(k)
-                jobs = [_timed_job(functools.partial(_fetch_ipfs, node.client(timeout=timeout), root, files),
-                                   barrier) for node in clients[:k]]
-            else:
-                app_before = _read_stats(stats)["bytes"]
-                at = time.monotonic() + 3.0  # every fetcher process is up and waiting by then
-                jobs = [_http_link_job(link.clients, base, files, at, timeout) for _ in range(k)]
-            wire_before = link.tx_bytes("origin")
-            got = _concurrently(jobs)
-            wire = link.tx_bytes("origin") - wire_before
-            app = (seed_sent() if kind == "ipfs" else _read_stats(stats)["bytes"]) - app_before
-            r = runs[mode]
-            r[f"{kind}_wall_s"].append(_wall(got))
-            r[f"{kind}_origin_bytes"].append(app)
-            r[f"{kind}_wire_bytes"].append(wire)
-            r[f"{kind}_clients"].append(got)
-            log.info("fetch-link %s %s: %.2f s, origin sent %d (wire %d) for %d x %d bytes",
-                     kind, mode, _wall(got), app, wire, k, payload)
-
-        for mode in ("single", "concurrent"):
-            for rep in range(cfg.repeats):
-                order = ["http", "ipfs"] if rep % 2 == 0 else ["ipfs", "http"]
-                for kind in order:
-                    measure(kind, mode)
-        qdisc = link.qdiscs("origin")
-    single = _concurrent_summary(runs["single"], payload)
-    return {
-        "scenario": "fetch-link",
-        "link_mbit": cfg.link_mbit, "qdisc_origin": qdisc,
-        "payload_bytes": payload, "files": len(files), "clients": n,
-        "single": single,
-        "concurrent": _concurrent_summary(runs["concurrent"], payload),
-    }
+    repo, _, _ = _fetch_repo(work, cfg)
+    seed_kubo = kubo.ensure(Arch.host(), variant=kubo.SEED)
+    link = labbench.LinkConfig(clients=tuple(cfg.clients), caps_mbit=tuple(cfg.link_mbit),
+                               repeats=cfg.repeats, stock_seed=cfg.stock_seed)
+    return labbench.bench(kubo_bin, seed_kubo, kubo_bin if cfg.stock_seed else None, work, repo, link)
 
 
 # ---------------------------------------------------------------------- plot
@@ -487,9 +417,15 @@ def plot(results: BenchResults, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tce_ipfs import labbench
+
+    paths = []
+    if results.fetch_link:
+        paths.append(labbench.plot(results.fetch_link, out / "fetch-link.png"))
     columns = [name for name, data in (("publish", results.publish),
-                                       ("fetch-loopback", results.fetch_loopback),
-                                       ("fetch-link", results.fetch_link)) if data]
+                                       ("fetch-loopback", results.fetch_loopback)) if data]
+    if not columns:
+        return paths
     fig, axes = plt.subplots(2, max(len(columns), 1), figsize=(6 * max(len(columns), 1), 8),
                              squeeze=False)
     median = statistics.median
@@ -503,13 +439,12 @@ def plot(results: BenchResults, out: Path) -> list[Path]:
                    f"ratio {p['ratio_median']:.2f}x", "seconds (median)")
             bottom.axis("off")
         else:
-            _fetch_panels(top, bottom, results.fetch_loopback if name == "fetch-loopback"
-                          else results.fetch_link)
+            _fetch_panels(top, bottom, results.fetch_loopback)
     fig.tight_layout()
     path = out / "bench.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return [path]
+    return [path, *paths]
 
 
 def run(kubo: Path, cfg: BenchConfig, scenarios: Sequence[str] = SCENARIOS) -> BenchResults:
@@ -553,14 +488,6 @@ def _serve_http(root: Path, host: str, port: int, stats: Path) -> None:
     server.serve_forever()
 
 
-def _fetch_http_at(base: str, files: Sequence[str], at: float) -> dict[str, Any]:
-    """Wait until monotonic time ``at`` (so N fetcher processes start together), then fetch."""
-    time.sleep(max(0.0, at - time.monotonic()))
-    start = time.monotonic()
-    got = _fetch_http(base, files)
-    return {"start": start, "end": time.monotonic(), "bytes": got}
-
-
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tce_ipfs.bench",
                                      description="benchmark helpers run inside a lab namespace")
@@ -570,15 +497,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--bind", required=True)
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--stats", type=Path, required=True)
-    fetch = sub.add_parser("fetch-http")
-    fetch.add_argument("base")
-    fetch.add_argument("files", nargs="+")
-    fetch.add_argument("--at", type=float, default=0.0)
     args = parser.parse_args(argv)
-    if args.cmd == "serve-http":
-        _serve_http(args.root, args.bind, args.port, args.stats)
-    else:
-        print(json.dumps(_fetch_http_at(args.base, args.files, args.at)))
+    _serve_http(args.root, args.bind, args.port, args.stats)
     return 0
 
 

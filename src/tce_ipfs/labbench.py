@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import ipfsapi, publish
+from tce_ipfs import ipfsapi, publish, tcrepo
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import NodeError
 from tce_ipfs.hookrun import HookMachine, applet_dir
@@ -69,6 +69,17 @@ class _Origin:
     stock: SeedNode | None
     root_cid: str
     mirror_stats: Path
+
+
+def boot_files(repo: Path, lst: str = "onboot.lst") -> list[str]:
+    """What one booting machine fetches from ``repo``: the list, and for every extension of its ``.dep``
+    closure the ``.tcz``, its ``.md5.txt`` and its ``.dep`` (when there is one)."""
+    def dep_text(name: str) -> str | None:
+        path = repo / f"{name}.dep"
+        return path.read_text() if path.exists() else None
+
+    names = tcrepo.closure(tcrepo.parse_list((repo / lst).read_text()), dep_text)
+    return [lst, *(f for n in names for f in (n, f"{n}.md5.txt", f"{n}.dep") if (repo / f).exists())]
 
 
 def _tmpfs_dir(fallback: Path) -> Path:
@@ -112,10 +123,12 @@ class LabFetch:
     """One origin cap: the LAN, the origin (seed(s) + mirror) and the machines; ``run()`` per (kind, N)."""
 
     def __init__(self, kubo: Path, seed_kubo: Path, stock_kubo: Path | None, work: Path, repo: Path,
-                 files: Sequence[str], payload: int, cap_mbit: float, machines: int,
-                 hook_timeout: int) -> None:
+                 cap_mbit: float, machines: int, hook_timeout: int) -> None:
         self.kubo, self.seed_kubo, self.stock_kubo = kubo, seed_kubo, stock_kubo
-        self.work, self.repo, self.files, self.payload = work, repo, list(files), payload
+        self.work, self.repo = work, repo
+        self.files = boot_files(repo)
+        self.extensions = sum(1 for f in self.files if f.endswith(".tcz"))
+        self.payload = sum((repo / f).stat().st_size for f in self.files)
         self.cap_mbit, self.machines, self.hook_timeout = cap_mbit, machines, hook_timeout
 
     @contextlib.contextmanager
@@ -194,7 +207,7 @@ class LabFetch:
         out: list[dict[str, Any]] = []
         for m in machines:
             st = m.status
-            if st.get("result") != "ok" or st.get("loaded") != str(len(self.files) // 2):
+            if st.get("result") != "ok" or st.get("loaded") != str(self.extensions):
                 raise NodeError(f"fetch-link {kind}: {m.root.name} did not load the closure: "
                                 f"{st.get('result')} {st.get('reason', '')}; console: {m.console()[-300:]}")
             assert m.ended is not None
@@ -225,14 +238,19 @@ class LabFetch:
 
 
 def bench(kubo: Path, seed_kubo: Path, stock_kubo: Path | None, work: Path, repo: Path,
-          files: Sequence[str], payload: int, cfg: LinkConfig) -> dict[str, Any]:
-    """Every (cap, N, kind, repeat); kinds alternate their order per repeat. Returns runs + summary."""
+          cfg: LinkConfig) -> dict[str, Any]:
+    """Every (cap, N, kind, repeat); kinds alternate their order per repeat. Returns runs + summary.
+
+    The payload is what one machine fetches (``boot_files``): an HTTP mirror's egress is exactly N
+    times it."""
     runs: list[dict[str, Any]] = []
     kinds = ["http", "ipfs", *(["ipfs-stock"] if stock_kubo is not None else [])]
     qdiscs: dict[str, Any] = {}
+    files: list[str] = []
+    payload = 0
     for cap in cfg.caps_mbit:
-        lab = LabFetch(kubo, seed_kubo, stock_kubo, work, repo, files, payload, cap, max(cfg.clients),
-                       cfg.hook_timeout)
+        lab = LabFetch(kubo, seed_kubo, stock_kubo, work, repo, cap, max(cfg.clients), cfg.hook_timeout)
+        files, payload = lab.files, lab.payload
         with lab.up() as origin:
             for n in cfg.clients:
                 for rep in range(cfg.repeats):

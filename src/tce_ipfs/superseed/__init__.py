@@ -26,9 +26,12 @@ in from kubo, which knows the peers' addresses):
 * a want still there after the wait is served after all, like a block that just arrived: nothing is
   withheld for good. The wait is ``TCE_IPFS_SUPERSEED_WAIT`` (default 1 s; ``0`` turns all of this
   off), longer when neighbours are slow (3x their average time to deliver, at most 5 s);
-* a machine whose held-back blocks had to be served after the wait in two more rounds than its
-  neighbours delivered one (it trades with nobody, e.g. ``ipfs.mdns=0``) is not held back any more:
-  it loses about two waits once. A single machine is never held back.
+* a machine that trades with nobody (``ipfs.mdns=0``, or its neighbours not found yet) would lose a
+  wait per round. Misses do not count for 3 s after its first request (time for mDNS to find the
+  neighbours); after that, once its misses exceed its deliveries by three rounds it is served
+  directly for 4 s (doubling while it keeps missing, at most a minute), then holding is tried again;
+  any delivery ends the doubling. Measured cost for such a machine among trading ones: about 5 s
+  once. A single machine is never held back.
 
 Tests: ``boxo_superseed_test.go`` runs on boxo's own engine harness (``tests/test_kubo.py`` runs it
 against the prepared source), the switched-LAN tests (``tests/test_lan_swarm.py``) and the four-guest

@@ -5,12 +5,17 @@ package decision
 // moment. This engine sends each block to the first machine that asks (a holder) and holds it back
 // from the others while a holder that is their LAN neighbour is connected: they get DONT_HAVE (a
 // broadcast want-have: no answer) and fetch the block from the holder, which announces it to every
-// peer whose want it holds as soon as it has it; their cancel then reaches us too. A want still in
-// this engine's ledger after the wait (no peer delivered) is served after all, like a block that just
-// arrived: nothing is withheld for good. The wait adapts to how long neighbours take: 3x the average
-// time from hold to cancel, at least the configured wait, at most superSeedMaxWait. A peer whose
-// held-back blocks had to be served that way in two more rounds than its neighbours delivered one (it
-// trades with nobody, e.g. mDNS off) is not held back any more.
+// peer whose want it holds as soon as it has it; their cancel then reaches us too (a delivery).
+//
+// Nothing is withheld for good: a want still in this engine's ledger after the wait (no neighbour
+// delivered) is served after all, like a block that just arrived (a miss). The wait adapts to how
+// long neighbours take: 3x the average time from hold to cancel, at least the configured wait, at most
+// superSeedMaxWait.
+//
+// A peer that trades with nobody (mDNS off, or not found yet) would lose a wait per round. So: after
+// a grace period from its first request (time for LAN discovery), a peer whose misses exceed its
+// deliveries by superSeedMaxDeficit rounds is served directly for a while (4 s, doubling while it
+// keeps missing, at most a minute); then holding is tried again. Any delivery ends the doubling.
 
 import (
 	"context"
@@ -26,18 +31,26 @@ import (
 
 const (
 	superSeedMaxWait    = 5 * time.Second
-	superSeedMaxDeficit = 2 // rounds served after the wait, beyond blocks neighbours delivered
+	superSeedMaxDeficit = 3 // rounds served after the wait, beyond blocks neighbours delivered
+	superSeedGrace      = 3 * time.Second
+	superSeedPause      = 4 * time.Second
+	superSeedMaxPause   = time.Minute
 )
 
 type superSeedPeer struct {
+	firstSeen time.Time
 	delivered int       // held-back blocks that came from neighbours (cancelled in time)
 	missed    int       // rounds of held-back blocks we served after the wait
 	lastMiss  time.Time // releases within one wait count as one round
+	pauses    int       // pauses in a row without a delivery
+	pausedTo  time.Time // served directly until then
 }
 
 type superSeed struct {
 	neighbours func(holder, asker peer.ID) bool // holder connected and on asker's LAN
 	minWait    time.Duration
+	grace      time.Duration // from a peer's first request: misses do not count yet
+	pause      time.Duration // first pause of a peer that trades with nobody
 
 	mu      sync.Mutex
 	latency time.Duration                     // average hold-to-cancel time (EWMA)
@@ -54,6 +67,8 @@ func WithSuperSeed(neighbours func(holder, asker peer.ID) bool, wait time.Durati
 		e.superSeed = &superSeed{
 			neighbours: neighbours,
 			minWait:    wait,
+			grace:      superSeedGrace,
+			pause:      superSeedPause,
 			latency:    wait / 3,
 			holders:    make(map[cid.Cid][]peer.ID),
 			held:       make(map[peer.ID]map[cid.Cid]time.Time),
@@ -65,7 +80,7 @@ func WithSuperSeed(neighbours func(holder, asker peer.ID) bool, wait time.Durati
 func (s *superSeed) peer(p peer.ID) *superSeedPeer {
 	r := s.peers[p]
 	if r == nil {
-		r = &superSeedPeer{}
+		r = &superSeedPeer{firstSeen: time.Now()}
 		s.peers[p] = r
 	}
 	return r
@@ -89,7 +104,7 @@ func (s *superSeed) hold(p peer.ID, c cid.Cid) (hold bool, wait time.Duration) {
 		}
 	}
 	neighbour := false
-	if r := s.peer(p); r.missed-r.delivered < superSeedMaxDeficit {
+	if r := s.peer(p); time.Now().After(r.pausedTo) {
 		for _, h := range s.holders[c] {
 			if s.neighbours(h, p) {
 				neighbour = true
@@ -125,7 +140,9 @@ func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 		return
 	}
 	delete(s.held[p], c)
-	s.peer(p).delivered++
+	r := s.peer(p)
+	r.delivered++
+	r.pauses = 0
 	s.stats.delivered++
 	s.latency = (7*s.latency + time.Since(since)) / 8
 }
@@ -153,9 +170,14 @@ func (e *Engine) superSeedRelease(p peer.ID, c cid.Cid, blockSize int) {
 	delete(s.held[p], c)
 	if wanted {
 		r := s.peer(p)
-		if now := time.Now(); now.Sub(r.lastMiss) > s.waitLocked()/2 {
+		if now := time.Now(); now.Sub(r.lastMiss) > s.waitLocked()/2 && now.Sub(r.firstSeen) > s.grace {
 			r.missed++
 			r.lastMiss = now
+			if r.missed-r.delivered >= superSeedMaxDeficit { // trades with nobody: pause holding
+				r.pausedTo = now.Add(min(s.pause<<min(r.pauses, 8), superSeedMaxPause))
+				r.pauses++
+				r.missed = r.delivered
+			}
 		}
 		s.stats.servedLate++
 		s.holders[c] = append(s.holders[c], p)

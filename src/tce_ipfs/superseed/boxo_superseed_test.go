@@ -145,23 +145,55 @@ func TestSuperSeedServesPeersThatAreNoNeighbours(t *testing.T) {
 	expectBlock(t, o.within(time.Second), b, x)
 }
 
-func TestSuperSeedStopsHoldingBackFromAPeerNobodyServes(t *testing.T) {
+func TestSuperSeedPausesForAPeerNobodyServesThenTriesAgain(t *testing.T) {
 	e, o, blks := superSeedEngine(t, always)
+	e.superSeed.grace = 0
+	e.superSeed.pause = 3 * superSeedTestWait
 	a, b := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
+	blks = append(blks, random.BlocksOfSize(2, 8*1024)...)
+	for _, blk := range blks {
+		if err := e.bsm.bs.Put(context.Background(), blk); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i, blk := range blks {
 		x := blk.Cid()
 		wantOne(e, a, x, pb.Message_Wantlist_Block, true)
 		expectBlock(t, o.within(time.Second), a, x)
 		wantOne(e, b, x, pb.Message_Wantlist_Block, true)
-		if i < superSeedMaxDeficit { // held back, then served after the wait: a miss each round
+		switch {
+		case i < superSeedMaxDeficit, i == superSeedMaxDeficit+2: // held back, then served after the wait
 			expectPresence(t, o.within(time.Second), b, x, pb.Message_DontHave)
 			expectBlock(t, o.within(2*superSeedTestWait), b, x)
-		} else { // b trades with nobody: served at once from now on
+		case i == superSeedMaxDeficit: // b trades with nobody: served at once for a while
 			expectBlock(t, o.within(time.Second), b, x)
+			time.Sleep(e.superSeed.pause) // the pause ends
+		default:
+			expectPresence(t, o.within(time.Second), b, x, pb.Message_DontHave)
+			cancel := message.New(false) // ... and a neighbour delivers again
+			cancel.Cancel(x)
+			e.MessageReceived(context.Background(), b, cancel)
 		}
 	}
 	e.PeerDisconnected(b)
 	if _, ok := e.superSeed.peers[b]; ok {
 		t.Fatal("state of a disconnected peer kept")
+	}
+}
+
+func TestSuperSeedMissesInTheGracePeriodDoNotCount(t *testing.T) {
+	e, o, blks := superSeedEngine(t, always)
+	e.superSeed.grace = time.Hour // a peer that has not found its LAN neighbours yet
+	a, b := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
+	for _, blk := range blks {
+		x := blk.Cid()
+		wantOne(e, a, x, pb.Message_Wantlist_Block, true)
+		expectBlock(t, o.within(time.Second), a, x)
+		wantOne(e, b, x, pb.Message_Wantlist_Block, true)
+		expectPresence(t, o.within(time.Second), b, x, pb.Message_DontHave)
+		expectBlock(t, o.within(2*superSeedTestWait), b, x)
+	}
+	if r := e.superSeed.peers[b]; r.missed != 0 || !r.pausedTo.IsZero() {
+		t.Fatalf("misses counted in the grace period: %+v", r)
 	}
 }
