@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs import bench, lab, lan
+from tce_ipfs.testbed import bench, lab, lan
+from tce_ipfs.testbed.bench import scenarios
 
 
 @pytest.mark.kubo
@@ -38,7 +39,7 @@ def test_bench_fetch_link(host_kubo: Path, tmp_path: Path, monkeypatch: pytest.M
     """The lab as it is, tiny: 1 and 2 machines (each its own namespace, running the real hook) against
     the origin behind a 50 Mbit/s tbf cap; polite seed, stock seed and HTTP. Structure and byte
     accounting only; nothing of the LAN is left afterwards."""
-    from tce_ipfs import labbench
+    from tce_ipfs.testbed.bench import lab as labbench
 
     lans: list[lan.SwitchedLan] = []
 
@@ -98,7 +99,7 @@ def test_cli_knows_every_scenario() -> None:
 def test_make_repo_is_valid_and_stable(tmp_path: Path) -> None:
     from tce_ipfs import tcrepo
 
-    bench.make_repo(tmp_path / "a", 12, 12 * 5000)
-    bench.make_repo(tmp_path / "b", 12, 12 * 5000)
+    scenarios.make_repo(tmp_path / "a", 12, 12 * 5000)
+    scenarios.make_repo(tmp_path / "b", 12, 12 * 5000)
     assert tcrepo.errors_only(tcrepo.check_repo(tmp_path / "a")) == []
     assert (tmp_path / "a/bench011.tcz").read_bytes() == (tmp_path / "b/bench011.tcz").read_bytes()

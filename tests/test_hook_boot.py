@@ -789,9 +789,10 @@ def test_mdns_code_turns_discovery_off(env: HookEnv, off: str) -> None:
 
 def test_mdns_off_without_peers_warns(env: HookEnv) -> None:
     env.ipfs_repo().lst("")
-    result = env.run(f"tce=ipfs:{CID} ipfs.mdns=0 ipfs.timeout=3")
+    result = env.run(f"tce=ipfs:{CID} ipfs.mdns=0")
     assert "ipfs.mdns=0 without ipfs.peers: no peer can be found" in result.console
-    assert kubo_config(env)["Discovery"]["MDNS"]["Enabled"] is False
+    config = json.loads((env.root / "tmp/tce-ipfs/repo/config").read_text())
+    assert config["Discovery"]["MDNS"]["Enabled"] is False
 
 
 def test_timeout_code_default_and_value(env: HookEnv) -> None:

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs import elf, kubo, proc
+from support.elfs import compile_c, make_elf
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import elf, kubo
 from tce_ipfs.cli import main
 from tce_ipfs.errors import BuildError, ElfMismatch, UsageError
 from tce_ipfs.settings import KUBO_VERSION
-from test_elf import compile_c, make_elf
 
 VERSION_NUMBER = KUBO_VERSION.removeprefix("v")
 
@@ -259,7 +260,7 @@ def test_real_build_is_static_and_cached(arch: Arch) -> None:
 def test_real_seed_build_passes_its_go_tests_and_only_it_has_the_patch() -> None:
     """The super-seeding engine patch: its Go tests (boxo's engine harness) and boxo's own decision
     engine tests pass on the prepared source; the seed binary has it, the plain one does not."""
-    from tce_ipfs import superseed
+    from tce_ipfs.build import superseed
 
     src = kubo.prepare_source(KUBO_VERSION, kubo.SEED)
     res = proc.run(["go", "test", "-count=1", superseed.GO_TEST_PACKAGE], env=kubo._go_env(), cwd=src,

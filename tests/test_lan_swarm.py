@@ -1,6 +1,6 @@
 """A lab that boots at once (issue 10), with the real hook and real kubo, no QEMU: every machine is a
-network namespace of its own on one switched LAN (``lan.SwitchedLan``) and runs the boot hook against a
-fake TC root (``hookrun.HookMachine``); the origin namespace holds the seed.
+network namespace of its own on one switched LAN (``testbed.lan.SwitchedLan``) and runs the boot hook
+against a fake TC root (``testbed.hookrun.HookMachine``); the origin namespace holds the seed.
 
 * the switched LAN is isolated (each namespace: ``lo`` + its one link to the switch; no route out) and
   leaves nothing behind;
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import ipfsapi, publish, swarmkey
 from tce_ipfs.arch import Arch
-from tce_ipfs.bench import _closure_files, make_repo
-from tce_ipfs.hookrun import HookMachine, applet_dir
-from tce_ipfs.lab import SeedNode, namespaces, start_kubo
-from tce_ipfs.labbench import LabFetch
-from tce_ipfs.lan import IFNAME, SwitchedLan
+from tce_ipfs.ipfs import publish, rpc, swarmkey
+from tce_ipfs.testbed.bench.lab import LabFetch, boot_files
+from tce_ipfs.testbed.bench.scenarios import make_repo
+from tce_ipfs.testbed.hookrun import HookMachine, applet_dir
+from tce_ipfs.testbed.lab import SeedNode, namespaces, start_kubo
+from tce_ipfs.testbed.lan import IFNAME, SwitchedLan
 
 pytestmark = [pytest.mark.root, pytest.mark.kubo]
 
@@ -38,7 +38,7 @@ HOOK_TIMEOUT = 120  # a hang guard for the hooks
 @pytest.fixture(scope="module")
 def seed_kubo() -> Path:
     """The seed role's kubo build (the polite origin)."""
-    from tce_ipfs import kubo
+    from tce_ipfs.build import kubo
 
     return kubo.ensure(Arch.host(), variant=kubo.SEED)
 
@@ -184,13 +184,12 @@ def test_polite_seed_serves_machines_that_cannot_trade(lan: SwitchedLan, host_ku
     seed = start_kubo(lan.origin, "seed", seed_kubo, tmp_path / "seed", listen_ip=lan.origin_ip)
     with seed.client(timeout=120) as c:
         cid = publish.publish(repo, c, progress=False).root_cid
-        before = int(ipfsapi.bitswap_stat(c)["DataSent"])
-    files = _closure_files(repo)
-    payload = sum((repo / f).stat().st_size for f in files)
+        before = int(rpc.bitswap_stat(c)["DataSent"])
+    payload = sum((repo / f).stat().st_size for f in boot_files(repo))
     machines = boot(lan, host_kubo, tmp_path / "m",
                     [f"tce=ipfs:{cid} ipfs.peers={seed.multiaddr} ipfs.mdns=0"] * 3)
     assert [m.status["result"] for m in machines] == ["ok"] * 3, failures(machines)
     with seed.client(timeout=30) as c:
-        assert int(ipfsapi.bitswap_stat(c)["DataSent"]) - before >= 3 * payload
+        assert int(rpc.bitswap_stat(c)["DataSent"]) - before >= 3 * payload
         for m in machines:
-            assert int(ipfsapi.bitswap_ledger(c, m.status["peer_id"])["Sent"]) >= payload
+            assert int(rpc.bitswap_ledger(c, m.status["peer_id"])["Sent"]) >= payload

@@ -20,7 +20,7 @@ from tce_ipfs.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# tce_ipfs.bench.SCENARIOS (not imported here: building the CLI must stay cheap; a test checks they match)
+# testbed.bench.SCENARIOS (not imported here: building the CLI must stay cheap; a test checks they match)
 SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
 
 
@@ -81,8 +81,9 @@ def _fetch_lines(f: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tce_ipfs import bench, kubo
+    from tce_ipfs.build import kubo
     from tce_ipfs.cli import emit
+    from tce_ipfs.testbed import bench
 
     if args.repeats < 1 or args.fetch_mib < 1:
         raise UsageError("--repeats and --fetch-mib must be positive")

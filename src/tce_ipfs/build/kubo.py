@@ -18,7 +18,7 @@ How the binary is kept small (measured numbers in docs/kubo-size.md):
   so a small TC node does not notice.
 
 Variants: ``ensure(arch, variant=SEED)`` is the *seed role's* build, ``<arch>-seed/ipfs``: the same
-recipe plus ``SEED_PATCHES`` (the polite origin, ``tce_ipfs.superseed``). Only the host seed runs it;
+recipe plus ``SEED_PATCHES`` (the polite origin, ``build.superseed``). Only the host seed runs it;
 guests' ``ipfs.tcz`` is always the plain build, whose recipe and cache path are unchanged.
 """
 
@@ -41,8 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from tce_ipfs import elf, proc, superseed
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import elf, superseed
 from tce_ipfs.errors import BuildError, CommandFailed, UsageError
 from tce_ipfs.settings import KUBO_MODULE, KUBO_VERSION, cache_dir
 
@@ -182,7 +183,7 @@ PLAIN = ""
 SEED = "seed"
 VARIANTS = (PLAIN, SEED)
 
-# The seed role's source patches, per version (tce_ipfs.superseed documents and measures them):
+# The seed role's source patches, per version (build.superseed documents and measures them):
 # boxo's bitswap engine gets the super-seeding hold, kubo passes it the LAN-neighbour test.
 SEED_PATCHES: dict[str, tuple[Step, ...]] = {
     "v0.43.1": (
@@ -234,7 +235,7 @@ def variant_patches(version: str, variant: str) -> tuple[Step, ...]:
     version = normalize_version(version)
     if version not in SEED_PATCHES:
         raise BuildError(f"no seed patch for kubo {version} (kubo.SEED_PATCHES)",
-                         hint="port tce_ipfs.superseed to this version, or run the seed with the plain build")
+                         hint="port build/superseed to this version, or run the seed with the plain build")
     return SEED_PATCHES[version]
 
 

@@ -4,12 +4,12 @@ For each origin cap (``tc tbf`` on the origin's uplink, default 100 and 20 Mbit/
 (default 1, 4, 8, 16), N machines start the real boot hook at the same moment and fetch the same boot
 closure, once over IPFS and once over HTTP (same hook, ``tce=http://`` to the origin's mirror):
 
-* every machine is a network namespace of its own on one switched LAN (``lan.SwitchedLan``): its own
+* every machine is a network namespace of its own on one switched LAN (``testbed.lan.SwitchedLan``): its own
   address (libp2p's per-IP limits behave as in a lab) and LAN multicast, so the hook's kubo finds the
   other machines by mDNS exactly as at boot -- no connection is made by hand;
-* every machine runs the hook itself (``hookrun.HookMachine``: a fake TC root, the hook's own scripts,
+* every machine runs the hook itself (``testbed.hookrun.HookMachine``: a fake TC root, the hook's own scripts,
   real kubo), with only ``ipfs.peers=<seed>`` on its command line, as a netboot config would have it;
-* the origin namespace holds the seed (the seed role's kubo build, ``kubo.SEED``: the polite origin)
+* the origin namespace holds the seed (the seed role's kubo build, ``build.kubo.SEED``: the polite origin)
   and a plain HTTP mirror of the same files; ``stock_seed`` adds runs against a stock kubo seed.
 
 Per run: time until every machine's hook has finished (``wall_s``, from the common start), what the
@@ -39,16 +39,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import ipfsapi, publish, tcrepo
+from tce_ipfs import tcrepo
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import NodeError
-from tce_ipfs.hookrun import HookMachine, applet_dir
-from tce_ipfs.lab import SeedNode, start_kubo
-from tce_ipfs.lan import SwitchedLan
+from tce_ipfs.ipfs import publish, rpc
+from tce_ipfs.testbed.bench import mirror
+from tce_ipfs.testbed.hookrun import HookMachine, applet_dir
+from tce_ipfs.testbed.lab import SeedNode, start_kubo
+from tce_ipfs.testbed.lan import SwitchedLan
 
 log = logging.getLogger(__name__)
 
-MIRROR_PORT = 8080
 STOCK_SEED_PORT = 4002
 KINDS = ("http", "ipfs", "ipfs-stock")
 
@@ -91,16 +92,12 @@ def _tmpfs_dir(fallback: Path) -> Path:
 
 def _sent(seed: SeedNode) -> int:
     with seed.client(timeout=30) as c:
-        return int(ipfsapi.bitswap_stat(c).get("DataSent", 0))
+        return int(rpc.bitswap_stat(c).get("DataSent", 0))
 
 
 def _ledger_sent(seed: SeedNode, peer_id: str) -> int:
     with seed.client(timeout=30) as c:
-        return int(ipfsapi.bitswap_ledger(c, peer_id).get("Sent", 0))
-
-
-def _mirror_bytes(stats: Path) -> int:
-    return int(json.loads(stats.read_text())["bytes"])
+        return int(rpc.bitswap_ledger(c, peer_id).get("Sent", 0))
 
 
 def _kubo_cpu_s(pid: str) -> float | None:
@@ -133,8 +130,6 @@ class LabFetch:
 
     @contextlib.contextmanager
     def up(self) -> Iterator[_Origin]:
-        from tce_ipfs.bench import _start_link_mirror
-
         roots = _tmpfs_dir(self.work)
         self._roots = roots
         self._applets = applet_dir(self.work / "applets")
@@ -154,7 +149,7 @@ class LabFetch:
                         if publish.publish(self.repo, c, progress=False).root_cid != cid:
                             raise NodeError("the stock seed published another root CID")
                 stats = self.work / f"mirror-{self.cap_mbit:g}.json"
-                _start_link_mirror(lan.origin, self.repo, lan.origin_ip, stats)
+                mirror.start_in(lan.origin, self.repo, lan.origin_ip, stats)
                 yield _Origin(lan, seed, stock, cid, stats)
         finally:
             shutil.rmtree(roots, ignore_errors=True)
@@ -166,7 +161,7 @@ class LabFetch:
         assert seed is not None
         codes = f"nodhcp ipfs.timeout={self.hook_timeout}"
         if kind == "http":
-            cmdline = f"tce=http://{lan.origin_ip}:{MIRROR_PORT} {codes}"
+            cmdline = f"tce=http://{lan.origin_ip}:{mirror.PORT} {codes}"
         else:
             cmdline = f"tce=ipfs:{origin.root_cid} ipfs.peers={seed.multiaddr} {codes}"
         go = self._roots / "go"
@@ -177,7 +172,7 @@ class LabFetch:
             for i, m in enumerate(machines):
                 m.prepare(cmdline)
                 m.spawn(lan.machines[i], f"hook-{kind}-{n}-{i}", go)
-            app0 = _mirror_bytes(origin.mirror_stats) if kind == "http" else _sent(seed)
+            app0 = mirror.served_bytes(origin.mirror_stats) if kind == "http" else _sent(seed)
             wire0 = lan.origin_tx_bytes()
             time.sleep(0.2)  # every launcher is polling for the go file
             t0 = time.monotonic()
@@ -189,7 +184,7 @@ class LabFetch:
                                     f"{self.hook_timeout} s")
                 time.sleep(0.02)
             wire = lan.origin_tx_bytes() - wire0
-            app = (_mirror_bytes(origin.mirror_stats) if kind == "http" else _sent(seed)) - app0
+            app = (mirror.served_bytes(origin.mirror_stats) if kind == "http" else _sent(seed)) - app0
             clients = self._clients(origin, seed, kind, machines, t0)
         finally:
             lan.kill_machine_processes()
@@ -315,48 +310,3 @@ def targets(runs: Sequence[dict[str, Any]], cap: float = 100.0, big: int = 16) -
         "all_ready_vs_http": t(ratio(all_ready, http_big), 0.25),
         "one_client_vs_http": t(ratio(one, http_one), 1.25),
     }
-
-
-# ---------------------------------------------------------------------- plot
-HTTP_COLOUR, IPFS_COLOUR, STOCK_COLOUR = "#999999", "#2a7ab9", "#e0a030"
-LABELS = {"http": "HTTP mirror", "ipfs": "IPFS, polite seed", "ipfs-stock": "IPFS, stock kubo seed"}
-COLOURS = {"http": HTTP_COLOUR, "ipfs": IPFS_COLOUR, "ipfs-stock": STOCK_COLOUR}
-
-
-def plot(result: dict[str, Any], path: Path) -> Path:
-    """Origin egress / payload and time until all are ready, against N, one column per origin cap."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    caps = result["caps_mbit"]
-    fig, axes = plt.subplots(2, len(caps), figsize=(6 * len(caps), 8), squeeze=False)
-    mib = result["payload_bytes"] / 2**20
-    for col, cap in enumerate(caps):
-        rows = result["summary"][f"{cap:g}"]
-        ns = sorted(int(n) for n in rows)
-        for kind in KINDS:
-            pts = [(n, rows[str(n)].get(f"{kind}_egress_ratio"), rows[str(n)].get(f"{kind}_wall_s"))
-                   for n in ns]
-            pts = [p for p in pts if p[1] is not None]
-            if not pts:
-                continue
-            style = {"color": COLOURS[kind], "marker": "o", "label": LABELS[kind]}
-            axes[0][col].plot([p[0] for p in pts], [p[1] for p in pts], **style)
-            axes[1][col].plot([p[0] for p in pts], [p[2] for p in pts], **style)
-        for row, (title, ylabel) in enumerate((("origin bytes sent / payload", "origin egress / payload"),
-                                               ("time until all machines are ready", "seconds (median)"))):
-            ax = axes[row][col]
-            ax.set_title(f"fetch-link, origin capped at {cap:g} Mbit/s: {title}\n"
-                         f"{mib:.1f} MiB boot closure, real hook per machine, {result['cpus']} host cores",
-                         fontsize="medium")
-            ax.set_xlabel("machines booting at once (N)")
-            ax.set_ylabel(ylabel)
-            ax.set_xticks(ns)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -36,7 +36,7 @@ from typing import Any
 
 from tce_ipfs import proc
 from tce_ipfs.errors import IsolationError, NodeError
-from tce_ipfs.lab import LINK_LATENCY_MS, Lab, _ip, _Managed, tbf_burst_bytes
+from tce_ipfs.testbed.lab import LINK_LATENCY_MS, Lab, Managed, run_ip, tbf_burst_bytes
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ MAX_MACHINES = 200
 IFNAME = "eth0"
 
 
-class SwitchedLan(_Managed):
+class SwitchedLan(Managed):
     """An origin and ``machines`` machines, each in its own namespace, on one switch (bridge)."""
 
     def __init__(self, work_dir: Path, *, machines: int, origin_mbit: float | None = None,
@@ -85,12 +85,12 @@ class SwitchedLan(_Managed):
                 lab.open()
                 # Created inside the switch, the inner end moved straight into the member's namespace:
                 # never in the host's namespace.
-                _ip(self.switch.netns, "link", "add", port, "type", "veth", "peer", "name", IFNAME,
+                run_ip(self.switch.netns, "link", "add", port, "type", "veth", "peer", "name", IFNAME,
                     "netns", lab.netns)
-                _ip(self.switch.netns, "link", "set", port, "master", self.switch.bridge)
-                _ip(self.switch.netns, "link", "set", port, "up")
-                _ip(lab.netns, "addr", "add", f"{ip}/{self.network.prefixlen}", "dev", IFNAME)
-                _ip(lab.netns, "link", "set", IFNAME, "up")
+                run_ip(self.switch.netns, "link", "set", port, "master", self.switch.bridge)
+                run_ip(self.switch.netns, "link", "set", port, "up")
+                run_ip(lab.netns, "addr", "add", f"{ip}/{self.network.prefixlen}", "dev", IFNAME)
+                run_ip(lab.netns, "link", "set", IFNAME, "up")
             if self.origin_mbit is not None:
                 burst = tbf_burst_bytes(self.origin_mbit)
                 proc.run(["tc", "-n", self.origin.netns, "qdisc", "add", "dev", IFNAME, "root", "tbf",
@@ -156,7 +156,7 @@ class SwitchedLan(_Managed):
     # ------------------------------------------------------------------ counters
     def link_stats(self, lab: Lab) -> dict[str, Any]:
         """Kernel counters of ``lab``'s eth0: ``{"rx": {"bytes", ...}, "tx": {...}}``."""
-        out = _ip(lab.netns, "-j", "-s", "link", "show", "dev", IFNAME).stdout or b"[]"
+        out = run_ip(lab.netns, "-j", "-s", "link", "show", "dev", IFNAME).stdout or b"[]"
         stats: dict[str, Any] = json.loads(out)[0]["stats64"]
         return stats
 
@@ -175,7 +175,7 @@ def _nsid_name(lab: Lab, nsid: Any) -> str | None:
     """The name of the namespace ``nsid`` refers to, as seen from ``lab``'s namespace."""
     if nsid is None:
         return None
-    out = _ip(lab.netns, "-j", "netns", "list-id").stdout or b"[]"
+    out = run_ip(lab.netns, "-j", "netns", "list-id").stdout or b"[]"
     for entry in json.loads(out):
         if entry.get("nsid") == nsid:
             name = entry.get("name")

@@ -8,7 +8,7 @@ does (``fetch.sh``): nothing is re-implemented here. Per machine:
   ``/etc/sysconfig``, ``/usr/local/tce.installed``, ...), the hook unpacked into it from the same
   inner archive the P2P initrd carries (``initrd.hook_cpio``), ``/proc/cmdline`` written by us;
 * ``/proc/net`` is a link to the real one: the hook, started inside the machine's network namespace
-  (``lan.SwitchedLan``), sees that namespace's ``eth0`` and its address (boot code ``nodhcp``: the
+  (``testbed.lan.SwitchedLan``), sees that namespace's ``eth0`` and its address (boot code ``nodhcp``: the
   address is configured before, as the kernel's ``ip=`` would);
 * no ``ipfs.tcz`` in ``/tmp/builtin/optional``: the hook takes kubo from ``PATH`` (its documented
   fallback), so nothing is loop-mounted on the host; busybox applets come first on ``PATH``, as on TC.
@@ -26,10 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tce_ipfs import initrd, proc
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import NodeError, ToolMissing
-from tce_ipfs.lab import Lab, LabProcess
+from tce_ipfs.media import initrd
+from tce_ipfs.testbed.lab import Lab, LabProcess
 
 # The applets the hook and tce-setup's environment rely on (initrd-hooks/README.md lists the hook's).
 APPLETS = ("sh", "ash", "awk", "sed", "grep", "egrep", "md5sum", "timeout", "sleep", "wget", "cat", "mv",
