@@ -1,4 +1,8 @@
-"""Two private lab namespaces joined by one rate-capped link: the origin behind an uplink, for benchmarks."""
+"""Two private lab namespaces joined by one rate-capped link: an origin behind an uplink.
+
+(The fetch-link benchmark now uses ``lan.SwitchedLan``, where every machine has an address of its own;
+this two-namespace link is kept for tests that need just an origin and one shared client side.)
+"""
 
 from __future__ import annotations
 
