@@ -23,7 +23,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tce_ipfs import proc
@@ -80,7 +80,6 @@ class HookMachine:
     process: LabProcess | None = None
     started: float | None = None
     ended: float | None = None
-    _waiter: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def prepare(self, cmdline: str) -> None:
         """A fresh root (anything from an earlier run removed) with the hook and ``cmdline``."""
