@@ -14,8 +14,9 @@ answer is never sent again by the client (its peer manager de-duplicates), so a 
 peers cannot deliver waits until the gateway gives up (504) -- measured, not a guess. Hence a small
 patch to the engine itself, which keeps the want in its ledger and can answer it later.
 
-The policy (``boxo_superseed.go``, hooked into boxo's decision engine; ``kubo_superseed.go`` passes it
-in from kubo, which knows the peers' addresses):
+The policy (``tcz-build/ipfs/kubo-seed/boxo_superseed.go``, hooked into boxo's decision engine, which
+the build vendors to patch it; ``kubo_superseed.go`` there passes it in from kubo, which knows the
+peers' addresses):
 
 * the first machine that asks for a block is served (it becomes a *holder*);
 * another machine asking for it while a holder is connected and is its LAN neighbour (a remote
@@ -40,38 +41,29 @@ proof (``tests/test_seeding.py``) run the built seed.
 
 from __future__ import annotations
 
-from importlib import resources
-
 BOXO_MODULE = "github.com/ipfs/boxo"
-BOXO_DIR = "third_party/boxo"  # the patched copy inside the kubo source tree (go.mod `replace`s to it)
-DECISION = f"{BOXO_DIR}/bitswap/server/internal/decision"
 GO_TEST_PACKAGE = f"{BOXO_MODULE}/bitswap/server/internal/decision"
+_DECISION = "{boxo}/bitswap/server/internal/decision"  # {boxo}: where the build vendors boxo
 
-
-def go_source(name: str) -> str:
-    """One of the Go files shipped next to this module."""
-    return resources.files(__package__).joinpath(name).read_text()
-
-
-# New files in the kubo source tree -> the file here that holds them.
+# New files in the kubo source tree -> our file (tcz-build/ipfs/kubo-seed/) that holds them.
 FILES: dict[str, str] = {
-    f"{DECISION}/tce_superseed.go": "boxo_superseed.go",
-    f"{DECISION}/tce_superseed_test.go": "boxo_superseed_test.go",
+    f"{_DECISION}/tce_superseed.go": "boxo_superseed.go",
+    f"{_DECISION}/tce_superseed_test.go": "boxo_superseed_test.go",
     "core/node/tce_superseed.go": "kubo_superseed.go",
 }
 
 # Edits of existing files: (path, old, new); each `old` must occur exactly once.
 EDITS: tuple[tuple[str, str, str], ...] = (
-    (f"{DECISION}/engine.go",
+    (f"{_DECISION}/engine.go",
      "\tscheduler *peerScheduler\n}\n",
      "\tscheduler *peerScheduler\n\n"
      "\t// superSeed (tce-ipfs seed build): hold blocks back from peers a LAN neighbour can serve.\n"
      "\tsuperSeed *superSeed\n}\n"),
-    (f"{DECISION}/engine.go",
+    (f"{_DECISION}/engine.go",
      "\t\tif e.peerLedger.CancelWant(p, c) {\n\t\t\te.peerRequestQueue.Remove(c, p)\n\t\t}\n\t}\n",
      "\t\tif e.peerLedger.CancelWant(p, c) {\n\t\t\te.peerRequestQueue.Remove(c, p)\n\t\t}\n"
      "\t\tif e.superSeed != nil {\n\t\t\te.superSeed.cancelled(p, c)\n\t\t}\n\t}\n"),
-    (f"{DECISION}/engine.go",
+    (f"{_DECISION}/engine.go",
      "\t\t\tsendDontHave(entry)\n\t\t\tcontinue\n\t\t}\n\t\t// The block was found, add it to the queue\n",
      "\t\t\tsendDontHave(entry)\n\t\t\tcontinue\n\t\t}\n"
      "\t\t// tce-ipfs seed build: a LAN neighbour holds it? Then answer as if missing, serve it later.\n"
@@ -85,11 +77,11 @@ EDITS: tuple[tuple[str, str, str], ...] = (
      "\t\t\t}\n"
      "\t\t}\n"
      "\t\t// The block was found, add it to the queue\n"),
-    (f"{DECISION}/engine.go",
+    (f"{_DECISION}/engine.go",
      "\te.peerLedger.PeerDisconnected(p)\n\te.scoreLedger.PeerDisconnected(p)\n}\n",
      "\te.peerLedger.PeerDisconnected(p)\n\te.scoreLedger.PeerDisconnected(p)\n"
      "\tif e.superSeed != nil {\n\t\te.superSeed.forget(p)\n\t}\n}\n"),
-    (f"{BOXO_DIR}/bitswap/server/server.go",
+    ("{boxo}/bitswap/server/server.go",
      "// WithTaskComparator configures custom task prioritization logic.\n",
      "// WithSuperSeed (tce-ipfs seed build) holds blocks back from peers a LAN neighbour can serve; see\n"
      "// decision.WithSuperSeed.\n"
