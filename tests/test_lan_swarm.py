@@ -90,8 +90,9 @@ def peer_names(lan: SwitchedLan, kubo: Path, machines: list[HookMachine], seed: 
 
 
 def wait_peers(lan: SwitchedLan, kubo: Path, machines: list[HookMachine], seed: SeedNode,
-               want: int, seconds: float = 10) -> list[set[str]]:
-    """Peer sets once every machine has ``want`` peers (or the time is up: the last sets)."""
+               want: int, seconds: float = 30) -> list[set[str]]:
+    """Peer sets once every machine has ``want`` peers (or the time is up: the last sets). mDNS finds
+    them within a second or two; the bound is for a loaded test host."""
     deadline = time.monotonic() + seconds
     while True:
         peers = peer_names(lan, kubo, machines, seed)
