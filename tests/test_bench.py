@@ -66,6 +66,7 @@ def test_bench_fetch_link(host_kubo: Path, tmp_path: Path, monkeypatch: pytest.M
     for r in runs:
         n, clients = r["n"], r["clients"]
         assert len(clients) == n and r["wall_s"] == max(c["ready_s"] for c in clients) > 0
+        assert r["failed_machines"] == 0 and all(c["result"] == "ok" for c in clients), clients
         # the hook counts the .tcz bytes it placed: the payload without the small list/.md5.txt/.dep
         assert all(payload - 2000 <= c["bytes"] <= payload for c in clients), clients
         # On the wire the origin sends at least what the application sent (plus headers).

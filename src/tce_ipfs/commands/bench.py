@@ -63,9 +63,12 @@ def _link_lines(f: dict[str, Any]) -> list[str]:
         for n, r in rows.items():
             stock = (f", stock seed {r['ipfs-stock_egress_ratio']:.2f}x"
                      if "ipfs-stock_egress_ratio" in r else "")
+            failed = sum(r.get(f"{k}_failed_machines", 0) for k in ("http", "ipfs", "ipfs-stock"))
             lines.append(f"  {cap} Mbit/s, N={n}: all ready IPFS {r['ipfs_wall_s']:.1f} s, "
                          f"HTTP {r['http_wall_s']:.1f} s ({r['time_ratio']:.2f}x); origin egress / payload "
-                         f"IPFS {r['ipfs_egress_ratio']:.2f}x{stock}, HTTP {r['http_egress_ratio']:.2f}x")
+                         f"IPFS {r['ipfs_egress_ratio']:.2f}x{stock}, HTTP {r['http_egress_ratio']:.2f}x"
+                         + (f"; {failed} machine(s) did not load the closure (see results.json)"
+                            if failed else ""))
     return lines
 
 

@@ -124,6 +124,7 @@ func (s *superSeed) hold(p peer.ID, c cid.Cid) (hold bool, wait time.Duration) {
 	}
 	m[c] = time.Now()
 	s.stats.heldBack++
+	log.Debugw("super-seeding: held back", "peer", p, "cid", c, "wait", s.waitLocked())
 	if s.stats.heldBack%1000 == 1 {
 		log.Infow("super-seeding", "served", s.stats.served, "heldBack", s.stats.heldBack,
 			"deliveredByPeers", s.stats.delivered, "servedAfterWait", s.stats.servedLate, "wait", s.waitLocked())
@@ -140,6 +141,7 @@ func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 		return
 	}
 	delete(s.held[p], c)
+	log.Debugw("super-seeding: a neighbour delivered", "peer", p, "cid", c, "after", time.Since(since))
 	r := s.peer(p)
 	r.delivered++
 	r.pauses = 0
@@ -168,6 +170,7 @@ func (e *Engine) superSeedRelease(p peer.ID, c cid.Cid, blockSize int) {
 		return // cancelled (delivered by a neighbour), or the peer left
 	}
 	delete(s.held[p], c)
+	log.Debugw("super-seeding: wait over", "peer", p, "cid", c, "stillWanted", wanted)
 	if wanted {
 		r := s.peer(p)
 		if now := time.Now(); now.Sub(r.lastMiss) > s.waitLocked()/2 && now.Sub(r.firstSeen) > s.grace {

@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ class LinkConfig:
     repeats: int = 1
     stock_seed: bool = False
     hook_timeout: int = 600  # ipfs.timeout= for the hooks: a hang guard
+    failures_dir: Path | None = None  # the logs of machines that did not load the closure go here
+    seed_env: dict[str, str] = field(default_factory=dict)  # e.g. GOLOG_LOG_LEVEL to trace the seeds
 
 
 @dataclass
@@ -120,8 +122,11 @@ class LabFetch:
     """One origin cap: the LAN, the origin (seed(s) + mirror) and the machines; ``run()`` per (kind, N)."""
 
     def __init__(self, kubo: Path, seed_kubo: Path, stock_kubo: Path | None, work: Path, repo: Path,
-                 cap_mbit: float, machines: int, hook_timeout: int) -> None:
+                 cap_mbit: float, machines: int, hook_timeout: int, *, failures_dir: Path | None = None,
+                 seed_env: dict[str, str] | None = None) -> None:
         self.kubo, self.seed_kubo, self.stock_kubo = kubo, seed_kubo, stock_kubo
+        self.failures_dir, self.seed_env = failures_dir, dict(seed_env or {})
+        self._seed_logs: list[Path] = []
         self.work, self.repo = work, repo
         self.files = boot_files(repo)
         self.extensions = sum(1 for f in self.files if f.endswith(".tcz"))
@@ -137,14 +142,16 @@ class LabFetch:
             with SwitchedLan(self.work / f"lan-{self.cap_mbit:g}", machines=self.machines,
                              origin_mbit=self.cap_mbit) as lan:
                 seed = start_kubo(lan.origin, "seed", self.seed_kubo, self.work / f"seed-{self.cap_mbit:g}",
-                                  listen_ip=lan.origin_ip)
+                                  listen_ip=lan.origin_ip, env=self.seed_env)
+                self._seed_logs = [seed.node.log_path]
                 with seed.client(timeout=600) as c:
                     cid = publish.publish(self.repo, c, progress=False).root_cid
                 stock = None
                 if self.stock_kubo is not None:
                     stock = start_kubo(lan.origin, "stock-seed", self.stock_kubo,
                                        self.work / f"stock-seed-{self.cap_mbit:g}", listen_ip=lan.origin_ip,
-                                       port=STOCK_SEED_PORT)
+                                       port=STOCK_SEED_PORT, env=self.seed_env)
+                    self._seed_logs.append(stock.node.log_path)
                     with stock.client(timeout=600) as c:
                         if publish.publish(self.repo, c, progress=False).root_cid != cid:
                             raise NodeError("the stock seed published another root CID")
@@ -189,12 +196,27 @@ class LabFetch:
         finally:
             lan.kill_machine_processes()
         wall = max(c["ready_s"] for c in clients)
-        log.info("fetch-link %g Mbit/s %s N=%d: all ready in %.2f s, origin sent %.2fx the payload",
-                 self.cap_mbit, kind, n, wall, app / self.payload)
-        return {"cap_mbit": self.cap_mbit, "kind": kind, "n": n, "wall_s": wall,
+        failed = sum(c["result"] != "ok" for c in clients)
+        log.info("fetch-link %g Mbit/s %s N=%d: all ready in %.2f s, origin sent %.2fx the payload%s",
+                 self.cap_mbit, kind, n, wall, app / self.payload,
+                 f"; {failed} machine(s) did not load the closure" if failed else "")
+        return {"cap_mbit": self.cap_mbit, "kind": kind, "n": n, "wall_s": wall, "failed_machines": failed,
                 "origin_app_bytes": app, "origin_wire_bytes": wire,
                 "egress_ratio": app / self.payload, "wire_ratio": wire / self.payload,
                 "kubo_cpu_s": sum(c.get("kubo_cpu_s") or 0.0 for c in clients), "clients": clients}
+
+    def _keep_logs(self, m: HookMachine, name: str) -> None:
+        """Copy a failed machine's hook log, console, status and kubo log to ``failures_dir``."""
+        if self.failures_dir is None:
+            return
+        dest = self.failures_dir / name
+        dest.mkdir(parents=True, exist_ok=True)
+        for rel in ("var/log/tce-ipfs.log", "dev/console", "tmp/tce-ipfs/status", "tmp/tce-ipfs/kubo.log"):
+            with contextlib.suppress(OSError):
+                shutil.copyfile(m.root / rel, dest / Path(rel).name)
+        for seed_log in self._seed_logs:  # the seeds' side of it (verbose with GOLOG_LOG_LEVEL)
+            with contextlib.suppress(OSError):
+                shutil.copyfile(seed_log, dest / f"{seed_log.parent.name}.log")
 
     def _clients(self, origin: _Origin, seed: SeedNode, kind: str, machines: list[HookMachine],
                  t0: float) -> list[dict[str, Any]]:
@@ -202,11 +224,16 @@ class LabFetch:
         out: list[dict[str, Any]] = []
         for m in machines:
             st = m.status
-            if st.get("result") != "ok" or st.get("loaded") != str(self.extensions):
-                raise NodeError(f"fetch-link {kind}: {m.root.name} did not load the closure: "
-                                f"{st.get('result')} {st.get('reason', '')}; console: {m.console()[-300:]}")
             assert m.ended is not None
-            c: dict[str, Any] = {"ready_s": round(m.ended - t0, 3), "bytes": int(st.get("bytes", 0))}
+            c: dict[str, Any] = {"ready_s": round(m.ended - t0, 3), "bytes": int(st.get("bytes", 0)),
+                                 "result": st.get("result", "none")}
+            if st.get("result") != "ok" or st.get("loaded") != str(self.extensions):
+                # A machine that did not load the closure is a result too: kept, counted, reported.
+                c["result"] = f"{st.get('result', 'none')} ({st.get('loaded', 0)} of {self.extensions})"
+                c["problem"] = st.get("reason", "")[:300]
+                log.warning("fetch-link %s N=%d: %s did not load the closure: %s", kind, len(machines),
+                            m.root.name, c["problem"] or m.console()[-300:])
+                self._keep_logs(m, f"{self.cap_mbit:g}mbit-{kind}-n{len(machines)}-{m.root.name}")
             for key in ("t_kubo_start", "t_kubo_ready", "t_list", "t_first_byte", "t_total"):
                 c[key] = _seconds(st, key)
             out.append(c)
@@ -218,7 +245,10 @@ class LabFetch:
         def kubo_side(i: int) -> dict[str, Any]:
             m, st = machines[i], machines[i].status
             res = lan.machines[i].exec([self.kubo, "bitswap", "stat", "--enc=json"],
-                                       env={"IPFS_PATH": str(m.ipfs_path)}, timeout=60)
+                                       env={"IPFS_PATH": str(m.ipfs_path)}, timeout=60, check=False)
+            if res.returncode != 0:  # its kubo is gone (a hook that loaded nothing stops it)
+                return {"received": None, "dup_bytes": None, "from_origin": None, "from_peers": None,
+                        "kubo_cpu_s": None}
             bs = json.loads(res.stdout)
             from_origin = _ledger_sent(seed, st["peer_id"])
             received = int(bs.get("DataReceived", 0))
@@ -244,7 +274,8 @@ def bench(kubo: Path, seed_kubo: Path, stock_kubo: Path | None, work: Path, repo
     files: list[str] = []
     payload = 0
     for cap in cfg.caps_mbit:
-        lab = LabFetch(kubo, seed_kubo, stock_kubo, work, repo, cap, max(cfg.clients), cfg.hook_timeout)
+        lab = LabFetch(kubo, seed_kubo, stock_kubo, work, repo, cap, max(cfg.clients), cfg.hook_timeout,
+                       failures_dir=cfg.failures_dir, seed_env=cfg.seed_env)
         files, payload = lab.files, lab.payload
         with lab.up() as origin:
             for n in cfg.clients:
@@ -275,8 +306,10 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
                     v = _median(runs, cap, kind, n, key)
                     if v is not None:
                         row[f"{kind}_{key}"] = round(v, 3)
-                clients = [c for r in runs if r["cap_mbit"] == cap and r["kind"] == kind and r["n"] == n
-                           for c in r["clients"]]
+                these = [r for r in runs if r["cap_mbit"] == cap and r["kind"] == kind and r["n"] == n]
+                if these:
+                    row[f"{kind}_failed_machines"] = sum(r.get("failed_machines", 0) for r in these)
+                clients = [c for r in these for c in r["clients"] if c.get("from_peers") is not None]
                 if clients and kind != "http":
                     row[f"{kind}_from_peers_share"] = round(
                         sum(c["from_peers"] for c in clients)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import random
 import shutil
 import statistics
@@ -252,6 +253,9 @@ def bench_fetch_link(kubo_bin: Path, work: Path, cfg: BenchConfig) -> dict[str, 
 
     repo, _, _ = _fetch_repo(work, cfg)
     seed_kubo = kubo.ensure(Arch.host(), variant=kubo.SEED)
+    # The seeds' kubo log level and super-seeding wait come from the environment, when set (tracing).
+    seed_env = {k: v for k, v in os.environ.items() if k in ("GOLOG_LOG_LEVEL", "TCE_IPFS_SUPERSEED_WAIT")}
     link = lab.LinkConfig(clients=tuple(cfg.clients), caps_mbit=tuple(cfg.link_mbit),
-                          repeats=cfg.repeats, stock_seed=cfg.stock_seed)
+                          repeats=cfg.repeats, stock_seed=cfg.stock_seed,
+                          failures_dir=cfg.out / "fetch-link-failures", seed_env=seed_env)
     return lab.bench(kubo_bin, seed_kubo, kubo_bin if cfg.stock_seed else None, work, repo, link)
