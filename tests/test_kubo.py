@@ -22,7 +22,7 @@ from tce_ipfs.build import elf, kubo
 from tce_ipfs.cli import main
 from tce_ipfs.errors import BuildError, ElfMismatch, NodeError, UsageError
 from tce_ipfs.ipfs.node import Node
-from tce_ipfs.settings import KUBO_VERSION
+from tce_ipfs.settings import KUBO_VERSION, recipes_dir
 
 VERSION_NUMBER = KUBO_VERSION.removeprefix("v")
 
@@ -42,14 +42,14 @@ class FakeBuilder:
         self.delay = delay
         self.lock = threading.Lock()
 
-    def __call__(self, arch: Arch, version: str, dest: Path) -> dict[str, Any]:
+    def __call__(self, arch: Arch, version: str, dest: Path, variant: str = kubo.PLAIN) -> dict[str, Any]:
         with self.lock:
             self.calls.append(arch)
         time.sleep(self.delay)
         make_elf(dest.with_name(".tmp"), arch)
         os.replace(dest.with_name(".tmp"), dest)
-        return {"source": "built", "recipe": kubo.recipe_id(version), "build": kubo.recipe(version),
-                "seconds": self.delay}
+        return {"source": "built", "recipe": kubo.recipe_id(version, variant),
+                "build": kubo.recipe(version, variant), "seconds": self.delay}
 
 
 @pytest.fixture
@@ -81,6 +81,39 @@ def test_recipe_id_covers_flags_plugins_and_patches(monkeypatch: pytest.MonkeyPa
     assert kubo.recipe_id() == base
 
 
+def test_seed_variant_is_its_own_recipe_and_path() -> None:
+    plain, seed = kubo.recipe(KUBO_VERSION), kubo.recipe(KUBO_VERSION, kubo.SEED)
+    assert "variant" not in plain  # the plain build's key never moves because variants exist
+    assert seed["variant"] == "seed" and seed["variant_patches"][0] == ["vendor", "github.com/ipfs/boxo"]
+    assert {k: v for k, v in seed.items() if not k.startswith("variant")} == plain
+    assert kubo.recipe_id(variant=kubo.SEED) != kubo.recipe_id()
+    seed_path, plain_path = kubo.binary_path(Arch.X86_64, variant=kubo.SEED), kubo.binary_path(Arch.X86_64)
+    assert seed_path.parent.parent.name == kubo.recipe_id(variant=kubo.SEED)
+    assert seed_path.parent.name == plain_path.parent.name == "x86_64" and seed_path != plain_path
+    with pytest.raises(UsageError, match="unknown kubo build variant"):
+        kubo.recipe(KUBO_VERSION, "turbo")
+    with pytest.raises(BuildError, match=r"no seed patch for kubo v0\.1\.0"):
+        kubo.recipe("v0.1.0", kubo.SEED)
+    # every Go file the seed build adds is in this checkout (tcz-build/ipfs/kubo-seed/), and the edits
+    # of the vendored boxo point into it
+    adds = [s for s in kubo.SEED_PATCHES[KUBO_VERSION] if isinstance(s, kubo.Add)]
+    assert len(adds) == 3 and all(a.base == kubo.SEED_SOURCES for a in adds)
+    for a in adds:
+        assert a.source_path.read_text().startswith(("package ", "//go:build")), a.source_path
+    edits = [s for s in kubo.SEED_PATCHES[KUBO_VERSION] if isinstance(s, kubo.Edit)]
+    assert sum(e.path.startswith("_tce/github.com/ipfs/boxo/") for e in edits) == 5
+
+
+def test_seed_variant_is_cached_next_to_the_plain_build(cache: Path, fake_build: FakeBuilder) -> None:
+    plain = kubo.ensure(Arch.AARCH64)
+    seed = kubo.ensure(Arch.AARCH64, variant=kubo.SEED)
+    assert plain != seed and seed == kubo.binary_path(Arch.AARCH64, variant=kubo.SEED)
+    assert kubo.ensure(Arch.AARCH64, variant=kubo.SEED) == seed and len(fake_build.calls) == 2
+    m = kubo.load(Arch.AARCH64, variant=kubo.SEED)
+    assert m is not None and m.raw["variant"] == "seed" and m.recipe == kubo.recipe_id(variant=kubo.SEED)
+    assert "variant" not in (kubo.load(Arch.AARCH64) or pytest.fail("no plain manifest")).raw
+
+
 def test_preload_go_has_only_the_declared_plugins() -> None:
     text = kubo.preload_go()
     assert 'pluginflatfs "github.com/ipfs/kubo/plugin/plugins/flatfs"' in text
@@ -104,6 +137,7 @@ def test_recipe_id_covers_stand_in_sources(tmp_path: Path, monkeypatch: pytest.M
 def test_stand_ins_are_gofmt_clean() -> None:
     """Our Go sources are formatted as Go's own tools write them (a reviewer reads them as Go code)."""
     assert proc.output(["gofmt", "-l", str(kubo.slim_dir())]) == ""
+    assert proc.output(["gofmt", "-l", str(recipes_dir() / kubo.SEED_SOURCES)]) == ""
 
 
 def test_every_add_source_exists() -> None:
@@ -225,7 +259,7 @@ def test_concurrent_callers_build_once(cache: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_bad_build_output_is_not_cached(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def wrong_arch(arch: Arch, version: str, dest: Path) -> dict[str, Any]:
+    def wrong_arch(arch: Arch, version: str, dest: Path, variant: str = kubo.PLAIN) -> dict[str, Any]:
         make_elf(dest, Arch.X86_64)
         return {"source": "built", "recipe": kubo.recipe_id(version)}
 
@@ -299,6 +333,28 @@ def test_real_build_is_static_and_cached(arch: Arch) -> None:
     started = time.monotonic()
     assert kubo.ensure(arch) == path
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.kubo
+def test_real_seed_build_passes_its_go_tests_and_only_it_has_the_patch() -> None:
+    """The super-seeding engine patch: its Go tests (boxo's engine harness) and boxo's own decision
+    engine tests pass on the prepared source; the seed binary has it, the plain one does not."""
+    from tce_ipfs.build import superseed
+
+    src = kubo.prepare_source(KUBO_VERSION, kubo.SEED)
+    res = proc.run(["go", "test", "-count=1", superseed.GO_TEST_PACKAGE], env=kubo._go_env(), cwd=src,
+                   timeout=1200, check=False)
+    out = (res.stdout or b"").decode() + (res.stderr or b"").decode()
+    assert res.returncode == 0, out[-3000:]
+    verbose = proc.output(["go", "test", "-count=1", "-v", "-run", "SuperSeed", superseed.GO_TEST_PACKAGE],
+                          env=kubo._go_env(), cwd=src, timeout=1200)
+    source = recipes_dir() / kubo.SEED_SOURCES / "boxo_superseed_test.go"
+    tests = source.read_text().count("\nfunc TestSuperSeed")
+    assert tests >= 5 and verbose.count("--- PASS: TestSuperSeed") == tests, verbose[-2000:]
+    seed = kubo.ensure(Arch.host(), variant=kubo.SEED)
+    elf.validate(seed, Arch.host())
+    assert b"super-seeding" in seed.read_bytes()
+    assert b"super-seeding" not in kubo.ensure(Arch.host()).read_bytes()
 
 
 @pytest.mark.kubo

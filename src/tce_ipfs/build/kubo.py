@@ -28,6 +28,11 @@ How the binary is kept small (measured numbers in docs/kubo-size.md):
   ``reflect.Value.MethodByName`` with a computed name makes the linker keep every exported method of
   every type; without it, 3.4 MB fewer. kubo's templates (help, gateway pages, progress bars) use
   fields and functions only.
+
+Variants: ``ensure(arch, variant=SEED)`` is the *seed role's* build: the same recipe plus
+``SEED_PATCHES`` (the polite origin, ``build.superseed``; its Go sources in ``tcz-build/ipfs/
+kubo-seed/``). Its recipe id, and so its cache directory, differs from the plain build's. Only the host
+seed runs it; guests' ``ipfs.tcz`` is always the plain build, whose recipe is unchanged by variants.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from typing import Any, TypeAlias
 
 from tce_ipfs import proc
 from tce_ipfs.arch import Arch
-from tce_ipfs.build import elf
+from tce_ipfs.build import elf, superseed
 from tce_ipfs.errors import BuildError, CommandFailed, UsageError
 from tce_ipfs.settings import KUBO_MODULE, KUBO_VERSION, cache_dir, recipes_dir
 
@@ -87,6 +92,7 @@ GCFLAGS = "all=-l"
 
 # Our Go sources for the slim build: stand-in modules and packages, replacement files (README there).
 SLIM_SOURCES = "ipfs/kubo-slim"  # under tcz-build/
+SEED_SOURCES = "ipfs/kubo-seed"  # the seed build's (build.superseed)
 # Where Add/Vendor put whole modules inside kubo's source tree (Go skips directories starting with _).
 LOCAL_MODULES = "_tce"
 
@@ -150,14 +156,22 @@ class Remove:
 
 @dataclass(frozen=True)
 class Add:
-    """Copy ``source`` (a file or directory under ``slim_dir()``) to ``path``, which must not exist.
-    The recipe hash covers the source's content, so editing a stand-in rebuilds."""
+    """Copy ``source`` (a file or directory under ``tcz-build/<base>``, by default ``slim_dir()``) to
+    ``path``, which must not exist. The recipe hash covers the source's content, so editing a stand-in
+    rebuilds."""
 
     path: str
     source: str
+    base: str = SLIM_SOURCES
+
+    @property
+    def source_path(self) -> Path:
+        root = slim_dir() if self.base == SLIM_SOURCES else recipes_dir() / self.base
+        return root / self.source
 
     def as_json(self) -> list[str]:
-        return ["add", self.path, self.source, tree_digest(slim_dir() / self.source)]
+        where = self.source if self.base == SLIM_SOURCES else f"{self.base}/{self.source}"
+        return ["add", self.path, where, tree_digest(self.source_path)]
 
     def __str__(self) -> str:
         return f"add {self.path} <- {self.source}"
@@ -369,6 +383,24 @@ STD_PATCHES: dict[str, tuple[StdEdit, ...]] = {
     ),
 }
 
+# Build variants: the plain build (guests, tests, tools) and the seed role's build.
+PLAIN = ""
+SEED = "seed"
+VARIANTS = (PLAIN, SEED)
+
+_BOXO = Vendor(superseed.BOXO_MODULE)
+
+# The seed role's source patches, per version (build.superseed documents and measures them): boxo's
+# bitswap engine gets the super-seeding hold, kubo passes it the LAN-neighbour test.
+SEED_PATCHES: dict[str, tuple[Step, ...]] = {
+    "v0.43.1": (
+        _BOXO,
+        *(Add(path.format(boxo=_BOXO.path), source, base=SEED_SOURCES)
+          for path, source in superseed.FILES.items()),
+        *(Edit(path.format(boxo=_BOXO.path), old, new) for path, old, new in superseed.EDITS),
+    ),
+}
+
 BUILD_TIMEOUT = 3600.0  # a cold build for a new arch on 2 cores takes minutes; this is a hang guard
 MANIFEST_NAME = "ipfs.json"
 _VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
@@ -402,8 +434,27 @@ def normalize_version(version: str) -> str:
     return v
 
 
-def recipe(version: str) -> dict[str, Any]:
-    """Everything about a build besides version and arch; its hash is the cache key's recipe part."""
+def variant_patches(version: str, variant: str) -> tuple[Step, ...]:
+    """The extra source patches of ``variant`` (none for the plain build)."""
+    if variant not in VARIANTS:
+        raise UsageError(f"unknown kubo build variant {variant!r}", hint="use the plain build or 'seed'")
+    if variant == PLAIN:
+        return ()
+    version = normalize_version(version)
+    if version not in SEED_PATCHES:
+        raise BuildError(f"no seed patch for kubo {version} (kubo.SEED_PATCHES)",
+                         hint="port build/superseed to this version, or run the seed with the plain build")
+    return SEED_PATCHES[version]
+
+
+def recipe(version: str, variant: str = PLAIN) -> dict[str, Any]:
+    """Everything about a build besides version and arch; its hash is the cache key's recipe part.
+    The plain build's recipe has no variant keys at all (so its key never changes because of them)."""
+    extra = {"variant": variant, "variant_patches": [f.as_json() for f in variant_patches(version, variant)]}
+    return {**_base_recipe(version), **(extra if variant else {})}
+
+
+def _base_recipe(version: str) -> dict[str, Any]:
     return {
         "revision": RECIPE_REVISION,
         "tags": list(BUILD_TAGS),
@@ -418,8 +469,8 @@ def recipe(version: str) -> dict[str, Any]:
     }
 
 
-def recipe_id(version: str = KUBO_VERSION) -> str:
-    blob = json.dumps(recipe(version), sort_keys=True).encode()
+def recipe_id(version: str = KUBO_VERSION, variant: str = PLAIN) -> str:
+    blob = json.dumps(recipe(version, variant), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -427,9 +478,9 @@ def version_dir(version: str) -> Path:
     return cache_dir() / "kubo" / normalize_version(version)
 
 
-def binary_path(arch: Arch, version: str = KUBO_VERSION) -> Path:
+def binary_path(arch: Arch, version: str = KUBO_VERSION, variant: str = PLAIN) -> Path:
     """Where the binary for the current recipe lives: ``kubo/<version>/<recipe_id>/<arch>/ipfs``."""
-    return version_dir(version) / recipe_id(version) / arch.info.name / "ipfs"
+    return version_dir(version) / recipe_id(version, variant) / arch.info.name / "ipfs"
 
 
 def preload_go(plugins: tuple[str, ...] = PRELOAD_PLUGINS) -> str:
@@ -475,9 +526,9 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load(arch: Arch, version: str = KUBO_VERSION) -> KuboBinary | None:
+def load(arch: Arch, version: str = KUBO_VERSION, variant: str = PLAIN) -> KuboBinary | None:
     """The cached binary's manifest, or None when there is no (readable) one."""
-    path = binary_path(arch, version)
+    path = binary_path(arch, version, variant)
     try:
         raw = json.loads((path.parent / MANIFEST_NAME).read_text())
         return KuboBinary(
@@ -495,12 +546,12 @@ def load(arch: Arch, version: str = KUBO_VERSION) -> KuboBinary | None:
         return None
 
 
-def _cached(arch: Arch, version: str, *, accept_given: bool) -> KuboBinary | None:
+def _cached(arch: Arch, version: str, *, accept_given: bool, variant: str = PLAIN) -> KuboBinary | None:
     """The cached binary if its manifest matches the file and the current recipe; else None."""
-    m = load(arch, version)
+    m = load(arch, version, variant)
     if m is None or m.version != version or m.arch is not arch:
         return None
-    if m.source == "built" and m.recipe != recipe_id(version):
+    if m.source == "built" and m.recipe != recipe_id(version, variant):
         log.info("kubo %s for %s was built with another recipe; rebuilding", version, arch)
         return None
     if m.source == "given" and not accept_given:
@@ -556,10 +607,11 @@ def _copy_writable(src: Path, dst: Path) -> None:
     dst.chmod(dst.stat().st_mode | stat.S_IWUSR)
 
 
-def prepare_source(version: str) -> Path:
-    """kubo's source for ``version`` with our fixups and plugin list, ready to build (cached)."""
+def prepare_source(version: str, variant: str = PLAIN) -> Path:
+    """kubo's source for ``version`` (and ``variant``) with our fixups and plugin list, ready to build
+    (cached)."""
     version = normalize_version(version)
-    rid = recipe_id(version)
+    rid = recipe_id(version, variant)
     src = version_dir(version) / f"src-{rid}"
     marker = src / ".tce-ipfs-prepared"
     if marker.exists():
@@ -585,13 +637,16 @@ def prepare_source(version: str) -> Path:
         for step in patches:
             log.debug("applying size patch: %s", step)
             _apply(step, tmp, version, "kubo.SLIM_PATCHES")
+        for step in variant_patches(version, variant):
+            log.info("applying %s build patch: %s", variant, step)
+            _apply(step, tmp, version, "kubo.SEED_PATCHES")
         plugin_dir = tmp / "plugin" / "plugins"
         missing = [p for p in PRELOAD_PLUGINS if not (plugin_dir / p).is_dir()]
         if missing:
             raise BuildError(f"kubo {version} has no plugin(s) {', '.join(missing)} in plugin/plugins",
                              hint="adjust kubo.PRELOAD_PLUGINS for this version")
         (tmp / "plugin" / "loader" / "preload.go").write_text(preload_go())
-        (tmp / ".tce-ipfs-prepared").write_text(json.dumps(recipe(version), sort_keys=True) + "\n")
+        (tmp / ".tce-ipfs-prepared").write_text(json.dumps(recipe(version, variant), sort_keys=True) + "\n")
         tmp.rename(src)
     return src
 
@@ -618,7 +673,7 @@ def _apply(step: Step, src: Path, version: str, table: str) -> None:
             raise BuildError(f"kubo {version} has no {step.path} to remove",
                              hint=f"update {table} for this version")
     elif isinstance(step, Add):
-        source, target = slim_dir() / step.source, src / step.path
+        source, target = step.source_path, src / step.path
         if not source.exists():
             raise BuildError(f"{source} is missing (a kubo build input of this checkout)",
                              hint=f"see {table}")
@@ -714,9 +769,10 @@ def _host_version(path: Path) -> str | None:
     return out.splitlines()[-1].strip() if out else ""
 
 
-def _build(arch: Arch, version: str, dest: Path) -> dict[str, Any]:
-    src = prepare_source(version)
-    log.info("building kubo %s for %s (first time: a few minutes)", version, arch)
+def _build(arch: Arch, version: str, dest: Path, variant: str = PLAIN) -> dict[str, Any]:
+    src = prepare_source(version, variant)
+    log.info("building kubo %s%s for %s (first time: a few minutes)", version,
+             f" ({variant} build)" if variant else "", arch)
     out = dest.with_name(f".ipfs.{os.getpid()}.partial")
     args = build_args(arch, out, std_overlay(version, dest.parent / "overlay"))
     started = time.monotonic()
@@ -743,8 +799,9 @@ def _build(arch: Arch, version: str, dest: Path) -> dict[str, Any]:
     env = {k: v for k, v in sorted(_go_env(arch.go_env).items())}
     return {
         "source": "built",
-        "recipe": recipe_id(version),
-        "build": {**recipe(version), "go": go_version(), "env": env, "command": args[:-3] + args[-1:]},
+        "recipe": recipe_id(version, variant),
+        "build": {**recipe(version, variant), "go": go_version(), "env": env,
+                  "command": args[:-3] + args[-1:]},
         "seconds": round(seconds, 1),
     }
 
@@ -766,35 +823,37 @@ def _take(arch: Arch, version: str, given: Path, dest: Path) -> dict[str, Any]:
 
 
 def ensure(arch: Arch, version: str = KUBO_VERSION, *, from_path: Path | None = None,
-           rebuild: bool = False) -> Path:
-    """A validated static kubo ``ipfs`` for ``arch`` at ``cache_dir()/kubo/<version>/<arch>/ipfs``.
+           rebuild: bool = False, variant: str = PLAIN) -> Path:
+    """A validated static kubo ``ipfs`` for ``arch`` at ``cache_dir()/kubo/<version>/<recipe>/<arch>/ipfs``.
 
     Built from source the first time (or when the recipe changed, or with ``rebuild``); with
     ``from_path``, that binary is validated and copied in instead. A binary given earlier with
-    ``from_path`` is reused by later calls without it (until ``rebuild``).
+    ``from_path`` is reused by later calls without it (until ``rebuild``). ``variant=SEED``: the seed
+    role's build (its own recipe, so its own directory).
     """
     version = normalize_version(version)
-    dest = binary_path(arch, version)
+    variant_patches(version, variant)  # an unknown variant fails before anything else
+    dest = binary_path(arch, version, variant)
     if from_path is not None:
         from_path = Path(from_path)
         elf.validate(from_path, arch)  # fail before taking any lock
     elif not rebuild:
-        hit = _cached(arch, version, accept_given=True)
+        hit = _cached(arch, version, accept_given=True, variant=variant)
         if hit is not None:
             return hit.path
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _locked(dest.parent / ".lock", f"building kubo {version} for {arch}"):
         if from_path is not None:
-            m = load(arch, version)
+            m = load(arch, version, variant)
             if m is not None and m.source == "given" and dest.exists() and m.sha256 == sha256_file(from_path):
                 return dest
             meta = _take(arch, version, from_path, dest)
         else:
             # Someone may have finished the same build while we waited for the lock.
-            hit = None if rebuild else _cached(arch, version, accept_given=True)
+            hit = None if rebuild else _cached(arch, version, accept_given=True, variant=variant)
             if hit is not None:
                 return hit.path
-            meta = _build(arch, version, dest)
+            meta = _build(arch, version, dest, variant)
         try:
             elf.validate(dest, arch)  # _build/_take checked already; this guards the cache itself
         except BaseException:
@@ -804,6 +863,7 @@ def ensure(arch: Arch, version: str = KUBO_VERSION, *, from_path: Path | None = 
         manifest = {
             "version": version,
             "arch": arch.info.name,
+            **({"variant": variant} if variant else {}),
             "sha256": sha256_file(dest),
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
