@@ -257,6 +257,8 @@ def service_config(state: ClusterState, options: ClusterOptions, secret: str,
         "cluster.disable_repinning": True,
         # A pin that failed (no seed had the blocks yet) is retried after this, not after 12 min.
         "cluster.pin_recover_interval": "1m0s",
+        # Seeds learn of a new or a lost seed within seconds (a ping is one small pubsub message).
+        "cluster.monitor_ping_interval": "5s",
         "consensus.crdt.cluster_name": CLUSTER_NAME,
         "consensus.crdt.trusted_peers": ["*"],  # membership is the secret
         "api.restapi.http_listen_multiaddress": rest,
