@@ -9,14 +9,15 @@ patches) is hashed into ``recipe_id()``, part of the cache path, so a changed re
 beside the old binaries. Download, patching, the build lock and the manifest are kubo's
 (``build.kubo``'s shared helpers); only what differs for cluster lives here.
 
-Isolation (``ISOLATION_PATCHES``): upstream's cluster host (``clusterhost.go``) hard-codes libp2p
-features that reach beyond the peers we name, with no configuration key to turn them off -- UPnP /
-NAT-PMP port mapping (talks to the router), the AutoNAT service (dials back addresses other peers
-hand it), the relay transport, AutoRelay (looks for public relays through the DHT) and hole punching.
-The patches remove them and add a connection gater that admits loopback, RFC 1918 and link-local IPv4
-addresses only, whatever the peerstore, the DHT or a peer says: the cluster counterpart of kubo's
-``Swarm.AddrFilters`` (``ipfs.isolation``). Everything else is configuration (``ipfs.cluster``).
-A version without isolation patches is refused, not built.
+Isolation (``PATCHES``): upstream's cluster host (``clusterhost.go``) hard-codes libp2p features that
+reach beyond the peers we name, with no configuration key to turn them off -- UPnP / NAT-PMP port
+mapping (talks to the router), the AutoNAT service (dials back addresses other peers hand it), the
+relay transport, AutoRelay (looks for public relays through the DHT) and hole punching. The patches
+remove them and add a connection gater that admits loopback, RFC 1918 and link-local IPv4 addresses
+only, whatever the peerstore, the DHT or a peer says: the cluster counterpart of kubo's
+``Swarm.AddrFilters`` (``ipfs.isolation``). One more patch makes a joining peer connect to every peer
+the one it joined knows (``_JOIN_PATCHES``). Everything else is configuration (``ipfs.clusterconfig``).
+A version without patches is refused, not built.
 """
 
 from __future__ import annotations
@@ -123,10 +124,43 @@ _HOST_PATCHES: tuple[Edit, ...] = (
     Edit("clusterhost.go", "\nfunc baseOpts(", _GATER + "\nfunc baseOpts("),
 )
 
-# Per version: source edits that keep the cluster host off every network but the ones we allow.
-ISOLATION_PATCHES: dict[str, tuple[Edit, ...]] = {
-    "v1.1.0": _HOST_PATCHES,
-    "v1.0.8": _HOST_PATCHES,
+# cluster.go: a peer that joins connects to every peer the one it joined knows (asked again every 5 s
+# for a minute: a peer that joined a moment earlier shows up there once its first ping went round).
+# Without it a seed
+# that joins through the first one never learns the other seeds' addresses on a LAN without mDNS
+# (upstream leaves that to the LAN DHT, which ignores loopback addresses, or to mDNS, which we keep
+# off), so cluster calls to them fail with "routing: not found".
+_JOIN_CALL = ('\t\t"PeerAdd",\n\t\tc.id,\n\t\t&myID,\n\t)\n'
+              "\tif err != nil {\n\t\tlogger.Error(err)\n\t\treturn err\n\t}\n")
+_JOIN_IMPORT = """\t// tce-ipfs: connect to every peer the joined one knows, now and for a minute (a peer that
+\t// joined just before us may not be in its peerset yet); see build/cluster.py.
+\tc.wg.Add(1)
+\tgo func() {
+\t\tdefer c.wg.Done()
+\t\tfor i := 0; i < 12; i++ {
+\t\t\tvar joinedID api.ID
+\t\t\tif err := c.rpcClient.CallContext(c.ctx, pid, "Cluster", "ID", struct{}{}, &joinedID); err == nil {
+\t\t\t\tfor _, a := range joinedID.ClusterPeersAddresses {
+\t\t\t\t\tif _, err := c.peerManager.ImportPeer(a.Value(), true, peerstore.PermanentAddrTTL); err != nil {
+\t\t\t\t\t\tlogger.Debug(err)
+\t\t\t\t\t}
+\t\t\t\t}
+\t\t\t}
+\t\t\tselect {
+\t\t\tcase <-c.ctx.Done():
+\t\t\t\treturn
+\t\t\tcase <-time.After(5 * time.Second):
+\t\t\t}
+\t\t}
+\t}()
+"""
+_JOIN_PATCHES: tuple[Edit, ...] = (Edit("cluster.go", _JOIN_CALL, _JOIN_CALL + _JOIN_IMPORT),)
+
+# Per version: the isolation patches (the cluster host off every network but the ones we allow) and
+# the join patch. A version without an entry is refused.
+PATCHES: dict[str, tuple[Edit, ...]] = {
+    "v1.1.0": _HOST_PATCHES + _JOIN_PATCHES,
+    "v1.0.8": _HOST_PATCHES + _JOIN_PATCHES,
 }
 
 
@@ -164,7 +198,7 @@ def recipe(version: str) -> dict[str, Any]:
         "ldflags": LDFLAGS,
         "trimpath": True,
         "cgo": False,
-        "patches": [e.as_json() for e in ISOLATION_PATCHES.get(normalize_version(version), ())],
+        "patches": [e.as_json() for e in PATCHES.get(normalize_version(version), ())],
     }
 
 
@@ -205,11 +239,11 @@ def load(arch: Arch, version: str = CLUSTER_VERSION) -> ClusterBinaries | None:
 def prepare_source(version: str) -> Path:
     """ipfs-cluster's source for ``version`` with the isolation patches, ready to build (cached)."""
     version = normalize_version(version)
-    patches = ISOLATION_PATCHES.get(version)
+    patches = PATCHES.get(version)
     if not patches:
         raise BuildError(f"no isolation patches for ipfs-cluster {version}: its libp2p host would map "
                          "ports on the router and look for public relays",
-                         hint=f"build {CLUSTER_VERSION}, or add patches to cluster.ISOLATION_PATCHES")
+                         hint=f"build {CLUSTER_VERSION}, or add patches to cluster.PATCHES")
     rid = recipe_id(version)
     src = version_dir(version) / f"src-{rid}"
     marker = src / ".tce-ipfs-prepared"
@@ -230,7 +264,7 @@ def prepare_source(version: str) -> Path:
         _check_source_version(tmp, version)
         for edit in patches:
             log.debug("applying isolation patch: %s", edit)
-            kubo.edit_source(tmp, edit, owner=f"ipfs-cluster {version}", table="cluster.ISOLATION_PATCHES")
+            kubo.edit_source(tmp, edit, owner=f"ipfs-cluster {version}", table="cluster.PATCHES")
         (tmp / marker.name).write_text(json.dumps(recipe(version), sort_keys=True) + "\n")
         tmp.rename(src)
     return src

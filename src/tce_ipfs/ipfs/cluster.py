@@ -2,10 +2,10 @@
 
 ``ClusterSeed(state, service=..., kubo=...)``: ``init(options, secret=, swarm_key=, private=)``
 (idempotent: makes or re-applies the state, ``clusterconfig``), ``start()`` (kubo, then the cluster
-daemon with ``--bootstrap`` the first time it joins; returns once the cluster answers, has joined and
-our kubo is connected to the other seeds' kubos), ``stop()``, ``status()``, ``api()`` (its REST API).
-The daemon's pid is in ``service/tce-ipfs.pid``, its output in ``service/daemon.log``; like
-``node.Node``, another process (``tce-ipfs cluster stop``) finds it there.
+daemon, joining through every seed it knows with ``--bootstrap``; returns once the cluster answers,
+has joined and our kubo is connected to the other seeds' kubos), ``stop()``, ``status()``, ``api()``
+(its REST API). The daemon's pid is in ``service/tce-ipfs.pid``, its output in
+``service/daemon.log``; like ``node.Node``, another process (``tce-ipfs cluster stop``) finds it there.
 
 The seeds' kubos have no routing (``isolation_config``): bitswap asks the peers a kubo is connected to.
 So each start connects our kubo to every other seed's (from the cluster's peer list) and keeps them
@@ -192,11 +192,18 @@ class ClusterSeed:
         record = self.init(options)
         node = self.node(options)
         key = self.state.swarm_key()
+        if not node.running:  # a seed that died (power cut, SIGKILL) leaves its sockets; kubo would not bind
+            self.state.api_socket.unlink(missing_ok=True)
         node.start(timeout, env=swarmkey.FORCE_PNET_ENV if key else None)
         assert self.service is not None
         argv: list[str | os.PathLike[str]] = [self.service, "--config", self.state.service_dir, "daemon"]
-        if options.join and not record.get("joined"):
-            argv += ["--bootstrap", ",".join(options.join)]
+        # Join through every seed known (the given one, those the last start saw): one that answers
+        # is enough, and through it (build.cluster's join patch) this seed connects to all the others.
+        me = record.get("cluster_peer_id") or "-"
+        known = [a for a in dict.fromkeys([*options.join, *record.get("cluster_peers", [])])
+                 if not a.endswith(f"/p2p/{me}")]
+        if known:
+            argv += ["--bootstrap", ",".join(known)]
         with self.log_path.open("ab") as out:
             out.write(f"--- tce-ipfs: starting ipfs-cluster-service at {time.strftime('%F %T')}\n".encode())
         for sock in (self.state.rest_socket, self.state.proxy_socket):

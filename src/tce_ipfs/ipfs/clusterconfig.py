@@ -261,6 +261,9 @@ def service_config(state: ClusterState, options: ClusterOptions, secret: str,
         "cluster.monitor_ping_interval": "5s",
         "consensus.crdt.cluster_name": CLUSTER_NAME,
         "consensus.crdt.trusted_peers": ["*"],  # membership is the secret
+        # The pinset's newest heads go round every 10 s (upstream: 1 min), so a seed that joins or comes
+        # back gets the current roots within seconds; one small pubsub message each time.
+        "consensus.crdt.rebroadcast_interval": "10s",
         "api.restapi.http_listen_multiaddress": rest,
         "api.ipfsproxy.listen_multiaddress": proxy,
         "api.ipfsproxy.node_multiaddress": kubo_api(state, options),
