@@ -171,12 +171,13 @@ class ClusterSeed:
         os.chmod(svc / "identity.json", 0o600)
 
     def config_drift(self) -> list[str]:
-        """Keys of service.json that differ from ``service_config`` (empty: isolated as configured)."""
+        """Keys of service.json that differ from ``service_config`` (empty: isolated as configured).
+
+        The seeds to dial (``peer_addresses``) are not compared: each start learns more of them.
+        """
         config = json.loads((self.state.service_dir / SERVICE_CONFIG).read_text())
-        secret = self.state.secret() or ""
-        record = self.state.record()
-        wanted = service_config(self.state, self.state.options(), secret,
-                                record.get("cluster_peers") or list(self.state.options().join))
+        wanted = service_config(self.state, self.state.options(), self.state.secret() or "")
+        wanted.pop("cluster.peer_addresses")
         return config_drift(config, wanted)
 
     # --- start / stop -------------------------------------------------------------------------
