@@ -23,7 +23,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,32 +212,60 @@ class ClusterSeed:
         self._proc = proc.spawn(argv, log_path=self.log_path, cwd=self.state.path)
         self.pid_path.write_text(f"{self._proc.pid}\n")
         try:
-            ident = self._wait_ready(timeout, options)
+            first_join = bool(options.join) and not record.get("joined")
+            ident = self._wait_ready(timeout, joining=first_join, rejoining=bool(known))
         except BaseException:
             self.stop()
             raise
         return self._after_start(ident, options)
 
-    def _wait_ready(self, timeout: float, options: ClusterOptions) -> dict[str, Any]:
+    def _wait_ready(self, timeout: float, *, joining: bool, rejoining: bool) -> dict[str, Any]:
+        """Wait until the daemon answers with its kubo connected; then, when it joins (or rejoins) a
+        cluster, until every seed it sees also sees it (so a publish right after counts it).
+
+        A first join that does not happen is an error; a restart whose seeds are all down only warns.
+        """
         deadline = time.monotonic() + timeout
-        last = "no answer yet"
         api = self.api(timeout=5)
+
+        def answers(i: dict[str, Any]) -> bool:  # with its kubo connected
+            return bool(i.get("id") and (i.get("ipfs") or {}).get("id") and not i.get("error"))
+
+        ident: dict[str, Any] = self._poll(deadline, api.id, answers, "answer")
+        if not (joining or rejoining):
+            return ident
+        me = ident["id"]
+
+        def seen_by_all(peers: list[dict[str, Any]]) -> bool:
+            up = [p for p in peers if not p.get("error") and p.get("id") != me]
+            return bool(up) and all(me in (p.get("cluster_peers") or []) for p in up)
+
+        try:
+            self._poll(deadline if joining else min(deadline, time.monotonic() + 30), api.peers,
+                       seen_by_all, "join the other seeds")
+        except NodeError:
+            if joining:
+                raise
+            log.warning("no other seed of the cluster answers now; this seed serves on and syncs when "
+                        "they are back")
+        return api.id()
+
+    def _poll(self, deadline: float, call: Callable[[], Any], done: Callable[[Any], bool], what: str) -> Any:
+        last = "no answer yet"
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 self.pid_path.unlink(missing_ok=True)
                 raise NodeError(f"ipfs-cluster-service exited with code {self._proc.returncode} while "
                                 f"starting:\n{self._log_tail()}", hint=f"full log: {self.log_path}")
             try:
-                ident = api.id()
-                ipfs = ident.get("ipfs") or {}
-                joined = not options.join or len(ident.get("cluster_peers") or []) > 1
-                if ident.get("id") and ipfs.get("id") and not ident.get("error") and joined:
-                    return ident
-                last = ident.get("error") or ipfs.get("error") or ("not joined yet" if not joined else "")
+                value = call()
+                if done(value):
+                    return value
+                last = f"not yet: {json.dumps(value)[:300]}"
             except NodeError as exc:
                 last = exc.message
             time.sleep(0.2)
-        raise NodeError(f"the cluster seed in {self.state.path} was not ready within {timeout:g} s ({last})",
+        raise NodeError(f"the cluster seed in {self.state.path} did not {what} in time ({last})",
                         hint=f"see {self.log_path}")
 
     def _after_start(self, ident: dict[str, Any], options: ClusterOptions) -> dict[str, Any]:
