@@ -23,7 +23,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,12 +157,25 @@ def violation(s: Sock) -> str | None:
     return None
 
 
-class Sampler:
-    """Samples the sockets of the kubo daemons of ``repos`` every ``interval`` s in a thread."""
+def _runs_on(pid: int, where: Path) -> bool:
+    """Is ``pid`` a daemon on ``where`` (kubo: IPFS_PATH in its environment; cluster: on its command line)?"""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"IPFS_PATH={where}".encode() in environ or str(where).encode() in cmdline
 
-    def __init__(self, repos: list[Path], interval: float = 0.05) -> None:
+
+class Sampler:
+    """Samples the sockets of the daemons whose pid is in ``<dir>/tce-ipfs.pid`` for each of ``repos``
+    (kubo repos, cluster service dirs) every ``interval`` s in a thread."""
+
+    def __init__(self, repos: list[Path], interval: float = 0.05,
+                 check: Callable[[Sock], str | None] | None = None) -> None:
         self.repos = repos
         self.interval = interval
+        self.check = check or violation  # what makes a socket a violation (default: not loopback)
         self.samples = 0
         self.busy = 0.0  # seconds spent sampling
         self.seen: set[Sock] = set()
@@ -179,10 +192,12 @@ class Sampler:
                     pid = int((repo / node.PID_FILE).read_text())
                 except (OSError, ValueError):
                     continue
+                if not _runs_on(pid, repo):  # a stale pid file (a killed daemon), the pid since reused
+                    continue
                 self.pids.add(pid)
                 for s in sockets_of(pid):
                     self.seen.add(s)
-                    v = violation(s)
+                    v = self.check(s)
                     if v:
                         self.violations.append(f"pid {pid}: {v}")
             self.samples += 1

@@ -127,6 +127,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                            help="seconds to wait for the seed to be up and joined (default 120)")
         p.set_defaults(func=func)
 
+    p = actions.add_parser("bench", parents=[common], formatter_class=fmt,
+                           help="(root) measure replication to N seeds on a lab LAN vs HTTP mirrors",
+                           description="Benchmark: a repo published through one of N cluster seeds in a "
+                                       "private lab namespace, time to pinned on all, vs N-1 HTTP mirrors "
+                                       "syncing it; RSS of the seeds. Writes cluster-results.json and "
+                                       "cluster.png.")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="where the results go")
+    p.add_argument("--seeds", type=int, default=3, help="cluster seeds (default 3)")
+    p.add_argument("--total-mib", type=int, default=500, help="repo size (default 500 MiB)")
+    p.add_argument("--extensions", type=int, default=200, help="extensions in the repo (default 200)")
+    p.set_defaults(func=cmd_bench)
+
     p = actions.add_parser("stop", parents=[common], help="stop the seed (cluster peer, then kubo)",
                            description="Stop this machine's cluster seed.")
     _state_arg(p)
@@ -251,6 +263,33 @@ def cmd_start(args: argparse.Namespace) -> int:
     seed.start(timeout=args.timeout)
     info = seed.status()
     emit(args, info, render_status(info) + "\n" + _join_hint(info))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from tce_ipfs.build import cluster, kubo
+    from tce_ipfs.testbed.bench import cluster as bench
+
+    if os.geteuid() != 0:
+        raise UsageError("the cluster benchmark needs root (it builds a private lab namespace)")
+    if args.seeds < 2 or args.total_mib < 1 or args.extensions < 1:
+        raise UsageError("--seeds must be at least 2, --total-mib and --extensions positive")
+    service, kubo_bin = cluster.ensure().service, kubo.ensure(Arch.host())
+    with tempfile.TemporaryDirectory(prefix="tce-ipfs-cluster-bench-") as tmp:
+        res = bench.run(kubo_bin, service, Path(tmp), args.out, seeds=args.seeds, total_mib=args.total_mib,
+                        extensions=args.extensions)
+    first, http = res["first"], res["http"]
+    text = (f"{res['payload_bytes'] / 2**20:.0f} MiB to {res['seeds']} seeds: add {first['add_s']} s, "
+            f"pinned on all {first['to_all_s']} s after the pin ({first['pinned_at_s']})\n"
+            f"HTTP mirrors ({http['mirrors']}) synced in {http['seconds']} s; cluster/HTTP "
+            f"{res.get('ratio_cluster_vs_http')}\n"
+            f"update (+1 extension, --keep 1): on all in {res['update']['to_all_s']} s\n"
+            f"RSS: " + ", ".join(f"{k} cluster {_mib(v['cluster'])} kubo {_mib(v['kubo'])}"
+                                 for k, v in res["rss"].items()) + "\n"
+            f"results: {args.out / 'cluster-results.json'}")
+    emit(args, res, text)
     return 0
 
 
