@@ -559,16 +559,7 @@ def writable_copy(src: Path, dst: Path) -> None:
 def edit_source(root: Path, edit: Edit, *, owner: str, table: str) -> None:
     """Apply one ``Edit`` under ``root``; ``owner`` names the tree in errors (``ipfs-cluster v1.1.0``),
     ``table`` the constant that holds the edit (the hint when it no longer fits the source)."""
-    target = root / edit.path
-    try:
-        text = target.read_text()
-    except FileNotFoundError:
-        raise BuildError(f"{owner} has no {edit.path} to patch", hint=f"see {table}") from None
-    found = text.count(edit.old)
-    if found != edit.count:
-        raise BuildError(f"patching {owner} {edit.path}: expected {edit.count} occurrence(s) of "
-                         f"{edit.old.strip()!r}, found {found}", hint=f"update {table} for this version")
-    target.write_text(text.replace(edit.old, edit.new))
+    _edit_file(root, edit.path, edit.old, edit.new, edit.count, owner, table)
 
 
 def go_build_env(extra: dict[str, str] | None = None) -> dict[str, str]:
