@@ -33,6 +33,7 @@ from tce_ipfs.ipfs import clusterpins, isolation
 from tce_ipfs.ipfs.cluster import ClusterSeed
 from tce_ipfs.ipfs.clusterapi import ClusterAPI, parse_stream
 from tce_ipfs.ipfs.clusterconfig import ClusterOptions, ClusterState, service_config
+from tce_ipfs.ipfs.node import Node
 from tce_ipfs.settings import CLUSTER_VERSION
 
 PEER_ID = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
@@ -227,7 +228,7 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 
 # ------------------------------------------------------------------------ real seeds on loopback
 def start_seed(tmp: Path, name: str, port: int, *, join: str | None = None, secret: Path | None = None,
-               kubo_bin: Path, service: Path) -> ClusterState:
+               kubo_bin: Path, service: Path, extra: list[str] | None = None) -> ClusterState:
     """`tce-ipfs cluster start` on loopback (kubo and API on any free port, REST on the socket only)."""
     state = tmp / name
     argv = ["cluster", "start", "--state", str(state), "--listen", "127.0.0.1", "--port", str(port),
@@ -235,7 +236,7 @@ def start_seed(tmp: Path, name: str, port: int, *, join: str | None = None, secr
             "--kubo", str(kubo_bin), "--service", str(service), "--json"]
     if join:
         argv += ["--join", join, "--secret", str(secret)]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, *(extra or [])]) == 0
     return ClusterState(state)
 
 
@@ -400,3 +401,35 @@ def test_status_of_a_state_that_is_no_seed(tmp_path: Path, capsys: pytest.Captur
     assert cli.main(["cluster", "status", "--state", str(tmp_path)]) == NodeError.exit_code
     assert "is not a cluster seed's state" in capsys.readouterr().err
 
+
+
+@pytest.mark.kubo
+def test_private_lab_swarm(host_kubo: Path, host_cluster: ClusterBinaries, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """--private on the first seed, --swarm-key (its key file) on the next: the kubos share a private
+    swarm (0600 key, forced), roots replicate, and the boot line carries ipfs.swarmkey=."""
+    bins = {"kubo_bin": host_kubo, "service": host_cluster.service}
+    states = [ClusterState(tmp_path / f"p{i}") for i in (1, 2, 3)]
+    with stopped_at_exit(*states):
+        p1 = start_seed(tmp_path, "p1", 19496, **bins, extra=["--private"])
+        key_file = p1.repo / "swarm.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        addr = p1.record()["cluster_addrs"][0]
+        p2 = start_seed(tmp_path, "p2", 19497, join=addr, secret=p1.secret_path, **bins,
+                        extra=["--swarm-key", str(key_file)])
+        assert (p2.repo / "swarm.key").read_text() == key_file.read_text()
+        for s in (p1, p2):
+            pid = Node(s.repo).pid()
+            assert pid and b"LIBP2P_FORCE_PNET=1" in Path(f"/proc/{pid}/environ").read_bytes()
+            assert ClusterSeed(s).status()["private"]
+        capsys.readouterr()
+        repo = make_repo(tmp_path / "repo", ["p"])
+        assert cli.main(["publish", str(repo), "--cluster", str(p1.path), "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert sorted(out["cluster"]["pinned_on"]) == ["p1", "p2"]
+        assert out["root"] in kubo_roots(p2)
+        info = clusterpins.boot_info(ClusterSeed(p1).api(), swarm_key=p1.swarm_key())
+        assert info.codes()["ipfs.swarmkey"] == p1.swarm_key() and len(info.peers) == 2
+        # a seed that joins without the key: its kubo is outside the swarm, and start says so
+        start_seed(tmp_path, "p3", 19498, join=addr, secret=p1.secret_path, **bins)
+        assert "cannot connect to the kubo of" in caplog.text and "--swarm-key" in caplog.text

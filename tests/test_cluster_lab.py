@@ -185,3 +185,20 @@ def test_cluster_seeds_on_the_lab_lan(work: Path, host_kubo: Path, host_cluster:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cluster-lab.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def test_cluster_bench_writes_numbers(work: Path, host_kubo: Path, host_cluster: ClusterBinaries,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`tce-ipfs cluster bench`, tiny: the numbers are there and sane (never asserted as performance)."""
+    from tce_ipfs.testbed.bench import cluster as bench
+
+    out = work / "bench"
+    res = bench.run(host_kubo, host_cluster.service, work / "bench-work", out, seeds=2, total_mib=4,
+                    extensions=8)
+    saved = json.loads((out / "cluster-results.json").read_text())
+    assert saved == json.loads(json.dumps(res))
+    assert res["payload_bytes"] >= 4 * 2**20 and sorted(res["first"]["pinned_at_s"]) == ["seed1", "seed2"]
+    assert res["first"]["to_all_s"] > 0 and res["update"]["to_all_s"] > 0 and res["http"]["seconds"] > 0
+    assert all(b >= 4 * 2**20 for b in res["http"]["bytes_each"])
+    assert all(v["cluster"] and v["kubo"] for v in res["rss"].values())
+    assert not list((work / "bench-work").glob("seed*/service/tce-ipfs.pid"))  # stopped afterwards

@@ -287,18 +287,31 @@ class ClusterSeed:
         me = self.state.record().get("cluster_peer_id")
         others: list[str] = []
         cluster_addrs: list[str] = []
+        by_seed: dict[str, list[str]] = {}
         for peer in self.api().peers():
             if peer.get("error") or peer.get("id") == me:
                 continue
-            others += lan_addrs((peer.get("ipfs") or {}).get("addresses") or [], loopback_ok=loopback_ok)
+            addrs = lan_addrs((peer.get("ipfs") or {}).get("addresses") or [], loopback_ok=loopback_ok)
+            by_seed[str(peer.get("peername") or peer.get("id"))] = addrs
+            others += addrs
             cluster_addrs += lan_addrs(peer.get("addresses") or [], loopback_ok=loopback_ok)
+        unreachable = []
         with self.node().client() as client:
-            for addr in others:
-                try:
-                    rpc.swarm_connect(client, addr, timeout=10)
-                    rpc.peering_add(client, addr)
-                except NodeError as exc:
-                    log.debug("connecting to seed %s: %s", addr, exc.message)
+            for seed, addrs in by_seed.items():
+                reached = False
+                for addr in addrs:
+                    try:
+                        rpc.swarm_connect(client, addr, timeout=10)
+                        rpc.peering_add(client, addr)
+                        reached = True
+                    except NodeError as exc:
+                        log.debug("connecting to seed %s at %s: %s", seed, addr, exc.message)
+                if not reached:
+                    unreachable.append(seed)
+        if unreachable:
+            log.warning("this seed's kubo cannot connect to the kubo of %s: it will not fetch roots from "
+                        "there (a private swarm? every seed needs the same swarm key: --swarm-key)",
+                        ", ".join(unreachable))
         record = self.state.record()
         kubo_peers = sorted(set(record.get("kubo_peers", [])) | set(others))
         known = sorted(set(record.get("cluster_peers", [])) | set(cluster_addrs))
