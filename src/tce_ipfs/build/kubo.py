@@ -580,20 +580,58 @@ def go_version() -> str:
     return proc.output(["go", "env", "GOVERSION"], what="asking go for its version")
 
 
-def _fetch_source(version: str, work: Path) -> Path:
-    """Download ``kubo@version`` through the module proxy; return its (read-only) module cache dir."""
+# ------------------------------------------------------------------------------------------------
+# Shared with build.cluster: the same Go-module download, patching, build lock and manifest for the
+# other Go programs we build from the module proxy (ipfs-cluster). Public names for kubo's helpers.
+
+def fetch_module(module: str, version: str, work: Path, *, name: str, releases: str) -> Path:
+    """Download ``module@version`` through the Go module proxy; return its (read-only) module cache dir.
+
+    ``name`` says what it is in errors; ``releases`` is where a user checks which versions exist.
+    """
     work.mkdir(parents=True, exist_ok=True)
     try:
-        out = proc.output(["go", "mod", "download", "-json", f"{KUBO_MODULE}@{version}"],
-                          env=_go_env(), cwd=work, timeout=1800, what=f"downloading kubo {version}")
+        out = proc.output(["go", "mod", "download", "-json", f"{module}@{version}"],
+                          env=_go_env(), cwd=work, timeout=1800, what=f"downloading {name} {version}")
     except CommandFailed as exc:
-        raise BuildError(f"cannot download kubo {version} from the Go module proxy: {exc.message}",
-                         hint="check the version exists (https://github.com/ipfs/kubo/releases) "
-                              "and that GOPROXY is reachable") from exc
+        raise BuildError(f"cannot download {name} {version} from the Go module proxy: {exc.message}",
+                         hint=f"check the version exists ({releases}) and that GOPROXY is reachable") from exc
     data = json.loads(out)
     if data.get("Error"):
-        raise BuildError(f"cannot download kubo {version}: {data['Error']}")
+        raise BuildError(f"cannot download {name} {version}: {data['Error']}")
     return Path(data["Dir"])
+
+
+def writable_copy(src: Path, dst: Path) -> None:
+    """Copy a (read-only) module cache directory to ``dst`` and make it writable, for patching."""
+    _copy_writable(src, dst)
+
+
+def edit_source(root: Path, edit: Edit, *, owner: str, table: str) -> None:
+    """Apply one ``Edit`` under ``root``; ``owner`` names the tree in errors (``ipfs-cluster v1.1.0``),
+    ``table`` the constant that holds the edit (the hint when it no longer fits the source)."""
+    _edit_file(root, edit.path, edit.old, edit.new, edit.count, owner, table)
+
+
+def go_build_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every ``go`` command of a build runs with (``GOFLAGS=-mod=mod`` + ``extra``)."""
+    return _go_env(extra)
+
+
+def build_lock(lock_path: Path, what: str) -> contextlib.AbstractContextManager[None]:
+    """An exclusive flock on ``lock_path`` (waits, and says so, when another process holds it)."""
+    return _locked(lock_path, what)
+
+
+def write_manifest(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON manifest atomically (readers never see half a file)."""
+    _write_json_atomic(path, data)
+
+
+def _fetch_source(version: str, work: Path) -> Path:
+    """Download ``kubo@version`` through the module proxy; return its (read-only) module cache dir."""
+    return fetch_module(KUBO_MODULE, version, work, name="kubo",
+                        releases="https://github.com/ipfs/kubo/releases")
 
 
 def _copy_writable(src: Path, dst: Path) -> None:

@@ -453,6 +453,17 @@ class Lab(Managed):
             if dev and dev not in allowed:
                 raise IsolationError(f"{what} routes via {dev}")
 
+    def add_address(self) -> str:
+        """One more address on the lab bridge (``<net>.2``, ``.3``, ...: below the guests' range), for
+        another server of the lab LAN (several seeds, each on its own address)."""
+        self._require_open()
+        self._extra_addresses = getattr(self, "_extra_addresses", 0) + 1
+        if self._extra_addresses >= GUEST_HOST_OFFSET:
+            raise NodeError(f"lab {self.netns} has no free server address left")
+        addr = str(self.network.network_address + 1 + self._extra_addresses)
+        run_ip(self.netns, "addr", "add", f"{addr}/{self.network.prefixlen}", "dev", self.bridge)
+        return addr
+
     # ------------------------------------------------------------------ the host seed
     def start_seed(self, kubo: Path, *, swarm_key: str | None = None, mdns: bool = False,
                    timeout: float = 60.0) -> SeedNode:
