@@ -26,7 +26,7 @@ from support.media import fake_core, fake_kernel, fake_p2p_initrd
 from tce_ipfs import cli
 from tce_ipfs.arch import Arch
 from tce_ipfs.build import cluster as build_cluster
-from tce_ipfs.build import elf, kubo
+from tce_ipfs.build import elf, gomodule
 from tce_ipfs.build.cluster import ClusterBinaries
 from tce_ipfs.errors import BuildError, NodeError, UsageError
 from tce_ipfs.ipfs import clusterpins, isolation
@@ -78,7 +78,7 @@ def test_build_once_then_cache_keyed_by_version_and_recipe(cache: Path, fake_bui
     manifest = json.loads((built.service.parent / "cluster.json").read_text())
     assert manifest["version"] == CLUSTER_VERSION and manifest["recipe"] == rid
     for name in build_cluster.PROGRAMS:
-        assert manifest["programs"][name]["sha256"] == kubo.sha256_file(built.service.parent / name)
+        assert manifest["programs"][name]["sha256"] == gomodule.sha256_file(built.service.parent / name)
     assert build_cluster.ensure(Arch.AARCH64, CLUSTER_VERSION.removeprefix("v")) == built
     assert fake_build.calls == 1
     # tampering with a binary (same size) rebuilds it
@@ -122,23 +122,24 @@ def test_cli_build(cache: Path, fake_build: FakeBuild, capsys: pytest.CaptureFix
     assert cli.main(["cluster", "build", "--version", "v9"]) == UsageError.exit_code
 
 
-def test_edit_source_must_match_exactly(tmp_path: Path) -> None:
+def test_source_edit_must_match_exactly(tmp_path: Path) -> None:
     (tmp_path / "a.go").write_text("x := foo()\n")
-    kubo.edit_source(tmp_path, kubo.Edit("a.go", "foo()", "bar()"), owner="t v1", table="T")
+    gomodule.edit_file(tmp_path, "a.go", "foo()", "bar()", owner="t v1", table="T")
     assert (tmp_path / "a.go").read_text() == "x := bar()\n"
     with pytest.raises(BuildError, match=r"patching t v1 a\.go: expected 1 occurrence\(s\) of 'foo\(\)'"):
-        kubo.edit_source(tmp_path, kubo.Edit("a.go", "foo()", "baz()"), owner="t v1", table="T")
+        gomodule.edit_file(tmp_path, "a.go", "foo()", "baz()", owner="t v1", table="T")
 
 
 @pytest.mark.kubo
 @pytest.mark.parametrize("version", sorted(build_cluster.PATCHES))
 def test_isolation_patches_fit_the_served_versions(version: str, tmp_path: Path) -> None:
     """Both versions the module proxy serves take every isolation patch (v1.1.0 is also built)."""
-    moddir = kubo.fetch_module(build_cluster.CLUSTER_MODULE, version, tmp_path / "dl", name="ipfs-cluster",
-                               releases=build_cluster.RELEASES)
-    kubo.writable_copy(moddir, tmp_path / "src")
+    moddir = gomodule.fetch_module(build_cluster.CLUSTER_MODULE, version, tmp_path / "dl",
+                                   name="ipfs-cluster", releases=build_cluster.RELEASES)
+    gomodule.writable_copy(moddir, tmp_path / "src")
     for edit in build_cluster.PATCHES[version]:
-        kubo.edit_source(tmp_path / "src", edit, owner=version, table="T")
+        gomodule.edit_file(tmp_path / "src", edit.path, edit.old, edit.new, count=edit.count, owner=version,
+                           table="T")
     host = (tmp_path / "src" / "clusterhost.go").read_text()
     for gone in ("NATPortMap", "EnableNATService", "EnableAutoRelay", "EnableHolePunching"):
         assert f"libp2p.{gone}(" not in host

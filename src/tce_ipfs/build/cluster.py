@@ -36,8 +36,8 @@ from typing import Any
 
 from tce_ipfs import proc
 from tce_ipfs.arch import Arch
-from tce_ipfs.build import elf, kubo
-from tce_ipfs.build.kubo import Edit
+from tce_ipfs.build import elf, gomodule
+from tce_ipfs.build.kuborecipe import Edit
 from tce_ipfs.errors import BuildError, CommandFailed, UsageError
 from tce_ipfs.settings import CLUSTER_MODULE, CLUSTER_VERSION, cache_dir
 
@@ -227,7 +227,8 @@ def load(arch: Arch, version: str = CLUSTER_VERSION) -> ClusterBinaries | None:
             st = (where / name).stat()
             if st.st_size != int(entry["size"]):
                 return None
-            if st.st_mtime_ns != entry.get("mtime_ns") and kubo.sha256_file(where / name) != entry["sha256"]:
+            changed = st.st_mtime_ns != entry.get("mtime_ns")
+            if changed and gomodule.sha256_file(where / name) != entry["sha256"]:
                 log.warning("cached %s changed on disk; rebuilding", where / name)
                 return None
     except (OSError, ValueError, KeyError, TypeError):
@@ -250,21 +251,22 @@ def prepare_source(version: str) -> Path:
     if marker.exists():
         return src
     what = f"preparing ipfs-cluster {version} source"
-    with kubo.build_lock(version_dir(version) / f"src-{rid}.lock", what):
+    with gomodule.build_lock(version_dir(version) / f"src-{rid}.lock", what):
         if marker.exists():
             return src
         log.info("fetching ipfs-cluster %s source (Go module proxy)", version)
-        moddir = kubo.fetch_module(CLUSTER_MODULE, version, version_dir(version) / "tmp",
+        moddir = gomodule.fetch_module(CLUSTER_MODULE, version, version_dir(version) / "tmp",
                                    name="ipfs-cluster", releases=RELEASES)
         tmp = src.with_name(src.name + ".partial")
         for old in (src, tmp):
             if old.exists():
                 shutil.rmtree(old)
-        kubo.writable_copy(moddir, tmp)
+        gomodule.writable_copy(moddir, tmp)
         _check_source_version(tmp, version)
         for edit in patches:
             log.debug("applying isolation patch: %s", edit)
-            kubo.edit_source(tmp, edit, owner=f"ipfs-cluster {version}", table="cluster.PATCHES")
+            gomodule.edit_file(tmp, edit.path, edit.old, edit.new, count=edit.count,
+                               owner=f"ipfs-cluster {version}", table="cluster.PATCHES")
         (tmp / marker.name).write_text(json.dumps(recipe(version), sort_keys=True) + "\n")
         tmp.rename(src)
     return src
@@ -304,7 +306,7 @@ def _build(arch: Arch, version: str, dest: Path) -> dict[str, Any]:
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     args = build_args(partial)
-    env = kubo.go_build_env(arch.go_env)
+    env = gomodule.go_build_env(arch.go_env)
     started = time.monotonic()
     try:
         try:
@@ -327,7 +329,7 @@ def _build(arch: Arch, version: str, dest: Path) -> dict[str, Any]:
         shutil.rmtree(partial, ignore_errors=True)
     log.info("built ipfs-cluster %s for %s in %.0f s", version, arch, seconds)
     return {"seconds": round(seconds, 1),
-            "build": {**recipe(version), "go": kubo.go_version(), "env": dict(sorted(env.items())),
+            "build": {**recipe(version), "go": gomodule.go_version(), "env": dict(sorted(env.items())),
                       "command": args[:5] + args[-len(PROGRAMS):]}}
 
 
@@ -344,7 +346,7 @@ def ensure(arch: Arch | None = None, version: str = CLUSTER_VERSION, *,
             return hit
     dest = binary_dir(arch, version)
     dest.mkdir(parents=True, exist_ok=True)
-    with kubo.build_lock(dest / ".lock", f"building ipfs-cluster {version} for {arch}"):
+    with gomodule.build_lock(dest / ".lock", f"building ipfs-cluster {version} for {arch}"):
         hit = None if rebuild else load(arch, version)  # someone may have built it while we waited
         if hit is not None:
             _validate(hit)
@@ -354,9 +356,9 @@ def ensure(arch: Arch | None = None, version: str = CLUSTER_VERSION, *,
         programs = {}
         for name in PROGRAMS:
             st = (dest / name).stat()
-            programs[name] = {"sha256": kubo.sha256_file(dest / name), "size": st.st_size,
+            programs[name] = {"sha256": gomodule.sha256_file(dest / name), "size": st.st_size,
                               "mtime_ns": st.st_mtime_ns}
-        kubo.write_manifest(dest / MANIFEST_NAME, {
+        gomodule.write_manifest(dest / MANIFEST_NAME, {
             "version": version, "arch": arch.info.name, "recipe": recipe_id(version), "programs": programs,
             "created": datetime.now(UTC).isoformat(timespec="seconds"), **meta,
         })

@@ -32,16 +32,11 @@ from tce_ipfs.ipfs.cluster import ClusterSeed
 from tce_ipfs.ipfs.clusterconfig import ClusterState
 from tce_ipfs.ipfs.publish import publish
 from tce_ipfs.ipfs.seed import pin_name
-from tce_ipfs.testbed.bench.scenarios import MIRROR_PORT, make_repo
+from tce_ipfs.testbed.bench import mirror
+from tce_ipfs.testbed.bench.scenarios import make_repo
 from tce_ipfs.testbed.lab import Lab
 
 log = logging.getLogger(__name__)
-
-
-def _src_dir() -> str:
-    import tce_ipfs
-
-    return str(Path(tce_ipfs.__file__).resolve().parents[1])
 
 
 def _start(lab: Lab, state: Path, addr: str, name: str, kubo: Path, service: Path,
@@ -49,7 +44,7 @@ def _start(lab: Lab, state: Path, addr: str, name: str, kubo: Path, service: Pat
     """``tce-ipfs cluster start`` run inside the lab namespace (as on that seed's machine)."""
     res = lab.exec([sys.executable, "-m", "tce_ipfs", "cluster", "start", "--state", state, "--listen", addr,
                     "--api-port", "0", "--rest-port", "0", "--name", name, "--kubo", kubo,
-                    "--service", service, "--json", *join], env={"PYTHONPATH": _src_dir()}, timeout=600)
+                    "--service", service, "--json", *join], env={"PYTHONPATH": mirror.src_dir()}, timeout=600)
     info: dict[str, Any] = json.loads(res.stdout)
     return info
 
@@ -68,16 +63,14 @@ def _timeline(api: Any, cid: str, started: float, want: int, timeout: float) -> 
 
 def _http_baseline(lab: Lab, repo: Path, origin: str, mirrors: int, work: Path) -> dict[str, Any]:
     """N-1 mirrors download the whole repo from the origin's HTTP server at the same moment."""
-    from tce_ipfs.testbed.bench.scenarios import _helper_argv, _start_link_mirror
-
-    server = _start_link_mirror(lab, repo, origin, work / "mirror-stats.json")
+    server = mirror.start_in(lab, repo, origin, work / "mirror-stats.json")
     files = sorted(p.name for p in repo.iterdir() if p.is_file())
     at = time.monotonic() + 2.0
     results: list[dict[str, Any]] = []
 
     def one() -> None:
-        res = lab.exec(_helper_argv("fetch-http", f"http://{origin}:{MIRROR_PORT}", "--at", repr(at), *files),
-                       env={"PYTHONPATH": _src_dir()}, timeout=3600, what="HTTP mirror sync")
+        argv = mirror.helper_argv("fetch-http", f"http://{origin}:{mirror.PORT}", "--at", repr(at), *files)
+        res = lab.exec(argv, env={"PYTHONPATH": mirror.src_dir()}, timeout=3600, what="HTTP mirror sync")
         results.append(json.loads(res.stdout))
 
     threads = [threading.Thread(target=one) for _ in range(mirrors)]

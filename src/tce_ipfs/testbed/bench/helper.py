@@ -11,10 +11,12 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from tce_ipfs.testbed.bench.mirror import mirror_server
+from tce_ipfs.testbed.bench.mirror import fetch_http, mirror_server
 
 
 def _serve_http(root: Path, host: str, port: int, stats: Path) -> None:
@@ -38,6 +40,14 @@ def _serve_http(root: Path, host: str, port: int, stats: Path) -> None:
     server.serve_forever()
 
 
+def _fetch_http_at(base: str, files: Sequence[str], at: float) -> dict[str, Any]:
+    """Wait until monotonic time ``at`` (so N fetcher processes start together), then fetch."""
+    time.sleep(max(0.0, at - time.monotonic()))
+    start = time.monotonic()
+    got = fetch_http(base, files)
+    return {"start": start, "end": time.monotonic(), "bytes": got}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tce_ipfs.testbed.bench.helper",
                                      description="benchmark helpers run inside a lab namespace")
@@ -47,8 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--bind", required=True)
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--stats", type=Path, required=True)
+    fetch = sub.add_parser("fetch-http")
+    fetch.add_argument("base")
+    fetch.add_argument("files", nargs="+")
+    fetch.add_argument("--at", type=float, default=0.0)
     args = parser.parse_args(argv)
-    _serve_http(args.root, args.bind, args.port, args.stats)
+    if args.cmd == "serve-http":
+        _serve_http(args.root, args.bind, args.port, args.stats)
+    else:
+        print(json.dumps(_fetch_http_at(args.base, args.files, args.at)))
     return 0
 
 

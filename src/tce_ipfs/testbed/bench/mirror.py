@@ -74,12 +74,12 @@ def fetch_http(base: str, files: Sequence[str]) -> int:
 
 
 # ---------------------------------------------------------------- the mirror inside a lab namespace
-def _src_dir() -> str:
+def src_dir() -> str:
     """Where the ``tce_ipfs`` package lives (PYTHONPATH for our helpers inside a namespace)."""
     return str(Path(tce_ipfs.__file__).resolve().parents[1])
 
 
-def _helper_argv(*args: str | os.PathLike[str]) -> list[str]:
+def helper_argv(*args: str | os.PathLike[str]) -> list[str]:
     """The helper's command line (``python -m tce_ipfs.testbed.bench.helper ...``), run in a namespace."""
     return [sys.executable, "-m", f"{__package__}.helper", *(os.fspath(a) for a in args)]
 
@@ -93,9 +93,9 @@ def start_in(lab: Any, root: Path, host: str, stats: Path) -> Any:
     """The HTTP mirror as a process inside ``lab``'s namespace on ``host``:``PORT``; its counters go to
     ``stats`` (``served_bytes``)."""
     stats.unlink(missing_ok=True)
-    mirror = lab.spawn("http-mirror", _helper_argv("serve-http", root, "--bind", host,
-                                                   "--port", str(PORT), "--stats", stats),
-                       env={"PYTHONPATH": _src_dir()})
+    mirror = lab.spawn("http-mirror", helper_argv("serve-http", root, "--bind", host,
+                                                  "--port", str(PORT), "--stats", stats),
+                       env={"PYTHONPATH": src_dir()})
     deadline = time.monotonic() + 30
     while not stats.exists():
         if not mirror.alive() or time.monotonic() > deadline:
