@@ -45,12 +45,15 @@ CODES: tuple[BootCode, ...] = (
     BootCode("lst", "name", "onboot.lst", "the list to fetch and to write to /tmp/builtin/<lst>",
              max_len=64, tc=True),
     BootCode("ipfs.peers", "peers", None, "peers to dial and keep (comma-separated multiaddrs ending "
-             "in /p2p/<peer id>); without it, mDNS on the LAN", max_len=300, max_count=16),
+             "in /p2p/<peer id>), usually just the seed; LAN peers are found by mDNS", max_len=300,
+             max_count=16),
     BootCode("ipfs.timeout", "seconds", "120", "bound on the whole hook, in seconds (a trailing s is "
              "allowed)", low=2, high=3600),
     BootCode("ipfs.mirror", "url", None, "plain HTTP repo with the same flat layout, the fallback",
              max_len=512),
     BootCode("ipfs.seed", "bool", "1", "keep kubo running after boot, serving what it fetched"),
+    BootCode("ipfs.mdns", "bool", "1", "LAN discovery (mDNS): machines booting together find each other "
+             "and trade blocks; 0 turns it off"),
     BootCode("ipfs.swarmkey", "hex", None, "private swarm key (64 hex digits)", max_len=64),
     BootCode("ipfs.port", "port", "4001", "TCP port kubo listens on for LAN peers (0: any)", low=0,
              high=65535),
@@ -275,7 +278,8 @@ def _car(code: BootCode, value: str | None) -> str | None:
         return _needs_value(value)
     assert code.max_len is not None
     device, colon, path = value.partition(":")
-    ident = device.partition("=")[2] if device.startswith(("LABEL=", "UUID=")) else device.removeprefix("/dev/")
+    labelled = device.startswith(("LABEL=", "UUID="))
+    ident = device.partition("=")[2] if labelled else device.removeprefix("/dev/")
     if not colon or len(value) > code.max_len or not is_safe_name(ident) or \
             not is_safe_path(path.removeprefix("/")):
         return "<device, LABEL=name or UUID=id>:<path> (e.g. LABEL=TCE:/repo.car)"

@@ -39,6 +39,9 @@ examples:
   tce-ipfs publish ./repo --json           root, per-file CIDs and sizes, the diff
   tce-ipfs publish /mnt/sda1/tce --kernel 6.6.8-tinycore64
   tce-ipfs publish /srv/tc-mirror --seed --name lab-mirror --keep 3 --dnslink tce.lab.example.org
+  tce-ipfs publish ./repo --cluster STATE --keep 2
+                     through the seeds' cluster (`tce-ipfs cluster`): pinned on every seed, waits
+                     until it is ("pinned on 2/3 ..."), then unpins all but the newest 2 roots
 """
 
 
@@ -101,6 +104,12 @@ def _summary(result: PublishResult, unpinned: list[str]) -> None:
 def cmd_publish(args: argparse.Namespace) -> int:
     from tce_ipfs.ipfs import names, pubcache, roots
 
+    if args.cluster:
+        if args.seed is not None or args.name or args.dnslink or args.full:
+            raise UsageError("--cluster goes without --seed, --name, --dnslink and --full")
+        return _publish_to_cluster(args)
+    if args.replication is not None:
+        raise UsageError("--replication goes with --cluster")
     if args.name:
         names.check_key(args.name)
         names.check_duration(args.lifetime, "--lifetime")
@@ -149,6 +158,32 @@ def _note_in_seed_record(state: Any, source: str, root: str) -> None:
         state.write_record({**record, "root": root, "published_at": now()})
 
 
+def _publish_to_cluster(args: argparse.Namespace) -> int:
+    """Publish to a cluster seed's kubo, pin on the cluster, wait for the seeds, drop old roots."""
+    from tce_ipfs.commands.cluster import default_state
+    from tce_ipfs.ipfs import clusterpins
+
+    api, state = clusterpins.api_for(args.cluster, default_state())
+    kubo_api = args.api or (clusterpins.kubo_api_of(state) if state else None)
+    if kubo_api is None:
+        raise UsageError(f"--cluster {args.cluster} is not a seed on this machine: which kubo gets the "
+                         "files?",
+                         hint="give --api (that seed's kubo RPC API), or --cluster as its state directory")
+
+    def say(line: str) -> None:
+        log.info("%s", line)
+
+    with rpc.client(kubo_api, timeout=args.timeout) as client:
+        replication = -1 if args.replication is None else args.replication
+        res = clusterpins.publish_to_cluster(
+            api, client, Path(args.repo_dir), replication=replication, keep=args.keep,
+            timeout=args.wait_timeout, check=not args.no_check, kernel=args.kernel, progress=say, bar=True)
+    log.info("%s pinned on %d/%d seeds in %.1f s%s", res.root, len(res.pinned_on), res.required,
+             res.seconds_to_pinned, f"; unpinned {len(res.unpinned)} older root(s)" if res.unpinned else "")
+    emit(args, res.as_json(), res.root)
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("publish", parents=[common],
                        help="publish a TC repo or mirror tree, print its root CID",
@@ -175,7 +210,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--ttl", metavar="DURATION", help="how long resolvers may cache the IPNS record")
     p.add_argument("--dnslink", metavar="DOMAIN", help="the domain for the printed DNSLink TXT line")
     p.add_argument("--keep", type=int, metavar="K",
-                   help="afterwards unpin this source's roots older than the newest K (this one counts)")
+                   help="afterwards unpin this source's roots older than the newest K (this one counts; "
+                        "with --cluster: on every seed of the cluster)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds to wait for any single API read (default 600)")
+    p.add_argument("--cluster", metavar="STATE|API",
+                   help="publish through the seeds' cluster: a cluster seed's state directory or its REST "
+                        "API (/unix/STATE/rest.sock, /ip4/127.0.0.1/tcp/9094); the files go to that seed's "
+                        "kubo (or --api)")
+    p.add_argument("--replication", type=int, metavar="N",
+                   help="with --cluster: pin on N seeds (default: every seed)")
+    p.add_argument("--wait-timeout", type=float, default=1800.0, metavar="S",
+                   help="with --cluster: seconds to wait for the seeds to pin it (default 1800)")
     p.set_defaults(func=cmd_publish)

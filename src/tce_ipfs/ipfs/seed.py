@@ -193,7 +193,7 @@ class BootInfo:
                 "boot_line": self.line(), "running": self.running, "ipns": self.ipns}
 
 
-def _check_peers(peers: Sequence[str]) -> tuple[str, ...]:
+def check_peers(peers: Sequence[str]) -> tuple[str, ...]:
     if not peers:
         raise NodeError("the seed reports no swarm address to put in ipfs.peers=")
     if len(peers) > MAX_PEERS:
@@ -379,19 +379,7 @@ class SeedServer:
         self._reload.set()
 
     def make_node(self) -> Node:
-        opts = self.options
-        api = [f"/unix{self.state.api_socket}"] if len(str(self.state.api_socket)) <= SUN_PATH_MAX else []
-        api.append(f"/ip4/127.0.0.1/tcp/{opts.api_port}")
-        return Node(self.state.repo, self.kubo, listen_host=opts.listen[0], swarm_port=opts.port,
-                    api_port=opts.api_port, peers=opts.peers,
-                    allowed_networks=allowed_networks(opts.listen, public=opts.public),
-                    extra_config={"Addresses.Swarm": [f"/ip4/{a}/tcp/{opts.port}" for a in opts.listen],
-                                  "Addresses.API": api,
-                                  # LAN discovery only when asked: for a private lab LAN.
-                                  "Discovery.MDNS.Enabled": opts.mdns,
-                                  # Serving a name: answer the LAN's DHT queries for its record (a DHT
-                                  # of the peers that connect: no bootstrap, the gater as always).
-                                  "Routing.Type": "dhtserver" if opts.name else "none"})
+        return seed_node(self.state.repo, self.kubo, self.options, self.state.api_socket)
 
     def run(self, on_ready: Callable[[BootInfo], None], *, poll: float = 1.0) -> None:
         """Start, publish, ``on_ready(info)``, serve until ``Stopped`` (or kubo dies: ``NodeError``).
@@ -503,7 +491,7 @@ class SeedServer:
                 log.info("IPNS %s (key %s) -> /ipfs/%s", ipns, opts.name, cid)
             if opts.keep:
                 roots.keep(client, source, opts.keep, current=cid)
-            peers = _own_peers(node.swarm_addrs, opts.listen)
+            peers = own_peers(node.swarm_addrs, opts.listen)
         info = BootInfo(cid=cid, peers=peers, swarm_key=key, ipns=ipns)
         record = self.state.record() or {}
         self.state.write_record({
@@ -516,6 +504,23 @@ class SeedServer:
             if record.get("pid") == os.getpid() else _now(), "stopped_at": None,
         })
         return info
+
+
+def seed_node(repo: Path, kubo: Path | None, opts: SeedOptions, api_socket: Path) -> Node:
+    """The seed's kubo (also each cluster seed's, ``ipfs.cluster``): swarm on the listen addresses,
+    the API on ``api_socket`` (when the path fits) and on TCP loopback ``opts.api_port``."""
+    api = [f"/unix{api_socket}"] if len(str(api_socket)) <= SUN_PATH_MAX else []
+    api.append(f"/ip4/127.0.0.1/tcp/{opts.api_port}")
+    return Node(repo, kubo, listen_host=opts.listen[0], swarm_port=opts.port,
+                api_port=opts.api_port, peers=opts.peers,
+                allowed_networks=allowed_networks(opts.listen, public=opts.public),
+                extra_config={"Addresses.Swarm": [f"/ip4/{a}/tcp/{opts.port}" for a in opts.listen],
+                              "Addresses.API": api,
+                              # LAN discovery only when asked: for a private lab LAN.
+                              "Discovery.MDNS.Enabled": opts.mdns,
+                              # Serving a name: answer the LAN's DHT queries for its record (a DHT of
+                              # the peers that connect: no bootstrap, the gater as always).
+                              "Routing.Type": "dhtserver" if opts.name else "none"})
 
 
 def check_source(source: str) -> tuple[Path | None, str | None]:
@@ -534,7 +539,7 @@ def check_source(source: str) -> tuple[Path | None, str | None]:
                          hint="serve a TC repo directory (flat, or a tce dir), or a root CID") from None
 
 
-def _own_peers(addrs: Sequence[str], listen: Sequence[str]) -> tuple[str, ...]:
+def own_peers(addrs: Sequence[str], listen: Sequence[str]) -> tuple[str, ...]:
     """The running seed's ``.../p2p/<id>`` addresses on the listen addresses, in their order."""
     wild = "0.0.0.0" in listen
     out: list[str] = []
@@ -546,7 +551,7 @@ def _own_peers(addrs: Sequence[str], listen: Sequence[str]) -> tuple[str, ...]:
                 out.append(addr)
     # A loopback address is no use to another machine (it would dial itself) next to a LAN one.
     lan = [a for a in out if not a.startswith("/ip4/127.")]
-    return _check_peers(list(dict.fromkeys(lan or out)))
+    return check_peers(list(dict.fromkeys(lan or out)))
 
 
 def _tcp_api(node: Node) -> str | None:
@@ -576,7 +581,7 @@ def boot_info(state: SeedState) -> BootInfo:
     running = state.serving_pid() is not None
     if not running:
         log.warning("the seed in %s is not running now: machines boot from it once it is", state.path)
-    return BootInfo(cid=str(record["root"]), peers=_check_peers(list(record.get("peers") or [])),
+    return BootInfo(cid=str(record["root"]), peers=check_peers(list(record.get("peers") or [])),
                     swarm_key=state.swarm_key() if record.get("private") else None, running=running,
                     ipns=record.get("ipns"))
 
@@ -603,7 +608,7 @@ def boot_info_from_api(api: str) -> BootInfo:
         if not repo_path.is_dir():
             log.warning("the seed's repo is not on this machine: if its swarm is private, add "
                         "--boot-code ipfs.swarmkey=<its key>")
-    return BootInfo(cid=roots[0][1], peers=_check_peers(lan or v4), swarm_key=key)
+    return BootInfo(cid=roots[0][1], peers=check_peers(lan or v4), swarm_key=key)
 
 
 def resolve(value: str) -> BootInfo:
