@@ -317,11 +317,19 @@ kubo_dial() {
 
 # kubo_resolve DEADLINE_CS: ipns:NAME -> CID (and a path inside it, prepended to SUBPATH).
 kubo_resolve() {
-    if ! _r_out=$(ipfsc "$1" 60 name resolve "/ipns/$IPNS_NAME" 2>"$WORK/resolve.err"); then
-        last_line "$WORK/resolve.err"
-        KUBO_ERR="cannot resolve ipns:$IPNS_NAME: ${LAST:-timed out}"
-        return 1
-    fi
+    # Right after the dial the peer may not be in kubo's DHT routing table yet (identify runs after
+    # the connection): the resolve then fails at once. A few tries, a second apart, cover that.
+    _r_try=1
+    while ! _r_out=$(ipfsc "$1" 60 name resolve "/ipns/$IPNS_NAME" 2>"$WORK/resolve.err"); do
+        secs_left "$1"
+        if [ "$_r_try" -ge 5 ] || [ "$LEFT" -le 2 ]; then
+            last_line "$WORK/resolve.err"
+            KUBO_ERR="cannot resolve ipns:$IPNS_NAME: ${LAST:-timed out}"
+            return 1
+        fi
+        _r_try=$((_r_try + 1))
+        nap 1
+    done
     _r_out=${_r_out%%[[:space:]]*}
     _r_rest=${_r_out#/ipfs/}
     _r_cid=${_r_rest%%/*}

@@ -4,7 +4,9 @@ Scenarios: ``publish`` (vs a bare ``ipfs add -r``), ``fetch-loopback`` (IPFS vs 
 loopback: software overhead only) and ``fetch-link`` (a lab that boots at once: for each ``--clients``
 N, N machines -- network namespaces on one switched LAN, each running the real boot hook -- fetch the
 boot closure from the origin, seed and HTTP mirror behind a ``--link-mbit`` uplink; needs root). The
-default runs all three (``fetch-link`` only as root).
+default runs those three (``fetch-link`` only as root). ``--only mirror``: a whole TC mirror tree
+(``--mirror-extensions``, ``--mirror-mib``): publish vs a bare ``ipfs add -r``, republish after 1% of
+the extensions changed, and IPNS resolution through a seed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tce_ipfs.errors import UsageError
 log = logging.getLogger(__name__)
 
 # testbed.bench.SCENARIOS (not imported here: building the CLI must stay cheap; a test checks they match)
-SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
+SCENARIOS = ("publish", "fetch-loopback", "fetch-link", "mirror")
+DEFAULT = ("publish", "fetch-loopback", "fetch-link")  # mirror writes GiBs: only with --only mirror
 
 
 def _numbers(kind: type[int] | type[float], text: str) -> tuple[Any, ...]:
@@ -52,6 +55,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    metavar="MBIT[,MBIT...]", help="origin uplink caps in fetch-link (tc tbf), Mbit/s")
     p.add_argument("--stock-seed", action="store_true",
                    help="fetch-link also against a stock kubo seed (without the seed build's super-seeding)")
+    p.add_argument("--mirror-extensions", type=int, default=3000,
+                   help="extensions in the mirror benchmark's tree (2 releases x 2 arches)")
+    p.add_argument("--mirror-mib", type=int, default=3072, help="total size of the mirror benchmark's tree")
     p.add_argument("--only", choices=SCENARIOS, action="append",
                    help="run only this scenario (repeatable)")
     p.set_defaults(func=run)
@@ -72,6 +78,16 @@ def _link_lines(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _mirror_lines(m: dict[str, Any]) -> list[str]:
+    ipns = m["ipns"]
+    return [f"mirror ({m['extensions']} extensions, {m['files']} files, {m['bytes'] / 2**30:.2f} GiB):",
+            f"  publish / bare add -r: {m['publish_ratio_median']:.2f}x (target <= 1.1x)",
+            f"  republish after {m['changed_extensions']} changed: {m['republish_s'][0]:.1f} s = "
+            f"{100 * m['republish_fraction']:.1f}% of a full publish (target <= 5%)",
+            f"  ipns through a seed ({ipns['where']}): kubo start to resolved CID "
+            f"{ipns['start_to_resolved_median_s']:.2f} s median (target <= 1 s)"]
+
+
 def _fetch_lines(f: dict[str, Any]) -> list[str]:
     s, c, n = f["single"], f["concurrent"], f["clients"]
     where = f"{f['link_mbit']:g} Mbit/s origin link" if "link_mbit" in f else "loopback"
@@ -88,15 +104,16 @@ def run(args: argparse.Namespace) -> int:
     from tce_ipfs.cli import emit
     from tce_ipfs.testbed import bench
 
-    if args.repeats < 1 or args.fetch_mib < 1:
-        raise UsageError("--repeats and --fetch-mib must be positive")
-    scenarios = tuple(args.only or SCENARIOS)
+    if args.repeats < 1 or args.fetch_mib < 1 or args.mirror_extensions < 4 or args.mirror_mib < 1:
+        raise UsageError("--repeats, --fetch-mib and --mirror-mib must be positive, --mirror-extensions >= 4")
+    scenarios = tuple(args.only or DEFAULT)
     if not args.only and os.geteuid() != 0:
         log.warning("not root: skipping fetch-link (it needs network namespaces)")
         scenarios = tuple(s for s in scenarios if s != "fetch-link")
     cfg = bench.BenchConfig(extensions=args.extensions, total_mib=args.total_mib, repeats=args.repeats,
                             clients=args.clients, fetch_mib=args.fetch_mib, link_mbit=args.link_mbit,
-                            stock_seed=args.stock_seed, out=args.out)
+                            stock_seed=args.stock_seed, mirror_extensions=args.mirror_extensions,
+                            mirror_mib=args.mirror_mib, out=args.out)
     results = bench.run(kubo.ensure(Arch.host()), cfg, scenarios)
     lines = []
     if results.publish:
@@ -105,9 +122,11 @@ def run(args: argparse.Namespace) -> int:
         lines += _fetch_lines(results.fetch_loopback)
     if results.fetch_link:
         lines += _link_lines(results.fetch_link)
+    if results.mirror:
+        lines += _mirror_lines(results.mirror)
     plots = [p for p in ("bench.png", "fetch-link.png") if (args.out / p).exists()]
     lines.append(f"results: {args.out / 'results.json'}, plots: "
                  + ", ".join(str(args.out / p) for p in plots))
     emit(args, {"publish": results.publish, "fetch_loopback": results.fetch_loopback,
-                "fetch_link": results.fetch_link}, "\n".join(lines))
+                "fetch_link": results.fetch_link, "mirror": results.mirror}, "\n".join(lines))
     return 0

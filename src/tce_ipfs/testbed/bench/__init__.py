@@ -62,6 +62,10 @@ def run(kubo: Path, cfg: BenchConfig, scenarios: Sequence[str] = SCENARIOS) -> B
             results.fetch_loopback = bench_fetch_loopback(kubo, work, cfg)
         if "fetch-link" in scenarios:
             results.fetch_link = bench_fetch_link(kubo, work, cfg)
+        if "mirror" in scenarios:
+            from tce_ipfs.testbed.bench.mirrorscale import bench_mirror
+
+            results.mirror = bench_mirror(kubo, work, cfg.mirror_extensions, cfg.mirror_mib, cfg.repeats)
     (cfg.out / "results.json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
     plot(results, cfg.out)
     return results

@@ -23,7 +23,7 @@ from tce_ipfs.testbed.bench.mirror import fetch_http, http_mirror
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
+SCENARIOS = ("publish", "fetch-loopback", "fetch-link", "mirror")
 FETCH_EXTENSIONS = 40  # the fetch repo; its onboot.lst (the boot closure) names the first 10
 
 
@@ -36,6 +36,8 @@ class BenchConfig:
     fetch_mib: int = 30  # the fetch repo; its boot closure (onboot.lst) is a quarter: 7.5 MiB
     link_mbit: tuple[float, ...] = (100.0, 20.0)  # origin uplink caps for fetch-link
     stock_seed: bool = False  # fetch-link also against a stock kubo seed (no super-seeding)
+    mirror_extensions: int = 3000  # the mirror scenario's tree (2 releases x 2 arches)
+    mirror_mib: int = 3072
     out: Path = Path("bench-results")
 
 
@@ -45,6 +47,7 @@ class BenchResults:
     publish: dict[str, Any] = field(default_factory=dict)
     fetch_loopback: dict[str, Any] = field(default_factory=dict)
     fetch_link: dict[str, Any] = field(default_factory=dict)
+    mirror: dict[str, Any] = field(default_factory=dict)
 
 
 def make_repo(path: Path, count: int, total_bytes: int) -> list[str]:
