@@ -104,7 +104,7 @@ def test_a_guest_boots_its_onboot_set_from_a_usb_car_with_no_peer(
     loaded = f"tce-ipfs: loaded 6 extensions from ipfs:{cid} (CAR LABEL=TCEUSB:/repo.car) in "
     assert any(ln.startswith(loaded) for ln in lines), lines
     assert outcome.fields["extensions"].split(",") == repo.closure
-    assert outcome.fields["car"] == f"ok {cid}" and outcome.fields["peers_connected"] == "0"
+    assert outcome.fields["car"] == "ok" and outcome.fields["peers_connected"] == "0"
 
 
 def test_a_truncated_car_is_one_line_and_the_seed_is_used(
@@ -127,4 +127,4 @@ def test_a_truncated_car_is_one_line_and_the_seed_is_used(
     assert len(car_lines) == 1, lines
     assert car_lines[0].startswith("tce-ipfs: error: ipfs.car=LABEL=TCEUSB:/repo.car: "), lines
     assert any(ln.startswith(f"tce-ipfs: loaded 6 extensions from ipfs:{cid} in ") for ln in lines), lines
-    assert outcome.fields["car"].startswith("failed: ")
+    assert outcome.fields["car"] == "failed"

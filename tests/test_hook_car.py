@@ -51,7 +51,7 @@ def test_a_car_boots_with_no_peer_reachable(env: HookEnv, disk: str) -> None:
     assert res.rc == 0, res.stderr
     assert env.builtin_list() == ["ipfs.tcz", "libhello.tcz", "hello.tcz"]
     assert res.final.startswith(f"loaded 2 extensions from ipfs:{CID} (CAR {disk}:/tce/repo.car) in ")
-    assert res.status["car"] == f"ok {CID}" and res.status["result"] == "ok"
+    assert res.status["car"] == "ok" and res.status["result"] == "ok"
     assert not [c for c in res.calls if "swarm/connect" in c or "swarm connect" in c]  # no peer waited for
     assert f"ipfs --offline pin add --progress=false /ipfs/{CID}" in res.calls
     assert any(c.startswith("umount ") for c in res.calls)  # the stick may be pulled out afterwards
@@ -70,7 +70,7 @@ def test_a_truncated_car_is_one_line_and_the_peers_are_used(env: HookEnv) -> Non
         "error: ipfs.car=LABEL=TCEUSB:/repo.car: import failed (truncated or not a CAR?): unexpected EOF; "
         "fetching as usual"]
     assert res.final.startswith(f"loaded 1 extensions from ipfs:{CID} in ")
-    assert res.status["car"].startswith("failed: import failed")
+    assert res.status["car"] == "failed"
 
 
 def test_a_car_missing_blocks_fails_fast_and_the_boot_goes_on(env: HookEnv) -> None:

@@ -16,7 +16,7 @@
 CAR_DIR=$WORK/car
 CAR_WAIT=10   # seconds a USB disk may take to appear (usb-storage enumerates after the kernel boots)
 CAR_MAX=300   # seconds for the import (blocks are written to a RAM repo: a 1 GiB CAR takes ~1 min)
-CAR_NOTE=     # for the status file: the outcome ("ok <root>", "failed: <why>")
+CAR_NOTE=     # for the status file: ok, imported (tce=ipns:) or failed (the why is on the console)
 BLKID="blkid"
 FINDFS="findfs"
 UMOUNT="umount"
@@ -45,7 +45,7 @@ car_device() {
 
 # car_fail WHY: the one console line; status 1.
 car_fail() {
-    CAR_NOTE="failed: $1"
+    CAR_NOTE=failed
     err "ipfs.car=$CAR_DEV:/$CAR_PATH: $1; fetching as usual"
     return 1
 }
@@ -99,7 +99,7 @@ car_seed() {
         car_fail "it does not hold all of $CID (truncated, or another root?): ${LAST:-pin failed}"
         return 1
     fi
-    CAR_NOTE="ok $CID"
+    CAR_NOTE=ok
     P_DESC="$P_DESC (CAR $CAR_DEV:/$CAR_PATH)"
     info "imported $CAR_DEV:/$CAR_PATH: all of $CID is here, not waiting for peers"
     return 0
