@@ -979,3 +979,10 @@ def test_readme_codes_are_tested() -> None:
     source = Path(__file__).read_text()
     for code in codes:
         assert re.search(rf"[ \"']{re.escape(code)}[=:\s\"]", source), f"boot code {code} has no test"
+
+
+def test_car_code_is_checked_before_anything(env: HookEnv) -> None:
+    """ipfs.car= (USB seeding, lib/car.sh; the rest is in test_hook_car.py): a path trick is refused."""
+    result = env.run(f"tce=ipfs:{CID} ipfs.car=sdb1:/../etc/shadow")
+    assert result.final.startswith("FAILED: bad boot code: ipfs.car=sdb1:/../etc/shadow is not <device")
+    assert not [c for c in result.calls if c.startswith(("blkid", "ipfs dag"))]

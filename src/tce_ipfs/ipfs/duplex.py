@@ -53,8 +53,10 @@ def post(api: str, command: str, opts: dict[str, str], body: Iterable[bytes], he
         try:
             sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
             for chunk in body:
-                if chunk:
-                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                if chunk:  # chunked transfer encoding, without copying the chunk
+                    sock.sendall(b"%x\r\n" % len(chunk))
+                    sock.sendall(chunk)
+                    sock.sendall(b"\r\n")
             sock.sendall(b"0\r\n\r\n")
         except BaseException as exc:  # handed to the reading side
             failed.append(exc)

@@ -7,8 +7,10 @@ a mirror's ``tcz/``), a tce dir (``DIR/optional/*`` + ``DIR/*.lst``, flattened),
 ``/ipfs/<root>/16.x/x86_64/tcz/NAME.tcz``, so ``tce=ipfs:<root>/16.x/x86_64/tcz`` boots from it.
 
 CIDv1 with raw leaves and kubo's default chunker and directory sharding: the same files give the same
-root on any node. Every check (names, md5 against ``.md5.txt``, dependencies, lists; for a tree also
-the index files, as warnings) runs before anything is sent to kubo.
+root on any node. The checks (names, dependencies, lists; for a tree also the index files, as warnings)
+run before anything is sent to kubo; the md5 of every ``.tcz`` against its ``.md5.txt`` is computed
+from the bytes as they are sent (one read of a 3 GiB mirror, not two): a mismatch refuses the publish
+and takes the root's pin back (the blocks sent are unpinned: ``ipfs repo gc`` drops them).
 
 Incremental: with a ``cache`` (``pubcache``) of the previous publish of the same source on the same
 node, and that root still pinned there, only the files whose ``stat`` changed are hashed and added:
@@ -86,7 +88,8 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
     source's last publish on this node (``pubcache``): makes a republish incremental; ``full`` ignores
     what it says (and rewrites it). ``pin_name``: the root's pin name (``roots.pin_name``).
 
-    A refused repo leaves no trace in the node (no pin, no blocks).
+    A repo refused for names, dependencies or lists sends nothing to kubo; one refused for an md5
+    leaves no pin (its blocks are unpinned).
     """
     started = time.monotonic()
     source = tctree.scan_source(Path(repo_dir))
@@ -96,11 +99,17 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
     state = PublishCache.load(cache, source.root.resolve(), node)
     known = {} if full else {rel: e for rel in files if (e := state.unchanged(rel, stats[rel])) is not None}
 
+    previous = state.root if state.files else None
+    incremental = bool(previous and not full and rpc.pin_ls(client, previous))
+    # A full add hashes every .tcz from the bytes it sends (one read, overlapping kubo's work); an
+    # incremental one hashes the few changed files first.
+    hash_while_adding = check and not incremental
     sums: dict[str, str] = {}
     if check:
         sums = {rel: e.md5 for rel, e in known.items() if e.md5}
-        sums.update(_hash_new(source, set(sums)))
-        problems = tctree.check(source, kernel, sums=sums)
+        if not hash_while_adding:
+            sums.update(_hash_new(source, set(sums)))
+        problems = tctree.check(source, kernel, md5=not hash_while_adding, sums=sums)
     else:
         problems = list(source.ignored) + [p for r in source.repos.values() for p in r.ignored]
     _refuse_on_errors(source.root, problems)
@@ -114,8 +123,6 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
         raise RepoError(f"refusing to publish {source.root}: no .tcz files found")
 
     sizes = {rel: st.st_size for rel, st in stats.items()}
-    previous = state.root if state.files else None
-    incremental = bool(previous and not full and rpc.pin_ls(client, previous))
     if previous and not incremental and not full:
         log.info("the previous root %s is not pinned on this node any more: publishing everything",
                  previous)
@@ -137,7 +144,16 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
             _name_pin(client, root, pin_name)
         added = changed
     else:
-        root, cids = _add_all(client, source.root, files, sizes, progress, pin_name)
+        digests: dict[Path, str] | None = {} if hash_while_adding else None
+        pinned_before = set(rpc.pin_ls(client)) if hash_while_adding else set()
+        root, cids = _add_all(client, source.root, files, sizes, progress, pin_name, digests)
+        if digests is not None:
+            sums.update({rel: digests[path] for rel, path in files.items() if path in digests})
+            late = tcrepo.errors_only(tctree.check(source, kernel, indexes=False, sums=sums))
+            if late:  # a .tcz that does not match its .md5.txt: take the pin back (not one made before)
+                if root not in pinned_before:
+                    rpc.pin_rm(client, root)
+                _refuse_on_errors(source.root, late)
         mode, added = "full", list(files)
 
     diff = extension_diff({rel: e.cid for rel, e in state.files.items()}, cids) if previous else None
@@ -183,10 +199,11 @@ def _refuse_on_errors(root: Path, problems: list[tcrepo.Problem]) -> None:
 
 
 def _add_all(client: Any, where: Path, files: dict[str, Path], sizes: dict[str, int], progress: bool,
-             pin_name: str | None) -> tuple[str, dict[str, str]]:
-    """Add ``files`` as one tree, pinned; return (root CID, {path: CID})."""
+             pin_name: str | None, digests: dict[Path, str] | None = None) -> tuple[str, dict[str, str]]:
+    """Add ``files`` as one tree, pinned; return (root CID, {path: CID}). ``digests``: gets the md5 of
+    every ``.tcz`` as it is sent."""
     with Progress(f"publishing {len(files)} files", sum(sizes.values())) as bar:
-        root = rpc.add_tree(client, files, pin=True, pin_name=pin_name,
+        root = rpc.add_tree(client, files, pin=True, pin_name=pin_name, digests=digests,
                             on_sent=bar.advance if progress and bar.enabled else None)
     cids = _file_cids(client, root, files)
     missing = sorted(set(files) - set(cids))

@@ -11,6 +11,7 @@ Also used on the booted Tiny Core machine by the agent: standard library + ipfsh
 
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -191,7 +192,10 @@ def pin_ls(c: Any, cid: str | None = None) -> dict[str, str]:
         raise NodeError(f"IPFS pin ls failed: {_reason(exc)}") from None
     except ClientError as exc:
         raise NodeError(f"IPFS pin ls failed: {_reason(exc)}") from None
-    keys = res["Keys"] or {}
+    try:
+        keys = res["Keys"] or {}
+    except KeyError:  # no pin at all: kubo's answer has no Keys
+        keys = {}
     return {str(k): str(v["Type"]) for k, v in keys.items()}
 
 
@@ -273,13 +277,18 @@ def _tree_stream_class() -> Any:
         directories before what they hold (what kubo's /add expects)."""
 
         def __init__(self, entries: Sequence[tuple[str, Path | None]], chunk_size: int,
-                     on_sent: Callable[[int], None] | None = None) -> None:
+                     on_sent: Callable[[int], None] | None = None,
+                     digests: dict[Path, str] | None = None) -> None:
             self.entries = entries
             self.on_sent = on_sent
+            self.digests = digests
+            self._md5: Any = None
             super().__init__("tree", chunk_size=chunk_size)
 
         def _gen_file_chunks(self, file: Any) -> Any:
             for chunk in super()._gen_file_chunks(file):
+                if self._md5 is not None:
+                    self._md5.update(chunk)
                 yield chunk
                 if self.on_sent is not None:
                     self.on_sent(len(chunk))  # file content only: what the progress bar counts
@@ -288,9 +297,13 @@ def _tree_stream_class() -> Any:
             for name, path in self.entries:
                 if path is None:
                     yield from self._gen_file(name, content_type=DIRECTORY)
-                else:
-                    with open(path, "rb") as f:
-                        yield from self._gen_file(name, file=f, content_type="application/octet-stream")
+                    continue
+                want = self.digests is not None and name.endswith(".tcz")
+                self._md5 = hashlib.md5(usedforsecurity=False) if want else None
+                with open(path, "rb") as f:
+                    yield from self._gen_file(name, file=f, content_type="application/octet-stream")
+                if self._md5 is not None and self.digests is not None:
+                    self.digests[path] = self._md5.hexdigest()
             yield from self._gen_end()
 
     return TreeStream
@@ -314,14 +327,15 @@ def tree_entries(top: str, files: dict[str, Path]) -> list[tuple[str, Path | Non
 
 def add_tree(c: Any, files: dict[str, Path], *, pin: bool = True, pin_name: str | None = None,
              on_sent: Callable[[int], None] | None = None, to_files: str | None = None,
-             timeout: float | None = None) -> str:
+             digests: dict[Path, str] | None = None, timeout: float | None = None) -> str:
     """Add ``files`` (relative path -> file) as ONE directory tree, CIDv1 with raw leaves; return the
     root's CID (``""`` with ``to_files``: then every top-level entry is linked into that MFS directory,
     ``ipfs add --to-files DIR/``, and each path must be a plain name).
 
     kubo answers while it still reads the upload; the answer is read as it comes (``duplex``), and it
     is the root only (``quieter``: ``dir_cids`` lists what the files became). ``on_sent(bytes)`` counts
-    the upload as it is sent (the progress bar).
+    the upload as it is sent (the progress bar). ``digests``: filled with the md5 of every ``.tcz``
+    sent, computed from the bytes as they go out (no second read of the file).
     """
     top = "tree"
     opts = dict(ADD_OPTS, pin="true" if pin else "false", quieter="true")
@@ -332,7 +346,7 @@ def add_tree(c: Any, files: dict[str, Path], *, pin: bool = True, pin_name: str 
         opts["to-files"] = to_files.rstrip("/") + "/"
     else:
         entries = tree_entries(top, files)
-    stream = _tree_stream_class()(entries, UPLOAD_CHUNK, on_sent)
+    stream = _tree_stream_class()(entries, UPLOAD_CHUNK, on_sent, digests)
     from tce_ipfs.ipfs import duplex
 
     events = list(duplex.post(c.tce_api, "add", opts, stream.body(), stream.headers(), timeout=timeout))
