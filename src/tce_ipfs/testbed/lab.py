@@ -444,6 +444,18 @@ class Lab(Managed):
                 raise IsolationError(f"tap {link['ifname']} is not on the lab bridge")
         self.check_routes(allowed, f"lab {self.netns}")
 
+    def netns_named_by(self, nsid: Any) -> str | None:
+        """The name of the namespace that ``nsid`` (a link's ``link_netnsid``) refers to, as seen from
+        this lab's namespace; None when unknown (or ``nsid`` is None)."""
+        if nsid is None:
+            return None
+        out = run_ip(self.netns, "-j", "netns", "list-id").stdout or b"[]"
+        for entry in json.loads(out):
+            if entry.get("nsid") == nsid:
+                name = entry.get("name")
+                return str(name) if name else None
+        return None
+
     def check_routes(self, allowed: set[str], what: str) -> None:
         """No default route, and no route through a device outside ``allowed``: nothing leaves."""
         for route in self.routes():
