@@ -24,6 +24,9 @@ Teardown (``close()``, run by ``__exit__``, an ``atexit`` hook and the pytest fi
 stops every process the lab started (its process group, then anything still inside the namespace),
 deletes the taps and the bridge, deletes the namespace and checks that it is gone. It never touches
 a namespace it did not create: all names are ``tceipfs-<random>`` and the lab only deletes its own.
+
+This is one module (over 500 lines) on purpose: the namespace, the processes it runs, DHCP, the taps
+and the seed share one lifecycle, and the teardown order above is only right when it sees all of them.
 """
 
 from __future__ import annotations
