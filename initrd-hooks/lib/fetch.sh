@@ -29,6 +29,8 @@ P_USED=0
 M_USED=0
 FIRST_BYTE_CS=
 LIST_CS=
+T_MD5=0   # centiseconds spent checking md5 of fetched files (status t_md5)
+T_PLACE=0 # centiseconds spent placing them (sidecars, rename; status t_place)
 FAILED=" "
 FAIL_COUNT=0
 FIRST_FAIL=
@@ -133,6 +135,7 @@ fetch_list() {
                 tick
                 LIST_CS=$NOW
             fi
+            mark list
             dbg "$LST: fetched from $_l_desc ($SIZE bytes)"
             return 0
         fi
@@ -237,6 +240,7 @@ resolve_closure() {
         esac
     done <"$WORK/order.out"
     ORDER=${ORDER# }
+    mark fetched
     dbg "closure: $ORDER"
 }
 
@@ -287,12 +291,18 @@ get_ext() {
         _g_probe=
         [ "$_g_s" = P ] && [ -z "$FIRST_BYTE_CS" ] && _g_probe=probe
         src_fetch "$_g_s" "$1" "$OPT/$1.part" "$_g_probe"
-        case $? in
+        _g_rc=$?
+        [ -n "$_g_probe" ] && [ -n "$FIRST_BYTE_CS" ] && mark_at first_byte "$FIRST_BYTE_CS"
+        case $_g_rc in
             0) ;;
             2) EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1 not found at $_g_desc"; continue ;;
             *) EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1 from $_g_desc: $FETCH_ERR"; continue ;;
         esac
+        tick
+        _g_t0=$NOW
         md5_of "$OPT/$1.part"
+        tick
+        T_MD5=$((T_MD5 + NOW - _g_t0))
         if [ "$MD5" != "$MD5_WANT" ]; then
             rm -f "$OPT/$1.part"
             EXT_ERR="${EXT_ERR:+$EXT_ERR; }md5 mismatch from $_g_desc (expected $MD5_WANT, got $MD5)"
@@ -301,8 +311,12 @@ get_ext() {
         file_size "$OPT/$1.part"
         src_got "$_g_s" "$SIZE"
         [ "$_g_s" = P ] && from_kubo "$1" "$1"
+        tick
+        _g_t0=$NOW
         place_sidecars "$1"
         mv -f "$OPT/$1.part" "$OPT/$1" || { EXT_ERR="cannot move $1 into optional/"; return 1; }
+        tick
+        T_PLACE=$((T_PLACE + NOW - _g_t0))
         GOT_NEW=1
         dbg "$1: $SIZE bytes from $_g_desc, md5 ok"
         return 0
@@ -346,6 +360,7 @@ settle() {
         PLACED_COUNT=$((PLACED_COUNT + 1))
     done
     PLACED=${PLACED# }
+    mark settled
 }
 
 # write_list: append ipfs.tcz (when we mounted it) and the placed names to $BUILTIN/<lst>,

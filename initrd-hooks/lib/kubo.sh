@@ -69,6 +69,7 @@ kubo_mount() {
         return 1
     fi
     dbg "kubo binary: $KUBO_BIN"
+    mark kubo_mount
     return 0
 }
 
@@ -153,6 +154,7 @@ kubo_prepare() {
         export LIBP2P_FORCE_PNET LIBP2P_TCP_MUX
         dbg "private swarm: swarm.key written"
     fi
+    mark kubo_init
     return 0
 }
 
@@ -205,6 +207,7 @@ kubo_start() {
             API_URL="http://$_k_host:${API##*/tcp/}"
             ;;
     esac
+    mark kubo_ready
     fmt_cs "$KUBO_READY_CS"
     dbg "kubo $KUBO_PID ready in $FMT s, gateway $GATEWAY, api $API"
     return 0
@@ -258,14 +261,14 @@ kubo_wait_peers() {
     while :; do
         api_connect "$_w_poll_until"
         case $? in
-            0) [ "$PEERS_OK" -gt 0 ] && return 0 ;;
+            0) [ "$PEERS_OK" -gt 0 ] && { mark peers; return 0; } ;;
             2) dbg "kubo API not usable with this wget; dialling with the CLI"; break ;;
         esac
         tick
         [ "$NOW" -lt "$_w_poll_until" ] || break
         nap 0.5
     done
-    kubo_dial "$1"
+    kubo_dial "$1" && mark peers
 }
 
 # kubo_dial DEADLINE_CS: `ipfs swarm connect` every peer in parallel; retry rounds until one answers.
@@ -339,6 +342,7 @@ kubo_resolve() {
     _r_sub=${_r_sub%/}
     SUBPATH=${_r_sub}${_r_sub:+${SUBPATH:+/}}$SUBPATH
     dbg "ipns:$IPNS_NAME -> /ipfs/$CID${SUBPATH:+/$SUBPATH}"
+    mark ipns
     return 0
 }
 

@@ -86,6 +86,20 @@ secs_left() {
     LEFT=$((($1 - NOW) / 100))
 }
 
+# mark NAME: MARKS gets "NAME:<uptime S.d>" -- when a step of the boot finished, in the order they
+# happen (status key marks=; the boot benchmark turns them into its per-step bars).
+MARKS=
+mark() {
+    tick
+    mark_at "$1" "$NOW"
+}
+
+# mark_at NAME CS: the same for a moment noted earlier (uptime in centiseconds).
+mark_at() {
+    fmt_cs "$2"
+    MARKS="${MARKS:+$MARKS,}$1:$FMT"
+}
+
 # nap: a short poll interval (busybox and dash-era sleeps both take fractions on TC; fall back to 1 s).
 nap() {
     sleep "${1:-0.2}" 2>/dev/null || sleep 1

@@ -3,7 +3,10 @@
 Scenarios: ``publish`` (vs a bare ``ipfs add -r``), ``fetch-loopback`` (IPFS vs an HTTP mirror, all on
 loopback: software overhead only) and ``fetch-link`` (the origin -- seed and mirror -- behind a
 ``--link-mbit`` uplink in a private network namespace, ``--clients`` fetchers on an uncapped LAN
-behind it; needs root). The default runs all three (``fetch-link`` only as root).
+behind it; needs root) and ``boot`` (one QEMU guest per ``--arch`` booted alternately with
+``tce=ipfs:`` from a host seed and ``tce=http://`` from a host mirror; medians, ratios and a stacked bar
+per mode of where the boot spent its time: ``boot-results.json``, ``boot.png``). The default runs all
+four (``fetch-link`` only as root).
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from tce_ipfs.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# tce_ipfs.bench.SCENARIOS (not imported here: building the CLI must stay cheap; a test checks they match)
-SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
+# tce_ipfs.bench.SCENARIOS + tce_ipfs.bench_boot.SCENARIO (not imported here: building the CLI must stay
+# cheap; a test checks they match)
+HOST_SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
+BOOT = "boot"
+SCENARIOS = (*HOST_SCENARIOS, BOOT)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -39,6 +45,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="origin uplink rate in the fetch-link benchmark (tc tbf), Mbit/s")
     p.add_argument("--only", choices=SCENARIOS, action="append",
                    help="run only this scenario (repeatable)")
+    p.add_argument("--arch", type=Arch.parse, action="append", dest="arches",
+                   help="guest arch of the boot benchmark (repeatable; default x86_64)")
+    p.add_argument("--memory", type=int, default=512, help="guest RAM in MiB in the boot benchmark")
     p.set_defaults(func=run)
 
 
@@ -53,27 +62,51 @@ def _fetch_lines(f: dict[str, Any]) -> list[str]:
             f"HTTP {c['http_egress_ratio']:.2f}{wire}"]
 
 
+def _boot_lines(boot: dict[str, Any]) -> list[str]:
+    lines = []
+    for arch, data in boot["arches"].items():
+        med, r = data["median"], data["ratio"]
+        lines.append(f"boot {arch} ({data['extensions']} extensions, median of {data['repeats']}): "
+                     f"wall IPFS {med['ipfs']['wall_s']:.1f} s / HTTP {med['http']['wall_s']:.1f} s = "
+                     f"{r['wall']:.2f}x; hook {r['hook']:.2f}x; "
+                     f"kubo start -> first byte {med['ipfs']['first_byte_s']} s")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
-    from tce_ipfs import bench, kubo
     from tce_ipfs.cli import emit
 
-    if args.clients < 1 or args.repeats < 1 or args.link_mbit <= 0 or args.fetch_mib < 1:
-        raise UsageError("--clients, --repeats, --fetch-mib and --link-mbit must be positive")
+    if args.clients < 1 or args.repeats < 1 or args.link_mbit <= 0 or args.fetch_mib < 1 or args.memory < 64:
+        raise UsageError("--clients, --repeats, --fetch-mib and --link-mbit must be positive, --memory >= 64")
     scenarios = tuple(args.only or SCENARIOS)
     if not args.only and os.geteuid() != 0:
         log.warning("not root: skipping fetch-link (it needs network namespaces)")
         scenarios = tuple(s for s in scenarios if s != "fetch-link")
-    cfg = bench.BenchConfig(extensions=args.extensions, total_mib=args.total_mib, repeats=args.repeats,
-                            clients=args.clients, fetch_mib=args.fetch_mib, link_mbit=args.link_mbit,
-                            out=args.out)
-    results = bench.run(kubo.ensure(Arch.host()), cfg, scenarios)
-    lines = []
-    if results.publish:
-        lines.append(f"publish / bare add: {results.publish['ratio_median']:.2f}x")
-    for f in (results.fetch_loopback, results.fetch_link):
-        if f:
-            lines += _fetch_lines(f)
-    lines.append(f"results: {args.out / 'results.json'}, plot: {args.out / 'bench.png'}")
-    emit(args, {"publish": results.publish, "fetch_loopback": results.fetch_loopback,
-                "fetch_link": results.fetch_link}, "\n".join(lines))
+    lines: list[str] = []
+    data: dict[str, Any] = {}
+    host = tuple(s for s in scenarios if s in HOST_SCENARIOS)
+    if host:
+        from tce_ipfs import bench, kubo
+
+        cfg = bench.BenchConfig(extensions=args.extensions, total_mib=args.total_mib, repeats=args.repeats,
+                                clients=args.clients, fetch_mib=args.fetch_mib, link_mbit=args.link_mbit,
+                                out=args.out)
+        results = bench.run(kubo.ensure(Arch.host()), cfg, host)
+        if results.publish:
+            lines.append(f"publish / bare add: {results.publish['ratio_median']:.2f}x")
+        for f in (results.fetch_loopback, results.fetch_link):
+            if f:
+                lines += _fetch_lines(f)
+        lines.append(f"results: {args.out / 'results.json'}, plot: {args.out / 'bench.png'}")
+        data.update(publish=results.publish, fetch_loopback=results.fetch_loopback,
+                    fetch_link=results.fetch_link)
+    if BOOT in scenarios:
+        from tce_ipfs import bench_boot
+
+        boot_cfg = bench_boot.BootBenchConfig(arches=tuple(args.arches or (Arch.X86_64,)),
+                                              repeats=args.repeats, memory=args.memory, out=args.out)
+        data["boot"] = bench_boot.run(boot_cfg)
+        lines += _boot_lines(data["boot"])
+        lines.append(f"results: {args.out / 'boot-results.json'}, plot: {args.out / 'boot.png'}")
+    emit(args, data, "\n".join(lines))
     return 0
