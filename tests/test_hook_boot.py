@@ -17,6 +17,7 @@ import pytest
 
 from hookfakes.harness import CID, CID_V1, KREL, PEER, PEER_ID, SHELLS, HookEnv, Repo, Result, md5
 from tce_ipfs import settings
+from test_hook_parse import awk
 
 FINAL_OK = re.compile(r"^loaded (\d+) extensions from (\S+.*) in (\d+\.\d) s$")
 MIRROR = "http://10.0.2.100:8080/tcz"
@@ -412,6 +413,40 @@ def test_one_of_two_peers_is_enough(env: HookEnv) -> None:
     assert FINAL_OK.match(result.final) and result.status["peers_connected"] == "1"
 
 
+def test_blocks_of_a_big_file_are_fetched_in_this_machines_order(env: HookEnv) -> None:
+    """A file of several blocks: its block list from one `ls` per level, every block asked for once,
+    in the order lib/order.awk gives this machine's peer ID (not the file's own order), all before
+    the file is read from kubo into optional/."""
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    blocks = (env.state / "blocks.log").read_text().split()
+    in_file_order = [f"bafkfakebigdatatczx{i}" for i in range(13)]  # 200 000 bytes, 16 KiB blocks
+    assert sorted(blocks) == sorted(in_file_order)
+    # FETCH_BLOCK_JOBS requests at once, each walking its share of this machine's order
+    mine = awk("order.awk", "".join(f"{b}\n" for b in in_file_order), key=f"{FAKE_PEER_ID}/bigdata.tcz")
+    assert mine != in_file_order
+    shares = [mine[w::4] for w in range(4)]
+    for share in shares:
+        assert [b for b in blocks if b in share] == share
+    calls = result.calls
+    last_refs = max(i for i, c in enumerate(calls) if "/api/v0/refs?" in c)
+    read = calls.index(f"wget {GATEWAY_URL}ipfs/{CID}/bigdata.tcz")
+    assert last_refs < read
+    # one ls per level of the closure (two here), for every name of that level at once
+    assert len([c for c in calls if "/api/v0/ls?" in c]) == 2
+    want = (env.http / f"ipfs/{CID}/bigdata.tcz").read_bytes()
+    assert (env.optional() / "bigdata.tcz").read_bytes() == want
+
+
+def test_block_lists_or_block_requests_failing_only_cost_the_order(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.knob("refs_fail", "")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    assert result.status["loaded"] == str(len(CLOSURE))
+
+
 def test_timeout_when_no_peer_has_the_cid(env: HookEnv) -> None:
     env.peers_ok(PEER)  # connected, but nobody has this CID: the gateway just waits
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=3")
@@ -423,15 +458,18 @@ def test_timeout_when_no_peer_has_the_cid(env: HookEnv) -> None:
 def test_gateway_error_stops_asking(env: HookEnv) -> None:
     repo = ipfs_ready(env)
     sample_repo(repo)
-    env.knob("wget_500", "pong.tcz.md5.txt\n")  # the last file fetched (breadth-first)
+    env.knob("wget_500", "hello.tcz.dep\n")  # fetched first, next to the other .dep files of its level
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
     assert "not asking this source again" in result.log
     assert "500 Internal Server Error" in result.console
-    # after the failure no further request went to the gateway
+    # after the failure no new request went to the gateway: at most the level's other .dep files,
+    # asked for in parallel with it, were still under way
     wgets = [c for c in result.calls if c.startswith(f"wget {GATEWAY_URL}")]
-    assert wgets[-1].endswith("pong.tcz.md5.txt")
-    assert "error: ping.tcz: not loaded: its dependency pong.tcz failed" in result.console
-    assert result.status["result"] == "partial"
+    failed_at = next(i for i, c in enumerate(wgets) if c.endswith("/hello.tcz.dep"))
+    later = {c.rsplit("/", 1)[1] for c in wgets[failed_at + 1:]}
+    assert later <= {"greeter.tcz.dep", "ping.tcz.dep", "bigdata.tcz.dep"}, later
+    assert "error: hello.tcz: cannot fetch hello.tcz.dep: " in result.console
+    assert result.status["result"] == "failed" and result.status["loaded"] == "0"
 
 
 @pytest.mark.parametrize(
@@ -671,6 +709,24 @@ def test_seed_pins_every_placed_file(env: HookEnv) -> None:
     assert (env.state / "daemon.running").exists()  # kubo keeps seeding
     # every pin went to kubo's RPC API as a POST; nothing was fetched again through the gateway
     assert all("127.0.0.1:45001/api/v0/pin/add?arg=" in c for c in result.calls if "/pin/" in c)
+    # two calls: the directory node (direct), then every file (recursive)
+    assert len([c for c in result.calls if "/pin/add?" in c]) == 2
+
+
+def test_seed_pins_wait_until_tce_setup_is_done(env: HookEnv) -> None:
+    """At boot the hook's parent is tce-setup, which loads the list after the hook returns: the pin
+    job must not compete with that for the CPU, so it waits until tce-setup has exited."""
+    sample_repo(ipfs_ready(env))
+    parent = env.root / f"proc/{os.getpid()}/cmdline"  # the hook runs as a child of this process
+    parent.parent.mkdir(parents=True)
+    parent.write_bytes(b"/bin/sh\0/usr/bin/tce-setup\0booting\0")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    time.sleep(2)
+    assert result.pins == [] and "pinned" not in result.status  # tce-setup still running
+    parent.unlink()
+    st = result.wait_status("pinned")
+    assert st["pinned"] == str(len(result.pins)) and len(result.pins) > 10
 
 
 def test_seed_pins_subpath_nodes_and_only_what_was_placed(env: HookEnv) -> None:

@@ -14,11 +14,15 @@
 #   Addresses.Swarm     /ip4/0.0.0.0/tcp/<ipfs.port>: LAN peers can fetch from us afterwards
 #   Discovery.MDNS      on only when no ipfs.peers= is given (then LAN discovery is the only way)
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
-# Environment: IPFS_TELEMETRY=off, GOMEMLIMIT (soft heap cap for a small machine).
+# Environment: IPFS_TELEMETRY=off, GOMEMLIMIT (soft heap cap for a small machine); GOGC=off for the
+# short CLI runs (ipfs init, ...: a fresh Go heap collected again and again while the packages
+# initialise is most of a start on a slow CPU; each run exits long before it could matter), and
+# KUBO_GOGC for the daemon.
 
 IPFS_TCZ=$OPT/ipfs.tcz
 KUBO_MNT=$ROOT/tmp/tcloop/ipfs
 KUBO_GOMEMLIMIT=100MiB # soft Go heap cap (see README); kubo stays well under 150 MiB RSS
+KUBO_GOGC=100          # the daemon's GC target (Go's default)
 KUBO_BIN=
 KUBO_PID=
 KUBO_MOUNTED=0
@@ -30,7 +34,8 @@ API=
 API_URL=
 PEERS_OK=0
 KUBO_PEER_ID=
-KUBO_PIN_MAX=30 # seconds for one pin/add call (the blocks are local: it normally takes milliseconds)
+KUBO_PIN_MAX=30   # seconds for one pin/add call (the blocks are local: it normally takes milliseconds)
+KUBO_PIN_BATCH=40 # paths per pin/add call (keeps the URL well under any length limit)
 PINNED=
 PIN_FAILED=0
 
@@ -100,7 +105,8 @@ kubo_prepare() {
     IPFS_PATH=$WORK/repo
     IPFS_TELEMETRY=off
     GOMEMLIMIT=$KUBO_GOMEMLIMIT
-    export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT
+    GOGC=off
+    export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT GOGC
     rm -rf "$IPFS_PATH"
     _k_log=$WORK/kubo-init.log
     : >"$_k_log"
@@ -172,7 +178,7 @@ kubo_peer_id() {
 kubo_start() {
     tick
     KUBO_T0=$NOW
-    "$KUBO_BIN" daemon >"$WORK/kubo.log" 2>&1 </dev/null &
+    GOGC=$KUBO_GOGC "$KUBO_BIN" daemon >"$WORK/kubo.log" 2>&1 </dev/null &
     KUBO_PID=$!
     while :; do
         if grep -q 'Daemon is ready' "$WORK/kubo.log" 2>/dev/null && [ -s "$IPFS_PATH/gateway" ]; then
@@ -346,34 +352,84 @@ kubo_resolve() {
     return 0
 }
 
-# pin_path DEADLINE_CS PATH [direct]: `pin/add` over kubo's RPC API (recursive, or with "direct" only
-# the node itself). Counts into PINNED / PIN_FAILED; a failure is logged with its reason.
-pin_path() {
-    _pp_arg=$2
-    case $_pp_arg in
-        *+*) _pp_arg=$(printf '%s' "$_pp_arg" | sed 's/+/%2B/g') ;; # "+" in a query means a space
-    esac
-    _pp_q="arg=$_pp_arg"
-    [ "${3:-}" = direct ] && _pp_q="$_pp_q&recursive=false"
-    if bounded "$1" "$KUBO_PIN_MAX" "$WGET" -q -O "$WORK/pin.out" --post-data= \
-        "$API_URL/api/v0/pin/add?$_pp_q" 2>"$WORK/pin.err" && grep -q '"Pins"' "$WORK/pin.out" 2>/dev/null; then
-        PINNED=$((PINNED + 1))
-    else
-        last_line "$WORK/pin.err"
-        PIN_FAILED=$((PIN_FAILED + 1))
-        log "seeding: cannot pin $2: ${LAST:-no answer in time}"
+# pin_call DEADLINE_CS MODE PATH...: one `pin/add` over kubo's RPC API for all PATHs (MODE recursive,
+# or direct: only the nodes themselves). Status 0 when kubo pinned them all; LAST = why not.
+pin_call() {
+    _pc_dl=$1
+    _pc_mode=$2
+    _pc_q=
+    shift 2
+    for _pc_p in "$@"; do
+        case $_pc_p in
+            *+*) _pc_p=$(printf '%s' "$_pc_p" | sed 's/+/%2B/g') ;; # "+" in a query means a space
+        esac
+        _pc_q="${_pc_q:+$_pc_q&}arg=$_pc_p"
+    done
+    [ "$_pc_mode" = direct ] && _pc_q="$_pc_q&recursive=false"
+    LAST=
+    bounded "$_pc_dl" "$KUBO_PIN_MAX" "$WGET" -q -O "$WORK/pin.out" --post-data= \
+        "$API_URL/api/v0/pin/add?$_pc_q" 2>"$WORK/pin.err" && grep -q '"Pins"' "$WORK/pin.out" 2>/dev/null &&
+        return 0
+    last_line "$WORK/pin.err"
+    return 1
+}
+
+# pin_batch DEADLINE_CS MODE PATH...: pin the PATHs in one call; if it fails, one path at a time, so
+# every path that cannot be pinned is counted and logged with its reason. Counts into PINNED/PIN_FAILED.
+pin_batch() {
+    _pb_dl=$1
+    _pb_mode=$2
+    shift 2
+    [ "$#" -gt 0 ] || return 0
+    if pin_call "$_pb_dl" "$_pb_mode" "$@"; then
+        PINNED=$((PINNED + $#))
+        return 0
     fi
+    if [ "$#" -eq 1 ]; then
+        PIN_FAILED=$((PIN_FAILED + 1))
+        log "seeding: cannot pin $1: ${LAST:-no answer in time}"
+        return 0
+    fi
+    for _pb_p in "$@"; do
+        if pin_call "$_pb_dl" "$_pb_mode" "$_pb_p"; then
+            PINNED=$((PINNED + 1))
+        else
+            PIN_FAILED=$((PIN_FAILED + 1))
+            log "seeding: cannot pin $_pb_p: ${LAST:-no answer in time}"
+        fi
+    done
+}
+
+# pin_list DEADLINE_CS MODE FILE: pin the paths in FILE (one per line) in batches of KUBO_PIN_BATCH
+# (a URL well under any length limit).
+pin_list() {
+    set -f
+    _pl_batch=
+    _pl_n=0
+    while read -r _pl_p; do
+        _pl_batch="$_pl_batch $_pl_p"
+        _pl_n=$((_pl_n + 1))
+        if [ "$_pl_n" -ge "$KUBO_PIN_BATCH" ]; then
+            # shellcheck disable=SC2086 # paths are checked names: no blanks, globbing is off
+            pin_batch "$1" "$2" $_pl_batch
+            _pl_batch=
+            _pl_n=0
+        fi
+    done <"$3"
+    # shellcheck disable=SC2086
+    pin_batch "$1" "$2" $_pl_batch
 }
 
 # kubo_pin DEADLINE_CS: pin what the boot fetched through kubo so it survives any `ipfs repo gc`:
 # the repo's directory node(s) /ipfs/<CID>[/sub...] (direct: only the node, never the whole repo),
 # <lst>, and for every placed extension the NAME.tcz, NAME.tcz.md5.txt and NAME.tcz.dep that came
-# through the gateway. All of it is local already: nothing new is fetched. Sets PINNED PIN_FAILED.
+# through the gateway. All of it is local already: nothing new is fetched. Two API calls (direct,
+# recursive) for a closure of up to KUBO_PIN_BATCH files. Sets PINNED PIN_FAILED.
 kubo_pin() {
     PINNED=0
     PIN_FAILED=0
     _kp_base=/ipfs/$CID
-    pin_path "$1" "$_kp_base" direct
+    printf '%s\n' "$_kp_base" >"$WORK/pin.dirs"
     _kp_rest=$SUBPATH
     while [ -n "$_kp_rest" ]; do
         _kp_base=$_kp_base/${_kp_rest%%/*}
@@ -381,22 +437,38 @@ kubo_pin() {
             */*) _kp_rest=${_kp_rest#*/} ;;
             *) _kp_rest= ;;
         esac
-        pin_path "$1" "$_kp_base" direct
+        printf '%s\n' "$_kp_base" >>"$WORK/pin.dirs"
     done
-    # shellcheck disable=SC2153 # LST is set by parse.sh
-    [ -n "$LIST_CS" ] && pin_path "$1" "$_kp_base/$LST"
-    awk -v placed=" $PLACED " 'index(placed, " " $1 " ") { print $2 }' "$PIN_NOTES" >"$WORK/pin.todo" 2>/dev/null
-    while read -r _kp_rel; do
-        pin_path "$1" "$_kp_base/$_kp_rel"
-    done <"$WORK/pin.todo"
+    pin_list "$1" direct "$WORK/pin.dirs"
+    {
+        # shellcheck disable=SC2153 # LST is set by parse.sh
+        [ -n "$LIST_CS" ] && printf '%s\n' "$_kp_base/$LST"
+        awk -v base="$_kp_base" -v placed=" $PLACED " 'index(placed, " " $1 " ") { print base "/" $2 }' \
+            "$PIN_NOTES" 2>/dev/null
+    } >"$WORK/pin.todo"
+    pin_list "$1" recursive "$WORK/pin.todo"
 }
 
-# seed_pins_bg: after the hand-over, in the background (the boot goes on): kubo_pin, bounded by
-# ipfs.timeout, then the status file is written again with pinned= (and pin_failed=). Output goes to
-# the hook log only. Nothing is written if kubo is gone or the status is no longer this run's.
+# loader_busy PID: status 0 while PID is TC's tce-setup (the hook's parent at boot; host tests run the
+# hook from something else, so nothing waits there).
+loader_busy() {
+    grep -q tce-setup "$ROOT/proc/$1/cmdline" 2>/dev/null
+}
+
+# seed_pins_bg: after the hand-over, in the background (the boot goes on): once tce-setup has finished
+# (at most ipfs.timeout), kubo_pin, bounded by ipfs.timeout; then the status file is written again with
+# pinned= (and pin_failed=). Output goes to the hook log only. Nothing is written if kubo is gone or the
+# status is no longer this run's.
 seed_pins_bg() {
     (
+        # Not before tce-setup is done: it loads the list and runs the install scripts once we
+        # return, and the boot waits for it; the pins are for later peers and can wait for the CPU.
         tick
+        _sp_dl=$((NOW + TIMEOUT * 100))
+        while loader_busy "$PPID" && [ "$NOW" -lt "$_sp_dl" ]; do
+            nap 0.5
+            tick
+        done
         _sp_t0=$NOW
         kubo_pin "$((NOW + TIMEOUT * 100))"
         tick
@@ -407,7 +479,7 @@ seed_pins_bg() {
         if kill -0 "$KUBO_PID" 2>/dev/null && grep -qxF "kubo_pid=$KUBO_PID" "$STATUS" 2>/dev/null; then
             write_status
         fi
-        [ "$DEBUG" = 1 ] || rm -f "$PIN_NOTES" "$WORK/pin.todo" "$WORK/pin.out" "$WORK/pin.err"
+        [ "$DEBUG" = 1 ] || rm -f "$PIN_NOTES" "$WORK/pin.todo" "$WORK/pin.dirs" "$WORK/pin.out" "$WORK/pin.err"
     ) </dev/null >/dev/null 2>&1 &
 }
 
