@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs import cli, ipfsapi, publish, samplerepo, tcrepo
+from tce_ipfs import cli, tcrepo
 from tce_ipfs.agent import ops
 from tce_ipfs.agent.machine import Machine, bootparam, cid_from_cmdline, parse_status
 from tce_ipfs.errors import RepoError, UsageError
-from tce_ipfs.node import Node
+from tce_ipfs.ipfs import publish, rpc
+from tce_ipfs.ipfs.node import Node
+from tce_ipfs.testbed import samplerepo
 
 KVER = "6.1.0-agenttest"
 
@@ -64,7 +66,7 @@ def world(host_kubo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         with origin.client() as c:
             result = publish.publish(sample.path, c, progress=False)
         with local.client() as c:
-            ipfsapi.swarm_connect(c, origin.swarm_addrs[0], timeout=20)
+            rpc.swarm_connect(c, origin.swarm_addrs[0], timeout=20)
         yield World(origin, local, result.root_cid, result.files, sample.path)
 
 
@@ -96,10 +98,10 @@ def _calls(machine: Machine) -> list[str]:
 
 
 def _local_unpin_all(c: Any, world: World) -> None:
-    pins = ipfsapi.pin_ls(c)
+    pins = rpc.pin_ls(c)
     for name, (cid, _size) in world.files.items():
         if cid in pins and name.endswith(".tcz"):
-            ipfsapi.pin_rm(c, cid)
+            rpc.pin_rm(c, cid)
 
 
 # --- machine facts ---------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def test_install_extra_with_dependency(machine: Machine, world: World, local: An
     assert (machine.root / "su.calls").read_text() == "user=tc\n"
     assert not (machine.tcedir() / "onboot.lst").exists()
     # The fetched files stay pinned: this machine serves them on.
-    pins = ipfsapi.pin_ls(local)
+    pins = rpc.pin_ls(local)
     assert world.files["extra.tcz"][0] in pins and world.files["libextra.tcz"][0] in pins
 
     # Again: nothing fetched, nothing loaded.
@@ -282,7 +284,7 @@ def test_seed_gets_repo_cids_and_unseed_releases(machine: Machine, world: World,
         assert by_name[name]["cid"] == world.files[name][0], name
         assert by_name[name]["in_repo"] is True
     assert by_name["mine.tcz"]["in_repo"] is False
-    pins = ipfsapi.pin_ls(local)
+    pins = rpc.pin_ls(local)
     assert all(r["cid"] in pins for r in rows)
 
     just = ops.unseed(["hello"], machine=machine, client=local)
@@ -292,7 +294,7 @@ def test_seed_gets_repo_cids_and_unseed_releases(machine: Machine, world: World,
     unpinned = {r["name"] for r in rows2 if r["unpinned"]}
     assert unpinned == {"greeter.tcz", "greeter.tcz.md5.txt", "mine.tcz", "libhello.tcz",
                         "libhello.tcz.md5.txt"}
-    pins = ipfsapi.pin_ls(local)
+    pins = rpc.pin_ls(local)
     assert not [r for r in rows if r["cid"] in pins]
     with pytest.raises(RepoError, match="not in"):
         ops.seed(["nano"], machine=machine, client=local)

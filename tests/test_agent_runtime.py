@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import publish, samplerepo
 from tce_ipfs.arch import Arch
-from tce_ipfs.node import Node
+from tce_ipfs.ipfs import publish
+from tce_ipfs.ipfs.node import Node
+from tce_ipfs.testbed import samplerepo
 
 pytestmark = [pytest.mark.root]
 
@@ -39,7 +40,7 @@ for n in "$@"; do [ -f "/tmp/tce/optional/$n.tcz" ] && touch "/usr/local/tce.ins
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """python3.11.tcz + glibc-testbase.tcz + tce-ipfs-agent.tcz for the host arch, in one directory."""
-    from tce_ipfs import recipes
+    from tce_ipfs.build import recipes
 
     out = tmp_path_factory.mktemp("runtime")
     recipes.build("python3.11", Arch.host(), out, testbase=True)

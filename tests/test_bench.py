@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs import bench, bench_boot, lab
+from tce_ipfs.testbed import bench, lab, link
+from tce_ipfs.testbed.bench import boot, scenarios
 
 
 @pytest.mark.kubo
@@ -37,14 +38,14 @@ def test_bench_writes_results_and_plot(host_kubo: Path, tmp_path: Path) -> None:
 def test_bench_fetch_link(host_kubo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Origin (seed + mirror) behind a tbf-capped veth, 2 clients on their own LAN: structure and
     byte accounting only; and nothing of the two namespaces is left afterwards."""
-    links: list[lab.ShapedLink] = []
+    links: list[link.ShapedLink] = []
 
-    class Recorded(lab.ShapedLink):
+    class Recorded(link.ShapedLink):
         def open(self) -> None:
             links.append(self)
             super().open()
 
-    monkeypatch.setattr(lab, "ShapedLink", Recorded)
+    monkeypatch.setattr(link, "ShapedLink", Recorded)
     cfg = bench.BenchConfig(repeats=1, clients=2, fetch_mib=4, link_mbit=50, out=tmp_path / "out")
     results = bench.run(host_kubo, cfg, ("fetch-link",))
     data = json.loads((cfg.out / "results.json").read_text())
@@ -81,7 +82,7 @@ def test_cli_knows_every_scenario() -> None:
     from tce_ipfs.commands import bench as command
 
     assert command.HOST_SCENARIOS == bench.SCENARIOS
-    assert (*bench.SCENARIOS, bench_boot.SCENARIO) == command.SCENARIOS
+    assert (*bench.SCENARIOS, boot.SCENARIO) == command.SCENARIOS
     with pytest.raises(ValueError, match="unknown scenarios"):
         bench.run(Path("/nonexistent/ipfs"), bench.BenchConfig(out=Path("/nonexistent")), ("fetch",))
 
@@ -89,7 +90,7 @@ def test_cli_knows_every_scenario() -> None:
 def test_make_repo_is_valid_and_stable(tmp_path: Path) -> None:
     from tce_ipfs import tcrepo
 
-    bench.make_repo(tmp_path / "a", 12, 12 * 5000)
-    bench.make_repo(tmp_path / "b", 12, 12 * 5000)
+    scenarios.make_repo(tmp_path / "a", 12, 12 * 5000)
+    scenarios.make_repo(tmp_path / "b", 12, 12 * 5000)
     assert tcrepo.errors_only(tcrepo.check_repo(tmp_path / "a")) == []
     assert (tmp_path / "a/bench011.tcz").read_bytes() == (tmp_path / "b/bench011.tcz").read_bytes()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import bench_boot
 from tce_ipfs.arch import Arch
+from tce_ipfs.testbed.bench import boot as bench_boot
 
 IPFS_FIELDS = {
     "marks": "start:2.5,kubo_mount:2.6,kubo_init:5.3,net:5.3,kubo_ready:7.3,peers:8.1,list:9.3,"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tce_ipfs import bootcfg
 from tce_ipfs.errors import RemasterError, UsageError
+from tce_ipfs.media import bootcfg
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 CID2 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+PEER_ID = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
 
 # Tiny Core's CorePure64 isolinux.cfg, as shipped (display + prompt, no menu).
 TC_CFG = """\
@@ -137,11 +138,12 @@ def test_refusals() -> None:
 
 
 def test_parse_codes() -> None:
-    assert bootcfg.parse_codes(["ipfs.peers=/ip4/1.2.3.4/tcp/4001/p2p/X,/ip4/5.6.7.8/tcp/4001/p2p/Y",
-                                "base", "ipfs.timeout=60"]) == {
-        "ipfs.peers": "/ip4/1.2.3.4/tcp/4001/p2p/X,/ip4/5.6.7.8/tcp/4001/p2p/Y", "base": None,
-        "ipfs.timeout": "60"}
-    for bad in ("a b=c", "x=has space", "x=quo'te", "tce=ipfs:x", "initrd=x.gz", "=v", ""):
+    peers = f"/ip4/1.2.3.4/tcp/4001/p2p/{PEER_ID},/ip4/5.6.7.8/tcp/4001/p2p/{PEER_ID}"
+    assert bootcfg.parse_codes([f"ipfs.peers={peers}", "base", "ipfs.timeout=60"]) == {
+        "ipfs.peers": peers, "base": None, "ipfs.timeout": "60"}
+    # tce-ipfs's own codes are checked against bootcodes.CODES (test_bootcodes.py has the rest)
+    for bad in ("a b=c", "x=has space", "x=quo'te", "tce=ipfs:x", "initrd=x.gz", "=v", "", "ipfs.tiemout=60",
+                "ipfs.peers=/ip4/1.2.3.4/tcp/4001/p2p/X"):
         with pytest.raises(UsageError):
             bootcfg.parse_codes([bad])
 

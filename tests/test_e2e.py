@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import record
-from tce_ipfs import e2e, samplerepo
+from support import record
 from tce_ipfs.arch import Arch
+from tce_ipfs.testbed import e2e, samplerepo
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
 

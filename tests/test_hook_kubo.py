@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import record
 from hookfakes.harness import KREL, HookEnv, Repo, Result
-from tce_ipfs import node
+from support import record
+from tce_ipfs.ipfs import node
 
 pytestmark = pytest.mark.kubo
 

@@ -1,4 +1,5 @@
-"""initrd.py: the newc writer against Debian's cpio and busybox cpio, compressors/readers, the hook initrd."""
+"""media.cpio (the newc writer against Debian's cpio and busybox cpio, compressors/readers) and
+media.initrd (the P2P initrd)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tce_ipfs import initrd
 from tce_ipfs.cli import main
 from tce_ipfs.errors import BuildError, UsageError
+from tce_ipfs.media import cpio, initrd
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 
 def sample_archive() -> bytes:
-    w = initrd.CpioWriter()
+    w = cpio.CpioWriter()
     w.add_dir("tmp", 0o1777)
     w.add_dir("tmp/a")
     w.add_file("tmp/a/empty", b"")
@@ -72,7 +73,7 @@ def test_gnu_cpio_lists_and_extracts(tmp_path: Path) -> None:
 
 def test_busybox_cpio_extracts(tmp_path: Path) -> None:
     """TC's tce-setup unpacks with busybox: `zcat X.gz | cpio -idmu`."""
-    data = initrd.compress(sample_archive(), "gzip")
+    data = cpio.compress(sample_archive(), "gzip")
     unpacked = subprocess.run([BUSYBOX, "zcat"], input=data, capture_output=True, check=True).stdout
     subprocess.run([BUSYBOX, "cpio", "-idmu"], input=unpacked, cwd=tmp_path, check=True, capture_output=True)
     assert (tmp_path / "tmp/a/script").read_bytes() == b"#!/bin/sh\necho hi\n"
@@ -87,14 +88,14 @@ def test_gnu_cpio_archive_parses(tmp_path: Path) -> None:
     data = subprocess.run(
         ["cpio", "-o", "-H", "newc", "--quiet"], input=names, cwd=tmp_path, capture_output=True, check=True
     ).stdout
-    entries = {e.name: e for e in initrd.parse_cpio(data)}
+    entries = {e.name: e for e in cpio.parse_cpio(data)}
     assert entries["d/sub/f"].data == b"hello" and entries["d/sub/f"].is_file
     assert entries["d/l"].is_symlink and entries["d/l"].target == "sub/f"
     assert entries["d"].is_dir
 
 
 def test_round_trip_and_fields() -> None:
-    entries = initrd.parse_cpio(sample_archive())
+    entries = cpio.parse_cpio(sample_archive())
     by_name = {e.name: e for e in entries}
     assert by_name["tmp"].perms == 0o1777 and by_name["tmp"].is_dir and by_name["tmp"].nlink == 2
     assert by_name["tmp/a/link"].target == "one"
@@ -104,18 +105,18 @@ def test_round_trip_and_fields() -> None:
 
 def test_writer_is_deterministic() -> None:
     assert sample_archive() == sample_archive()
-    assert initrd.compress(sample_archive(), "gzip") == initrd.compress(sample_archive(), "gzip")
+    assert cpio.compress(sample_archive(), "gzip") == cpio.compress(sample_archive(), "gzip")
 
 
 @pytest.mark.parametrize("name", ["/abs", "a/", "a/../b", "..", ".", "", "a//b", "./a", "a/./b", "a\0b"])
 def test_writer_rejects_bad_names(name: str) -> None:
-    w = initrd.CpioWriter()
+    w = cpio.CpioWriter()
     with pytest.raises(UsageError):
         w.add_file(name, b"")
 
 
 def test_writer_rejects_duplicates_and_late_adds() -> None:
-    w = initrd.CpioWriter()
+    w = cpio.CpioWriter()
     w.add_dir("a")
     with pytest.raises(UsageError, match="duplicate"):
         w.add_file("a", b"")
@@ -126,7 +127,7 @@ def test_writer_rejects_duplicates_and_late_adds() -> None:
 
 def test_writer_devices_links_gid_and_root(tmp_path: Path) -> None:
     need("cpio")
-    w = initrd.CpioWriter()
+    w = cpio.CpioWriter()
     w.add_dir(".")
     w.add_dir("dev")
     w.add_device("dev/console", "c", 5, 1)
@@ -144,43 +145,43 @@ def test_writer_devices_links_gid_and_root(tmp_path: Path) -> None:
     assert listing["tce"].startswith("drwxrwxr-x") and listing["tce"].split()[3] == "50"
     assert listing["bin/sh"].startswith("lrwxrwxrwx")
     assert listing["bin/busybox.suid"].startswith("-rwsr-xr-x")
-    by_name = {e.name: e for e in initrd.parse_cpio(data)}
+    by_name = {e.name: e for e in cpio.parse_cpio(data)}
     assert by_name["."].is_dir
     assert (by_name["dev/sda"].rdevmajor, by_name["dev/sda"].rdevminor, by_name["dev/sda"].gid) == (8, 0, 6)
     with pytest.raises(UsageError, match="kind"):
-        initrd.CpioWriter().add_device("dev/x", "p", 1, 1)  # type: ignore[arg-type]
+        cpio.CpioWriter().add_device("dev/x", "p", 1, 1)  # type: ignore[arg-type]
 
 
 def test_writer_first_ino_and_padding() -> None:
-    w = initrd.CpioWriter(first_ino=0x1001, pad_to=4)
+    w = cpio.CpioWriter(first_ino=0x1001, pad_to=4)
     w.add_dir("a")
     w.add_file("a/b", b"xyz")
     data = w.finish()
-    assert [e.ino for e in initrd.parse_cpio(data)] == [0x1001, 0x1002]
-    assert initrd._cpio_end(data) == len(data)  # trailer last, no block padding
+    assert [e.ino for e in cpio.parse_cpio(data)] == [0x1001, 0x1002]
+    assert cpio._cpio_end(data) == len(data)  # trailer last, no block padding
 
 
 # ------------------------------------------------------------------------------------------ compression
 
 
-@pytest.mark.parametrize("method", initrd.COMPRESSIONS)
+@pytest.mark.parametrize("method", cpio.COMPRESSIONS)
 def test_compress_detect_read(tmp_path: Path, method: str) -> None:
     data = sample_archive()
-    packed = initrd.compress(data, method)
-    assert initrd.detect(packed) == method
-    assert initrd.compress(data, method) == packed
+    packed = cpio.compress(data, method)
+    assert cpio.detect(packed) == method
+    assert cpio.compress(data, method) == packed
     path = tmp_path / f"x.{method}"
     path.write_bytes(packed)
-    assert initrd.read_initrd(path) == data
+    assert cpio.read_initrd(path) == data
 
 
 def test_xz_uses_crc32_for_the_kernel() -> None:
-    packed = initrd.compress(b"abc", "xz")
+    packed = cpio.compress(b"abc", "xz")
     assert packed[7] & 0x0F == 0x01  # stream flags: check type 1 = CRC32
 
 
 def test_gzip_matches_system_tools(tmp_path: Path) -> None:
-    packed = initrd.compress(sample_archive(), "gzip")
+    packed = cpio.compress(sample_archive(), "gzip")
     assert packed[4:8] == b"\0\0\0\0"  # mtime 0
     assert subprocess.run(["gzip", "-t"], input=packed, check=False).returncode == 0
     assert gzip.decompress(packed) == sample_archive()
@@ -188,25 +189,25 @@ def test_gzip_matches_system_tools(tmp_path: Path) -> None:
 
 def test_concatenated_initrds(tmp_path: Path) -> None:
     """core.gz = rootfs.gz + modules.gz; a plain cpio, NUL padding and a zstd part may follow."""
-    a = initrd.CpioWriter()
+    a = cpio.CpioWriter()
     a.add_file("a", b"1")
-    b = initrd.CpioWriter()
+    b = cpio.CpioWriter()
     b.add_file("b", b"2")
-    c = initrd.CpioWriter()
+    c = cpio.CpioWriter()
     c.add_file("c", b"3")
-    d = initrd.CpioWriter()
+    d = cpio.CpioWriter()
     d.add_file("d", b"4")
     blob = (
-        initrd.compress(a.finish(), "gzip")
-        + initrd.compress(b.finish(), "gzip")
+        cpio.compress(a.finish(), "gzip")
+        + cpio.compress(b.finish(), "gzip")
         + b"\0" * 7
         + c.finish()
         + zstandard.ZstdCompressor().compress(d.finish())
-        + initrd.compress(b"", "xz")[:0]
+        + cpio.compress(b"", "xz")[:0]
     )
     path = tmp_path / "core.gz"
     path.write_bytes(blob)
-    names = [e.name for e in initrd.parse_cpio(initrd.read_initrd(path))]
+    names = [e.name for e in cpio.parse_cpio(cpio.read_initrd(path))]
     assert names == ["a", "b", "c", "d"]
 
 
@@ -214,20 +215,20 @@ def test_read_initrd_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.write_bytes(b"PK\x03\x04 not an initrd")
     with pytest.raises(BuildError, match="unknown initrd format"):
-        initrd.read_initrd(bad)
+        cpio.read_initrd(bad)
     truncated = tmp_path / "t.gz"
-    truncated.write_bytes(initrd.compress(sample_archive(), "gzip")[:50])
+    truncated.write_bytes(cpio.compress(sample_archive(), "gzip")[:50])
     with pytest.raises(BuildError):
-        initrd.read_initrd(truncated)
+        cpio.read_initrd(truncated)
     with pytest.raises(BuildError):
-        initrd.read_initrd(tmp_path / "missing")
+        cpio.read_initrd(tmp_path / "missing")
     with pytest.raises(BuildError):
-        initrd.parse_cpio(b"070701" + b"0" * 20)
+        cpio.parse_cpio(b"070701" + b"0" * 20)
 
 
 def test_compress_unknown() -> None:
     with pytest.raises(UsageError):
-        initrd.compress(b"", "lz4")
+        cpio.compress(b"", "lz4")
 
 
 # ------------------------------------------------------------------------------------------ hook initrd
@@ -265,8 +266,8 @@ def fake_tcz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_hook_initrd_layout(tmp_path: Path, fake_tcz: Path) -> None:
     out = initrd.build_hook_initrd("x86_64", tmp_path / "tce-ipfs.gz", ipfs_tcz=fake_tcz)
-    assert out.read_bytes()[:2] == initrd.GZIP_MAGIC
-    entries = {e.name: e for e in initrd.parse_cpio(initrd.read_initrd(out))}
+    assert out.read_bytes()[:2] == cpio.GZIP_MAGIC
+    entries = {e.name: e for e in cpio.parse_cpio(cpio.read_initrd(out))}
     assert list(entries) == [
         "tmp",
         "tmp/builtin",
@@ -282,8 +283,8 @@ def test_hook_initrd_layout(tmp_path: Path, fake_tcz: Path) -> None:
     assert entries["tmp/builtin/optional/ipfs.tcz.md5.txt"].data == f"{md5}  ipfs.tcz\n".encode()
     # the inner archive: what tce-setup unpacks into / and runs
     inner_gz = entries["tmp/builtin/tce-ipfs.gz"].data
-    assert inner_gz[:2] == initrd.GZIP_MAGIC
-    inner = {e.name: e for e in initrd.parse_cpio(gzip.decompress(inner_gz))}
+    assert inner_gz[:2] == cpio.GZIP_MAGIC
+    inner = {e.name: e for e in cpio.parse_cpio(gzip.decompress(inner_gz))}
     assert inner["usr/local/tce.installed/tce-ipfs"].perms == 0o755
     for name in (
         "lib.sh",
@@ -333,12 +334,12 @@ def test_hook_initrd_with_system_cpio(tmp_path: Path, fake_tcz: Path) -> None:
     assert (root / "usr/local/lib/tce-ipfs/build.conf").read_text().endswith("HOOK_ARCH=aarch64\n")
 
 
-@pytest.mark.parametrize("method", initrd.COMPRESSIONS)
+@pytest.mark.parametrize("method", cpio.COMPRESSIONS)
 def test_hook_initrd_is_reproducible(tmp_path: Path, fake_tcz: Path, method: str) -> None:
     one = initrd.build_hook_initrd("x86_64", tmp_path / "1", ipfs_tcz=fake_tcz, compression=method)
     two = initrd.build_hook_initrd("x86_64", tmp_path / "2", ipfs_tcz=fake_tcz, compression=method)
     assert one.read_bytes() == two.read_bytes()
-    assert initrd.detect(one.read_bytes()) == method
+    assert cpio.detect(one.read_bytes()) == method
     assert not list(tmp_path.glob("*.part"))
 
 
@@ -354,27 +355,26 @@ def test_hook_initrd_rejects_non_squashfs(tmp_path: Path) -> None:
     assert not (tmp_path / "o.gz").exists()
 
 
-def test_hook_initrd_builds_kubo_with_the_recipe(
-    tmp_path: Path, fake_tcz: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without --ipfs-tcz the recipe module (imported lazily) builds ipfs.tcz."""
-    import types
+def test_cli_builds_ipfs_tcz_with_the_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --ipfs-tcz the command builds ipfs.tcz with the recipe and hands the resulting image
+    (``TczResult.tcz``) to the initrd builder, which never builds anything itself."""
+    from tce_ipfs.build import recipes, tcz
 
-    calls: list[tuple[str, str, Path]] = []
+    calls: list[tuple[str, str]] = []
 
-    def build(name: str, arch: object, out_dir: Path) -> object:
-        calls.append((name, str(arch), out_dir))
-        dest = out_dir / "ipfs.tcz"
-        shutil.copy(fake_tcz, dest)
-        return types.SimpleNamespace(path=dest)
+    def build(name: str, arch: object, out_dir: Path) -> tcz.TczResult:
+        calls.append((name, str(arch)))
+        tree = out_dir / "tree"
+        (tree / "usr/local/bin").mkdir(parents=True)
+        (tree / "usr/local/bin/ipfs").write_bytes(b"stand-in for kubo")
+        return tcz.pack(tree, out_dir / "ipfs.tcz")
 
-    module = types.ModuleType("tce_ipfs.recipes")
-    module.build = build  # type: ignore[attr-defined]
-    monkeypatch.setitem(__import__("sys").modules, "tce_ipfs.recipes", module)
-    out = initrd.build_hook_initrd("aarch64", tmp_path / "k.gz")
-    assert calls and calls[0][:2] == ("ipfs", "aarch64")
-    entries = {e.name: e for e in initrd.parse_cpio(initrd.read_initrd(out))}
-    assert entries["tmp/builtin/optional/ipfs.tcz"].data == fake_tcz.read_bytes()
+    monkeypatch.setattr(recipes, "build", build)
+    out = tmp_path / "k.gz"
+    assert main(["initrd", "build", "--arch", "aarch64", "-o", str(out)]) == 0
+    assert calls == [("ipfs", "aarch64")]
+    entries = {e.name: e for e in cpio.parse_cpio(cpio.read_initrd(out))}
+    assert entries["tmp/builtin/optional/ipfs.tcz"].data[:4] == initrd.SQUASHFS_MAGIC
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -401,7 +401,7 @@ def test_cli_build_and_list(tmp_path: Path, fake_tcz: Path, capsys: pytest.Captu
     )
     text = capsys.readouterr().out
     assert str(out) in text and "zstd" in text and "aarch64" in text
-    assert initrd.detect(out.read_bytes()) == "zstd"
+    assert cpio.detect(out.read_bytes()) == "zstd"
     assert main(["initrd", "list", str(out)]) == 0
     listing = capsys.readouterr().out
     assert "d1777" in listing and "tmp/builtin/optional/ipfs.tcz" in listing

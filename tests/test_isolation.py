@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import ipfsapi, node, proc, publish
-from tce_ipfs.node import Node
+from tce_ipfs import proc
+from tce_ipfs.ipfs import isolation, node, publish, rpc
+from tce_ipfs.ipfs.node import Node
 
 pytestmark = [pytest.mark.kubo, pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")]
 
@@ -53,9 +54,9 @@ def make_repo(d: Path, count: int = 20, size: int = 400_000) -> Path:
 def test_config_applied_as_kubo_reads_it(host_kubo: Path, tmp_path: Path) -> None:
     n = Node(tmp_path / "repo", host_kubo).init()
     shown = json.loads(n.kubo_cmd("config", "show"))
-    wanted = node.isolation_config()
+    wanted = isolation.isolation_config()
     for key, value in wanted.items():
-        assert node.get_dotted(shown, key) == value, key
+        assert isolation.get_dotted(shown, key) == value, key
     # `config show` prints the file as it is, unknown keys included, so a misspelt key would pass
     # the check above while the daemon ignores it. `config replace` decodes into kubo's Config
     # struct, which drops unknown keys: every key must survive that round trip.
@@ -67,7 +68,7 @@ def test_config_applied_as_kubo_reads_it(host_kubo: Path, tmp_path: Path) -> Non
     decoded = json.loads(scratch.kubo_cmd("config", "show"))
     assert "NoSuchKeyForTheTest" not in decoded["Swarm"]  # the round trip does drop unknown keys
     for key, value in wanted.items():
-        assert node.get_dotted(decoded, key) == value, f"{key}: not a kubo config key?"
+        assert isolation.get_dotted(decoded, key) == value, f"{key}: not a kubo config key?"
     # and single keys through `ipfs config KEY`, the way an operator would check
     assert n.kubo_cmd("config", "Routing.Type").strip() == "none"
     assert json.loads(n.kubo_cmd("config", "--json", "Bootstrap")) == []
@@ -77,9 +78,9 @@ def test_config_applied_as_kubo_reads_it(host_kubo: Path, tmp_path: Path) -> Non
     n.kubo_cmd("config", "--json", "Discovery.MDNS.Enabled", "true")
     # Any non-empty Bootstrap list is drift; a loopback entry proves it without naming a public host.
     n.kubo_cmd("config", "--json", "Bootstrap", json.dumps([f"/ip4/127.0.0.1/tcp/9/p2p/{n.peer_id}"]))
-    assert set(node.config_drift(n.read_config(), wanted)) == {"Discovery.MDNS.Enabled", "Bootstrap"}
+    assert set(isolation.config_drift(n.read_config(), wanted)) == {"Discovery.MDNS.Enabled", "Bootstrap"}
     n.init()
-    assert node.config_drift(json.loads(n.kubo_cmd("config", "show")), wanted) == []
+    assert isolation.config_drift(json.loads(n.kubo_cmd("config", "show")), wanted) == []
 
 
 # --- socket table sampling -----------------------------------------------------------------------
@@ -196,11 +197,11 @@ def workload(a: Node, b: Node, repo_dir: Path) -> str:
     """Publish on A, B dials A explicitly and fetches everything over bitswap. Returns the root CID."""
     with a.client() as ca, b.client() as cb:
         res = publish.publish(repo_dir, ca)
-        ipfsapi.swarm_connect(cb, a.swarm_addrs[0], timeout=10)
+        rpc.swarm_connect(cb, a.swarm_addrs[0], timeout=10)
         for name in res.files:
-            data = ipfsapi.cat(cb, f"/ipfs/{res.root_cid}/{name}", timeout=60)
+            data = rpc.cat(cb, f"/ipfs/{res.root_cid}/{name}", timeout=60)
             assert data == (repo_dir / name).read_bytes()
-        assert ipfsapi.bitswap_stat(cb)["DataReceived"] >= res.total_size
+        assert rpc.bitswap_stat(cb)["DataReceived"] >= res.total_size
         return res.root_cid
 
 
@@ -259,7 +260,7 @@ def traced_daemon(host_kubo: Path, repo: Path, log_path: Path) -> Iterator[Node]
                     kubo_pid = int(kids[0])
             if kubo_pid and node.read_api_file(repo):
                 try:
-                    ipfsapi.client(node.read_api_file(repo) or "", timeout=5).id()
+                    rpc.client(node.read_api_file(repo) or "", timeout=5).id()
                     break
                 except Exception:
                     pass

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs import elf, kubo, proc
+from support.elfs import compile_c, make_elf
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import elf, kubo
 from tce_ipfs.cli import main
 from tce_ipfs.errors import BuildError, ElfMismatch, UsageError
 from tce_ipfs.settings import KUBO_VERSION
-from test_elf import compile_c, make_elf
 
 VERSION_NUMBER = KUBO_VERSION.removeprefix("v")
 

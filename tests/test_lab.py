@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import ipfsapi, swarmkey
 from tce_ipfs.errors import NodeError
-from tce_ipfs.lab import PREFIX, Lab, ShapedLink, namespaces, start_kubo
+from tce_ipfs.ipfs import rpc, swarmkey
+from tce_ipfs.testbed.lab import PREFIX, Lab, namespaces, start_kubo
+from tce_ipfs.testbed.link import ShapedLink
 
 pytestmark = pytest.mark.root
 
@@ -103,7 +104,7 @@ def test_failing_test_still_tears_down(tmp_path: Path) -> None:
     inner.write_text(textwrap.dedent(f"""
         from pathlib import Path
         import pytest
-        from tce_ipfs.lab import Lab
+        from tce_ipfs.testbed.lab import Lab
 
         @pytest.fixture
         def lab(tmp_path):
@@ -146,14 +147,14 @@ def test_two_nodes_in_the_lab_fetch_from_each_other(lab: Lab, host_kubo: Path, t
     blob_a = os.urandom(300_000)
     blob_b = os.urandom(5_000)
     with a.client() as ca, b.client() as cb:
-        cid_a = ipfsapi.add_bytes(ca, blob_a)
-        cid_b = ipfsapi.add_bytes(cb, blob_b)
-        ipfsapi.swarm_connect(cb, a.multiaddr, timeout=20)
-        assert ipfsapi.cat(cb, cid_a, timeout=30) == blob_a
-        assert ipfsapi.cat(ca, cid_b, timeout=30) == blob_b
-        assert ipfsapi.bitswap_stat(ca)["DataSent"] >= len(blob_a)
+        cid_a = rpc.add_bytes(ca, blob_a)
+        cid_b = rpc.add_bytes(cb, blob_b)
+        rpc.swarm_connect(cb, a.multiaddr, timeout=20)
+        assert rpc.cat(cb, cid_a, timeout=30) == blob_a
+        assert rpc.cat(ca, cid_b, timeout=30) == blob_b
+        assert rpc.bitswap_stat(ca)["DataSent"] >= len(blob_a)
         # Everything went over the bridge address: the daemons' sockets are all 10.77.0.x / unix.
-        for peer in ipfsapi.swarm_peers(ca):
+        for peer in rpc.swarm_peers(ca):
             assert peer["Addr"].startswith("/ip4/10.77.0.")
     listening = lab.exec(["ss", "-H", "-tln"]).stdout.decode()
     ports = {line.split()[3] for line in listening.splitlines()}
@@ -173,17 +174,17 @@ def test_wrong_swarm_key_cannot_fetch(lab: Lab, host_kubo: Path, tmp_path: Path)
     assert swarmkey.read(seed.repo) == key
     blob = os.urandom(50_000)
     with seed.client() as cs:
-        cid = ipfsapi.add_bytes(cs, blob)
+        cid = rpc.add_bytes(cs, blob)
     with same.client() as c:
-        ipfsapi.swarm_connect(c, seed.multiaddr, timeout=20)
-        assert ipfsapi.cat(c, cid, timeout=30) == blob
+        rpc.swarm_connect(c, seed.multiaddr, timeout=20)
+        assert rpc.cat(c, cid, timeout=30) == blob
     for node in (other, open_node):
         with node.client(timeout=8) as c:
             with pytest.raises(NodeError, match="swarm connect"):
-                ipfsapi.swarm_connect(c, seed.multiaddr, timeout=8)
+                rpc.swarm_connect(c, seed.multiaddr, timeout=8)
             with pytest.raises(NodeError):
-                ipfsapi.cat(c, cid, timeout=5)
-            assert ipfsapi.swarm_peers(c) == []
+                rpc.cat(c, cid, timeout=5)
+            assert rpc.swarm_peers(c) == []
 
 
 # ---------------------------------------------------------------------- two labs joined by a shaped link

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO_ROOT, need_tool
+from support import REPO_ROOT, need_tool
 
 
 def shell_scripts() -> list[Path]:

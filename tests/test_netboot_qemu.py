@@ -12,15 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import guest, netboot, qemu
+from support.seed import BOOT_TIMEOUT, Seed, assert_booted, check_overlay, ipfs_tcz
 from tce_ipfs.arch import Arch
-from test_remaster_support import (
-    BOOT_TIMEOUT,
-    Seed,
-    assert_booted,
-    check_overlay,
-    ipfs_tcz,
-)
+from tce_ipfs.media import netboot
+from tce_ipfs.media.p2p import P2PBoot
+from tce_ipfs.testbed import guest, qemu
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
 
@@ -31,9 +27,9 @@ def test_x86_64_real_pxe_boot(work: Path, seed: Seed) -> None:
     core = work / "core+check.gz"
     core.write_bytes(base.initrd.read_bytes() + check_overlay(repo))
     tftp = work / "tftp"
-    res = netboot.netboot(tftp, cid, arch=Arch.X86_64, codes=seed.codes(), kernel=base.kernel,
-                          initrd=core, cmdline="loglevel=3 console=ttyS0,115200 panic=-1", serial=True,
-                          ipfs_tcz=ipfs_tcz(Arch.X86_64, work / "tcz"))
+    request = P2PBoot(cid, seed.codes(), ipfs_tcz=ipfs_tcz(Arch.X86_64, work / "tcz"))
+    res = netboot.netboot(tftp, request, arch=Arch.X86_64, kernel=base.kernel, initrd=core,
+                          cmdline="loglevel=3 console=ttyS0,115200 panic=-1", serial=True)
     assert "pxelinux.0" in res.files
     net = qemu.user_restricted(seed.forwards, tftp=tftp, bootfile="pxelinux.0")
     boot = qemu.boot_firmware(Arch.X86_64, media=["-boot", "n"], timeout=BOOT_TIMEOUT,

@@ -1,4 +1,4 @@
-"""node + ipfsapi: isolated kubo lifecycle, every API call we use against a real kubo, two-node bitswap."""
+"""node + rpc: isolated kubo lifecycle, every API call we use against a real kubo, two-node bitswap."""
 
 from __future__ import annotations
 
@@ -12,24 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import cli, ipfsapi, node
+from tce_ipfs import cli
 from tce_ipfs.errors import IsolationError, NodeError, UsageError
-from tce_ipfs.node import Node
+from tce_ipfs.ipfs import isolation, node, rpc
+from tce_ipfs.ipfs.node import Node
 
-# ipfsapi filters this urllib3 noise at import, but pytest restores filters after collection
+# rpc filters this urllib3 noise at import, but pytest restores filters after collection
 pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")
 
 # --- isolation_config (no kubo) ------------------------------------------------------------------
 
 
 def test_isolation_config_loopback_defaults() -> None:
-    cfg = node.isolation_config()
+    cfg = isolation.isolation_config()
     assert cfg["Bootstrap"] == [] and cfg["AutoConf.Enabled"] is False
     assert cfg["Routing.Type"] == "none" and cfg["Discovery.MDNS.Enabled"] is False
     assert cfg["Addresses.Swarm"] == ["/ip4/127.0.0.1/tcp/0"]
     assert cfg["Addresses.API"].startswith("/ip4/127.0.0.1/") and cfg["Addresses.Gateway"].startswith(
         "/ip4/127.0.0.1/")
-    assert cfg["DNS.Resolvers"] == {".": node.DNS_SINKHOLE}
+    assert cfg["DNS.Resolvers"] == {".": isolation.DNS_SINKHOLE}
     assert cfg["Peering.Peers"] == []
     # the filter covers all of IPv4 but 127/8, and all of IPv6
     filters = cfg["Swarm.AddrFilters"]
@@ -47,7 +48,7 @@ def test_isolation_config_loopback_defaults() -> None:
 
 def test_isolation_config_lan_and_peers() -> None:
     peer = "/ip4/10.0.2.2/tcp/4001/p2p/12D3KooWEdrtNWEYSamzohat64bu93E9Dxrfx7WTSWRpakQaLSYW"
-    cfg = node.isolation_config("10.0.2.15", swarm_port=4001, peers=[peer])
+    cfg = isolation.isolation_config("10.0.2.15", swarm_port=4001, peers=[peer])
     assert cfg["Addresses.Swarm"] == ["/ip4/10.0.2.15/tcp/4001"]
     assert cfg["Addresses.API"] == "/ip4/127.0.0.1/tcp/0"  # API never leaves loopback
     assert cfg["Peering.Peers"] == [{"ID": peer.rsplit("/", 1)[1], "Addrs": ["/ip4/10.0.2.2/tcp/4001"]}]
@@ -58,35 +59,35 @@ def test_isolation_config_lan_and_peers() -> None:
     for public in ("8.8.8.8", "100.64.0.1", "172.32.0.1", "1.1.1.1"):
         assert any(ipaddress.ip_address(public) in n for n in nets), public
     with pytest.raises(UsageError):
-        node.isolation_config(peers=["/ip4/1.2.3.4/tcp/1"])
+        isolation.isolation_config(peers=["/ip4/1.2.3.4/tcp/1"])
     with pytest.raises(UsageError):
-        node.isolation_config("::1")
+        isolation.isolation_config("::1")
     with pytest.raises(IsolationError):
-        node.isolation_config("8.8.8.8")
+        isolation.isolation_config("8.8.8.8")
 
 
 def test_set_get_dotted_and_drift() -> None:
     cfg: dict[str, object] = {"A": {"B": None}}
-    node.set_dotted(cfg, "A.B.C", 1)
-    node.set_dotted(cfg, "X", [])
+    isolation.set_dotted(cfg, "A.B.C", 1)
+    isolation.set_dotted(cfg, "X", [])
     assert cfg == {"A": {"B": {"C": 1}}, "X": []}
-    assert node.get_dotted(cfg, "A.B.C") == 1
-    assert node.config_drift(cfg, {"A.B.C": 1, "X": [], "Y.Z": 2}) == ["Y.Z"]
+    assert isolation.get_dotted(cfg, "A.B.C") == 1
+    assert isolation.config_drift(cfg, {"A.B.C": 1, "X": [], "Y.Z": 2}) == ["Y.Z"]
 
 
-# --- ipfsapi version policy (no kubo) ------------------------------------------------------------
+# --- rpc version policy (no kubo) ------------------------------------------------------------
 
 
 def test_parse_and_check_version() -> None:
-    assert ipfsapi.parse_version("0.43.1") == (0, 43, 1)
-    assert ipfsapi.parse_version("v0.30.0-rc1") == (0, 30, 0)
+    assert rpc.parse_version("0.43.1") == (0, 43, 1)
+    assert rpc.parse_version("v0.30.0-rc1") == (0, 30, 0)
     for ok in ("0.20.0", "0.43.1", "0.49.9"):
-        ipfsapi.check_version(ok)
+        rpc.check_version(ok)
     for bad in ("0.8.0", "0.19.2", "0.50.0", "1.0.0"):
         with pytest.raises(NodeError, match="supports kubo"):
-            ipfsapi.check_version(bad)
+            rpc.check_version(bad)
     with pytest.raises(NodeError):
-        ipfsapi.parse_version("banana")
+        rpc.parse_version("banana")
 
 
 def _free_port() -> int:
@@ -100,11 +101,11 @@ def _free_port() -> int:
 def test_client_unreachable() -> None:
     api = f"/ip4/127.0.0.1/tcp/{_free_port()}/http"
     with pytest.raises(NodeError) as info:
-        ipfsapi.client(api, timeout=2)
+        rpc.client(api, timeout=2)
     assert f"no IPFS API at {api}" in info.value.message
     assert info.value.hint and "tce-ipfs node start" in info.value.hint
     with pytest.raises(NodeError, match="not an API multiaddr"):
-        ipfsapi.client("http://127.0.0.1:5001")
+        rpc.client("http://127.0.0.1:5001")
 
 
 @pytest.fixture
@@ -133,7 +134,7 @@ def fake_api() -> Iterator[str]:
 
 def test_client_unsupported_version(fake_api: str) -> None:
     with pytest.raises(NodeError, match=r"version 0\.8\.0; tce-ipfs supports kubo >= 0\.20\.0"):
-        ipfsapi.client(fake_api)
+        rpc.client(fake_api)
 
 
 def test_client_ignores_proxy_env(fake_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,7 +144,7 @@ def test_client_ignores_proxy_env(fake_api: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     with pytest.raises(NodeError, match=r"version 0\.8\.0"):  # reached the server, not the proxy
-        ipfsapi.client(fake_api)
+        rpc.client(fake_api)
 
 
 # --- a real node ---------------------------------------------------------------------------------
@@ -222,49 +223,49 @@ def test_start_failure_reports_log(host_kubo: Path, tmp_path: Path) -> None:
 @pytest.mark.kubo
 def test_every_client_call_we_use(started: Node, tmp_path: Path) -> None:
     c = started.client()
-    assert ipfsapi.parse_version(ipfsapi.version(c)) >= (0, 20, 0)
-    ident = ipfsapi.identity(c)
-    assert ident["ID"] == started.peer_id == ipfsapi.peer_id(c)
+    assert rpc.parse_version(rpc.version(c)) >= (0, 20, 0)
+    ident = rpc.identity(c)
+    assert ident["ID"] == started.peer_id == rpc.peer_id(c)
     # add: files wrapped in one directory, CIDv1 raw leaves, with progress events
     (tmp_path / "big.tcz").write_bytes(os.urandom(700_000))
     (tmp_path / "big.tcz.md5.txt").write_text("x\n")
-    events = list(ipfsapi.add_files(c, [tmp_path / "big.tcz", tmp_path / "big.tcz.md5.txt"],
+    events = list(rpc.add_files(c, [tmp_path / "big.tcz", tmp_path / "big.tcz.md5.txt"],
                                     progress=True))
     assert any("Bytes" in e for e in events)
     done = {e["Name"]: e["Hash"] for e in events if "Hash" in e}
     root = done[""]
     assert root.startswith("bafy") and done["big.tcz.md5.txt"].startswith("bafkrei")  # raw leaf
     # ls, cat, files stat
-    links = ipfsapi.ls(c, root)
+    links = rpc.ls(c, root)
     assert [(e["Name"], int(e["Size"])) for e in links] == [("big.tcz", 700_000), ("big.tcz.md5.txt", 2)]
-    assert ipfsapi.cat(c, f"/ipfs/{root}/big.tcz") == (tmp_path / "big.tcz").read_bytes()
-    assert ipfsapi.cat(c, f"/ipfs/{root}/big.tcz.md5.txt") == b"x\n"
-    st = ipfsapi.files_stat(c, f"/ipfs/{root}")
+    assert rpc.cat(c, f"/ipfs/{root}/big.tcz") == (tmp_path / "big.tcz").read_bytes()
+    assert rpc.cat(c, f"/ipfs/{root}/big.tcz.md5.txt") == b"x\n"
+    st = rpc.files_stat(c, f"/ipfs/{root}")
     assert st["Type"] == "directory" and st["Hash"] == root
     # pins
-    assert ipfsapi.pin_ls(c, root) == {root: "recursive"}
-    blob = ipfsapi.add_bytes(c, b"hello", pin=False)
-    assert blob.startswith("bafkrei") and ipfsapi.pin_ls(c, blob) == {}
-    ipfsapi.pin_add(c, blob)
-    assert ipfsapi.pin_ls(c, blob) == {blob: "recursive"} and blob in ipfsapi.pin_ls(c)
-    ipfsapi.pin_rm(c, blob)
-    assert ipfsapi.pin_ls(c, blob) == {}
+    assert rpc.pin_ls(c, root) == {root: "recursive"}
+    blob = rpc.add_bytes(c, b"hello", pin=False)
+    assert blob.startswith("bafkrei") and rpc.pin_ls(c, blob) == {}
+    rpc.pin_add(c, blob)
+    assert rpc.pin_ls(c, blob) == {blob: "recursive"} and blob in rpc.pin_ls(c)
+    rpc.pin_rm(c, blob)
+    assert rpc.pin_ls(c, blob) == {}
     # stats
-    assert set(ipfsapi.stats_bw(c)) >= {"TotalIn", "TotalOut", "RateIn", "RateOut"}
-    assert set(ipfsapi.bitswap_stat(c)) >= {"BlocksReceived", "DataReceived", "BlocksSent", "DataSent"}
-    rs = ipfsapi.repo_stat(c)
+    assert set(rpc.stats_bw(c)) >= {"TotalIn", "TotalOut", "RateIn", "RateOut"}
+    assert set(rpc.bitswap_stat(c)) >= {"BlocksReceived", "DataReceived", "BlocksSent", "DataSent"}
+    rs = rpc.repo_stat(c)
     assert rs["RepoSize"] > 700_000 and rs["NumObjects"] >= 4
-    assert ipfsapi.swarm_peers(c) == []
+    assert rpc.swarm_peers(c) == []
     # errors become NodeError naming the call
     with pytest.raises(NodeError, match="IPFS cat /ipfs/bafyinvalid"):
-        ipfsapi.cat(c, "/ipfs/bafyinvalid")
+        rpc.cat(c, "/ipfs/bafyinvalid")
 
 
 @pytest.mark.kubo
 def test_ipfshttpclient_swarm_connect_is_broken(started: Node) -> None:
-    """Why ipfsapi.swarm_connect does its own request: the binding mangles its argument."""
+    """Why rpc.swarm_connect does its own request: the binding mangles its argument."""
     c = started.client()
-    with pytest.raises(ipfsapi.ClientError, match="multiaddr"):
+    with pytest.raises(rpc.ClientError, match="multiaddr"):
         c.swarm.connect(started.swarm_addrs[0])
 
 
@@ -300,9 +301,9 @@ def test_two_isolated_nodes_bitswap(host_kubo: Path, tmp_path: Path) -> None:
         ca, cb = a.client(), b.client()
         payload = os.urandom(3 * 1024 * 1024 + 17)
         (tmp_path / "x.tcz").write_bytes(payload)
-        events = list(ipfsapi.add_files(ca, [tmp_path / "x.tcz"]))
+        events = list(rpc.add_files(ca, [tmp_path / "x.tcz"]))
         root = events[-1]["Hash"]
-        assert ipfsapi.swarm_peers(cb) == []  # nobody finds anybody on their own
+        assert rpc.swarm_peers(cb) == []  # nobody finds anybody on their own
 
         # the connection gater refuses anything but loopback, before any packet is sent
         port = a.swarm_addrs[0].split("/")[4]
@@ -312,22 +313,22 @@ def test_two_isolated_nodes_bitswap(host_kubo: Path, tmp_path: Path) -> None:
             refused.append(f"/ip4/{own}/tcp/{port}/p2p/{a.peer_id}")
         for addr in refused:
             with pytest.raises(NodeError, match="gater disallows"):
-                ipfsapi.swarm_connect(cb, addr, timeout=10)
+                rpc.swarm_connect(cb, addr, timeout=10)
 
-        ipfsapi.swarm_connect(cb, a.swarm_addrs[0], timeout=10)
-        assert [p["Peer"] for p in ipfsapi.swarm_peers(cb)] == [a.peer_id]
-        assert ipfsapi.cat(cb, f"/ipfs/{root}/x.tcz", timeout=60) == payload
-        assert ipfsapi.bitswap_stat(cb)["DataReceived"] >= len(payload)
-        assert ipfsapi.bitswap_ledger(ca, b.peer_id)["Sent"] >= len(payload)
+        rpc.swarm_connect(cb, a.swarm_addrs[0], timeout=10)
+        assert [p["Peer"] for p in rpc.swarm_peers(cb)] == [a.peer_id]
+        assert rpc.cat(cb, f"/ipfs/{root}/x.tcz", timeout=60) == payload
+        assert rpc.bitswap_stat(cb)["DataReceived"] >= len(payload)
+        assert rpc.bitswap_ledger(ca, b.peer_id)["Sent"] >= len(payload)
         # B can pin (keep) what it fetched and serve it on
-        ipfsapi.pin_add(cb, root)
-        assert ipfsapi.pin_ls(cb, root) == {root: "recursive"}
+        rpc.pin_add(cb, root)
+        assert rpc.pin_ls(cb, root) == {root: "recursive"}
 
 
 @pytest.mark.kubo
 def test_dns_is_sinkholed(started: Node) -> None:
     with pytest.raises(NodeError, match=r"127\.0\.0\.1:1\b"):
-        ipfsapi.cat(started.client(), "/ipns/example.com/x", timeout=20)
+        rpc.cat(started.client(), "/ipns/example.com/x", timeout=20)
 
 
 @pytest.mark.kubo

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs import cli, ipfsapi, publish
+from tce_ipfs import cli
 from tce_ipfs.errors import RepoError
-from tce_ipfs.node import Node
+from tce_ipfs.ipfs import publish, rpc
+from tce_ipfs.ipfs.node import Node
 
 pytestmark = [pytest.mark.kubo, pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")]
 
@@ -65,8 +66,8 @@ def test_publish_same_cid_twice(tmp_path: Path, client: Any, seed: Node, host_ku
     assert {n: s for n, (_, s) in first.files.items()} == {p.name: p.stat().st_size for p in repo.iterdir()}
     assert publish.verify_published(client, first) == []
     # what the boot hook fetches: /ipfs/<root>/<lst>, /ipfs/<root>/<name>.tcz[.md5.txt|.dep]
-    assert ipfsapi.cat(client, f"/ipfs/{first.root_cid}/onboot.lst") == b"hello.tcz\n"
-    assert ipfsapi.cat(client, f"/ipfs/{first.root_cid}/hello.tcz") == (repo / "hello.tcz").read_bytes()
+    assert rpc.cat(client, f"/ipfs/{first.root_cid}/onboot.lst") == b"hello.tcz\n"
+    assert rpc.cat(client, f"/ipfs/{first.root_cid}/hello.tcz") == (repo / "hello.tcz").read_bytes()
     # same input on ANOTHER node (fresh repo, other identity): same CID
     with Node(tmp_path / "other", host_kubo) as other, other.client() as c2:
         assert publish.publish(repo, c2, check=False).root_cid == first.root_cid
@@ -79,7 +80,7 @@ def test_publish_same_cid_twice(tmp_path: Path, client: Any, seed: Node, host_ku
 def test_republish_keeps_unchanged_cids_and_adds_only_new_blocks(tmp_path: Path, client: Any) -> None:
     repo = make_repo(tmp_path / "repo")
     before = publish.publish(repo, client)
-    size_before = ipfsapi.repo_stat(client)["RepoSize"]
+    size_before = rpc.repo_stat(client)["RepoSize"]
     new_size = 300_000
     add_ext(repo, "newext.tcz", new_size, deps=["libffi.tcz"])
     after = publish.publish(repo, client)
@@ -87,10 +88,10 @@ def test_republish_keeps_unchanged_cids_and_adds_only_new_blocks(tmp_path: Path,
     for name, (cid, size) in before.files.items():
         assert after.files[name] == (cid, size), name
     assert set(after.files) - set(before.files) == {"newext.tcz", "newext.tcz.md5.txt", "newext.tcz.dep"}
-    growth = ipfsapi.repo_stat(client)["RepoSize"] - size_before
+    growth = rpc.repo_stat(client)["RepoSize"] - size_before
     # only the new file's blocks (+ a new root directory node and small sidecars) were stored
     assert new_size <= growth < new_size + 64 * 1024, growth
-    assert ipfsapi.pin_ls(client, after.root_cid) == {after.root_cid: "recursive"}
+    assert rpc.pin_ls(client, after.root_cid) == {after.root_cid: "recursive"}
 
 
 def test_corrupt_tcz_refused_naming_file(tmp_path: Path, client: Any) -> None:
@@ -98,29 +99,29 @@ def test_corrupt_tcz_refused_naming_file(tmp_path: Path, client: Any) -> None:
     data = bytearray((repo / "glib2.tcz").read_bytes())
     data[1000] ^= 0x01
     (repo / "glib2.tcz").write_bytes(bytes(data))
-    pins = ipfsapi.pin_ls(client)
+    pins = rpc.pin_ls(client)
     with pytest.raises(RepoError) as info:
         publish.publish(repo, client)
     assert len(info.value.problems) == 1
     assert info.value.problems[0].startswith("glib2.tcz: md5 ")
     assert "glib2.tcz" in str(info.value)
-    assert ipfsapi.pin_ls(client) == pins  # nothing new is pinned (the root pin was taken back)
+    assert rpc.pin_ls(client) == pins  # nothing new is pinned (the root pin was taken back)
     # --no-check publishes it anyway; a later checked publish of the same bytes still refuses
     # but leaves the existing (deliberate) pin alone
     forced = publish.publish(repo, client, check=False)
     assert forced.files["glib2.tcz"][1] == len(data)
     with pytest.raises(RepoError):
         publish.publish(repo, client)
-    assert forced.root_cid in ipfsapi.pin_ls(client)
+    assert forced.root_cid in rpc.pin_ls(client)
 
 
 def test_structural_problems_refused_before_adding(tmp_path: Path, client: Any) -> None:
     repo = make_repo(tmp_path / "repo")
     (repo / "onboot.lst").write_text("hello.tcz\nnothere.tcz\n")
-    objects = ipfsapi.repo_stat(client)["NumObjects"]
+    objects = rpc.repo_stat(client)["NumObjects"]
     with pytest.raises(RepoError, match=r"onboot\.lst: lists nothere\.tcz"):
         publish.publish(repo, client)
-    assert ipfsapi.repo_stat(client)["NumObjects"] == objects  # nothing was sent to kubo
+    assert rpc.repo_stat(client)["NumObjects"] == objects  # nothing was sent to kubo
 
 
 def test_missing_dep_refused_naming_dep_file_and_name(tmp_path: Path, client: Any) -> None:
@@ -154,7 +155,7 @@ def test_tce_dir_layout_is_flattened(tmp_path: Path, client: Any) -> None:
     res = publish.publish(tce, client)
     assert res.layout == "tce-dir" and "mydata.tgz" not in res.files
     assert any("mydata.tgz" in w for w in res.warnings)
-    names = {e["Name"] for e in ipfsapi.ls(client, res.root_cid)}
+    names = {e["Name"] for e in rpc.ls(client, res.root_cid)}
     assert "onboot.lst" in names and "hello.tcz" in names and "optional" not in names
     # the same files in the flat layout give the same root
     assert publish.publish(flat, client).root_cid == res.root_cid

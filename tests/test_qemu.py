@@ -8,8 +8,8 @@ Each boot gets an extra initrd with:
 * ``/opt/bootsync.sh``: checks everything, prints ``TCE-IPFS-SENTINEL: ok`` (or ``FAIL: <what>``),
   then ``poweroff -f``.
 Time from QEMU start to the sentinel is printed per arch (run pytest with -s to see it).
-
-Also fast checks (no guest) of the argv ``qemu.boot_firmware`` and ``UserNet``'s PXE options build.
+Also the real guest bases themselves (their initrd's contents, boot timeouts and early stops).
+Command lines without a guest: test_qemu_args.py.
 """
 
 from __future__ import annotations
@@ -24,11 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import guest, qemu, tcz
+from support.media import cpio_listing
 from tce_ipfs.arch import Arch
-from tce_ipfs.errors import UsageError
+from tce_ipfs.build import tcz
+from tce_ipfs.errors import QemuError
+from tce_ipfs.testbed import guest, qemu
 
 ARCHES = [Arch.X86_64, Arch.AARCH64, Arch.X86, Arch.ARMV7]
+pytestmark = pytest.mark.qemu
+
 TIMEOUT = {Arch.X86_64: 120.0, Arch.AARCH64: 120.0, Arch.X86: 150.0, Arch.ARMV7: 180.0}
 
 CHECKS = r"""#!/bin/sh
@@ -156,7 +160,6 @@ def _boot(arch: Arch, base: guest.GuestBase, extra: Path, append: str, log_path:
     return result
 
 
-@pytest.mark.qemu
 @pytest.mark.parametrize("arch", ARCHES, ids=str)
 def test_tc_layout_boot(arch: Arch, bases: dict[Arch, guest.GuestBase], tmp_path: Path) -> None:
     base = _base(bases, arch)
@@ -169,7 +172,6 @@ def test_tc_layout_boot(arch: Arch, bases: dict[Arch, guest.GuestBase], tmp_path
     assert "hello.tcz: OK" not in result.log_text
 
 
-@pytest.mark.qemu
 def test_unknown_tce_value_dangles_like_tc(bases: dict[Arch, guest.GuestBase], tmp_path: Path) -> None:
     """tce=ipfs:<x>: /tmp/builtin still loads; /etc/sysconfig/tcedir dangles at /tce; tce-load exits 1."""
     arch = Arch.AARCH64
@@ -231,7 +233,6 @@ def http_server(http_root: Path) -> Iterator[int]:
     server.server_close()
 
 
-@pytest.mark.qemu
 @pytest.mark.parametrize("arch", [Arch.X86_64, Arch.AARCH64], ids=str)
 def test_restricted_net(arch: Arch, bases: dict[Arch, guest.GuestBase], http_server: int,
                         http_root: Path, tmp_path: Path) -> None:
@@ -250,48 +251,53 @@ def test_restricted_net(arch: Arch, bases: dict[Arch, guest.GuestBase], http_ser
     assert result.sentinel_line == "TCE-IPFS-SENTINEL: ok", result.tail()
 
 
-# ------------------------------------------------------------------ firmware boots: argv only (no guest)
+# ----------------------------------------------------------------------- the bases themselves
 
-def test_firmware_command_line(tmp_path: Path) -> None:
-    iso = tmp_path / "x.iso"
-    argv = qemu.firmware_command(Arch.X86_64, ["-cdrom", str(iso), "-boot", "d"], serial_log=tmp_path / "log",
-                                 memory=512, net=qemu.user_restricted({4001: 5001}))
-    assert argv[0] == "qemu-system-x86_64"
-    assert argv[argv.index("-cdrom") + 1] == str(iso) and argv[argv.index("-boot") + 1] == "d"
-    assert argv[argv.index("-m") + 1] == "512"
-    assert f"file,id=con0,path={tmp_path / 'log'}" in argv
-    assert not {"-kernel", "-initrd", "-append"} & set(argv)
-    assert "restrict=on" in argv[argv.index("-netdev") + 1].split(",")
-    # the same argv as a direct kernel boot, but for what is booted
-    kernel = qemu.command(Arch.X86_64, tmp_path / "k", None, "", serial_log=tmp_path / "log", memory=512,
-                          net=qemu.user_restricted({4001: 5001}))
-    assert kernel[:kernel.index("-kernel")] == argv[:argv.index("-cdrom")]
+@pytest.mark.parametrize("arch", [Arch.X86_64, Arch.AARCH64], ids=str)
+def test_base_initrd_contents(arch: Arch) -> None:
+    base = guest.ensure_base(arch)
+    assert base.kver.endswith(arch.info.kernel_flavour)
+    assert base.kernel.is_file() and base.qemu_kernel.is_file()
+    again = guest.ensure_base(arch)  # cached: same files
+    assert again.initrd == base.initrd
+    listing = {}
+    for line in cpio_listing(base.initrd):
+        parts = line.split()
+        name = parts[parts.index("->") - 1] if "->" in parts else parts[-1]
+        listing[name] = line
+    for name in ("init", "etc/inittab", "etc/init.d/tc-config", "usr/bin/tce-setup", "usr/bin/tce-load",
+                 "usr/share/udhcpc/default.script", "opt/bootsync.sh", "bin/busybox", "sbin/udhcpc"):
+        assert name in listing, name
+    assert listing["dev/console"].startswith("c")
+    assert listing["tmp"].startswith("drwxrwxrwt")
+    assert listing["bin/busybox.suid"].startswith("-rwsr-xr-x")
+    assert listing["etc/shadow"].startswith("-rw-------")
+    assert "-> /bin/busybox.suid" in listing["bin/su"]
+    assert "-> /proc/mounts" in listing["etc/mtab"]
+    moddir = f"lib/modules/{base.kver}"
+    assert f"{moddir}/modules.dep" in listing
+    assert all(f"{moddir}/{m}" in listing for m in base.modules)
+    names = [Path(m).stem for m in base.modules]
+    assert names.index("net_failover") < names.index("virtio_net")  # dependencies first
+    if arch is Arch.X86_64:
+        assert names.index("virtio_ring") < names.index("virtio")
+    assert f"{moddir}/kernel/fs/overlayfs/overlay.ko" in listing  # shipped, not autoloaded
+    assert "overlay" not in names
 
 
-def test_firmware_command_refuses(tmp_path: Path) -> None:
-    log = tmp_path / "log"
-    for media, extra in ([["-kernel", "k"], []], [["-boot", "n"], ["-append", "x"]],
-                         [["-boot", "n"], ["-netdev", "user,id=x"]], [["-boot", "n"], ["-nic", "user"]],
-                         [["-boot", "n", "-net", "user"], []]):
-        with pytest.raises(UsageError):
-            qemu.firmware_command(Arch.X86_64, media, serial_log=log, extra_args=extra)
-    with pytest.raises(UsageError):
-        qemu.firmware_command(Arch.X86_64, "-boot n", serial_log=log)
-    with pytest.raises(UsageError):
-        qemu.boot_firmware(Arch.X86_64, media=["-boot", "n"], timeout=0)
-
-
-def test_user_net_pxe_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "tftp").mkdir()
-    net = qemu.user_restricted({4001: 5001}, tftp=Path("tftp"), bootfile="pxelinux.0")
-    assert net.tftp == tmp_path / "tftp"  # made absolute: QEMU may run elsewhere
-    assert net.netdev().split(",") == [
-        "user", "id=n0", "restrict=on", "guestfwd=tcp:10.0.2.100:4001-cmd:busybox nc 127.0.0.1 5001",
-        f"tftp={tmp_path / 'tftp'}", "bootfile=pxelinux.0"]
-    assert qemu.user_restricted().netdev() == "user,id=n0,restrict=on"
-    for bad in ({"tftp": tmp_path / "a,b"}, {"bootfile": "x,restrict=off"}, {"bootfile": ""}):
-        with pytest.raises(UsageError):
-            qemu.user_restricted(**bad)  # type: ignore[arg-type]
-    with pytest.raises(UsageError):
-        qemu.user_restricted(tftp=tmp_path / "missing").qemu_args(Arch.X86_64)
+def test_boot_timeout_and_stop_on_sentinel(tmp_path: Path) -> None:
+    arch = Arch.AARCH64
+    base = guest.ensure_base(arch)
+    lines: list[str] = []
+    # The stock bootsync.sh does not power off: the guest sits at its shell.
+    stopped = qemu.boot(arch, base.qemu_kernel, [base.initrd], "quiet nodhcp", timeout=120,
+                        sentinel="Loading extensions", stop_on_sentinel=True, stream=lines.append,
+                        log_path=tmp_path / "a.log")
+    assert stopped.ok and not stopped.timed_out and stopped.exit_code == -1
+    assert any("Loading extensions" in line for line in lines)
+    assert (tmp_path / "a.log").read_text().count("Booting") == 1
+    hung = qemu.boot(arch, base.qemu_kernel, [base.initrd], "quiet nodhcp", timeout=8,
+                     sentinel="never printed", log_path=tmp_path / "b.log")
+    assert not hung.ok and hung.timed_out and hung.exit_code == -1
+    with pytest.raises(QemuError, match="timed out"):
+        hung.require()

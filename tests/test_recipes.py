@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_tool
-from tce_ipfs import cli, proc, recipes, tcz
+from support import need_tool
+from tce_ipfs import cli, proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import recipes, tcz, vendor
 from tce_ipfs.errors import BuildError, UsageError
 
 MiB = 1024 * 1024
@@ -166,7 +167,7 @@ def test_cli_list_and_build(fake_root: Path, tmp_path: Path, capsys: pytest.Capt
 
 def test_runtime_recipe_dispatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """tcz-build/python3.11 is a runtime recipe (runtime.toml, built by pyruntime), listed like the rest."""
-    from tce_ipfs import pyruntime
+    from tce_ipfs.build import pyruntime
 
     spec = recipes.runtime_spec("python3.11")
     assert spec is not None and recipes.runtime_spec("ipfs") is None
@@ -212,16 +213,16 @@ def _fake_package(root: Path) -> Path:
 
 def test_module_closure(tmp_path: Path) -> None:
     pkg = _fake_package(tmp_path)
-    got = recipes.module_closure(["tce_ipfs.cli", "tce_ipfs.commands.agent", "tce_ipfs.missing"], pkg)
+    got = vendor.module_closure(["tce_ipfs.cli", "tce_ipfs.commands.agent", "tce_ipfs.missing"], pkg)
     # lazy import followed, relative imports resolved, TYPE_CHECKING and host-only commands not
     assert got == ["tce_ipfs", "tce_ipfs.agent", "tce_ipfs.agent.machine", "tce_ipfs.agent.ops",
                    "tce_ipfs.cli", "tce_ipfs.commands", "tce_ipfs.commands.agent", "tce_ipfs.errors",
                    "tce_ipfs.tcrepo"]
     # a package entry brings every module in it
-    assert "tce_ipfs.agent.extra" in recipes.module_closure(["tce_ipfs.agent"], pkg)
+    assert "tce_ipfs.agent.extra" in vendor.module_closure(["tce_ipfs.agent"], pkg)
     (pkg / "agent/ops.py").write_text("from tce_ipfs import gone_module\nimport tce_ipfs.vanished\n")
     with pytest.raises(BuildError, match=r"tce_ipfs.agent.ops imports tce_ipfs.vanished"):
-        recipes.module_closure(["tce_ipfs.agent"], pkg)
+        vendor.module_closure(["tce_ipfs.agent"], pkg)
 
 
 def _zip(path: Path, members: dict[str, str]) -> Path:
@@ -239,29 +240,29 @@ def test_extract_wheel(tmp_path: Path) -> None:
         "demo-1.0.data/purelib/extra.py": "", "demo-1.0.data/scripts/tool": "#!/bin/sh\n"})
     owners: dict[str, str] = {}
     dest = tmp_path / "vendor"
-    assert recipes.extract_wheel(whl, dest, ["demo/data/*"], owners) == 4
+    assert vendor.extract_wheel(whl, dest, ["demo/data/*"], owners) == 4
     got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert got == ["demo-1.0.dist-info/LICENSE", "demo-1.0.dist-info/METADATA", "demo/__init__.py",
                    "extra.py"]
     with pytest.raises(BuildError, match="is in both"):
-        recipes.extract_wheel(whl, dest, [], owners)
+        vendor.extract_wheel(whl, dest, [], owners)
     native = _zip(tmp_path / "fast-1.0-cp311-cp311-linux_x86_64.whl", {"fast/__init__.py": ""})
     with pytest.raises(BuildError, match="not a pure-Python wheel"):
-        recipes.extract_wheel(native, dest, [], {})
+        vendor.extract_wheel(native, dest, [], {})
     sneaky = _zip(tmp_path / "sneaky-1.0-py3-none-any.whl", {"sneaky/_speed.so": ""})
     with pytest.raises(BuildError, match="native library"):
-        recipes.extract_wheel(sneaky, dest, [], {})
+        vendor.extract_wheel(sneaky, dest, [], {})
 
 
 def test_read_lock(tmp_path: Path) -> None:
     good = tmp_path / "good.lock"
     good.write_text("# c\nfoo==1.0 --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64 + "\n")
-    (locked,) = recipes.read_lock(good)
+    (locked,) = vendor.read_lock(good)
     assert (locked.name, locked.version, len(locked.hashes)) == ("foo", "1.0", 2)
     bad = tmp_path / "bad.lock"
     bad.write_text("foo>=1.0\n")
     with pytest.raises(BuildError, match=r"bad\.lock:1"):
-        recipes.read_lock(bad)
+        vendor.read_lock(bad)
 
 
 # ------------------------------------------------------------------------------------ ipfs.tcz
@@ -427,9 +428,11 @@ def test_agent_recipe(agent_tcz: tcz.TczResult, tmp_path: Path) -> None:
     assert os.access(launcher, os.X_OK)
     # host-only code and C extensions stay out
     packaged = {str(p.relative_to(lib)) for p in lib.rglob("*.py")}
-    for host_only in ("tce_ipfs/kubo.py", "tce_ipfs/tcz.py", "tce_ipfs/recipes.py", "tce_ipfs/elf.py",
-                      "tce_ipfs/commands/tcz.py"):
-        assert host_only not in packaged
+    # nothing of the build-host packages (test_layering.py checks the agent's imports module by module)
+    host_only = ("tce_ipfs/build/", "tce_ipfs/media/", "tce_ipfs/testbed/")
+    assert not [p for p in packaged if p.startswith(host_only)]
+    assert "tce_ipfs/commands/tcz.py" not in packaged and "tce_ipfs/ipfs/node.py" not in packaged
+    assert "tce_ipfs/ipfs/rpc.py" in packaged
     assert "tce_ipfs/proc.py" in packaged  # the agent runs programs through proc.run() too
     for absent in ("elftools", "zstandard", "psutil", "trio"):
         assert not (vendor / absent).exists()

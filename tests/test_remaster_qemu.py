@@ -18,17 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import bootcfg, guest, qemu, remaster
+from support.media import fat_image, fat_read
+from support.seed import BOOT_TIMEOUT, Seed, assert_booted, check_overlay, ipfs_tcz
 from tce_ipfs.arch import Arch
-from test_remaster_support import (
-    BOOT_TIMEOUT,
-    Seed,
-    assert_booted,
-    check_overlay,
-    fat_image,
-    fat_read,
-    ipfs_tcz,
-)
+from tce_ipfs.media import bootcfg, iso, picore
+from tce_ipfs.media.p2p import P2PBoot
+from tce_ipfs.testbed import guest, qemu, testmedia
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo]
 
@@ -41,11 +36,11 @@ def test_x86_64_iso_boots_from_cdrom(work: Path, seed: Seed, compression: str, a
     core.write_bytes(base.initrd.read_bytes() + check_overlay(repo))
     src = work / "CorePure64-test.iso"
     if not src.exists():
-        remaster.make_test_iso(src, base.kernel, core)
+        testmedia.make_test_iso(src, base.kernel, core)
     tcz = ipfs_tcz(Arch.X86_64, work / "tcz-x86_64")
     out = work / f"p2p-{compression}.iso"
-    res = remaster.remaster_iso(src, out, cid, codes=seed.codes(), make_default=True,
-                                compression=compression, append_initrd=append_initrd, ipfs_tcz=tcz)
+    res = iso.remaster_iso(src, out, P2PBoot(cid, seed.codes(), compression=compression, ipfs_tcz=tcz),
+                           make_default=True, append_initrd=append_initrd)
     assert res.arch is Arch.X86_64
     boot = qemu.boot_firmware(Arch.X86_64, media=["-cdrom", str(out), "-boot", "d"], timeout=BOOT_TIMEOUT,
                               net=qemu.user_restricted(seed.forwards),
@@ -82,11 +77,11 @@ def test_aarch64_boot_partition(work: Path, seed: Seed, media: str) -> None:
     if media == "dir":
         for name, data in files.items():
             (boot / name).write_bytes(data)
-        res = remaster.remaster_bootdir(boot, cid, arch=Arch.AARCH64, codes=seed.codes(), ipfs_tcz=tcz)
+        res = picore.remaster_bootdir(boot, P2PBoot(cid, seed.codes(), ipfs_tcz=tcz), arch=Arch.AARCH64)
     else:  # a whole-disk image (MBR, FAT at 1 MiB) edited through mtools; boot what mcopy reads back
         size = sum(len(d) for d in files.values()) // (1024 * 1024) + 64
         img = fat_image(work / "piCore.img", files, size_mib=size, partitioned=True)
-        res = remaster.remaster_bootimage(img, cid, arch=Arch.AARCH64, codes=seed.codes(), ipfs_tcz=tcz)
+        res = picore.remaster_bootimage(img, P2PBoot(cid, seed.codes(), ipfs_tcz=tcz), arch=Arch.AARCH64)
         for name in [*files, "tce-ipfs.gz"]:
             (boot / name).write_bytes(fat_read(img, name, offset=1024 * 1024))
     assert res.arch is Arch.AARCH64

@@ -29,9 +29,11 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs import e2e, ipfsapi, qemu, recipes, samplerepo, swarmkey
 from tce_ipfs.arch import Arch
-from tce_ipfs.lab import Lab, SeedNode, TapNet
+from tce_ipfs.build import recipes
+from tce_ipfs.ipfs import rpc, swarmkey
+from tce_ipfs.testbed import e2e, qemu, samplerepo
+from tce_ipfs.testbed.lab import Lab, SeedNode, TapNet
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo, pytest.mark.root]
 
@@ -192,7 +194,7 @@ def start_guest(pool: ThreadPoolExecutor, kit: e2e.GuestKit, lab: Lab, check: Pa
 
 
 def kit_kubo() -> Path:
-    from tce_ipfs import kubo
+    from tce_ipfs.build import kubo
 
     return kubo.ensure(Arch.host())
 
@@ -213,11 +215,11 @@ def guest_pool(lab: Lab) -> Iterator[ThreadPoolExecutor]:
 
 def seed_sent(seed: SeedNode) -> int:
     with seed.client() as c:
-        return int(ipfsapi.bitswap_stat(c)["DataSent"])
+        return int(rpc.bitswap_stat(c)["DataSent"])
 
 
 def publish_to(seed: SeedNode, repo: Path) -> str:
-    from tce_ipfs.publish import publish
+    from tce_ipfs.ipfs.publish import publish
 
     with seed.client(timeout=300) as c:
         return publish(repo, c, progress=False).root_cid

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_tool
-from tce_ipfs import cli, proc, tcz
+from support import need_tool
+from tce_ipfs import cli, proc
+from tce_ipfs.build import tcz
 from tce_ipfs.errors import TczError
 
 

@@ -1,12 +1,16 @@
 """tce-ipfs: content-addressed, peer-to-peer delivery of Tiny Core Linux extensions.
 
-Where each part runs (so the tree says it, not only the docs):
+The package is laid out by where code runs (docs/ARCHITECTURE.md has the table of what may import
+what; tests/test_layering.py enforces it):
 
-* build host  -- everything under ``tce_ipfs`` except ``tce_ipfs.agent``: kubo builds, .tcz packing,
-  publishing, initrd/ISO/netboot assembly, QEMU guests, demo and benchmarks.
-* initrd      -- POSIX sh in ``initrd-hooks/`` at the top of the repository (never Python).
-* booted TC   -- ``tce_ipfs.agent`` (plus the dependency-free helpers it imports: ``errors``,
-  ``tcrepo``, ``ipfsapi``), shipped as ``tce-ipfs-agent.tcz``.
+* shared top-level modules (``errors``, ``proc``, ``log``, ``settings``, ``arch``, ``tcrepo``,
+  ``cidtext``, ``bootcodes``) and the command line (``cli``, ``commands``);
+* build host, product: ``build`` (kubo, .tcz, recipes), ``ipfs`` (node, publish, RPC), ``media``
+  (P2P initrd, ISO, piCore, netboot);
+* build host, test bed: ``testbed`` (QEMU guests, lab LAN, end-to-end, benchmarks), never shipped;
+* booted TC: ``agent`` (plus ``errors``, ``proc``, ``tcrepo``, ``ipfs.rpc``), shipped as
+  ``tce-ipfs-agent.tcz``;
+* initrd: POSIX sh in ``initrd-hooks/`` at the top of the repository (never Python).
 """
 
 __version__ = "0.1.0"

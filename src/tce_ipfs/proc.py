@@ -1,4 +1,4 @@
-"""The one wrapper through which every external command runs.
+"""The one way every external program runs: ``run()`` for a command, ``spawn()`` for a long-running child.
 
 * arguments are a list (never a shell string);
 * the environment is clean: a fixed PATH/LC_ALL plus only what the caller passes;
@@ -129,3 +129,28 @@ def output(args: Sequence[str | os.PathLike[str]], **kwargs: object) -> str:
     """Run and return stdout as stripped text."""
     proc = run(args, **kwargs)  # type: ignore[arg-type]
     return (proc.stdout or b"").decode().strip()
+
+
+def spawn(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running child (kubo, dnsmasq, a helper) the ``run()`` way and return at once.
+
+    Same rules as ``run()``: an argv list, the clean environment plus ``env``, the command logged under
+    ``--debug``, a missing program raised as ``ToolMissing``. The child reads /dev/null (it must never
+    prompt), appends stdout and stderr to ``log_path``, and gets its own session: Ctrl-C in the
+    terminal does not reach it, and the caller can signal its whole process group. Waiting for it and
+    stopping it are the caller's business.
+    """
+    argv = [os.fspath(a) for a in args]
+    log.debug("+ %s%s  (background, log %s)", shlex.join(argv), f"  (in {cwd})" if cwd else "", log_path)
+    with open(log_path, "ab") as out:
+        try:
+            return subprocess.Popen(argv, env=clean_env(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        except FileNotFoundError:
+            raise _missing(argv[0]) from None

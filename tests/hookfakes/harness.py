@@ -1,6 +1,6 @@
 """Run the tce-ipfs boot hook on the host against a fake TC root.
 
-The hook is installed the way TC does it: ``tce_ipfs.initrd.hook_cpio`` builds the inner archive,
+The hook is installed the way TC does it: ``tce_ipfs.media.initrd.hook_cpio`` builds the inner archive,
 busybox ``cpio -idmu`` unpacks it into the fake root, and the entry point runs with a real shell
 (busybox ``sh`` or ``dash``). PATH holds only the fakes in ``hookfakes/bin`` (ipfs, wget, udhcpc, ip,
 mount, uname, modprobe) followed by busybox applets -- so the hook is also checked to use nothing
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tce_ipfs import initrd
+from tce_ipfs.media import initrd
 
 FAKES = Path(__file__).resolve().parent / "bin"
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"

@@ -29,22 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import ipfsapi, tcrepo
+from tce_ipfs import tcrepo
 from tce_ipfs.agent.machine import Machine
 from tce_ipfs.errors import NodeError, RepoError, TceIpfsError
+from tce_ipfs.ipfs import rpc
 
 log = logging.getLogger(__name__)
 
 BUILTIN_OPTIONAL = "/tmp/builtin/optional"  # the boot hook's extensions (tce-setup loads them from here)
 FETCH_TIMEOUT = 120.0  # per read: a block nobody in the swarm has must not hang the command forever
-CHUNK = 1 << 16
 
 
 def connect(machine: Machine, api: str | None = None, timeout: float = FETCH_TIMEOUT) -> Any:
     """A client for the machine's kubo (``--api``, else ``Machine.api()``: env, hook status, repo)."""
     addr = api or machine.api()
     try:
-        return ipfsapi.client(addr, timeout=timeout)
+        return rpc.client(addr, timeout=timeout)
     except NodeError as exc:
         raise NodeError(exc.message, hint="is kubo running? The boot hook leaves it running unless "
                         "ipfs.seed=0; point elsewhere with --api MULTIADDR") from None
@@ -86,7 +86,7 @@ class Repo:
     def entries(self) -> dict[str, dict[str, Any]]:
         """Directory entries by name (``{"Hash", "Size", "Type"}``); one ``ls`` of the directory."""
         if self._entries is None:
-            links = ipfsapi.ls(self.client, f"/ipfs/{self.root}")
+            links = rpc.ls(self.client, f"/ipfs/{self.root}")
             self._entries = {str(link["Name"]): link for link in links}
         return self._entries
 
@@ -98,7 +98,7 @@ class Repo:
         return str(entry["Hash"]) if entry else None
 
     def text(self, name: str) -> str:
-        return ipfsapi.cat(self.client, f"/ipfs/{self.root}/{name}").decode("utf-8", errors="replace")
+        return rpc.cat(self.client, f"/ipfs/{self.root}/{name}").decode("utf-8", errors="replace")
 
     def stream(self, name: str) -> Iterator[bytes]:
         """The bytes of ``name`` in chunks (never the whole .tcz in memory)."""
@@ -106,7 +106,7 @@ class Repo:
         try:
             for chunk in self.client.cat(path, stream=True):
                 yield bytes(chunk)
-        except ipfsapi.ClientError as exc:
+        except rpc.ClientError as exc:
             raise NodeError(f"IPFS cat {path} failed: {exc}") from None
 
 
@@ -199,7 +199,7 @@ def install(name: str, *, machine: Machine | None = None, client: Any = None, ci
         # Keep serving it: pin the file's CID (its blocks are all local now).
         file_cid = repo.cid_of(ext)
         if file_cid:
-            ipfsapi.pin_add(client, file_cid)
+            rpc.pin_add(client, file_cid)
 
     to_load = [ext for ext in order if not machine.installed(ext)]
     result.already_loaded = [ext for ext in order if ext not in to_load]
@@ -230,19 +230,19 @@ def status(*, machine: Machine | None = None, client: Any = None, api: str | Non
     machine = machine or Machine()
     client = client if client is not None else connect(machine, api, timeout=30)
     root = machine.booted_repo()
-    bs = ipfsapi.bitswap_stat(client)
+    bs = rpc.bitswap_stat(client)
     peers = []
-    for p in ipfsapi.swarm_peers(client):
+    for p in rpc.swarm_peers(client):
         entry: dict[str, Any] = {"peer": str(p.get("Peer", "")), "addr": str(p.get("Addr", ""))}
         if ledgers and entry["peer"]:
             try:
-                ledger = ipfsapi.bitswap_ledger(client, entry["peer"])
+                ledger = rpc.bitswap_ledger(client, entry["peer"])
                 entry["sent"] = int(ledger.get("Sent", 0))
                 entry["recv"] = int(ledger.get("Recv", 0))
             except NodeError:
                 pass
         peers.append(entry)
-    pins = ipfsapi.pin_ls(client)
+    pins = rpc.pin_ls(client)
     pinned: list[str] = []
     if root:
         try:
@@ -253,7 +253,7 @@ def status(*, machine: Machine | None = None, client: Any = None, api: str | Non
             log.warning("tce-ipfs: cannot list the repository %s: %s", root, exc.message)
     return {
         "repo_cid": root,
-        "peer_id": ipfsapi.peer_id(client),
+        "peer_id": rpc.peer_id(client),
         "peers": peers,
         "blocks_sent": int(bs.get("BlocksSent", 0)),
         "blocks_received": int(bs.get("BlocksReceived", 0)),
@@ -326,7 +326,7 @@ def seed_files(machine: Machine, names: Iterable[str] = ()) -> list[Path]:
 
 def _add_one(client: Any, path: Path, *, only_hash: bool) -> str:
     """The CID of ``path`` as the publisher makes it (CIDv1, raw leaves); added+pinned unless hashing."""
-    res = ipfsapi.call(f"add {path.name}", client.add, str(path), cid_version=1, raw_leaves=True,
+    res = rpc.call(f"add {path.name}", client.add, str(path), cid_version=1, raw_leaves=True,
                        pin=not only_hash, only_hash=only_hash)
     if isinstance(res, list):  # one event per file; a single file gives one
         res = res[-1]
@@ -352,16 +352,16 @@ def unseed(names: Iterable[str] = (), *, machine: Machine | None = None, client:
     """Unpin the tce dir's extensions (same CIDs as ``seed``); ``gc`` also frees their blocks now."""
     machine = machine or Machine()
     client = client if client is not None else connect(machine, api)
-    pins = ipfsapi.pin_ls(client)
+    pins = rpc.pin_ls(client)
     out = []
     for path in seed_files(machine, names):
         cid = _add_one(client, path, only_hash=True)
         was = cid in pins
         if was:
-            ipfsapi.pin_rm(client, cid)
+            rpc.pin_rm(client, cid)
         out.append({"name": path.name, "cid": cid, "unpinned": was})
     if gc:
-        ipfsapi.call("repo gc", client.repo.gc, quiet=True)
+        rpc.call("repo gc", client.repo.gc, quiet=True)
     return out
 
 

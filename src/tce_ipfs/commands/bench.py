@@ -22,7 +22,7 @@ from tce_ipfs.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# tce_ipfs.bench.SCENARIOS + tce_ipfs.bench_boot.SCENARIO (not imported here: building the CLI must stay
+# testbed.bench.SCENARIOS + testbed.bench.boot.SCENARIO (not imported here: building the CLI must stay
 # cheap; a test checks they match)
 HOST_SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
 BOOT = "boot"
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {}
     host = tuple(s for s in scenarios if s in HOST_SCENARIOS)
     if host:
-        from tce_ipfs import bench, kubo
+        from tce_ipfs.build import kubo
+        from tce_ipfs.testbed import bench
 
         cfg = bench.BenchConfig(extensions=args.extensions, total_mib=args.total_mib, repeats=args.repeats,
                                 clients=args.clients, fetch_mib=args.fetch_mib, link_mbit=args.link_mbit,
@@ -101,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
         data.update(publish=results.publish, fetch_loopback=results.fetch_loopback,
                     fetch_link=results.fetch_link)
     if BOOT in scenarios:
-        from tce_ipfs import bench_boot
+        from tce_ipfs.testbed.bench import boot
 
-        boot_cfg = bench_boot.BootBenchConfig(arches=tuple(args.arches or (Arch.X86_64,)),
-                                              repeats=args.repeats, memory=args.memory, out=args.out)
-        data["boot"] = bench_boot.run(boot_cfg)
+        boot_cfg = boot.BootBenchConfig(arches=tuple(args.arches or (Arch.X86_64,)), repeats=args.repeats,
+                                        memory=args.memory, out=args.out)
+        data["boot"] = boot.run(boot_cfg)
         lines += _boot_lines(data["boot"])
         lines.append(f"results: {args.out / 'boot-results.json'}, plot: {args.out / 'boot.png'}")
     emit(args, data, "\n".join(lines))

@@ -29,10 +29,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tce_ipfs import e2e, samplerepo
     from tce_ipfs.cli import emit
     from tce_ipfs.errors import QemuError
     from tce_ipfs.log import human
+    from tce_ipfs.testbed import e2e, samplerepo
 
     work = args.work or Path(tempfile.mkdtemp(prefix="tce-ipfs-demo-"))
     work.mkdir(parents=True, exist_ok=True)

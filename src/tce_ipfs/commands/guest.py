@@ -71,8 +71,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from tce_ipfs import guest
     from tce_ipfs.cli import emit
+    from tce_ipfs.testbed import guest
 
     arch = Arch.parse(args.arch) if args.arch else Arch.host()
     base = guest.ensure_base(arch, refresh=args.refresh)
@@ -89,9 +89,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from tce_ipfs import guest, qemu
     from tce_ipfs.cli import emit
     from tce_ipfs.errors import QemuError
+    from tce_ipfs.testbed import guest, qemu
 
     arch = Arch.parse(args.arch) if args.arch else Arch.host()
     base = guest.ensure_base(arch)

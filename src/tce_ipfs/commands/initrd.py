@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import initrd
 from tce_ipfs.arch import Arch
 from tce_ipfs.cli import emit
 from tce_ipfs.log import human
+from tce_ipfs.media import cpio, initrd
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     build.add_argument(
         "--compression",
-        choices=initrd.COMPRESSIONS,
+        choices=cpio.COMPRESSIONS,
         default="gzip",
         help="outer compression (the kernel must support it; default gzip)",
     )
@@ -65,9 +66,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    out = initrd.build_hook_initrd(
-        args.arch, args.output, ipfs_tcz=args.ipfs_tcz, compression=args.compression
-    )
+    with tempfile.TemporaryDirectory(prefix="tce-ipfs-initrd-") as tmp:
+        ipfs_tcz = args.ipfs_tcz
+        if ipfs_tcz is None:
+            from tce_ipfs.build import recipes
+
+            ipfs_tcz = recipes.build("ipfs", args.arch, Path(tmp)).tcz
+        out = initrd.build_hook_initrd(
+            args.arch, args.output, ipfs_tcz=ipfs_tcz, compression=args.compression
+        )
     size = out.stat().st_size
     emit(
         args,
@@ -77,7 +84,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kind(entry: initrd.CpioEntry) -> str:
+def _kind(entry: cpio.CpioEntry) -> str:
     if entry.is_dir:
         return "d"
     if entry.is_symlink:
@@ -88,7 +95,7 @@ def _kind(entry: initrd.CpioEntry) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    entries = initrd.parse_cpio(initrd.read_initrd(args.path))
+    entries = cpio.parse_cpio(cpio.read_initrd(args.path))
     rows = [
         {
             "name": e.name,

@@ -48,7 +48,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from tce_ipfs import kubo
+    from tce_ipfs.build import kubo
     from tce_ipfs.cli import emit
     from tce_ipfs.log import human
 
@@ -74,7 +74,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from tce_ipfs import elf
+    from tce_ipfs.build import elf
     from tce_ipfs.cli import emit
 
     info = elf.validate(args.path, Arch.parse(args.arch))

@@ -8,7 +8,7 @@ from typing import Any
 
 from tce_ipfs.cli import emit
 from tce_ipfs.errors import NodeError
-from tce_ipfs.node import Node, default_repo
+from tce_ipfs.ipfs.node import Node, default_repo
 
 EPILOG = """\
 The node never talks to the public network: no bootstrap peers, no DHT, no mDNS, no AutoConf,
@@ -26,7 +26,7 @@ def _kubo(args: argparse.Namespace) -> Path:
     if args.kubo:
         return Path(args.kubo)
     try:
-        from tce_ipfs import kubo
+        from tce_ipfs.build import kubo
     except ModuleNotFoundError:
         raise NodeError("no kubo binary available", hint="pass --kubo PATH") from None
     from tce_ipfs.arch import Arch

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import ipfsapi
 from tce_ipfs.cli import emit
-from tce_ipfs.node import default_repo, read_api_file
-from tce_ipfs.publish import publish
+from tce_ipfs.ipfs import rpc
+from tce_ipfs.ipfs.node import default_repo, read_api_file
+from tce_ipfs.ipfs.publish import publish
 
 EPILOG = """\
 REPO_DIR is either flat (NAME.tcz + NAME.tcz.md5.txt/.dep/.info/... + *.lst, like a mirror's tcz/)
@@ -27,12 +27,12 @@ examples:
 
 def default_api() -> str:
     """The seed node's API when `tce-ipfs node start` runs one, else kubo's usual 5001."""
-    return read_api_file(default_repo()) or ipfsapi.DEFAULT_API
+    return read_api_file(default_repo()) or rpc.DEFAULT_API
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     api = args.api or default_api()
-    with ipfsapi.client(api, timeout=args.timeout) as client:
+    with rpc.client(api, timeout=args.timeout) as client:
         result = publish(Path(args.repo_dir), client, check=not args.no_check, progress=True,
                          kernel=args.kernel)
     emit(args, result.as_json(), result.root_cid)
@@ -46,7 +46,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("repo_dir", metavar="REPO_DIR", help="directory of .tcz files (flat or tce-dir layout)")
     p.add_argument("--api", metavar="MULTIADDR",
                    help="kubo RPC API (default: the `tce-ipfs node start` node, else "
-                        f"{ipfsapi.DEFAULT_API})")
+                        f"{rpc.DEFAULT_API})")
     p.add_argument("--no-check", action="store_true",
                    help="skip the md5/dependency checks (unsafe names are still refused)")
     p.add_argument("--kernel", metavar="RELEASE",

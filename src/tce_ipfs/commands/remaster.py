@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tce_ipfs import bootcfg
 from tce_ipfs.arch import Arch
 from tce_ipfs.cli import emit
 from tce_ipfs.errors import UsageError
+from tce_ipfs.media import bootcfg
+
+if TYPE_CHECKING:
+    from tce_ipfs.media.p2p import P2PBoot
 
 REMASTER_EPILOG = """\
 INPUT is a Tiny Core ISO (boot/vmlinuz + boot/core.gz, or boot/vmlinuz64 + boot/corepure64.gz, with
@@ -56,44 +59,53 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="a prebuilt P2P initrd (`tce-ipfs initrd build`) instead of building one")
 
 
-def cmd_remaster(args: argparse.Namespace) -> int:
-    from tce_ipfs import remaster
+def _request(args: argparse.Namespace) -> P2PBoot:
+    """The P2P boot request of both commands (every option checked before any medium is touched)."""
+    from tce_ipfs.media.p2p import P2PBoot
 
+    return P2PBoot(args.cid, bootcfg.parse_codes(args.boot_code), compression=args.compression,
+                   ipfs_tcz=args.ipfs_tcz, p2p_initrd=args.p2p_initrd)
+
+
+def cmd_remaster(args: argparse.Namespace) -> int:
+    from tce_ipfs.media import iso, picore
+
+    boot = _request(args)
     src = Path(args.input)
-    codes = bootcfg.parse_codes(args.boot_code)
     arch = Arch.parse(args.arch) if args.arch else None
     # A FAT image (bare or MBR disk; never an ISO), a directory, else the ISO path (which refuses a
     # non-ISO with its own message).
-    fat = not src.is_dir() and remaster.fat_image_offset(src) is not None
+    fat = not src.is_dir() and picore.fat_image_offset(src) is not None
     if src.is_dir() or fat:
         if args.default or args.append_initrd:
             raise UsageError("--default and --append-initrd apply to ISOs, not to a boot partition")
-        fn = remaster.remaster_bootimage if fat else remaster.remaster_bootdir
-        res = fn(src, args.cid, out=Path(args.output) if args.output else None,
-                 arch=arch, codes=codes, compression=args.compression,
-                 ipfs_tcz=args.ipfs_tcz, p2p_initrd=args.p2p_initrd)
+        fn = picore.remaster_bootimage if fat else picore.remaster_bootdir
+        res = fn(src, boot, out=Path(args.output) if args.output else None, arch=arch)
         emit(args, res.as_dict(), f"{res.output}: {res.arch}, cmdline: {res.cmdline}")
         return 0
     if not args.output:
         raise UsageError("remastering an ISO needs -o OUT.iso")
-    iso = remaster.remaster_iso(src, Path(args.output), args.cid, arch=arch, codes=codes,
-                                make_default=args.default, compression=args.compression,
-                                append_initrd=args.append_initrd, ipfs_tcz=args.ipfs_tcz,
-                                p2p_initrd=args.p2p_initrd)
-    emit(args, iso.as_dict(),
-         f"{iso.output}: {iso.layout} {iso.arch}{' +EFI' if iso.efi else ''}, entry tce-ipfs"
-         f"{' (default)' if iso.default else ''}: initrd={','.join(iso.initrds)} {iso.cmdline}")
+    res_iso = iso.remaster_iso(src, Path(args.output), boot, arch=arch, make_default=args.default,
+                               append_initrd=args.append_initrd)
+    emit(args, res_iso.as_dict(),
+         f"{res_iso.output}: {res_iso.layout} {res_iso.arch}{' +EFI' if res_iso.efi else ''}, entry tce-ipfs"
+         f"{' (default)' if res_iso.default else ''}: initrd={','.join(res_iso.initrds)} {res_iso.cmdline}")
     return 0
 
 
 def cmd_netboot(args: argparse.Namespace) -> int:
-    from tce_ipfs import netboot
+    from tce_ipfs.media import netboot
 
-    res = netboot.netboot(
-        Path(args.output), args.cid, arch=Arch.parse(args.arch) if args.arch else None,
-        codes=bootcfg.parse_codes(args.boot_code), kernel=args.kernel, initrd=args.initrd,
-        from_iso=args.from_iso, cmdline=args.cmdline, compression=args.compression, serial=args.serial,
-        ipfs_tcz=args.ipfs_tcz, p2p_initrd=args.p2p_initrd)
+    boot = _request(args)
+    arch = Arch.parse(args.arch) if args.arch else None
+    kernel, initrd = args.kernel, args.initrd
+    if kernel is None and initrd is None and args.from_iso is None:
+        from tce_ipfs.testbed import guest  # neither given: the test base's kernel and initrd
+
+        base = guest.ensure_base(arch or Arch.X86_64)
+        kernel, initrd = Path(base.kernel), Path(base.initrd)
+    res = netboot.netboot(Path(args.output), boot, arch=arch, kernel=kernel, initrd=initrd,
+                          from_iso=args.from_iso, cmdline=args.cmdline, serial=args.serial)
     emit(args, res.as_dict(), f"{res.output}: {res.arch} netboot tree ({', '.join(res.files)})\n"
                               f"cmdline: {res.cmdline}\nsee {res.output / 'README.txt'}")
     return 0

@@ -22,7 +22,7 @@ examples:
 
 
 def _recipe_names() -> list[str]:
-    from tce_ipfs import recipes
+    from tce_ipfs.build import recipes
 
     try:
         return recipes.list_recipes()
@@ -102,7 +102,7 @@ def _report(args: argparse.Namespace, result: Any) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from tce_ipfs import tcz
+    from tce_ipfs.build import tcz
 
     result = tcz.pack(args.dir, args.output, deps=args.dep, info=parse_info_fields(args.info_field),
                       block_size=parse_size(args.block_size), compression=args.compression)
@@ -110,21 +110,21 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from tce_ipfs import recipes
+    from tce_ipfs.build import recipes
 
     result = recipes.build(args.recipe, Arch.parse(args.arch), args.output, testbase=args.testbase)
     return _report(args, result)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from tce_ipfs import recipes
+    from tce_ipfs.build import recipes
     from tce_ipfs.cli import emit
 
     rows = []
     for name in recipes.list_recipes():
         spec = recipes.runtime_spec(name)
         if spec is not None:
-            from tce_ipfs import pyruntime
+            from tce_ipfs.build import pyruntime
 
             rt = pyruntime.load_spec(spec)
             rows.append({"name": name, "version": "(from Debian)", "description": rt.description,

@@ -4,7 +4,7 @@ The runtime recipe ``tcz-build/python3.11/runtime.toml`` says what goes in, and 
 C modules kept, stdlib parts dropped, glibc's sonames) and names the launcher, the ``.pth`` file and
 glibc-testbase's install script in its ``files/``. Steps:
 
-1. ``apt-get download`` (through ``guest.download``: cached in ``cache_dir()/debs``) the packages
+1. ``apt-get download`` (through ``build.debian``: cached in ``cache_dir()/debs``) the packages
    for the arch's Debian architecture: the interpreter and standard library, the libraries the kept
    ELF files need (found from their ``DT_NEEDED`` with pyelftools, each mapped to a package in
    ``runtime.toml``; an unmapped soname is an error), and ``libc6`` for the test base;
@@ -33,14 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import elf, guest, proc, tcz
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import debian, elf, tcz
 from tce_ipfs.errors import BuildError, CommandFailed
-from tce_ipfs.recipes import FILES_DIR, RUNTIME_FILE
 from tce_ipfs.settings import recipes_dir
 
 log = logging.getLogger(__name__)
 
+RUNTIME_FILE = "runtime.toml"  # what makes tcz-build/<name>/ a runtime recipe (recipes.build dispatches)
+FILES_DIR = "files"  # the recipe directory's files (launcher, .pth, install script), as for recipe.toml
 PYVER = "3.11"
 PREFIX = "usr/local"
 STDLIB = f"{PREFIX}/lib/python{PYVER}"
@@ -120,15 +122,9 @@ def load_spec(path: Path | None = None) -> Spec:
 # ------------------------------------------------------------------------------------------ debs
 def _fetch(arch: Arch, packages: Iterable[str]) -> tuple[list[Path], dict[str, str]]:
     deb = arch.info.debian
-    guest.ensure_apt(arch)
-    versions = {p: guest.package_version(p, deb) for p in dict.fromkeys(packages)}
-    return guest.download(sorted(versions.items()), deb), versions
-
-
-def _unpack(debs: Iterable[Path], root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    for d in debs:
-        proc.run(["dpkg-deb", "-x", d, root], what=f"dpkg-deb -x {d.name}")
+    debian.ensure_apt(arch)
+    versions = {p: debian.package_version(p, deb) for p in dict.fromkeys(packages)}
+    return debian.download(sorted(versions.items()), deb), versions
 
 
 def _inside(root: Path, path: Path) -> Path:
@@ -297,7 +293,7 @@ def build(arch: Arch | str, out_dir: Path, *, testbase: bool = False, epoch: int
         work = Path(tmp)
         debs, versions = _fetch(arch, [*spec.packages, *spec.libraries.values(), spec.glibc_package])
         unpacked = work / "debs"
-        _unpack(debs, unpacked)
+        debian.unpack(debs, unpacked)
         stage = work / "python"
         elves = stage_python(spec, arch, unpacked, stage)
         interp = str(elves[0].interpreter)

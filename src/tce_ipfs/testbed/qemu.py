@@ -17,8 +17,8 @@ Networking stays private. ``NetSpec`` is anything with ``qemu_args(arch)`` and `
 ``UserNet`` (from ``user_restricted()``) is QEMU user networking with ``restrict=on`` whose only way out
 is a set of ``guestfwd`` forwards from ``10.0.2.100:PORT`` to ``127.0.0.1:HOSTPORT`` on the host, each
 connection served by a fresh ``busybox nc``, plus optionally QEMU's built-in TFTP server and DHCP boot
-file for PXE (both inside QEMU: nothing leaves the machine); ``tce_ipfs.lab.TapNet`` (a tap on a private
-bridge in a network namespace) fits the same protocol.
+file for PXE (both inside QEMU: nothing leaves the machine); ``tce_ipfs.testbed.lab.TapNet`` (a tap on a
+private bridge in a network namespace) fits the same protocol.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 SENTINEL = "TCE-IPFS-SENTINEL"
 GUESTFWD_ADDR = "10.0.2.100"  # where guests reach forwarded host services (user networking)
-USER_NET_HOST = "10.0.2.2"  # QEMU's host alias; refused with restrict=on
 ACCEL = "tcg"
 _POLL = 0.05  # seconds between reads of the serial log
 

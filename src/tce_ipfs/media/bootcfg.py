@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tce_ipfs import bootcodes
 from tce_ipfs.errors import RemasterError, UsageError
 
 MARK = "# tce-ipfs"
@@ -25,32 +26,46 @@ END = "# tce-ipfs end"
 WAS = "# tce-ipfs was: "
 LABEL = "tce-ipfs"
 
-# Label-scoped syslinux keywords (everything else is global, wherever it appears).
+# Syslinux keywords that name what a label boots.
 _KERNEL_KEYS = ("kernel", "linux", "boot", "bss", "pxe", "fdimage", "comboot", "com32", "config")
-_LABEL_KEYS = (*_KERNEL_KEYS, "append", "initrd", "ipappend", "sysappend", "localboot", "text", "menu")
 
 
 # --------------------------------------------------------------------------------------------- codes
 
 def parse_codes(items: Sequence[str]) -> dict[str, str | None]:
-    """``["ipfs.peers=/ip4/..", "base"]`` -> ``{"ipfs.peers": "/ip4/..", "base": None}``, validated.
-
-    A value may not contain white space or quotes (the kernel command line has no quoting TC honours).
-    """
+    """``["ipfs.peers=/ip4/..", "base"]`` -> ``{"ipfs.peers": "/ip4/..", "base": None}``, each item
+    checked as ``check_codes`` does (a code given twice: the last one wins, as at boot)."""
     codes: dict[str, str | None] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", key):
-            raise UsageError(f"bad boot code {item!r}: the name must be letters, digits, '.', '_' or '-'",
-                             hint="pass codes as KEY=VALUE or a bare FLAG, e.g. --boot-code ipfs.timeout=120")
-        if re.search(r"[\s\"']", value):
-            raise UsageError(f"bad boot code {item!r}: the value contains white space or a quote")
-        if key == "tce":
-            raise UsageError("pass the CID with --cid, not as a tce= boot code")
-        if key == "initrd":
-            raise UsageError("initrd= is managed by tce-ipfs; do not pass it as a boot code")
-        codes[key] = value if sep else None
+        codes[key] = _check_code(key, value if sep else None)
     return codes
+
+
+def check_codes(codes: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Refuse boot codes that would not reach the hook as meant; return them as a new dict.
+
+    A name is letters, digits, ``.``, ``_`` and ``-``; a value may not contain white space or quotes
+    (the kernel command line has no quoting TC honours). ``tce=`` comes from the CID, ``initrd=`` from
+    the medium: neither may be passed as a code. tce-ipfs's own codes (``bootcodes.CODES``) must be
+    known and their values what the hook takes.
+    """
+    return {key: _check_code(key, value) for key, value in codes.items()}
+
+
+def _check_code(key: str, value: str | None) -> str | None:
+    item = key if value is None else f"{key}={value}"
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", key):
+        raise UsageError(f"bad boot code {item!r}: the name must be letters, digits, '.', '_' or '-'",
+                         hint="pass codes as KEY=VALUE or a bare FLAG, e.g. --boot-code ipfs.timeout=120")
+    if value is not None and re.search(r"[\s\"']", value):
+        raise UsageError(f"bad boot code {item!r}: the value contains white space or a quote")
+    if key == "tce":
+        raise UsageError("pass the CID with --cid, not as a tce= boot code")
+    if key == "initrd":
+        raise UsageError("initrd= is managed by tce-ipfs; do not pass it as a boot code")
+    bootcodes.check(key, value)
+    return value
 
 
 def p2p_codes(cid: str, codes: Mapping[str, str | None]) -> list[str]:

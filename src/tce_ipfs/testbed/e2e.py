@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import guest, initrd, ipfsapi, kubo, qemu, recipes
 from tce_ipfs.arch import Arch
-from tce_ipfs.node import Node
-from tce_ipfs.publish import publish
+from tce_ipfs.build import kubo, recipes
+from tce_ipfs.ipfs import rpc
+from tce_ipfs.ipfs.node import Node
+from tce_ipfs.ipfs.publish import publish
+from tce_ipfs.media import initrd
+from tce_ipfs.testbed import guest, qemu
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class Seed:
         return f"/ip4/{SEED_GUEST_IP}/tcp/{SEED_GUEST_PORT}/p2p/{self.node.peer_id}"
 
     def bytes_sent(self) -> int:
-        return int(ipfsapi.bitswap_stat(self.client()).get("DataSent", 0))
+        return int(rpc.bitswap_stat(self.client()).get("DataSent", 0))
 
     def net(self) -> qemu.UserNet:
         return qemu.user_restricted({SEED_GUEST_PORT: self.swarm_port})

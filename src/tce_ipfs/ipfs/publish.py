@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import ipfsapi, tcrepo
+from tce_ipfs import tcrepo
 from tce_ipfs.errors import NodeError, RepoError
+from tce_ipfs.ipfs import rpc
 from tce_ipfs.log import Progress, human
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _add(client: Any, where: Path, files: dict[str, Path], sizes: dict[str, int]
                 if want_progress:
                     bar.advance(step)
 
-        for event in ipfsapi.add_files(client, list(files.values()), pin=True, progress=want_progress):
+        for event in rpc.add_files(client, list(files.values()), pin=True, progress=want_progress):
             name = str(event.get("Name", ""))
             if "Hash" not in event:
                 advance(name, int(event.get("Bytes", 0)))
@@ -125,9 +126,9 @@ def verify_published(client: Any, result: PublishResult) -> list[str]:
     Returns a list of discrepancies (empty when all is well).
     """
     issues: list[str] = []
-    if result.root_cid not in ipfsapi.pin_ls(client, result.root_cid):
+    if result.root_cid not in rpc.pin_ls(client, result.root_cid):
         issues.append(f"root {result.root_cid} is not pinned")
-    links = {e["Name"]: (e["Hash"], int(e["Size"])) for e in ipfsapi.ls(client, result.root_cid)}
+    links = {e["Name"]: (e["Hash"], int(e["Size"])) for e in rpc.ls(client, result.root_cid)}
     if links != result.files:
         extra = sorted(set(links) ^ set(result.files))
         changed = sorted(n for n in set(links) & set(result.files) if links[n] != result.files[n])

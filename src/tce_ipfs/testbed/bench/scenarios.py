@@ -1,31 +1,9 @@
-"""Benchmarks: numbers and plots, never asserts. Every IPFS figure is compared, in the same run, with
-the baseline a Tiny Core user has today (an HTTP mirror, or a bare ``ipfs add``), as a ratio.
-
-Scenarios
-* ``publish``: ``tce-ipfs publish`` (checks md5 and deps, then adds) vs a bare ``ipfs add -r`` of the
-  same directory on the same node (blocks removed between runs, order alternated).
-* ``fetch-loopback``: a boot closure fetched from a seed over IPFS vs over HTTP from a mirror serving
-  the same files, everything on loopback: one client (repeated), then N clients at once. This measures
-  software overhead only: HTTP streams from the page cache at memory speed, which no real mirror does.
-* ``fetch-link``: the realistic one. The origin (the seed kubo AND the HTTP mirror, same files) runs in
-  one private network namespace, the clients (N kubo nodes and the HTTP fetchers) in another, joined
-  by a veth pair capped with ``tc ... tbf rate <link_mbit>mbit`` (``lab.ShapedLink``): the origin's
-  uplink is the bottleneck. The clients share their namespace, an uncapped LAN, and are connected to the
-  seed and to each other, so IPFS clients can get blocks from each other; HTTP clients only have the
-  origin. One client, then N at once, each run repeated; for each: wall time and bytes the origin
-  sent, both at the application (mirror's bytes served, seed's bitswap ``DataSent``) and on the wire
-  (the veth's tx counter: frames with all headers).
-
-Ratios: time is IPFS / HTTP (lower is better for IPFS); egress is origin bytes sent / payload (an HTTP
-mirror's is N by construction: it serves every byte to every client).
-"""
+"""The benchmark scenarios (see ``tce_ipfs.testbed.bench``): publish, fetch-loopback, fetch-link."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
-import http.server
 import json
 import logging
 import os
@@ -33,19 +11,19 @@ import random
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import ipfsapi, publish
+import tce_ipfs
 from tce_ipfs.errors import NodeError
-from tce_ipfs.node import Node
+from tce_ipfs.ipfs import publish, rpc
+from tce_ipfs.ipfs.node import Node
+from tce_ipfs.testbed.bench.mirror import fetch_http, http_mirror
 
 log = logging.getLogger(__name__)
 
@@ -147,49 +125,6 @@ def bench_publish(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
     }
 
 
-class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files from ``directory``; ``on_served(n)`` is called before each body is sent (so the
-    count is complete by the time a client has the bytes)."""
-
-    on_served: Callable[[int], None] = staticmethod(lambda n: None)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def copyfile(self, source: Any, outputfile: Any) -> None:
-        data = source.read()
-        self.on_served(len(data))
-        outputfile.write(data)
-
-
-def _mirror_server(root: Path, host: str, port: int,
-                   on_served: Callable[[int], None]) -> http.server.ThreadingHTTPServer:
-    handler = type("Handler", (_MirrorHandler,), {"on_served": staticmethod(on_served)})
-    return http.server.ThreadingHTTPServer((host, port),
-                                           functools.partial(handler, directory=str(root)))
-
-
-@contextmanager
-def http_mirror(root: Path) -> Iterator[tuple[str, dict[str, int]]]:
-    """A plain HTTP mirror on loopback serving ``root``; yields (base URL, counters)."""
-    served = {"bytes": 0, "requests": 0}
-    lock = threading.Lock()
-
-    def count(n: int) -> None:
-        with lock:
-            served["bytes"] += n
-            served["requests"] += 1
-
-    server = _mirror_server(root, "127.0.0.1", 0, count)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _closure_files(repo: Path) -> list[str]:
     names = [n.strip() for n in (repo / "onboot.lst").read_text().split() if n.strip()]
     return [f for n in names for f in (n, f"{n}.md5.txt")]
@@ -204,16 +139,8 @@ def _fetch_repo(work: Path, cfg: BenchConfig) -> tuple[Path, list[str], int]:
     return repo, files, sum((repo / f).stat().st_size for f in files)
 
 
-def _fetch_http(base: str, files: Sequence[str]) -> int:
-    total = 0
-    for f in files:
-        with urllib.request.urlopen(f"{base}/{f}", timeout=120) as resp:
-            total += len(resp.read())
-    return total
-
-
 def _fetch_ipfs(client: Any, root: str, files: Sequence[str]) -> int:
-    return sum(len(ipfsapi.cat(client, f"/ipfs/{root}/{f}", timeout=600)) for f in files)
+    return sum(len(rpc.cat(client, f"/ipfs/{root}/{f}", timeout=600)) for f in files)
 
 
 def _concurrently(jobs: Sequence[Callable[[], dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -270,15 +197,15 @@ def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, 
         http_s: list[float] = []
         ipfs_s: list[float] = []
         for r in range(cfg.repeats):
-            http_s.append(_timed(lambda: _fetch_http(base, files)))
+            http_s.append(_timed(lambda: fetch_http(base, files)))
             with Node(work / f"client-{r}", kubo, peers=[seed_addr]) as client_node:
                 c = client_node.client(timeout=600)
-                ipfsapi.swarm_connect(c, seed_addr, timeout=30)
+                rpc.swarm_connect(c, seed_addr, timeout=30)
                 ipfs_s.append(_timed(functools.partial(_fetch_ipfs, c, root, files)))
             shutil.rmtree(work / f"client-{r}", ignore_errors=True)
 
         # N clients at once, all connected to the seed and to each other.
-        sent_before = int(ipfsapi.bitswap_stat(seed.client()).get("DataSent", 0))
+        sent_before = int(rpc.bitswap_stat(seed.client()).get("DataSent", 0))
         clients = [stack.enter_context(Node(work / f"many-{i}", kubo, peers=[seed_addr]))
                    for i in range(cfg.clients)]
         addrs = [f"{n.swarm_addrs[0]}/p2p/{n.peer_id}" for n in clients]
@@ -286,15 +213,15 @@ def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, 
             c = n.client(timeout=600)
             for a in [seed_addr, *addrs]:
                 if not a.endswith(n.peer_id):
-                    ipfsapi.swarm_connect(c, a, timeout=30)
+                    rpc.swarm_connect(c, a, timeout=30)
         barrier = threading.Barrier(len(clients))
         ipfs_runs = _concurrently([
             _timed_job(functools.partial(_fetch_ipfs, n.client(timeout=600), root, files), barrier)
             for n in clients])
-        ipfs_sent = int(ipfsapi.bitswap_stat(seed.client()).get("DataSent", 0)) - sent_before
+        ipfs_sent = int(rpc.bitswap_stat(seed.client()).get("DataSent", 0)) - sent_before
         served["bytes"] = 0
         barrier = threading.Barrier(len(clients))
-        http_runs = _concurrently([_timed_job(functools.partial(_fetch_http, base, files), barrier)
+        http_runs = _concurrently([_timed_job(functools.partial(fetch_http, base, files), barrier)
                                    for _ in clients])
         http_sent = served["bytes"]
     concurrent = {
@@ -324,12 +251,12 @@ def _concurrent_summary(c: dict[str, Any], payload: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- fetch-link: origin behind a capped link
 def _src_dir() -> str:
     """Where the ``tce_ipfs`` package lives (PYTHONPATH for our helpers inside a namespace)."""
-    return str(Path(__file__).resolve().parents[1])
+    return str(Path(tce_ipfs.__file__).resolve().parents[1])
 
 
 def _helper_argv(*args: str | os.PathLike[str]) -> list[str]:
-    """This module's own command line (``python -m tce_ipfs.bench ...``), for use inside a namespace."""
-    return [sys.executable, "-m", "tce_ipfs.bench", *(os.fspath(a) for a in args)]
+    """The helper's command line (``python -m tce_ipfs.testbed.bench.helper ...``), run in a namespace."""
+    return [sys.executable, "-m", f"{__package__}.helper", *(os.fspath(a) for a in args)]
 
 
 def _read_stats(path: Path) -> dict[str, int]:
@@ -364,7 +291,8 @@ def _http_link_job(lab: Any, base: str, files: Sequence[str], at: float,
 
 
 def bench_fetch_link(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
-    from tce_ipfs.lab import ShapedLink, start_kubo
+    from tce_ipfs.testbed.lab import start_kubo
+    from tce_ipfs.testbed.link import ShapedLink
 
     repo, files, payload = _fetch_repo(work, cfg)
     n = cfg.clients
@@ -387,11 +315,11 @@ def bench_fetch_link(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]
             with node.client(timeout=30) as c:
                 for other in [seed, *clients]:
                     if other is not node:
-                        ipfsapi.swarm_connect(c, other.multiaddr, timeout=30)
+                        rpc.swarm_connect(c, other.multiaddr, timeout=30)
 
         def seed_sent() -> int:
             with seed.client(timeout=30) as c:
-                return int(ipfsapi.bitswap_stat(c).get("DataSent", 0))
+                return int(rpc.bitswap_stat(c).get("DataSent", 0))
 
         def measure(kind: str, mode: str) -> None:
             k = 1 if mode == "single" else n
@@ -432,155 +360,3 @@ def bench_fetch_link(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]
         "single": single,
         "concurrent": _concurrent_summary(runs["concurrent"], payload),
     }
-
-
-# ---------------------------------------------------------------------- plot
-BASELINE_COLOUR, IPFS_COLOUR = "#999999", "#2a7ab9"
-
-
-def _panel(ax: Any, labels: tuple[str, str], values: tuple[float, float], title: str, ylabel: str) -> None:
-    """One baseline-vs-IPFS bar pair: the baseline always grey and on the left."""
-    ax.bar(list(labels), list(values), color=[BASELINE_COLOUR, IPFS_COLOUR])
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-
-
-def _grouped_panel(ax: Any, groups: Sequence[str], http: Sequence[float], ipfs: Sequence[float],
-                   title: str, ylabel: str) -> None:
-    """Baseline-vs-IPFS bar pairs side by side, one pair per group (baseline grey, on the left)."""
-    width = 0.38
-    xs = range(len(groups))
-    ax.bar([x - width / 2 for x in xs], list(http), width, color=BASELINE_COLOUR, label="HTTP mirror")
-    ax.bar([x + width / 2 for x in xs], list(ipfs), width, color=IPFS_COLOUR, label="IPFS seed")
-    ax.set_xticks(list(xs), list(groups))
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize="small")
-
-
-def _fetch_panels(ax_time: Any, ax_egress: Any, f: dict[str, Any]) -> None:
-    median = statistics.median
-    s, c, n = f["single"], f["concurrent"], f["clients"]
-    s_http = s.get("http_s") or s["http_wall_s"]
-    s_ipfs = s.get("ipfs_s") or s["ipfs_wall_s"]
-    where = (f"origin behind {f['link_mbit']:g} Mbit/s" if f["scenario"] == "fetch-link"
-             else "all on loopback")
-    groups = ("1 client", f"{n} clients")
-    _grouped_panel(ax_time, groups, (median(s_http), median(c["http_wall_s"])),
-                   (median(s_ipfs), median(c["ipfs_wall_s"])),
-                   f"{f['scenario']}: {f['payload_bytes'] / 2**20:.0f} MiB closure, {where}\n"
-                   f"IPFS/HTTP time: 1 client {s['time_ratio']:.2f}x, {n} clients {c['time_ratio']:.2f}x",
-                   "wall seconds (median)")
-    egress_groups = [f"{n} clients (app)"]
-    http_e, ipfs_e = [c["http_egress_ratio"]], [c["ipfs_egress_ratio"]]
-    if "http_wire_ratio" in c:
-        egress_groups.append(f"{n} clients (wire)")
-        http_e.append(c["http_wire_ratio"])
-        ipfs_e.append(c["ipfs_wire_ratio"])
-    _grouped_panel(ax_egress, egress_groups, http_e, ipfs_e,
-                   f"{f['scenario']}: origin bytes sent / payload", "origin egress / payload")
-
-
-def plot(results: BenchResults, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = [name for name, data in (("publish", results.publish),
-                                       ("fetch-loopback", results.fetch_loopback),
-                                       ("fetch-link", results.fetch_link)) if data]
-    fig, axes = plt.subplots(2, max(len(columns), 1), figsize=(6 * max(len(columns), 1), 8),
-                             squeeze=False)
-    median = statistics.median
-    for col, name in enumerate(columns):
-        top, bottom = axes[0][col], axes[1][col]
-        if name == "publish":
-            p = results.publish
-            _panel(top, ("bare ipfs add -r", "tce-ipfs publish"),
-                   (median(p["bare_add_s"]), median(p["publish_s"])),
-                   f"publish {p['extensions']} ext, {p['bytes'] / 2**20:.0f} MiB\n"
-                   f"ratio {p['ratio_median']:.2f}x", "seconds (median)")
-            bottom.axis("off")
-        else:
-            _fetch_panels(top, bottom, results.fetch_loopback if name == "fetch-loopback"
-                          else results.fetch_link)
-    fig.tight_layout()
-    path = out / "bench.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
-
-
-def run(kubo: Path, cfg: BenchConfig, scenarios: Sequence[str] = SCENARIOS) -> BenchResults:
-    unknown = set(scenarios) - set(SCENARIOS)
-    if unknown:
-        raise ValueError(f"unknown scenarios: {sorted(unknown)}")
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    results = BenchResults(config={k: str(v) for k, v in asdict(cfg).items()})
-    with tempfile.TemporaryDirectory(prefix="tce-ipfs-bench-") as tmp:
-        work = Path(tmp)
-        if "publish" in scenarios:
-            results.publish = bench_publish(kubo, work, cfg)
-        if "fetch-loopback" in scenarios:
-            results.fetch_loopback = bench_fetch_loopback(kubo, work, cfg)
-        if "fetch-link" in scenarios:
-            results.fetch_link = bench_fetch_link(kubo, work, cfg)
-    (cfg.out / "results.json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
-    plot(results, cfg.out)
-    return results
-
-
-# ---------------------------------------------------------------------- helpers run inside a namespace
-def _serve_http(root: Path, host: str, port: int, stats: Path) -> None:
-    """The origin's HTTP mirror; keeps ``stats`` (``{"bytes", "requests"}``) current, atomically."""
-    served = {"bytes": 0, "requests": 0}
-    lock = threading.Lock()
-
-    def write() -> None:
-        tmp = stats.with_name(stats.name + ".tmp")
-        tmp.write_text(json.dumps(served))
-        os.replace(tmp, stats)
-
-    def count(n: int) -> None:
-        with lock:
-            served["bytes"] += n
-            served["requests"] += 1
-            write()
-
-    server = _mirror_server(root, host, port, count)
-    write()  # "ready": the socket is bound
-    server.serve_forever()
-
-
-def _fetch_http_at(base: str, files: Sequence[str], at: float) -> dict[str, Any]:
-    """Wait until monotonic time ``at`` (so N fetcher processes start together), then fetch."""
-    time.sleep(max(0.0, at - time.monotonic()))
-    start = time.monotonic()
-    got = _fetch_http(base, files)
-    return {"start": start, "end": time.monotonic(), "bytes": got}
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tce_ipfs.bench",
-                                     description="benchmark helpers run inside a lab namespace")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    serve = sub.add_parser("serve-http")
-    serve.add_argument("root", type=Path)
-    serve.add_argument("--bind", required=True)
-    serve.add_argument("--port", type=int, required=True)
-    serve.add_argument("--stats", type=Path, required=True)
-    fetch = sub.add_parser("fetch-http")
-    fetch.add_argument("base")
-    fetch.add_argument("files", nargs="+")
-    fetch.add_argument("--at", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    if args.cmd == "serve-http":
-        _serve_http(args.root, args.bind, args.port, args.stats)
-    else:
-        print(json.dumps(_fetch_http_at(args.base, args.files, args.at)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

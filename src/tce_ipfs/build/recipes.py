@@ -21,7 +21,7 @@ Recipe schema (TOML; unknown keys are errors so typos do not pass silently)::
                                   # locked pure-Python wheels -> dest/vendor (lock, exclude)
 
 A directory with a ``runtime.toml`` instead is a *runtime recipe*: an interpreter assembled from Debian
-packages (``python3.11``), described declaratively there and built by ``tce_ipfs.pyruntime``;
+packages (``python3.11``), described declaratively there and built by ``tce_ipfs.build.pyruntime``;
 ``build()`` dispatches to it (``testbase`` applies to runtime recipes only).
 
 Strings in version, description, deps and [info] may use ``{arch}``, ``{kubo_version}``,
@@ -37,39 +37,31 @@ every timestamp.
 
 from __future__ import annotations
 
-import ast
-import fnmatch
-import hashlib
-import json
 import logging
 import os
 import re
 import shutil
 import stat
-import sys
 import tempfile
 import tomllib
-import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tce_ipfs import __version__, proc, tcz
+from tce_ipfs import __version__
 from tce_ipfs.arch import Arch
-from tce_ipfs.errors import BuildError, CommandFailed, TczError, ToolMissing, UsageError
-from tce_ipfs.kubo import sha256_file
-from tce_ipfs.settings import KUBO_VERSION, TC_MAJOR, cache_dir, recipes_dir
+from tce_ipfs.build import pyruntime, tcz, vendor
+from tce_ipfs.build.pyruntime import FILES_DIR, RUNTIME_FILE
+from tce_ipfs.build.vendor import PACKAGE
+from tce_ipfs.errors import BuildError, TczError, UsageError
+from tce_ipfs.settings import KUBO_VERSION, TC_MAJOR, recipes_dir
 
 log = logging.getLogger(__name__)
 
 KUBO_BIN_ENV = "TCE_IPFS_KUBO_BIN"
 RECIPE_FILE = "recipe.toml"
-RUNTIME_FILE = "runtime.toml"
-FILES_DIR = "files"
 KINDS = ("file", "kubo", "python-package")
-VENDOR_DIR = "vendor"
-PACKAGE = "tce_ipfs"
 
 _TOP_KEYS = {"name", "version", "description", "deps", "python", "install_script", "block_size",
              "compression", "info", "install"}
@@ -141,7 +133,7 @@ def load(name: str) -> Recipe:
         raise UsageError(f"no recipe named {name!r}",
                          hint=f"recipes: {', '.join(known) or '(none)'} (in {recipes_dir()})")
     if runtime_spec(name) is not None:
-        raise UsageError(f"{name} is a runtime recipe ({RUNTIME_FILE}), built by tce_ipfs.pyruntime")
+        raise UsageError(f"{name} is a runtime recipe ({RUNTIME_FILE}), built by tce_ipfs.build.pyruntime")
     rdir = recipes_dir() / name
     path = rdir / RECIPE_FILE
     try:
@@ -303,8 +295,6 @@ def build(name: str, arch: Arch | str, out_dir: Path, *, epoch: int | None = Non
     arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
     spec = runtime_spec(name)
     if spec is not None:
-        from tce_ipfs import pyruntime
-
         return pyruntime.build(arch, out_dir, testbase=testbase, epoch=epoch,
                                spec=pyruntime.load_spec(spec)).python
     if testbase:
@@ -378,7 +368,7 @@ def kubo_binary(arch: Arch) -> Path:
     """The kubo ``ipfs`` for ``arch``: ``kubo.ensure(arch)``, or ``$TCE_IPFS_KUBO_BIN`` (tests only)."""
     override = os.environ.get(KUBO_BIN_ENV)
     if override:
-        from tce_ipfs import elf
+        from tce_ipfs.build import elf
 
         path = Path(override)
         if not path.is_file():
@@ -386,7 +376,7 @@ def kubo_binary(arch: Arch) -> Path:
         elf.validate(path, arch)
         log.info("using kubo from %s=%s", KUBO_BIN_ENV, path)
         return path
-    from tce_ipfs import kubo
+    from tce_ipfs.build import kubo
 
     return kubo.ensure(arch)
 
@@ -394,308 +384,9 @@ def kubo_binary(arch: Arch) -> Path:
 # ------------------------------------------------------------------------------ python-package
 
 
-def package_dir() -> Path:
-    import tce_ipfs
-
-    return Path(tce_ipfs.__file__).resolve().parent
-
-
-def _module_file(pkg_dir: Path, module: str) -> Path | None:
-    parts = module.split(".")[1:]
-    base = pkg_dir.joinpath(*parts)
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    py = base.with_suffix(".py") if parts else None
-    if py is not None and py.is_file():
-        return py
-    return None
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
-class _Imports(ast.NodeVisitor):
-    """Every import statement that can run: module level *and* inside functions (command handlers
-    import lazily), but not ``if TYPE_CHECKING:`` blocks."""
-
-    def __init__(self) -> None:
-        self.found: list[ast.Import | ast.ImportFrom] = []
-
-    def visit_Import(self, node: ast.Import) -> None:
-        self.found.append(node)
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        self.found.append(node)
-
-    def visit_If(self, node: ast.If) -> None:
-        if not _is_type_checking(node.test):
-            for stmt in node.body:
-                self.visit(stmt)
-        for stmt in node.orelse:
-            self.visit(stmt)
-
-
-def _submodules(pkg_dir: Path, module: str) -> list[str]:
-    """``module`` and, when it is a package, every module below it."""
-    path = _module_file(pkg_dir, module)
-    if path is None or path.name != "__init__.py":
-        return [module]
-    out = [module]
-    for child in sorted(path.parent.iterdir()):
-        if child.is_dir() and (child / "__init__.py").is_file():
-            out.extend(_submodules(pkg_dir, f"{module}.{child.name}"))
-        elif child.suffix == ".py" and child.name != "__init__.py":
-            out.append(f"{module}.{child.stem}")
-    return out
-
-
-def module_closure(entries: Iterable[str], pkg_dir: Path | None = None) -> list[str]:
-    """``tce_ipfs`` modules the ``entries`` can reach: each entry (a package entry brings all of its
-    submodules), the package ``__init__``s above, and every ``tce_ipfs`` module imported anywhere in
-    them, lazily inside functions too -- the TC machine has nothing else to fall back on. Entries
-    that do not exist are skipped with a warning (a module another engineer has not written yet)."""
-    pkg_dir = pkg_dir or package_dir()
-    seen: dict[str, Path] = {}
-    todo: list[tuple[str, str]] = []
-    for entry in entries:
-        if _module_file(pkg_dir, entry) is None:
-            log.warning("recipe module %s does not exist; not packaged", entry)
-        else:
-            todo.extend((m, "the recipe") for m in _submodules(pkg_dir, entry))
-    while todo:
-        module, why = todo.pop()
-        if module in seen:
-            continue
-        path = _module_file(pkg_dir, module)
-        if path is None:
-            raise BuildError(f"{why} imports {module}, which does not exist",
-                             hint="the agent .tcz must contain every tce_ipfs module its code reaches")
-        seen[module] = path
-        parts = module.split(".")
-        for i in range(1, len(parts)):
-            todo.append((".".join(parts[:i]), module))
-        is_pkg = path.name == "__init__.py"
-        visitor = _Imports()
-        visitor.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
-        for node in visitor.found:
-            if isinstance(node, ast.Import):
-                todo.extend((a.name, module) for a in node.names if _ours(a.name))
-                continue
-            if node.level:
-                anchor = parts if is_pkg else parts[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join([*anchor, *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
-            if not _ours(base):
-                continue
-            todo.append((base, module))
-            # `from tce_ipfs import x`: x is a submodule when such a file exists, else an attribute.
-            todo.extend((f"{base}.{a.name}", module) for a in node.names
-                        if _module_file(pkg_dir, f"{base}.{a.name}") is not None)
-    return sorted(seen)
-
-
-def _ours(module: str) -> bool:
-    return module == PACKAGE or module.startswith(PACKAGE + ".")
-
-
-@dataclass(frozen=True)
-class Locked:
-    name: str
-    version: str
-    hashes: frozenset[str]
-
-
-def read_lock(path: Path) -> list[Locked]:
-    """A pip requirements file where every line is ``name==version --hash=sha256:...``."""
-    out: list[Locked] = []
-    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        m = re.fullmatch(r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)((?:\s+--hash=sha256:[0-9a-f]{64})+)", line)
-        if not m:
-            raise BuildError(f"{path}:{lineno}: expected `name==version --hash=sha256:<hex>`")
-        hashes = frozenset(re.findall(r"sha256:([0-9a-f]{64})", m.group(3)))
-        out.append(Locked(m.group(1), m.group(2), hashes))
-    if not out:
-        raise BuildError(f"{path}: no requirements")
-    return out
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def _pip_env() -> dict[str, str]:
-    """The user's pip configuration (index, proxy, certificates) -- proc.run() drops it otherwise."""
-    keep = {"http_proxy", "https_proxy", "no_proxy", "all_proxy"}
-    return {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k.lower() in keep}
-
-
-def wheels(lock_path: Path) -> list[Path]:
-    """One pure-Python wheel per locked requirement, fetched (or built from a hash-pinned sdist) with
-    pip once and cached under ``cache_dir()/wheels/<lock hash>/``. ``.complete`` in that directory
-    records each wheel's sha256 (pip checked the downloads against the lock), re-checked on use."""
-    locked = read_lock(lock_path)
-    key = hashlib.sha256(lock_path.read_bytes()).hexdigest()[:16]
-    cache = cache_dir() / "wheels" / key
-    marker = cache / ".complete"
-    if not marker.is_file():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{key}-", dir=cache.parent) as tmp:
-            work = Path(tmp) / "wheels"
-            log.info("fetching %d locked Python packages with pip", len(locked))
-            try:
-                proc.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--require-hashes",
-                          "--no-input", "-q", "-r", str(lock_path), "-w", str(work)],
-                         env=_pip_env(), timeout=900, what=f"pip wheel -r {lock_path.name}")
-            except CommandFailed as exc:
-                raise BuildError(f"could not fetch the packages locked in {lock_path}: {exc.message}",
-                                 hint="the first build needs the Python package index (pip's own "
-                                      f"configuration applies); later builds use {cache}") from None
-            sums = {p.name: sha256_file(p) for p in sorted(work.glob("*.whl"))}
-            (work / ".complete").write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")
-            try:
-                os.replace(work, cache)
-            except OSError:
-                if not marker.is_file():  # someone else won the race: fine
-                    raise
-    try:
-        sums = json.loads(marker.read_text())
-    except ValueError:
-        raise BuildError(f"{marker} is damaged", hint=f"delete {cache} and build again") from None
-    by_name = {_norm(name.split("-")[0]): cache / name for name in sums}
-    out = []
-    for x in locked:
-        whl = by_name.get(_norm(x.name))
-        if whl is None or whl.name.split("-")[1] != x.version:
-            raise BuildError(f"wheel cache {cache} has no {x.name}=={x.version}",
-                             hint=f"delete {cache} and build again")
-        if not whl.is_file() or sha256_file(whl) != sums[whl.name]:
-            raise BuildError(f"{whl} is missing or changed since it was fetched",
-                             hint=f"delete {cache} and build again")
-        out.append(whl)
-    return out
-
-
-def _pure(whl: Path) -> None:
-    parts = whl.name[: -len(".whl")].split("-")
-    if len(parts) not in (5, 6) or parts[-2] != "none" or parts[-1] != "any":
-        raise BuildError(f"{whl.name} is not a pure-Python wheel (needs the none-any tag)",
-                         hint="only pure-Python packages can be vendored into the agent")
-
-
-def _keep_dist_info(rel: str) -> bool:
-    inner = rel.split("/", 1)[1] if "/" in rel else ""
-    top = inner.split("/", 1)[0].upper()
-    return inner == "METADATA" or top == "LICENSES" or top.startswith(("LICENSE", "COPYING", "NOTICE"))
-
-
-def extract_wheel(whl: Path, dest: Path, exclude: Iterable[str], owners: dict[str, str]) -> int:
-    """Unpack a pure wheel into ``dest`` (purelib layout): code, METADATA and licence files; no
-    RECORD/WHEEL/bytecode. Returns the number of files written."""
-    _pure(whl)
-    patterns = tuple(exclude)
-    count = 0
-    with zipfile.ZipFile(whl) as zf:
-        for zi in sorted(zf.infolist(), key=lambda z: z.filename):
-            rel = zi.filename
-            if zi.is_dir():
-                continue
-            first = rel.split("/", 1)[0]
-            if first.endswith(".data"):
-                prefix = f"{first}/purelib/"
-                if not rel.startswith(prefix):
-                    log.debug("%s: skipping %s", whl.name, rel)
-                    continue
-                rel = rel[len(prefix):]
-                first = rel.split("/", 1)[0]
-            if first.endswith(".dist-info") and not _keep_dist_info(rel):
-                continue
-            if "__pycache__" in rel.split("/") or rel.endswith((".pyc", ".pyo")):
-                continue
-            if rel.endswith((".so", ".pyd", ".dylib")) or ".so." in rel:
-                raise BuildError(f"{whl.name} contains a native library {rel}")
-            if any(fnmatch.fnmatch(rel, p) for p in patterns):
-                continue
-            norm = PurePosixPath(rel)
-            if norm.is_absolute() or ".." in norm.parts:
-                raise BuildError(f"{whl.name}: unsafe path {rel!r}")
-            if rel in owners:
-                raise BuildError(f"{rel} is in both {owners[rel]} and {whl.name}")
-            owners[rel] = whl.name
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(zf.read(zi))
-            target.chmod(0o644)
-            count += 1
-    return count
-
-
 def _install_python(recipe: Recipe, item: Install, stage: Path) -> None:
     assert recipe.python is not None
     lib = _dest(stage, item.dest, recipe)
     lib.mkdir()
-    pkg_dir = package_dir()
-    modules = module_closure(item.modules, pkg_dir)
-    for module in modules:
-        src = _module_file(pkg_dir, module)
-        assert src is not None
-        rel = src.relative_to(pkg_dir.parent)
-        (lib / rel).parent.mkdir(parents=True, exist_ok=True)
-        _copy_file(src, lib / rel, 0o644)
-    log.debug("packaged %s modules: %s", PACKAGE, ", ".join(modules))
-    vendor = lib / VENDOR_DIR
-    vendor.mkdir()
-    tops: list[str] = []
-    if item.lock:
-        owners: dict[str, str] = {}
-        for whl in wheels(recipe.dir / item.lock):
-            extract_wheel(whl, vendor, item.exclude, owners)
-        tops = sorted({r.split("/", 1)[0].removesuffix(".py") for r in owners
-                       if not r.split("/", 1)[0].endswith(".dist-info")})
-    check_imports(recipe.python, lib, vendor, [m for m in modules if m != f"{PACKAGE}.__main__"], tops)
-
-
-_CHECK = r"""
-import importlib, os, sys
-lib, vendor = sys.argv[1], sys.argv[2]
-sys.path[:0] = [lib, vendor]
-names = sys.argv[3].split(",") + [n for n in sys.argv[4].split(",") if n]
-for name in names:
-    importlib.import_module(name)
-if "tce_ipfs.cli" in names:
-    importlib.import_module("tce_ipfs.cli").build_parser()
-roots = (os.path.realpath(lib) + os.sep, os.path.realpath(vendor) + os.sep)
-std = [os.path.realpath(p) + os.sep for p in sys.path[2:]]
-for name, mod in sorted(sys.modules.items()):
-    f = getattr(mod, "__file__", None)
-    if f and not os.path.realpath(f).startswith(roots + tuple(std)):
-        sys.exit("module %s was loaded from %s, outside the package" % (name, f))
-"""
-
-
-def _python_for(version: str) -> str | None:
-    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
-        return sys.executable
-    return shutil.which(f"python{version}", path=proc.clean_env()["PATH"])
-
-
-def check_imports(version: str, lib: Path, vendor: Path, modules: list[str], tops: list[str]) -> None:
-    """Prove the staged package is self-contained: a Python ``version`` started with ``-I -S -B``
-    (no site-packages, no environment, no bytecode written) and only ``lib`` + ``vendor`` on its
-    path imports every packaged module and vendored package and builds the CLI parser."""
-    python = _python_for(version)
-    if python is None:
-        log.warning("python%s not found: cannot check that the vendored packages import", version)
-        return
-    try:
-        proc.run([python, "-I", "-S", "-B", "-c", _CHECK, str(lib), str(vendor), ",".join(modules),
-                  ",".join(tops)], what=f"import check of the packaged modules with python{version}")
-    except ToolMissing:
-        log.warning("python%s not runnable: import check skipped", version)
+    vendor.stage_package(lib, item.modules, python=recipe.python,
+                         lock=recipe.dir / item.lock if item.lock else None, exclude=item.exclude)

@@ -37,8 +37,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from tce_ipfs import elf, proc
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import elf
 from tce_ipfs.errors import BuildError, CommandFailed, UsageError
 from tce_ipfs.settings import KUBO_MODULE, KUBO_VERSION, cache_dir
 

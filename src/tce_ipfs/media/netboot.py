@@ -15,18 +15,19 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tce_ipfs import bootcfg, cidtext, remaster
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import RemasterError, UsageError
+from tce_ipfs.media import bootcfg, iso
+from tce_ipfs.media.detect import check_requested_arch, detect_arch
+from tce_ipfs.media.p2p import P2P_NAME, P2PBoot
 
 log = logging.getLogger(__name__)
 
 PXELINUX = Path("/usr/lib/PXELINUX/pxelinux.0")
-LDLINUX = remaster.SYSLINUX_BIOS / "ldlinux.c32"
+LDLINUX = iso.SYSLINUX_BIOS / "ldlinux.c32"
 NAMES = {Arch.X86_64: ("vmlinuz64", "corepure64.gz"), Arch.X86: ("vmlinuz", "core.gz"),
          Arch.AARCH64: ("vmlinuz-aarch64", "rootfs-aarch64.gz"),
          Arch.ARMV7: ("vmlinuz-armv7", "rootfs-armv7.gz")}
@@ -84,13 +85,13 @@ class NetbootResult:
                 "cmdline": self.cmdline, "files": self.files}
 
 
-def _from_iso(iso: Path, tmp: Path) -> tuple[Path, Path, str]:
+def _from_iso(image: Path, tmp: Path) -> tuple[Path, Path, str]:
     """Kernel, base initrd (concatenated if the entry has several) and command line of an ISO's default."""
-    if not remaster._is_iso(iso):
-        raise RemasterError(f"{iso.name} is not an ISO 9660 image")
+    if not iso.is_iso(image):
+        raise RemasterError(f"{image.name} is not an ISO 9660 image")
     tree = tmp / "iso"
-    remaster.extract_iso(iso, tree)
-    layout = remaster.detect_layout(tree, remaster.el_torito(iso))
+    iso.extract_iso(image, tree)
+    layout = iso.detect_layout(tree, iso.el_torito(image))
     cfg = bootcfg.parse_syslinux((tree / layout.cfg).read_text(errors="replace"))
     entry = cfg.entry(layout.entry)
     assert entry is not None
@@ -104,31 +105,28 @@ def _from_iso(iso: Path, tmp: Path) -> tuple[Path, Path, str]:
 
 def netboot(
     out: Path,
-    cid: str,
+    boot: P2PBoot,
     *,
     arch: Arch | None = None,
-    codes: Mapping[str, str | None] | None = None,
     kernel: Path | None = None,
     initrd: Path | None = None,
     from_iso: Path | None = None,
     cmdline: str | None = None,
-    compression: str = "gzip",
     serial: bool = False,
-    ipfs_tcz: Path | None = None,
-    p2p_initrd: Path | None = None,
 ) -> NetbootResult:
-    """Write the netboot tree into ``out`` (created; an existing directory keeps its other files)."""
-    cid = cidtext.validate(cid, allow_path=True)
-    codes = dict(codes or {})
-    if compression not in remaster.COMPRESSIONS:
-        raise UsageError(f"unknown compression {compression!r}", hint="use gzip or zstd")
+    """Write the netboot tree into ``out`` (created; an existing directory keeps its other files).
+
+    Kernel and base initrd: ``kernel`` + ``initrd``, or the default entry of the TC ISO ``from_iso``.
+    """
     if (kernel is None) != (initrd is None):
         raise UsageError("give both --kernel and --initrd (or --from-iso, or neither for the test base)")
     if from_iso is not None and kernel is not None:
         raise UsageError("--from-iso and --kernel/--initrd exclude each other")
+    if from_iso is None and kernel is None:
+        raise UsageError("give --kernel and --initrd, or --from-iso")
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory")
-    for path in (kernel, initrd, from_iso, ipfs_tcz, p2p_initrd):
+    for path in (kernel, initrd, from_iso):
         if path is not None and not path.is_file():
             raise UsageError(f"{path}: no such file")
 
@@ -137,34 +135,28 @@ def netboot(
         base_cmdline = DEFAULT_CMDLINE
         if from_iso is not None:
             kernel, initrd, base_cmdline = _from_iso(from_iso, tmp)
-        elif kernel is None:
-            from tce_ipfs import guest
-
-            base = guest.ensure_base(arch or Arch.X86_64)
-            kernel, initrd = Path(base.kernel), Path(base.initrd)
         assert kernel is not None and initrd is not None
         if cmdline is not None:
             base_cmdline = cmdline
-        report = remaster.detect_arch([kernel], initrd)
-        target = remaster.check_requested_arch(report, arch, kernel.name)
+        report = detect_arch([kernel], initrd)
+        target = check_requested_arch(report, arch, kernel.name)
         kname, iname = NAMES[target]
         pxe = target in (Arch.X86, Arch.X86_64)
         if pxe:
             for src in (PXELINUX, LDLINUX):
                 if not src.is_file():
                     raise RemasterError(f"{src} not found", hint="install pxelinux and syslinux-common")
-        p2p = remaster.build_p2p_initrd(target, tmp / remaster.P2P_NAME, ipfs_tcz=ipfs_tcz,
-                                        p2p_initrd=p2p_initrd, compression=compression)
-        initrds = [iname, remaster.P2P_NAME]
-        full = bootcfg.edit_cmdline(base_cmdline, cid, codes)
+        p2p = boot.write_initrd(target, tmp / P2P_NAME)
+        initrds = [iname, P2P_NAME]
+        full = boot.cmdline(base_cmdline)
 
         # Everything checked: write.
         stage = tmp / "stage"
         stage.mkdir()
         shutil.copyfile(kernel, stage / kname)
         shutil.copyfile(initrd, stage / iname)
-        shutil.copyfile(p2p, stage / remaster.P2P_NAME)
-        files = [kname, iname, remaster.P2P_NAME]
+        shutil.copyfile(p2p, stage / P2P_NAME)
+        files = [kname, iname, P2P_NAME]
         if pxe:
             shutil.copyfile(PXELINUX, stage / "pxelinux.0")
             shutil.copyfile(LDLINUX, stage / "ldlinux.c32")
@@ -174,8 +166,8 @@ def netboot(
             files += ["pxelinux.0", "ldlinux.c32", "pxelinux.cfg/default"]
         (stage / "boot.ipxe").write_text(bootcfg.ipxe_script(kname, initrds, full))
         (stage / "README.txt").write_text(README.format(
-            codes=" ".join(bootcfg.p2p_codes(cid, codes)), arch=target, kernel=kname, initrd=iname,
-            p2p=remaster.P2P_NAME, pxe="pxelinux.0 + ldlinux.c32 + pxelinux.cfg/default (pxelinux), "
+            codes=" ".join(boot.boot_codes()), arch=target, kernel=kname, initrd=iname,
+            p2p=P2P_NAME, pxe="pxelinux.0 + ldlinux.c32 + pxelinux.cfg/default (pxelinux), "
             if pxe else "", dir=out.resolve()))
         files += ["boot.ipxe", "README.txt"]
         out.mkdir(parents=True, exist_ok=True)
@@ -186,4 +178,4 @@ def netboot(
             shutil.copyfile(stage / name, tmp_dest)
             os.replace(tmp_dest, dest)
     log.info("netboot tree for %s in %s", target, out)
-    return NetbootResult(output=out, arch=target, cid=cid, cmdline=full, files=files)
+    return NetbootResult(output=out, arch=target, cid=boot.cid, cmdline=full, files=files)

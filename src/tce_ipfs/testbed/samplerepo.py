@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tce_ipfs import tcz
+from tce_ipfs.build import tcz
 
 ONBOOT = ("hello.tcz", "greeter.tcz", "bigdata.tcz")
 BIGDATA_BYTES = 10 * 1024 * 1024 + 4096

@@ -164,8 +164,8 @@ def summarize(boots: Sequence[BootRecord]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ run
 def _boot_once(kit: Any, codes: str, check: Path, net: Any, cfg: BootBenchConfig, log_path: Path,
                seed: Any) -> tuple[Any, list[tuple[float, str]]]:
-    from tce_ipfs import e2e
     from tce_ipfs.errors import QemuError
+    from tce_ipfs.testbed import e2e
 
     lines: list[tuple[float, str]] = []
     t0 = time.monotonic()
@@ -186,8 +186,8 @@ def _boot_once(kit: Any, codes: str, check: Path, net: Any, cfg: BootBenchConfig
 
 def bench_arch(arch: Arch, cfg: BootBenchConfig, work: Path) -> dict[str, Any]:
     """Boot ``arch``'s guest ``cfg.repeats`` times per mode, alternating; the boots and their summary."""
-    from tce_ipfs import e2e, qemu, samplerepo
-    from tce_ipfs.bench import http_mirror
+    from tce_ipfs.testbed import e2e, qemu, samplerepo
+    from tce_ipfs.testbed.bench.mirror import http_mirror
 
     kit = e2e.prepare_kit(arch, work)
     repo = samplerepo.build(work / f"repo-{arch}", [kit.base.kver])

@@ -1,4 +1,4 @@
-"""Fakes for remaster/netboot tests (no tests here): kernels with real headers, cpio initrds, .tcz files.
+"""Fake boot media for remaster/netboot tests: kernels with real headers, cpio initrds, .tcz files.
 
 Fast stand-ins for the real test base: the code under test reads headers, cpio members and ELF headers
 only, so a few KiB per file exercise the same paths as a 30 MB kernel.
@@ -6,20 +6,18 @@ only, so a few KiB per file exercise the same paths as a 30 MB kernel.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import re
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from tce_ipfs import proc, qemu
+from tce_ipfs import proc
 from tce_ipfs.arch import Arch
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 CID2 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+# A seed as a guest sees it (syntax only: nothing listens there).
+PEER = "/ip4/10.0.2.100/tcp/4001/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
 
 _ELF = {Arch.X86_64: (2, 62), Arch.X86: (1, 3), Arch.AARCH64: (2, 183), Arch.ARMV7: (1, 40)}
 
@@ -47,8 +45,14 @@ def fake_kernel(arch: Arch) -> bytes:
     return bytes(data)
 
 
+def cpio_listing(gz: Path) -> list[str]:
+    """`cpio -itv` of a gzip'd newc archive (GNU cpio validates the format as it goes)."""
+    out = proc.output(["cpio", "-itvn", "--quiet"], input=gzip.decompress(gz.read_bytes()))
+    return out.splitlines()
+
+
 def cpio_gz(files: dict[str, bytes], work: Path) -> bytes:
-    """A gzip'd newc cpio of ``files`` (built with the cpio tool, independent of tce_ipfs.initrd)."""
+    """A gzip'd newc cpio of ``files`` (built with the cpio tool, independent of tce_ipfs.media.cpio)."""
     tree = work / hashlib.sha256(repr(sorted(files)).encode()).hexdigest()[:12]
     for name, data in files.items():
         path = tree / name
@@ -86,85 +90,14 @@ def fake_p2p_initrd(arch: Arch, out: Path) -> Path:
 
 
 def fake_iso(arch: Arch, work: Path, **kw: object) -> Path:
-    from tce_ipfs import remaster
+    from tce_ipfs.testbed import testmedia
 
     work.mkdir(parents=True, exist_ok=True)
     kernel = work / "kernel"
     kernel.write_bytes(fake_kernel(arch))
     core = work / "core.gz"
     core.write_bytes(fake_core(arch, work))
-    return remaster.make_test_iso(work / f"in-{arch}.iso", kernel, core, arch=arch, **kw)  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------------ P2P boots: seed + guest check
-
-GUEST_SWARM_PORT = 4001  # the seed as the guest sees it: 10.0.2.100:4001 (guestfwd)
-BOOT_TIMEOUT = 900.0  # TCG, 2 cores shared with other builds: generous
-
-
-@dataclass
-class Seed:
-    """An isolated kubo on 127.0.0.1; ``publish(kver)`` adds a sample repo built for that guest kernel."""
-
-    node: object  # tce_ipfs.node.Node
-    work: Path
-    peer: str  # the seed's multiaddr as seen from a guest
-    forwards: dict[int, int]  # guest port on 10.0.2.100 -> host port on 127.0.0.1
-    published: dict[str, tuple[str, object]] = field(default_factory=dict)  # kver -> (CID, SampleRepo)
-
-    def publish(self, kver: str) -> tuple[str, object]:
-        """(root CID, SampleRepo) of the sample repo for kernel ``kver`` (its check expects that kernel)."""
-        if kver not in self.published:
-            from tce_ipfs import samplerepo
-            from tce_ipfs.publish import publish
-
-            repo = samplerepo.build(self.work / f"repo-{kver}", [kver])
-            with self.node.client() as client:  # type: ignore[attr-defined]
-                res = publish(repo.path, client, progress=False)
-            self.published[kver] = (res.root_cid, repo)
-        return self.published[kver]
-
-    def codes(self) -> dict[str, str | None]:
-        return {"ipfs.peers": self.peer, "ipfs.timeout": "600"}
-
-
-@contextlib.contextmanager
-def running_seed(work: Path, kubo: Path) -> Iterator[Seed]:
-    from tce_ipfs.node import Node
-
-    node = Node(work / "seed", kubo)
-    node.init()
-    node.start()
-    try:
-        ports = [int(m.group(1)) for a in node.swarm_addrs
-                 if (m := re.match(r"/ip4/127\.0\.0\.1/tcp/(\d+)/p2p/", a))]
-        assert ports, f"seed has no loopback TCP swarm address: {node.swarm_addrs}"
-        yield Seed(node=node, work=work, peer=f"/ip4/10.0.2.100/tcp/{GUEST_SWARM_PORT}/p2p/{node.peer_id}",
-                   forwards={GUEST_SWARM_PORT: ports[0]})
-    finally:
-        node.stop()
-
-
-def check_overlay(repo: object) -> bytes:
-    """A gzip'd cpio with the guest check for ``repo`` as /opt/bootsync.sh (prints the sentinel)."""
-    from tce_ipfs import initrd, samplerepo
-
-    w = initrd.CpioWriter()
-    w.add_dir("opt", 0o775)
-    w.add_file("opt/bootsync.sh", samplerepo.check_script(repo).encode(), 0o755)  # type: ignore[arg-type]
-    return initrd.compress(w.finish(), "gzip")
-
-
-def ipfs_tcz(arch: Arch, out_dir: Path) -> Path:
-    """ipfs.tcz for ``arch`` (kubo built and cached by tce_ipfs.kubo), built once per test module."""
-    from tce_ipfs import recipes
-
-    return Path(recipes.build("ipfs", arch, out_dir).tcz)
-
-
-def assert_booted(res: qemu.BootResult) -> None:
-    res.require()
-    assert res.sentinel_line is not None and ": OK " in res.sentinel_line, res.tail()
+    return testmedia.make_test_iso(work / f"in-{arch}.iso", kernel, core, arch=arch, **kw)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------- piCore boot-partition FAT images

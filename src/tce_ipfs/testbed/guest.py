@@ -8,13 +8,12 @@ its applet links, and the few kernel modules a virtio guest with squashfs loop m
 Steps (each cached under ``cache_dir()/guest/<arch>/<kver>/``, keyed by arch and kernel version; the
 .debs stay in ``cache_dir()/debs``):
 
-1. ``dpkg --add-architecture`` for a foreign arch and ``apt-get update`` when apt does not know the
-   arch's packages yet (idempotent; needs root the first time);
-2. ``apt-cache`` names the kernel the arch's index has (``linux-image-<flavour>`` -> its versioned
-   package), never assuming the host's;
-3. ``apt-get download`` the kernel and ``busybox-static`` .debs, ``dpkg-deb -x``, ``depmod -b``, and
-   the module closure with ``modinfo -b DIR -k KVER -F depends`` (foreign arches too);
-4. the initrd, rebuilt only when its content changes (its name carries a content hash).
+1. ``build.debian`` makes apt know the arch's packages (``dpkg --add-architecture``, ``apt-get
+   update``: needs root the first time) and names the kernel the arch's index has
+   (``linux-image-<flavour>`` -> its versioned package), never assuming the host's;
+2. the kernel and ``busybox-static`` .debs are downloaded and unpacked, then ``depmod -b`` and the
+   module closure with ``modinfo -b DIR -k KVER -F depends`` (foreign arches too);
+3. the initrd, rebuilt only when its content changes (its name carries a content hash).
 
 ``GuestBase.kernel`` is the kernel as Debian ships it (bzImage/zImage/Image.gz: what ISOs and
 pxelinux boot); ``GuestBase.qemu_kernel`` is what QEMU boots fastest (the uncompressed ``vmlinux``
@@ -30,7 +29,6 @@ import json
 import logging
 import lzma
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -38,9 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tce_ipfs import initrd, proc, qemu, settings
+from tce_ipfs import proc, settings
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import debian
 from tce_ipfs.errors import BuildError, CommandFailed
+from tce_ipfs.media.cpio import CpioWriter, compress
+from tce_ipfs.testbed import qemu
 
 log = logging.getLogger(__name__)
 
@@ -76,103 +77,6 @@ class GuestBase:
             "modules": list(self.modules), "kernel_package": self.kernel_package,
             "busybox_package": self.busybox_package,
         }
-
-
-# ------------------------------------------------------------------------------------------------- apt
-def _is_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _apt_knows(pkg: str) -> bool:
-    done = proc.run(["apt-cache", "show", "--no-all-versions", pkg], check=False)
-    return done.returncode == 0 and b"Package:" in (done.stdout or b"")
-
-
-def ensure_apt(arch: Arch) -> None:
-    """Make apt know ``arch``'s packages: add the dpkg architecture and run ``apt-get update`` once."""
-    deb = arch.info.debian
-    probe = f"linux-image-{arch.info.kernel_flavour}:{deb}"
-    if _apt_knows(probe):
-        return
-    host = proc.output(["dpkg", "--print-architecture"])
-    if deb != host and deb not in proc.output(["dpkg", "--print-foreign-architectures"]).split():
-        if not _is_root():
-            raise BuildError(f"dpkg does not know the {deb} architecture yet",
-                             hint=f"run as root once: dpkg --add-architecture {deb} && apt-get update")
-        log.info("adding dpkg architecture %s", deb)
-        proc.run(["dpkg", "--add-architecture", deb], what=f"dpkg --add-architecture {deb}")
-    if not _is_root():
-        raise BuildError(f"apt has no {deb} package index", hint="run as root once: apt-get update")
-    log.info("apt-get update (for %s)", deb)
-    # Some indexes may fail (mirrors lag, security suites for minor arches): judge by the result.
-    done = proc.run(["apt-get", "update", "-qq"], check=False, timeout=900, what="apt-get update")
-    if not _apt_knows(probe):
-        err = (done.stderr or b"").decode(errors="replace").strip()
-        raise BuildError(f"apt still has no {probe} after apt-get update" + (f":\n{err}" if err else ""))
-
-
-@dataclass(frozen=True)
-class KernelPackage:
-    package: str  # linux-image-6.1.0-50-arm64
-    version: str  # 6.1.176-1
-    kver: str  # 6.1.0-50-arm64
-
-
-def resolve_kernel(arch: Arch) -> KernelPackage:
-    """The kernel apt offers for ``arch``: the candidate of ``linux-image-<flavour>`` and its versioned
-    dependency (the indexes of different arches may carry different versions)."""
-    flavour, deb = arch.info.kernel_flavour, arch.info.debian
-    meta = f"linux-image-{flavour}:{deb}"
-    text = proc.output(["apt-cache", "show", "--no-all-versions", meta], what=f"apt-cache show {meta}")
-    depends = next((line for line in text.splitlines() if line.startswith("Depends:")), "")
-    m = re.search(rf"\blinux-image-(\d[\w.+~-]*-{re.escape(flavour)})(?=[\s,(]|$)", depends)
-    if not m:
-        raise BuildError(f"cannot tell the kernel version from {meta}: {depends!r}")
-    kver = m.group(1)
-    package = f"linux-image-{kver}"
-    pkg_text = proc.output(["apt-cache", "show", "--no-all-versions", f"{package}:{deb}"],
-                           what=f"apt-cache show {package}")
-    version = next((line.split(":", 1)[1].strip() for line in pkg_text.splitlines()
-                    if line.startswith("Version:")), "")
-    if not version:
-        raise BuildError(f"apt-cache shows no version for {package}:{deb}")
-    return KernelPackage(package, version, kver)
-
-
-def _debs_dir() -> Path:
-    path = settings.cache_dir() / "debs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _deb_name(package: str, version: str, deb_arch: str) -> str:
-    return f"{package}_{version.replace(':', '%3a')}_{deb_arch}.deb"
-
-
-def download(packages: Sequence[tuple[str, str]], deb_arch: str) -> list[Path]:
-    """``apt-get download`` the (package, version) pairs missing from ``cache_dir()/debs``."""
-    debs = _debs_dir()
-    wanted = [(p, v, debs / _deb_name(p, v, deb_arch)) for p, v in packages]
-    missing = [f"{p}:{deb_arch}={v}" for p, v, path in wanted if not path.is_file()]
-    if missing:
-        log.info("downloading %s", " ".join(missing))
-        args = ["apt-get", "download", "-q"]
-        if _is_root():
-            args += ["-o", "APT::Sandbox::User=root"]  # _apt cannot write into a root-owned cache
-        proc.run([*args, *missing], cwd=debs, timeout=1800, what="apt-get download")
-    for _, _, path in wanted:
-        if not path.is_file():
-            raise BuildError(f"apt-get download did not produce {path.name}")
-    return [path for _, _, path in wanted]
-
-
-def package_version(pkg: str, deb_arch: str) -> str:
-    text = proc.output(["apt-cache", "show", "--no-all-versions", f"{pkg}:{deb_arch}"],
-                       what=f"apt-cache show {pkg}")
-    for line in text.splitlines():
-        if line.startswith("Version:"):
-            return line.split(":", 1)[1].strip()
-    raise BuildError(f"apt-cache shows no version for {pkg}:{deb_arch}")
 
 
 # --------------------------------------------------------------------------------------------- modules
@@ -246,17 +150,17 @@ def _locked(arch: Arch) -> Iterator[None]:
 KIT_FILE = "kit.json"
 
 
-def _build_kit(arch: Arch, kpkg: KernelPackage, kit: Path) -> None:
+def _build_kit(arch: Arch, kpkg: debian.KernelPackage, kit: Path) -> None:
     """Unpack the kernel and busybox .debs into ``kit``: kernel, vmlinux (x86_64), module subset."""
     prof = qemu.profile(arch)
     deb = arch.info.debian
-    bb_version = package_version(BUSYBOX_PACKAGE, deb)
-    kdeb, bdeb = download([(kpkg.package, kpkg.version), (BUSYBOX_PACKAGE, bb_version)], deb)
+    bb_version = debian.package_version(BUSYBOX_PACKAGE, deb)
+    kdeb, bdeb = debian.download([(kpkg.package, kpkg.version), (BUSYBOX_PACKAGE, bb_version)], deb)
     staging = Path(tempfile.mkdtemp(prefix=f".kit-{kpkg.kver}-", dir=kit.parent))
     try:
         tree = staging / "deb"
         log.info("unpacking %s", kdeb.name)
-        proc.run(["dpkg-deb", "-x", kdeb, tree], what=f"dpkg-deb -x {kdeb.name}")
+        debian.unpack([kdeb], tree)
         vmlinuz = tree / "boot" / f"vmlinuz-{kpkg.kver}"
         if not vmlinuz.is_file():
             raise BuildError(f"{kdeb.name} has no boot/vmlinuz-{kpkg.kver}")
@@ -279,7 +183,7 @@ def _build_kit(arch: Arch, kpkg: KernelPackage, kit: Path) -> None:
         if prof.boot_kernel == "vmlinux":
             extract_vmlinux(out / "vmlinuz", out / "vmlinux")
         bb_tree = staging / "busybox"
-        proc.run(["dpkg-deb", "-x", bdeb, bb_tree], what=f"dpkg-deb -x {bdeb.name}")
+        debian.unpack([bdeb], bb_tree)
         bb = bb_tree / "bin" / "busybox"
         if not bb.is_file():
             raise BuildError(f"{bdeb.name} has no bin/busybox")
@@ -345,10 +249,10 @@ OVERLAY_DIRS = {"usr/local/tce.installed": 0o775, "tmp/tce": 0o775, "tmp/tce/opt
                 "tmp/tcloop": 0o775}
 
 
-def _cpio() -> initrd.CpioWriter:
+def _cpio() -> CpioWriter:
     """The guest's newc layout: inodes from 0x1001, no block padding (kept: the cached base initrds are
     named by the hash of these bytes)."""
-    return initrd.CpioWriter(first_ino=0x1001, pad_to=4)
+    return CpioWriter(first_ino=0x1001, pad_to=4)
 
 
 def _initrd_bytes(arch: Arch, kit: Path, meta: dict[str, Any]) -> bytes:
@@ -422,7 +326,7 @@ def _write_initrd(arch: Arch, kit: Path, meta: dict[str, Any]) -> Path:
     out = kit / f"core-{digest}.gz"
     if not out.is_file():
         tmp = out.with_suffix(".tmp")
-        tmp.write_bytes(initrd.compress(data))
+        tmp.write_bytes(compress(data))
         tmp.replace(out)
         for old in kit.glob("core-*.gz"):
             if old != out:
@@ -452,7 +356,7 @@ def write_overlay(out: Path, files: dict[str, bytes | tuple[bytes, int]]) -> Pat
         data, mode = value if isinstance(value, tuple) else (value, 0o644)
         cpio.add_file(rel, data, mode)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(initrd.compress(cpio.finish()))
+    out.write_bytes(compress(cpio.finish()))
     return out
 
 
@@ -474,8 +378,8 @@ def ensure_base(arch: Arch, *, refresh: bool = False) -> GuestBase:
                 kit = candidate
         if kit is None:
             try:
-                ensure_apt(arch)
-                kpkg = resolve_kernel(arch)
+                debian.ensure_apt(arch)
+                kpkg = debian.resolve_kernel(arch)
             except CommandFailed as exc:
                 raise BuildError(f"cannot find a Debian kernel for {arch}: {exc}") from exc
             kit = gdir / kpkg.kver

@@ -1,4 +1,4 @@
-"""Initrd images: a deterministic newc cpio writer, compressors, readers, and the tce-ipfs hook initrd.
+"""Initrd images: a deterministic newc cpio writer, compressors and readers.
 
 * ``CpioWriter`` writes the "new ASCII" (newc, ``070701``) cpio format the kernel's initramfs loader and
   TC's ``cpio -i`` read: uid 0, gid 0 unless given, mtime 0, inode numbers in insertion order, device
@@ -6,39 +6,25 @@
 * ``compress`` / ``read_initrd`` handle gzip, xz (CRC32 check, as the kernel's XZ decoder needs) and zstd,
   including several archives concatenated (``core.gz`` is ``rootfs.gz`` + ``modules.gz``) with NUL
   padding between them; ``parse_cpio`` reads the result back.
-* ``build_hook_initrd`` assembles the extra initrd that makes ``tce=ipfs:<CID>`` work (see
-  ``initrd-hooks/README.md``)::
 
-      tmp/                                  1777 (same as TC's; the kernel applies our mode)
-      tmp/builtin/tce-ipfs.gz               gzip'd cpio; tce-setup unpacks it into / and runs
-                                            usr/local/tce.installed/tce-ipfs (the hook entry point)
-                                            with usr/local/lib/tce-ipfs/* (the hook library)
-      tmp/builtin/optional/ipfs.tcz         kubo for the arch (+ ipfs.tcz.md5.txt)
+What goes into the P2P initrd is ``media.initrd``'s business; the test base's initrds are
+``testbed.guest``'s.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import importlib
 import io
-import logging
 import lzma
 import stat
-import tempfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tce_ipfs import __version__, settings
-from tce_ipfs.arch import Arch
 from tce_ipfs.errors import BuildError, UsageError
 
-log = logging.getLogger(__name__)
-
-Compression = Literal["gzip", "zstd", "xz"]
 COMPRESSIONS: tuple[str, ...] = ("gzip", "zstd", "xz")
 
 NEWC_MAGIC = b"070701"
@@ -49,13 +35,6 @@ _HEADER_LEN = 110
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-SQUASHFS_MAGIC = b"hsqs"
-
-# Where the hook lives inside tce-ipfs.gz (unpacked into / by tce-setup).
-HOOK_ENTRY = "usr/local/tce.installed/tce-ipfs"
-HOOK_LIB = "usr/local/lib/tce-ipfs"
-HOOK_GZ = "tmp/builtin/tce-ipfs.gz"
-IPFS_TCZ = "tmp/builtin/optional/ipfs.tcz"
 
 
 # ---------------------------------------------------------------------------------------------- cpio
@@ -370,86 +349,3 @@ def read_initrd(path: Path) -> bytes:
         raise BuildError(f"{path}: corrupt compressed data ({exc})") from exc
     except BuildError as exc:
         raise BuildError(f"{path}: {exc.message}", hint=exc.hint) from exc
-
-
-# ----------------------------------------------------------------------------------------- hook initrd
-
-
-def hook_cpio(arch: Arch | str, hooks_dir: Path | None = None) -> bytes:
-    """The inner archive (uncompressed): the hook entry point, its library and build.conf.
-
-    No entries for ``usr``, ``usr/local`` or ``usr/local/tce.installed``: those exist on TC with their
-    own owners and modes, and ``cpio -idmu`` would otherwise reset them.
-    """
-    the_arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
-    src = hooks_dir or settings.hooks_dir()
-    entry = src / "tce-ipfs"
-    lib = src / "lib"
-    if not entry.is_file() or not lib.is_dir():
-        raise BuildError(f"hook sources missing in {src}", hint="expected tce-ipfs and lib/ there")
-    w = CpioWriter()
-    w.add_file(HOOK_ENTRY, entry.read_bytes(), 0o755)
-    w.add_dir(HOOK_LIB)
-    w.add_tree(lib, HOOK_LIB, exec_names=("udhcpc.script",))
-    conf = f"HOOK_VERSION={__version__}\nHOOK_ARCH={the_arch.info.name}\n"
-    w.add_file(f"{HOOK_LIB}/build.conf", conf.encode(), 0o644)
-    return w.finish()
-
-
-def _ipfs_tcz_for(arch: Arch, tmp: Path) -> Path:
-    """Build kubo's ipfs.tcz for ``arch`` with the recipe (imported lazily: a separate module)."""
-    try:
-        recipes = importlib.import_module("tce_ipfs.recipes")
-    except ModuleNotFoundError as exc:
-        raise BuildError(
-            "cannot build ipfs.tcz: tce_ipfs.recipes is not available",
-            hint="pass an existing ipfs.tcz with --ipfs-tcz",
-        ) from exc
-    result = recipes.build("ipfs", arch, tmp)
-    path = getattr(result, "path", None)
-    candidate = Path(path) if path is not None else tmp / "ipfs.tcz"
-    if not candidate.is_file():
-        raise BuildError(f"the ipfs recipe did not produce {candidate}")
-    return candidate
-
-
-def build_hook_initrd(
-    arch: Arch | str,
-    out: Path,
-    *,
-    ipfs_tcz: Path | None = None,
-    compression: str = "gzip",
-    hooks_dir: Path | None = None,
-) -> Path:
-    """Write the tce-ipfs extra initrd for ``arch`` to ``out`` (deterministic for the same inputs)."""
-    the_arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
-    if compression not in COMPRESSIONS:
-        raise UsageError(
-            f"unknown compression {compression!r}", hint=f"use one of: {', '.join(COMPRESSIONS)}"
-        )
-    inner = compress(hook_cpio(the_arch, hooks_dir), "gzip")  # tce-setup runs zcat on it
-    with tempfile.TemporaryDirectory(prefix="tce-ipfs-initrd-") as tmp:
-        tcz_path = ipfs_tcz if ipfs_tcz is not None else _ipfs_tcz_for(the_arch, Path(tmp))
-        try:
-            tcz = tcz_path.read_bytes()
-        except OSError as exc:
-            raise BuildError(f"cannot read {tcz_path}: {exc.strerror}") from exc
-    if not tcz.startswith(SQUASHFS_MAGIC):
-        raise BuildError(f"{tcz_path} is not a squashfs image (a .tcz must be one)")
-    md5 = hashlib.md5(tcz).hexdigest()
-
-    w = CpioWriter()
-    w.add_dir("tmp", 0o1777)
-    w.add_dir("tmp/builtin")
-    w.add_dir("tmp/builtin/optional")
-    w.add_file(HOOK_GZ, inner)
-    w.add_file(IPFS_TCZ, tcz)
-    w.add_file(IPFS_TCZ + ".md5.txt", f"{md5}  ipfs.tcz\n".encode())
-    data = compress(w.finish(), compression)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".part")
-    tmp_out.write_bytes(data)
-    tmp_out.replace(out)
-    log.debug("wrote %s (%d bytes, %s, ipfs.tcz md5 %s)", out, len(data), compression, md5)
-    return out

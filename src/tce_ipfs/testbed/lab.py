@@ -14,8 +14,10 @@ Isolation (the lab's contract, checked by ``check_isolated()`` and the tests):
 * no default route, no IPv6 (disabled in the namespace), no DNS: dnsmasq runs with ``--port=0``
   (DHCP only), ``--no-resolv``, only on the bridge, and hands out leases with *empty* router and
   DNS-server options;
-* every kubo inside is isolated by ``node.isolation_config()`` (no bootstrap, no public DHT,
+* every kubo inside is isolated by ``isolation.isolation_config()`` (no bootstrap, no public DHT,
   AutoConf and telemetry off) and listens on the bridge address only.
+
+Two labs joined by a rate-capped link (the benchmarks' origin and clients) are ``link.ShapedLink``.
 
 Teardown (``close()``, run by ``__exit__``, an ``atexit`` hook and the pytest fixture finalizers)
 stops every process the lab started (its process group, then anything still inside the namespace),
@@ -37,17 +39,17 @@ import subprocess
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from tce_ipfs import proc
 from tce_ipfs.arch import Arch
-from tce_ipfs.errors import IsolationError, NodeError, ToolMissing
+from tce_ipfs.errors import IsolationError, NodeError
 
 if TYPE_CHECKING:
-    from tce_ipfs.node import Node
+    from tce_ipfs.ipfs.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ MAX_GUESTS = 64
 MAC_PREFIX = "52:54:00:77"  # QEMU's OUI + "77"; the last two octets are lab-local
 
 
-def _ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+def run_ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     argv = ["ip", *(("-n", ns) if ns else ()), *args]
     return proc.run(argv, check=check, timeout=30, what="ip " + " ".join(args[:3]))
 
@@ -86,7 +88,7 @@ class TapNet:
 
     def qemu_args(self, arch: Arch) -> list[str]:
         """``qemu.NetSpec``: the arch profile's NIC model on this tap."""
-        from tce_ipfs import qemu
+        from tce_ipfs.testbed import qemu
 
         return self.netdev_args(qemu.profile(arch).nic)
 
@@ -103,7 +105,6 @@ class LabProcess:
     argv: list[str]
     popen: subprocess.Popen[bytes]
     log_path: Path
-    _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -124,9 +125,6 @@ class LabProcess:
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout=10)
         # Children that left the group die with the namespace sweep in Lab.close().
-        if self._log is not None:
-            self._log.close()
-            self._log = None
         return self.popen.returncode
 
 
@@ -151,9 +149,9 @@ class SeedNode:
         return self.node.repo
 
     def client(self, timeout: float = 30.0) -> Any:
-        from tce_ipfs import ipfsapi
+        from tce_ipfs.ipfs import rpc
 
-        return ipfsapi.client(self.api, timeout=timeout)
+        return rpc.client(self.api, timeout=timeout)
 
     def stop(self) -> None:
         """Stop serving (the origin going away); the lab's teardown would do it anyway."""
@@ -170,7 +168,7 @@ def _close_all_labs() -> None:
             lab.close()
 
 
-class _Managed:
+class Managed:
     """``with X(...) as x:`` opens on entry and always closes on exit (teardown even on failure)."""
 
     def open(self) -> None:
@@ -188,7 +186,7 @@ class _Managed:
         self.close()
 
 
-class Lab(_Managed):
+class Lab(Managed):
     """A private LAN in a fresh network namespace. Use as a context manager."""
 
     def __init__(self, work_dir: Path, *, subnet: str = DEFAULT_SUBNET, dhcp: bool = True) -> None:
@@ -218,11 +216,12 @@ class Lab(_Managed):
             # No IPv6 at all inside the lab (no SLAAC, no link-local chatter to reason about).
             self.exec(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
             self.exec(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])
-            _ip(self.netns, "link", "set", "lo", "up")
-            _ip(self.netns, "link", "add", self.bridge, "type", "bridge", "stp_state", "0",
+            run_ip(self.netns, "link", "set", "lo", "up")
+            run_ip(self.netns, "link", "add", self.bridge, "type", "bridge", "stp_state", "0",
                 "forward_delay", "0")
-            _ip(self.netns, "addr", "add", f"{self.bridge_ip}/{self.network.prefixlen}", "dev", self.bridge)
-            _ip(self.netns, "link", "set", self.bridge, "up")
+            run_ip(self.netns, "addr", "add", f"{self.bridge_ip}/{self.network.prefixlen}", "dev",
+                   self.bridge)
+            run_ip(self.netns, "link", "set", self.bridge, "up")
             if self._want_dhcp:
                 self._start_dhcp()
             self.check_isolated()
@@ -247,8 +246,8 @@ class Lab(_Managed):
         if self._created:
             self._kill_namespace_pids()
             for tap in self.taps:
-                _ip(self.netns, "link", "del", tap.ifname, check=False)
-            _ip(self.netns, "link", "del", self.bridge, check=False)
+                run_ip(self.netns, "link", "del", tap.ifname, check=False)
+            run_ip(self.netns, "link", "del", self.bridge, check=False)
             proc.run(["ip", "netns", "del", self.netns], check=False, timeout=30)
             if self.netns in namespaces():
                 problems.append(f"namespace {self.netns} still exists")
@@ -292,22 +291,15 @@ class Lab(_Managed):
 
     def spawn(self, name: str, argv: Sequence[str | os.PathLike[str]], *,
               env: Mapping[str, str] | None = None, cwd: Path | None = None) -> LabProcess:
-        """Start a long-running process inside the namespace; ``close()`` stops it.
+        """Start a long-running process inside the namespace (``proc.spawn``); ``close()`` stops it.
 
         Its output goes to ``work_dir/<name>.log``. It gets its own process group (killed as one).
         """
         self._require_open()
         log_path = self.work_dir / f"{name}.log"
         full = self.exec_argv(argv)
-        log.debug("+ %s (lab %s, log %s)", " ".join(full), self.netns, log_path)
-        fh = log_path.open("ab")
-        try:
-            popen = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                     env=proc.clean_env(env), cwd=cwd, start_new_session=True)
-        except FileNotFoundError:
-            fh.close()
-            raise ToolMissing("ip not found", hint="install iproute2 (or run bootstrap/setup)") from None
-        return self.adopt(LabProcess(name=name, argv=full, popen=popen, log_path=log_path, _log=fh))
+        popen = proc.spawn(full, log_path=log_path, env=env, cwd=cwd)
+        return self.adopt(LabProcess(name=name, argv=full, popen=popen, log_path=log_path))
 
     def adopt(self, process: LabProcess) -> LabProcess:
         """Make ``process`` (started inside the namespace, in its own session) the lab's: ``close()``
@@ -334,9 +326,9 @@ class Lab(_Managed):
         if index >= MAX_GUESTS:
             raise NodeError(f"lab {self.netns} has {MAX_GUESTS} taps already")
         ifname = f"tceipfs{self.suffix}t{index}"
-        _ip(self.netns, "tuntap", "add", "dev", ifname, "mode", "tap")
-        _ip(self.netns, "link", "set", ifname, "master", self.bridge)
-        _ip(self.netns, "link", "set", ifname, "up")
+        run_ip(self.netns, "tuntap", "add", "dev", ifname, "mode", "tap")
+        run_ip(self.netns, "link", "set", ifname, "master", self.bridge)
+        run_ip(self.netns, "link", "set", ifname, "up")
         tap = TapNet(netns=self.netns, ifname=ifname, mac=self.guest_mac(index), ip=self.guest_ip(index),
                      index=index)
         self.taps.append(tap)
@@ -390,12 +382,12 @@ class Lab(_Managed):
 
     # ------------------------------------------------------------------ isolation proof
     def links(self) -> list[dict[str, Any]]:
-        out = _ip(self.netns, "-j", "link", "show").stdout or b"[]"
+        out = run_ip(self.netns, "-j", "link", "show").stdout or b"[]"
         links: list[dict[str, Any]] = json.loads(out)
         return links
 
     def routes(self) -> list[dict[str, Any]]:
-        out = _ip(self.netns, "-j", "route", "show", "table", "all").stdout or b"[]"
+        out = run_ip(self.netns, "-j", "route", "show", "table", "all").stdout or b"[]"
         routes: list[dict[str, Any]] = json.loads(out)
         return routes
 
@@ -453,8 +445,8 @@ def start_kubo(lab: Lab, name: str, kubo: Path, repo: Path, *, listen_ip: str,
     network namespaces). ``swarm_key`` (64 hex) makes it a private-swarm node: ``swarm.key`` in the
     repo and ``LIBP2P_FORCE_PNET=1``, so it cannot come up in the open swarm by mistake.
     """
-    from tce_ipfs import swarmkey
-    from tce_ipfs.node import DAEMON_ARGS, Node
+    from tce_ipfs.ipfs import swarmkey
+    from tce_ipfs.ipfs.node import DAEMON_ARGS, Node
 
     lab._require_open()
     sock = _api_socket(lab, name)
@@ -483,150 +475,3 @@ def start_kubo(lab: Lab, name: str, kubo: Path, repo: Path, *, listen_ip: str,
 def namespaces() -> list[str]:
     out = proc.run(["ip", "netns", "list"], check=False, timeout=30).stdout or b""
     return [line.split()[0] for line in out.decode().splitlines() if line.strip()]
-
-
-# ---------------------------------------------------------------------- two labs joined by a shaped link
-LINK_SUBNET = "10.78.0.0/30"  # the veth pair between the two namespaces (private to them)
-LINK_LATENCY_MS = 50  # how long tbf may queue a packet before dropping it (not added delay)
-
-
-def tbf_burst_bytes(rate_mbit: float) -> int:
-    """tbf's bucket: 10 ms worth of the rate, never below a few MTU-sized packets."""
-    return max(int(rate_mbit * 1e6 / 8 / 100), 4 * 1514)
-
-
-class ShapedLink(_Managed):
-    """Two private lab namespaces, ``origin`` and ``clients``, joined by one veth pair with a tbf cap.
-
-    ::
-
-        with ShapedLink(work_dir, rate_mbit=100) as link:
-            seed = start_kubo(link.origin, "seed", kubo, repo, listen_ip=link.origin_ip)
-            peer = start_kubo(link.clients, "c0", kubo, repo2, listen_ip=link.clients_ip, port=4002)
-            link.tx_bytes("origin")       # bytes the origin sent over the link so far
-
-    The origin side of the veth is rate-capped with ``tc qdisc ... tbf`` (and the clients side too with
-    ``shape_both``): the origin's uplink is the bottleneck, as for a real mirror. Everything inside
-    ``clients`` shares one address (``clients_ip``), so processes there reach each other through the
-    namespace's own loopback path: an uncapped LAN. ``netem`` is not available here; there is no added
-    delay or loss.
-
-    Isolation: each namespace is a ``Lab`` (no DHCP) and holds only ``lo``, its (unused) bridge and its
-    end of the veth, whose peer is in the *other* lab namespace (``check_isolated()``); there is no link
-    to the host's namespace, no default route and no forwarding. Teardown (``close()``, ``__exit__``,
-    and each lab's ``atexit`` hook) closes both labs -- every process inside stopped, both namespaces
-    deleted (which destroys the veth pair) and checked to be gone -- even when one of them fails.
-    """
-
-    def __init__(self, work_dir: Path, *, rate_mbit: float, subnet: str = LINK_SUBNET,
-                 shape_both: bool = True) -> None:
-        if rate_mbit <= 0:
-            raise NodeError(f"link rate must be positive, not {rate_mbit!r}")
-        net = ipaddress.IPv4Network(subnet)
-        if not net.is_private:
-            raise IsolationError(f"link subnet {subnet} is not a private range")
-        hosts = list(net.hosts())
-        self.work_dir = Path(work_dir)
-        self.rate_mbit = rate_mbit
-        self.shape_both = shape_both
-        self.network = net
-        self.origin_ip, self.clients_ip = str(hosts[0]), str(hosts[1])
-        # The bridges stay unused; distinct subnets keep the two namespaces' routes unambiguous.
-        self.origin = Lab(self.work_dir / "origin", subnet="10.79.0.0/24", dhcp=False)
-        self.clients = Lab(self.work_dir / "clients", subnet="10.79.1.0/24", dhcp=False)
-        self.origin_if = f"tceipfs{self.origin.suffix}o"
-        self.clients_if = f"tceipfs{self.clients.suffix}c"
-        self._closed = False
-
-    def _side(self, side: str) -> tuple[Lab, str, str]:
-        if side == "origin":
-            return self.origin, self.origin_if, self.origin_ip
-        if side == "clients":
-            return self.clients, self.clients_if, self.clients_ip
-        raise ValueError(f"side must be 'origin' or 'clients', not {side!r}")
-
-    def open(self) -> None:
-        try:
-            self.origin.open()
-            self.clients.open()
-            # Created inside origin, the peer end placed straight into clients: never in the host's ns.
-            _ip(self.origin.netns, "link", "add", self.origin_if, "type", "veth", "peer", "name",
-                self.clients_if, "netns", self.clients.netns)
-            for side in ("origin", "clients"):
-                lab, ifname, ip = self._side(side)
-                _ip(lab.netns, "addr", "add", f"{ip}/{self.network.prefixlen}", "dev", ifname)
-                _ip(lab.netns, "link", "set", ifname, "up")
-                if side == "origin" or self.shape_both:
-                    burst = tbf_burst_bytes(self.rate_mbit)
-                    proc.run(["tc", "-n", lab.netns, "qdisc", "add", "dev", ifname, "root", "tbf",
-                              "rate", f"{self.rate_mbit:g}mbit", "burst", str(burst),
-                              "latency", f"{LINK_LATENCY_MS}ms"],
-                             timeout=30, what=f"tbf rate cap on {ifname}")
-            self.check_isolated()
-        except BaseException:
-            self.close()
-            raise
-        log.info("shaped link up: %s %s <-> %s %s, %g Mbit/s", self.origin.netns, self.origin_ip,
-                 self.clients.netns, self.clients_ip, self.rate_mbit)
-
-    def close(self) -> None:
-        """Close both labs (clients first), whatever happens to either. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        problems: list[str] = []
-        for lab in (self.clients, self.origin):
-            try:
-                lab.close()
-            except Exception as exc:  # keep tearing down the other one
-                problems.append(str(exc))
-        if problems:
-            raise NodeError("shaped link teardown incomplete: " + "; ".join(problems))
-
-    def check_isolated(self) -> None:
-        """Raise ``IsolationError`` unless each namespace has only lo, its bridge and its veth end,
-        the veth's peer is the other lab's namespace, and neither has a default route."""
-        for side, other in (("origin", self.clients), ("clients", self.origin)):
-            lab, ifname, _ = self._side(side)
-            allowed = {"lo", lab.bridge, ifname}
-            links = lab.links()
-            extra = {str(link["ifname"]) for link in links} - allowed
-            if extra:
-                raise IsolationError(f"{side} namespace {lab.netns} has unexpected links: {sorted(extra)}")
-            for link in links:
-                if link["ifname"] == ifname:
-                    peer_ns = self._nsid_name(lab, link.get("link_netnsid"))
-                    if peer_ns != other.netns:
-                        raise IsolationError(f"{ifname}'s peer is in {peer_ns!r}, not in {other.netns}")
-                elif "link_netnsid" in link:
-                    raise IsolationError(f"{link['ifname']} in {lab.netns} has a peer in another namespace")
-            lab.check_routes(allowed, f"{side} namespace {lab.netns}")
-            forwarding = lab.exec(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout or b""
-            if forwarding.strip() != b"0":
-                raise IsolationError(f"{side} namespace {lab.netns} forwards IPv4")
-
-    @staticmethod
-    def _nsid_name(lab: Lab, nsid: Any) -> str | None:
-        out = _ip(lab.netns, "-j", "netns", "list-id").stdout or b"[]"
-        for entry in json.loads(out):
-            if entry.get("nsid") == nsid:
-                name = entry.get("name")
-                return str(name) if name else None
-        return None
-
-    def link_stats(self, side: str) -> dict[str, Any]:
-        """The kernel's counters of one veth end: ``{"rx": {"bytes", ...}, "tx": {"bytes", ...}}``."""
-        lab, ifname, _ = self._side(side)
-        out = _ip(lab.netns, "-j", "-s", "link", "show", "dev", ifname).stdout or b"[]"
-        stats: dict[str, Any] = json.loads(out)[0]["stats64"]
-        return stats
-
-    def tx_bytes(self, side: str = "origin") -> int:
-        """Bytes sent by ``side`` over the link so far (Ethernet frames: payload plus all headers)."""
-        return int(self.link_stats(side)["tx"]["bytes"])
-
-    def qdiscs(self, side: str) -> list[dict[str, Any]]:
-        lab, ifname, _ = self._side(side)
-        out = proc.run(["tc", "-n", lab.netns, "-j", "qdisc", "show", "dev", ifname], timeout=30).stdout
-        qdiscs: list[dict[str, Any]] = json.loads(out or b"[]")
-        return qdiscs
