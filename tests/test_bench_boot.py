@@ -55,7 +55,8 @@ def test_steps_need_the_clocks() -> None:
 
 def test_summary_medians_and_ratios() -> None:
     def rec(mode: str, wall: float, hook: float) -> bench_boot.BootRecord:
-        return bench_boot.BootRecord(mode=mode, round=1, wall_s=wall, total_s=wall, hook_s=hook,
+        return bench_boot.BootRecord(mode=mode, round=1, wall_s=wall, total_s=wall, cpu_s=wall / 2,
+                                     hook_s=hook,
                                      first_byte_s=1.0 if mode == "ipfs" else None, seed_bytes_sent=0,
                                      steps=dict.fromkeys(bench_boot.STEPS, 1.0))
     boots = [rec("http", 10, 2), rec("ipfs", 12, 4), rec("http", 8, 3), rec("ipfs", 16, 5), rec("http", 9, 2)]
@@ -63,6 +64,7 @@ def test_summary_medians_and_ratios() -> None:
     assert s["median"]["http"]["wall_s"] == 9 and s["median"]["ipfs"]["wall_s"] == 14
     assert s["ratio"]["wall"] == pytest.approx(14 / 9, abs=1e-3)
     assert s["ratio"]["hook"] == pytest.approx(4.5 / 2, abs=1e-3)
+    assert s["ratio"]["cpu"] == pytest.approx(14 / 9, abs=1e-3)
     assert s["median"]["http"]["first_byte_s"] is None
 
 
@@ -85,5 +87,6 @@ def test_boot_bench_smoke(tmp_path: Path) -> None:
     ipfs = next(b for b in a["boots"] if b["mode"] == "ipfs")
     assert ipfs["seed_bytes_sent"] >= a["payload_bytes"]
     assert {"kubo_init", "kubo_ready", "peers", "first_byte"} <= set(ipfs["marks"])
-    assert a["ratio"]["wall"] > 0 and a["ratio"]["hook"] > 0
+    assert a["ratio"]["wall"] > 0 and a["ratio"]["hook"] > 0 and a["ratio"]["cpu"] > 0
+    assert all(0 < b["cpu_s"] <= b["wall_s"] * 1.5 for b in a["boots"])
     assert (cfg.out / "boot.png").stat().st_size > 1000

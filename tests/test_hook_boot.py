@@ -128,11 +128,23 @@ def test_happy_path(env: HookEnv) -> None:
     assert not (env.state / "config.log").exists()  # edited in place: no `ipfs config` runs
     assert f"wget http://127.0.0.1:45001/api/v0/swarm/connect?arg={PEER}" in result.calls
     daemon_env = (env.state / "daemon.env").read_text()
-    assert "IPFS_TELEMETRY=off" in daemon_env and "GOMEMLIMIT=100MiB" in daemon_env
+    assert "IPFS_TELEMETRY=off" in daemon_env and "GOMEMLIMIT=100MiB" in daemon_env  # no meminfo
+    assert "GOGC=off" in daemon_env
     assert "LIBP2P_FORCE_PNET=\n" in daemon_env
     assert (env.state / "daemon.running").exists() and st["kubo_pid"]
     # everything went to the log too
     assert "loaded 8 extensions" in result.log
+
+
+@pytest.mark.parametrize(("mem_kib", "limit"), [(262144, "64MiB"), (131072, "48MiB"), (4194304, "100MiB")])
+def test_go_heap_cap_follows_the_ram(env: HookEnv, mem_kib: int, limit: str) -> None:
+    """GOGC=off with GOMEMLIMIT a quarter of the RAM, 48..100 MiB: the GC runs only near the cap."""
+    sample_repo(ipfs_ready(env))
+    (env.root / "proc/meminfo").write_text(f"MemTotal:       {mem_kib} kB\nMemFree:  1000 kB\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    daemon_env = (env.state / "daemon.env").read_text()
+    assert f"GOMEMLIMIT={limit}\n" in daemon_env and "GOGC=off\n" in daemon_env
 
 
 def test_console_lines_stand_alone(env: HookEnv) -> None:
@@ -413,12 +425,17 @@ def test_one_of_two_peers_is_enough(env: HookEnv) -> None:
     assert FINAL_OK.match(result.final) and result.status["peers_connected"] == "1"
 
 
+LAB_PEER = f"/ip4/10.0.2.101/tcp/4001/p2p/{PEER_ID}"  # a second machine to trade blocks with
+
+
 def test_blocks_of_a_big_file_are_fetched_in_this_machines_order(env: HookEnv) -> None:
-    """A file of several blocks: its block list from one `ls` per level, every block asked for once,
-    in the order lib/order.awk gives this machine's peer ID (not the file's own order), all before
-    the file is read from kubo into optional/."""
+    """With someone to trade with (here: two peers named), a file of several blocks: its block list
+    from one `ls` per level, every block asked for once, in the order lib/order.awk gives this
+    machine's peer ID (not the file's own order), all before the file is read from kubo into
+    optional/."""
     sample_repo(ipfs_ready(env))
-    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    env.peers_ok(PEER, LAB_PEER)
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER},{LAB_PEER}")
     assert FINAL_OK.match(result.final), result.console
     blocks = (env.state / "blocks.log").read_text().split()
     in_file_order = [f"bafkfakebigdatatczx{i}" for i in range(13)]  # 200 000 bytes, 16 KiB blocks
@@ -441,10 +458,21 @@ def test_blocks_of_a_big_file_are_fetched_in_this_machines_order(env: HookEnv) -
 
 def test_block_lists_or_block_requests_failing_only_cost_the_order(env: HookEnv) -> None:
     sample_repo(ipfs_ready(env))
+    env.peers_ok(PEER, LAB_PEER)
     env.knob("refs_fail", "")
-    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER},{LAB_PEER}")
     assert FINAL_OK.match(result.final), result.console
     assert result.status["loaded"] == str(len(CLOSURE))
+    assert (env.state / "blocks.log").exists() is False  # every refs call failed
+
+
+def test_no_block_order_when_only_the_seed_can_have_blocks(env: HookEnv) -> None:
+    """One peer named, no LAN discovery: nobody to trade with, so no block lists and no block
+    requests (they would only cost time); files are read in order."""
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    assert not [c for c in result.calls if "/api/v0/ls?" in c or "/api/v0/refs?" in c]
 
 
 def test_timeout_when_no_peer_has_the_cid(env: HookEnv) -> None:

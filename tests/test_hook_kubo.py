@@ -148,6 +148,37 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
     check_seeding(result, hook, cid, seed.ipfs, seed.kubo, tmp_path)
 
 
+def test_blocks_in_this_machines_order_from_two_real_seeds(
+    host_kubo: Path, hook: HookEnv, tmp_path: Path
+) -> None:
+    """Two real peers hold the repo (a seed and a lab machine that has it already), so blocks can be
+    traded: the big file's block list comes from the real `ls`, its blocks from real `refs` calls in
+    this machine's order, then the file from the hook's own store; everything verified as before."""
+    first = start_seed(host_kubo, tmp_path / "a")
+    second = start_seed(host_kubo, tmp_path / "b")
+    try:
+        repo = make_repo(tmp_path / "repo")
+        cid = first.add(repo.path)
+        assert second.add(repo.path) == cid
+        result = run(hook, f"tce=ipfs:{cid} ipfs.peers={first.peer},{second.peer} ipfs.port={free_port()} "
+                     "ipfs.timeout=60 ipfs.debug")
+        assert result.final.startswith(f"loaded 5 extensions from ipfs:{cid} in "), result.console
+        for name, data in repo.data.items():
+            assert (hook.optional() / name).read_bytes() == data
+        assert "block lists:" not in result.log  # the real ls answered, and blocks.awk read it
+        blocks = (hook.root / "tmp/tce-ipfs/blocks/bigdata.tcz").read_text().split()
+        assert len(blocks) == 12  # 3 MiB in kubo's 256 KiB chunks
+        env = {"PATH": "/usr/bin:/bin", "IPFS_PATH": str(hook.root / "tmp/tce-ipfs/repo")}
+        for block in blocks:  # every one in the hook's store (asking offline: nothing is fetched now)
+            subprocess.run([str(host_kubo), "block", "stat", "--offline", block], env=env,
+                           capture_output=True, timeout=30, check=True)
+        sent = [json.loads(s.ipfs("bitswap", "stat", "--enc=json"))["DataSent"] for s in (first, second)]
+        assert sum(sent) > 0, sent  # (the test file repeats one chunk: kubo stores it once)
+    finally:
+        stop(first.proc)
+        stop(second.proc)
+
+
 def check_fetched(
     result: Result, hook: HookEnv, repo: Repo, cid: str, peer: str, port: int, *, routing: str, kubo: Path
 ) -> dict[str, str]:

@@ -20,11 +20,13 @@
 #
 # Each machine has its own order (machines booting together then hold different parts early and
 # trade them over bitswap instead of all asking the origin for the same block at once): a level's
-# names are queued shuffled by this machine's key (kubo's peer ID; lib/order.awk), and with kubo a
-# file of several blocks is first fetched block by block in a shuffled order -- its block list comes
-# from one `ls` call per level, FETCH_BLOCK_JOBS `refs` requests at a time -- and only then read
-# (from kubo's own store by then) into optional/. kubo checks every block against its CID; the md5
-# check after it is unchanged.
+# names are queued shuffled by this machine's key (kubo's peer ID; lib/order.awk). And when there can
+# be someone to trade with -- LAN discovery is on, or ipfs.peers names more than one peer -- a file
+# of several blocks is first fetched block by block in a shuffled order (its block list from one
+# `ls` call per level, FETCH_BLOCK_JOBS `refs` requests at a time) and only then read, from kubo's
+# own store by then, into optional/. With only the seed to ask this would cost requests and win
+# nothing, so then files are read in order. kubo checks every block against its CID either way; the
+# md5 check after it is unchanged.
 
 MAX_EXT=1000
 MAX_LIST_BYTES=1048576
@@ -330,11 +332,19 @@ meta_level() {
     done
 }
 
+# may_trade: status 0 when other machines may hold blocks we need (LAN discovery, several peers).
+may_trade() {
+    [ "$KUBO_MDNS" = true ] && return 0
+    # shellcheck disable=SC2086 # multiaddrs: no blanks, globbing is off
+    set -- $PEERS
+    [ "$#" -gt 1 ]
+}
+
 # block_lists NAME...: with kubo, one `ls` per FETCH_BATCH names gives each file's blocks;
 # $WORK/blocks/NAME lists them (one CID a line) for files of two blocks or more. A failed call only
 # means those files are read in order.
 block_lists() {
-    [ "$FETCH_BLOCK_JOBS" -gt 0 ] && [ -n "$API_URL" ] && [ -n "$CID" ] || return 0
+    [ "$FETCH_BLOCK_JOBS" -gt 0 ] && [ -n "$API_URL" ] && [ -n "$CID" ] && may_trade || return 0
     src P
     [ "$S_UP" = 1 ] || return 0
     mkdir -p "$WORK/blocks"

@@ -13,7 +13,8 @@ busy machine the ratios stay meaningful even when absolute times drift.
 Each boot is cut into steps from three clocks:
 
 * the host's: QEMU start, the moment the guest's sentinel line appears (``wall``, the figure the issue
-  tracks) and QEMU's exit;
+  tracks) and QEMU's exit; also QEMU's CPU time up to the sentinel (``cpu``: the guest's work, which
+  other load on the host stretches far less than it stretches wall time);
 * the guest's uptime: the hook's ``marks=`` (when each of its steps ended), ``t_md5``/``t_place`` (time
   spent verifying and placing files) and the check script's ``bootsync_up``/``sentinel_up``;
 * joined at the sentinel: host time = guest uptime + (wall - ``sentinel_up``).
@@ -76,6 +77,7 @@ class BootRecord:
     round: int
     wall_s: float  # QEMU start -> sentinel
     total_s: float  # QEMU start -> QEMU exit
+    cpu_s: float | None  # QEMU's CPU time up to the sentinel (the guest's work; steadier on a busy host)
     hook_s: float | None
     first_byte_s: float | None  # kubo daemon start -> first .tcz byte (IPFS only)
     seed_bytes_sent: int
@@ -149,13 +151,14 @@ def summarize(boots: Sequence[BootRecord]) -> dict[str, Any]:
             "boots": len(mine),
             "wall_s": _median([b.wall_s for b in mine]),
             "total_s": _median([b.total_s for b in mine]),
+            "cpu_s": _median([b.cpu_s for b in mine]),
             "hook_s": _median([b.hook_s for b in mine]),
             "first_byte_s": _median([b.first_byte_s for b in mine]),
             "steps": {s: _median([b.steps.get(s) for b in mine]) for s in STEPS},
         }
     ratio: dict[str, float | None] = {}
     if set(MODES) <= set(median):
-        for key in ("wall_s", "hook_s", "total_s"):
+        for key in ("wall_s", "hook_s", "total_s", "cpu_s"):
             a, b = median["ipfs"][key], median["http"][key]
             ratio[key.removesuffix("_s")] = round(a / b, 3) if a and b else None
     return {"median": median, "ratio": ratio}
@@ -210,6 +213,7 @@ def bench_arch(arch: Arch, cfg: BootBenchConfig, work: Path) -> dict[str, Any]:
                 record = BootRecord(
                     mode=mode, round=rnd + 1, wall_s=round(res.seconds, 2),
                     total_s=round(res.total_seconds, 2),
+                    cpu_s=round(res.cpu_seconds, 2) if res.cpu_seconds is not None else None,
                     hook_s=_float(f, "t_total"), first_byte_s=_float(f, "t_first_byte"),
                     seed_bytes_sent=outcome.seed_bytes_sent,
                     steps=steps_of(f, res.seconds, res.total_seconds),
