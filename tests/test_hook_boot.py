@@ -125,6 +125,7 @@ def test_happy_path(env: HookEnv) -> None:
     assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is False
     assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
     assert config["Bootstrap"] == [] and config["AutoConf"]["Enabled"] is False
+    assert config["Swarm"]["Transports"]["Security"] == {"TLS": False}  # Noise only: cheaper, still secure
     assert not (env.state / "config.log").exists()  # edited in place: no `ipfs config` runs
     assert f"wget http://127.0.0.1:45001/api/v0/swarm/connect?arg={PEER}" in result.calls
     daemon_env = (env.state / "daemon.env").read_text()
@@ -837,6 +838,7 @@ def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
         "Routing.Type none",
         '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]',
         "--json Discovery.MDNS.Enabled false",
+        '--json Swarm.Transports.Security {"TLS": false}',
         f'--json Peering.Peers [{{"ID": "{PEER_ID}", "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}}]',
     ]
 

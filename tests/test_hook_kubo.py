@@ -201,6 +201,7 @@ def check_fetched(
     config = json.loads((hook.root / "tmp/tce-ipfs/repo/config").read_text())
     assert config["Bootstrap"] == [] and config["Routing"]["Type"] == routing
     assert config["AutoConf"]["Enabled"] is False and config["Discovery"]["MDNS"]["Enabled"] is False
+    assert config["Swarm"]["Transports"]["Security"] == {"TLS": False}  # Noise only
     assert config["Addresses"]["Swarm"] == [f"/ip4/0.0.0.0/tcp/{port}"]
     seed_id = peer.rsplit("/", 1)[1]
     assert config["Peering"]["Peers"] == [{"ID": seed_id, "Addrs": [peer.rsplit("/p2p/", 1)[0]]}]

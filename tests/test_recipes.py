@@ -289,6 +289,7 @@ def test_ipfs_recipe(ipfs_tcz: tcz.TczResult, host_kubo: Path, tmp_path: Path) -
           f"(binary {host_kubo.stat().st_size / MiB:.1f} MiB, {res.block_size // 1024} KiB blocks)")
     assert res.files == ("usr/local/bin/ipfs", "usr/local/tce.installed/ipfs")
     assert res.dep_file is None
+    assert res.block_size == 65536 and res.compression == "gzip"  # see the recipe: kubo's first start
     listing = _unsquash_list(res.tcz)
     assert listing["usr/local/bin/ipfs"] == ("-rwxr-xr-x", "0/0")
     assert listing["usr/local/tce.installed/ipfs"] == ("-rwxr-xr-x", "0/50")

@@ -62,6 +62,7 @@ DOWNLOADED=" "
 ORDER=
 ROOTS=
 ORDER_KEY=0
+LIST_PRE= # pid of list_prefetch's background fetch
 DATA_Q=   # names waiting for a data job, in fetch order
 DATA_RUN= # "NAME:PID" of the running data jobs
 DATA_PROBE=
@@ -109,15 +110,64 @@ src_fetch() {
         return 1
     fi
     fetch_url "$S_URL/$2" "$3" "$S_DEADLINE" "${4:-}"
-    _s_rc=$?
-    if [ "$_s_rc" = 1 ] && src_down "$1"; then
+    src_result "$1" "$2" "$?"
+}
+
+# src_result S REL RC: the outcome RC of fetching REL from S (as fetch_url's): a failure marks S down,
+# the first process to do so says it once. Returns RC.
+src_result() {
+    if [ "$3" = 1 ] && src_down "$1"; then
+        src "$1"
         if [ "$1" = P ] && [ "$M_UP" = 1 ]; then
             warn "$S_DESC: $2: $FETCH_ERR; using the mirror from now on"
         else
             dbg "$S_DESC: $2: $FETCH_ERR (not asking this source again)"
         fi
     fi
-    return "$_s_rc"
+    return "$3"
+}
+
+# list_prefetch: (ipfs:) ask kubo's gateway for <lst> in the background at once -- kubo_wait_peers
+# calls this before it dials the peers, so the request is waiting inside kubo when the first peer
+# connects, instead of starting after the dialling is done. fetch_list takes its outcome.
+list_prefetch() {
+    LIST_PRE=
+    [ "$SCHEME" = ipfs ] && [ -n "$GATEWAY" ] && [ -n "$CID" ] || return 0
+    mkdir -p "$WORK/pre"
+    rm -f "$WORK/pre/list" "$WORK/pre/list.rc"
+    (
+        JOB_ERR=$WORK/pre/list.err
+        fetch_url "${GATEWAY%/}/ipfs/$CID${SUBPATH:+/$SUBPATH}/$LST" "$WORK/pre/list" "$P_DEADLINE"
+        _lp_rc=$?
+        tick
+        printf '%s %s\n%s\n' "$_lp_rc" "$NOW" "$FETCH_ERR" >"$WORK/pre/list.rc.part"
+        mv -f "$WORK/pre/list.rc.part" "$WORK/pre/list.rc"
+    ) </dev/null &
+    LIST_PRE=$!
+}
+
+# list_taken S: status 0 if <lst> from source S is already in $WORK/list thanks to list_prefetch (then
+# LIST_CS is when it came); otherwise its outcome as src_fetch's status (2 not found, 1 failed; 3: no
+# prefetch: fetch it now).
+list_taken() {
+    [ "$1" = P ] && [ -n "$LIST_PRE" ] || return 3
+    src P
+    if [ "$S_UP" != 1 ]; then
+        kill "$LIST_PRE" 2>/dev/null # kubo was given up on meanwhile
+        LIST_PRE=
+        return 3
+    fi
+    wait "$LIST_PRE" 2>/dev/null
+    LIST_PRE=
+    _lt_rc=1 _lt_cs='' FETCH_ERR=''
+    { read -r _lt_rc _lt_cs; read -r FETCH_ERR; } <"$WORK/pre/list.rc" 2>/dev/null
+    if [ "$_lt_rc" = 0 ]; then
+        mv -f "$WORK/pre/list" "$WORK/list" || return 1
+        LIST_CS=$_lt_cs
+        return 0
+    fi
+    [ -n "$FETCH_ERR" ] || FETCH_ERR="no answer"
+    src_result P "$LST" "$_lt_rc"
 }
 
 # up_sources: SOURCES = the sources still worth asking, in order.
@@ -154,8 +204,13 @@ fetch_list() {
     rm -rf "$WORK/down.P" "$WORK/down.M" "$WORK/job" "$WORK/meta" "$WORK/blocks"
     up_sources
     for _l_s in $SOURCES; do
-        src_fetch "$_l_s" "$LST" "$WORK/list"
+        LIST_CS=
+        list_taken "$_l_s"
         _l_rc=$?
+        if [ "$_l_rc" = 3 ]; then
+            src_fetch "$_l_s" "$LST" "$WORK/list"
+            _l_rc=$?
+        fi
         src "$_l_s"
         _l_desc=$S_DESC
         if [ "$_l_rc" = 0 ]; then
@@ -164,11 +219,12 @@ fetch_list() {
                 LIST_ERR="$LST from $_l_desc is $SIZE bytes (at most $MAX_LIST_BYTES)"
                 return 1
             fi
-            if [ "$_l_s" = P ]; then
+            if [ -z "$LIST_CS" ]; then
                 tick
                 LIST_CS=$NOW
             fi
-            mark list
+            mark_at list "$LIST_CS"
+            [ "$_l_s" = P ] || LIST_CS=
             dbg "$LST: fetched from $_l_desc ($SIZE bytes)"
             return 0
         fi
