@@ -491,12 +491,13 @@ def test_gateway_error_stops_asking(env: HookEnv) -> None:
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
     assert "not asking this source again" in result.log
     assert "500 Internal Server Error" in result.console
-    # after the failure no new request went to the gateway: at most the level's other .dep files,
-    # asked for in parallel with it, were still under way
+    # after the failure no new request went to the gateway: at most the level's other .dep and
+    # .md5.txt files, asked for in parallel with it, were still under way
     wgets = [c for c in result.calls if c.startswith(f"wget {GATEWAY_URL}")]
     failed_at = next(i for i, c in enumerate(wgets) if c.endswith("/hello.tcz.dep"))
     later = {c.rsplit("/", 1)[1] for c in wgets[failed_at + 1:]}
-    assert later <= {"greeter.tcz.dep", "ping.tcz.dep", "bigdata.tcz.dep"}, later
+    level = ("hello.tcz", "greeter.tcz", "ping.tcz", "bigdata.tcz")
+    assert later <= {f"{n}{x}" for n in level for x in (".dep", ".md5.txt")} - {"hello.tcz.dep"}, later
     assert "error: hello.tcz: cannot fetch hello.tcz.dep: " in result.console
     assert result.status["result"] == "failed" and result.status["loaded"] == "0"
 

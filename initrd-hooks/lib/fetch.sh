@@ -264,10 +264,22 @@ SUBKEY=
 
 # ---------------------------------------------------------------- background jobs
 # meta_job NAME: (background) NAME.dep from the first source that answers -> $WORK/dep/NAME.raw;
-# the outcome (yes | none | fail, then FETCH_ERR) -> $WORK/meta/NAME.
+# the outcome (yes | none | fail, then FETCH_ERR) -> $WORK/meta/NAME. Meanwhile NAME.tcz.md5.txt is
+# fetched from the first source too ($WORK/meta/NAME.md5.txt, and in NAME.md5.src from where), so
+# the data job can ask for the .tcz at once: one request less between the list and the first byte.
 meta_job() {
     JOB_ERR=$WORK/meta/$1.err
     up_sources
+    _mj_md5=
+    for _mj_s in $SOURCES; do
+        (
+            JOB_ERR=$WORK/meta/$1.md5.err
+            src_fetch "$_mj_s" "$1.md5.txt" "$WORK/meta/$1.md5.txt" &&
+                printf '%s\n' "$_mj_s" >"$WORK/meta/$1.md5.src"
+        ) &
+        _mj_md5=$!
+        break
+    done
     _mj_got=fail
     FETCH_ERR=
     for _mj_s in $SOURCES; do
@@ -277,6 +289,7 @@ meta_job() {
             2) _mj_got=none; break ;;
         esac
     done
+    [ -z "$_mj_md5" ] || wait "$_mj_md5"
     printf '%s\n%s\n' "$_mj_got" "${FETCH_ERR:-no source left}" >"$WORK/meta/$1.part"
     mv -f "$WORK/meta/$1.part" "$WORK/meta/$1"
 }
@@ -583,12 +596,18 @@ get_ext() {
         src "$_g_s"
         _g_desc=$S_DESC
         [ "$S_UP" = 1 ] || continue # marked down meanwhile
-        src_fetch "$_g_s" "$1.md5.txt" "$WORK/get/$1.md5.txt"
-        case $? in
-            0) ;;
-            2) EXT_ERR="${EXT_ERR:+$EXT_ERR; }no $1.md5.txt at $_g_desc"; continue ;;
-            *) EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1.md5.txt from $_g_desc: $FETCH_ERR"; continue ;;
-        esac
+        _g_pre=
+        [ -f "$WORK/meta/$1.md5.src" ] && read -r _g_pre <"$WORK/meta/$1.md5.src"
+        if [ "$_g_pre" = "$_g_s" ] && mv -f "$WORK/meta/$1.md5.txt" "$WORK/get/$1.md5.txt" 2>/dev/null; then
+            rm -f "$WORK/meta/$1.md5.src" # fetched with the .dep (meta_job)
+        else
+            src_fetch "$_g_s" "$1.md5.txt" "$WORK/get/$1.md5.txt"
+            case $? in
+                0) ;;
+                2) EXT_ERR="${EXT_ERR:+$EXT_ERR; }no $1.md5.txt at $_g_desc"; continue ;;
+                *) EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1.md5.txt from $_g_desc: $FETCH_ERR"; continue ;;
+            esac
+        fi
         if ! md5_expected "$WORK/get/$1.md5.txt"; then
             EXT_ERR="${EXT_ERR:+$EXT_ERR; }malformed $1.md5.txt at $_g_desc"
             continue
