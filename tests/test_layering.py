@@ -33,9 +33,13 @@ MAY_IMPORT: dict[str, set[str]] = {
 }
 # The booted TC has only what tce-ipfs-agent.tcz ships: these, the agent and the CLI around it.
 AGENT_SHARED = {"tce_ipfs.errors", "tce_ipfs.proc", "tce_ipfs.tcrepo", "tce_ipfs.ipfs.rpc"}
+# `tce-ipfs seed serve` on TC (commands.agent) brings the seed library and what it imports.
 AGENT_TCZ = ["tce_ipfs", "tce_ipfs.__main__", "tce_ipfs.agent", "tce_ipfs.agent.machine",
-             "tce_ipfs.agent.ops", "tce_ipfs.cli", "tce_ipfs.commands", "tce_ipfs.commands.agent",
-             "tce_ipfs.errors", "tce_ipfs.ipfs", "tce_ipfs.ipfs.rpc", "tce_ipfs.proc", "tce_ipfs.tcrepo"]
+             "tce_ipfs.agent.ops", "tce_ipfs.bootcodes", "tce_ipfs.cidtext", "tce_ipfs.cli",
+             "tce_ipfs.commands", "tce_ipfs.commands.agent", "tce_ipfs.errors", "tce_ipfs.ipfs",
+             "tce_ipfs.ipfs.isolation", "tce_ipfs.ipfs.node", "tce_ipfs.ipfs.publish", "tce_ipfs.ipfs.rpc",
+             "tce_ipfs.ipfs.seed", "tce_ipfs.ipfs.swarmkey", "tce_ipfs.log", "tce_ipfs.proc",
+             "tce_ipfs.settings", "tce_ipfs.tcrepo"]
 
 
 def all_modules() -> list[str]:

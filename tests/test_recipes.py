@@ -432,8 +432,10 @@ def test_agent_recipe(agent_tcz: tcz.TczResult, tmp_path: Path) -> None:
     # nothing of the build-host packages (test_layering.py checks the agent's imports module by module)
     host_only = ("tce_ipfs/build/", "tce_ipfs/media/", "tce_ipfs/testbed/")
     assert not [p for p in packaged if p.startswith(host_only)]
-    assert "tce_ipfs/commands/tcz.py" not in packaged and "tce_ipfs/ipfs/node.py" not in packaged
-    assert "tce_ipfs/ipfs/rpc.py" in packaged
+    assert "tce_ipfs/commands/tcz.py" not in packaged and "tce_ipfs/commands/seed.py" not in packaged
+    # `tce-ipfs seed serve` on TC: the seed library and the isolated node it runs
+    assert {"tce_ipfs/ipfs/rpc.py", "tce_ipfs/ipfs/seed.py", "tce_ipfs/ipfs/node.py",
+            "tce_ipfs/ipfs/isolation.py"} <= packaged
     assert "tce_ipfs/proc.py" in packaged  # the agent runs programs through proc.run() too
     for absent in ("elftools", "zstandard", "psutil", "trio"):
         assert not (vendor / absent).exists()
@@ -460,6 +462,10 @@ def test_agent_recipe(agent_tcz: tcz.TczResult, tmp_path: Path) -> None:
     assert version.startswith("tce-ipfs ")
     helptext = proc.output([sys.executable, "-I", "-S", "-B", launcher, "--help"])
     assert "tcz" not in helptext.split("examples:")[0]  # host-only command groups are not there
+    # The seed group, registered by the agent itself (no install-unit: that is the build host's).
+    seedhelp = proc.output([sys.executable, "-I", "-S", "-B", launcher, "seed", "--help"])
+    assert "serve" in seedhelp and "install-unit" not in seedhelp
+    assert "--listen" in proc.output([sys.executable, "-I", "-S", "-B", launcher, "seed", "serve", "--help"])
 
 
 def test_agent_recipe_reproducible(agent_tcz: tcz.TczResult, tmp_path: Path) -> None:

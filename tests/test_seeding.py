@@ -32,7 +32,7 @@ import pytest
 from tce_ipfs.arch import Arch
 from tce_ipfs.build import recipes
 from tce_ipfs.ipfs import rpc, swarmkey
-from tce_ipfs.testbed import e2e, qemu, samplerepo
+from tce_ipfs.testbed import e2e, guest, qemu, samplerepo
 from tce_ipfs.testbed.lab import Lab, SeedNode, TapNet
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo, pytest.mark.root]
@@ -366,3 +366,84 @@ def test_agent_runs_on_an_aarch64_guest(lab: Lab, work: Path) -> None:
     assert [p["peer"] for p in st["peers"]] == [seed.peer_id]
     record("seeding-aarch64", {"payload_bytes": repo.payload, "sentinel_s": round(res.seconds, 1),
                                "python_tcz_bytes": (repo.path / "python3.11.tcz").stat().st_size})
+
+
+# ------------------------------------------------------------------------- a TC machine as the origin
+TC_SEED_PORT = 4101  # the TC seed's own kubo, next to the hook's (which has 4001)
+TC_SEED_STATE = "/tmp/tce-ipfs-seed"
+
+
+def tc_origin_script(repo_dir: str) -> str:
+    """/opt/bootsync.sh (test only): the booted TC machine serves ``repo_dir`` with the agent's
+    ``tce-ipfs seed serve``, prints the boot line, serves until the host says "done", then stops the
+    seed with SIGTERM and reports its exit code."""
+    return f"""#!/bin/sh
+# Test check (not part of the product): a Tiny Core machine as the lab's origin.
+S={SENTINEL}
+fail() {{ echo "$S: FAIL $*"; poweroff -f; }}
+command -v tce-ipfs >/dev/null || fail "no tce-ipfs: the agent is not loaded"
+tce-ipfs seed serve {repo_dir} --listen eth0 --port {TC_SEED_PORT} --state {TC_SEED_STATE} \\
+    > /tmp/seed.out 2> /tmp/seed.err &
+pid=$!
+i=0
+while ! grep -q '^tce=ipfs:' /tmp/seed.out 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || fail "seed serve exited: $(tail -5 /tmp/seed.err | tr '\\n' ' ')"
+    [ "$i" -lt 900 ] || fail "no boot line: $(tail -5 /tmp/seed.err | tr '\\n' ' ')"
+    sleep 1; i=$((i + 1))
+done
+echo "LAB-BOOTLINE $(grep '^tce=ipfs:' /tmp/seed.out | tail -1)"
+rm -f /tmp/lab.done
+nc -l -p {DONE_PORT} > /tmp/lab.done &
+i=0
+while ! grep -q done /tmp/lab.done 2>/dev/null && [ "$i" -lt 1800 ]; do sleep 1; i=$((i + 1)); done
+echo "LAB-SEEDSTATUS $(tce-ipfs seed status --state {TC_SEED_STATE} --json 2>&1 | tr -d '\\n')"
+kill -TERM "$pid"
+wait "$pid"
+echo "$S: OK seed_exit=$? $(tail -1 /tmp/seed.err)"
+poweroff -f
+"""
+
+
+def test_a_tiny_core_machine_is_the_lab_origin(kit: e2e.GuestKit, agent_repo: LabRepo, plain_repo: LabRepo,
+                                               lab: Lab, work: Path) -> None:
+    """Issue 16, item 4: a booted TC machine (ipfs.tcz + the agent) serves a repo directory from its
+    own file system with `tce-ipfs seed serve` and prints the boot line; with the Linux seed gone, a
+    second machine boots from that line alone."""
+    seed = lab.start_seed(kit_kubo())
+    cid = publish_to(seed, agent_repo.path)
+    expected = publish_to(seed, plain_repo.path)  # what the TC machine must arrive at, for comparison
+    files: dict[str, bytes | tuple[bytes, int]] = {
+        "opt/bootsync.sh": (tc_origin_script("/opt/lab-repo").encode(), 0o755)}
+    files.update({f"opt/lab-repo/{p.name}": p.read_bytes() for p in sorted(plain_repo.path.iterdir())
+                  if p.is_file()})
+    origin_check = guest.write_overlay(work / "check-tc-origin.gz", files)
+    ledger = e2e.check_initrd(work, ledger_script(), "check-ledger.gz")
+    with guest_pool(lab) as pool:
+        a = start_guest(pool, kit, lab, origin_check, [f"tce=ipfs:{cid}", f"ipfs.timeout={HOOK_TIMEOUT}",
+                                                       f"ipfs.peers={seed.multiaddr}"], "tc-origin",
+                        watch=("LAB-BOOTLINE",))
+        try:
+            wait(a.wait_for("LAB-BOOTLINE"), a, "LAB-BOOTLINE")
+            seed.stop()  # the Linux seed goes away: the TC machine is the lab's only origin now
+            line = next(ln for ln in a.lines if ln.startswith("LAB-BOOTLINE ")).split(" ", 1)[1].strip()
+            b = start_guest(pool, kit, lab, ledger, [*line.split(), f"ipfs.timeout={HOOK_TIMEOUT}"],
+                            "from-tc-origin")
+            rb = b.ok()
+        finally:
+            tell_done(lab, a)
+        ra = a.ok()
+    words = dict(w.split("=", 1) for w in line.split())
+    tc_peer = words["ipfs.peers"].rsplit("/p2p/", 1)[1]
+    assert words["ipfs.peers"] == f"/ip4/{a.tap.ip}/tcp/{TC_SEED_PORT}/p2p/{tc_peer}"
+    assert words["tce"] == f"ipfs:{expected}"  # the agent publishes exactly as the host does
+    received = {json.loads(ln[len("LAB-LEDGER "):])["Peer"]: json.loads(ln[len("LAB-LEDGER "):])["Recv"]
+                for ln in b.lines if ln.startswith("LAB-LEDGER ")}
+    assert received.get(tc_peer, 0) >= plain_repo.payload * 0.9, received
+    status = a.json_line("LAB-SEEDSTATUS ")
+    assert status["running"] and status["root"] == expected and status["bytes_sent"] >= plain_repo.payload
+    assert "seed_exit=0" in (ra.sentinel_line or ""), ra.tail(30)  # SIGTERM: a clean stop on TC too
+    record("seeding-tc-origin", {
+        "payload_bytes": plain_repo.payload, "tc_seed_bytes_sent": status["bytes_sent"],
+        "received_per_peer": received,
+        "sentinel_s": {"tc_origin": round(ra.seconds, 1), "from_tc_origin": round(rb.seconds, 1)},
+    })

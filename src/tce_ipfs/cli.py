@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "demo",
     "bench",
     "remaster",
+    "seed",  # before "agent": on the build host it registers the seed group the agent also knows
     "agent",
 )
 
@@ -35,6 +36,8 @@ examples:
   tce-ipfs tcz build ipfs --arch x86_64 -o out
   tce-ipfs node start                         start an isolated local seed node
   tce-ipfs publish ./repo --json              publish a TC repo directory, print its root CID
+  tce-ipfs seed serve ./repo --listen eth1    serve it to the lab LAN, print the boot line
+  tce-ipfs netboot --seed STATE -o /srv/tftp  a PXE tree booting from that seed
   tce-ipfs demo --arch x86_64                 build, publish and boot a guest with tce=ipfs:<CID>
   tce-ipfs remaster Core.iso --cid CID -o p2p.iso --default
   tce-ipfs install firefox --onboot           (on a booted TC) like tce-load -wi, from the boot CID

@@ -46,6 +46,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "mcopy": "mtools",
     "mformat": "mtools",
     "mkfs.vfat": "dosfstools",
+    "systemd-analyze": "systemd",
 }
 
 BASE_ENV = {

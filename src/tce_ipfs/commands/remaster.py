@@ -31,6 +31,7 @@ Initrds are gzip (what Tiny Core's kernels take); zstd needs a kernel with CONFI
 examples:
   tce-ipfs remaster CorePure64-16.0.iso --cid bafy... -o p2p.iso --default \\
       --boot-code ipfs.peers=/ip4/192.168.1.10/tcp/4001/p2p/12D3KooW...
+  tce-ipfs remaster CorePure64-16.0.iso --seed -o p2p.iso --default     (the seed's boot line)
   tce-ipfs remaster /mnt/sdb1 --cid bafy... --arch aarch64
   tce-ipfs remaster piCore64-16.0.img --cid bafy... -o piCore64-p2p.img
 """
@@ -42,13 +43,18 @@ Kernel and base initrd come from --kernel/--initrd, from an ISO's default entry 
 default from the test base (`tce-ipfs guest build`).
 
 examples:
+  tce-ipfs netboot --seed -o /srv/tftp --from-iso CorePure64-16.0.iso   (the seed's boot line)
   tce-ipfs netboot --cid bafy... -o /srv/tftp --from-iso CorePure64-16.0.iso
   tce-ipfs netboot --cid bafy... -o tftp --arch x86_64 --serial --boot-code console=ttyS0
 """
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cid", required=True, help="root CID of the published TC repo (tce=ipfs:<CID>)")
+    p.add_argument("--cid", help="root CID of the published TC repo (tce=ipfs:<CID>)")
+    p.add_argument("--seed", nargs="?", const="", metavar="STATE|API",
+                   help="take tce=ipfs:<CID>, ipfs.peers= (and ipfs.swarmkey= when private) from a "
+                        "`tce-ipfs seed serve` seed: its --state directory (default: the default seed's) "
+                        "or its RPC API multiaddr; --cid and --boot-code override")
     p.add_argument("--arch", choices=Arch.names(), help="expected arch (default: detected)")
     p.add_argument("--boot-code", action="append", default=[], metavar="K=V",
                    help="extra boot code (repeatable): ipfs.peers=..., ipfs.timeout=..., lst=..., base")
@@ -63,8 +69,20 @@ def _request(args: argparse.Namespace) -> P2PBoot:
     """The P2P boot request of both commands (every option checked before any medium is touched)."""
     from tce_ipfs.media.p2p import P2PBoot
 
-    return P2PBoot(args.cid, bootcfg.parse_codes(args.boot_code), compression=args.compression,
-                   ipfs_tcz=args.ipfs_tcz, p2p_initrd=args.p2p_initrd)
+    cid = args.cid
+    codes: dict[str, str | None] = {}
+    if args.seed is not None:
+        from tce_ipfs.commands.agent import default_state
+        from tce_ipfs.ipfs import seed
+
+        info = seed.resolve(args.seed or str(default_state()))
+        cid = cid or info.cid
+        codes.update(info.codes())
+    if not cid:
+        raise UsageError("give the repo: --cid CID, or --seed STATE|API (a `tce-ipfs seed serve` seed)")
+    codes.update(bootcfg.parse_codes(args.boot_code))  # the user's codes win over the seed's
+    return P2PBoot(cid, codes, compression=args.compression, ipfs_tcz=args.ipfs_tcz,
+                   p2p_initrd=args.p2p_initrd)
 
 
 def cmd_remaster(args: argparse.Namespace) -> int:

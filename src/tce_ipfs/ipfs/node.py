@@ -71,6 +71,7 @@ class Node:
     """One isolated kubo repo and (at most) one daemon on it.
 
     ``kubo`` (the ``ipfs`` binary) is needed to init and start; ``stop``/``status`` work without it.
+    ``allowed_networks``: see ``isolation_config`` (default: from ``listen_host``).
     ``launcher``: an argv prefix for every kubo command (init, config, daemon), e.g.
     ``["ip", "netns", "exec", NS]``.
 
@@ -87,6 +88,7 @@ class Node:
         api_port: int = 0,
         gateway_port: int = 0,
         peers: Sequence[str] = (),
+        allowed_networks: Sequence[str] | None = None,
         extra_config: Mapping[str, Any] | None = None,
         launcher: Sequence[str] = (),
     ) -> None:
@@ -94,7 +96,8 @@ class Node:
         self.kubo = Path(kubo) if kubo is not None else None
         self.launcher = tuple(launcher)
         self.wanted_config = isolation_config(listen_host, swarm_port=swarm_port, api_port=api_port,
-                                              gateway_port=gateway_port, peers=peers)
+                                              gateway_port=gateway_port, peers=peers,
+                                              allowed_networks=allowed_networks)
         if extra_config:
             self.wanted_config.update(extra_config)
         self._proc: subprocess.Popen[bytes] | None = None

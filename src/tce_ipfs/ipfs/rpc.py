@@ -163,6 +163,23 @@ def pin_add(c: Any, cid: str) -> None:
     call(f"pin add {cid}", c.pin.add, cid, recursive=True)
 
 
+def pin_add_named(c: Any, cid: str, name: str, *, timeout: float | None = None) -> None:
+    """Pin ``cid`` recursively under ``name`` (kubo >= 0.26; pinning it again renames the pin).
+
+    Blocks that are not local are fetched from connected peers first: ``timeout`` bounds that.
+    """
+    call(f"pin add {cid}", c._client.request, "/pin/add", (cid,), opts={"name": name},
+         decoder="json", timeout=timeout)
+
+
+def pin_names(c: Any) -> dict[str, str]:
+    """``{cid: name}`` of every recursive pin (``""`` for a pin without a name)."""
+    res = call("pin ls", c._client.request, "/pin/ls", opts={"type": "recursive", "names": "true"},
+               decoder="json")
+    keys = (res[0] if res else {}).get("Keys") or {}
+    return {str(k): str(v.get("Name") or "") for k, v in keys.items()}
+
+
 def pin_ls(c: Any, cid: str | None = None) -> dict[str, str]:
     """``{cid: type}`` of pins (all recursive pins, or just ``cid``: empty dict when not pinned)."""
     try:

@@ -189,8 +189,12 @@ class Managed:
 class Lab(Managed):
     """A private LAN in a fresh network namespace. Use as a context manager."""
 
-    def __init__(self, work_dir: Path, *, subnet: str = DEFAULT_SUBNET, dhcp: bool = True) -> None:
+    def __init__(self, work_dir: Path, *, subnet: str = DEFAULT_SUBNET, dhcp: bool = True,
+                 tftp_root: Path | None = None, bootfile: str = "pxelinux.0") -> None:
+        """``tftp_root``: PXE on the lab LAN -- dnsmasq also serves this directory over TFTP (on the
+        bridge only) and offers ``bootfile`` in its DHCP replies (a ``tce-ipfs netboot`` tree)."""
         self.work_dir = Path(work_dir)
+        self._tftp = (Path(tftp_root).absolute(), bootfile) if tftp_root is not None else None
         self.suffix = secrets.token_hex(3)  # 6 hex: tap names stay within IFNAMSIZ (15)
         self.netns = f"{PREFIX}{self.suffix}"
         self.bridge = f"tceipfs{self.suffix}b"
@@ -357,6 +361,10 @@ class Lab(Managed):
             f"--pid-file={self.work_dir / 'dnsmasq.pid'}",
             "--user=root", "--log-dhcp", "--log-facility=-",
         ]
+        if self._tftp is not None:
+            root, bootfile = self._tftp
+            root.mkdir(parents=True, exist_ok=True)
+            argv += ["--enable-tftp", f"--tftp-root={root}", f"--dhcp-boot={bootfile}"]
         self.spawn("dnsmasq", argv)
         # dnsmasq binds at once or exits; give it a moment and check it is still there.
         deadline = time.monotonic() + 5
