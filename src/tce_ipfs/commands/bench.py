@@ -68,7 +68,7 @@ def _boot_lines(boot: dict[str, Any]) -> list[str]:
         med, r = data["median"], data["ratio"]
         lines.append(f"boot {arch} ({data['extensions']} extensions, median of {data['repeats']}): "
                      f"wall IPFS {med['ipfs']['wall_s']:.1f} s / HTTP {med['http']['wall_s']:.1f} s = "
-                     f"{r['wall']:.2f}x; hook {r['hook']:.2f}x; "
+                     f"{r['wall']:.2f}x (QEMU CPU {r['cpu']:.2f}x); hook {r['hook']:.2f}x; "
                      f"kubo start -> first byte {med['ipfs']['first_byte_s']} s")
     return lines
 

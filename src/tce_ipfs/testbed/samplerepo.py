@@ -130,7 +130,7 @@ done
 [ "$(hello)" = "hello from ipfs" ] || fail "hello did not run: $(hello 2>&1)"
 [ "$(greeter)" = "greeter installed" ] || fail "greeter install script did not run"
 [ -s /usr/local/share/bigdata/blob ] || fail "bigdata missing"
-pid=$(pidof ipfs | cut -d' ' -f1)
+pid=$(sed -n 's/^kubo_pid=//p' /tmp/tce-ipfs/status 2>/dev/null)  # the hook's daemon, not another ipfs
 rss=$( [ -n "$pid" ] && awk '/VmHWM/ {{print $2}}' "/proc/$pid/status")
 status=$(tr '\\n' ' ' < /tmp/tce-ipfs/status 2>/dev/null)
 read -r up1 _ < /proc/uptime

@@ -81,6 +81,7 @@ class BootRecord:
     hook_s: float | None
     first_byte_s: float | None  # kubo daemon start -> first .tcz byte (IPFS only)
     seed_bytes_sent: int
+    kubo_rss_kib: float | None = None  # the hook's kubo: peak RSS (VmHWM) when the check ran
     steps: dict[str, float] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)
     console: list[tuple[float, str]] = field(default_factory=list)  # host time, hook/TC lines
@@ -154,6 +155,7 @@ def summarize(boots: Sequence[BootRecord]) -> dict[str, Any]:
             "cpu_s": _median([b.cpu_s for b in mine]),
             "hook_s": _median([b.hook_s for b in mine]),
             "first_byte_s": _median([b.first_byte_s for b in mine]),
+            "kubo_rss_kib": _median([b.kubo_rss_kib for b in mine]),
             "steps": {s: _median([b.steps.get(s) for b in mine]) for s in STEPS},
         }
     ratio: dict[str, float | None] = {}
@@ -215,7 +217,7 @@ def bench_arch(arch: Arch, cfg: BootBenchConfig, work: Path) -> dict[str, Any]:
                     total_s=round(res.total_seconds, 2),
                     cpu_s=round(res.cpu_seconds, 2) if res.cpu_seconds is not None else None,
                     hook_s=_float(f, "t_total"), first_byte_s=_float(f, "t_first_byte"),
-                    seed_bytes_sent=outcome.seed_bytes_sent,
+                    seed_bytes_sent=outcome.seed_bytes_sent, kubo_rss_kib=_float(f, "kubo_hwm_kb"),
                     steps=steps_of(f, res.seconds, res.total_seconds),
                     marks=parse_marks(f.get("marks", "")), console=lines)
                 boots.append(record)
@@ -257,7 +259,7 @@ def plot(results: Mapping[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     arches = list(results["arches"].items())
-    fig, axes = plt.subplots(1, max(len(arches), 1), figsize=(7 * max(len(arches), 1), 6), squeeze=False)
+    fig, axes = plt.subplots(1, max(len(arches), 1), figsize=(7.5 * max(len(arches), 1), 6.5), squeeze=False)
     cmap = plt.get_cmap("tab20")
     colours = [cmap(i) for i in range(20)]
     for ax, (arch, data) in zip(axes[0], arches, strict=False):
@@ -269,16 +271,18 @@ def plot(results: Mapping[str, Any], path: Path) -> Path:
                 ax.bar(x, value, 0.6, bottom=bottom, color=colours[i % len(colours)],
                        label=step if x == 0 else None, edgecolor="white", linewidth=0.5)
                 bottom += value
-            wall = data["median"][mode]["wall_s"]
-            ax.annotate(f"wall {wall:.1f} s", (x, bottom), ha="center", va="bottom", fontsize="small")
+            wall, cpu = data["median"][mode]["wall_s"], data["median"][mode].get("cpu_s")
+            ax.annotate(f"wall {wall:.1f} s" + (f", QEMU CPU {cpu:.1f} s" if cpu else ""), (x, bottom),
+                        ha="center", va="bottom", fontsize="small")
         ax.set_xticks(range(len(modes)), ["tce=http:// (mirror)" if m == "http" else "tce=ipfs: (seed)"
                                           for m in modes])
         r = data.get("ratio", {})
         first_byte = data["median"].get("ipfs", {}).get("first_byte_s")
         ax.set_title(f"{arch} guest, {data['extensions']} extensions, "
                      f"{data['payload_bytes'] / 2**20:.1f} MiB, median of {data['repeats']}\n"
-                     f"IPFS/HTTP: wall {_fmt(r.get('wall'))}, hook {_fmt(r.get('hook'))}; "
-                     f"kubo start -> first byte {_fmt(first_byte, ' s')}")
+                     f"IPFS/HTTP: wall {_fmt(r.get('wall'))} (QEMU CPU {_fmt(r.get('cpu'))}), "
+                     f"hook {_fmt(r.get('hook'))}\n"
+                     f"kubo start -> first byte {_fmt(first_byte, ' s')} (median)", fontsize="medium")
         ax.set_ylabel("seconds from QEMU start (median per step)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize="small")
