@@ -119,7 +119,11 @@ def test_happy_path(env: HookEnv) -> None:
         f"mount -t squashfs -o loop,ro {env.root}/tmp/builtin/optional/ipfs.tcz {env.root}/tmp/tcloop/ipfs"
         in result.calls
     )
-    assert "ipfs init --empty-repo --profile=test,lowpower" in result.calls
+    # one kubo start: the daemon makes the repo (test,lowpower + the hook's keys), no `ipfs init`
+    kubo_calls = [c for c in result.calls if c.startswith("ipfs ")]
+    assert kubo_calls[0] == (f"ipfs daemon --init --init-profile=test,lowpower "
+                             f"--init-config={env.root}/tmp/tce-ipfs/kubo-init.json"), kubo_calls
+    assert not [c for c in kubo_calls if c.startswith("ipfs init")]
     config = kubo_config(env)
     assert config["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4001"]
     assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is False
@@ -544,8 +548,8 @@ def test_network_no_lease(env: HookEnv) -> None:
     env.knob("dhcp_fail")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=2")
     assert result.final == "FAILED: network: no DHCP lease on eth0 within 2 s"
-    # kubo's repo is prepared while DHCP runs, but the daemon never starts without a network
-    assert "ipfs daemon" not in result.calls
+    # kubo's settings are prepared while DHCP runs, but kubo never starts without a network
+    assert not [c for c in result.calls if c.startswith("ipfs ")]
 
 
 def test_network_no_interface(env: HookEnv) -> None:
@@ -830,8 +834,31 @@ def test_port(env: HookEnv) -> None:
     assert kubo_config(env)["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4101"]
 
 
+def test_kubo_without_settings_only_init_config_gets_ipfs_init(env: HookEnv) -> None:
+    """An upstream kubo refuses `daemon --init --init-config` with a file of settings only: the hook
+    makes the repo with `ipfs init` + its config edit, starts the daemon again and boots the same."""
+    sample_repo(ipfs_ready(env))
+    env.knob("old_kubo")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    kubo_calls = [c for c in result.calls if c.startswith("ipfs ")]
+    assert kubo_calls[:3] == [
+        f"ipfs daemon --init --init-profile=test,lowpower --init-config={env.root}/tmp/tce-ipfs/kubo-init.json",
+        "ipfs init --empty-repo --profile=test,lowpower",
+        "ipfs daemon",
+    ], kubo_calls
+    config = kubo_config(env)
+    assert config["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4001"]
+    assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is False
+    assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
+    assert config["Swarm"]["Transports"]["Security"] == {"TLS": False}
+    assert not (env.state / "config.log").exists()  # edited in place
+    assert result.status["peer_id"] == FAKE_PEER_ID
+
+
 def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
     sample_repo(ipfs_ready(env))
+    env.knob("old_kubo")
     env.knob("odd_config")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.port=4101")
     assert FINAL_OK.match(result.final), result.console

@@ -35,6 +35,13 @@ API=
 API_URL=
 PEERS_OK=0
 KUBO_PEER_ID=
+KUBO_ROUTING=none
+KUBO_SWARM=
+# Noise only, no TLS: the connection stays encrypted and authenticated (and every block is still
+# checked against its CID), but the handshake and the data cost less CPU than TLS 1.3 (libp2p's TLS
+# makes a fresh certificate per connection; Noise moves data in larger frames). Measured in the boot
+# benchmark: about a tenth of the boot's QEMU CPU time. Every kubo speaks Noise.
+KUBO_SECURITY='{"TLS": false}'
 KUBO_PIN_MAX=30   # seconds for one pin/add call (the blocks are local: it normally takes milliseconds)
 KUBO_PIN_BATCH=40 # paths per pin/add call (keeps the URL well under any length limit)
 PINNED=
@@ -114,8 +121,10 @@ peering_json() {
     [ -z "$PEERING" ] || PEERING="[$PEERING]"
 }
 
-# kubo_prepare DEADLINE_CS: init a fresh RAM repo and configure it (no daemon yet; runs while DHCP
-# is still waiting for a lease). Status 1 with KUBO_ERR.
+# kubo_prepare DEADLINE_CS: decide the node's settings and write them down (no kubo start yet; runs
+# while DHCP is still waiting for a lease). The repo itself is made by the daemon's own start
+# (kubo_start: `ipfs daemon --init --init-config`, one kubo start instead of two); kubo_init_repo is
+# the two-start way for a kubo without that. Status 1 with KUBO_ERR.
 kubo_prepare() {
     IPFS_PATH=$WORK/repo
     IPFS_TELEMETRY=off
@@ -124,6 +133,38 @@ kubo_prepare() {
     GOGC=off
     export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT GOGC
     rm -rf "$IPFS_PATH"
+    KUBO_ROUTING=none
+    [ "$SCHEME" = ipns ] && KUBO_ROUTING=dhtclient
+    KUBO_MDNS=false
+    [ -z "$PEERS" ] && KUBO_MDNS=true
+    KUBO_SWARM=/ip4/0.0.0.0/tcp/$PORT
+    peering_json
+    # The keys kubo_start's daemon puts on top of `--profile=test,lowpower`. kubo takes a config
+    # --init-config FILE with no identity as "only these keys" (a tce-ipfs change to kubo, see
+    # tcz-build/ipfs/kubo-slim/kubo/bootinit.go); an unchanged kubo refuses it and kubo_start falls
+    # back to kubo_init_repo.
+    _k_peering=
+    [ -n "$PEERING" ] && _k_peering=", \"Peering\": {\"Peers\": $PEERING}"
+    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}}%s}\n' \
+        "$KUBO_SWARM" "$KUBO_ROUTING" "$KUBO_MDNS" "$KUBO_SECURITY" "$_k_peering" >"$WORK/kubo-init.json"
+    mkdir -p "$IPFS_PATH"
+    if [ -n "$SWARMKEY" ]; then
+        # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
+        # to start without the key; TCP_MUX=false silences the websocket-sharing warning.
+        (umask 077 && printf '/key/swarm/psk/1.0.0/\n/base16/\n%s\n' "$SWARMKEY" >"$IPFS_PATH/swarm.key")
+        LIBP2P_FORCE_PNET=1
+        LIBP2P_TCP_MUX=false
+        export LIBP2P_FORCE_PNET LIBP2P_TCP_MUX
+        dbg "private swarm: swarm.key written"
+    fi
+    mark kubo_init
+    return 0
+}
+
+# kubo_init_repo DEADLINE_CS: the two-start way: `ipfs init --empty-repo --profile=test,lowpower`,
+# then the keys of kubo_prepare set in the config file (one awk pass; `ipfs config` per key if the
+# layout is not recognised). Status 1 with KUBO_ERR.
+kubo_init_repo() {
     _k_log=$WORK/kubo-init.log
     : >"$_k_log"
     if ! ipfsc "$1" 60 init --empty-repo --profile=test,lowpower >>"$_k_log" 2>&1; then
@@ -131,23 +172,11 @@ kubo_prepare() {
         KUBO_ERR="ipfs init failed: ${LAST:-no output}"
         return 1
     fi
-    _k_routing=none
-    [ "$SCHEME" = ipns ] && _k_routing=dhtclient
-    _k_mdns=false
-    [ -z "$PEERS" ] && _k_mdns=true
-    KUBO_MDNS=$_k_mdns
-    _k_swarm=/ip4/0.0.0.0/tcp/$PORT
-    # Noise only, no TLS: the connection stays encrypted and authenticated (and every block is still
-    # checked against its CID), but the handshake and the data cost less CPU than TLS 1.3 (libp2p's
-    # TLS makes a fresh certificate per connection; Noise moves data in larger frames). Measured in
-    # the boot benchmark: about a tenth of the boot's QEMU CPU time. Every kubo speaks Noise.
-    _k_security='{"TLS": false}'
-    peering_json
     # Fast path: one awk pass over the JSON kubo just wrote, then check every key was found.
     rm -f "$WORK/kuboconf.done"
     _k_want="Addresses.Swarm Discovery.MDNS.Enabled Routing.Type Swarm.Transports.Security${PEERING:+ Peering.Peers}"
-    if awk -v swarm="$_k_swarm" -v routing="$_k_routing" -v mdns="$_k_mdns" -v peers="$PEERING" \
-        -v security="$_k_security" \
+    if awk -v swarm="$KUBO_SWARM" -v routing="$KUBO_ROUTING" -v mdns="$KUBO_MDNS" -v peers="$PEERING" \
+        -v security="$KUBO_SECURITY" \
         -v report="$WORK/kuboconf.done" -f "$HOOK_LIB/kuboconf.awk" "$IPFS_PATH/config" \
         >"$IPFS_PATH/config.new" 2>>"$_k_log"; then
         _k_ok=1
@@ -164,27 +193,16 @@ kubo_prepare() {
         # Slow path: the config did not look as expected; let kubo's CLI set each key.
         rm -f "$IPFS_PATH/config.new"
         dbg "kubo config: layout not recognised, using ipfs config"
-        if ! ipfsc "$1" 30 config Routing.Type "$_k_routing" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Addresses.Swarm "[\"$_k_swarm\"]" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Discovery.MDNS.Enabled "$_k_mdns" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Swarm.Transports.Security "$_k_security" >>"$_k_log" 2>&1 ||
+        if ! ipfsc "$1" 30 config Routing.Type "$KUBO_ROUTING" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Addresses.Swarm "[\"$KUBO_SWARM\"]" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Discovery.MDNS.Enabled "$KUBO_MDNS" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Swarm.Transports.Security "$KUBO_SECURITY" >>"$_k_log" 2>&1 ||
             { [ -n "$PEERING" ] && ! ipfsc "$1" 30 config --json Peering.Peers "$PEERING" >>"$_k_log" 2>&1; }; then
             last_line "$_k_log"
             KUBO_ERR="ipfs config failed: ${LAST:-no output}"
             return 1
         fi
     fi
-    kubo_peer_id
-    if [ -n "$SWARMKEY" ]; then
-        # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
-        # to start without the key; TCP_MUX=false silences the websocket-sharing warning.
-        (umask 077 && printf '/key/swarm/psk/1.0.0/\n/base16/\n%s\n' "$SWARMKEY" >"$IPFS_PATH/swarm.key")
-        LIBP2P_FORCE_PNET=1
-        LIBP2P_TCP_MUX=false
-        export LIBP2P_FORCE_PNET LIBP2P_TCP_MUX
-        dbg "private swarm: swarm.key written"
-    fi
-    mark kubo_init
     return 0
 }
 
@@ -198,20 +216,37 @@ kubo_peer_id() {
     esac
 }
 
-# kubo_start DEADLINE_CS: start the daemon, wait until it is ready. Sets KUBO_PID GATEWAY API API_URL.
+# kubo_daemon ARGS...: start `ipfs daemon ARGS` in the background (KUBO_PID), output to kubo.log.
+kubo_daemon() {
+    "$KUBO_BIN" daemon "$@" >"$WORK/kubo.log" 2>&1 </dev/null &
+    KUBO_PID=$!
+}
+
+# kubo_start DEADLINE_CS: start the daemon -- which makes the repo in the same start (see
+# kubo_prepare) -- and wait until it is ready. A kubo that refuses the settings-only --init-config
+# gets its repo from kubo_init_repo and a second start. Sets KUBO_PID GATEWAY API API_URL KUBO_PEER_ID.
 kubo_start() {
     tick
     KUBO_T0=$NOW
-    "$KUBO_BIN" daemon >"$WORK/kubo.log" 2>&1 </dev/null &
-    KUBO_PID=$!
+    kubo_daemon --init --init-profile=test,lowpower --init-config="$WORK/kubo-init.json"
+    _ks_onestart=1
     while :; do
         if grep -q 'Daemon is ready' "$WORK/kubo.log" 2>/dev/null && [ -s "$IPFS_PATH/gateway" ]; then
             break
         fi
         if ! kill -0 "$KUBO_PID" 2>/dev/null; then
             last_line "$WORK/kubo.log"
-            KUBO_ERR="kubo daemon exited: ${LAST:-no output}"
             KUBO_PID=
+            if [ "$_ks_onestart" = 1 ] && [ ! -e "$IPFS_PATH/config" ]; then
+                # no repo made: this kubo does not take a settings-only --init-config
+                _ks_onestart=0
+                dbg "kubo daemon --init: ${LAST:-no output}; making the repo with ipfs init"
+                mv -f "$WORK/kubo.log" "$WORK/kubo-onestart.log"
+                kubo_init_repo "$1" || return 1
+                kubo_daemon
+                continue
+            fi
+            KUBO_ERR="kubo daemon exited: ${LAST:-no output}"
             return 1
         fi
         secs_left "$1"
@@ -222,6 +257,7 @@ kubo_start() {
         fi
         nap 0.1
     done
+    kubo_peer_id
     tick
     KUBO_READY_CS=$((NOW - KUBO_T0))
     # kubo writes these files without a final newline
