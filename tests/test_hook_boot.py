@@ -843,7 +843,8 @@ def test_kubo_without_settings_only_init_config_gets_ipfs_init(env: HookEnv) -> 
     assert FINAL_OK.match(result.final), result.console
     kubo_calls = [c for c in result.calls if c.startswith("ipfs ")]
     assert kubo_calls[:3] == [
-        f"ipfs daemon --init --init-profile=test,lowpower --init-config={env.root}/tmp/tce-ipfs/kubo-init.json",
+        f"ipfs daemon --init --init-profile=test,lowpower --init-config={env.root}/tmp/tce-ipfs/"
+        "kubo-init.json",
         "ipfs init --empty-repo --profile=test,lowpower",
         "ipfs daemon",
     ], kubo_calls

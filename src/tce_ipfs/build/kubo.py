@@ -355,7 +355,8 @@ SLIM_GROUPS_V0_43_1: dict[str, tuple[Step, ...]] = {
         Add("cmd/ipfs/kubo/tce_bootinit.go", "kubo/bootinit.go"),
         Edit("cmd/ipfs/kubo/daemon.go", "\tif initialize && !fsrepo.IsInitialized(cctx.ConfigRoot) {\n",
              "\tif initialize && !fsrepo.IsInitialized(cctx.ConfigRoot) {\n"
-             "\t\tif err := tceOverlayInit(req, cctx.ConfigRoot); err != nil {\n\t\t\treturn err\n\t\t}\n\t}\n"
+             "\t\tif err := tceOverlayInit(req, cctx.ConfigRoot); err != nil {\n"
+             "\t\t\treturn err\n\t\t}\n\t}\n"
              "\tif initialize && !fsrepo.IsInitialized(cctx.ConfigRoot) {\n"),
     ),
 }
