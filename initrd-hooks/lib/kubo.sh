@@ -12,7 +12,9 @@
 #   lowpower  no DHT/AutoNAT/relay services; connection manager 20..40 connections
 #   Routing.Type none   (dhtclient for ipns:, so the name can be asked of the dialled peers)
 #   Addresses.Swarm     /ip4/0.0.0.0/tcp/<ipfs.port>: LAN peers can fetch from us afterwards
-#   Discovery.MDNS      on only when no ipfs.peers= is given (then LAN discovery is the only way)
+#   Discovery.MDNS      on unless ipfs.mdns=0: machines booting on one LAN find each other (also
+#                       next to ipfs.peers=, which only names the seed) and trade blocks; multicast
+#                       stays on the machine's own link. In a private swarm only same-key peers connect.
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
 # Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a quarter of the RAM (48..100 MiB):
 # the Go GC then runs only when the heap nears that cap instead of every time it doubles. A fresh
@@ -135,8 +137,8 @@ kubo_prepare() {
     rm -rf "$IPFS_PATH"
     KUBO_ROUTING=none
     [ "$SCHEME" = ipns ] && KUBO_ROUTING=dhtclient
-    KUBO_MDNS=false
-    [ -z "$PEERS" ] && KUBO_MDNS=true
+    KUBO_MDNS=true
+    [ "$MDNS" = 0 ] && KUBO_MDNS=false
     KUBO_SWARM=/ip4/0.0.0.0/tcp/$PORT
     peering_json
     # The keys kubo_start's daemon puts on top of `--profile=test,lowpower`. kubo takes a config
@@ -166,7 +168,7 @@ kubo_prepare() {
 # layout is not recognised). Status 1 with KUBO_ERR.
 kubo_init_repo() {
     _k_log=$WORK/kubo-init.log
-    : >"$_k_log"
+    printf '' >"$_k_log"
     if ! ipfsc "$1" 60 init --empty-repo --profile=test,lowpower >>"$_k_log" 2>&1; then
         last_line "$_k_log"
         KUBO_ERR="ipfs init failed: ${LAST:-no output}"
