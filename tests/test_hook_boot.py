@@ -625,13 +625,25 @@ def test_block_lists_or_block_requests_failing_only_cost_the_order(env: HookEnv)
     assert (env.state / "blocks.log").exists() is False  # every refs call failed
 
 
-def test_no_block_order_when_only_the_seed_can_have_blocks(env: HookEnv) -> None:
-    """One peer named, no LAN discovery: nobody to trade with, so no block lists and no block
-    requests (they would only cost time); files are read in order."""
+@pytest.mark.parametrize("mdns", ["", " ipfs.mdns=0"])
+def test_no_block_order_when_only_the_seed_can_have_blocks(env: HookEnv, mdns: str) -> None:
+    """One peer named and nobody else found by LAN discovery (or none): nobody to trade with, so no
+    block lists and no block requests (they would only cost time); files are read in order."""
     sample_repo(ipfs_ready(env))
-    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}{mdns}")
     assert FINAL_OK.match(result.final), result.console
     assert not [c for c in result.calls if "/api/v0/ls?" in c or "/api/v0/refs?" in c]
+    asked = [c for c in result.calls if "/api/v0/swarm/peers" in c]
+    assert len(asked) == (0 if mdns else 1)  # asked once, and only with LAN discovery on
+
+
+def test_block_order_when_lan_discovery_found_another_machine(env: HookEnv) -> None:
+    """One peer named, and mDNS found another booting machine: blocks in this machine's order."""
+    sample_repo(ipfs_ready(env))
+    env.knob("lan_peers", "12D3KooWLanLanLanLanLanLanLanLanLanLanLanLanLanLanLan\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    assert [c for c in result.calls if "/api/v0/ls?" in c] and (env.state / "blocks.log").exists()
 
 
 def test_timeout_when_no_peer_has_the_cid(env: HookEnv) -> None:
