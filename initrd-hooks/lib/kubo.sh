@@ -6,7 +6,9 @@
 # tce-load later finds it in /etc/mtab, skips the mount and only links it into / -- so kubo runs
 # before tce-setup's list step and ends up a normal loaded extension (listed first in <lst>).
 #
-# Node configuration (`ipfs init --profile=test,lowpower` + four keys, set by lib/kuboconf.awk):
+# Node configuration: profiles test,lowpower + five keys, made in the daemon's own start
+# (`ipfs daemon --init --init-config` with the keys only; kubo_init_repo: `ipfs init` + lib/kuboconf.awk
+# for a kubo without that):
 #   test      API and gateway on 127.0.0.1 (port 0 = any free one; kubo writes repo/api and
 #             repo/gateway), no bootstrap peers, AutoConf off, mDNS off, no NAT port mapping, AutoTLS off
 #   lowpower  no DHT/AutoNAT/relay services; connection manager 20..40 connections
