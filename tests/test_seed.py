@@ -24,7 +24,7 @@ from support.media import CID, CID2, fake_core, fake_iso, fake_kernel, fake_p2p_
 from tce_ipfs import cli, proc
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import NodeError, UsageError
-from tce_ipfs.ipfs import isolation, rpc, seed, seedunit, swarmkey
+from tce_ipfs.ipfs import isolation, rpc, seed, seedline, seedstatus, seedunit, swarmkey
 from tce_ipfs.ipfs.node import Node
 from tce_ipfs.testbed import samplerepo
 from test_isolation import sockets_of, violation
@@ -57,21 +57,21 @@ def test_non_private_listen_is_refused_with_a_reason(addr: str, tmp_path: Path,
 
 def test_listen_rules() -> None:
     for ok in ("10.1.2.3", "172.16.0.1", "172.31.255.254", "192.168.1.10", "169.254.3.4", "127.0.0.1"):
-        assert seed.check_listen(ok) == ok
+        assert seedline.check_listen(ok) == ok
     # --public lets an address through the check (the tests never start a seed with it)
-    assert seed.check_listen("8.8.8.8", public=True) == "8.8.8.8"
-    assert seed.allowed_networks(["127.0.0.1"], public=False) == ("127.0.0.0/8",)
-    assert "192.168.0.0/16" in seed.allowed_networks(["192.168.1.10"], public=False)
-    assert seed.allowed_networks(["8.8.8.8"], public=True) == ("0.0.0.0/0",)
+    assert seedline.check_listen("8.8.8.8", public=True) == "8.8.8.8"
+    assert seedline.allowed_networks(["127.0.0.1"], public=False) == ("127.0.0.0/8",)
+    assert "192.168.0.0/16" in seedline.allowed_networks(["192.168.1.10"], public=False)
+    assert seedline.allowed_networks(["8.8.8.8"], public=True) == ("0.0.0.0/0",)
     # an interface name: its IPv4 addresses; anything else is refused by name
-    assert seed.resolve_listen(["lo"]) == ("127.0.0.1",)
-    assert seed.resolve_listen(["lo", "127.0.0.1", "10.9.8.7"]) == ("127.0.0.1", "10.9.8.7")
+    assert seedline.resolve_listen(["lo"]) == ("127.0.0.1",)
+    assert seedline.resolve_listen(["lo", "127.0.0.1", "10.9.8.7"]) == ("127.0.0.1", "10.9.8.7")
     with pytest.raises(UsageError, match="no such network interface"):
-        seed.resolve_listen(["nosuchif0"])
+        seedline.resolve_listen(["nosuchif0"])
     with pytest.raises(UsageError, match="neither an IPv4 address nor an interface"):
-        seed.resolve_listen(["10.0.0.300/24"])
+        seedline.resolve_listen(["10.0.0.300/24"])
     with pytest.raises(UsageError, match="--listen"):
-        seed.resolve_listen([])
+        seedline.resolve_listen([])
     with pytest.raises(UsageError, match="not a TCP port"):
         seed.SeedOptions(listen=("127.0.0.1",), port=70000)
     with pytest.raises(UsageError, match="swarm key"):
@@ -82,7 +82,7 @@ def test_listen_rules() -> None:
 
 def test_boot_line_and_pin_names() -> None:
     key = swarmkey.generate()
-    info = seed.BootInfo(CID, (f"/ip4/10.77.0.1/tcp/4001/p2p/{PEER_ID}",), swarm_key=key)
+    info = seedline.BootInfo(CID, (f"/ip4/10.77.0.1/tcp/4001/p2p/{PEER_ID}",), swarm_key=key)
     assert info.line() == (f"tce=ipfs:{CID} ipfs.peers=/ip4/10.77.0.1/tcp/4001/p2p/{PEER_ID} "
                            f"ipfs.swarmkey={key}")
     assert info.codes() == {"ipfs.peers": f"/ip4/10.77.0.1/tcp/4001/p2p/{PEER_ID}", "ipfs.swarmkey": key}
@@ -93,8 +93,8 @@ def test_boot_line_and_pin_names() -> None:
     assert seed.check_source(CID) == (None, CID)
     # the boot line names the seed's LAN addresses; loopback only when it has nothing else
     lo, lan = f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER_ID}", f"/ip4/10.0.0.1/tcp/4001/p2p/{PEER_ID}"
-    assert seed.own_peers([lo, lan], ["127.0.0.1", "10.0.0.1"]) == (lan,)
-    assert seed.own_peers([lo, lan], ["127.0.0.1"]) == (lo,)
+    assert seedline.own_peers([lo, lan], ["127.0.0.1", "10.0.0.1"]) == (lan,)
+    assert seedline.own_peers([lo, lan], ["127.0.0.1"]) == (lo,)
     with pytest.raises(UsageError, match="no such directory"):
         seed.check_source("/no/such/repo")
 
@@ -298,7 +298,7 @@ def test_seed_serves_restarts_with_the_same_peer_id_and_stops_cleanly(
                    "--state", str(state), "--kubo", str(host_kubo)])
     assert rc == NodeError.exit_code and "already serves" in capsys.readouterr().err
     # netboot --seed also works with the seed's API address (its repo is on this machine)
-    assert seed.resolve(f"/unix{state / 'api.sock'}") == seed.resolve(str(state))
+    assert seedstatus.resolve(f"/unix{state / 'api.sock'}") == seedstatus.resolve(str(state))
 
     # SIGTERM: exits 0, its kubo is gone, no lock or pid file left
     record = json.loads((state / "seed.json").read_text())
@@ -336,7 +336,7 @@ def test_private_seed_keeps_its_key_and_pins_a_cid(host_kubo: Path, tmp_path: Pa
     second = serve(tmp_path, cid, state, host_kubo, free_port(), name="serve2")
     killer.append(second)
     assert second.line.split()[0] == f"tce=ipfs:{cid}" and second.line.endswith(f" ipfs.swarmkey={key}")
-    info = seed.resolve(str(state))
+    info = seedstatus.resolve(str(state))
     assert info.swarm_key == key and info.cid == cid
     assert second.stop() == 0
     # A CID nobody has (no --peer): refused after the timeout, with the reason, and nothing left running.

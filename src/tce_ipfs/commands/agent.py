@@ -27,7 +27,8 @@ from tce_ipfs.errors import NodeError
 from tce_ipfs.log import human
 
 if TYPE_CHECKING:
-    from tce_ipfs.ipfs.seed import BootInfo, SeedOptions
+    from tce_ipfs.ipfs.seed import SeedOptions
+    from tce_ipfs.ipfs.seedline import BootInfo
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,10 @@ def render_repo_status(info: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     if args.repo is not None:  # the publisher's side: the seed's status, its repo part
-        from tce_ipfs.ipfs import seed
+        from tce_ipfs.ipfs import seed, seedstatus
 
-        info = seed.status(seed.SeedState(Path(args.repo) if args.repo else default_state()), ledgers=False)
+        state = seed.SeedState(Path(args.repo) if args.repo else default_state())
+        info = seedstatus.status(state, ledgers=False)
         emit(args, {k: info.get(k) for k in ("state", "running", "root", "source", "published_at",
                                               "root_age_s", "names", "roots")}, render_repo_status(info))
         return 0
@@ -216,12 +218,12 @@ def serve_options(p: argparse.ArgumentParser) -> None:
 
 def seed_options(args: argparse.Namespace) -> SeedOptions:
     """Every serve option checked (listen addresses resolved), before anything starts."""
-    from tce_ipfs.ipfs import seed, swarmkey
+    from tce_ipfs.ipfs import seed, seedline, swarmkey
 
     key = args.swarm_key
     if key is not None and Path(key).is_file():
         key = swarmkey.parse(Path(key).read_text())
-    return seed.SeedOptions(listen=seed.resolve_listen(args.listen, public=args.public), port=args.port,
+    return seed.SeedOptions(listen=seedline.resolve_listen(args.listen, public=args.public), port=args.port,
                             api_port=args.api_port, public=args.public, mdns=args.mdns,
                             private=args.private, swarm_key=key, peers=tuple(args.peer),
                             timeout=args.timeout, name=args.name, lifetime=args.lifetime, ttl=args.ttl,
@@ -316,9 +318,9 @@ def render_seed_status(info: dict[str, Any]) -> str:
 
 
 def cmd_seed_status(args: argparse.Namespace) -> int:
-    from tce_ipfs.ipfs import seed
+    from tce_ipfs.ipfs import seed, seedstatus
 
-    info = seed.status(seed.SeedState(args.state or default_state()))
+    info = seedstatus.status(seed.SeedState(args.state or default_state()))
     emit(args, info, render_seed_status(info))
     return 0
 

@@ -184,16 +184,16 @@ def _read_secret(value: str | None) -> str | None:
 
 def _options(args: argparse.Namespace, state: Path) -> ClusterOptions | None:
     """The options given on the command line (None: ``start`` without --listen on an existing seed)."""
-    from tce_ipfs.ipfs import seed
+    from tce_ipfs.ipfs import seedline
     from tce_ipfs.ipfs.clusterconfig import ClusterOptions, ClusterState
 
     if not args.listen:
         if ClusterState(state).initialized:
             return None
         raise UsageError(f"no cluster seed in {state} yet: give --listen ADDR|IFACE (and --join to join one)")
-    return ClusterOptions(listen=seed.resolve_listen(args.listen), port=args.port, ipfs_port=args.ipfs_port,
-                          api_port=args.api_port, rest_port=args.rest_port, mdns=args.mdns,
-                          join=tuple(args.join), name=args.name)
+    return ClusterOptions(listen=seedline.resolve_listen(args.listen), port=args.port,
+                          ipfs_port=args.ipfs_port, api_port=args.api_port, rest_port=args.rest_port,
+                          mdns=args.mdns, join=tuple(args.join), name=args.name)
 
 
 def _swarm_key(args: argparse.Namespace) -> str | None:

@@ -13,7 +13,7 @@ from tce_ipfs.errors import UsageError
 from tce_ipfs.media import bootcfg
 
 if TYPE_CHECKING:
-    from tce_ipfs.ipfs.seed import BootInfo
+    from tce_ipfs.ipfs.seedline import BootInfo
     from tce_ipfs.media.p2p import P2PBoot
 
 log = logging.getLogger(__name__)
@@ -99,9 +99,9 @@ def _seeds(args: argparse.Namespace) -> BootInfo | None:
         raise UsageError("--seed and --from-cluster: give one of them")
     if args.seed is not None:
         from tce_ipfs.commands.agent import default_state
-        from tce_ipfs.ipfs import seed
+        from tce_ipfs.ipfs import seedstatus
 
-        return seed.resolve(args.seed or str(default_state()))
+        return seedstatus.resolve(args.seed or str(default_state()))
     if args.from_cluster is not None:
         from tce_ipfs.commands.cluster import default_state as cluster_state
         from tce_ipfs.ipfs import clusterpins

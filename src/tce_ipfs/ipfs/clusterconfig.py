@@ -46,7 +46,8 @@ from typing import Any
 from tce_ipfs.errors import NodeError, UsageError
 from tce_ipfs.ipfs import swarmkey
 from tce_ipfs.ipfs.isolation import LOOPBACK_NETS, PRIVATE_NETS, blocked_networks, get_dotted
-from tce_ipfs.ipfs.seed import DEFAULT_API_PORT, DEFAULT_PORT, SUN_PATH_MAX, SeedOptions, check_listen
+from tce_ipfs.ipfs.seed import DEFAULT_API_PORT, DEFAULT_PORT, SUN_PATH_MAX, SeedOptions
+from tce_ipfs.ipfs.seedline import check_listen
 
 FORMAT = 1  # of cluster.json
 RECORD = "cluster.json"
@@ -87,7 +88,7 @@ def check_peer_addr(addr: str) -> str:
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """How one cluster seed runs (checked when made). ``listen``: addresses ``seed.resolve_listen``
+    """How one cluster seed runs (checked when made). ``listen``: addresses ``seedline.resolve_listen``
     returned; ``ipfs_port``/``api_port``: its kubo's swarm and TCP API ports (0: any free one)."""
 
     listen: tuple[str, ...]

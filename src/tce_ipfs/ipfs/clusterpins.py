@@ -23,7 +23,8 @@ from tce_ipfs.ipfs.clusterapi import PINNED, UNREACHABLE, ClusterAPI
 from tce_ipfs.ipfs.clusterconfig import ALL, RECORD, ClusterState, lan_addrs
 from tce_ipfs.ipfs.node import Node, read_api_file
 from tce_ipfs.ipfs.publish import PublishResult, publish
-from tce_ipfs.ipfs.seed import BootInfo, check_peers, parse_pin_name, pin_name
+from tce_ipfs.ipfs.seed import parse_pin_name, pin_name
+from tce_ipfs.ipfs.seedline import BootInfo, check_peers
 
 log = logging.getLogger(__name__)
 

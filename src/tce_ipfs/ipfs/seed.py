@@ -27,25 +27,22 @@ Only shared modules and ``ipfs`` ones are imported: this ships in the agent (``t
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import ipaddress
 import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tce_ipfs import bootcodes, cidtext, proc
+from tce_ipfs import cidtext
 from tce_ipfs.errors import NodeError, TceIpfsError, UsageError
 from tce_ipfs.ipfs import names, roots, rpc, swarmkey
-from tce_ipfs.ipfs.isolation import LOOPBACK_NETS, PRIVATE_NETS
-from tce_ipfs.ipfs.node import Node, read_api_file
+from tce_ipfs.ipfs.node import Node
 from tce_ipfs.ipfs.pubcache import cache_path
 from tce_ipfs.ipfs.publish import publish
 
@@ -53,6 +50,7 @@ from tce_ipfs.ipfs.publish import publish
 from tce_ipfs.ipfs.roots import PIN_PREFIX as PIN_PREFIX
 from tce_ipfs.ipfs.roots import parse_pin_name as parse_pin_name
 from tce_ipfs.ipfs.roots import pin_name as pin_name
+from tce_ipfs.ipfs.seedline import BootInfo, allowed_networks, check_listen, own_peers
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +62,7 @@ API_SOCKET = "api.sock"
 DEFAULT_PORT = 4001  # the swarm port: what the boot hook's ipfs.port defaults to, kubo's usual
 DEFAULT_API_PORT = 5001  # kubo's usual; fixed so that monitoring knows where the metrics are
 NAMES = "names.json"  # the IPNS names published through this seed (publish --name, serve --name)
-MAX_PEERS = bootcodes.BY_NAME["ipfs.peers"].max_count or 16
-ANY_IPV4 = ("0.0.0.0/0",)
 SUN_PATH_MAX = 107  # a unix socket path longer than this cannot be bound
-_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}")
 
 
 class Stopped(BaseException):
@@ -75,132 +70,6 @@ class Stopped(BaseException):
 
     A ``BaseException``: no ``except Exception`` on the way may swallow it.
     """
-
-
-# ------------------------------------------------------------------------------- listen addresses
-def is_private(addr: str) -> bool:
-    """Loopback, RFC 1918 or link-local (the networks ``isolation.PRIVATE_NETS`` allows)."""
-    ip = ipaddress.IPv4Address(addr)
-    return any(ip in ipaddress.IPv4Network(net) for net in PRIVATE_NETS)
-
-
-def interface_addresses() -> dict[str, list[str]]:
-    """IPv4 addresses per interface, from ``ip -4 addr show`` (iproute2 and busybox print the same)."""
-    text = (proc.run(["ip", "-4", "addr", "show"], timeout=30, what="ip addr show").stdout or b"").decode()
-    found: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        head = re.match(r"\d+:\s+([^:@\s]+)", line)
-        if head:
-            current = head.group(1)
-            found.setdefault(current, [])
-            continue
-        addr = re.match(r"\s+inet\s+(\d+\.\d+\.\d+\.\d+)", line)
-        if addr and current is not None:
-            found[current].append(addr.group(1))
-    return found
-
-
-def _candidates() -> str:
-    """A hint naming this machine's private addresses (what ``--listen`` probably wants)."""
-    try:
-        pairs = [f"{name} {a}" for name, addrs in interface_addresses().items() for a in addrs
-                 if is_private(a) and not ipaddress.IPv4Address(a).is_loopback]
-    except TceIpfsError:
-        pairs = []
-    example = pairs[0].split()[0] if pairs else "eth1"
-    return (f"private addresses here: {', '.join(pairs)}; " if pairs else "") + \
-        f"name the lab LAN's address or interface, e.g. --listen {example}"
-
-
-def check_listen(addr: str, *, public: bool = False) -> str:
-    """``addr`` (IPv4) if a seed may listen there; a non-private address needs ``public``."""
-    ip = ipaddress.IPv4Address(addr)
-    if public:
-        return str(ip)
-    if ip.is_unspecified:
-        raise UsageError("refusing to listen on 0.0.0.0 without --public: that is every interface, "
-                         "public ones included", hint=_candidates())
-    if not is_private(str(ip)):
-        raise UsageError(f"refusing to listen on {ip} without --public: it is not a private address "
-                         f"(10/8, 172.16/12, 192.168/16, 169.254/16, 127/8), so the seed would serve "
-                         f"this repo to the internet and take connections from anywhere",
-                         hint=_candidates() + " (or pass --public if it must serve a public network)")
-    return str(ip)
-
-
-def resolve_listen(values: Sequence[str], *, public: bool = False) -> tuple[str, ...]:
-    """IPv4 addresses from ``--listen`` values (an address, or an interface: all its IPv4 addresses),
-    each checked with ``check_listen``. Nothing is bound or sent: this only reads the interfaces."""
-    if not values:
-        raise UsageError("name where the seed listens: --listen ADDR or --listen IFACE", hint=_candidates())
-    addrs: list[str] = []
-    interfaces: dict[str, list[str]] | None = None
-    for value in values:
-        try:
-            found = [str(ipaddress.IPv4Address(value))]
-        except ValueError:
-            if not _IFNAME.fullmatch(value):
-                raise UsageError(f"--listen {value!r} is neither an IPv4 address nor an interface name",
-                                 hint=_candidates()) from None
-            interfaces = interfaces if interfaces is not None else interface_addresses()
-            if value not in interfaces:
-                raise UsageError(f"--listen {value}: no such network interface", hint=_candidates()) from None
-            found = interfaces[value]
-            if not found:
-                raise UsageError(f"--listen {value}: the interface has no IPv4 address",
-                                 hint=_candidates()) from None
-        addrs += [check_listen(a, public=public) for a in found]
-    return tuple(dict.fromkeys(addrs))
-
-
-def allowed_networks(listen: Sequence[str], *, public: bool) -> tuple[str, ...]:
-    """Whom the seed's connection gater lets in: loopback for a loopback-only seed, the private
-    networks for a LAN seed, any IPv4 address for a ``public`` one."""
-    if public:
-        return ANY_IPV4
-    if all(ipaddress.IPv4Address(a).is_loopback for a in listen):
-        return LOOPBACK_NETS
-    return PRIVATE_NETS
-
-
-# ---------------------------------------------------------------------------------- the boot line
-@dataclass(frozen=True)
-class BootInfo:
-    """What a machine needs on its kernel command line to boot from this seed."""
-
-    cid: str
-    peers: tuple[str, ...]  # full multiaddrs .../p2p/<peer id>
-    swarm_key: str | None = None  # 64 hex when the swarm is private
-    running: bool = True
-    ipns: str | None = None  # the IPNS name (k51...) the seed keeps pointing at ``cid`` (serve --name)
-
-    def codes(self) -> dict[str, str | None]:
-        """Boot codes for ``P2PBoot`` (``tce=`` comes from the CID)."""
-        codes: dict[str, str | None] = {"ipfs.peers": ",".join(self.peers)}
-        if self.swarm_key:
-            codes[swarmkey.BOOT_CODE] = self.swarm_key
-        return codes
-
-    def line(self) -> str:
-        """``tce=ipfs:<CID> ipfs.peers=... [ipfs.swarmkey=...]``: the words for the kernel command line
-        (``tce=ipns:<name>`` when the seed serves a name: machines then follow its updates)."""
-        tce = f"tce=ipns:{self.ipns}" if self.ipns else f"tce=ipfs:{self.cid}"
-        return " ".join([tce, *(f"{k}={v}" for k, v in self.codes().items())])
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"cid": self.cid, "peers": list(self.peers), "private": self.swarm_key is not None,
-                "boot_line": self.line(), "running": self.running, "ipns": self.ipns}
-
-
-def check_peers(peers: Sequence[str]) -> tuple[str, ...]:
-    if not peers:
-        raise NodeError("the seed reports no swarm address to put in ipfs.peers=")
-    if len(peers) > MAX_PEERS:
-        log.warning("the seed has %d addresses; the boot line names the first %d", len(peers), MAX_PEERS)
-        peers = peers[:MAX_PEERS]
-    bootcodes.check("ipfs.peers", ",".join(peers))
-    return tuple(peers)
 
 
 # ------------------------------------------------------------------------------------- the state
@@ -357,7 +226,6 @@ class SeedState:
 
 
 _now = roots.now
-_age = roots.age
 
 
 # ------------------------------------------------------------------------------------- serving
@@ -539,21 +407,6 @@ def check_source(source: str) -> tuple[Path | None, str | None]:
                          hint="serve a TC repo directory (flat, or a tce dir), or a root CID") from None
 
 
-def own_peers(addrs: Sequence[str], listen: Sequence[str]) -> tuple[str, ...]:
-    """The running seed's ``.../p2p/<id>`` addresses on the listen addresses, in their order."""
-    wild = "0.0.0.0" in listen
-    out: list[str] = []
-    for want in listen:
-        for addr in addrs:
-            m = re.match(r"/ip4/([\d.]+)/tcp/\d+/p2p/", addr)
-            if m and (m.group(1) == want or (wild and want == "0.0.0.0"
-                                             and not ipaddress.IPv4Address(m.group(1)).is_loopback)):
-                out.append(addr)
-    # A loopback address is no use to another machine (it would dial itself) next to a LAN one.
-    lan = [a for a in out if not a.startswith("/ip4/127.")]
-    return check_peers(list(dict.fromkeys(lan or out)))
-
-
 def _tcp_api(node: Node) -> str | None:
     """The TCP API address the running daemon said it listens on (its log, since its last start)."""
     try:
@@ -569,118 +422,3 @@ def metrics_url(api_tcp: str | None) -> str | None:
     """kubo's Prometheus endpoint on its TCP API (``/ip4/127.0.0.1/tcp/5001`` -> ``http://...``)."""
     m = re.fullmatch(r"/ip4/([\d.]+)/tcp/(\d+)(?:/http)?", api_tcp or "")
     return f"http://{m.group(1)}:{m.group(2)}/debug/metrics/prometheus" if m else None
-
-
-# ------------------------------------------------------------------------ reading a running seed
-def boot_info(state: SeedState) -> BootInfo:
-    """The boot line of the seed with this state (from ``seed.json``; the seed need not run now)."""
-    record = state.record()
-    if record is None or not record.get("root"):
-        raise NodeError(f"no seed has served from {state.path} yet",
-                        hint=f"start one: tce-ipfs seed serve REPO_DIR --listen ADDR --state {state.path}")
-    running = state.serving_pid() is not None
-    if not running:
-        log.warning("the seed in %s is not running now: machines boot from it once it is", state.path)
-    return BootInfo(cid=str(record["root"]), peers=check_peers(list(record.get("peers") or [])),
-                    swarm_key=state.swarm_key() if record.get("private") else None, running=running,
-                    ipns=record.get("ipns"))
-
-
-def boot_info_from_api(api: str) -> BootInfo:
-    """The boot line of the seed whose RPC API is ``api``: its state when the repo is on this machine,
-    else its newest root pinned by a seed and its non-loopback addresses."""
-    with rpc.client(api, timeout=30) as client:
-        repo_path = Path(str(rpc.repo_stat(client).get("RepoPath", "")))
-        if (repo_path.parent / RECORD).is_file():
-            return boot_info(SeedState(repo_path.parent))
-        roots = sorted(((w, cid) for cid, name in rpc.pin_names(client).items()
-                        if (parsed := parse_pin_name(name)) for w in [parsed[0]]), reverse=True)
-        if not roots:
-            raise NodeError(f"the node at {api} has no root pinned by `tce-ipfs seed serve`",
-                            hint="pass --cid (and --boot-code ipfs.peers=...) instead")
-        addrs = [str(a) for a in rpc.identity(client).get("Addresses") or []]
-    v4 = [a for a in addrs if re.match(r"/ip4/[\d.]+/tcp/\d+/p2p/", a)]
-    lan = [a for a in v4 if not a.startswith("/ip4/127.")]
-    if (repo_path / swarmkey.FILENAME).exists():
-        key = swarmkey.read(repo_path)
-    else:
-        key = None
-        if not repo_path.is_dir():
-            log.warning("the seed's repo is not on this machine: if its swarm is private, add "
-                        "--boot-code ipfs.swarmkey=<its key>")
-    return BootInfo(cid=roots[0][1], peers=check_peers(lan or v4), swarm_key=key)
-
-
-def resolve(value: str) -> BootInfo:
-    """``--seed``: a seed's state directory, or its RPC API multiaddr."""
-    if value.startswith(("/ip4/", "/ip6/", "/dns", "/unix/")) and not Path(value).is_dir():
-        return boot_info_from_api(value)
-    path = Path(value)
-    if not path.is_dir():
-        raise UsageError(f"--seed {value}: neither a seed's state directory nor an API multiaddr",
-                         hint="give the --state of `tce-ipfs seed serve`, or its API, e.g. "
-                              "/ip4/127.0.0.1/tcp/5001")
-    return boot_info(SeedState(path))
-
-
-def _repo_bytes(repo: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(repo):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += (Path(root) / name).stat().st_size
-    return total
-
-
-def status(state: SeedState, *, ledgers: bool = True) -> dict[str, Any]:
-    """Running or not, peer ID, boot line, peers with bytes served to each, totals, roots pinned with
-    their age, the repo's disk use, the metrics URL."""
-    record = state.record() or {}
-    pid = state.serving_pid()
-    info: dict[str, Any] = {
-        "state": str(state.path), "running": pid is not None, "pid": pid, "peer_id": state.peer_id(),
-        "source": record.get("source"), "root": record.get("root"), "listen": record.get("listen", []),
-        "peers_addrs": record.get("peers", []), "private": bool(record.get("private")),
-        "started_at": record.get("started_at"), "stopped_at": record.get("stopped_at"),
-        "metrics": metrics_url(record.get("api_tcp")) if pid is not None else None,
-        "boot_line": (BootInfo(str(record["root"]), tuple(record.get("peers") or ()),
-                               swarm_key="<key>" if record.get("private") else None,
-                               ipns=record.get("ipns")).line()
-                      if record.get("root") else None),
-        "published_at": record.get("published_at"), "root_age_s": _age(record.get("published_at")),
-        "names": [{**rec, "age_s": _age(rec.get("published_at"))}
-                  for _key, rec in sorted(state.ipns_records().items())],
-    }
-    roots: dict[str, dict[str, Any]] = {}
-    if record.get("root"):
-        roots[str(record["root"])] = {"cid": record["root"], "source": record.get("source"),
-                                      "pinned_at": record.get("published_at")}
-    api = read_api_file(state.repo) if pid is not None else None
-    if api is None:
-        info.update(repo_bytes=_repo_bytes(state.repo), peers=[], bytes_sent=None)
-    else:
-        with rpc.client(api, timeout=30) as client:
-            bs = rpc.bitswap_stat(client)
-            peers = []
-            for p in rpc.swarm_peers(client):
-                entry: dict[str, Any] = {"peer": str(p.get("Peer", "")), "addr": str(p.get("Addr", ""))}
-                if ledgers and entry["peer"]:
-                    with contextlib.suppress(NodeError):
-                        ledger = rpc.bitswap_ledger(client, entry["peer"])
-                        entry.update(sent=int(ledger.get("Sent", 0)), recv=int(ledger.get("Recv", 0)))
-                peers.append(entry)
-            for cid, name in rpc.pin_names(client).items():
-                parsed = parse_pin_name(name)
-                if parsed:
-                    roots.setdefault(cid, {"cid": cid}).update(pinned_at=parsed[0], source=parsed[1])
-            stat = rpc.repo_stat(client)
-        info.update(peers=sorted(peers, key=lambda p: -int(p.get("sent", 0))),
-                    bytes_sent=int(bs.get("DataSent", 0)), blocks_sent=int(bs.get("BlocksSent", 0)),
-                    bytes_received=int(bs.get("DataReceived", 0)), repo_bytes=int(stat["RepoSize"]),
-                    repo_objects=int(stat["NumObjects"]), repo_max=int(stat.get("StorageMax", 0)))
-    for root in roots.values():
-        root["age_s"] = _age(root.get("pinned_at"))
-        root["current"] = root["cid"] == record.get("root")
-    info["roots"] = sorted(roots.values(), key=lambda r: (not r["current"], r.get("age_s") or 0))
-    return info
-
