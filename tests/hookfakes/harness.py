@@ -225,6 +225,7 @@ class HookEnv:
     fakes: tuple[str, ...] = ALL_FAKES
     extra_path: tuple[str, ...] = ()
     boot_root: bool = False
+    launcher: tuple[str, ...] = ()  # prefixes the hook's argv, e.g. ``ip netns exec NS`` (fault tests)
     root: Path = field(init=False)
     state: Path = field(init=False)
     http: Path = field(init=False)
@@ -356,6 +357,7 @@ class HookEnv:
             argv = [HOST_TOOLS["unshare"], "-m", "--propagation", "private", "/bin/sh", "-c", setup]
         else:
             argv = [*SHELLS[self.shell], str(entry)]
+        argv = [*self.launcher, *argv]
         proc = subprocess.run(
             argv,
             env=self.env(),
