@@ -47,12 +47,22 @@ def net(tmp_path: Path, host_kubo: Path) -> Iterator[FaultNet]:
         yield n
 
 
+def random_ext(repo: Repo, name: str, size: int) -> None:
+    """``name`` with random bytes: every 256-KiB block distinct, so kubo has to move all of them (the
+    harness's repeating pattern dedups to a few blocks)."""
+    repo.ext(name, size=size)
+    data = os.urandom(size)
+    repo.data[name] = data
+    (repo.path / name).write_bytes(data)
+    (repo.path / f"{name}.md5.txt").write_text(f"{hashlib.md5(data).hexdigest()}  {name}\n")
+
+
 def make_repo(path: Path, big: int = BIG) -> Repo:
     repo = Repo(path)
     repo.ext("libhello.tcz")
     repo.ext("hello.tcz", ["libhello.tcz"])
-    repo.ext("big.tcz", size=big)
-    repo.ext("after.tcz", size=4096)
+    random_ext(repo, "big.tcz", big)
+    random_ext(repo, "after.tcz", 4096)
     repo.lst("hello.tcz\nbig.tcz\nafter.tcz\n")
     return repo
 
@@ -125,7 +135,7 @@ def test_seed_killed_mid_transfer_mirror_completes(net: FaultNet, tmp_path: Path
     result = client.run(cmdline(cid, seed, timeout=45, extra=f"ipfs.mirror={url}/"))
     assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
     fig = check_clean(client, result, repo, 45)
-    assert result.final.startswith(f"loaded 4 extensions from ipfs:{cid} and mirror {url}/"), result.console
+    assert result.final.startswith(f"loaded 4 extensions from ipfs:{cid} and mirror {url} in "), result.console
     assert int(result.status["bytes_mirror"]) >= BIG, result.status
     record("faults-seed-killed-mirror", {**fig, "faults": 1, "completed": True})
 
@@ -164,7 +174,7 @@ def test_own_kubo_killed_mid_fetch_mirror_completes(net: FaultNet, tmp_path: Pat
     result = client.run(cmdline(cid, seed, timeout=45, extra=f"ipfs.mirror={url}/"))
     assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
     fig = check_clean(client, result, repo, 45)
-    assert result.final.startswith(f"loaded 4 extensions from ipfs:{cid} and mirror {url}/"), result.console
+    assert result.final.startswith(f"loaded 4 extensions from ipfs:{cid} and mirror {url} in "), result.console
     record("faults-own-kubo-killed-mirror", {**fig, "faults": 1, "completed": True})
 
 
@@ -217,7 +227,7 @@ def test_mirror_serving_wrong_bytes(net: FaultNet, tmp_path: Path) -> None:
     result = client.run(f"tce={url}/bad ipfs.mirror={url}/good ipfs.timeout=30")
     fig = check_clean(client, result, repo, 30)
     assert result.final.startswith(f"loaded 4 extensions from {url}/bad and mirror {url}/good"), result.console
-    refused = [ln for ln in result.lines if "big.tcz" in ln and "md5 mismatch" in ln]
+    refused = [ln for ln in result.lines if ln.startswith("warning: big.tcz: refused md5 mismatch")]
     assert refused, result.console
     assert (client.optional() / "big.tcz").read_bytes() == repo.data["big.tcz"]
     record("faults-wrong-bytes", {**fig, "faults": 1, "completed": True, "reported": refused})
@@ -241,8 +251,7 @@ def test_ram_too_small_for_the_closure(net: FaultNet, tmp_path: Path) -> None:
         result = client.run(cmdline(cid, seed, timeout=40))
         fig = check_clean(client, result, repo, 40)
         assert result.final.startswith("FAILED: "), result.console
-        assert "space" in result.final.lower() or any("space" in ln.lower() for ln in result.errors()), \
-            result.console
+        assert "no space left in /tmp/" in result.final, result.console
         record("faults-ram-full", {**fig, "faults": 1, "completed": False})
     finally:
         for pid in client.pids():

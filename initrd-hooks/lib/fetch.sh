@@ -112,6 +112,18 @@ problem() {
     fi
 }
 
+# notice TEXT: a warning that counts against the same console budget as problem (a source lying about
+# every file must not flood the console either).
+notice() {
+    if [ "$SHOWN" -lt "$MAX_SHOWN" ]; then
+        SHOWN=$((SHOWN + 1))
+        warn "$1"
+    else
+        HIDDEN=$((HIDDEN + 1))
+        log "warning: $1"
+    fi
+}
+
 # fail_ext NAME REASON: record (once) that NAME will not be loaded (see problem).
 fail_ext() {
     case $FAILED in *" $1 "*) return 0 ;; esac
@@ -308,6 +320,7 @@ md5_expected() {
 get_ext() {
     EXT_ERR=
     GOT_NEW=0
+    _g_refused=
     up_sources
     mkdir -p "$WORK/get"
     for _g_s in $SOURCES; do
@@ -345,6 +358,7 @@ get_ext() {
         if [ "$MD5" != "$MD5_WANT" ]; then
             rm -f "$OPT/$1.part"
             EXT_ERR="${EXT_ERR:+$EXT_ERR; }md5 mismatch from $_g_desc (expected $MD5_WANT, got $MD5)"
+            _g_refused="${_g_refused:+$_g_refused; }md5 mismatch from $_g_desc (expected $MD5_WANT, got $MD5)"
             continue
         fi
         file_size "$OPT/$1.part"
@@ -352,6 +366,8 @@ get_ext() {
         [ "$_g_s" = P ] && from_kubo "$1" "$1"
         place_sidecars "$1"
         mv -f "$OPT/$1.part" "$OPT/$1" || { EXT_ERR="cannot move $1 into optional/"; return 1; }
+        # A source that served wrong bytes is worth a line even when another one had the right ones.
+        [ -n "$_g_refused" ] && notice "$1: refused $_g_refused; taken from $_g_desc"
         GOT_NEW=1
         dbg "$1: $SIZE bytes from $_g_desc, md5 ok"
         return 0

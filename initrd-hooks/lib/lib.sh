@@ -159,6 +159,16 @@ bounded() {
 }
 
 # ---------------------------------------------------------------- HTTP fetch (busybox wget)
+# disk_full DIR: status 0 when DIR's file system cannot take 4 KiB more.
+disk_full() {
+    if printf '%4096s' '' >"$1/.tce-ipfs-space" 2>/dev/null; then
+        rm -f "$1/.tce-ipfs-space"
+        return 1
+    fi
+    rm -f "$1/.tce-ipfs-space"
+    return 0
+}
+
 # fetch_url URL OUT DEADLINE_CS [probe]: 0 = fetched, 2 = not found (HTTP 404), 1 = other failure.
 # FETCH_ERR names the failure. busybox 1.35's `wget -T` crashes, so the bound is `timeout`.
 # With "probe", FIRST_BYTE_CS is set to the moment OUT first had data.
@@ -195,6 +205,14 @@ fetch_url() {
         _f_rc=$?
     fi
     [ "$_f_rc" = 0 ] && return 0
+    # Out of RAM (at boot /tmp is the root file system): say so, not "wget exit 1". Probed before the
+    # partial file is removed, which would free the space again.
+    if disk_full "${_f_out%/*}"; then
+        rm -f "$_f_out"
+        _f_dir=${_f_out%/*}
+        FETCH_ERR="no space left in ${_f_dir#"$ROOT"} (RAM full?)"
+        return 1
+    fi
     rm -f "$_f_out"
     if grep -q ' 404' "$WORK/wget.err" 2>/dev/null; then
         FETCH_ERR="not found"

@@ -151,12 +151,14 @@ class FaultNet:
         if src is None:
             tc("qdisc", "replace", "dev", dev, "root", *tbf)
             return
-        # prio with every priority in band 1; filter src into band 3, which is rate-limited.
-        tc("qdisc", "replace", "dev", dev, "root", "handle", "1:", "prio", "bands", "3", "priomap",
-           *(["0"] * 16))
-        tc("qdisc", "add", "dev", dev, "parent", "1:3", "handle", "30:", *tbf)
+        # htb (this kernel has no prio qdisc): everything in a wide class, ``src`` in a 256-kbit one whose
+        # leaf is the tbf.
+        tc("qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "10")
+        tc("class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit")
+        tc("class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb", "rate", rate, "ceil", rate)
+        tc("qdisc", "add", "dev", dev, "parent", "1:20", "handle", "20:", *tbf)
         tc("filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip",
-           "src", f"{src}/32", "flowid", "1:3")
+           "src", f"{src}/32", "flowid", "1:20")
 
     def capture(self, out: Path) -> LabProcess:
         """Every frame on every interface of the lab namespace (bridge, veth ends, taps), summarised
