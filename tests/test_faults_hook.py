@@ -34,7 +34,7 @@ from support.faultnet import Client, FaultNet, faultnet, kill_when, part_bytes, 
 from tce_ipfs.ipfs.publish import publish
 from tce_ipfs.testbed.lab import SeedNode
 
-pytestmark = [pytest.mark.kubo, pytest.mark.root]
+pytestmark = [pytest.mark.faults, pytest.mark.kubo, pytest.mark.root]
 
 BIG = 8 * 1024 * 1024  # in flight long enough (shaped) to be hit mid-transfer
 SLACK = 15.0  # kubo's start and the shells' own start on a shared 2-core machine, over ipfs.timeout

@@ -26,7 +26,7 @@ from support import record
 from tce_ipfs import proc
 from tce_ipfs.build import tcz
 
-pytestmark = [pytest.mark.kubo]
+pytestmark = [pytest.mark.faults, pytest.mark.kubo]
 
 FILES = 4
 SIZE = 16 * 1024 * 1024  # per .tcz; 64 MiB in all: the add takes long enough to be hit mid-way

@@ -211,8 +211,9 @@ def part_bytes(optional: Path) -> int:
 
 
 @contextlib.contextmanager
-def faultnet(work: Path, kubo: Path) -> Iterator[FaultNet]:
-    lab = Lab(work / "lab", dhcp=False)
+def faultnet(work: Path, kubo: Path, *, dhcp: bool = False) -> Iterator[FaultNet]:
+    """A lab (with DHCP for QEMU guests when ``dhcp``) as a ``FaultNet``; torn down on exit."""
+    lab = Lab(work / "lab", dhcp=dhcp)
     lab.open()
     net = FaultNet(lab=lab, kubo=kubo)
     try:
