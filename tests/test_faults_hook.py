@@ -135,7 +135,8 @@ def test_seed_killed_mid_transfer_mirror_completes(net: FaultNet, tmp_path: Path
     result = client.run(cmdline(cid, seed, timeout=45, extra=f"ipfs.mirror={url}/"))
     assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
     fig = check_clean(client, result, repo, 45)
-    assert result.final.startswith(f"loaded 4 extensions from ipfs:{cid} and mirror {url} in "), result.console
+    want = f"loaded 4 extensions from ipfs:{cid} and mirror {url} in "
+    assert result.final.startswith(want), result.console
     assert int(result.status["bytes_mirror"]) >= BIG, result.status
     record("faults-seed-killed-mirror", {**fig, "faults": 1, "completed": True})
 
@@ -174,7 +175,8 @@ def test_own_kubo_killed_mid_fetch_mirror_completes(net: FaultNet, tmp_path: Pat
     result = client.run(cmdline(cid, seed, timeout=45, extra=f"ipfs.mirror={url}/"))
     assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
     fig = check_clean(client, result, repo, 45)
-    assert result.final.startswith(f"loaded 4 extensions from ipfs:{cid} and mirror {url} in "), result.console
+    want = f"loaded 4 extensions from ipfs:{cid} and mirror {url} in "
+    assert result.final.startswith(want), result.console
     record("faults-own-kubo-killed-mirror", {**fig, "faults": 1, "completed": True})
 
 
@@ -226,7 +228,8 @@ def test_mirror_serving_wrong_bytes(net: FaultNet, tmp_path: Path) -> None:
     client = net.client(tmp_path / "c0")
     result = client.run(f"tce={url}/bad ipfs.mirror={url}/good ipfs.timeout=30")
     fig = check_clean(client, result, repo, 30)
-    assert result.final.startswith(f"loaded 4 extensions from {url}/bad and mirror {url}/good"), result.console
+    want = f"loaded 4 extensions from {url}/bad and mirror {url}/good in "
+    assert result.final.startswith(want), result.console
     refused = [ln for ln in result.lines if ln.startswith("warning: big.tcz: refused md5 mismatch")]
     assert refused, result.console
     assert (client.optional() / "big.tcz").read_bytes() == repo.data["big.tcz"]
@@ -341,7 +344,8 @@ def test_no_traffic_outside_the_lab(net: FaultNet, tmp_path: Path) -> None:
     summary = stop_capture(capture, out)
     flows = summary["flows"]
     assert isinstance(flows, list)
-    outside = [f for f in flows if f["kind"].startswith(("ipv4", "arp")) and not f["dst"].startswith(LAB_LOCAL)]
+    outside = [f for f in flows
+               if f["kind"].startswith(("ipv4", "arp")) and not f["dst"].startswith(LAB_LOCAL)]
     other = [f for f in flows if not f["kind"].startswith(("ipv4", "arp"))]
     assert outside == [] and other == [], (outside, other)
     assert any(f["src"] == first.ip and f["dst"] == second.ip for f in flows)  # the seeding was seen

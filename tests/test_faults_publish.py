@@ -128,8 +128,8 @@ def test_publisher_killed_mid_publish(large_repo: Path, tmp_path: Path, host_kub
     assert not record_path.exists() or not json.loads(record_path.read_text()).get("root"), \
         record_path.read_text()
     env = {"IPFS_PATH": str(state / "repo"), "IPFS_TELEMETRY": "off", "HOME": str(tmp_path)}
-    pins = subprocess.run([str(host_kubo), "pin", "ls", "--type=recursive", "-q"], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    pins = subprocess.run([str(host_kubo), "pin", "ls", "--type=recursive", "-q"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
     empty_dir = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"  # kubo's init pins it
     assert set(pins.stdout.split()) <= {empty_dir}, pins.stdout + pins.stderr
 

@@ -106,7 +106,8 @@ def test_boot_seed_exposure_and_no_outside_traffic(net: FaultNet, tmp_path: Path
             codes = dict(line.split() for line in probed.splitlines())
             # The seed goes away; guest 2 has only guest 1.
             seed.stop()
-            g2 = boot("guest2", [f"ipfs.peers=/ip4/{g1_ip}/tcp/4001/p2p/{st1['peer_id']}", "fault.role=second"])
+            g1_addr = f"/ip4/{g1_ip}/tcp/4001/p2p/{st1['peer_id']}"
+            g2 = boot("guest2", [f"ipfs.peers={g1_addr}", "fault.role=second"])
             r2 = g2.result()
         finally:
             lab.exec(["timeout", "10", "busybox", "nc", g1_ip, str(DONE_PORT)], input=b"done\n", check=False)
