@@ -12,6 +12,7 @@ each guest's tap) from the first DHCP request to the last guest's poweroff:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +23,7 @@ import pytest
 from support import record
 from support.faultnet import FaultNet, faultnet, stop_capture
 from tce_ipfs.arch import Arch
+from tce_ipfs.build import tcz
 from tce_ipfs.ipfs.publish import publish
 from tce_ipfs.testbed import e2e, qemu, samplerepo
 
@@ -132,3 +134,61 @@ def test_boot_seed_exposure_and_no_outside_traffic(net: FaultNet, tmp_path: Path
         "flows": len(flows), "destinations": sorted({f["dst"] for f in flows}),
         "sentinel_s": [round(r1.seconds, 1), round(r2.seconds, 1)], "partial_files": 0,
     })
+
+
+# ------------------------------------------------------------------------ RAM too small for the closure
+RAM_MIB = 320  # the guest's memory; TC's root is a tmpfs of 90% of it (qemu/tc-base/rootfs/init)
+RAM_EXTS = 3
+RAM_EXT_MIB = 70  # three of these, with kubo's copy of their blocks, cannot fit
+
+RAM_SCRIPT = f"""#!/bin/sh
+# Test check (not part of the product): the base system came up; what the hook left in optional/.
+S={SENTINEL}
+st=$(tr '\\n' ' ' < /tmp/tce-ipfs/status 2>/dev/null)
+cd /tmp/builtin/optional || {{ echo "$S: FAIL no optional/"; poweroff -f; }}
+parts=$(ls | grep -c '\\.part$')
+bad=0
+listed=0
+for n in $(cat /tmp/builtin/onboot.lst 2>/dev/null); do
+    [ "$n" = ipfs.tcz ] && continue
+    listed=$((listed + 1))
+    want=$(cut -d' ' -f1 "$n.md5.txt" 2>/dev/null)
+    got=$(md5sum < "$n" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$want" ] && [ "$want" = "$got" ] || bad=$((bad + 1))
+done
+echo "$S: BASE-UP parts=$parts badlisted=$bad listed=$listed $st"
+poweroff -f
+"""
+
+
+def test_ram_too_small_in_the_guest(net: FaultNet, tmp_path: Path) -> None:
+    """The guest's own RAM root (a tmpfs of 90% of its memory, as TC's /init makes it) cannot hold the
+    closure: a clear FAILED line, no partial file, only verified files listed, the base system up."""
+    kit = e2e.prepare_kit(ARCH, tmp_path)
+    repo = tmp_path / "ram-repo"
+    repo.mkdir()
+    for i in range(RAM_EXTS):
+        tree = tmp_path / f"ram-src{i}"
+        (tree / "usr/local/share/ram").mkdir(parents=True)
+        (tree / f"usr/local/share/ram/data{i}").write_bytes(os.urandom(RAM_EXT_MIB << 20))
+        tcz.pack(tree, repo / f"ram{i}.tcz")
+    (repo / "onboot.lst").write_text("".join(f"ram{i}.tcz\n" for i in range(RAM_EXTS)))
+    seed = net.peer("seed")
+    with seed.client(timeout=600) as c:
+        cid = publish(repo, c, progress=False).root_cid
+    check = e2e.check_initrd(tmp_path, RAM_SCRIPT, "check-ram.gz")
+    append = f"quiet tce=ipfs:{cid} ipfs.timeout={HOOK_TIMEOUT} ipfs.peers={seed.multiaddr}"
+    result = qemu.boot(ARCH, kit.base.qemu_kernel, [kit.base.initrd, kit.hook_initrd, check], append,
+                       timeout=GUEST_TIMEOUT, net=net.lab.tap(), memory=RAM_MIB,
+                       log_path=tmp_path / "ram-guest.log")
+    line = result.sentinel_line or ""
+    assert result.ok and "BASE-UP" in line, result.tail(80)
+    fields = status_fields(line)
+    console = [ln.strip() for ln in result.log_text.splitlines() if ln.strip().startswith("tce-ipfs:")]
+    finals = [ln for ln in console if ln.startswith(("tce-ipfs: loaded ", "tce-ipfs: FAILED"))]
+    assert fields["parts"] == "0" and fields["badlisted"] == "0", line
+    assert len(finals) == 1 and finals[0].startswith("tce-ipfs: FAILED"), console
+    assert int(fields["listed"]) < RAM_EXTS, line
+    record("faults-qemu-ram", {"boots_completed": 1, "faults": 1, "final": finals[0], "console": console,
+                               "listed": int(fields["listed"]), "partial_files": 0,
+                               "sentinel_s": round(result.seconds, 1)})
