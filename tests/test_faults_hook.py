@@ -190,7 +190,7 @@ def test_own_kubo_killed_mid_fetch_alone_fails_bounded(net: FaultNet, tmp_path: 
     result = client.run(cmdline(cid, seed, timeout=30))
     assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
     fig = check_clean(client, result, repo, 30)
-    assert result.final.startswith("FAILED: "), result.console
+    assert result.final.startswith("FAILED: ") and "kubo has stopped" in result.final, result.console
     record("faults-own-kubo-killed-alone", {**fig, "faults": 1, "completed": False})
 
 

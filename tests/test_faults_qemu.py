@@ -156,6 +156,7 @@ for n in $(cat /tmp/builtin/onboot.lst 2>/dev/null); do
     got=$(md5sum < "$n" 2>/dev/null | cut -d' ' -f1)
     [ -n "$want" ] && [ "$want" = "$got" ] || bad=$((bad + 1))
 done
+dmesg | grep -i -E 'out of memory|killed process' | sed 's/^/FAULT-KERNEL /'
 echo "$S: BASE-UP parts=$parts badlisted=$bad listed=$listed $st"
 poweroff -f
 """
@@ -188,7 +189,10 @@ def test_ram_too_small_in_the_guest(net: FaultNet, tmp_path: Path) -> None:
     finals = [ln for ln in console if ln.startswith(("tce-ipfs: loaded ", "tce-ipfs: FAILED"))]
     assert fields["parts"] == "0" and fields["badlisted"] == "0", line
     assert len(finals) == 1 and finals[0].startswith("tce-ipfs: FAILED"), console
+    # The line names the cause: the OOM killer took kubo, or the RAM file system is full.
+    assert "out of memory" in finals[0] or "no space left" in finals[0], console
+    kernel = [ln.strip() for ln in result.log_text.splitlines() if "FAULT-KERNEL" in ln]
     assert int(fields["listed"]) < RAM_EXTS, line
     record("faults-qemu-ram", {"boots_completed": 1, "faults": 1, "final": finals[0], "console": console,
-                               "listed": int(fields["listed"]), "partial_files": 0,
+                               "listed": int(fields["listed"]), "partial_files": 0, "kernel": kernel,
                                "sentinel_s": round(result.seconds, 1)})

@@ -83,6 +83,7 @@ src_fetch() {
     _s_rc=$?
     if [ "$_s_rc" = 1 ]; then
         src_down "$1"
+        [ "$1" = P ] && kubo_gone_note
         if [ "$1" = P ] && [ "$M_UP" = 1 ]; then
             warn "$S_DESC: $2: $FETCH_ERR; using the mirror from now on"
         else
@@ -90,6 +91,19 @@ src_fetch() {
         fi
     fi
     return "$_s_rc"
+}
+
+# kubo_gone_note: when the primary failed because our kubo is no longer running, FETCH_ERR says so,
+# and says "out of memory" when the kernel's log has it killing kubo (RAM full at boot: TC's root is a
+# tmpfs of 90% of the RAM, so the OOM killer usually strikes before the file system is full).
+kubo_gone_note() {
+    [ -n "$KUBO_PID" ] || return 0
+    kill -0 "$KUBO_PID" 2>/dev/null && return 0
+    if dmesg 2>/dev/null | grep -q "Killed process $KUBO_PID "; then
+        FETCH_ERR="$FETCH_ERR: kubo was killed by the kernel, out of memory (RAM too small for the extensions?)"
+    else
+        FETCH_ERR="$FETCH_ERR: kubo has stopped (see ${WORK#"$ROOT"}/kubo.log)"
+    fi
 }
 
 # up_sources: SOURCES = the sources still worth asking, in order.

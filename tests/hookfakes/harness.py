@@ -70,6 +70,7 @@ APPLETS = [
     "sort",
     "uniq",
     "expr",
+    "dmesg",
 ]
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 CID_V1 = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
