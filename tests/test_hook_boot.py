@@ -126,7 +126,8 @@ def test_happy_path(env: HookEnv) -> None:
     assert "ipfs init --empty-repo --profile=test,lowpower" in result.calls
     config = kubo_config(env)
     assert config["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4001"]
-    assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is False
+    # mDNS stays on next to ipfs.peers: the other machines booting on the LAN are found that way
+    assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is True
     assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
     assert config["Bootstrap"] == [] and config["AutoConf"]["Enabled"] is False
     assert not (env.state / "config.log").exists()  # edited in place: no `ipfs config` runs
@@ -209,6 +210,7 @@ BAD_CODES = [
     (f"tce=ipfs:{CID} ipfs.swarmkey=" + "a" * 63, "must be 64 hex digits (got 63)"),
     (f"tce=ipfs:{CID} ipfs.seed=maybe", "ipfs.seed= must be 0 or 1"),
     (f"tce=ipfs:{CID} ipfs.debug=loud", "ipfs.debug= must be 0 or 1"),
+    (f"tce=ipfs:{CID} ipfs.mdns=sometimes", "ipfs.mdns= must be 0 or 1"),
     (f"tce=ipfs:{CID} ipfs.port=70000", "ipfs.port=70000 must be a TCP port"),
     (f"tce=ipfs:{CID} ipfs.port=http", "must be a TCP port"),
     # issue 11: a long lst= is refused before any file is named after it (it killed the shell)
@@ -907,7 +909,7 @@ def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
     assert (env.state / "config.log").read_text().splitlines() == [
         "Routing.Type none",
         '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]',
-        "--json Discovery.MDNS.Enabled false",
+        "--json Discovery.MDNS.Enabled true",
         f'--json Peering.Peers [{{"ID": "{PEER_ID}", "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}}]',
     ]
 
@@ -920,13 +922,32 @@ def test_wget_without_post_dials_with_the_cli(env: HookEnv) -> None:
     assert f"ipfs swarm connect {PEER}" in result.calls
 
 
-def test_no_peers_turns_on_mdns(env: HookEnv) -> None:
+def test_no_peers_relies_on_mdns(env: HookEnv) -> None:
     sample_repo(env.ipfs_repo())
     result = env.run(f"tce=ipfs:{CID}")
     assert FINAL_OK.match(result.final)
     config = kubo_config(env)
     assert config["Discovery"]["MDNS"]["Enabled"] is True and config["Peering"]["Peers"] is None
     assert not [c for c in result.calls if "swarm connect" in c]
+
+
+@pytest.mark.parametrize("off", ["ipfs.mdns=0", "ipfs.mdns=off"])
+def test_mdns_code_turns_discovery_off(env: HookEnv, off: str) -> None:
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} {off}")
+    assert FINAL_OK.match(result.final), result.console
+    config = kubo_config(env)
+    assert config["Discovery"]["MDNS"]["Enabled"] is False
+    assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
+    assert "ipfs.mdns=0 without ipfs.peers" not in result.console
+
+
+def test_mdns_off_without_peers_warns(env: HookEnv) -> None:
+    env.ipfs_repo().lst("")
+    result = env.run(f"tce=ipfs:{CID} ipfs.mdns=0")
+    assert "ipfs.mdns=0 without ipfs.peers: no peer can be found" in result.console
+    config = json.loads((env.root / "tmp/tce-ipfs/repo/config").read_text())
+    assert config["Discovery"]["MDNS"]["Enabled"] is False
 
 
 def test_timeout_code_default_and_value(env: HookEnv) -> None:
@@ -952,6 +973,7 @@ def test_readme_codes_are_tested() -> None:
         "ipfs.timeout",
         "ipfs.mirror",
         "ipfs.seed",
+        "ipfs.mdns",
         "ipfs.swarmkey",
         "ipfs.debug",
         "ipfs.port",

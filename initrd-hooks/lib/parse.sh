@@ -242,7 +242,7 @@ parse_scheme() {
 }
 
 # parse_codes: validate tce= and every companion code. Sets:
-# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED SWARMKEY DEBUG PORT NODHCP
+# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED MDNS SWARMKEY DEBUG PORT NODHCP
 parse_codes() {
     CID=
     IPNS_NAME=
@@ -353,6 +353,8 @@ parse_codes() {
 
     SEED=$(getargbool 1 ipfs.seed)
     [ "$SEED" = "?" ] && { SEED=1; perr "ipfs.seed= must be 0 or 1"; }
+    MDNS=$(getargbool 1 ipfs.mdns)
+    [ "$MDNS" = "?" ] && { MDNS=1; perr "ipfs.mdns= must be 0 or 1"; }
     DEBUG=$(getargbool 0 ipfs.debug)
     [ "$DEBUG" = "?" ] && { DEBUG=1; perr "ipfs.debug= must be 0 or 1"; }
 
@@ -383,6 +385,9 @@ parse_codes() {
     NODHCP=0
     hasarg nodhcp && NODHCP=1
 
+    if [ "$SCHEME" != http ] && [ "$MDNS" = 0 ] && [ -z "$PEERS" ]; then
+        warn "ipfs.mdns=0 without ipfs.peers: no peer can be found"
+    fi
     if [ "$SCHEME" = http ] && { [ -n "$PEERS" ] || [ -n "$SWARMKEY" ]; }; then
         pwarn "tce=http://... does not use IPFS: ipfs.peers/ipfs.swarmkey are ignored"
     fi

@@ -58,7 +58,9 @@ class Seed:
     """An isolated host kubo on loopback that publishes repos for guests."""
 
     def __init__(self, work: Path, *, extra_config: dict[str, Any] | None = None) -> None:
-        self.node = Node(work / "seed", kubo.ensure(Arch.host()), extra_config=extra_config)
+        # The seed role's build (the polite origin), as `tce-ipfs node` runs it.
+        seed_kubo = kubo.ensure(Arch.host(), variant=kubo.SEED)
+        self.node = Node(work / "seed", seed_kubo, extra_config=extra_config)
 
     def __enter__(self) -> Seed:
         self.node.init()

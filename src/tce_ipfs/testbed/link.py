@@ -1,4 +1,8 @@
-"""Two private lab namespaces joined by one rate-capped link: the origin behind an uplink, for benchmarks."""
+"""Two private lab namespaces joined by one rate-capped link: an origin behind an uplink.
+
+(The fetch-link benchmark now uses ``lan.SwitchedLan``, where every machine has an address of its own;
+this two-namespace link is kept for tests that need just an origin and one shared client side.)
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,11 @@ from typing import Any
 
 from tce_ipfs import proc
 from tce_ipfs.errors import IsolationError, NodeError
-from tce_ipfs.testbed.lab import Lab, Managed, run_ip
+from tce_ipfs.testbed.lab import LINK_LATENCY_MS, Lab, Managed, run_ip, tbf_burst_bytes
 
 log = logging.getLogger(__name__)
 
 LINK_SUBNET = "10.78.0.0/30"  # the veth pair between the two namespaces (private to them)
-LINK_LATENCY_MS = 50  # how long tbf may queue a packet before dropping it (not added delay)
-
-
-def tbf_burst_bytes(rate_mbit: float) -> int:
-    """tbf's bucket: 10 ms worth of the rate, never below a few MTU-sized packets."""
-    return max(int(rate_mbit * 1e6 / 8 / 100), 4 * 1514)
 
 
 class ShapedLink(Managed):
@@ -123,7 +121,7 @@ class ShapedLink(Managed):
                 raise IsolationError(f"{side} namespace {lab.netns} has unexpected links: {sorted(extra)}")
             for link in links:
                 if link["ifname"] == ifname:
-                    peer_ns = self._nsid_name(lab, link.get("link_netnsid"))
+                    peer_ns = lab.netns_named_by(link.get("link_netnsid"))
                     if peer_ns != other.netns:
                         raise IsolationError(f"{ifname}'s peer is in {peer_ns!r}, not in {other.netns}")
                 elif "link_netnsid" in link:
@@ -132,15 +130,6 @@ class ShapedLink(Managed):
             forwarding = lab.exec(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout or b""
             if forwarding.strip() != b"0":
                 raise IsolationError(f"{side} namespace {lab.netns} forwards IPv4")
-
-    @staticmethod
-    def _nsid_name(lab: Lab, nsid: Any) -> str | None:
-        out = run_ip(lab.netns, "-j", "netns", "list-id").stdout or b"[]"
-        for entry in json.loads(out):
-            if entry.get("nsid") == nsid:
-                name = entry.get("name")
-                return str(name) if name else None
-        return None
 
     def link_stats(self, side: str) -> dict[str, Any]:
         """The kernel's counters of one veth end: ``{"rx": {"bytes", ...}, "tx": {"bytes", ...}}``."""
