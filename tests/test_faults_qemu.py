@@ -157,6 +157,10 @@ for n in $(cat /tmp/builtin/onboot.lst 2>/dev/null); do
     [ -n "$want" ] && [ "$want" = "$got" ] || bad=$((bad + 1))
 done
 dmesg | grep -i -E 'out of memory|killed process' | sed 's/^/FAULT-KERNEL /'
+df -k / /tmp 2>&1 | sed 's/^/FAULT-DF /'
+grep -E '^Mem' /proc/meminfo | sed 's/^/FAULT-MEM /'
+tail -n 15 /tmp/tce-ipfs/kubo.log | sed 's/^/FAULT-KUBO /'
+grep -i ram1 /var/log/tce-ipfs.log | tail -n 5 | sed 's/^/FAULT-HOOK /'
 echo "$S: BASE-UP parts=$parts badlisted=$bad listed=$listed $st"
 poweroff -f
 """

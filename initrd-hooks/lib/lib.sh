@@ -159,8 +159,23 @@ bounded() {
 }
 
 # ---------------------------------------------------------------- HTTP fetch (busybox wget)
-# disk_full DIR: status 0 when DIR's file system cannot take 4 KiB more.
+# disk_full DIR: status 0 when DIR's file system is (nearly) full: under 4 MiB free, FREE_KB says how
+# much (from `stat -f`; without it, a 4 KiB test write decides and FREE_KB is empty). At boot this is
+# the RAM: kubo's blocks and the .tcz files share it, and a failed block write frees its temp file
+# again, so "nearly" matters.
 disk_full() {
+    FREE_KB=
+    _d_stat=$(stat -f -c '%a %S' "$1" 2>/dev/null)
+    _d_avail=${_d_stat% *}
+    _d_bsize=${_d_stat#* }
+    case "$_d_avail:$_d_bsize" in
+        :* | *: | *[!0-9:]*) ;;
+        *)
+            FREE_KB=$((_d_avail * _d_bsize / 1024))
+            [ "$FREE_KB" -lt 4096 ]
+            return
+            ;;
+    esac
     if printf '%4096s' '' >"$1/.tce-ipfs-space" 2>/dev/null; then
         rm -f "$1/.tce-ipfs-space"
         return 1
@@ -207,10 +222,10 @@ fetch_url() {
     [ "$_f_rc" = 0 ] && return 0
     # Out of RAM (at boot /tmp is the root file system): say so, not "wget exit 1". Probed before the
     # partial file is removed, which would free the space again.
-    if disk_full "${_f_out%/*}"; then
+    _f_dir=${_f_out%/*}
+    if disk_full "$_f_dir"; then
         rm -f "$_f_out"
-        _f_dir=${_f_out%/*}
-        FETCH_ERR="no space left in ${_f_dir#"$ROOT"} (RAM full?)"
+        FETCH_ERR="no space left in ${_f_dir#"$ROOT"} (${FREE_KB:-0} KiB free: RAM full?)"
         return 1
     fi
     rm -f "$_f_out"

@@ -71,6 +71,7 @@ APPLETS = [
     "uniq",
     "expr",
     "dmesg",
+    "stat",
 ]
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 CID_V1 = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"

@@ -93,13 +93,10 @@ class FaultNet:
     kubo: Path
     clients: list[Client] = field(default_factory=list)
     peers: list[SeedNode] = field(default_factory=list)
-    _addresses: int = 1
 
     def peer(self, name: str, *, swarm_key: str | None = None) -> SeedNode:
         """Another kubo on the lab LAN, on an address of its own (10.77.0.2, .3, ...), port 4001."""
-        self._addresses += 1
-        ip = str(self.lab.network.network_address + self._addresses)
-        run_ip(self.lab.netns, "addr", "add", f"{ip}/{self.lab.network.prefixlen}", "dev", self.lab.bridge)
+        ip = self.lab.add_address()
         node = start_kubo(self.lab, name, self.kubo, self.lab.work_dir / f"{name}-repo", listen_ip=ip,
                           swarm_key=swarm_key)
         self.peers.append(node)
