@@ -203,5 +203,6 @@ def test_ram_too_small_in_the_guest(net: FaultNet, tmp_path: Path) -> None:
     kernel = [ln for ln in diag if ln.startswith("FAULT-KERNEL")]
     assert int(fields["listed"]) < RAM_EXTS, line
     record("faults-qemu-ram", {"boots_completed": 1, "faults": 1, "final": finals[0], "console": console,
-                               "listed": int(fields["listed"]), "partial_files": 0, "kernel": kernel, "diag": diag,
+                               "listed": int(fields["listed"]), "partial_files": 0, "kernel": kernel,
+                               "diag": diag,
                                "sentinel_s": round(result.seconds, 1)})
