@@ -349,7 +349,8 @@ def test_no_traffic_outside_the_lab(net: FaultNet, tmp_path: Path) -> None:
     other = [f for f in flows if not f["kind"].startswith(("ipv4", "arp"))]
     assert outside == [] and other == [], (outside, other)
     assert any(f["src"] == first.ip and f["dst"] == second.ip for f in flows)  # the seeding was seen
-    multicast = sorted({f"{f['src']} -> {f['dst']} {f['kind']}" for f in flows if f["dst"].startswith("224.")})
+    multicast = sorted({f"{f['src']} -> {f['dst']} {f['kind']}" for f in flows
+                        if f["dst"].startswith("224.")})  # mDNS (on by default, lab-local), IGMP
     record("faults-capture-namespace", {"frames": summary["frames"], "flows": len(flows),
                                         "destinations": sorted({f["dst"] for f in flows}),
                                         "multicast": multicast})
