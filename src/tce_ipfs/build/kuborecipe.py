@@ -333,6 +333,17 @@ SLIM_GROUPS_V0_43_1: dict[str, tuple[Step, ...]] = {
         Remove("core/corehttp/routing.go"),
         Edit("cmd/ipfs/kubo/daemon.go", '\t_ "net/http/pprof"\n', ""),
     ),
+    # Not a size change: the boot hook's one-start kubo. `ipfs daemon --init --init-config FILE` with
+    # a FILE of only the keys to set (no identity) makes the repo inside the daemon's process (see
+    # kubo-slim/kubo/bootinit.go); a whole config FILE still takes kubo's own path.
+    "boot-init": (
+        Add("cmd/ipfs/kubo/tce_bootinit.go", "kubo/bootinit.go"),
+        Edit("cmd/ipfs/kubo/daemon.go", "\tif initialize && !fsrepo.IsInitialized(cctx.ConfigRoot) {\n",
+             "\tif initialize && !fsrepo.IsInitialized(cctx.ConfigRoot) {\n"
+             "\t\tif err := tceOverlayInit(req, cctx.ConfigRoot); err != nil {\n"
+             "\t\t\treturn err\n\t\t}\n\t}\n"
+             "\tif initialize && !fsrepo.IsInitialized(cctx.ConfigRoot) {\n"),
+    ),
 }
 
 # Size-only source changes per version (a version without an entry builds unpatched, just bigger).
