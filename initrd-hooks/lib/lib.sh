@@ -240,7 +240,7 @@ fetch_url() {
     # Out of RAM (at boot /tmp is the root file system): say so, not "wget exit 1". Probed before the
     # partial file is removed, which would free the space again.
     _f_dir=${_f_out%/*}
-    if disk_full "$_f_dir"; then
+    if ! grep -q ' 404' "$_f_err" 2>/dev/null && disk_full "$_f_dir"; then
         rm -f "$_f_out"
         FETCH_ERR="no space left in ${_f_dir#"$ROOT"} (${FREE_KB:-0} KiB free: RAM full?)"
         return 1
