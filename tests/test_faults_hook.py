@@ -17,6 +17,7 @@ QEMU cases are in ``test_faults_qemu.py`` behind ``-m faults``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -258,7 +259,8 @@ def test_ram_too_small_for_the_closure(net: FaultNet, tmp_path: Path) -> None:
         record("faults-ram-full", {**fig, "faults": 1, "completed": False})
     finally:
         for pid in client.pids():
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # the pin job may just have ended
+                os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         subprocess.run(["umount", "-l", str(tmp)], check=False)
 
