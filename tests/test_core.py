@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -90,3 +93,27 @@ def test_cli_turns_errors_into_message_hint_and_code(capsys: pytest.CaptureFixtu
     assert code == ToolMissing.exit_code
     assert "tce-ipfs: error: xorriso not found" in err
     assert "tce-ipfs: hint: install xorriso" in err
+
+
+def test_cli_sigterm_unwinds_like_ctrl_c(capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kill`/`timeout` of a command (a lab, a benchmark) must run its cleanup, not leave namespaces
+    and daemons behind; the handler is put back afterwards."""
+    cleaned: list[str] = []
+
+    def long_job(args: object) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            return 0
+        finally:
+            cleaned.append("lab closed")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser.set_defaults(func=long_job)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main([]) == 143
+    assert cleaned == ["lab closed"]
+    assert "terminated (SIGTERM)" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -6,7 +6,9 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -108,8 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = _catch_sigterm()
     try:
         return int(args.func(args) or 0)
+    except _Terminated:
+        print("tce-ipfs: terminated (SIGTERM); what this run started was stopped", file=sys.stderr)
+        return 143
     except TceIpfsError as exc:
         print(f"tce-ipfs: error: {exc}", file=sys.stderr)
         if exc.hint:
@@ -122,3 +128,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `tce-ipfs ... | head`: the reader left; not an error worth a traceback.
         sys.stderr.close()
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived (``kill``, ``timeout``, systemd stop). A BaseException, like KeyboardInterrupt,
+    so no ``except Exception`` swallows it and every ``with``/``finally`` on the way out runs: a lab
+    namespace, its daemons and temporary repos are taken down as on Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _catch_sigterm() -> Any:
+    """Turn SIGTERM into ``_Terminated`` for this run; returns the handler to restore (None when not
+    in the main thread, where Python cannot set handlers). Commands with their own SIGTERM handling
+    (``seed serve``) install theirs on top and restore this one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
