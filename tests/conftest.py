@@ -14,6 +14,18 @@ from tce_ipfs.build.cluster import ClusterBinaries
 from tce_ipfs.testbed.lab import Lab, namespaces
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fault suite is marker ``faults``; its heavy cases (``faults`` and ``qemu``) stay out of the
+    default run and run when the ``-m`` expression names it (``pytest -m faults``; docs/RELIABILITY.md).
+    The cheap host cases run by default."""
+    if "faults" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="heavy fault case: run with -m faults")
+    for item in items:
+        if item.get_closest_marker("faults") and item.get_closest_marker("qemu"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def host_kubo() -> Path:
     """A real kubo `ipfs` for the host arch (built and cached by tce_ipfs.build.kubo)."""

@@ -818,6 +818,9 @@ def test_mirror_per_file_after_md5_mismatch(env: HookEnv) -> None:
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.mirror={MIRROR}")
     assert FINAL_OK.match(result.final), result.console
     assert f"from ipfs:{CID} and mirror {MIRROR} in" in result.final
+    # The refused bytes are reported although the mirror had the right ones (issue 11).
+    assert f"warning: greeter.tcz: refused md5 mismatch from ipfs:{CID} (expected " in result.console
+    assert f"; taken from mirror {MIRROR}" in result.console
     assert (env.optional() / "greeter.tcz").read_bytes() == (
         env.http / "http/10.0.2.100:8080/tcz/greeter.tcz"
     ).read_bytes()

@@ -124,6 +124,7 @@ src_fetch() {
 src_result() {
     if [ "$3" = 1 ] && src_down "$1"; then
         src "$1"
+        [ "$1" = P ] && kubo_gone_note
         if [ "$1" = P ] && [ "$M_UP" = 1 ]; then
             warn "$S_DESC: $2: $FETCH_ERR; using the mirror from now on"
         else
@@ -176,6 +177,19 @@ list_taken() {
     src_result P "$LST" "$_lt_rc"
 }
 
+# kubo_gone_note: when the primary failed because our kubo is no longer running, FETCH_ERR says so,
+# and says "out of memory" when the kernel's log has it killing kubo (RAM full at boot: TC's root is a
+# tmpfs of 90% of the RAM, so the OOM killer usually strikes before the file system is full).
+kubo_gone_note() {
+    [ -n "$KUBO_PID" ] || return 0
+    kill -0 "$KUBO_PID" 2>/dev/null && return 0
+    if dmesg 2>/dev/null | grep -q "Killed process $KUBO_PID "; then
+        FETCH_ERR="$FETCH_ERR: kubo was killed by the kernel, out of memory (RAM too small for the extensions?)"
+    else
+        FETCH_ERR="$FETCH_ERR: kubo has stopped (see ${WORK#"$ROOT"}/kubo.log)"
+    fi
+}
+
 # up_sources: SOURCES = the sources still worth asking, in order.
 up_sources() {
     SOURCES=
@@ -193,6 +207,20 @@ problem() {
     else
         HIDDEN=$((HIDDEN + 1))
         log "error: $1"
+    fi
+}
+
+# notice NAME TEXT: a warning about extension NAME (TEXT is the whole line) on the console for the
+# first MAX_SHOWN of them, in the log always. Counted in files, not variables: get_ext runs in the
+# background data jobs, and a source lying about every file must not flood the console from there.
+notice() {
+    mkdir -p "$WORK/notices"
+    # shellcheck disable=SC2012 # plain names we made (extension names)
+    if [ "$(ls "$WORK/notices" | wc -l)" -lt "$MAX_SHOWN" ]; then
+        : >"$WORK/notices/$1"
+        warn "$2"
+    else
+        log "warning: $2"
     fi
 }
 
@@ -220,7 +248,7 @@ is_failed() {
 # fetch_list: the list from the first source that has it -> $WORK/list. Status 1 with LIST_ERR.
 fetch_list() {
     LIST_ERR=
-    rm -rf "$WORK/down.P" "$WORK/down.M" "$WORK/job" "$WORK/meta" "$WORK/blocks"
+    rm -rf "$WORK/down.P" "$WORK/down.M" "$WORK/job" "$WORK/meta" "$WORK/blocks" "$WORK/notices"
     up_sources
     for _l_s in $SOURCES; do
         LIST_CS=
@@ -657,6 +685,7 @@ get_ext() {
     EXT_SRC=
     EXT_SIZE=0
     GOT_NEW=0
+    _g_refused=
     up_sources
     mkdir -p "$WORK/get"
     for _g_s in $SOURCES; do
@@ -706,6 +735,7 @@ get_ext() {
         if [ "$MD5" != "$MD5_WANT" ]; then
             rm -f "$OPT/$1.part"
             EXT_ERR="${EXT_ERR:+$EXT_ERR; }md5 mismatch from $_g_desc (expected $MD5_WANT, got $MD5)"
+            _g_refused="${_g_refused:+$_g_refused; }md5 mismatch from $_g_desc (expected $MD5_WANT, got $MD5)"
             continue
         fi
         file_size "$OPT/$1.part"
@@ -718,6 +748,8 @@ get_ext() {
         mv -f "$OPT/$1.part" "$OPT/$1" || { EXT_ERR="cannot move $1 into optional/"; return 1; }
         tick
         T_PLACE=$((T_PLACE + NOW - _g_t0))
+        # A source that served wrong bytes is worth a line even when another one had the right ones.
+        [ -n "$_g_refused" ] && notice "$1" "$1: refused $_g_refused; taken from $_g_desc"
         GOT_NEW=1
         dbg "$1: $SIZE bytes from $_g_desc, md5 ok"
         return 0

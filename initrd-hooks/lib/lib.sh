@@ -173,6 +173,31 @@ bounded() {
 }
 
 # ---------------------------------------------------------------- HTTP fetch (busybox wget)
+# disk_full DIR: status 0 when DIR's file system is (nearly) full: under 4 MiB free, FREE_KB says how
+# much (from `stat -f`; without it, a 4 KiB test write decides and FREE_KB is empty). At boot this is
+# the RAM: kubo's blocks and the .tcz files share it, and a failed block write frees its temp file
+# again, so "nearly" matters.
+disk_full() {
+    FREE_KB=
+    _d_stat=$(stat -f -c '%a %S' "$1" 2>/dev/null)
+    _d_avail=${_d_stat% *}
+    _d_bsize=${_d_stat#* }
+    case "$_d_avail:$_d_bsize" in
+        :* | *: | *[!0-9:]*) ;;
+        *)
+            FREE_KB=$((_d_avail * _d_bsize / 1024))
+            [ "$FREE_KB" -lt 4096 ]
+            return
+            ;;
+    esac
+    if printf '%4096s' '' >"$1/.tce-ipfs-space" 2>/dev/null; then
+        rm -f "$1/.tce-ipfs-space"
+        return 1
+    fi
+    rm -f "$1/.tce-ipfs-space"
+    return 0
+}
+
 # fetch_url URL OUT DEADLINE_CS [probe]: 0 = fetched, 2 = not found (HTTP 404), 1 = other failure.
 # FETCH_ERR names the failure. busybox 1.35's `wget -T` crashes, so the bound is `timeout`.
 # With "probe", FIRST_BYTE_CS is set to the moment OUT first had data. JOB_ERR (set in background
@@ -212,6 +237,14 @@ fetch_url() {
         _f_rc=$?
     fi
     [ "$_f_rc" = 0 ] && return 0
+    # Out of RAM (at boot /tmp is the root file system): say so, not "wget exit 1". Probed before the
+    # partial file is removed, which would free the space again.
+    _f_dir=${_f_out%/*}
+    if ! grep -q ' 404' "$_f_err" 2>/dev/null && disk_full "$_f_dir"; then
+        rm -f "$_f_out"
+        FETCH_ERR="no space left in ${_f_dir#"$ROOT"} (${FREE_KB:-0} KiB free: RAM full?)"
+        return 1
+    fi
     rm -f "$_f_out"
     if grep -q ' 404' "$_f_err" 2>/dev/null; then
         FETCH_ERR="not found"

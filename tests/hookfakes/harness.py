@@ -71,6 +71,8 @@ APPLETS = [
     "sort",
     "uniq",
     "expr",
+    "dmesg",
+    "stat",
 ]
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 CID_V1 = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
@@ -227,6 +229,7 @@ class HookEnv:
     fakes: tuple[str, ...] = ALL_FAKES
     extra_path: tuple[str, ...] = ()
     boot_root: bool = False
+    launcher: tuple[str, ...] = ()  # prefixes the hook's argv, e.g. ``ip netns exec NS`` (fault tests)
     root: Path = field(init=False)
     state: Path = field(init=False)
     http: Path = field(init=False)
@@ -359,6 +362,7 @@ class HookEnv:
             argv = [HOST_TOOLS["unshare"], "-m", "--propagation", "private", "/bin/sh", "-c", setup]
         else:
             argv = [*SHELLS[self.shell], str(entry)]
+        argv = [*self.launcher, *argv]
         proc = subprocess.run(
             argv,
             env=self.env(),

@@ -3,7 +3,10 @@
 * ``support.media``: fake boot media -- kernels with real headers, cpio initrds, .tcz files, ISOs, FAT
   boot-partition images;
 * ``support.seed``: the host seed P2P boots fetch from, and the guest-side check;
-* ``support.elfs``: crafted ELF headers and host-compiled C programs.
+* ``support.elfs``: crafted ELF headers and host-compiled C programs;
+* ``support.faultnet``: the fault suite's network (the real hook in a namespace on a lab LAN, extra
+  kubo peers, the HTTP mirror, ``tc`` shaping, fault triggers); ``support.capture``: the packet
+  capture it runs inside the lab namespace.
 """
 
 from __future__ import annotations
