@@ -14,6 +14,7 @@
 #   Addresses.Swarm     /ip4/0.0.0.0/tcp/<ipfs.port>: LAN peers can fetch from us afterwards
 #   Discovery.MDNS      on only when no ipfs.peers= is given (then LAN discovery is the only way)
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
+# ipfs.net=public (and ipfs.seed=0) change more keys: lib/public.sh.
 # Environment: IPFS_TELEMETRY=off, GOMEMLIMIT (soft heap cap for a small machine).
 
 IPFS_TCZ=$OPT/ipfs.tcz
@@ -110,6 +111,10 @@ kubo_prepare() {
     fi
     _k_routing=none
     [ "$SCHEME" = ipns ] && _k_routing=dhtclient
+    if [ "$NET" = public ]; then # lib/public.sh: the DHT as a client (+ kubo's routers with its defaults)
+        _k_routing=autoclient
+        [ -n "$BOOTSTRAP" ] && _k_routing=dhtclient
+    fi
     _k_mdns=false
     [ -z "$PEERS" ] && _k_mdns=true
     _k_swarm=/ip4/0.0.0.0/tcp/$PORT
@@ -143,6 +148,7 @@ kubo_prepare() {
             return 1
         fi
     fi
+    kubo_net_config "$1" || return 1 # ipfs.net=public, ipfs.seed=0 (lib/public.sh)
     kubo_peer_id
     if [ -n "$SWARMKEY" ]; then
         # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
