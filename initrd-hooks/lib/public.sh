@@ -248,7 +248,12 @@ route_providers() {
     if [ "$ROUTE" = relayed ]; then
         KUBO_ERR="providers unreachable: $_rp_n found, reached only through a relay and hole punching did not get through (a relay carries no blocks)"
     else
-        last_line "$WORK/prov.1.out.err"
+        # The API answers a failed dial with a bare HTTP 500 to busybox wget: ask once more with the
+        # CLI, whose error says why (e.g. "routing: not found": no address for it anywhere).
+        _rp_first=${PROVIDERS%% *}
+        ipfsc "$1" 10 swarm connect "/p2p/$_rp_first" >"$WORK/prov.cli" 2>&1
+        last_line "$WORK/prov.cli"
+        LAST=${LAST#"connect $_rp_first failure: "}
         KUBO_ERR="providers unreachable: $_rp_n found, none answered (${LAST:-no connection})"
     fi
     return 1

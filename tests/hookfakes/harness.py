@@ -199,6 +199,7 @@ class HookEnv:
     shell: str = "busybox"
     fakes: tuple[str, ...] = ALL_FAKES
     extra_path: tuple[str, ...] = ()
+    launcher: tuple[str, ...] = ()  # argv prefix, e.g. ("ip", "netns", "exec", NS): the hook runs there
     root: Path = field(init=False)
     state: Path = field(init=False)
     http: Path = field(init=False)
@@ -284,7 +285,7 @@ class HookEnv:
         start = time.monotonic()
         entry = self.root / initrd.HOOK_ENTRY
         proc = subprocess.run(
-            [*SHELLS[self.shell], str(entry)],
+            [*self.launcher, *SHELLS[self.shell], str(entry)],
             env=self.env(),
             cwd=self.root,
             capture_output=True,

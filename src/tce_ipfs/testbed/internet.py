@@ -408,6 +408,18 @@ class Internet(Managed):
         home.machines.append(machine)
         return machine
 
+    def attach_public(self, name: str, ip: str) -> Machine:
+        """A machine with a public address on the core (no NAT, no gateway)."""
+        if not in_sim(ip) or ipaddress.IPv4Address(ip) not in ipaddress.IPv4Network(INTERNET):
+            raise NodeError(f"{ip} is not an address of the core ({INTERNET})")
+        return self._attach(self.core, name, ip, gateway=None)
+
+    def machine(self, name: str) -> Machine:
+        for m in self.machines:
+            if m.name == name:
+                return m
+        raise NodeError(f"no machine {name!r} in the simulated internet")
+
     def _attach(self, switch: Lab, name: str, ip: str, *, gateway: str | None,
                 home: Home | None = None) -> Machine:
         k = len([m for m in self.machines if m.switch is switch])
@@ -502,6 +514,21 @@ class Internet(Managed):
 
 
 
+    def set_relays(self, on: bool, *, timeout: float = 90.0) -> None:
+        """Turn the relay service of every public node on or off (each restarts with the same identity
+        and DHT records; the homes' reservations end with it)."""
+        from tce_ipfs.ipfs.node import DAEMON_ARGS
+
+        for i, server in enumerate(self.servers):
+            server.stop()
+            server.node.wanted_config["Swarm.RelayService.Enabled"] = on
+            server.node.init()
+            server.node.start(timeout)
+            assert server.node.process is not None
+            server.process = self.core.adopt(LabProcess(name=f"{server.name}-{i}", argv=server.node.kubo_argv(
+                *DAEMON_ARGS), popen=server.node.process, log_path=server.node.log_path))
+        self.relays_on = on
+
     # ------------------------------------------------------------------ isolation and counters
     def strays(self) -> dict[str, Any]:
         """Packets the core saw addressed outside the simulated world: ``{"packets", "bytes",
@@ -574,3 +601,51 @@ def _kill_netns(ns: str) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------- a seed in a home
+@dataclass
+class HomeSeed:
+    """A publisher at home: an open-network kubo behind the home's NAT holding one published repo."""
+
+    machine: Machine
+    node: SimNode
+    cid: str
+    reachable_s: float  # from the daemon's start until it was reachable through a relay
+    announced_s: float  # from the daemon's start until the root's provider record was out
+
+
+def wait_reachable(node: SimNode, timeout: float = 120.0) -> dict[str, Any]:
+    """Wait until ``node`` is reachable from outside (public, or through a relay); its reachability."""
+    from tce_ipfs.ipfs import rpc
+
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with node.client() as c:
+            seen = rpc.reachability(c)
+        if seen["state"] in ("public", "relayed"):
+            return seen
+        time.sleep(1)
+    raise NodeError(f"{node.name} did not become reachable within {timeout:g} s (last: {seen.get('text')})")
+
+
+def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, timeout: float = 180.0) -> HomeSeed:
+    """A machine in ``home`` runs an open-network kubo (``netmode.public_config`` with the simulated
+    bootstrap list), publishes ``repo_dir`` and, once it is reachable (a relay reservation), announces
+    the root -- what ``tce-ipfs seed serve --net public`` does on a real machine."""
+    from tce_ipfs.ipfs import netmode, rpc
+    from tce_ipfs.ipfs.publish import publish
+
+    machine = net.add_machine(home, f"{home}-seed")
+    node = net.start_node(machine, f"{home}-seed", kubo, net.work_dir / f"{home}-seed",
+                          config=netmode.public_config(net.bootstrap()))
+    started = time.monotonic()
+    with node.client(timeout=300) as c:
+        cid = publish(repo_dir, c, progress=False).root_cid
+    wait_reachable(node, timeout)
+    reachable_s = time.monotonic() - started
+    with node.client(timeout=timeout) as c:
+        rpc.provide(c, cid, timeout=timeout)
+    return HomeSeed(machine=machine, node=node, cid=cid, reachable_s=reachable_s,
+                    announced_s=time.monotonic() - started)
