@@ -908,6 +908,29 @@ def test_public_mode_failure_names_the_stage(env: HookEnv, setup: str, stage: st
     assert_clean_exit(result)
 
 
+def test_public_mode_relayed_only_gets_a_second_round(env: HookEnv) -> None:
+    """DCUtR runs once per relayed connection: when the first round stays relayed, the hook drops
+    the connection and dials again (with time for it inside ROUTE_DIRECT_MAX), then names the stage."""
+    sample_repo(public_ready(env, direct=False))
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=40", timeout=120)
+    assert result.final.startswith(f"FAILED: ipfs:{CID}: providers unreachable: 1 found, reached only"), \
+        result.console
+    assert f"swarm/disconnect?arg=/p2p/{PROV_ID}" in (env.state / "disconnects.log").read_text()
+    assert "only relayed after round 1; dialling again" in result.log
+    assert "\n".join(result.calls).count(f"swarm/connect?arg=/p2p/{PROV_ID}") >= 2
+
+
+def test_public_mode_without_a_public_address_of_its_own(env: HookEnv) -> None:
+    """Behind a symmetric NAT kubo never learns a public address of its own: the routing stage waits
+    for one a bounded time only, then dials the providers regardless."""
+    sample_repo(public_ready(env))
+    env.knob("no_public_addr")
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=30", timeout=90)
+    assert FINAL_OK.match(result.final), result.console
+    assert "no public address of our own yet" in result.console + result.log
+    assert result.status["route"] == "direct"
+
+
 def test_public_mode_failure_falls_back_to_the_mirror(env: HookEnv) -> None:
     sample_repo(public_ready(env))
     (env.state / "providers").unlink()

@@ -29,7 +29,7 @@ import pytest
 from hookfakes.harness import HookEnv, Repo, Result, md5
 from support import REPO_ROOT, record
 from tce_ipfs.ipfs import netmode, rpc
-from tce_ipfs.testbed.internet import HomeSeed, Internet, in_sim, start_home_seed, wait_reachable
+from tce_ipfs.testbed.internet import HomeSeed, Internet, Nat, in_sim, start_home_seed
 from tce_ipfs.testbed.lab import namespaces
 
 pytestmark = [pytest.mark.root, pytest.mark.kubo]
@@ -163,7 +163,8 @@ def test_nat_kinds(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory, host_kubo: Path) -> Iterator[Internet]:
     """Homes a, b (cone NATs), c (symmetric); boot1..4 up (DHT, AutoNAT, relays)."""
-    with Internet(tmp_path_factory.mktemp("internet"), homes={"a": "cone", "b": "cone", "c": "symmetric"}) as n:
+    homes: dict[str, Nat] = {"a": "cone", "b": "cone", "c": "symmetric"}
+    with Internet(tmp_path_factory.mktemp("internet"), homes=homes) as n:
         n.start_servers(host_kubo)
         yield n
         assert n.strays()["packets"] == 0, n.strays()
@@ -182,7 +183,8 @@ def test_seed_at_home_is_reachable_through_a_relay(net: Internet, seed: HomeSeed
         assert all(r.split("/")[2] in net.server_ips for r in seen["relays"])
         assert c.id()["Addresses"]
         assert rpc.config_value(c, "Bootstrap") == net.bootstrap()
-    record("internet-seed", {"reachable_s": round(seed.reachable_s, 1), "announced_s": round(seed.announced_s, 1)})
+    record("internet-seed", {"reachable_s": round(seed.reachable_s, 1),
+                             "announced_s": round(seed.announced_s, 1)})
 
 
 def test_two_homes_hole_punch(net: Internet, seed: HomeSeed, host_kubo: Path) -> None:
@@ -208,7 +210,8 @@ def test_two_homes_hole_punch(net: Internet, seed: HomeSeed, host_kubo: Path) ->
         assert rpc.bitswap_stat(c)["DataReceived"] >= 1_500_000  # over bitswap, from the only provider
     assert net.home("a").wan_stats()["tx"]["bytes"] >= 1_500_000  # out of home a's router, not a relay
     record("internet-hole-punch", {"t_provider_s": round(t_provider, 2), "t_data_s": round(t_data, 2),
-                                   "connections": conns, "wan_tx_a": net.home("a").wan_stats()["tx"]["bytes"]})
+                                   "connections": conns,
+                                   "wan_tx_a": net.home("a").wan_stats()["tx"]["bytes"]})
 
 
 def test_symmetric_nat_cannot_hole_punch(net: Internet, seed: HomeSeed, host_kubo: Path) -> None:
@@ -223,7 +226,7 @@ def test_symmetric_nat_cannot_hole_punch(net: Internet, seed: HomeSeed, host_kub
     time.sleep(15)  # DCUtR tries three times within a few seconds
     conns = [x for x in net.connections(node) if x["peer"] == seed.node.peer_id]
     assert conns and all(x["relayed"] for x in conns), conns
-    with node.client(timeout=20) as c, pytest.raises(Exception, match="deadline|timed out|timeout"):
+    with node.client(timeout=20) as c, pytest.raises(Exception, match=r"deadline|timed out|timeout"):
         rpc.cat(c, f"/ipfs/{seed.cid}/net.tcz", timeout=15)
 
 
@@ -251,7 +254,8 @@ def test_hook_boots_from_a_seed_in_another_home(net: Internet, seed: HomeSeed, h
     env = hook_env(machine.netns, tmp_path / "hook", host_kubo)
     boot = ",".join(net.bootstrap())
     result = run_hook(env, f"tce=ipfs:{seed.cid} ipfs.bootstrap={boot} ipfs.timeout={HOOK_TIMEOUT}")
-    assert result.final.startswith(f"loaded 2 extensions from ipfs:{seed.cid} in "), result.console + result.log
+    assert result.final.startswith(f"loaded 2 extensions from ipfs:{seed.cid} in "), \
+        result.console + result.log
     st = result.status
     assert st["net"] == "public" and st["route"] == "direct" and st["providers"] == seed.node.peer_id
     config = hook_config(env)

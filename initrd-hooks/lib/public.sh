@@ -22,7 +22,8 @@
 ROUTE_BOOT_MAX=20   # s: until a first bootstrap peer is connected
 ROUTE_FIND_MAX=30   # s: the DHT lookup for providers of the root (retried while the table fills)
 ROUTE_DIAL_MAX=20   # s: connecting to the providers found (directly or through their relays)
-ROUTE_DIRECT_MAX=20 # s: for hole punching to turn a relayed connection into a direct one
+ROUTE_SELF_MAX=10   # s: to learn our own public address (what peers observe; hole punching sends it)
+ROUTE_DIRECT_MAX=20 # s: for hole punching to turn a relayed connection into a direct one (2 rounds)
 ROUTE_PROVIDERS=4   # providers asked for, and dialled in parallel
 T_PROVIDER_CS=
 PROVIDERS=
@@ -121,6 +122,44 @@ is_private_ip4() {
     return 1
 }
 
+# route_dial DEADLINE_CS: connect to every provider in PROVIDERS at once (kubo finds the addresses,
+# relay ones included, in the provider records or by asking the DHT for the peer).
+route_dial() {
+    _rd_i=0
+    _rd_pids=
+    for _rd_p in $PROVIDERS; do
+        _rd_i=$((_rd_i + 1))
+        api_call "$1" "$ROUTE_DIAL_MAX" "$WORK/prov.$_rd_i.out" "swarm/connect?arg=/p2p/$_rd_p" &
+        _rd_pids="$_rd_pids $!"
+    done
+    # shellcheck disable=SC2086
+    wait $_rd_pids
+}
+
+# route_self_addr DEADLINE_CS: wait (at most ROUTE_SELF_MAX s) until kubo knows a public address of
+# its own -- an address enough peers have seen it at. Hole punching sends it to the other side; a node
+# that has none yet lets the attempt fail. Behind a symmetric NAT none ever comes: go on regardless.
+route_self_addr() {
+    tick
+    _rs_dl=$((NOW + ROUTE_SELF_MAX * 100))
+    [ "$_rs_dl" -le "$1" ] || _rs_dl=$1
+    while :; do
+        if api_call "$_rs_dl" 5 "$WORK/id.json" id; then
+            for _rs_a in $(tr ',[]' '   ' <"$WORK/id.json" | tr ' ' '\n' | sed -n 's|^"/ip4/\([0-9.]*\)/tcp/.*|\1|p'); do
+                if ! is_private_ip4 "$_rs_a"; then
+                    dbg "routing: our public address is $_rs_a"
+                    return 0
+                fi
+            done
+        fi
+        tick
+        [ "$NOW" -lt "$_rs_dl" ] || break
+        nap 0.5
+    done
+    dbg "routing: no public address of our own yet (symmetric NAT?)"
+    return 0
+}
+
 # route_bootstrap DEADLINE_CS: wait (at most ROUTE_BOOT_MAX s) until kubo is connected to a bootstrap
 # peer -- one of ipfs.bootstrap, or with kubo's defaults any peer on a public address. Status 1 with
 # KUBO_ERR "no route to bootstrap ...".
@@ -211,39 +250,43 @@ route_providers() {
     count_words $PROVIDERS
     _rp_n=$COUNT
     dbg "routing: $_rp_n provider(s) after $FMT s: $PROVIDERS"
-    # Connect to each (in parallel); kubo finds the addresses (relay ones included) in the records.
-    _rp_i=0
-    _rp_pids=
-    for _rp_p in $PROVIDERS; do
-        _rp_i=$((_rp_i + 1))
-        api_call "$1" "$ROUTE_DIAL_MAX" "$WORK/prov.$_rp_i.out" "swarm/connect?arg=/p2p/$_rp_p" &
-        # (a stream the daemon ends with a 500 leaves wget's message in prov.N.out.err)
-        _rp_pids="$_rp_pids $!"
-    done
-    # shellcheck disable=SC2086
-    wait $_rp_pids
+    route_self_addr "$1"
     tick
     _rp_dl=$((NOW + ROUTE_DIRECT_MAX * 100))
     [ "$_rp_dl" -le "$1" ] || _rp_dl=$1
     ROUTE=
-    while :; do
-        if api_call "$_rp_dl" 5 "$WORK/peers.json" swarm/peers; then
-            peers_of "$WORK/peers.json" >"$WORK/peers.txt"
-            while read -r _rp_p _rp_a; do
-                case " $PROVIDERS " in *" $_rp_p "*) ;; *) continue ;; esac
-                case $_rp_a in
-                    */p2p-circuit*) [ -n "$ROUTE" ] || ROUTE=relayed ;;
-                    *)
-                        ROUTE=direct
-                        dbg "routing: provider $_rp_p connected directly at $_rp_a"
-                        return 0
-                        ;;
-                esac
-            done <"$WORK/peers.txt"
-        fi
+    for _rp_round in 1 2; do
+        route_dial "$1"
+        # A direct connection comes up within seconds when hole punching works; give each round half.
         tick
-        [ "$NOW" -lt "$_rp_dl" ] || break
-        nap 0.5
+        _rp_until=$((NOW + ROUTE_DIRECT_MAX * 50))
+        { [ "$_rp_round" = 1 ] && [ "$_rp_until" -lt "$_rp_dl" ]; } || _rp_until=$_rp_dl
+        while :; do
+            if api_call "$_rp_until" 5 "$WORK/peers.json" swarm/peers; then
+                peers_of "$WORK/peers.json" >"$WORK/peers.txt"
+                while read -r _rp_p _rp_a; do
+                    case " $PROVIDERS " in *" $_rp_p "*) ;; *) continue ;; esac
+                    case $_rp_a in
+                        */p2p-circuit*) ROUTE=relayed ;;
+                        *)
+                            ROUTE=direct
+                            dbg "routing: provider $_rp_p connected directly at $_rp_a"
+                            return 0
+                            ;;
+                    esac
+                done <"$WORK/peers.txt"
+            fi
+            tick
+            [ "$NOW" -lt "$_rp_until" ] || break
+            nap 0.5
+        done
+        [ "$ROUTE" = relayed ] || break
+        # Only relayed: hole punching runs once per relayed connection. Drop it and dial again for a
+        # second round (the other side may have lacked our public address the first time).
+        dbg "routing: only relayed after round $_rp_round; dialling again"
+        for _rp_p in $PROVIDERS; do
+            api_call "$1" 5 "$WORK/disc.out" "swarm/disconnect?arg=/p2p/$_rp_p" 2>/dev/null
+        done
     done
     if [ "$ROUTE" = relayed ]; then
         KUBO_ERR="providers unreachable: $_rp_n found, reached only through a relay and hole punching did not get through (a relay carries no blocks)"

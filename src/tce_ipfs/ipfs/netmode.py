@@ -61,8 +61,9 @@ def resolve_mode(mode: str | None, *, peers: bool, swarm_key: bool) -> str:
     return "lan" if peers else "public"
 
 
-def public_config(bootstrap: Sequence[str] | None = None, *, role: Role = "client", dht_server: bool | None = None,
-                  relay_service: bool = False, port_mapping: bool | None = None,
+def public_config(bootstrap: Sequence[str] | None = None, *, role: Role = "client",
+                  dht_server: bool | None = None, relay_service: bool = False,
+                  port_mapping: bool | None = None,
                   memory: str | None = None) -> dict[str, Any]:
     """kubo config keys (dotted) that put a node on an open network, on top of ``isolation_config()``.
 

@@ -352,5 +352,6 @@ def find_providers(c: Any, cid: str, *, count: int = 1, timeout: float = 60.0) -
     for event in events or []:
         if event.get("Type") == EVENT_PROVIDER:
             for resp in event.get("Responses") or []:
-                found.setdefault(str(resp.get("ID")), {"ID": str(resp.get("ID")), "Addrs": resp.get("Addrs") or []})
+                peer = str(resp.get("ID"))
+                found.setdefault(peer, {"ID": peer, "Addrs": resp.get("Addrs") or []})
     return list(found.values())[:count]

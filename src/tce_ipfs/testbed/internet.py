@@ -431,8 +431,8 @@ class Internet(Managed):
         run_ip(switch.netns, "link", "set", port, "master", switch.bridge)
         run_ip(switch.netns, "link", "set", port, "up")
         for key in ("all", "default"):
-            proc.run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=1"],
-                     timeout=30)
+            proc.run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w",
+                      f"net.ipv6.conf.{key}.disable_ipv6=1"], timeout=30)
         run_ip(netns, "link", "set", "lo", "up")
         run_ip(netns, "addr", "add", f"{ip}/{switch.network.prefixlen}", "dev", "eth0")
         run_ip(netns, "link", "set", "eth0", "up")
@@ -463,8 +463,9 @@ class Internet(Managed):
         boot = [f"/ip4/{ip}/tcp/{SWARM_PORT}/p2p/{pid}" for ip, pid in zip(self.server_ips, ids, strict=True)]
         for i, (name, node) in enumerate(zip(names, nodes, strict=True)):
             others = [b for b in boot if not b.endswith(node.peer_id)]
-            node.wanted_config.update({**netmode.public_config(others, role="server", dht_server=i < DHT_SERVERS,
-                                                               relay_service=relays), **PUBLIC_NODE})
+            server = netmode.public_config(others, role="server", dht_server=i < DHT_SERVERS,
+                                           relay_service=relays)
+            node.wanted_config.update({**server, **PUBLIC_NODE})
             self.servers.append(self._start(self.core, name, node, timeout))
         self.relays_on = relays
         return self.servers
@@ -550,7 +551,8 @@ class Internet(Managed):
 
     def reset_strays(self) -> None:
         ns = self.core.netns
-        proc.run(["ip", "netns", "exec", ns, "nft", "reset", "counter", "ip", EDGE_TABLE, "stray"], timeout=30)
+        proc.run(["ip", "netns", "exec", ns, "nft", "reset", "counter", "ip", EDGE_TABLE, "stray"],
+                 timeout=30)
         proc.run(["ip", "netns", "exec", ns, "nft", "flush", "set", "ip", EDGE_TABLE, "strays"], timeout=30)
 
     def check_isolated(self) -> None:
@@ -630,7 +632,8 @@ def wait_reachable(node: SimNode, timeout: float = 120.0) -> dict[str, Any]:
     raise NodeError(f"{node.name} did not become reachable within {timeout:g} s (last: {seen.get('text')})")
 
 
-def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, timeout: float = 180.0) -> HomeSeed:
+def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, timeout: float = 180.0,
+                    env: Mapping[str, str] | None = None) -> HomeSeed:
     """A machine in ``home`` runs an open-network kubo (``netmode.public_config`` with the simulated
     bootstrap list), publishes ``repo_dir`` and, once it is reachable (a relay reservation), announces
     the root -- what ``tce-ipfs seed serve --net public`` does on a real machine."""
@@ -639,7 +642,7 @@ def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, tim
 
     machine = net.add_machine(home, f"{home}-seed")
     node = net.start_node(machine, f"{home}-seed", kubo, net.work_dir / f"{home}-seed",
-                          config=netmode.public_config(net.bootstrap()))
+                          config=netmode.public_config(net.bootstrap()), env=env)
     started = time.monotonic()
     with node.client(timeout=300) as c:
         cid = publish(repo_dir, c, progress=False).root_cid
