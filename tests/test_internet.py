@@ -145,8 +145,11 @@ def test_nat_kinds(tmp_path: Path) -> None:
     with Internet(tmp_path / "net", homes={"a": "cone", "b": "symmetric"}) as net:
         for name, ip in (("p1", net.server_ips[0]), ("p2", net.server_ips[1])):
             net.attach_public(name, ip)
-        net.add_machine("a", "a1")
+        a1 = net.add_machine("a", "a1")
+        net.add_machine("a", "a2")
         net.add_machine("b", "b1")
+        # Inside a home, machines talk directly (the router's filter never drops LAN to LAN).
+        assert _seen_from(net, "a1", "a2", port=4002) == f"{a1.ip}:4002"
         cone = [_seen_from(net, "a1", p, port=4001) for p in ("p1", "p2")]
         assert cone == [f"{net.home('a').wan_ip}:4001"] * 2
         sym = [_seen_from(net, "b1", p, port=4001) for p in ("p1", "p2")]

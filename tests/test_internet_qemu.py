@@ -18,6 +18,7 @@ The simulated internet lives inside each test's ``with`` block: torn down whatev
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -46,6 +47,9 @@ HOOK_TIMEOUT = 300  # ipfs.timeout= for a boot that should work
 FAIL_TIMEOUT = 120  # ipfs.timeout= for the boot that cannot work: it must give up within it
 MEMORY = 512  # MiB, as the LAN end-to-end test
 DONE_PORT = 7777  # the serving guest waits for "done" here before its final report
+# TCE_IPFS_TEST_GOLOG=error,p2p-holepunch=debug: kubo's log levels for the home seed (its daemon.log)
+_GOLOG = os.environ.get("TCE_IPFS_TEST_GOLOG")
+DEBUG_ENV = {"GOLOG_LOG_LEVEL": _GOLOG} if _GOLOG else None
 
 
 # ------------------------------------------------------------------------------------- guest side
@@ -58,7 +62,12 @@ def guest_script(closure: list[str]) -> str:
 # Test check (not part of the product).
 S={SENTINEL}
 export IPFS_PATH=/tmp/tce-ipfs/repo
-fail() {{ echo "$S: FAIL $*"; poweroff -f; }}
+fail() {{
+    tail -n 40 /var/log/tce-ipfs.log | sed 's/^/NET-LOG /'
+    tail -n 20 /tmp/tce-ipfs/kubo.log 2>/dev/null | sed 's/^/NET-KUBO /'
+    echo "$S: FAIL $*"
+    poweroff -f
+}}
 for name in {names}; do
     grep -q " /tmp/tcloop/$name " /proc/mounts || fail "not mounted: $name"
     [ -e "/usr/local/tce.installed/$name" ] || fail "no marker: $name"
@@ -185,10 +194,12 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
                                                                  tmp_path: Path) -> None:
     check = e2e.check_initrd(work, guest_script(repo.closure), "check-net.gz")
     big = (repo.path / "bigdata.tcz").read_bytes()
-    with Internet(tmp_path / "net", homes={"a": "cone", "b": "cone", "c": "cone"}) as net, \
-            ThreadPoolExecutor(2) as pool:
+    # The pool outlives the internet: on a failure the internet's teardown kills the guests, and only
+    # then does the pool wait for their threads.
+    with ThreadPoolExecutor(2) as pool, \
+            Internet(tmp_path / "net", homes={"a": "cone", "b": "cone", "c": "cone"}) as net:
         servers = [net.machine(s.name) for s in net.start_servers(host_kubo)]
-        seed = start_home_seed(net, "a", host_kubo, repo.path)
+        seed = start_home_seed(net, "a", host_kubo, repo.path, env=DEBUG_ENV)
         boot = ",".join(net.bootstrap())
         via_public0, a_tx0 = port_bytes(net, servers), net.home("a").wan_stats()["tx"]["bytes"]
 

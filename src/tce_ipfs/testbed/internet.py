@@ -219,7 +219,9 @@ def _nft(netns: str, ruleset: str, *, replace: str | None = None) -> None:
 
 
 def _nat_rules(lan_if: str, nat: Nat) -> str:
-    """The home router: masquerade the LAN behind ``wan``; from the WAN only replies get in."""
+    """The home router: masquerade the LAN behind ``wan``; from the WAN only replies get in. Within
+    the LAN everything passes (the home's switch: bridged frames reach this chain too when the host
+    has ``br_netfilter`` loaded, ``net.bridge.bridge-nf-call-iptables=1``)."""
     random = " fully-random" if nat == "symmetric" else ""
     return f"""
 table ip {NAT_TABLE} {{
@@ -231,6 +233,7 @@ table ip {NAT_TABLE} {{
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
         iifname "{lan_if}" oifname "wan" accept
+        iifname "{lan_if}" oifname "{lan_if}" accept
         counter
     }}
     chain input {{
