@@ -11,6 +11,7 @@
 # source. Each source has its own deadline (P_DEADLINE leaves a third of the time to the mirror).
 
 MAX_EXT=1000
+MAX_SHOWN=5 # problems shown one console line each; the rest are counted (all are in the log)
 MAX_LIST_BYTES=1048576
 MAX_DEP_BYTES=65536
 MAX_MD5_BYTES=4096
@@ -32,6 +33,11 @@ LIST_CS=
 FAILED=" "
 FAIL_COUNT=0
 FIRST_FAIL=
+SHOWN=0
+HIDDEN=0
+LOOPS=0
+GOT_OK=" "       # names fetched and placed (or ipfs.tcz, mounted from the initrd)
+CLOSURE_STOP=    # why the closure walk stopped early, if it did
 PLACED=
 PLACED_COUNT=0
 DOWNLOADED=" "
@@ -93,20 +99,33 @@ up_sources() {
     [ "$M_UP" = 1 ] && SOURCES="$SOURCES M"
 }
 
-# fail_ext NAME REASON: record (once) that NAME will not be loaded, with one console line.
+# problem TEXT: an error line on the console for the first MAX_SHOWN problems; after that only the
+# log gets it and HIDDEN counts it (finish prints the count): a flood of bad input must not become
+# minutes of serial console.
+problem() {
+    if [ "$SHOWN" -lt "$MAX_SHOWN" ]; then
+        SHOWN=$((SHOWN + 1))
+        err "$1"
+    else
+        HIDDEN=$((HIDDEN + 1))
+        log "error: $1"
+    fi
+}
+
+# fail_ext NAME REASON: record (once) that NAME will not be loaded (see problem).
 fail_ext() {
     case $FAILED in *" $1 "*) return 0 ;; esac
     FAILED="$FAILED$1 "
     FAIL_COUNT=$((FAIL_COUNT + 1))
     [ -n "$FIRST_FAIL" ] || FIRST_FAIL="$1: $2"
-    err "$1: $2"
+    problem "$1: $2"
 }
 
-# fail_line TEXT: a failure that is not one extension's (a bad list line): always its own line.
+# fail_line TEXT: a failure that is not one extension's (a bad list line), see problem.
 fail_line() {
     FAIL_COUNT=$((FAIL_COUNT + 1))
     [ -n "$FIRST_FAIL" ] || FIRST_FAIL=$1
-    err "$1"
+    problem "$1"
 }
 
 is_failed() {
@@ -142,17 +161,29 @@ fetch_list() {
     return 1
 }
 
-# read_names FILE WHAT [report]: run names.awk. NAMES = the good names, NAMES_BAD = the first
-# problem. With "report", every bad line is a failure of its own (one console line each).
+# read_names FILE WHAT [report]: run names.awk (NUL bytes made \001 first: busybox awk would end a
+# line there, shifting every line number after it). NAMES = the good names, NAMES_BAD = the first
+# problem. With "report", every bad line is a failure of its own (see problem; names.awk itself
+# prints only the first few and counts the rest).
 read_names() {
     NAMES=
     NAMES_BAD=
-    awk -v kernel="$KREL" -v max="$MAX_EXT" -f "$HOOK_LIB/names.awk" "$1" >"$WORK/names.out" 2>/dev/null
+    tr '\000' '\001' <"$1" 2>/dev/null |
+        awk -v kernel="$KREL" -v max="$MAX_EXT" -v maxbad="$MAX_SHOWN" -f "$HOOK_LIB/names.awk" \
+            >"$WORK/names.out" 2>/dev/null
     while read -r _n_kind _n_a _n_rest; do
         case $_n_kind in
             ok) NAMES="$NAMES $_n_a"; continue ;;
             bad) _n_msg="line $_n_a: $_n_rest" ;;
             toomany) _n_msg="more than $_n_a entries; the rest is ignored" ;;
+            morebad)
+                if [ "${3:-}" = report ]; then
+                    FAIL_COUNT=$((FAIL_COUNT + _n_a))
+                    HIDDEN=$((HIDDEN + _n_a))
+                    log "error: $2: $_n_a more bad lines"
+                fi
+                continue
+                ;;
             *) continue ;;
         esac
         [ -n "$NAMES_BAD" ] || NAMES_BAD=$_n_msg
@@ -166,7 +197,8 @@ resolve_closure() {
     read_names "$WORK/list" "$LST" report
     ROOTS=${NAMES# }
     mkdir -p "$WORK/dep"
-    : >"$WORK/edges"
+    printf '' >"$WORK/edges"
+    [ "$KUBO_MOUNTED" = 1 ] && GOT_OK="${GOT_OK}ipfs.tcz "
     _c_queue=$ROOTS
     _c_seen=" "
     _c_n=0
@@ -180,10 +212,18 @@ resolve_closure() {
         _c_seen="$_c_seen$_c_name "
         _c_n=$((_c_n + 1))
         if [ "$_c_n" -gt "$MAX_EXT" ]; then
-            fail_line "the dependency closure has more than $MAX_EXT extensions; stopped there"
+            CLOSURE_STOP="the closure has more than $MAX_EXT extensions"
+            fail_line "$CLOSURE_STOP; stopped there"
             break
         fi
-        : >"$WORK/dep/$_c_name"
+        # shellcheck disable=SC2153 # DEADLINE is set by main.sh
+        secs_left "$DEADLINE"
+        if [ "$LEFT" -le 0 ]; then
+            CLOSURE_STOP="no time left"
+            fail_line "no time left after $((_c_n - 1)) extensions of the closure; stopped there"
+            break
+        fi
+        printf '' >"$WORK/dep/$_c_name"
         if [ "$_c_name" = ipfs.tcz ] && [ "$KUBO_MOUNTED" = 1 ]; then
             dbg "ipfs.tcz: using the one from the initrd (already mounted)"
             continue
@@ -223,6 +263,7 @@ resolve_closure() {
         esac
         # Fetch it now, not after the whole closure is known: the first .tcz bytes flow early.
         if get_ext "$_c_name"; then
+            GOT_OK="$GOT_OK$_c_name "
             [ "$GOT_NEW" = 1 ] && DOWNLOADED="$DOWNLOADED$_c_name "
         else
             fail_ext "$_c_name" "$EXT_ERR"
@@ -233,10 +274,18 @@ resolve_closure() {
     while read -r _c_kind _c_name; do
         case $_c_kind in
             ok) ORDER="$ORDER $_c_name" ;;
-            cycle) warn "dependency loop through $_c_name: loading it once" ;;
+            cycle)
+                LOOPS=$((LOOPS + 1))
+                if [ "$LOOPS" -le 3 ]; then
+                    warn "dependency loop through $_c_name: loading it once"
+                else
+                    log "dependency loop through $_c_name: loading it once"
+                fi
+                ;;
         esac
     done <"$WORK/order.out"
     ORDER=${ORDER# }
+    [ "$LOOPS" -le 3 ] || warn "$((LOOPS - 3)) more dependency loops (see the log)"
     dbg "closure: $ORDER"
 }
 
@@ -315,19 +364,30 @@ get_ext() {
 # (tce-load reads the .dep at boot: it must hold plain names only, which ours does).
 place_sidecars() {
     printf '%s  %s\n' "$MD5_WANT" "$1" | write_atomic "$OPT/$1.md5.txt"
-    if [ -s "$WORK/dep/$1" ]; then
-        write_atomic "$OPT/$1.dep" <"$WORK/dep/$1"
+    if [ "$LOADER" = tce-bootload ] && [ "$KUBO_MOUNTED" = 1 ]; then
+        # tce-bootload adds what a .dep names to its list: ipfs.tcz (loaded by us, see loader.sh)
+        # would be mounted and set up a second time.
+        grep -vxF ipfs.tcz "$WORK/dep/$1" 2>/dev/null | write_atomic "$OPT/$1.dep"
     else
-        rm -f "$OPT/$1.dep"
+        write_atomic "$OPT/$1.dep" <"$WORK/dep/$1"
     fi
+    [ -s "$OPT/$1.dep" ] || rm -f "$OPT/$1.dep"
 }
 
-# settle: walk ORDER (deps first): an extension whose dependency failed fails too (a file we just
-# downloaded for it is removed again); the rest is PLACED, in load order.
+# settle: walk ORDER (deps first): a name that was never fetched (the walk stopped early) is not
+# listed, and an extension whose dependency failed fails too (a file we just downloaded for it is
+# removed again); the rest is PLACED, in load order. No waiting here: at most MAX_EXT + a few names.
 settle() {
     for _a_name in $ORDER; do
         is_failed "$_a_name" && continue
         [ "$_a_name" = ipfs.tcz ] && [ "$KUBO_MOUNTED" = 1 ] && continue
+        case $GOT_OK in
+            *" $_a_name "*) ;;
+            *)
+                fail_ext "$_a_name" "not fetched: ${CLOSURE_STOP:-the closure walk stopped}"
+                continue
+                ;;
+        esac
         _a_missing=
         while read -r _a_d; do
             if is_failed "$_a_d"; then
@@ -348,12 +408,12 @@ settle() {
     PLACED=${PLACED# }
 }
 
-# write_list: append ipfs.tcz (when we mounted it) and the placed names to $BUILTIN/<lst>,
+# write_list: append ipfs.tcz (when we mounted it and tce-load will link it) and the placed names to $BUILTIN/<lst>,
 # keeping what is already there and never listing a name twice.
 write_list() {
     _w_list=$BUILTIN/$LST
     _w_names=$PLACED
-    [ "$KUBO_MOUNTED" = 1 ] && _w_names="ipfs.tcz $_w_names"
+    loader_lists_kubo && _w_names="ipfs.tcz $_w_names"
     [ -n "${_w_names# }" ] || return 0
     mkdir -p "$BUILTIN"
     {

@@ -12,7 +12,9 @@
 #   lowpower  no DHT/AutoNAT/relay services; connection manager 20..40 connections
 #   Routing.Type none   (dhtclient for ipns:, so the name can be asked of the dialled peers)
 #   Addresses.Swarm     /ip4/0.0.0.0/tcp/<ipfs.port>: LAN peers can fetch from us afterwards
-#   Discovery.MDNS      on only when no ipfs.peers= is given (then LAN discovery is the only way)
+#   Discovery.MDNS      on unless ipfs.mdns=0: machines booting on one LAN find each other (also
+#                       next to ipfs.peers=, which only names the seed) and trade blocks; multicast
+#                       stays on the machine's own link. In a private swarm only same-key peers connect.
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
 # ipfs.net=public (and ipfs.seed=0) change more keys: lib/public.sh.
 # Environment: IPFS_TELEMETRY=off, GOMEMLIMIT (soft heap cap for a small machine).
@@ -103,7 +105,7 @@ kubo_prepare() {
     export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT
     rm -rf "$IPFS_PATH"
     _k_log=$WORK/kubo-init.log
-    : >"$_k_log"
+    printf '' >"$_k_log"
     if ! ipfsc "$1" 60 init --empty-repo --profile=test,lowpower >>"$_k_log" 2>&1; then
         last_line "$_k_log"
         KUBO_ERR="ipfs init failed: ${LAST:-no output}"
@@ -115,8 +117,8 @@ kubo_prepare() {
         _k_routing=autoclient
         [ -n "$BOOTSTRAP" ] && _k_routing=dhtclient
     fi
-    _k_mdns=false
-    [ -z "$PEERS" ] && _k_mdns=true
+    _k_mdns=true
+    [ "$MDNS" = 0 ] && _k_mdns=false
     _k_swarm=/ip4/0.0.0.0/tcp/$PORT
     peering_json
     # Fast path: one awk pass over the JSON kubo just wrote, then check every key was found.

@@ -112,12 +112,14 @@ def build(out: Path, kernels: Iterable[str], *, work: Path | None = None) -> Sam
     return SampleRepo(path=out, onboot=list(ONBOOT), closure=closure, sizes=sizes)
 
 
-def check_script(repo: SampleRepo, *, sentinel: str = "TCE-IPFS-SENTINEL") -> str:
-    """/opt/bootsync.sh for a guest: prints ``<sentinel>: OK ...`` only if the whole closure loaded.
+def check_script(repo: SampleRepo, *, sentinel: str = "TCE-IPFS-SENTINEL", closure: list[str] | None = None,
+                 extra: str = "") -> str:
+    """/opt/bootsync.sh for a guest: prints ``<sentinel>: OK ...`` only if the whole closure loaded
+    (``closure``: when the boot loads more than the sample repo) and the ``extra`` sh lines pass.
 
     It also reports kubo's peak RSS (VmHWM) and the hook's status file so the host can measure.
     """
-    names = " ".join(n[: -len(".tcz")] for n in repo.closure)
+    names = " ".join(n[: -len(".tcz")] for n in (closure or repo.closure))
     return f"""#!/bin/sh
 # Test check (not part of the product): runs as TC's /opt/bootsync.sh, after tce-setup.
 fail() {{ echo "{sentinel}: FAIL $*"; poweroff -f; }}
@@ -128,9 +130,9 @@ done
 [ "$(hello)" = "hello from ipfs" ] || fail "hello did not run: $(hello 2>&1)"
 [ "$(greeter)" = "greeter installed" ] || fail "greeter install script did not run"
 [ -s /usr/local/share/bigdata/blob ] || fail "bigdata missing"
-pid=$(pidof ipfs | cut -d' ' -f1)
+{extra}pid=$(pidof ipfs | cut -d' ' -f1)
 rss=$( [ -n "$pid" ] && awk '/VmHWM/ {{print $2}}' "/proc/$pid/status")
 status=$(tr '\\n' ' ' < /tmp/tce-ipfs/status 2>/dev/null)
-echo "{sentinel}: OK loaded={len(repo.closure)} kubo_hwm_kb=${{rss:-none}} $status"
+echo "{sentinel}: OK loaded={len(closure or repo.closure)} kubo_hwm_kb=${{rss:-none}} $status"
 poweroff -f
 """
