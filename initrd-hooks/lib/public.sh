@@ -23,7 +23,7 @@ ROUTE_BOOT_MAX=20   # s: until a first bootstrap peer is connected
 ROUTE_FIND_MAX=30   # s: the DHT lookup for providers of the root (retried while the table fills)
 ROUTE_DIAL_MAX=20   # s: connecting to the providers found (directly or through their relays)
 ROUTE_SELF_MAX=10   # s: to learn our own public address (what peers observe; hole punching sends it)
-ROUTE_DIRECT_MAX=20 # s: for hole punching to turn a relayed connection into a direct one (2 rounds)
+ROUTE_DIRECT_MAX=30 # s: from the first relayed connection, for hole punching to make it direct (2 rounds)
 ROUTE_PROVIDERS=4   # providers asked for, and dialled in parallel
 T_PROVIDER_CS=
 PROVIDERS=
@@ -251,23 +251,33 @@ route_providers() {
     _rp_n=$COUNT
     dbg "routing: $_rp_n provider(s) after $FMT s: $PROVIDERS"
     route_self_addr "$1"
-    tick
-    _rp_dl=$((NOW + ROUTE_DIRECT_MAX * 100))
-    [ "$_rp_dl" -le "$1" ] || _rp_dl=$1
     ROUTE=
+    _rp_circ=
     for _rp_round in 1 2; do
         route_dial "$1"
-        # A direct connection comes up within seconds when hole punching works; give each round half.
+        # The other side first tries to dial us directly (libp2p gives that 5 s), then hole-punches
+        # in well under a second. Round 1: two thirds of ROUTE_DIRECT_MAX from the relayed connection;
+        # round 2 (redialled) the rest.
         tick
-        _rp_until=$((NOW + ROUTE_DIRECT_MAX * 50))
-        { [ "$_rp_round" = 1 ] && [ "$_rp_until" -lt "$_rp_dl" ]; } || _rp_until=$_rp_dl
+        if [ "$_rp_round" = 1 ]; then
+            _rp_dl=$((NOW + ROUTE_DIRECT_MAX * 100))
+            [ "$_rp_dl" -le "$1" ] || _rp_dl=$1
+            _rp_until=$((NOW + ROUTE_DIRECT_MAX * 200 / 3))
+            [ "$_rp_until" -le "$_rp_dl" ] || _rp_until=$_rp_dl
+        else
+            _rp_until=$_rp_dl
+        fi
         while :; do
             if api_call "$_rp_until" 5 "$WORK/peers.json" swarm/peers; then
                 peers_of "$WORK/peers.json" >"$WORK/peers.txt"
+                _rp_circ= # the relayed connections of the latest answer
                 while read -r _rp_p _rp_a; do
                     case " $PROVIDERS " in *" $_rp_p "*) ;; *) continue ;; esac
                     case $_rp_a in
-                        */p2p-circuit*) ROUTE=relayed ;;
+                        */p2p-circuit*)
+                            ROUTE=relayed
+                            _rp_circ="$_rp_circ $_rp_a/p2p/$_rp_p"
+                            ;;
                         *)
                             ROUTE=direct
                             dbg "routing: provider $_rp_p connected directly at $_rp_a"
@@ -281,11 +291,13 @@ route_providers() {
             nap 0.5
         done
         [ "$ROUTE" = relayed ] || break
-        # Only relayed: hole punching runs once per relayed connection. Drop it and dial again for a
-        # second round (the other side may have lacked our public address the first time).
-        dbg "routing: only relayed after round $_rp_round; dialling again"
-        for _rp_p in $PROVIDERS; do
-            api_call "$1" 5 "$WORK/disc.out" "swarm/disconnect?arg=/p2p/$_rp_p" 2>/dev/null
+        [ "$_rp_round" = 1 ] || break
+        # Only relayed: hole punching runs once per relayed connection. Close those (only those: a
+        # direct one may just be coming up) and dial again for a second round (the other side may
+        # have lacked our public address the first time).
+        dbg "routing: only relayed after round 1; dialling again"
+        for _rp_ma in $_rp_circ; do
+            api_call "$1" 5 "$WORK/disc.out" "swarm/disconnect?arg=$_rp_ma" 2>/dev/null
         done
     done
     if [ "$ROUTE" = relayed ]; then
