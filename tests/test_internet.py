@@ -145,11 +145,8 @@ def test_nat_kinds(tmp_path: Path) -> None:
     with Internet(tmp_path / "net", homes={"a": "cone", "b": "symmetric"}) as net:
         for name, ip in (("p1", net.server_ips[0]), ("p2", net.server_ips[1])):
             net.attach_public(name, ip)
-        a1 = net.add_machine("a", "a1")
-        net.add_machine("a", "a2")
+        net.add_machine("a", "a1")
         net.add_machine("b", "b1")
-        # Inside a home, machines talk directly (the router's filter never drops LAN to LAN).
-        assert _seen_from(net, "a1", "a2", port=4002) == f"{a1.ip}:4002"
         cone = [_seen_from(net, "a1", p, port=4001) for p in ("p1", "p2")]
         assert cone == [f"{net.home('a').wan_ip}:4001"] * 2
         sym = [_seen_from(net, "b1", p, port=4001) for p in ("p1", "p2")]
@@ -179,7 +176,8 @@ def net(tmp_path_factory: pytest.TempPathFactory, host_kubo: Path) -> Iterator[I
 @pytest.fixture(scope="module")
 def seed(net: Internet, host_kubo: Path, tmp_path_factory: pytest.TempPathFactory) -> HomeSeed:
     repo = make_repo(tmp_path_factory.mktemp("net-repo"))
-    return start_home_seed(net, "a", host_kubo, repo.path)
+    golog = os.environ.get("TCE_IPFS_TEST_GOLOG")  # e.g. error,p2p-holepunch=debug (the seed's daemon.log)
+    return start_home_seed(net, "a", host_kubo, repo.path, env={"GOLOG_LOG_LEVEL": golog} if golog else None)
 
 
 def test_seed_at_home_is_reachable_through_a_relay(net: Internet, seed: HomeSeed) -> None:
