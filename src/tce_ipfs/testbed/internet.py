@@ -222,10 +222,9 @@ def _nat_rules(lan_if: str, nat: Nat) -> str:
     """The home router: masquerade the LAN behind ``wan``; from the WAN only replies get in.
 
     Known limit: where the host has ``br_netfilter`` loaded (``bridge-nf-call-iptables=1``), frames
-    between two machines of one home LAN also meet this filter and are dropped: a home holds one
-    machine that talks to the others. (Accepting them, or turning bridge-nf off in the router's
-    namespace, made TCP hole punching through this NAT fail every time in tests/test_internet.py;
-    why is not understood yet.)"""
+    between two machines of one home LAN also meet this filter and are dropped, so machines of one
+    home do not talk to each other. (An accept rule for LAN to LAN was tried; it was taken out again
+    while a hole-punching flake was being chased, which turned out not to depend on it.)"""
     random = " fully-random" if nat == "symmetric" else ""
     return f"""
 table ip {NAT_TABLE} {{
