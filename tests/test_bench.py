@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tce_ipfs.testbed import bench, lab, lan
-from tce_ipfs.testbed.bench import scenarios
+from tce_ipfs.testbed.bench import boot, scenarios
 
 
 @pytest.mark.kubo
@@ -92,7 +92,8 @@ def test_bench_fetch_link(host_kubo: Path, tmp_path: Path, monkeypatch: pytest.M
 def test_cli_knows_every_scenario() -> None:
     from tce_ipfs.commands import bench as command
 
-    assert command.SCENARIOS == bench.SCENARIOS
+    assert command.HOST_SCENARIOS == bench.SCENARIOS
+    assert (*bench.SCENARIOS, boot.SCENARIO) == command.SCENARIOS
     with pytest.raises(ValueError, match="unknown scenarios"):
         bench.run(Path("/nonexistent/ipfs"), bench.BenchConfig(out=Path("/nonexistent")), ("fetch",))
 

@@ -17,6 +17,7 @@ import pytest
 
 from hookfakes.harness import CID, CID_V1, KREL, PEER, PEER_ID, SHELLS, HookEnv, Repo, Result, md5
 from tce_ipfs import settings
+from test_hook_parse import awk
 
 FINAL_OK = re.compile(r"^loaded (\d+) extensions from (\S+.*) in (\d+\.\d) s$")
 MIRROR = "http://10.0.2.100:8080/tcz"
@@ -123,21 +124,38 @@ def test_happy_path(env: HookEnv) -> None:
         f"mount -t squashfs -o loop,ro {env.root}/tmp/builtin/optional/ipfs.tcz {env.root}/tmp/tcloop/ipfs"
         in result.calls
     )
-    assert "ipfs init --empty-repo --profile=test,lowpower" in result.calls
+    # one kubo start: the daemon makes the repo (test,lowpower + the hook's keys), no `ipfs init`
+    kubo_calls = [c for c in result.calls if c.startswith("ipfs ")]
+    assert kubo_calls[0] == (f"ipfs daemon --init --init-profile=test,lowpower "
+                             f"--init-config={env.root}/tmp/tce-ipfs/kubo-init.json"), kubo_calls
+    assert not [c for c in kubo_calls if c.startswith("ipfs init")]
     config = kubo_config(env)
     assert config["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4001"]
     # mDNS stays on next to ipfs.peers: the other machines booting on the LAN are found that way
     assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is True
     assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
     assert config["Bootstrap"] == [] and config["AutoConf"]["Enabled"] is False
+    assert config["Swarm"]["Transports"]["Security"] == {"TLS": False}  # Noise only: cheaper, still secure
     assert not (env.state / "config.log").exists()  # edited in place: no `ipfs config` runs
     assert f"wget http://127.0.0.1:45001/api/v0/swarm/connect?arg={PEER}" in result.calls
     daemon_env = (env.state / "daemon.env").read_text()
-    assert "IPFS_TELEMETRY=off" in daemon_env and "GOMEMLIMIT=100MiB" in daemon_env
+    assert "IPFS_TELEMETRY=off" in daemon_env and "GOMEMLIMIT=100MiB" in daemon_env  # no meminfo
+    assert "GOGC=off" in daemon_env
     assert "LIBP2P_FORCE_PNET=\n" in daemon_env
     assert (env.state / "daemon.running").exists() and st["kubo_pid"]
     # everything went to the log too
     assert "loaded 8 extensions" in result.log
+
+
+@pytest.mark.parametrize(("mem_kib", "limit"), [(262144, "64MiB"), (131072, "48MiB"), (4194304, "100MiB")])
+def test_go_heap_cap_follows_the_ram(env: HookEnv, mem_kib: int, limit: str) -> None:
+    """GOGC=off with GOMEMLIMIT a quarter of the RAM, 48..100 MiB: the GC runs only near the cap."""
+    sample_repo(ipfs_ready(env))
+    (env.root / "proc/meminfo").write_text(f"MemTotal:       {mem_kib} kB\nMemFree:  1000 kB\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    daemon_env = (env.state / "daemon.env").read_text()
+    assert f"GOMEMLIMIT={limit}\n" in daemon_env and "GOGC=off\n" in daemon_env
 
 
 def test_console_lines_stand_alone(env: HookEnv) -> None:
@@ -566,6 +584,68 @@ def test_one_of_two_peers_is_enough(env: HookEnv) -> None:
     assert FINAL_OK.match(result.final) and result.status["peers_connected"] == "1"
 
 
+LAB_PEER = f"/ip4/10.0.2.101/tcp/4001/p2p/{PEER_ID}"  # a second machine to trade blocks with
+
+
+def test_blocks_of_a_big_file_are_fetched_in_this_machines_order(env: HookEnv) -> None:
+    """With someone to trade with (here: two peers named), a file of several blocks: its block list
+    from one `ls` per level, every block asked for once, in the order lib/order.awk gives this
+    machine's peer ID (not the file's own order), all before the file is read from kubo into
+    optional/."""
+    sample_repo(ipfs_ready(env))
+    env.peers_ok(PEER, LAB_PEER)
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER},{LAB_PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    blocks = (env.state / "blocks.log").read_text().split()
+    in_file_order = [f"bafkfakebigdatatczx{i}" for i in range(13)]  # 200 000 bytes, 16 KiB blocks
+    assert sorted(blocks) == sorted(in_file_order)
+    # FETCH_BLOCK_JOBS requests at once, each walking its share of this machine's order
+    mine = awk("order.awk", "".join(f"{b}\n" for b in in_file_order), key=f"{FAKE_PEER_ID}/bigdata.tcz")
+    assert mine != in_file_order
+    shares = [mine[w::4] for w in range(4)]
+    for share in shares:
+        assert [b for b in blocks if b in share] == share
+    calls = result.calls
+    last_refs = max(i for i, c in enumerate(calls) if "/api/v0/refs?" in c)
+    read = calls.index(f"wget {GATEWAY_URL}ipfs/{CID}/bigdata.tcz")
+    assert last_refs < read
+    # one ls per level of the closure (two here), for every name of that level at once
+    assert len([c for c in calls if "/api/v0/ls?" in c]) == 2
+    want = (env.http / f"ipfs/{CID}/bigdata.tcz").read_bytes()
+    assert (env.optional() / "bigdata.tcz").read_bytes() == want
+
+
+def test_block_lists_or_block_requests_failing_only_cost_the_order(env: HookEnv) -> None:
+    sample_repo(ipfs_ready(env))
+    env.peers_ok(PEER, LAB_PEER)
+    env.knob("refs_fail", "")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER},{LAB_PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    assert result.status["loaded"] == str(len(CLOSURE))
+    assert (env.state / "blocks.log").exists() is False  # every refs call failed
+
+
+@pytest.mark.parametrize("mdns", ["", " ipfs.mdns=0"])
+def test_no_block_order_when_only_the_seed_can_have_blocks(env: HookEnv, mdns: str) -> None:
+    """One peer named and nobody else found by LAN discovery (or none): nobody to trade with, so no
+    block lists and no block requests (they would only cost time); files are read in order."""
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}{mdns}")
+    assert FINAL_OK.match(result.final), result.console
+    assert not [c for c in result.calls if "/api/v0/ls?" in c or "/api/v0/refs?" in c]
+    asked = [c for c in result.calls if "/api/v0/swarm/peers" in c]
+    assert len(asked) == (0 if mdns else 1)  # asked once, and only with LAN discovery on
+
+
+def test_block_order_when_lan_discovery_found_another_machine(env: HookEnv) -> None:
+    """One peer named, and mDNS found another booting machine: blocks in this machine's order."""
+    sample_repo(ipfs_ready(env))
+    env.knob("lan_peers", "12D3KooWLanLanLanLanLanLanLanLanLanLanLanLanLanLanLan\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    assert [c for c in result.calls if "/api/v0/ls?" in c] and (env.state / "blocks.log").exists()
+
+
 def test_timeout_when_no_peer_has_the_cid(env: HookEnv) -> None:
     env.peers_ok(PEER)  # connected, but nobody has this CID: the gateway just waits
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=3")
@@ -577,15 +657,19 @@ def test_timeout_when_no_peer_has_the_cid(env: HookEnv) -> None:
 def test_gateway_error_stops_asking(env: HookEnv) -> None:
     repo = ipfs_ready(env)
     sample_repo(repo)
-    env.knob("wget_500", "pong.tcz.md5.txt\n")  # the last file fetched (breadth-first)
+    env.knob("wget_500", "hello.tcz.dep\n")  # fetched first, next to the other .dep files of its level
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
     assert "not asking this source again" in result.log
     assert "500 Internal Server Error" in result.console
-    # after the failure no further request went to the gateway
+    # after the failure no new request went to the gateway: at most the level's other .dep and
+    # .md5.txt files, asked for in parallel with it, were still under way
     wgets = [c for c in result.calls if c.startswith(f"wget {GATEWAY_URL}")]
-    assert wgets[-1].endswith("pong.tcz.md5.txt")
-    assert "error: ping.tcz: not loaded: its dependency pong.tcz failed" in result.console
-    assert result.status["result"] == "partial"
+    failed_at = next(i for i, c in enumerate(wgets) if c.endswith("/hello.tcz.dep"))
+    later = {c.rsplit("/", 1)[1] for c in wgets[failed_at + 1:]}
+    level = ("hello.tcz", "greeter.tcz", "ping.tcz", "bigdata.tcz")
+    assert later <= {f"{n}{x}" for n in level for x in (".dep", ".md5.txt")} - {"hello.tcz.dep"}, later
+    assert "error: hello.tcz: cannot fetch hello.tcz.dep: " in result.console
+    assert result.status["result"] == "failed" and result.status["loaded"] == "0"
 
 
 @pytest.mark.parametrize(
@@ -630,8 +714,8 @@ def test_network_no_lease(env: HookEnv) -> None:
     env.knob("dhcp_fail")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=2")
     assert result.final == "FAILED: network: no DHCP lease on eth0 within 2 s"
-    # kubo's repo is prepared while DHCP runs, but the daemon never starts without a network
-    assert "ipfs daemon" not in result.calls
+    # kubo's settings are prepared while DHCP runs, but kubo never starts without a network
+    assert not [c for c in result.calls if c.startswith("ipfs ")]
 
 
 def test_network_no_interface(env: HookEnv) -> None:
@@ -647,7 +731,7 @@ def test_network_slow_lease_and_two_nics(env: HookEnv) -> None:
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
     assert FINAL_OK.match(result.final)
     started = [c.split(" -i ")[1].split()[0] for c in result.calls if c.startswith("udhcpc ")]
-    assert started == ["eth0", "eth1"]  # once each, never wlan0
+    assert sorted(started) == ["eth0", "eth1"]  # once each (in the background: any order), never wlan0
 
 
 def test_without_ip_applet_uses_ifconfig(env: HookEnv) -> None:
@@ -825,6 +909,24 @@ def test_seed_pins_every_placed_file(env: HookEnv) -> None:
     assert (env.state / "daemon.running").exists()  # kubo keeps seeding
     # every pin went to kubo's RPC API as a POST; nothing was fetched again through the gateway
     assert all("127.0.0.1:45001/api/v0/pin/add?arg=" in c for c in result.calls if "/pin/" in c)
+    # two calls: the directory node (direct), then every file (recursive)
+    assert len([c for c in result.calls if "/pin/add?" in c]) == 2
+
+
+def test_seed_pins_wait_until_tce_setup_is_done(env: HookEnv) -> None:
+    """At boot the hook's parent is tce-setup, which loads the list after the hook returns: the pin
+    job must not compete with that for the CPU, so it waits until tce-setup has exited."""
+    sample_repo(ipfs_ready(env))
+    parent = env.root / f"proc/{os.getpid()}/cmdline"  # the hook runs as a child of this process
+    parent.parent.mkdir(parents=True)
+    parent.write_bytes(b"/bin/sh\0/usr/bin/tce-setup\0booting\0")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    time.sleep(2)
+    assert result.pins == [] and "pinned" not in result.status  # tce-setup still running
+    parent.unlink()
+    st = result.wait_status("pinned")
+    assert st["pinned"] == str(len(result.pins)) and len(result.pins) > 10
 
 
 def test_seed_pins_subpath_nodes_and_only_what_was_placed(env: HookEnv) -> None:
@@ -898,8 +1000,32 @@ def test_port(env: HookEnv) -> None:
     assert kubo_config(env)["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4101"]
 
 
+def test_kubo_without_settings_only_init_config_gets_ipfs_init(env: HookEnv) -> None:
+    """An upstream kubo refuses `daemon --init --init-config` with a file of settings only: the hook
+    makes the repo with `ipfs init` + its config edit, starts the daemon again and boots the same."""
+    sample_repo(ipfs_ready(env))
+    env.knob("old_kubo")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    kubo_calls = [c for c in result.calls if c.startswith("ipfs ")]
+    assert kubo_calls[:3] == [
+        f"ipfs daemon --init --init-profile=test,lowpower --init-config={env.root}/tmp/tce-ipfs/"
+        "kubo-init.json",
+        "ipfs init --empty-repo --profile=test,lowpower",
+        "ipfs daemon",
+    ], kubo_calls
+    config = kubo_config(env)
+    assert config["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4001"]
+    assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is True
+    assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
+    assert config["Swarm"]["Transports"]["Security"] == {"TLS": False}
+    assert not (env.state / "config.log").exists()  # edited in place
+    assert result.status["peer_id"] == FAKE_PEER_ID
+
+
 def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
     sample_repo(ipfs_ready(env))
+    env.knob("old_kubo")
     env.knob("odd_config")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.port=4101")
     assert FINAL_OK.match(result.final), result.console
@@ -907,6 +1033,7 @@ def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
         "Routing.Type none",
         '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]',
         "--json Discovery.MDNS.Enabled true",
+        '--json Swarm.Transports.Security {"TLS": false}',
         f'--json Peering.Peers [{{"ID": "{PEER_ID}", "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}}]',
     ]
 

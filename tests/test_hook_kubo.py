@@ -150,8 +150,72 @@ def test_fetch_from_real_seed(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
     check_seeding(result, hook, cid, seed.ipfs, seed.kubo, tmp_path)
 
 
+def test_kubo_without_settings_only_init_config(seed: Seed, host_kubo: Path, tmp_path: Path) -> None:
+    """A kubo that refuses `daemon --init` with a settings-only --init-config (upstream's answer, here
+    from a wrapper in front of the real binary): the hook makes the repo with the real `ipfs init`,
+    edits real kubo's config layout with its awk pass, starts the daemon again and fetches the same."""
+    wrapper = tmp_path / "old-kubo"
+    wrapper.mkdir()
+    (wrapper / "ipfs").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = daemon ] && [ "$2" = --init ]; then\n'
+        "    echo \"Error: config file has no Identity.PrivKey. Pass a copy of a repo's 'config' file\" >&2\n"
+        "    exit 1\n"
+        "fi\n"
+        f'exec {host_kubo} "$@"\n'
+    )
+    (wrapper / "ipfs").chmod(0o755)
+    hook = HookEnv(tmp_path / "hook", shell="busybox", fakes=HOOK_FAKES, extra_path=(str(wrapper),))
+    (hook.optional() / "ipfs.tcz").unlink()
+    try:
+        repo = make_repo(tmp_path / "repo")
+        cid = seed.add(repo.path)
+        port = free_port()
+        result = run(hook, f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={port} ipfs.timeout=60")
+        check_fetched(result, hook, repo, cid, seed.peer, port, routing="none", kubo=seed.kubo,
+                      one_start=False)
+    finally:
+        status = hook.root / "tmp/tce-ipfs/status"
+        if status.exists():
+            fields = dict(ln.split("=", 1) for ln in status.read_text().splitlines() if "=" in ln)
+            if fields.get("kubo_pid"):
+                kill_and_wait(int(fields["kubo_pid"]))
+
+
+def test_blocks_in_this_machines_order_from_two_real_seeds(
+    host_kubo: Path, hook: HookEnv, tmp_path: Path
+) -> None:
+    """Two real peers hold the repo (a seed and a lab machine that has it already), so blocks can be
+    traded: the big file's block list comes from the real `ls`, its blocks from real `refs` calls in
+    this machine's order, then the file from the hook's own store; everything verified as before."""
+    first = start_seed(host_kubo, tmp_path / "a")
+    second = start_seed(host_kubo, tmp_path / "b")
+    try:
+        repo = make_repo(tmp_path / "repo")
+        cid = first.add(repo.path)
+        assert second.add(repo.path) == cid
+        result = run(hook, f"tce=ipfs:{cid} ipfs.peers={first.peer},{second.peer} ipfs.port={free_port()} "
+                     "ipfs.timeout=60 ipfs.debug")
+        assert result.final.startswith(f"loaded 5 extensions from ipfs:{cid} in "), result.console
+        for name, data in repo.data.items():
+            assert (hook.optional() / name).read_bytes() == data
+        assert "block lists:" not in result.log  # the real ls answered, and blocks.awk read it
+        blocks = (hook.root / "tmp/tce-ipfs/blocks/bigdata.tcz").read_text().split()
+        assert len(blocks) == 12  # 3 MiB in kubo's 256 KiB chunks
+        env = {"PATH": "/usr/bin:/bin", "IPFS_PATH": str(hook.root / "tmp/tce-ipfs/repo")}
+        for block in blocks:  # every one in the hook's store (asking offline: nothing is fetched now)
+            subprocess.run([str(host_kubo), "block", "stat", "--offline", block], env=env,
+                           capture_output=True, timeout=30, check=True)
+        sent = [json.loads(s.ipfs("bitswap", "stat", "--enc=json"))["DataSent"] for s in (first, second)]
+        assert sum(sent) > 0, sent  # (the test file repeats one chunk: kubo stores it once)
+    finally:
+        stop(first.proc)
+        stop(second.proc)
+
+
 def check_fetched(
-    result: Result, hook: HookEnv, repo: Repo, cid: str, peer: str, port: int, *, routing: str, kubo: Path
+    result: Result, hook: HookEnv, repo: Repo, cid: str, peer: str, port: int, *, routing: str, kubo: Path,
+    one_start: bool = True,
 ) -> dict[str, str]:
     """What a good fetch of make_repo() from one real seed leaves behind; returns the status."""
     assert result.rc == 0
@@ -172,10 +236,15 @@ def check_fetched(
     config = json.loads((hook.root / "tmp/tce-ipfs/repo/config").read_text())
     assert config["Bootstrap"] == [] and config["Routing"]["Type"] == routing
     assert config["AutoConf"]["Enabled"] is False and config["Discovery"]["MDNS"]["Enabled"] is False
+    assert config["Swarm"]["Transports"]["Security"] == {"TLS": False}  # Noise only
     assert config["Addresses"]["Swarm"] == [f"/ip4/0.0.0.0/tcp/{port}"]
     seed_id = peer.rsplit("/", 1)[1]
     assert config["Peering"]["Peers"] == [{"ID": seed_id, "Addrs": [peer.rsplit("/p2p/", 1)[0]]}]
-    assert "kubo config edited in place" in result.log  # the awk fast path matched real kubo's layout
+    if one_start:  # the daemon made its repo from the hook's settings-only --init-config
+        assert "kubo config edited in place" not in result.log
+    else:
+        assert "kubo config edited in place" in result.log  # the awk fast path matched real kubo's layout
+    assert config["Identity"]["PeerID"] == st["peer_id"] and config["Identity"]["PrivKey"]
     assert st["api"].startswith("/ip4/127.0.0.1/tcp/") and st["gateway"].startswith("http://127.0.0.1:")
     for key in ("API", "Gateway"):
         addrs = config["Addresses"][key]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -263,3 +265,37 @@ def test_closure_awk_deps_first_dedupe_cycles() -> None:
 
 def test_closure_awk_no_edges() -> None:
     assert awk("closure.awk", "", roots="a b a") == ["ok a", "ok b"]
+
+
+def test_order_awk_is_a_stable_per_key_shuffle() -> None:
+    """Each machine its own order: a permutation, the same for the same key, another for another key
+    (and the same in every awk: busybox's here, gawk and mawk on the host)."""
+    items = [f"b{i}" for i in range(40)]
+    text = "".join(f"{i}\n" for i in items)
+    a = awk("order.awk", text, key="12D3KooWErvaPS1o8jkY93Xmdmow2WmRXLCS2oja7VRpPFb3A1La")
+    b = awk("order.awk", text, key="12D3KooWSiqB8qiuNW28GfdB5yMcKrRU7eyLLyJWi3TJ3gr8EKnz")
+    assert sorted(a) == sorted(b) == sorted(items)
+    assert a != items and b != items and a != b
+    assert a == awk("order.awk", text, key="12D3KooWErvaPS1o8jkY93Xmdmow2WmRXLCS2oja7VRpPFb3A1La")
+    # two machines booting together start on different blocks: their first quarters barely overlap
+    assert len(set(a[:10]) & set(b[:10])) <= 5
+    for other in ("gawk", "mawk"):
+        if shutil.which(other):
+            out = subprocess.run([other, "-v", "key=12D3KooWErvaPS1o8jkY93Xmdmow2WmRXLCS2oja7VRpPFb3A1La",
+                                  "-f", str(LIB / "order.awk")], input=text, capture_output=True,
+                                 text=True, check=True).stdout.splitlines()
+            assert out == a, other
+    assert awk("order.awk", "", key="k") == [] and awk("order.awk", "x\n", key="k") == ["x"]
+
+
+def test_blocks_awk_lists_blocks_of_multi_block_files(tmp_path: Path) -> None:
+    answer = ('{"Objects":[{"Hash":"/ipfs/bafyroot/16.x/big.tcz","Links":[{"Name":"","Hash":"bafkreia",'
+              '"Size":262144,"Type":2,"Target":""},{"Name":"","Hash":"bafkreib","Size":5,"Type":2}]},'
+              '{"Hash":"/ipfs/bafyroot/16.x/small.tcz","Links":[]},'
+              '{"Hash":"/ipfs/bafyroot/one.tcz","Links":[{"Hash":"bafkreic"}]},'
+              '{"Hash":"/ipfs/bafyroot/evil.tcz","Links":[{"Hash":"../x"},{"Hash":"bafkreid"},'
+              '{"Hash":"e f"}]},'
+              '{"Hash":"/ipfs/bafyroot/..","Links":[{"Hash":"bafkreie"},{"Hash":"bafkreif"}]}]}\n')
+    awk("blocks.awk", answer, dir=str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tcz"]
+    assert (tmp_path / "big.tcz").read_text() == "bafkreia\nbafkreib\n"

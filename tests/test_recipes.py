@@ -289,6 +289,7 @@ def test_ipfs_recipe(ipfs_tcz: tcz.TczResult, host_kubo: Path, tmp_path: Path) -
           f"(binary {host_kubo.stat().st_size / MiB:.1f} MiB, {res.block_size // 1024} KiB blocks)")
     assert res.files == ("usr/local/bin/ipfs", "usr/local/tce.installed/ipfs")
     assert res.dep_file is None
+    assert res.block_size == 65536 and res.compression == "gzip"  # see the recipe: kubo's first start
     listing = _unsquash_list(res.tcz)
     assert listing["usr/local/bin/ipfs"] == ("-rwxr-xr-x", "0/0")
     assert listing["usr/local/tce.installed/ipfs"] == ("-rwxr-xr-x", "0/50")
@@ -307,7 +308,7 @@ def _chroot(ipfs_tcz: tcz.TczResult, root: Path) -> Path:
     assert busybox, "busybox-static missing: run bootstrap/setup"
     (root / "bin").mkdir()
     shutil.copy2(busybox, root / "bin/busybox")
-    for tool in ("sh", "cat", "mkdir", "rm", "chown", "mv", "tar", "readlink", "echo", "gzip"):
+    for tool in ("sh", "cat", "mkdir", "rm", "chown", "mv", "tar", "readlink", "echo", "gzip", "grep"):
         (root / "bin" / tool).symlink_to("busybox")
     (root / "etc/sysconfig").mkdir(parents=True)
     (root / "etc/sysconfig/tcuser").write_text("tc\n")
@@ -368,10 +369,22 @@ def test_ipfs_install_script(ipfs_tcz: tcz.TczResult, host_kubo: Path, tmp_path:
     assert _run_script(root).returncode == 0
     assert not repo.exists()
 
+    # At boot (tce-setup runs the scripts listed in /tmp/setup.lst) the work goes to the background:
+    # the script returns at once, the repository appears a little later, made the same way.
+    (root / "etc/sysconfig/tcedir").unlink()
+    (root / "tmp/setup.lst").write_text("/usr/local/tce.installed/ipfs\n")
+    out = _run_script(root)
+    assert out.returncode == 0 and out.stderr == b"", out.stderr
+    deadline = time.monotonic() + 90
+    while not (repo / "config").exists():
+        assert time.monotonic() < deadline, "no repository from the background job"
+        time.sleep(0.2)
+    assert json.loads((repo / "config").read_text())["Datastore"]["StorageMax"] == "512MB"
+    assert not list((root / "home/tc").glob(".ipfs.new.*"))
+    (root / "tmp/setup.lst").unlink()
+
     # kubo starts with the prepared config (resource manager limits vs connection manager are
     # checked at start). A fresh network namespace has only a loopback interface.
-    (root / "etc/sysconfig/tcedir").unlink()
-    assert _run_script(root).returncode == 0
     log = tmp_path / "daemon.log"
     with log.open("wb") as fh:
         daemon = subprocess.Popen(

@@ -6,7 +6,9 @@
 # tce-load later finds it in /etc/mtab, skips the mount and only links it into / -- so kubo runs
 # before tce-setup's list step and ends up a normal loaded extension (listed first in <lst>).
 #
-# Node configuration (`ipfs init --profile=test,lowpower` + four keys, set by lib/kuboconf.awk):
+# Node configuration: profiles test,lowpower + five keys, made in the daemon's own start
+# (`ipfs daemon --init --init-config` with the keys only; kubo_init_repo: `ipfs init` + lib/kuboconf.awk
+# for a kubo without that):
 #   test      API and gateway on 127.0.0.1 (port 0 = any free one; kubo writes repo/api and
 #             repo/gateway), no bootstrap peers, AutoConf off, mDNS off, no NAT port mapping, AutoTLS off
 #   lowpower  no DHT/AutoNAT/relay services; connection manager 20..40 connections
@@ -16,13 +18,18 @@
 #                       next to ipfs.peers=, which only names the seed) and trade blocks; multicast
 #                       stays on the machine's own link. In a private swarm only same-key peers connect.
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
-# ipfs.net=public (and ipfs.seed=0) change more keys: lib/public.sh.
-# Environment: IPFS_TELEMETRY=off, GOMEMLIMIT (soft heap cap for a small machine).
+# ipfs.net=public (and ipfs.seed=0 there) changes more keys: lib/public.sh, on the two-start way.
+# Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a quarter of the RAM (48..100 MiB):
+# the Go GC then runs only when the heap nears that cap instead of every time it doubles. A fresh
+# heap collected again and again while the packages initialise is most of a CLI start on a slow CPU,
+# and the fetch allocates a buffer per block; measured in the boot benchmark (QEMU CPU time per boot):
+# GOGC=off for the CLI runs halves `ipfs init`, and for the daemon it saves ~6% of the boot's CPU.
 
 IPFS_TCZ=$OPT/ipfs.tcz
 KUBO_MNT=$ROOT/tmp/tcloop/ipfs
-KUBO_GOMEMLIMIT=100MiB # soft Go heap cap (see README); kubo stays well under 150 MiB RSS
+KUBO_GOMEMLIMIT=100MiB # soft Go heap cap (see README and kubo_memlimit)
 KUBO_BIN=
+KUBO_MDNS=false # LAN discovery on (kubo_prepare): other booting machines may turn up to trade with
 KUBO_PID=
 KUBO_MOUNTED=0
 KUBO_ERR=
@@ -33,7 +40,15 @@ API=
 API_URL=
 PEERS_OK=0
 KUBO_PEER_ID=
-KUBO_PIN_MAX=30 # seconds for one pin/add call (the blocks are local: it normally takes milliseconds)
+KUBO_ROUTING=none
+KUBO_SWARM=
+# Noise only, no TLS: the connection stays encrypted and authenticated (and every block is still
+# checked against its CID), but the handshake and the data cost less CPU than TLS 1.3 (libp2p's TLS
+# makes a fresh certificate per connection; Noise moves data in larger frames). Measured in the boot
+# benchmark: about a tenth of the boot's QEMU CPU time. Every kubo speaks Noise.
+KUBO_SECURITY='{"TLS": false}'
+KUBO_PIN_MAX=30   # seconds for one pin/add call (the blocks are local: it normally takes milliseconds)
+KUBO_PIN_BATCH=40 # paths per pin/add call (keeps the URL well under any length limit)
 PINNED=
 PIN_FAILED=0
 
@@ -72,7 +87,22 @@ kubo_mount() {
         return 1
     fi
     dbg "kubo binary: $KUBO_BIN"
+    mark kubo_mount
     return 0
+}
+
+# kubo_memlimit: KUBO_GOMEMLIMIT = a quarter of MemTotal, at least 48 MiB (kubo's live heap while it
+# fetches and seeds is ~25 MiB: the cap must stay well above it, or the GC would run all the time) and
+# at most 100 MiB; 100 MiB when /proc/meminfo cannot be read.
+kubo_memlimit() {
+    _km_kb=$(awk '/^MemTotal:/ { print $2; exit }' "$ROOT/proc/meminfo" 2>/dev/null)
+    case $_km_kb in
+        '' | *[!0-9]*) return 0 ;;
+    esac
+    _km_mib=$((_km_kb / 4096))
+    [ "$_km_mib" -lt 48 ] && _km_mib=48
+    [ "$_km_mib" -gt 100 ] && _km_mib=100
+    KUBO_GOMEMLIMIT=${_km_mib}MiB
 }
 
 # ipfsc DEADLINE_CS MAXSECS ARGS...: one bounded kubo CLI call.
@@ -96,14 +126,54 @@ peering_json() {
     [ -z "$PEERING" ] || PEERING="[$PEERING]"
 }
 
-# kubo_prepare DEADLINE_CS: init a fresh RAM repo and configure it (no daemon yet; runs while DHCP
-# is still waiting for a lease). Status 1 with KUBO_ERR.
+# kubo_prepare DEADLINE_CS: decide the node's settings and write them down (no kubo start yet; runs
+# while DHCP is still waiting for a lease). The repo itself is made by the daemon's own start
+# (kubo_start: `ipfs daemon --init --init-config`, one kubo start instead of two); kubo_init_repo is
+# the two-start way for a kubo without that. Status 1 with KUBO_ERR.
 kubo_prepare() {
     IPFS_PATH=$WORK/repo
     IPFS_TELEMETRY=off
+    kubo_memlimit
     GOMEMLIMIT=$KUBO_GOMEMLIMIT
-    export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT
+    GOGC=off
+    export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT GOGC
     rm -rf "$IPFS_PATH"
+    KUBO_ROUTING=none
+    [ "$SCHEME" = ipns ] && KUBO_ROUTING=dhtclient
+    if [ "$NET" = public ]; then # lib/public.sh: the DHT as a client (+ kubo's routers with its defaults)
+        KUBO_ROUTING=autoclient
+        [ -n "$BOOTSTRAP" ] && KUBO_ROUTING=dhtclient
+    fi
+    KUBO_MDNS=true
+    [ "$MDNS" = 0 ] && KUBO_MDNS=false
+    KUBO_SWARM=/ip4/0.0.0.0/tcp/$PORT
+    peering_json
+    # The keys kubo_start's daemon puts on top of `--profile=test,lowpower`. kubo takes a config
+    # --init-config FILE with no identity as "only these keys" (a tce-ipfs change to kubo, see
+    # tcz-build/ipfs/kubo-slim/kubo/bootinit.go); an unchanged kubo refuses it and kubo_start falls
+    # back to kubo_init_repo.
+    _k_peering=
+    [ -n "$PEERING" ] && _k_peering=", \"Peering\": {\"Peers\": $PEERING}"
+    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}}%s}\n' \
+        "$KUBO_SWARM" "$KUBO_ROUTING" "$KUBO_MDNS" "$KUBO_SECURITY" "$_k_peering" >"$WORK/kubo-init.json"
+    mkdir -p "$IPFS_PATH"
+    if [ -n "$SWARMKEY" ]; then
+        # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
+        # to start without the key; TCP_MUX=false silences the websocket-sharing warning.
+        (umask 077 && printf '/key/swarm/psk/1.0.0/\n/base16/\n%s\n' "$SWARMKEY" >"$IPFS_PATH/swarm.key")
+        LIBP2P_FORCE_PNET=1
+        LIBP2P_TCP_MUX=false
+        export LIBP2P_FORCE_PNET LIBP2P_TCP_MUX
+        dbg "private swarm: swarm.key written"
+    fi
+    mark kubo_init
+    return 0
+}
+
+# kubo_init_repo DEADLINE_CS: the two-start way: `ipfs init --empty-repo --profile=test,lowpower`,
+# then the keys of kubo_prepare set in the config file (one awk pass; `ipfs config` per key if the
+# layout is not recognised). Status 1 with KUBO_ERR.
+kubo_init_repo() {
     _k_log=$WORK/kubo-init.log
     printf '' >"$_k_log"
     if ! ipfsc "$1" 60 init --empty-repo --profile=test,lowpower >>"$_k_log" 2>&1; then
@@ -111,20 +181,11 @@ kubo_prepare() {
         KUBO_ERR="ipfs init failed: ${LAST:-no output}"
         return 1
     fi
-    _k_routing=none
-    [ "$SCHEME" = ipns ] && _k_routing=dhtclient
-    if [ "$NET" = public ]; then # lib/public.sh: the DHT as a client (+ kubo's routers with its defaults)
-        _k_routing=autoclient
-        [ -n "$BOOTSTRAP" ] && _k_routing=dhtclient
-    fi
-    _k_mdns=true
-    [ "$MDNS" = 0 ] && _k_mdns=false
-    _k_swarm=/ip4/0.0.0.0/tcp/$PORT
-    peering_json
     # Fast path: one awk pass over the JSON kubo just wrote, then check every key was found.
     rm -f "$WORK/kuboconf.done"
-    _k_want="Addresses.Swarm Discovery.MDNS.Enabled Routing.Type${PEERING:+ Peering.Peers}"
-    if awk -v swarm="$_k_swarm" -v routing="$_k_routing" -v mdns="$_k_mdns" -v peers="$PEERING" \
+    _k_want="Addresses.Swarm Discovery.MDNS.Enabled Routing.Type Swarm.Transports.Security${PEERING:+ Peering.Peers}"
+    if awk -v swarm="$KUBO_SWARM" -v routing="$KUBO_ROUTING" -v mdns="$KUBO_MDNS" -v peers="$PEERING" \
+        -v security="$KUBO_SECURITY" \
         -v report="$WORK/kuboconf.done" -f "$HOOK_LIB/kuboconf.awk" "$IPFS_PATH/config" \
         >"$IPFS_PATH/config.new" 2>>"$_k_log"; then
         _k_ok=1
@@ -141,25 +202,15 @@ kubo_prepare() {
         # Slow path: the config did not look as expected; let kubo's CLI set each key.
         rm -f "$IPFS_PATH/config.new"
         dbg "kubo config: layout not recognised, using ipfs config"
-        if ! ipfsc "$1" 30 config Routing.Type "$_k_routing" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Addresses.Swarm "[\"$_k_swarm\"]" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Discovery.MDNS.Enabled "$_k_mdns" >>"$_k_log" 2>&1 ||
+        if ! ipfsc "$1" 30 config Routing.Type "$KUBO_ROUTING" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Addresses.Swarm "[\"$KUBO_SWARM\"]" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Discovery.MDNS.Enabled "$KUBO_MDNS" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Swarm.Transports.Security "$KUBO_SECURITY" >>"$_k_log" 2>&1 ||
             { [ -n "$PEERING" ] && ! ipfsc "$1" 30 config --json Peering.Peers "$PEERING" >>"$_k_log" 2>&1; }; then
             last_line "$_k_log"
             KUBO_ERR="ipfs config failed: ${LAST:-no output}"
             return 1
         fi
-    fi
-    kubo_net_config "$1" || return 1 # ipfs.net=public, ipfs.seed=0 (lib/public.sh)
-    kubo_peer_id
-    if [ -n "$SWARMKEY" ]; then
-        # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
-        # to start without the key; TCP_MUX=false silences the websocket-sharing warning.
-        (umask 077 && printf '/key/swarm/psk/1.0.0/\n/base16/\n%s\n' "$SWARMKEY" >"$IPFS_PATH/swarm.key")
-        LIBP2P_FORCE_PNET=1
-        LIBP2P_TCP_MUX=false
-        export LIBP2P_FORCE_PNET LIBP2P_TCP_MUX
-        dbg "private swarm: swarm.key written"
     fi
     return 0
 }
@@ -174,20 +225,46 @@ kubo_peer_id() {
     esac
 }
 
-# kubo_start DEADLINE_CS: start the daemon, wait until it is ready. Sets KUBO_PID GATEWAY API API_URL.
+# kubo_daemon ARGS...: start `ipfs daemon ARGS` in the background (KUBO_PID), output to kubo.log.
+kubo_daemon() {
+    "$KUBO_BIN" daemon "$@" >"$WORK/kubo.log" 2>&1 </dev/null &
+    KUBO_PID=$!
+}
+
+# kubo_start DEADLINE_CS: start the daemon -- which makes the repo in the same start (see
+# kubo_prepare) -- and wait until it is ready. A kubo that refuses the settings-only --init-config
+# gets its repo from kubo_init_repo and a second start. Sets KUBO_PID GATEWAY API API_URL KUBO_PEER_ID.
 kubo_start() {
     tick
     KUBO_T0=$NOW
-    "$KUBO_BIN" daemon >"$WORK/kubo.log" 2>&1 </dev/null &
-    KUBO_PID=$!
+    if [ "$NET" = public ]; then
+        # Public mode's keys (lib/public.sh: bootstrap, routers, Provide, ...) are set in a config
+        # that exists: the two-start way (one more kubo start, ~1 s under TCG).
+        kubo_init_repo "$1" || return 1
+        kubo_net_config "$1" || return 1
+        kubo_daemon
+        _ks_onestart=0
+    else
+        kubo_daemon --init --init-profile=test,lowpower --init-config="$WORK/kubo-init.json"
+        _ks_onestart=1
+    fi
     while :; do
         if grep -q 'Daemon is ready' "$WORK/kubo.log" 2>/dev/null && [ -s "$IPFS_PATH/gateway" ]; then
             break
         fi
         if ! kill -0 "$KUBO_PID" 2>/dev/null; then
             last_line "$WORK/kubo.log"
-            KUBO_ERR="kubo daemon exited: ${LAST:-no output}"
             KUBO_PID=
+            if [ "$_ks_onestart" = 1 ] && [ ! -e "$IPFS_PATH/config" ]; then
+                # no repo made: this kubo does not take a settings-only --init-config
+                _ks_onestart=0
+                dbg "kubo daemon --init: ${LAST:-no output}; making the repo with ipfs init"
+                mv -f "$WORK/kubo.log" "$WORK/kubo-onestart.log"
+                kubo_init_repo "$1" || return 1
+                kubo_daemon
+                continue
+            fi
+            KUBO_ERR="kubo daemon exited: ${LAST:-no output}"
             return 1
         fi
         secs_left "$1"
@@ -198,6 +275,7 @@ kubo_start() {
         fi
         nap 0.1
     done
+    kubo_peer_id
     tick
     KUBO_READY_CS=$((NOW - KUBO_T0))
     # kubo writes these files without a final newline
@@ -213,6 +291,7 @@ kubo_start() {
             API_URL="http://$_k_host:${API##*/tcp/}"
             ;;
     esac
+    mark kubo_ready
     fmt_cs "$KUBO_READY_CS"
     dbg "kubo $KUBO_PID ready in $FMT s, gateway $GATEWAY, api $API"
     return 0
@@ -259,6 +338,7 @@ api_connect() {
 # error text goes into the failure line.
 kubo_wait_peers() {
     PEERS_OK=0
+    list_prefetch
     [ -n "$PEERS" ] || return 0
     secs_left "$1"
     _w_poll_until=$(($1 - 500))
@@ -266,14 +346,14 @@ kubo_wait_peers() {
     while :; do
         api_connect "$_w_poll_until"
         case $? in
-            0) [ "$PEERS_OK" -gt 0 ] && return 0 ;;
+            0) [ "$PEERS_OK" -gt 0 ] && { mark peers; return 0; } ;;
             2) dbg "kubo API not usable with this wget; dialling with the CLI"; break ;;
         esac
         tick
         [ "$NOW" -lt "$_w_poll_until" ] || break
         nap 0.5
     done
-    kubo_dial "$1"
+    kubo_dial "$1" && mark peers
 }
 
 # kubo_dial DEADLINE_CS: `ipfs swarm connect` every peer in parallel; retry rounds until one answers.
@@ -347,37 +427,88 @@ kubo_resolve() {
     _r_sub=${_r_sub%/}
     SUBPATH=${_r_sub}${_r_sub:+${SUBPATH:+/}}$SUBPATH
     dbg "ipns:$IPNS_NAME -> /ipfs/$CID${SUBPATH:+/$SUBPATH}"
+    mark ipns
     return 0
 }
 
-# pin_path DEADLINE_CS PATH [direct]: `pin/add` over kubo's RPC API (recursive, or with "direct" only
-# the node itself). Counts into PINNED / PIN_FAILED; a failure is logged with its reason.
-pin_path() {
-    _pp_arg=$2
-    case $_pp_arg in
-        *+*) _pp_arg=$(printf '%s' "$_pp_arg" | sed 's/+/%2B/g') ;; # "+" in a query means a space
-    esac
-    _pp_q="arg=$_pp_arg"
-    [ "${3:-}" = direct ] && _pp_q="$_pp_q&recursive=false"
-    if bounded "$1" "$KUBO_PIN_MAX" "$WGET" -q -O "$WORK/pin.out" --post-data= \
-        "$API_URL/api/v0/pin/add?$_pp_q" 2>"$WORK/pin.err" && grep -q '"Pins"' "$WORK/pin.out" 2>/dev/null; then
-        PINNED=$((PINNED + 1))
-    else
-        last_line "$WORK/pin.err"
-        PIN_FAILED=$((PIN_FAILED + 1))
-        log "seeding: cannot pin $2: ${LAST:-no answer in time}"
+# pin_call DEADLINE_CS MODE PATH...: one `pin/add` over kubo's RPC API for all PATHs (MODE recursive,
+# or direct: only the nodes themselves). Status 0 when kubo pinned them all; LAST = why not.
+pin_call() {
+    _pc_dl=$1
+    _pc_mode=$2
+    _pc_q=
+    shift 2
+    for _pc_p in "$@"; do
+        case $_pc_p in
+            *+*) _pc_p=$(printf '%s' "$_pc_p" | sed 's/+/%2B/g') ;; # "+" in a query means a space
+        esac
+        _pc_q="${_pc_q:+$_pc_q&}arg=$_pc_p"
+    done
+    [ "$_pc_mode" = direct ] && _pc_q="$_pc_q&recursive=false"
+    LAST=
+    bounded "$_pc_dl" "$KUBO_PIN_MAX" "$WGET" -q -O "$WORK/pin.out" --post-data= \
+        "$API_URL/api/v0/pin/add?$_pc_q" 2>"$WORK/pin.err" && grep -q '"Pins"' "$WORK/pin.out" 2>/dev/null &&
+        return 0
+    last_line "$WORK/pin.err"
+    return 1
+}
+
+# pin_batch DEADLINE_CS MODE PATH...: pin the PATHs in one call; if it fails, one path at a time, so
+# every path that cannot be pinned is counted and logged with its reason. Counts into PINNED/PIN_FAILED.
+pin_batch() {
+    _pb_dl=$1
+    _pb_mode=$2
+    shift 2
+    [ "$#" -gt 0 ] || return 0
+    if pin_call "$_pb_dl" "$_pb_mode" "$@"; then
+        PINNED=$((PINNED + $#))
+        return 0
     fi
+    if [ "$#" -eq 1 ]; then
+        PIN_FAILED=$((PIN_FAILED + 1))
+        log "seeding: cannot pin $1: ${LAST:-no answer in time}"
+        return 0
+    fi
+    for _pb_p in "$@"; do
+        if pin_call "$_pb_dl" "$_pb_mode" "$_pb_p"; then
+            PINNED=$((PINNED + 1))
+        else
+            PIN_FAILED=$((PIN_FAILED + 1))
+            log "seeding: cannot pin $_pb_p: ${LAST:-no answer in time}"
+        fi
+    done
+}
+
+# pin_list DEADLINE_CS MODE FILE: pin the paths in FILE (one per line) in batches of KUBO_PIN_BATCH
+# (a URL well under any length limit).
+pin_list() {
+    set -f
+    _pl_batch=
+    _pl_n=0
+    while read -r _pl_p; do
+        _pl_batch="$_pl_batch $_pl_p"
+        _pl_n=$((_pl_n + 1))
+        if [ "$_pl_n" -ge "$KUBO_PIN_BATCH" ]; then
+            # shellcheck disable=SC2086 # paths are checked names: no blanks, globbing is off
+            pin_batch "$1" "$2" $_pl_batch
+            _pl_batch=
+            _pl_n=0
+        fi
+    done <"$3"
+    # shellcheck disable=SC2086
+    pin_batch "$1" "$2" $_pl_batch
 }
 
 # kubo_pin DEADLINE_CS: pin what the boot fetched through kubo so it survives any `ipfs repo gc`:
 # the repo's directory node(s) /ipfs/<CID>[/sub...] (direct: only the node, never the whole repo),
 # <lst>, and for every placed extension the NAME.tcz, NAME.tcz.md5.txt and NAME.tcz.dep that came
-# through the gateway. All of it is local already: nothing new is fetched. Sets PINNED PIN_FAILED.
+# through the gateway. All of it is local already: nothing new is fetched. Two API calls (direct,
+# recursive) for a closure of up to KUBO_PIN_BATCH files. Sets PINNED PIN_FAILED.
 kubo_pin() {
     PINNED=0
     PIN_FAILED=0
     _kp_base=/ipfs/$CID
-    pin_path "$1" "$_kp_base" direct
+    printf '%s\n' "$_kp_base" >"$WORK/pin.dirs"
     _kp_rest=$SUBPATH
     while [ -n "$_kp_rest" ]; do
         _kp_base=$_kp_base/${_kp_rest%%/*}
@@ -385,22 +516,38 @@ kubo_pin() {
             */*) _kp_rest=${_kp_rest#*/} ;;
             *) _kp_rest= ;;
         esac
-        pin_path "$1" "$_kp_base" direct
+        printf '%s\n' "$_kp_base" >>"$WORK/pin.dirs"
     done
-    # shellcheck disable=SC2153 # LST is set by parse.sh
-    [ -n "$LIST_CS" ] && pin_path "$1" "$_kp_base/$LST"
-    awk -v placed=" $PLACED " 'index(placed, " " $1 " ") { print $2 }' "$PIN_NOTES" >"$WORK/pin.todo" 2>/dev/null
-    while read -r _kp_rel; do
-        pin_path "$1" "$_kp_base/$_kp_rel"
-    done <"$WORK/pin.todo"
+    pin_list "$1" direct "$WORK/pin.dirs"
+    {
+        # shellcheck disable=SC2153 # LST is set by parse.sh
+        [ -n "$LIST_CS" ] && printf '%s\n' "$_kp_base/$LST"
+        awk -v base="$_kp_base" -v placed=" $PLACED " 'index(placed, " " $1 " ") { print base "/" $2 }' \
+            "$PIN_NOTES" 2>/dev/null
+    } >"$WORK/pin.todo"
+    pin_list "$1" recursive "$WORK/pin.todo"
 }
 
-# seed_pins_bg: after the hand-over, in the background (the boot goes on): kubo_pin, bounded by
-# ipfs.timeout, then the status file is written again with pinned= (and pin_failed=). Output goes to
-# the hook log only. Nothing is written if kubo is gone or the status is no longer this run's.
+# loader_busy PID: status 0 while PID is TC's tce-setup (the hook's parent at boot; host tests run the
+# hook from something else, so nothing waits there).
+loader_busy() {
+    grep -q tce-setup "$ROOT/proc/$1/cmdline" 2>/dev/null
+}
+
+# seed_pins_bg: after the hand-over, in the background (the boot goes on): once tce-setup has finished
+# (at most ipfs.timeout), kubo_pin, bounded by ipfs.timeout; then the status file is written again with
+# pinned= (and pin_failed=). Output goes to the hook log only. Nothing is written if kubo is gone or the
+# status is no longer this run's.
 seed_pins_bg() {
     (
+        # Not before tce-setup is done: it loads the list and runs the install scripts once we
+        # return, and the boot waits for it; the pins are for later peers and can wait for the CPU.
         tick
+        _sp_dl=$((NOW + TIMEOUT * 100))
+        while loader_busy "$PPID" && [ "$NOW" -lt "$_sp_dl" ]; do
+            nap 0.5
+            tick
+        done
         _sp_t0=$NOW
         kubo_pin "$((NOW + TIMEOUT * 100))"
         tick
@@ -411,7 +558,7 @@ seed_pins_bg() {
         if kill -0 "$KUBO_PID" 2>/dev/null && grep -qxF "kubo_pid=$KUBO_PID" "$STATUS" 2>/dev/null; then
             write_status
         fi
-        [ "$DEBUG" = 1 ] || rm -f "$PIN_NOTES" "$WORK/pin.todo" "$WORK/pin.out" "$WORK/pin.err"
+        [ "$DEBUG" = 1 ] || rm -f "$PIN_NOTES" "$WORK/pin.todo" "$WORK/pin.dirs" "$WORK/pin.out" "$WORK/pin.err"
     ) </dev/null >/dev/null 2>&1 &
 }
 

@@ -7,6 +7,7 @@
 #   Routing.Type            -> routing
 #   Discovery.MDNS.Enabled  -> mdns
 #   Peering.Peers           -> peers (a JSON array; only when given)
+#   Swarm.Transports.Security -> security (a JSON object, e.g. {"TLS": false}; only when given)
 # The keys really rewritten are written to the file named by `report`, one per line: the caller checks
 # them and falls back to `ipfs config` if the layout ever differs.
 function keyof(line,    k) {
@@ -43,6 +44,9 @@ function done(k) { edited[k] = 1 }
         if (full == "Routing.Type" && routing != "") { line = setval(line, "\"" routing "\""); done(full) }
         else if (full == "Discovery.MDNS.Enabled" && mdns != "") { line = setval(line, mdns); done(full) }
         else if (full == "Peering.Peers" && peers != "" && line !~ /[{[][ \t]*$/) { line = setval(line, peers); done(full) }
+        else if (full == "Swarm.Transports.Security" && security != "" && line ~ /\{[ \t]*\},?[ \t]*$/) {
+            line = setval(line, security); done(full)
+        }
         if (line ~ /[{[][ \t]*$/) { depth++; path[depth] = full }
     } else if (bare == "}" || bare == "}," || bare == "]" || bare == "],") {
         depth--

@@ -86,6 +86,20 @@ secs_left() {
     LEFT=$((($1 - NOW) / 100))
 }
 
+# mark NAME: MARKS gets "NAME:<uptime S.d>" -- when a step of the boot finished, in the order they
+# happen (status key marks=; the boot benchmark turns them into its per-step bars).
+MARKS=
+mark() {
+    tick
+    mark_at "$1" "$NOW"
+}
+
+# mark_at NAME CS: the same for a moment noted earlier (uptime in centiseconds).
+mark_at() {
+    fmt_cs "$2"
+    MARKS="${MARKS:+$MARKS,}$1:$FMT"
+}
+
 # nap: a short poll interval (busybox and dash-era sleeps both take fractions on TC; fall back to 1 s).
 nap() {
     sleep "${1:-0.2}" 2>/dev/null || sleep 1
@@ -161,10 +175,13 @@ bounded() {
 # ---------------------------------------------------------------- HTTP fetch (busybox wget)
 # fetch_url URL OUT DEADLINE_CS [probe]: 0 = fetched, 2 = not found (HTTP 404), 1 = other failure.
 # FETCH_ERR names the failure. busybox 1.35's `wget -T` crashes, so the bound is `timeout`.
-# With "probe", FIRST_BYTE_CS is set to the moment OUT first had data.
+# With "probe", FIRST_BYTE_CS is set to the moment OUT first had data. JOB_ERR (set in background
+# jobs) keeps their wget error files apart.
+JOB_ERR=
 fetch_url() {
     _f_url=$1
     _f_out=$2
+    _f_err=${JOB_ERR:-$WORK/wget.err}
     FETCH_ERR=
     rm -f "$_f_out"
     secs_left "$3"
@@ -174,7 +191,7 @@ fetch_url() {
         return 1
     fi
     if [ "${4:-}" = probe ]; then
-        timeout "$_f_s" "$WGET" -q -O "$_f_out" "$_f_url" 2>"$WORK/wget.err" &
+        timeout "$_f_s" "$WGET" -q -O "$_f_out" "$_f_url" 2>"$_f_err" &
         _f_pid=$!
         while kill -0 "$_f_pid" 2>/dev/null; do
             if [ -s "$_f_out" ]; then
@@ -191,19 +208,19 @@ fetch_url() {
             FIRST_BYTE_CS=$NOW
         fi
     else
-        timeout "$_f_s" "$WGET" -q -O "$_f_out" "$_f_url" 2>"$WORK/wget.err"
+        timeout "$_f_s" "$WGET" -q -O "$_f_out" "$_f_url" 2>"$_f_err"
         _f_rc=$?
     fi
     [ "$_f_rc" = 0 ] && return 0
     rm -f "$_f_out"
-    if grep -q ' 404' "$WORK/wget.err" 2>/dev/null; then
+    if grep -q ' 404' "$_f_err" 2>/dev/null; then
         FETCH_ERR="not found"
         return 2
     fi
     case $_f_rc in
         124 | 137 | 143) FETCH_ERR="timed out after ${_f_s} s" ;;
         *)
-            FETCH_ERR=$(grep -v '^ *$' "$WORK/wget.err" 2>/dev/null | head -n 1 | cut -c1-160)
+            FETCH_ERR=$(grep -v '^ *$' "$_f_err" 2>/dev/null | head -n 1 | cut -c1-160)
             FETCH_ERR=${FETCH_ERR#wget: }
             [ -n "$FETCH_ERR" ] || FETCH_ERR="wget exit $_f_rc"
             ;;

@@ -76,7 +76,7 @@ net_kick() {
 # net_up DEADLINE_CS: status 0 once some interface has an IPv4 address (NET_IFACE, NET_ADDR set).
 net_up() {
     while :; do
-        net_scan && return 0
+        net_scan && { mark net; return 0; }
         secs_left "$1"
         if [ "$LEFT" -le 0 ]; then
             if [ -z "$NET_SEEN" ]; then

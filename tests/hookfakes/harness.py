@@ -15,6 +15,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +335,7 @@ class HookEnv:
             "FAKE_ROOT": str(self.root),
             "FAKE_HTTP": str(self.http),
             "FAKE_KREL": KREL,
+            "FAKE_PYTHON": sys.executable,  # for fakes that edit JSON (the fake kubo's daemon --init)
             "TCE_IPFS_TOOLDIR": str(self.tools),
             "LC_ALL": "C",
             "HOME": str(self.base),

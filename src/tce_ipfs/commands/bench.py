@@ -1,10 +1,12 @@
 """`tce-ipfs bench`: measure publish and fetch against their baselines; writes JSON and a PNG.
 
 Scenarios: ``publish`` (vs a bare ``ipfs add -r``), ``fetch-loopback`` (IPFS vs an HTTP mirror, all on
-loopback: software overhead only) and ``fetch-link`` (a lab that boots at once: for each ``--clients``
+loopback: software overhead only), ``fetch-link`` (a lab that boots at once: for each ``--clients``
 N, N machines -- network namespaces on one switched LAN, each running the real boot hook -- fetch the
-boot closure from the origin, seed and HTTP mirror behind a ``--link-mbit`` uplink; needs root). The
-default runs all three (``fetch-link`` only as root).
+boot closure from the origin, seed and HTTP mirror behind a ``--link-mbit`` uplink; needs root) and
+``boot`` (one QEMU guest per ``--arch`` booted alternately with ``tce=ipfs:`` from a host seed and
+``tce=http://`` from a host mirror; medians, ratios and a stacked bar per mode of where the boot spent
+its time: ``boot-results.json``, ``boot.png``). The default runs all four (``fetch-link`` only as root).
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from tce_ipfs.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# testbed.bench.SCENARIOS (not imported here: building the CLI must stay cheap; a test checks they match)
-SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
+# testbed.bench.SCENARIOS + testbed.bench.boot.SCENARIO (not imported here: building the CLI must stay
+# cheap; a test checks they match)
+HOST_SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
+BOOT = "boot"
+SCENARIOS = (*HOST_SCENARIOS, BOOT)
 
 
 def _numbers(kind: type[int] | type[float], text: str) -> tuple[Any, ...]:
@@ -54,6 +59,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="fetch-link also against a stock kubo seed (without the seed build's super-seeding)")
     p.add_argument("--only", choices=SCENARIOS, action="append",
                    help="run only this scenario (repeatable)")
+    p.add_argument("--arch", type=Arch.parse, action="append", dest="arches",
+                   help="guest arch of the boot benchmark (repeatable; default x86_64)")
+    p.add_argument("--memory", type=int, default=512, help="guest RAM in MiB in the boot benchmark")
     p.set_defaults(func=run)
 
 
@@ -83,31 +91,55 @@ def _fetch_lines(f: dict[str, Any]) -> list[str]:
             f"HTTP {c['http_egress_ratio']:.2f}{wire}"]
 
 
-def run(args: argparse.Namespace) -> int:
-    from tce_ipfs.build import kubo
-    from tce_ipfs.cli import emit
-    from tce_ipfs.testbed import bench
+def _boot_lines(boot: dict[str, Any]) -> list[str]:
+    lines = []
+    for arch, data in boot["arches"].items():
+        med, r = data["median"], data["ratio"]
+        lines.append(f"boot {arch} ({data['extensions']} extensions, median of {data['repeats']}): "
+                     f"wall IPFS {med['ipfs']['wall_s']:.1f} s / HTTP {med['http']['wall_s']:.1f} s = "
+                     f"{r['wall']:.2f}x (QEMU CPU {r['cpu']:.2f}x); hook {r['hook']:.2f}x; "
+                     f"kubo start -> first byte {med['ipfs']['first_byte_s']} s")
+    return lines
 
-    if args.repeats < 1 or args.fetch_mib < 1:
-        raise UsageError("--repeats and --fetch-mib must be positive")
+
+def run(args: argparse.Namespace) -> int:
+    from tce_ipfs.cli import emit
+
+    if args.repeats < 1 or args.fetch_mib < 1 or args.memory < 64:
+        raise UsageError("--repeats and --fetch-mib must be positive, --memory at least 64")
     scenarios = tuple(args.only or SCENARIOS)
     if not args.only and os.geteuid() != 0:
         log.warning("not root: skipping fetch-link (it needs network namespaces)")
         scenarios = tuple(s for s in scenarios if s != "fetch-link")
-    cfg = bench.BenchConfig(extensions=args.extensions, total_mib=args.total_mib, repeats=args.repeats,
-                            clients=args.clients, fetch_mib=args.fetch_mib, link_mbit=args.link_mbit,
-                            stock_seed=args.stock_seed, out=args.out)
-    results = bench.run(kubo.ensure(Arch.host()), cfg, scenarios)
-    lines = []
-    if results.publish:
-        lines.append(f"publish / bare add: {results.publish['ratio_median']:.2f}x")
-    if results.fetch_loopback:
-        lines += _fetch_lines(results.fetch_loopback)
-    if results.fetch_link:
-        lines += _link_lines(results.fetch_link)
-    plots = [p for p in ("bench.png", "fetch-link.png") if (args.out / p).exists()]
-    lines.append(f"results: {args.out / 'results.json'}, plots: "
-                 + ", ".join(str(args.out / p) for p in plots))
-    emit(args, {"publish": results.publish, "fetch_loopback": results.fetch_loopback,
-                "fetch_link": results.fetch_link}, "\n".join(lines))
+    lines: list[str] = []
+    data: dict[str, Any] = {}
+    host = tuple(s for s in scenarios if s in HOST_SCENARIOS)
+    if host:
+        from tce_ipfs.build import kubo
+        from tce_ipfs.testbed import bench
+
+        cfg = bench.BenchConfig(extensions=args.extensions, total_mib=args.total_mib, repeats=args.repeats,
+                                clients=args.clients, fetch_mib=args.fetch_mib, link_mbit=args.link_mbit,
+                                stock_seed=args.stock_seed, out=args.out)
+        results = bench.run(kubo.ensure(Arch.host()), cfg, host)
+        if results.publish:
+            lines.append(f"publish / bare add: {results.publish['ratio_median']:.2f}x")
+        if results.fetch_loopback:
+            lines += _fetch_lines(results.fetch_loopback)
+        if results.fetch_link:
+            lines += _link_lines(results.fetch_link)
+        plots = [p for p in ("bench.png", "fetch-link.png") if (args.out / p).exists()]
+        lines.append(f"results: {args.out / 'results.json'}, plots: "
+                     + ", ".join(str(args.out / p) for p in plots))
+        data.update(publish=results.publish, fetch_loopback=results.fetch_loopback,
+                    fetch_link=results.fetch_link)
+    if BOOT in scenarios:
+        from tce_ipfs.testbed.bench import boot
+
+        boot_cfg = boot.BootBenchConfig(arches=tuple(args.arches or (Arch.X86_64,)), repeats=args.repeats,
+                                        memory=args.memory, out=args.out)
+        data["boot"] = boot.run(boot_cfg)
+        lines += _boot_lines(data["boot"])
+        lines.append(f"results: {args.out / 'boot-results.json'}, plot: {args.out / 'boot.png'}")
+    emit(args, data, "\n".join(lines))
     return 0

@@ -231,6 +231,9 @@ class AfterBoot:
             "runs=$(cat /tmp/tc-base.log /var/log/tce-ipfs.log 2>/dev/null"
             " | grep -c 'ran /usr/local/tce.installed/ipfs')",
             '[ "$runs" = 1 ] || fail "the install script of ipfs ran $runs times"',
+            # At boot the script defers that work until tce-setup is done (at the lowest priority,
+            # off the boot's critical path), so give it time.
+            "i=0; while [ ! -f /home/tc/.ipfs/config ] && [ $i -lt 180 ]; do sleep 1; i=$((i + 1)); done",
             '[ -f /home/tc/.ipfs/config ] || fail "the install script of ipfs made no /home/tc/.ipfs"',
             f"grep -q 'loader {self.loader}$' /var/log/tce-ipfs.log || fail 'the hook did not expect "
             f"{self.loader}'",

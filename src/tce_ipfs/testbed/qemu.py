@@ -215,6 +215,9 @@ class BootResult:
     log_path: Path | None = None
     qemu_stderr: str = ""
     argv: list[str] = field(default_factory=list)
+    # QEMU's own CPU time (user + system) up to the sentinel (or its last reading): the guest's work,
+    # which a busy host stretches in wall time much less than it stretches ``seconds``.
+    cpu_seconds: float | None = None
 
     @property
     def panicked(self) -> bool:
@@ -235,19 +238,44 @@ class BootResult:
         return self
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process from /proc (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is fields[0]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class _Follower(threading.Thread):
-    """Follows the serial log file; streams whole lines; notes the first sentinel line and its time."""
+    """Follows the serial log file; streams whole lines; notes the first sentinel line, its time and
+    QEMU's CPU time by then (read from ``pidfile``'s process at every poll)."""
 
     def __init__(self, path: Path, sentinel: str, t0: float, stream: Callable[[str], None] | None,
-                 on_sentinel: Callable[[], None] | None) -> None:
+                 on_sentinel: Callable[[], None] | None, pidfile: Path | None = None) -> None:
         super().__init__(daemon=True, name="qemu-serial")
         self.path, self.sentinel, self.t0 = path, sentinel, t0
         self.stream, self.on_sentinel = stream, on_sentinel
+        self.pidfile = pidfile
         self.stop_event = threading.Event()
         self.sentinel_line: str | None = None
         self.sentinel_at: float | None = None
+        self.cpu: float | None = None  # at the sentinel once seen, else the last reading
+        self._pid: int | None = None
         self._partial = b""
         self._pos = 0
+
+    def _read_cpu(self) -> None:
+        if self.pidfile is None or (self.sentinel_line is not None and self.cpu is not None):
+            return
+        if self._pid is None:
+            with contextlib.suppress(OSError, ValueError):
+                self._pid = int(self.pidfile.read_text().strip())
+        if self._pid is not None:
+            cpu = _cpu_seconds(self._pid)
+            if cpu is not None:
+                self.cpu = cpu
 
     def _lines(self, data: bytes, final: bool) -> Iterator[str]:
         self._partial += data
@@ -265,11 +293,13 @@ class _Follower(threading.Thread):
                 data = fh.read()
         except FileNotFoundError:
             return
+        self._read_cpu()
         self._pos += len(data)
         for line in self._lines(data, final):
             if self.stream is not None:
                 self.stream(line)
             if self.sentinel_line is None and self.sentinel in line:
+                self._read_cpu()
                 self.sentinel_line = line.strip()
                 self.sentinel_at = time.monotonic() - self.t0
                 if self.on_sentinel is not None:
@@ -393,7 +423,7 @@ def _launch(arch: Arch, media: Sequence[str], *, tmp: Path, timeout: float, what
             os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
 
     t0 = time.monotonic()
-    follower = _Follower(serial, sentinel, t0, stream, stop if stop_on_sentinel else None)
+    follower = _Follower(serial, sentinel, t0, stream, stop if stop_on_sentinel else None, pidfile)
     follower.start()
     timed_out = False
     stderr = ""
@@ -427,6 +457,7 @@ def _launch(arch: Arch, media: Sequence[str], *, tmp: Path, timeout: float, what
         log_path=Path(log_path) if log_path is not None else None,
         qemu_stderr=stderr,
         argv=argv,
+        cpu_seconds=follower.cpu,
     )
 
 
