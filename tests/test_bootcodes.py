@@ -66,6 +66,9 @@ def test_parse_sh_limits_and_defaults_are_the_table() -> None:
     assert codes["ipfs.timeout"].default == const["DEFAULT_TIMEOUT"]
     assert codes["ipfs.port"].default == const["DEFAULT_PORT"]
     assert codes["ipfs.car"].max_len == int(const["MAX_CAR"])
+    assert codes["ipfs.net"].default == const["DEFAULT_NET"]
+    assert codes["ipfs.bootstrap"].max_count == int(const["MAX_BOOTSTRAP"])
+    assert codes["ipfs.bootstrap"].max_len == int(const["MAX_MA"])
 
 
 # ----------------------------------------------------------------------------- README.md, as text
@@ -134,6 +137,10 @@ SAMPLES: dict[str, list[str | None]] = {
     "ipfs.mdns": [None, "1", "0", "off", "sometimes", ""],
     "ipfs.swarmkey": [HEX, HEX.upper(), HEX[:-1], HEX + "0", "g" * 64, ""],
     "ipfs.port": ["0", "4001", "65535", "65536", "-1", "80x", ""],
+    # (private alone is refused by both: it needs ipfs.swarmkey -- test_net_codes_together)
+    "ipfs.net": ["public", "lan", "Public", "wan", "", None],
+    "ipfs.bootstrap": [PEER, f"{PEER},{PEER}", ",".join([PEER] * 16), ",".join([PEER] * 17),
+                       f"/dnsaddr/bootstrap.example/p2p/{PEER_ID}", "/ip4/10.0.0.1/tcp/4001", "x", ""],
     "ipfs.debug": [None, "1", "0", "2", "no"],
     "ipfs.car": ["sdb1:/repo.car", "/dev/sdb1:tce/repo.car", "LABEL=TCE:/repo.car", "UUID=1234-ABCD:r.car",
                  "sdb1", "sdb1:", "sdb1:/", "LABEL=:/r.car", "LABEL=a b:/r", "sdb1:/../etc/x", ":/repo.car",
@@ -171,6 +178,23 @@ def test_tce_values_agree(value: str) -> None:
     hook = hook_refuses(f"quiet tce={value}")
     ours = bootcodes.BY_NAME["tce"].check(value)
     assert (hook is None) == (ours is None), f"hook: {hook!r}; table: {ours!r}"
+
+
+@pytest.mark.parametrize(("words", "refused"), [
+    ("ipfs.net=private", True), (f"ipfs.net=private ipfs.swarmkey={HEX}", False),
+    (f"ipfs.net=public ipfs.swarmkey={HEX}", True), (f"ipfs.net=lan ipfs.swarmkey={HEX}", False),
+    (f"ipfs.peers={PEER} ipfs.net=public", False), (f"ipfs.bootstrap={PEER} ipfs.net=lan", False),
+])
+def test_net_codes_together(words: str, refused: bool) -> None:
+    """The combinations the hook refuses, the host refuses too (``bootcodes.check_together``)."""
+    hook = hook_refuses(f"quiet tce=ipfs:{CID} {words}")
+    codes = dict(w.partition("=")[::2] for w in words.split())
+    try:
+        bootcodes.check_together(codes)
+        ours = None
+    except UsageError as exc:
+        ours = exc.message
+    assert (hook is not None) == refused and (ours is not None) == refused, (hook, ours)
 
 
 # ------------------------------------------------------------------------------- the host refuses

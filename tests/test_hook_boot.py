@@ -1051,7 +1051,7 @@ def test_wget_without_post_dials_with_the_cli(env: HookEnv) -> None:
 
 def test_no_peers_relies_on_mdns(env: HookEnv) -> None:
     sample_repo(env.ipfs_repo())
-    result = env.run(f"tce=ipfs:{CID}")
+    result = env.run(f"tce=ipfs:{CID} ipfs.net=lan")
     assert FINAL_OK.match(result.final)
     config = kubo_config(env)
     assert config["Discovery"]["MDNS"]["Enabled"] is True and config["Peering"]["Peers"] is None
@@ -1070,11 +1070,20 @@ def test_mdns_code_turns_discovery_off(env: HookEnv, off: str) -> None:
 
 
 def test_mdns_off_without_peers_warns(env: HookEnv) -> None:
+    """On a LAN, ipfs.mdns=0 without ipfs.peers leaves no way to find a peer; in public mode (the
+    default without ipfs.peers) routing finds them, so no warning there."""
     env.ipfs_repo().lst("")
-    result = env.run(f"tce=ipfs:{CID} ipfs.mdns=0")
+    result = env.run(f"tce=ipfs:{CID} ipfs.mdns=0 ipfs.net=lan")
     assert "ipfs.mdns=0 without ipfs.peers: no peer can be found" in result.console
     config = json.loads((env.root / "tmp/tce-ipfs/repo/config").read_text())
     assert config["Discovery"]["MDNS"]["Enabled"] is False
+
+
+def test_mdns_off_in_public_mode_does_not_warn(env: HookEnv) -> None:
+    env.ipfs_repo().lst("")
+    result = env.run(f"tce=ipfs:{CID} ipfs.mdns=0 ipfs.timeout=3")
+    assert "ipfs.mdns=0 without ipfs.peers" not in result.console
+    assert result.status["net"] == "public"
 
 
 def test_timeout_code_default_and_value(env: HookEnv) -> None:
@@ -1116,3 +1125,138 @@ def test_car_code_is_checked_before_anything(env: HookEnv) -> None:
     result = env.run(f"tce=ipfs:{CID} ipfs.car=sdb1:/../etc/shadow")
     assert result.final.startswith("FAILED: bad boot code: ipfs.car=sdb1:/../etc/shadow is not <device")
     assert not [c for c in result.calls if c.startswith(("blkid", "ipfs dag"))]
+
+
+# ------------------------------------------------------------------------------------------ ipfs.net
+
+BOOT_ID = "12D3KooWBootBootBootBootBootBootBootBootBootBootBoot"
+BOOT = f"/ip4/192.0.2.7/tcp/4001/p2p/{BOOT_ID}"
+PROV_ID = "12D3KooWProvProvProvProvProvProvProvProvProvProvProv"
+RELAYED = f"/ip4/192.0.2.8/tcp/4001/p2p/{BOOT_ID}/p2p-circuit"
+
+
+def public_ready(env: HookEnv, *, direct: bool = True) -> Repo:
+    """A fake public network: the bootstrap peer connects, the DHT names PROV_ID as the provider, and
+    a dial reaches it (directly, or only through a relay)."""
+    repo = env.ipfs_repo()
+    env.knob("providers", f"{PROV_ID}\n")
+    env.peers_ok(f"/p2p/{PROV_ID}")
+    prov_addr = "/ip4/192.0.2.9/tcp/4001" if direct else RELAYED
+    env.knob("swarm_peers", f"{BOOT_ID} /ip4/192.0.2.7/tcp/4001\n{PROV_ID} {prov_addr}\n")
+    return repo
+
+
+@pytest.mark.parametrize(("codes", "net"), [
+    ("", "public"), (f"ipfs.peers={PEER}", "lan"), (f"ipfs.swarmkey={KEY} ipfs.peers={PEER}", "private"),
+    (f"ipfs.net=public ipfs.peers={PEER} ipfs.bootstrap={BOOT}", "public"), ("ipfs.net=lan", "lan"),
+])
+def test_net_mode_default_and_choice(env: HookEnv, codes: str, net: str) -> None:
+    """ipfs.net: public for a bare tce=ipfs: (a machine at home), lan when ipfs.peers names the peers,
+    private with ipfs.swarmkey."""
+    env.ipfs_repo().lst("")
+    env.peers_ok(PEER)
+    env.run(f"tce=ipfs:{CID} ipfs.timeout=3 {codes}")
+    status = (env.root / "tmp/tce-ipfs/status").read_text()
+    assert f"\nnet={net}\n" in status
+
+
+def test_public_mode_config_with_kubos_defaults(env: HookEnv) -> None:
+    """On a real machine: kubo's own bootstrap list ("auto", AutoConf on) and its delegated routers;
+    the DHT as a client; UPnP; libp2p limits from the heap cap; only the pinned roots announced."""
+    sample_repo(public_ready(env))
+    result = env.run(f"tce=ipfs:{CID}")
+    assert FINAL_OK.match(result.final), result.console
+    config = kubo_config(env)
+    assert config["Bootstrap"] == ["auto"] and config["AutoConf"] == {"Enabled": True}
+    assert config["Routing"]["Type"] == "autoclient" and config["Routing"]["DelegatedRouters"] == ["auto"]
+    assert config["Ipns"]["DelegatedPublishers"] == ["auto"]
+    assert config["Swarm"]["DisableNatPortMap"] is False
+    assert config["Swarm"]["ResourceMgr"] == {"MaxMemory": "100MiB"}
+    assert config["Provide"] == {"Enabled": True, "Strategy": "roots",
+                                 "DHT": {"Interval": "22h", "MaxWorkers": 4, "SweepEnabled": False}}
+    # kubo's own defaults stay: relay client, hole punching, the relay transport, AutoNAT client
+    assert "EnableHolePunching" not in config["Swarm"] and config["Swarm"]["RelayClient"] == {}
+    assert not [c for c in result.calls if c.startswith("ipfs config")]  # all in one awk pass
+    st = result.status
+    assert st["net"] == "public" and st["providers"] == PROV_ID and st["route"] == "direct"
+    assert float(st["t_provider"]) <= float(st["t_first_byte"])
+    assert f"swarm/connect?arg=/p2p/{PROV_ID}" in "\n".join(result.calls)
+
+
+def test_public_mode_with_bootstrap_code(env: HookEnv) -> None:
+    """ipfs.bootstrap= replaces kubo's list, and AutoConf and the delegated routers go with it."""
+    sample_repo(public_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT},{PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    config = kubo_config(env)
+    assert config["Bootstrap"] == [BOOT, PEER] and config["AutoConf"] == {"Enabled": False}
+    assert config["Routing"]["Type"] == "dhtclient" and config["Routing"]["DelegatedRouters"] == []
+    assert config["Swarm"]["DisableNatPortMap"] is True
+
+
+def test_seed_off_announces_nothing(env: HookEnv) -> None:
+    sample_repo(public_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.seed=0 ipfs.bootstrap={BOOT}")
+    assert FINAL_OK.match(result.final), result.console
+    assert kubo_config(env)["Provide"] == {"Enabled": False}
+
+
+@pytest.mark.parametrize(("setup", "stage"), [
+    ("nobody", "no route to bootstrap: none of the 1 ipfs.bootstrap peers answered"),
+    ("rt_empty", "no route to bootstrap: the DHT routing table stayed empty"),
+    ("no_providers", f"no providers found for {CID} (DHT lookup"),
+    ("relayed", "providers unreachable: 1 found, reached only through a relay and hole punching did not"),
+    ("refused", "providers unreachable: 1 found, none answered"),
+])
+def test_public_mode_failure_names_the_stage(env: HookEnv, setup: str, stage: str) -> None:
+    """Each routing stage has its own bound inside ipfs.timeout; the console line names the one that
+    failed, and the base system boots on."""
+    sample_repo(public_ready(env, direct=setup != "relayed"))
+    if setup == "nobody":
+        (env.state / "swarm_peers").unlink()
+    elif setup == "rt_empty":
+        env.knob("rt_empty")
+    elif setup == "no_providers":
+        (env.state / "providers").unlink()
+    elif setup == "refused":
+        (env.state / "peers_ok").unlink()
+        env.knob("swarm_peers", f"{BOOT_ID} /ip4/192.0.2.7/tcp/4001\n")
+    started = time.monotonic()
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=8", timeout=60)
+    assert result.final.startswith(f"FAILED: ipfs:{CID}: {stage}"), result.console
+    assert time.monotonic() - started < 8 + 5
+    assert_clean_exit(result)
+
+
+def test_public_mode_relayed_only_gets_a_second_round(env: HookEnv) -> None:
+    """DCUtR runs once per relayed connection: when the first round stays relayed, the hook drops
+    the connection and dials again (with time for it inside ROUTE_DIRECT_MAX), then names the stage."""
+    sample_repo(public_ready(env, direct=False))
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=50", timeout=120)
+    assert result.final.startswith(f"FAILED: ipfs:{CID}: providers unreachable: 1 found, reached only"), \
+        result.console
+    # only the relayed connection is closed (a direct one may be coming up next to it)
+    closed = (env.state / "disconnects.log").read_text().split()
+    assert closed == [f"api/v0/swarm/disconnect?arg={RELAYED}/p2p/{PROV_ID}"]
+    assert "only relayed after round 1; dialling again" in result.log
+    assert "\n".join(result.calls).count(f"swarm/connect?arg=/p2p/{PROV_ID}") >= 2
+
+
+def test_public_mode_without_a_public_address_of_its_own(env: HookEnv) -> None:
+    """Behind a symmetric NAT kubo never learns a public address of its own: the routing stage waits
+    for one a bounded time only, then dials the providers regardless."""
+    sample_repo(public_ready(env))
+    env.knob("no_public_addr")
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=30", timeout=90)
+    assert FINAL_OK.match(result.final), result.console
+    assert "no public address of our own yet" in result.console + result.log
+    assert result.status["route"] == "direct"
+
+
+def test_public_mode_failure_falls_back_to_the_mirror(env: HookEnv) -> None:
+    sample_repo(public_ready(env))
+    (env.state / "providers").unlink()
+    sample_repo(env.http_repo("10.0.2.100:8080", "tcz"))
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=9 ipfs.mirror={MIRROR}", timeout=60)
+    assert f"error: ipfs:{CID}: no providers found for {CID}" in result.console
+    assert result.final.startswith(f"loaded 8 extensions from mirror {MIRROR}"), result.console

@@ -32,6 +32,7 @@ import pytest
 from support.cluster import stopped_at_exit
 from tce_ipfs import proc
 from tce_ipfs.build.cluster import ClusterBinaries
+from tce_ipfs.errors import IsolationError
 from tce_ipfs.ipfs import clusterpins, isolation, node, publish, rpc
 from tce_ipfs.ipfs.cluster import ClusterSeed
 from tce_ipfs.ipfs.clusterconfig import ClusterOptions, ClusterState
@@ -86,6 +87,36 @@ def test_config_applied_as_kubo_reads_it(host_kubo: Path, tmp_path: Path) -> Non
     assert set(isolation.config_drift(n.read_config(), wanted)) == {"Discovery.MDNS.Enabled", "Bootstrap"}
     n.init()
     assert isolation.config_drift(json.loads(n.kubo_cmd("config", "show")), wanted) == []
+
+
+PUBLIC_BOOTSTRAP = (
+    "auto",  # kubo's placeholder for the mainnet list (AutoConf)
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+)
+
+
+@pytest.mark.parametrize("entry", PUBLIC_BOOTSTRAP)
+def test_host_namespace_kubo_never_carries_a_public_bootstrap_address(host_kubo: Path, tmp_path: Path,
+                                                                      entry: str) -> None:
+    """A kubo in the host's own namespace may only ever bootstrap from loopback: a public entry in its
+    config (through extra_config, or written by hand into the repo) stops it before the daemon runs,
+    so it is never dialled. (Nodes in the simulated internet pass only its own addresses.)"""
+    n = Node(tmp_path / "repo", host_kubo, extra_config={"Bootstrap": [entry]})
+    with pytest.raises(IsolationError, match="outside the networks this node may reach"):
+        n.start()
+    assert not n.running and n.process is None
+    # A hand edit of an existing repo's config is caught too (init() repairs it; the check runs after).
+    m = Node(tmp_path / "repo2", host_kubo).init()
+    config = m.read_config()
+    config["Bootstrap"] = [entry]
+    m.config_path.write_text(json.dumps(config))
+    m.wanted_config["Bootstrap"] = [entry]  # as a caller that asked for it would
+    with pytest.raises(IsolationError):
+        m.start()
+    assert m.process is None
+    # loopback is fine
+    isolation.check_bootstrap([f"/ip4/127.0.0.1/tcp/4001/p2p/{m.peer_id}"], isolation.LOOPBACK_NETS)
 
 
 # --- socket table sampling -----------------------------------------------------------------------

@@ -18,6 +18,7 @@
 #                       next to ipfs.peers=, which only names the seed) and trade blocks; multicast
 #                       stays on the machine's own link. In a private swarm only same-key peers connect.
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
+# ipfs.net=public (and ipfs.seed=0 there) changes more keys: lib/public.sh, on the two-start way.
 # Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a quarter of the RAM (48..100 MiB):
 # the Go GC then runs only when the heap nears that cap instead of every time it doubles. A fresh
 # heap collected again and again while the packages initialise is most of a CLI start on a slow CPU,
@@ -139,6 +140,10 @@ kubo_prepare() {
     rm -rf "$IPFS_PATH"
     KUBO_ROUTING=none
     [ "$SCHEME" = ipns ] && KUBO_ROUTING=dhtclient
+    if [ "$NET" = public ]; then # lib/public.sh: the DHT as a client (+ kubo's routers with its defaults)
+        KUBO_ROUTING=autoclient
+        [ -n "$BOOTSTRAP" ] && KUBO_ROUTING=dhtclient
+    fi
     KUBO_MDNS=true
     [ "$MDNS" = 0 ] && KUBO_MDNS=false
     KUBO_SWARM=/ip4/0.0.0.0/tcp/$PORT
@@ -232,8 +237,17 @@ kubo_daemon() {
 kubo_start() {
     tick
     KUBO_T0=$NOW
-    kubo_daemon --init --init-profile=test,lowpower --init-config="$WORK/kubo-init.json"
-    _ks_onestart=1
+    if [ "$NET" = public ]; then
+        # Public mode's keys (lib/public.sh: bootstrap, routers, Provide, ...) are set in a config
+        # that exists: the two-start way (one more kubo start, ~1 s under TCG).
+        kubo_init_repo "$1" || return 1
+        kubo_net_config "$1" || return 1
+        kubo_daemon
+        _ks_onestart=0
+    else
+        kubo_daemon --init --init-profile=test,lowpower --init-config="$WORK/kubo-init.json"
+        _ks_onestart=1
+    fi
     while :; do
         if grep -q 'Daemon is ready' "$WORK/kubo.log" 2>/dev/null && [ -s "$IPFS_PATH/gateway" ]; then
             break

@@ -13,6 +13,8 @@ HOOK_LIB=${TCE_IPFS_LIB:-${ROOT:-}/usr/local/lib/tce-ipfs}
 . "$HOOK_LIB/net.sh"
 # shellcheck source=kubo.sh
 . "$HOOK_LIB/kubo.sh"
+# shellcheck source=public.sh
+. "$HOOK_LIB/public.sh"
 # shellcheck source=fetch.sh
 . "$HOOK_LIB/fetch.sh"
 # shellcheck source=tcedir.sh
@@ -57,6 +59,9 @@ write_status() {
         status_kv bytes_mirror "$M_BYTES"
         status_kv peers_connected "$PEERS_OK"
         [ -n "$CAR_NOTE" ] && status_kv car "$CAR_NOTE"
+        status_kv net "$NET"
+        [ -n "$PROVIDERS" ] && status_kv providers "$(printf '%s' "$PROVIDERS" | tr ' ' ',')"
+        [ -n "$ROUTE" ] && status_kv route "$ROUTE"
         fmt_cs "$T_START"
         status_kv t_start "$FMT"
         [ -n "$T_NET" ] && { fmt_cs "$T_NET"; status_kv t_net "$FMT"; }
@@ -68,6 +73,10 @@ write_status() {
         if [ -n "$KUBO_T0" ] && [ -n "$LIST_CS" ]; then
             fmt_cs "$((LIST_CS - KUBO_T0))"
             status_kv t_list "$FMT"
+        fi
+        if [ -n "$KUBO_T0" ] && [ -n "$T_PROVIDER_CS" ]; then
+            fmt_cs "$((T_PROVIDER_CS - KUBO_T0))"
+            status_kv t_provider "$FMT"
         fi
         if [ -n "$KUBO_T0" ] && [ -n "$FIRST_BYTE_CS" ]; then
             fmt_cs "$((FIRST_BYTE_CS - KUBO_T0))"
@@ -217,7 +226,13 @@ tce_ipfs_main() {
                 P_ERR=$KUBO_ERR
             elif ! car_seed "$P_DEADLINE" && ! kubo_wait_peers "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR
+            elif [ "$NET" = public ] && [ "$PEERS_OK" = 0 ] && [ "$CAR_NOTE" != ok ] &&
+                ! route_bootstrap "$P_DEADLINE"; then
+                P_ERR=$KUBO_ERR
             elif [ "$SCHEME" = ipns ] && ! kubo_resolve "$P_DEADLINE"; then
+                P_ERR=$KUBO_ERR
+            elif [ "$NET" = public ] && [ "$PEERS_OK" = 0 ] && [ "$CAR_NOTE" != ok ] &&
+                ! route_providers "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR
             else
                 P_URL="${GATEWAY%/}/ipfs/$CID${SUBPATH:+/$SUBPATH}"

@@ -9,6 +9,7 @@
 
 MAX_TCE=512
 MAX_PEERS=16
+MAX_BOOTSTRAP=16
 MAX_MA=300
 MAX_URL=512
 MAX_SUB=256
@@ -19,6 +20,8 @@ MAX_TIMEOUT=3600
 DEFAULT_TIMEOUT=120
 DEFAULT_LST=onboot.lst
 DEFAULT_PORT=4001
+# without ipfs.net: lan when ipfs.peers names the peers, private with ipfs.swarmkey (parse_net)
+DEFAULT_NET=public
 
 PARSE_ERRORS=
 PARSE_WARNINGS=
@@ -243,8 +246,8 @@ parse_scheme() {
 }
 
 # parse_codes: validate tce= and every companion code. Sets:
-# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED MDNS SWARMKEY DEBUG PORT NODHCP
-# CAR_DEV CAR_PATH
+# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED MDNS SWARMKEY DEBUG PORT NODHCP NET
+# BOOTSTRAP CAR_DEV CAR_PATH
 parse_codes() {
     CID=
     IPNS_NAME=
@@ -408,11 +411,66 @@ parse_codes() {
         fi
     fi
 
-    if [ "$SCHEME" != http ] && [ "$MDNS" = 0 ] && [ -z "$PEERS" ]; then
-        warn "ipfs.mdns=0 without ipfs.peers: no peer can be found"
+    parse_net
+
+    # (public mode finds peers through routing: no ipfs.peers needed there)
+    if [ "$SCHEME" != http ] && [ "$MDNS" = 0 ] && [ -z "$PEERS" ] && [ "$NET" != public ]; then
+        pwarn "ipfs.mdns=0 without ipfs.peers: no peer can be found"
     fi
     if [ "$SCHEME" = http ] && { [ -n "$PEERS" ] || [ -n "$SWARMKEY" ]; }; then
         pwarn "tce=http://... does not use IPFS: ipfs.peers/ipfs.swarmkey are ignored"
     fi
     return 0
+}
+
+# parse_net: NET (public|lan|private) and BOOTSTRAP, after ipfs.peers and ipfs.swarmkey (the default
+# depends on them): private with a swarm key; lan when ipfs.peers names the peers (a lab's boot line:
+# keep to them); public otherwise -- a machine at home with just tce=ipfs:<CID> asks the IPFS network.
+parse_net() {
+    NET=
+    if _p_v=$(getarg ipfs.net); then
+        case $_p_v in
+            public | lan | private) NET=$_p_v ;;
+            *)
+                short "$_p_v"
+                perr "ipfs.net=$SHORT must be public, lan or private"
+                ;;
+        esac
+    fi
+    if [ -n "$SWARMKEY" ]; then
+        [ "$NET" = public ] && perr "ipfs.net=public cannot go with ipfs.swarmkey (a private swarm stays private)"
+        NET=private
+    elif [ "$NET" = private ]; then
+        perr "ipfs.net=private needs ipfs.swarmkey"
+    fi
+    if [ -z "$NET" ]; then
+        NET=$DEFAULT_NET
+        [ -n "$PEERS" ] && NET=lan
+        hasarg ipfs.swarmkey && NET=private
+    fi
+
+    BOOTSTRAP=
+    if _p_v=$(getarg ipfs.bootstrap); then
+        _p_n=0
+        _p_old=$IFS
+        IFS=,
+        for _p_ma in $_p_v; do
+            IFS=$_p_old
+            [ -n "$_p_ma" ] || continue
+            _p_n=$((_p_n + 1))
+            if [ "$_p_n" -gt "$MAX_BOOTSTRAP" ]; then
+                perr "ipfs.bootstrap= lists more than $MAX_BOOTSTRAP peers"
+                break
+            fi
+            if is_multiaddr "$_p_ma"; then
+                BOOTSTRAP="${BOOTSTRAP:+$BOOTSTRAP }$_p_ma"
+            else
+                short "$_p_ma"
+                perr "ipfs.bootstrap: '$SHORT' is not a multiaddr with a peer id (/ip4/A.B.C.D/tcp/PORT/p2p/ID)"
+            fi
+        done
+        IFS=$_p_old
+        [ -n "$BOOTSTRAP" ] || [ "$_p_n" -gt 0 ] || perr "ipfs.bootstrap= is empty"
+        [ "$NET" = public ] || [ -z "$BOOTSTRAP" ] || pwarn "ipfs.bootstrap is for ipfs.net=public; ignored in $NET mode"
+    fi
 }

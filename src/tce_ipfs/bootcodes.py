@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tce_ipfs.errors import UsageError
 
-KINDS = ("tce", "name", "peers", "seconds", "url", "bool", "hex", "port", "flag", "car")
+KINDS = ("tce", "name", "peers", "seconds", "url", "bool", "hex", "port", "flag", "car", "choice")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class BootCode:
     high: int | None = None
     max_len: int | None = None  # longest value (peers: each multiaddr)
     max_count: int | None = None  # peers: most entries
+    choices: tuple[str, ...] = ()  # choice: the values taken
     tc: bool = False  # Tiny Core's own code, which the hook reads with TC's meaning
 
     def check(self, value: str | None) -> str | None:
@@ -55,6 +57,12 @@ CODES: tuple[BootCode, ...] = (
     BootCode("ipfs.mdns", "bool", "1", "LAN discovery (mDNS): machines booting together find each other "
              "and trade blocks; 0 turns it off"),
     BootCode("ipfs.swarmkey", "hex", None, "private swarm key (64 hex digits)", max_len=64),
+    BootCode("ipfs.net", "choice", "public", "network mode: public (the IPFS network: bootstrap, DHT, NAT "
+             "traversal, announce what is seeded), lan (named peers and mDNS only) or private (the "
+             "swarm of ipfs.swarmkey); default public, lan when ipfs.peers is given, private with "
+             "ipfs.swarmkey", choices=("public", "lan", "private")),
+    BootCode("ipfs.bootstrap", "peers", None, "bootstrap peers for ipfs.net=public instead of kubo's "
+             "defaults (comma-separated multiaddrs ending in /p2p/<peer id>)", max_len=300, max_count=16),
     BootCode("ipfs.port", "port", "4001", "TCP port kubo listens on for LAN peers (0: any)", low=0,
              high=65535),
     BootCode("ipfs.debug", "bool", "0", "every log line on the console; scratch files kept"),
@@ -290,5 +298,22 @@ def _flag(code: BootCode, value: str | None) -> str | None:
     return None  # present or not: any value counts as present, as in TC
 
 
+def _choice(code: BootCode, value: str | None) -> str | None:
+    if value is None:
+        return _needs_value(value)
+    return None if value in code.choices else f"one of {', '.join(code.choices)}"
+
+
+def check_together(codes: Mapping[str, str | None]) -> None:
+    """Raise ``UsageError`` for codes the hook refuses in combination (each may be fine alone)."""
+    net = codes.get("ipfs.net")
+    key = "ipfs.swarmkey" in codes
+    if net == "public" and key:
+        raise UsageError("bad boot codes: ipfs.net=public cannot go with ipfs.swarmkey",
+                         hint="a private swarm stays private: drop one of them")
+    if net == "private" and not key:
+        raise UsageError("bad boot code 'ipfs.net=private': it needs ipfs.swarmkey")
+
+
 _CHECKS = {"tce": _tce, "name": _name, "peers": _peers, "seconds": _seconds, "url": _url, "bool": _bool,
-           "hex": _hex, "port": _port, "flag": _flag, "car": _car}
+           "hex": _hex, "port": _port, "flag": _flag, "car": _car, "choice": _choice}

@@ -228,6 +228,7 @@ class HookEnv:
     shell: str = "busybox"
     fakes: tuple[str, ...] = ALL_FAKES
     extra_path: tuple[str, ...] = ()
+    launcher: tuple[str, ...] = ()  # argv prefix, e.g. ("ip", "netns", "exec", NS): the hook runs there
     boot_root: bool = False
     launcher: tuple[str, ...] = ()  # prefixes the hook's argv, e.g. ``ip netns exec NS`` (fault tests)
     root: Path = field(init=False)
@@ -364,7 +365,7 @@ class HookEnv:
             argv = [*SHELLS[self.shell], str(entry)]
         argv = [*self.launcher, *argv]
         proc = subprocess.run(
-            argv,
+            [*self.launcher, *argv],
             env=self.env(),
             cwd=self.root,
             capture_output=True,

@@ -168,6 +168,31 @@ def isolation_config(
     }
 
 
+def default_networks(listen_host: str) -> tuple[str, ...]:
+    """The networks a node listening on ``listen_host`` may reach when none are given."""
+    return LOOPBACK_NETS if ipaddress.ip_address(listen_host).is_loopback else PRIVATE_NETS
+
+
+def check_bootstrap(bootstrap: Iterable[object], allowed_networks: Sequence[str]) -> None:
+    """Refuse a bootstrap list that could reach past ``allowed_networks``: kubo dials every entry at
+    start, before any other check. Only ``/ip4/`` or ``/ip6/`` addresses inside the allowed networks
+    pass; kubo's ``auto`` placeholder (the public mainnet list) and ``/dns*`` names never do."""
+    nets = [ipaddress.ip_network(n) for n in allowed_networks]
+    for entry in bootstrap:
+        addr = str(entry)
+        parts = addr.split("/")
+        ip: Any = None
+        if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+            try:
+                ip = ipaddress.ip_address(parts[2])
+            except ValueError:
+                ip = None
+        if ip is None or not any(ip in n for n in nets if n.version == ip.version):
+            raise IsolationError(f"bootstrap peer {addr!r} is outside the networks this node may reach "
+                                 f"({', '.join(allowed_networks)})",
+                                 hint="an isolated node gets only bootstrap peers its tests or lab run")
+
+
 def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
     """``config["A"]["B"]["C"] = value`` for ``key == "A.B.C"`` (creating / replacing null levels)."""
     parts = key.split(".")

@@ -23,7 +23,14 @@ from typing import Any
 
 from tce_ipfs import proc, settings
 from tce_ipfs.errors import IsolationError, NodeError
-from tce_ipfs.ipfs.isolation import KUBO_ENV, config_drift, isolation_config, set_dotted
+from tce_ipfs.ipfs.isolation import (
+    KUBO_ENV,
+    check_bootstrap,
+    config_drift,
+    default_networks,
+    isolation_config,
+    set_dotted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +94,7 @@ class Node:
         self.wanted_config = isolation_config(listen_host, swarm_port=swarm_port, api_port=api_port,
                                               gateway_port=gateway_port, peers=peers,
                                               allowed_networks=allowed_networks)
+        self.allowed_networks = tuple(allowed_networks or default_networks(listen_host))
         if extra_config:
             self.wanted_config.update(extra_config)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -229,6 +237,8 @@ class Node:
         if self.running:
             return self
         self.init()
+        # Whatever extra_config or a hand edit put there: never dial a bootstrap peer past the gater.
+        check_bootstrap(self.read_config().get("Bootstrap") or [], self.allowed_networks)
         with contextlib.suppress(OSError):
             (self.repo / "api").unlink()  # a stale one from a killed daemon would fool the wait
         argv = self.kubo_argv(*DAEMON_ARGS)

@@ -39,6 +39,7 @@ def parse_codes(items: Sequence[str]) -> dict[str, str | None]:
     for item in items:
         key, sep, value = item.partition("=")
         codes[key] = _check_code(key, value if sep else None)
+    bootcodes.check_together(codes)
     return codes
 
 
@@ -50,7 +51,9 @@ def check_codes(codes: Mapping[str, str | None]) -> dict[str, str | None]:
     the medium: neither may be passed as a code. tce-ipfs's own codes (``bootcodes.CODES``) must be
     known and their values what the hook takes.
     """
-    return {key: _check_code(key, value) for key, value in codes.items()}
+    checked = {key: _check_code(key, value) for key, value in codes.items()}
+    bootcodes.check_together(checked)
+    return checked
 
 
 def _check_code(key: str, value: str | None) -> str | None:

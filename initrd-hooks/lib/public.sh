@@ -1,0 +1,315 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2034 # globals here are shared with the other modules of the hook
+# public.sh -- ipfs.net=public: the open IPFS network. The kubo keys it changes (kubo_net_config, from
+# kubo_start) and the routing stage between the daemon's start and the fetch (route_bootstrap,
+# route_providers), each with a deadline of its own inside ipfs.timeout, so a failed boot says which
+# stage failed: no route to bootstrap, no providers found, providers unreachable.
+#
+# What public mode sets on top of the test,lowpower profile (src/tce_ipfs/ipfs/netmode.py is the host
+# side's copy; tests/test_netmode.py holds the two together):
+#   Bootstrap            ipfs.bootstrap, else kubo's defaults ("auto" + AutoConf on: the current mainnet
+#                        list, and kubo's delegated HTTP routers next to the DHT: Routing.Type autoclient)
+#   Routing.Type         dhtclient (autoclient with kubo's defaults; set by lib/kuboconf.awk): a small
+#                        machine asks the DHT but never serves it
+#   Swarm.DisableNatPortMap  false with kubo's defaults (UPnP/NAT-PMP with the home router)
+#   Swarm.ResourceMgr    MaxMemory = the Go heap cap: libp2p scales its connection limits from it
+#   Provide              roots only (repo root, list, each extension's files: what the pin job pins),
+#                        the legacy provider (announces a new pin at once; the sweep provider pays off
+#                        only from thousands of CIDs), reprovide every 22 h, 4 workers.
+#                        ipfs.seed=0 (any mode): Provide.Enabled false -- nothing is announced.
+#   kubo's defaults kept: AutoNAT client, circuit-relay client, hole punching (DCUtR, over TCP).
+
+ROUTE_BOOT_MAX=20   # s: until a first bootstrap peer is connected
+ROUTE_FIND_MAX=30   # s: the DHT lookup for providers of the root (retried while the table fills)
+ROUTE_DIAL_MAX=20   # s: connecting to the providers found (directly or through their relays)
+ROUTE_SELF_MAX=10   # s: to learn our own public address (what peers observe; hole punching sends it)
+ROUTE_DIRECT_MAX=30 # s: from the first relayed connection, for hole punching to make it direct (2 rounds)
+ROUTE_PROVIDERS=4   # providers asked for, and dialled in parallel
+T_PROVIDER_CS=
+PROVIDERS=
+ROUTE=
+
+# json_list WORDS...: ["w1", "w2"] (the words are checked multiaddrs: no quotes in them).
+json_list() {
+    _jl=
+    for _jl_w in "$@"; do
+        _jl="${_jl:+$_jl, }\"$_jl_w\""
+    done
+    printf '[%s]' "$_jl"
+}
+
+# kubo_net_config DEADLINE_CS: the public-mode keys (and Provide off for ipfs.seed=0) in one awk pass
+# over the config (lib/netconf.awk); a key the pass did not find is set with `ipfs config --json`.
+# Status 1 with KUBO_ERR.
+kubo_net_config() {
+    _nc_sets=$WORK/netconf.sets
+    : >"$_nc_sets"
+    if [ "$NET" = public ]; then
+        if [ -n "$BOOTSTRAP" ]; then
+            # shellcheck disable=SC2086 # multiaddrs: no blanks or globs
+            _nc_boot=$(json_list $BOOTSTRAP)
+            _nc_auto=false
+            _nc_routers='[]'
+            _nc_nonat=true
+        else
+            _nc_boot='["auto"]'
+            _nc_auto=true
+            _nc_routers='["auto"]'
+            _nc_nonat=false
+        fi
+        printf '%s\t%s\n' \
+            Bootstrap "$_nc_boot" \
+            AutoConf "{\"Enabled\": $_nc_auto}" \
+            Routing.DelegatedRouters "$_nc_routers" \
+            Routing.LoopbackAddressesOnLanDHT false \
+            Ipns.DelegatedPublishers "$_nc_routers" \
+            Swarm.DisableNatPortMap "$_nc_nonat" \
+            Swarm.ResourceMgr "{\"MaxMemory\": \"$KUBO_GOMEMLIMIT\"}" >>"$_nc_sets"
+    fi
+    if [ "$SEED" = 0 ]; then
+        printf '%s\t%s\n' Provide '{"Enabled": false}' >>"$_nc_sets"
+    elif [ "$NET" = public ]; then
+        printf '%s\t%s\n' Provide \
+            '{"Enabled": true, "Strategy": "roots", "DHT": {"Interval": "22h", "MaxWorkers": 4, "SweepEnabled": false}}' \
+            >>"$_nc_sets"
+    fi
+    [ -s "$_nc_sets" ] || return 0
+    rm -f "$WORK/netconf.done"
+    if ! awk -v sets="$_nc_sets" -v report="$WORK/netconf.done" -f "$HOOK_LIB/netconf.awk" \
+        "$IPFS_PATH/config" >"$IPFS_PATH/config.new" 2>>"$WORK/kubo-init.log"; then
+        rm -f "$IPFS_PATH/config.new" "$WORK/netconf.done"
+    else
+        mv -f "$IPFS_PATH/config.new" "$IPFS_PATH/config"
+    fi
+    while IFS="$(printf '\t')" read -r _nc_key _nc_json; do
+        grep -qxF "$_nc_key" "$WORK/netconf.done" 2>/dev/null && continue
+        dbg "kubo config: $_nc_key not in the expected place, using ipfs config"
+        if ! ipfsc "$1" 30 config --json "$_nc_key" "$_nc_json" >>"$WORK/kubo-init.log" 2>&1; then
+            last_line "$WORK/kubo-init.log"
+            KUBO_ERR="ipfs config $_nc_key failed: ${LAST:-no output}"
+            return 1
+        fi
+    done <"$_nc_sets"
+    dbg "kubo config: network mode $NET${BOOTSTRAP:+, bootstrap $BOOTSTRAP}, seed $SEED"
+    return 0
+}
+
+# count_words WORDS...: COUNT = how many (without touching the caller's positional parameters).
+count_words() {
+    COUNT=$#
+}
+
+# api_call DEADLINE_CS MAXSECS OUT PATH?QUERY: POST to kubo's RPC API (busybox wget); status of wget.
+api_call() {
+    bounded "$1" "$2" "$WGET" -q -O "$3" --post-data= "$API_URL/api/v0/$4" 2>"$3.err"
+}
+
+# peers_of FILE: "PEER ADDR" per connection in a swarm/peers answer.
+peers_of() {
+    tr '{' '\n' <"$1" 2>/dev/null | awk '{
+        a = $0; p = $0
+        if (!sub(/.*"Addr":"/, "", a) || !sub(/.*"Peer":"/, "", p)) next
+        sub(/".*/, "", a); sub(/".*/, "", p); print p, a
+    }'
+}
+
+# is_private_ip4 A.B.C.D
+is_private_ip4() {
+    case $1 in
+        10.* | 127.* | 192.168.* | 169.254.* | 172.1[6-9].* | 172.2[0-9].* | 172.3[01].* | 100.6[4-9].* | \
+            100.[7-9][0-9].* | 100.1[01][0-9].* | 100.12[0-7].*) return 0 ;;
+    esac
+    return 1
+}
+
+# route_dial DEADLINE_CS: connect to every provider in PROVIDERS at once (kubo finds the addresses,
+# relay ones included, in the provider records or by asking the DHT for the peer).
+route_dial() {
+    _rd_i=0
+    _rd_pids=
+    for _rd_p in $PROVIDERS; do
+        _rd_i=$((_rd_i + 1))
+        api_call "$1" "$ROUTE_DIAL_MAX" "$WORK/prov.$_rd_i.out" "swarm/connect?arg=/p2p/$_rd_p" &
+        _rd_pids="$_rd_pids $!"
+    done
+    # shellcheck disable=SC2086
+    wait $_rd_pids
+}
+
+# route_self_addr DEADLINE_CS: wait (at most ROUTE_SELF_MAX s) until kubo knows a public address of
+# its own -- an address enough peers have seen it at. Hole punching sends it to the other side; a node
+# that has none yet lets the attempt fail. Behind a symmetric NAT none ever comes: go on regardless.
+route_self_addr() {
+    tick
+    _rs_dl=$((NOW + ROUTE_SELF_MAX * 100))
+    [ "$_rs_dl" -le "$1" ] || _rs_dl=$1
+    while :; do
+        if api_call "$_rs_dl" 5 "$WORK/id.json" id; then
+            for _rs_a in $(tr ',[]' '   ' <"$WORK/id.json" | tr ' ' '\n' | sed -n 's|^"/ip4/\([0-9.]*\)/tcp/.*|\1|p'); do
+                if ! is_private_ip4 "$_rs_a"; then
+                    dbg "routing: our public address is $_rs_a"
+                    return 0
+                fi
+            done
+        fi
+        tick
+        [ "$NOW" -lt "$_rs_dl" ] || break
+        nap 0.5
+    done
+    dbg "routing: no public address of our own yet (symmetric NAT?)"
+    return 0
+}
+
+# route_bootstrap DEADLINE_CS: wait (at most ROUTE_BOOT_MAX s) until kubo is connected to a bootstrap
+# peer -- one of ipfs.bootstrap, or with kubo's defaults any peer on a public address. Status 1 with
+# KUBO_ERR "no route to bootstrap ...".
+route_bootstrap() {
+    [ -n "$API_URL" ] || return 0
+    tick
+    _rb_t0=$NOW
+    _rb_dl=$((NOW + ROUTE_BOOT_MAX * 100))
+    [ "$_rb_dl" -le "$1" ] || _rb_dl=$1
+    _rb_ids=
+    for _rb_ma in $BOOTSTRAP; do
+        _rb_ids="$_rb_ids ${_rb_ma##*/}"
+    done
+    while :; do
+        if api_call "$_rb_dl" 5 "$WORK/peers.json" swarm/peers; then
+            peers_of "$WORK/peers.json" >"$WORK/peers.txt"
+            while read -r _rb_p _rb_a; do
+                if [ -n "$_rb_ids" ]; then
+                    case " $_rb_ids " in *" $_rb_p "*) ;; *) continue ;; esac
+                else
+                    _rb_ip=${_rb_a#/ip4/}
+                    [ "$_rb_ip" != "$_rb_a" ] || continue
+                    is_private_ip4 "${_rb_ip%%/*}" && continue
+                fi
+                tick
+                fmt_cs "$((NOW - _rb_t0))"
+                dbg "routing: bootstrap peer $_rb_p connected after $FMT s"
+                return 0
+            done <"$WORK/peers.txt"
+        fi
+        tick
+        [ "$NOW" -lt "$_rb_dl" ] || break
+        nap 0.5
+    done
+    fmt_cs "$((NOW - _rb_t0))"
+    if [ -n "$BOOTSTRAP" ]; then
+        # shellcheck disable=SC2086 # checked multiaddrs: split on purpose
+        count_words $BOOTSTRAP
+        KUBO_ERR="no route to bootstrap: none of the $COUNT ipfs.bootstrap peers answered in $FMT s"
+    else
+        KUBO_ERR="no route to bootstrap: no public peer answered in $FMT s (kubo's default bootstrap peers)"
+    fi
+    if [ "$NET_HAVE_IP" = 1 ] && [ -z "$("$IP" -4 route show default 2>/dev/null)" ]; then
+        KUBO_ERR="$KUBO_ERR; this machine has no default route"
+    fi
+    return 1
+}
+
+# route_providers DEADLINE_CS: find providers of the root in the DHT (ROUTE_FIND_MAX s, lookups
+# repeated while the routing table fills), connect to them (ROUTE_DIAL_MAX s: directly, or through the
+# relay in their address), then wait (ROUTE_DIRECT_MAX s) for a direct connection -- a relay only
+# carries the hole-punching handshake (circuit relay v2 limits it to 128 KiB), never the blocks.
+# Sets PROVIDERS T_PROVIDER_CS ROUTE; status 1 with KUBO_ERR naming the stage that failed.
+route_providers() {
+    [ -n "$API_URL" ] || return 0
+    tick
+    _rp_t0=$NOW
+    _rp_dl=$((NOW + ROUTE_FIND_MAX * 100))
+    [ "$_rp_dl" -le "$1" ] || _rp_dl=$1
+    PROVIDERS=
+    _rp_empty=0
+    while :; do
+        api_call "$_rp_dl" "$ROUTE_FIND_MAX" "$WORK/findprovs.out" \
+            "routing/findprovs?arg=$CID&num-providers=$ROUTE_PROVIDERS"
+        PROVIDERS=$(awk '/"Type":4[,}]/ {
+                while (match($0, /"ID":"[^"]+"/)) { print substr($0, RSTART + 6, RLENGTH - 7); $0 = substr($0, RSTART + RLENGTH) }
+            }' "$WORK/findprovs.out" 2>/dev/null | awk '!seen[$0]++' | head -n "$ROUTE_PROVIDERS" | tr '\n' ' ')
+        PROVIDERS=${PROVIDERS% }
+        [ -n "$PROVIDERS" ] && break
+        grep -q 'failed to find any peer in table' "$WORK/findprovs.out" "$WORK/findprovs.out.err" 2>/dev/null &&
+            _rp_empty=1
+        tick
+        [ "$NOW" -lt "$_rp_dl" ] || break
+        nap 1
+    done
+    tick
+    fmt_cs "$((NOW - _rp_t0))"
+    if [ -z "$PROVIDERS" ]; then
+        if [ "$_rp_empty" = 1 ]; then
+            KUBO_ERR="no route to bootstrap: the DHT routing table stayed empty for $FMT s"
+        else
+            KUBO_ERR="no providers found for $CID (DHT lookup, $FMT s)"
+        fi
+        return 1
+    fi
+    T_PROVIDER_CS=$NOW
+    # shellcheck disable=SC2086 # peer ids: split on purpose
+    count_words $PROVIDERS
+    _rp_n=$COUNT
+    dbg "routing: $_rp_n provider(s) after $FMT s: $PROVIDERS"
+    route_self_addr "$1"
+    ROUTE=
+    _rp_circ=
+    for _rp_round in 1 2; do
+        route_dial "$1"
+        # The other side first tries to dial us directly (libp2p gives that 5 s), then hole-punches
+        # in well under a second. Round 1: two thirds of ROUTE_DIRECT_MAX from the relayed connection;
+        # round 2 (redialled) the rest.
+        tick
+        if [ "$_rp_round" = 1 ]; then
+            _rp_dl=$((NOW + ROUTE_DIRECT_MAX * 100))
+            [ "$_rp_dl" -le "$1" ] || _rp_dl=$1
+            _rp_until=$((NOW + ROUTE_DIRECT_MAX * 200 / 3))
+            [ "$_rp_until" -le "$_rp_dl" ] || _rp_until=$_rp_dl
+        else
+            _rp_until=$_rp_dl
+        fi
+        while :; do
+            if api_call "$_rp_until" 5 "$WORK/peers.json" swarm/peers; then
+                peers_of "$WORK/peers.json" >"$WORK/peers.txt"
+                _rp_circ= # the relayed connections of the latest answer
+                while read -r _rp_p _rp_a; do
+                    case " $PROVIDERS " in *" $_rp_p "*) ;; *) continue ;; esac
+                    case $_rp_a in
+                        */p2p-circuit*)
+                            ROUTE=relayed
+                            _rp_circ="$_rp_circ $_rp_a/p2p/$_rp_p"
+                            ;;
+                        *)
+                            ROUTE=direct
+                            dbg "routing: provider $_rp_p connected directly at $_rp_a"
+                            return 0
+                            ;;
+                    esac
+                done <"$WORK/peers.txt"
+            fi
+            tick
+            [ "$NOW" -lt "$_rp_until" ] || break
+            nap 0.5
+        done
+        [ "$ROUTE" = relayed ] || break
+        [ "$_rp_round" = 1 ] || break
+        # Only relayed: hole punching runs once per relayed connection. Close those (only those: a
+        # direct one may just be coming up) and dial again for a second round (the other side may
+        # have lacked our public address the first time).
+        dbg "routing: only relayed after round 1; dialling again"
+        for _rp_ma in $_rp_circ; do
+            api_call "$1" 5 "$WORK/disc.out" "swarm/disconnect?arg=$_rp_ma" 2>/dev/null
+        done
+    done
+    if [ "$ROUTE" = relayed ]; then
+        KUBO_ERR="providers unreachable: $_rp_n found, reached only through a relay and hole punching did not get through (a relay carries no blocks)"
+    else
+        # The API answers a failed dial with a bare HTTP 500 to busybox wget: ask once more with the
+        # CLI, whose error says why (e.g. "routing: not found": no address for it anywhere).
+        _rp_first=${PROVIDERS%% *}
+        ipfsc "$1" 10 swarm connect "/p2p/$_rp_first" >"$WORK/prov.cli" 2>&1
+        last_line "$WORK/prov.cli"
+        LAST=${LAST#"connect $_rp_first failure: "}
+        KUBO_ERR="providers unreachable: $_rp_n found, none answered (${LAST:-no connection})"
+    fi
+    return 1
+}

@@ -1,0 +1,321 @@
+"""The simulated internet (``testbed.internet``) and the open-network mode on it, without QEMU.
+
+* it comes up isolated and goes away completely -- also when the test using it fails;
+* its NAT routers behave as cone and symmetric NATs do, and the core counts (and drops) every packet
+  addressed outside the simulation;
+* kubo nodes in two homes find each other through the DHT, connect through a relay and hole-punch a
+  direct connection (cone NATs), and cannot (symmetric NATs, no relay);
+* the real boot hook (real kubo, real busybox wget; only DHCP faked) in a home, with only
+  ``tce=ipfs:<CID>`` and the simulated bootstrap list, fetches from the seed in another home -- and when
+  it cannot, its console line names the stage that failed, within its timeout.
+
+Measured numbers go to ``tests/.results/internet-*.json`` (never asserted as timings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hookfakes.harness import HookEnv, Repo, Result, md5
+from support import REPO_ROOT, record
+from tce_ipfs.ipfs import netmode, rpc
+from tce_ipfs.testbed.internet import HomeSeed, Internet, Nat, in_sim, start_home_seed
+from tce_ipfs.testbed.lab import namespaces
+
+pytestmark = [pytest.mark.root, pytest.mark.kubo]
+
+HOOK_FAKES = ("udhcpc", "ip", "ifconfig", "uname", "modprobe")
+HOOK_TIMEOUT = 90  # ipfs.timeout for the hook runs: a bound, not a performance target
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def make_repo(path: Path) -> Repo:
+    """Two extensions of random bytes (every block unique: what flows is what was asked for)."""
+    repo = Repo(path)
+    for name, size, deps in (("libnet.tcz", 300_000, []), ("net.tcz", 1_500_000, ["libnet.tcz"])):
+        repo.ext(name, deps)
+        data = os.urandom(size)
+        repo.data[name] = data
+        (path / name).write_bytes(data)
+        (path / f"{name}.md5.txt").write_text(f"{md5(data)}  {name}\n")
+    repo.lst("net.tcz\n")
+    return repo
+
+
+# ------------------------------------------------------------------------------------------ the sim
+def test_up_isolated_counted_and_gone(tmp_path: Path) -> None:
+    with Internet(tmp_path / "net", homes={"a": "cone", "b": "symmetric"}) as net:
+        names = net.namespaces()
+        assert set(names) <= set(namespaces())
+        net.check_isolated()
+        machine = net.add_machine("a", "probe")
+        net.check_isolated()
+        # The homes' routers are the way out of a home, and the core is the end of the world: no
+        # default route there, so a packet for any address outside the simulation dies in the core --
+        # counted per destination. (A documentation address: no host anywhere has it.)
+        assert machine.exec(["ip", "route", "get", "198.51.100.1"]).returncode == 0
+        assert net.core.exec(["ip", "route", "get", "198.51.100.1"], check=False).returncode != 0
+        assert net.strays()["packets"] == 0
+        machine.exec(["timeout", "3", "busybox", "nc", "198.51.100.1", "4001"], check=False)
+        strays = net.strays()
+        assert strays["packets"] >= 1 and strays["destinations"] == ["198.51.100.1"]
+        net.reset_strays()
+        assert net.strays() == {"packets": 0, "bytes": 0, "destinations": []}
+        # IPv6 is off everywhere, DHCP offers no DNS server (no port 53 anywhere).
+        for ns in names:
+            assert b":53 " not in subprocess.run(["ip", "netns", "exec", ns, "ss", "-H", "-tuln"],
+                                                 capture_output=True, check=True).stdout
+    assert not set(names) & set(namespaces())
+
+
+def test_failing_test_still_tears_down(tmp_path: Path) -> None:
+    """A test that fails with the simulated internet up (in its own pytest run) leaves no namespace and
+    no process behind."""
+    rec = tmp_path / "record"
+    inner = tmp_path / "test_inner.py"
+    inner.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        import pytest
+        from tce_ipfs.testbed.internet import Internet
+
+        @pytest.fixture
+        def net(tmp_path):
+            with Internet(tmp_path / "net", homes=("a", "b")) as net:
+                yield net
+
+        def test_fails_midway(net):
+            m = net.add_machine("b", "b1")
+            p = m.spawn("sleeper", ["sleep", "300"])
+            Path({str(rec)!r}).write_text(" ".join([*net.namespaces(), str(p.pid)]))
+            assert False, "deliberate failure with the internet up"
+    """))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"--basetemp={tmp_path / 'inner-tmp'}", str(inner)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "deliberate failure" in res.stdout
+    *nss, pid = rec.read_text().split()
+    assert len(nss) >= 4 and not set(nss) & set(namespaces())
+    assert not _alive(int(pid))
+
+
+ECHO_PEER = "import socket; s = socket.create_server(('0.0.0.0', 9000)); " \
+            "c, a = s.accept(); c.sendall(f'{a[0]}:{a[1]}'.encode()); c.close()"
+
+
+def _seen_from(net: Internet, src: str, dst: str, *, port: int) -> str:
+    """The source address:port a server on machine ``dst`` sees for a connection from ``src`` that
+    leaves from local port ``port``."""
+    d = net.machine(dst)
+    server = d.spawn(f"echo-{dst}-{port}", [sys.executable, "-c", ECHO_PEER])
+    try:
+        time.sleep(0.5)
+        code = ("import socket, sys; c = socket.socket(); "
+                "c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                f"c.bind(('0.0.0.0', {port})); c.settimeout(5); c.connect((sys.argv[1], 9000)); "
+                "print(c.recv(100).decode())")
+        out = net.machine(src).exec([sys.executable, "-c", code, d.ip]).stdout.decode().strip()
+    finally:
+        server.stop(grace=1)
+    return str(out)
+
+
+def test_nat_kinds(tmp_path: Path) -> None:
+    """Cone: one inside port keeps its number outside, whoever it talks to (so a peer's observation
+    is good for everyone: hole punching works). Symmetric: a new outside port per destination. Both
+    drop what nobody inside asked for."""
+    with Internet(tmp_path / "net", homes={"a": "cone", "b": "symmetric"}) as net:
+        for name, ip in (("p1", net.server_ips[0]), ("p2", net.server_ips[1])):
+            net.attach_public(name, ip)
+        net.add_machine("a", "a1")
+        net.add_machine("b", "b1")
+        cone = [_seen_from(net, "a1", p, port=4001) for p in ("p1", "p2")]
+        assert cone == [f"{net.home('a').wan_ip}:4001"] * 2
+        sym = [_seen_from(net, "b1", p, port=4001) for p in ("p1", "p2")]
+        assert all(s.startswith(net.home("b").wan_ip + ":") for s in sym)
+        assert len({s.split(":")[1] for s in sym}) == 2 and "4001" not in {s.split(":")[1] for s in sym}
+        # Unsolicited from outside: dropped by the router (no RST either: the dial just times out).
+        p1 = net.machine("p1")
+        probe = p1.exec(["timeout", "3", "busybox", "nc", net.home("a").wan_ip, "4001"], check=False)
+        assert probe.returncode != 0
+        assert net.strays()["packets"] == 0
+
+
+# ------------------------------------------------------------------------------ kubo on the sim
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory, host_kubo: Path) -> Iterator[Internet]:
+    """Homes a, b, d (cone NATs), c (symmetric); boot1..4 up (DHT, AutoNAT, relays). The hook gets
+    home d to itself: a second machine on port 4001 behind the same NAT, with its own connection to
+    the seed (b-node), would hold the very NAT mapping hole punching needs (a real effect, not this
+    test's subject)."""
+    homes: dict[str, Nat] = {"a": "cone", "b": "cone", "c": "symmetric", "d": "cone"}
+    with Internet(tmp_path_factory.mktemp("internet"), homes=homes) as n:
+        n.start_servers(host_kubo)
+        yield n
+        assert n.strays()["packets"] == 0, n.strays()
+
+
+@pytest.fixture(scope="module")
+def seed(net: Internet, host_kubo: Path, tmp_path_factory: pytest.TempPathFactory) -> HomeSeed:
+    repo = make_repo(tmp_path_factory.mktemp("net-repo"))
+    golog = os.environ.get("TCE_IPFS_TEST_GOLOG")  # e.g. error,p2p-holepunch=debug (the seed's daemon.log)
+    return start_home_seed(net, "a", host_kubo, repo.path, env={"GOLOG_LOG_LEVEL": golog} if golog else None)
+
+
+def test_seed_at_home_is_reachable_through_a_relay(net: Internet, seed: HomeSeed) -> None:
+    with seed.node.client() as c:
+        seen = rpc.reachability(c)
+        assert seen["state"] == "relayed" and seen["autonat"] == "Private", seen
+        assert all(r.split("/")[2] in net.server_ips for r in seen["relays"])
+        assert c.id()["Addresses"]
+        assert rpc.config_value(c, "Bootstrap") == net.bootstrap()
+    record("internet-seed", {"reachable_s": round(seed.reachable_s, 1),
+                             "announced_s": round(seed.announced_s, 1)})
+
+
+def test_two_homes_hole_punch(net: Internet, seed: HomeSeed, host_kubo: Path) -> None:
+    """A node in home b finds the seed of home a through the DHT, reaches it through a relay, and the
+    two punch a direct TCP connection through their NATs: the blocks never go through the relay."""
+    machine = net.add_machine("b", "b-node")
+    node = net.start_node(machine, "b-node", host_kubo, net.work_dir / "b-node",
+                          config=netmode.public_config(net.bootstrap()))
+    started = time.monotonic()
+    with node.client(timeout=120) as c:
+        found = rpc.find_providers(c, seed.cid, timeout=60)
+        t_provider = time.monotonic() - started
+        assert [p["ID"] for p in found] == [seed.node.peer_id]
+        assert all("/p2p-circuit" in a for a in found[0]["Addrs"]), found  # behind NAT: relay addresses
+        data = rpc.cat(c, f"/ipfs/{seed.cid}/net.tcz", timeout=120)
+        t_data = time.monotonic() - started
+    assert len(data) == 1_500_000
+    conns = [x for x in net.connections(node) if x["peer"] == seed.node.peer_id]
+    assert any(not x["relayed"] for x in conns), conns
+    direct = [x["addr"] for x in conns if not x["relayed"]]
+    assert direct == [f"/ip4/{net.home('a').wan_ip}/tcp/4001"]
+    with node.client() as c:
+        assert rpc.bitswap_stat(c)["DataReceived"] >= 1_500_000  # over bitswap, from the only provider
+    assert net.home("a").wan_stats()["tx"]["bytes"] >= 1_500_000  # out of home a's router, not a relay
+    record("internet-hole-punch", {"t_provider_s": round(t_provider, 2), "t_data_s": round(t_data, 2),
+                                   "connections": conns,
+                                   "wan_tx_a": net.home("a").wan_stats()["tx"]["bytes"]})
+
+
+def test_symmetric_nat_cannot_hole_punch(net: Internet, seed: HomeSeed, host_kubo: Path) -> None:
+    """Home c's symmetric NAT: c finds the seed and reaches it through the relay, but the ports the
+    other side learns are useless, so no direct connection comes up and no block flows."""
+    machine = net.add_machine("c", "c-node")
+    node = net.start_node(machine, "c-node", host_kubo, net.work_dir / "c-node",
+                          config=netmode.public_config(net.bootstrap()))
+    with node.client(timeout=60) as c:
+        assert [p["ID"] for p in rpc.find_providers(c, seed.cid, timeout=60)] == [seed.node.peer_id]
+        rpc.swarm_connect(c, f"/p2p/{seed.node.peer_id}", timeout=30)
+    time.sleep(15)  # DCUtR tries three times within a few seconds
+    conns = [x for x in net.connections(node) if x["peer"] == seed.node.peer_id]
+    assert conns and all(x["relayed"] for x in conns), conns
+    with node.client(timeout=20) as c, pytest.raises(Exception, match=r"deadline|timed out|timeout"):
+        rpc.cat(c, f"/ipfs/{seed.cid}/net.tcz", timeout=15)
+
+
+# ------------------------------------------------------------------------------ the hook on the sim
+def hook_env(machine_netns: str, base: Path, kubo: Path) -> HookEnv:
+    # The real `ip` by its path: the hook's PATH holds the fake one.
+    real_ip = shutil.which("ip") or "/usr/sbin/ip"
+    env = HookEnv(base, shell="busybox", fakes=HOOK_FAKES, extra_path=(str(kubo.parent),),
+                  launcher=(real_ip, "netns", "exec", machine_netns))
+    (env.optional() / "ipfs.tcz").unlink()  # kubo comes from PATH here
+    return env
+
+
+def run_hook(env: HookEnv, cmdline: str) -> Result:
+    return env.run(cmdline, timeout=HOOK_TIMEOUT + 60)
+
+
+def hook_config(env: HookEnv) -> dict[str, object]:
+    return dict(json.loads((env.root / "tmp/tce-ipfs/repo/config").read_text()))
+
+
+@pytest.mark.holepunch
+def test_hook_boots_from_a_seed_in_another_home(net: Internet, seed: HomeSeed, host_kubo: Path,
+                                                tmp_path: Path) -> None:
+    machine = net.add_machine("d", "d-hook")
+    env = hook_env(machine.netns, tmp_path / "hook", host_kubo)
+    boot = ",".join(net.bootstrap())
+    result = run_hook(env, f"tce=ipfs:{seed.cid} ipfs.bootstrap={boot} ipfs.timeout={HOOK_TIMEOUT}")
+    assert result.final.startswith(f"loaded 2 extensions from ipfs:{seed.cid} in "), \
+        result.console + result.log
+    st = result.status
+    assert st["net"] == "public" and st["route"] == "direct" and st["providers"] == seed.node.peer_id
+    config = hook_config(env)
+    assert config["Bootstrap"] == net.bootstrap()  # never kubo's own list here
+    assert all(in_sim(a.split("/")[2]) for a in config["Bootstrap"])  # type: ignore[union-attr]
+    record("internet-hook", {k: st.get(k) for k in ("t_kubo_ready", "t_provider", "t_list", "t_first_byte",
+                                                     "t_total", "route", "providers")})
+
+
+@pytest.fixture(scope="module")
+def dark(tmp_path_factory: pytest.TempPathFactory, host_kubo: Path) -> Iterator[tuple[Internet, HomeSeed]]:
+    """A second internet where nothing gets through: both homes behind symmetric NATs (hole punching
+    cannot work), the seed in home a announced its repo through a relay -- and then every relay
+    stopped (the record stays on the DHT, the way to the seed is gone)."""
+    with Internet(tmp_path_factory.mktemp("dark"), homes={"a": "symmetric", "b": "symmetric"}) as n:
+        n.start_servers(host_kubo)
+        seed = start_home_seed(n, "a", host_kubo, make_repo(tmp_path_factory.mktemp("dark-repo")).path)
+        n.set_relays(False)
+        yield n, seed
+        assert n.strays()["packets"] == 0, n.strays()
+
+
+@pytest.mark.parametrize("case", ["no-bootstrap", "no-providers", "unreachable", "relayed-only"])
+def test_hook_names_the_failed_stage(request: pytest.FixtureRequest, case: str, tmp_path: Path,
+                                     host_kubo: Path) -> None:
+    """Without a way through, the hook gives up within ipfs.timeout with the stage in its last line.
+    relayed-only: home c of the first internet (symmetric NAT, relays up) reaches the seed only through
+    a relay, which carries no blocks."""
+    if case == "relayed-only":
+        net, seed = request.getfixturevalue("net"), request.getfixturevalue("seed")
+        home = "c"
+    else:
+        net, seed = request.getfixturevalue("dark")
+        home = "b"
+    machine = net.add_machine(home, f"{home}-{case}")
+    env = hook_env(machine.netns, tmp_path / "hook", host_kubo)
+    boot = ",".join(net.bootstrap())
+    cid = seed.cid
+    if case == "no-bootstrap":  # an address of the core where no machine answers
+        boot = f"/ip4/192.0.0.250/tcp/4001/p2p/{net.servers[0].peer_id}"
+        stage = "no route to bootstrap"
+    elif case == "no-providers":  # a CID nobody has (hashed only, never stored)
+        with seed.node.client() as c:
+            cid = str(c.add_bytes(os.urandom(64), opts={"only-hash": "true", "cid-version": "1",
+                                                          "raw-leaves": "true"}))
+        stage = "no providers found"
+    elif case == "unreachable":
+        stage = "providers unreachable: 1 found, none answered"
+    else:
+        stage = "providers unreachable: 1 found, reached only through a relay"
+    timeout = 60
+    started = time.monotonic()
+    result = run_hook(env, f"tce=ipfs:{cid} ipfs.bootstrap={boot} ipfs.timeout={timeout}")
+    elapsed = time.monotonic() - started
+    assert result.final.startswith(f"FAILED: ipfs:{cid}: {stage}"), result.console + result.log
+    assert elapsed < timeout + 15, elapsed
+    assert result.rc == 0
+    record(f"internet-fail-{case}", {"line": result.final, "seconds": round(elapsed, 1)})

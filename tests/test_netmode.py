@@ -1,0 +1,140 @@
+"""Network modes (``ipfs.netmode``), without QEMU and without a daemon.
+
+* the host's rules (``resolve_mode``, ``public_config``) -- the mode a node runs in and the keys of
+  an open-network node;
+* the boot hook's public mode agrees with them: kubo's real ``init`` with the hook's profiles, then the
+  hook's own ``kubo_net_config`` (lib/public.sh + lib/netconf.awk, in busybox sh), then kubo's real
+  ``config show`` -- every key ``public_config()`` names has the same value there, set by the hook or
+  left at kubo's default. Nothing is started: no daemon, nothing dialled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import REPO_ROOT
+from tce_ipfs.errors import UsageError
+from tce_ipfs.ipfs import isolation, netmode
+
+HOOK_LIB = REPO_ROOT / "initrd-hooks" / "lib"
+BOOT = [f"/ip4/192.0.0.{200 + i}/tcp/4001/p2p/12D3KooWBoot{i}BootBootBootBootBootBootBootBootBootBo"
+        for i in range(2)]
+# kubo's own defaults for the keys the hook leaves alone (absent from the config it writes); a
+# public_config() value that differs from these would mean the hook and the host disagree.
+KUBO_DEFAULTS: dict[str, Any] = {
+    "Swarm.Transports.Network.Relay": True,
+    "Swarm.RelayClient.Enabled": True,
+    "Swarm.RelayService.Enabled": False,  # set false by the lowpower profile
+    "Swarm.EnableHolePunching": True,
+}
+
+
+# ------------------------------------------------------------------------------------- host rules
+@pytest.mark.parametrize(("mode", "peers", "key", "want"), [
+    (None, False, False, "public"),  # a bare tce=ipfs:CID at home
+    (None, True, False, "lan"),  # a lab's boot line names its peers
+    (None, True, True, "private"),
+    (None, False, True, "private"),
+    ("public", True, False, "public"),
+    ("lan", False, False, "lan"),
+    ("private", False, True, "private"),
+])
+def test_resolve_mode(mode: str | None, peers: bool, key: bool, want: str) -> None:
+    assert netmode.resolve_mode(mode, peers=peers, swarm_key=key) == want
+
+
+@pytest.mark.parametrize(("mode", "key", "message"), [
+    ("public", True, "cannot join the public network"),
+    ("private", False, "needs a swarm key"),
+    ("internet", False, "one of public, lan, private"),
+])
+def test_resolve_mode_refuses(mode: str, key: bool, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        netmode.resolve_mode(mode, peers=False, swarm_key=key)
+
+
+def test_public_config_roles() -> None:
+    client = netmode.public_config(BOOT)
+    assert client["Bootstrap"] == BOOT and client["AutoConf.Enabled"] is False
+    assert client["Routing.Type"] == "dhtclient" and client["Routing.DelegatedRouters"] == []
+    assert client["Provide.Enabled"] is True and client["Provide.Strategy"] == "roots"
+    assert client["Swarm.RelayClient.Enabled"] and client["Swarm.EnableHolePunching"]
+    assert not client["Swarm.RelayService.Enabled"] and client["Swarm.DisableNatPortMap"]
+    auto = netmode.public_config()
+    assert auto["Bootstrap"] == ["auto"] and auto["AutoConf.Enabled"] is True
+    assert auto["Routing.Type"] == "autoclient" and auto["Swarm.DisableNatPortMap"] is False
+    server = netmode.public_config(BOOT, role="server", relay_service=True)
+    assert server["Routing.Type"] == "dhtserver" and server["AutoNAT.ServiceMode"] == "enabled"
+    assert server["Swarm.RelayService.Enabled"] and not server["Provide.Enabled"]
+    assert netmode.public_config(BOOT, role="server", dht_server=False)["Routing.Type"] == "dhtclient"
+    for bad in (["auto"], ["/ip4/192.0.0.200/tcp/4001"]):
+        with pytest.raises(UsageError, match="must be a multiaddr ending in /p2p/"):
+            netmode.public_config(bad)
+
+
+# ------------------------------------------------------------------------------------- hook = host
+def hook_public_config(kubo: Path, tmp_path: Path, *, bootstrap: list[str],
+                       seed: str = "1") -> dict[str, Any]:
+    """kubo's real config after the hook's init profiles and the hook's own ``kubo_net_config``."""
+    shell = shutil.which("busybox")
+    if shell is None:
+        pytest.skip("busybox not installed")
+    work = tmp_path / "work"
+    repo = work / "repo"
+    work.mkdir()
+    env = {"PATH": f"{kubo.parent}:/usr/bin:/bin", "IPFS_PATH": str(repo), "HOME": str(tmp_path),
+           "IPFS_TELEMETRY": "off"}
+    subprocess.run([str(kubo), "init", "--empty-repo", "--profile=test,lowpower"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    script = f"""
+        ROOT={tmp_path}
+        TCE_IPFS_LIB={HOOK_LIB}
+        . "$TCE_IPFS_LIB/lib.sh"
+        . "$TCE_IPFS_LIB/kubo.sh"
+        . "$TCE_IPFS_LIB/public.sh"
+        mkdir -p "$ROOT/var/log"
+        WORK={work} IPFS_PATH={repo} NET=public SEED={seed} KUBO_GOMEMLIMIT=100MiB
+        BOOTSTRAP="{' '.join(bootstrap)}"
+        kubo_net_config 999999999 || {{ echo "$KUBO_ERR" >&2; exit 1; }}
+    """
+    res = subprocess.run([shell, "sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    shown = subprocess.run([str(kubo), "config", "show"], env=env, check=True, capture_output=True,
+                           timeout=60).stdout
+    return dict(json.loads(shown))
+
+
+@pytest.mark.kubo
+@pytest.mark.parametrize("bootstrap", [BOOT, []], ids=["ipfs.bootstrap", "kubos-defaults"])
+def test_hook_public_mode_agrees_with_public_config(host_kubo: Path, tmp_path: Path,
+                                                    bootstrap: list[str]) -> None:
+    config = hook_public_config(host_kubo, tmp_path, bootstrap=bootstrap)
+    wanted = netmode.public_config(bootstrap or None, memory="100MiB")
+    differ = {}
+    for key, value in wanted.items():
+        if key in ("Routing.Type", "DNS.Resolvers"):
+            continue  # set by other parts of the hook (kuboconf.awk; DNS stays the system's at boot)
+        try:
+            got = isolation.get_dotted(config, key)
+        except KeyError:
+            got = KUBO_DEFAULTS.get(key, "(absent)")
+        if got is None and key in KUBO_DEFAULTS:
+            got = KUBO_DEFAULTS[key]
+        if got != value:
+            differ[key] = (got, value)
+    assert not differ, differ
+    assert os.path.exists(tmp_path / "work" / "netconf.done")  # one awk pass, no `ipfs config` calls
+
+
+@pytest.mark.kubo
+def test_hook_seed_off_announces_nothing(host_kubo: Path, tmp_path: Path) -> None:
+    config = hook_public_config(host_kubo, tmp_path, bootstrap=BOOT, seed="0")
+    assert config["Provide"]["Enabled"] is False
+    assert config["Bootstrap"] == BOOT
