@@ -653,6 +653,8 @@ get_ext() {
         T_PLACE=$((T_PLACE + NOW - _g_t0))
         GOT_NEW=1
         dbg "$1: $SIZE bytes from $_g_desc, md5 ok"
+        # kubo holds a second copy of these bytes: serve them from the placed file (lib/onecopy.sh)
+        [ "$_g_s" = P ] && [ -n "$GATEWAY" ] && onecopy_placed "$1"
         return 0
     done
     [ -n "$EXT_ERR" ] || EXT_ERR="no source left to ask"

@@ -15,6 +15,8 @@ HOOK_LIB=${TCE_IPFS_LIB:-${ROOT:-}/usr/local/lib/tce-ipfs}
 . "$HOOK_LIB/kubo.sh"
 # shellcheck source=fetch.sh
 . "$HOOK_LIB/fetch.sh"
+# shellcheck source=onecopy.sh
+. "$HOOK_LIB/onecopy.sh"
 
 HOOK_VERSION=unknown
 HOOK_ARCH=unknown
@@ -24,6 +26,8 @@ T_START=0
 T_NET=
 T_END=0
 KREL=
+RAM_USED=
+RAM_USED_START=
 
 # ---------------------------------------------------------------- coexistence with tce-setup
 # tce-setup parses tce= itself after we return: a value it cannot mount becomes the directory
@@ -135,6 +139,11 @@ write_status() {
         status_kv gateway "$GATEWAY"
         status_kv seed "$SEED"
         [ -n "$KUBO_PEER_ID" ] && status_kv peer_id "$KUBO_PEER_ID"
+        onecopy_count
+        status_kv onecopy "$ONECOPY_N"
+        status_kv onecopy_bytes "$ONECOPY_BYTES"
+        [ -n "$RAM_USED_START" ] && status_kv ram_used_start "$RAM_USED_START"
+        [ -n "$MEM_MIB" ] && status_kv mem_mib "$MEM_MIB"
         [ -n "$PINNED" ] && status_kv pinned "$PINNED"
         [ "$PIN_FAILED" -gt 0 ] && status_kv pin_failed "$PIN_FAILED"
         status_kv version "$HOOK_VERSION"
@@ -171,9 +180,11 @@ finish() {
         if [ "$PLACED_COUNT" -eq 0 ] && [ "$RESULT" != ok ]; then
             dbg "stopping kubo: nothing was fetched"
             kubo_stop
+            kubo_free
         elif [ "$SEED" = 0 ]; then
             dbg "stopping kubo: ipfs.seed=0"
             kubo_stop
+            kubo_free
         fi
     fi
     write_status
@@ -201,7 +212,9 @@ tce_ipfs_main() {
     read_cmdline || exit 0
     parse_scheme || exit 0 # tce= absent or not ours: do nothing at all
     mkdir -p "$WORK" "${LOG%/*}" 2>/dev/null
-    rm -f "$PIN_NOTES"
+    rm -rf "$PIN_NOTES" "$WORK/onecopy.done" "$WORK/onecopy.todo" "$WORK/onecopy.off" "$WORK/oc" "$WORK/oc.lock"
+    ram_used_kib
+    RAM_USED_START=$RAM_USED
     if [ -r "$HOOK_LIB/build.conf" ]; then
         # shellcheck source=/dev/null
         . "$HOOK_LIB/build.conf"

@@ -219,7 +219,7 @@ parse_scheme() {
 }
 
 # parse_codes: validate tce= and every companion code. Sets:
-# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED SWARMKEY DEBUG PORT NODHCP
+# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED ONECOPY SWARMKEY DEBUG PORT NODHCP
 parse_codes() {
     CID=
     IPNS_NAME=
@@ -328,6 +328,8 @@ parse_codes() {
 
     SEED=$(getargbool 1 ipfs.seed)
     [ "$SEED" = "?" ] && { SEED=1; perr "ipfs.seed= must be 0 or 1"; }
+    ONECOPY=$(getargbool 1 ipfs.onecopy)
+    [ "$ONECOPY" = "?" ] && { ONECOPY=1; perr "ipfs.onecopy= must be 0 or 1"; }
     DEBUG=$(getargbool 0 ipfs.debug)
     [ "$DEBUG" = "?" ] && { DEBUG=1; perr "ipfs.debug= must be 0 or 1"; }
 
