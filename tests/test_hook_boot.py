@@ -868,6 +868,8 @@ def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
         '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]',
         "--json Discovery.MDNS.Enabled false",
         '--json Swarm.Transports.Security {"TLS": false}',
+        '--json Swarm.ConnMgr {"Type": "basic", "LowWater": 20, "HighWater": 40}',
+        "--json Experimental.FilestoreEnabled true",
         f'--json Peering.Peers [{{"ID": "{PEER_ID}", "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}}]',
     ]
 
