@@ -195,3 +195,15 @@ def test_limits_from_ram(tmp_path: Path, shell: str, mem_kib: int | None,
     gomem, low, high, rcmgr = expect
     assert out[:3] == [gomem, str(low), str(high)]
     assert out[3].strip() == (f'{{"MaxMemory": "{rcmgr}"}}' if rcmgr else "")
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_fetch_failure_says_when_ram_ran_out(tmp_path: Path, shell: str) -> None:
+    """ram_short: the reason added to an extension's error line when kubo is gone (OOM killer)."""
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+    script = (f'ROOT={tmp_path}; . {HOOK_LIB}/lib.sh; . {HOOK_LIB}/fetch.sh; MEM_MIB=256; '
+              f'mkdir -p "$OPT"; KUBO_PID=; ram_short; echo "[$RAM_SHORT]"; KUBO_PID={dead}; ram_short; '
+              'echo "[$RAM_SHORT]"')
+    out = subprocess.run([*SHELLS[shell], "-c", script], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"}).stdout.splitlines()
+    assert out == ["[]", "[kubo is gone, killed for want of memory? (256 MiB RAM)]"]

@@ -629,7 +629,11 @@ get_ext() {
         case $? in
             0) ;;
             2) EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1 not found at $_g_desc"; continue ;;
-            *) EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1 from $_g_desc: $FETCH_ERR"; continue ;;
+            *)
+                ram_short
+                EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1 from $_g_desc: $FETCH_ERR${RAM_SHORT:+ ($RAM_SHORT)}"
+                continue
+                ;;
         esac
         tick
         _g_t0=$NOW
@@ -659,6 +663,22 @@ get_ext() {
     done
     [ -n "$EXT_ERR" ] || EXT_ERR="no source left to ask"
     return 1
+}
+
+# ram_short: RAM_SHORT = why a fetch may have failed for want of RAM -- the file system holding
+# optional/ (TC: the RAM root) is nearly full, or kubo is gone (the kernel's OOM killer picks the
+# biggest process) -- or empty. Goes into the extension's console line, so a machine too small for
+# its onboot set says so (the base system boots either way).
+ram_short() {
+    RAM_SHORT=
+    _rs_free=$(df -Pk "$OPT" 2>/dev/null | awk 'NR == 2 { print $4 }')
+    case $_rs_free in
+        '' | *[!0-9]*) ;;
+        *) [ "$_rs_free" -lt 4096 ] && RAM_SHORT="does not fit: $_rs_free KiB left in RAM (${MEM_MIB:-?} MiB)" ;;
+    esac
+    if [ -z "$RAM_SHORT" ] && [ -n "$KUBO_PID" ] && ! kill -0 "$KUBO_PID" 2>/dev/null; then
+        RAM_SHORT="kubo is gone, killed for want of memory? (${MEM_MIB:-?} MiB RAM)"
+    fi
 }
 
 # place_sidecars NAME: canonical NAME.md5.txt and the normalised NAME.dep next to NAME in optional/
