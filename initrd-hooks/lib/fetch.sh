@@ -671,10 +671,10 @@ get_ext() {
 # its onboot set says so (the base system boots either way).
 ram_short() {
     RAM_SHORT=
-    _rs_free=$(df -Pk "$OPT" 2>/dev/null | awk 'NR == 2 { print $4 }')
-    case $_rs_free in
+    fs_kib "$OPT"
+    case $FS_FREE in
         '' | *[!0-9]*) ;;
-        *) [ "$_rs_free" -lt 4096 ] && RAM_SHORT="does not fit: $_rs_free KiB left in RAM (${MEM_MIB:-?} MiB)" ;;
+        *) [ "$FS_FREE" -lt 4096 ] && RAM_SHORT="does not fit: $FS_FREE KiB left in RAM (${MEM_MIB:-?} MiB)" ;;
     esac
     if [ -z "$RAM_SHORT" ] && [ -n "$KUBO_PID" ] && ! kill -0 "$KUBO_PID" 2>/dev/null; then
         RAM_SHORT="kubo is gone, killed for want of memory? (${MEM_MIB:-?} MiB RAM)"

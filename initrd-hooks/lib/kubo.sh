@@ -99,6 +99,7 @@ kubo_mount() {
 #                              the cap must stay well above it, or the GC would run all the time)
 #   Swarm.ConnMgr.HighWater    M/8, 8..40 (LowWater half of it): each connection costs buffers
 #   Swarm.ResourceMgr.MaxMemory M/8, 16..128 MiB (kubo's default is M/2; libp2p's limits scale with it)
+#   below 512 MiB: one .tcz fetch at a time (FETCH_JOBS=1)
 # Without a readable /proc/meminfo: 100 MiB, 20..40 (the lowpower profile), kubo's own MaxMemory.
 kubo_limits() {
     MEM_MIB=
@@ -119,6 +120,9 @@ kubo_limits() {
     [ "$_km_rc" -lt 16 ] && _km_rc=16
     [ "$_km_rc" -gt 128 ] && _km_rc=128
     KUBO_RCMGR="{\"MaxMemory\": \"${_km_rc}MiB\"}"
+    # Below 512 MiB one .tcz at a time: each file in flight sits in RAM twice until it is placed and
+    # switched to its file (lib/onecopy.sh).
+    [ "$MEM_MIB" -lt 512 ] && FETCH_JOBS=1
 }
 
 # ipfsc DEADLINE_CS MAXSECS ARGS...: one bounded kubo CLI call.

@@ -45,9 +45,23 @@ mem_tight() {
         END { exit !(t == "" || a == "" || a * 2 < t) }' "$ROOT/proc/meminfo" 2>/dev/null
 }
 
-# ram_used_kib: RAM_USED = KiB used in the file system holding /tmp (TC: the RAM root), or empty.
+# fs_kib PATH: FS_USED FS_FREE = KiB used in, and free for use in, the file system holding PATH (TC:
+# the RAM root), from statfs (`stat -f`: df leaves out the rootfs entry); empty if unknown.
+fs_kib() {
+    FS_USED=
+    FS_FREE=
+    # shellcheck disable=SC2046 # two numbers
+    set -- $(stat -f -c '%b %f %a %S' "$1" 2>/dev/null |
+        awk 'NF == 4 && $4 > 0 { printf "%.0f %.0f\n", ($1 - $2) * $4 / 1024, $3 * $4 / 1024 }')
+    [ "$#" -eq 2 ] || return 0
+    FS_USED=$1
+    FS_FREE=$2
+}
+
+# ram_used_kib: RAM_USED = KiB used in the file system holding /tmp, or empty.
 ram_used_kib() {
-    RAM_USED=$(df -Pk "$ROOT/tmp" 2>/dev/null | awk 'NR == 2 && $3 ~ /^[0-9]+$/ { print $3 }')
+    fs_kib "$ROOT/tmp"
+    RAM_USED=$FS_USED
 }
 
 # onecopy_plan DEADLINE_CS NAME: step 1 for NAME (placed, fetched through kubo). Status 0: it can
@@ -145,9 +159,10 @@ onecopy_switch() {
         _os_files="$_os_files $OPT/$_os_n"
     done
     oc_lock || { log "onecopy: another kubo CLI run did not end; keeping $*"; return 1; }
-    # The CLI is a Go process of its own: the Go defaults, not the daemon's GOGC=off heap.
+    # The CLI is a Go process of its own, next to the daemon: a small heap (it only streams the file
+    # to the daemon), not the daemon's GOGC=off one.
     # shellcheck disable=SC2086 # checked names, globbing is off
-    GOGC=100 GOMEMLIMIT=off bounded "$_os_dl" "$ONECOPY_MAX" "$KUBO_BIN" add --nocopy --cid-version=1 \
+    GOGC=50 GOMEMLIMIT=16MiB bounded "$_os_dl" "$ONECOPY_MAX" "$KUBO_BIN" add --nocopy --cid-version=1 \
         --raw-leaves --chunker=size-$ONECOPY_CHUNK --pin=false $_os_files >"$WORK/oc/add.out" 2>"$WORK/oc/add.err"
     _os_rc=$?
     oc_unlock
