@@ -708,6 +708,21 @@ def test_seed_0_stops_kubo(env: HookEnv) -> None:
     time.sleep(0.5)  # a pin job (there must be none) would have asked by now
     assert result.pins == [] and not [c for c in result.calls if "/api/v0/pin/" in c]
     assert "pinned" not in result.status and "seeding:" not in result.log
+    assert not (env.root / "tmp/tce-ipfs/repo").exists()  # kubo's RAM repo goes too (issue 12)
+
+
+@pytest.mark.parametrize(("codes", "filestore"), [("", True), (" ipfs.onecopy=0", False),
+                                                  (" ipfs.seed=0", False)])
+def test_onecopy_turns_kubos_filestore_on(env: HookEnv, codes: str, filestore: bool) -> None:
+    """ipfs.onecopy (default 1) with seeding: kubo runs with its filestore, through the /tmp link."""
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}{codes}")
+    assert FINAL_OK.match(result.final), result.console
+    init = json.loads((env.root / "tmp/tce-ipfs/kubo-init.json").read_text())
+    assert init["Experimental"] == {"FilestoreEnabled": filestore}
+    assert (env.root / "tmp/.tce-ipfs-repo").is_symlink() == filestore
+    assert result.status["onecopy"] == "0"  # the fake kubo cannot resolve: nothing switched
+    env.cleanup()
 
 
 # ------------------------------------------------------------------------------------------ seeding

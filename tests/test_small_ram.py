@@ -14,7 +14,6 @@ Numbers go to ``tests/.results/small-ram-<arch>.json``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -23,10 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import settings
 from tce_ipfs.arch import Arch
-from tce_ipfs.build import tcz
-from tce_ipfs.testbed import e2e, qemu, samplerepo
+from tce_ipfs.testbed import e2e, qemu, smallram
 from tce_ipfs.testbed.lab import Lab
 from test_seeding import (
     Guest,
@@ -40,92 +37,12 @@ from test_seeding import (
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo, pytest.mark.root]
 
-SENTINEL = qemu.SENTINEL
 MEMORY = 256  # MiB
-BIG_FILES = 12
-BIG_BYTES = 8 * 1024 * 1024 + 4096  # each; 12 of them: 96 MiB + the demo set
 HOOK_TIMEOUT = 900
 GUEST_TIMEOUT = {Arch.X86_64: 1500.0, Arch.AARCH64: 2700.0}  # TCG, shared cores: hang guards only
 SECOND_GUESTS = {Arch.X86_64: 3, Arch.AARCH64: 1}
 DONE_PORT = 7777
 RATIO_LIMIT = 1.25
-
-
-def big_set() -> list[Path]:
-    """BIG_FILES squashfs .tcz of incompressible bytes (+ .md5.txt), made once in the cache."""
-    out = settings.cache_dir() / "testdata" / f"small-ram-{BIG_FILES}x{BIG_BYTES}"
-    names = [out / f"bulk{i}.tcz" for i in range(BIG_FILES)]
-    if all(n.exists() and Path(f"{n}.md5.txt").exists() for n in names):
-        return names
-    out.mkdir(parents=True, exist_ok=True)
-    for i, path in enumerate(names):
-        src = out / f"src{i}"
-        data_dir = src / "usr/local/share/bulk"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        data = bytearray()
-        counter = 0
-        seed = f"bulk{i}".encode()
-        while len(data) < BIG_BYTES:
-            data += hashlib.sha512(seed + counter.to_bytes(8, "little")).digest()
-            counter += 1
-        (data_dir / f"bulk{i}").write_bytes(bytes(data[:BIG_BYTES]))
-        tcz.pack(src, path, epoch=0)
-        for p in sorted(src.rglob("*"), reverse=True):
-            p.unlink() if p.is_file() else p.rmdir()
-        src.rmdir()
-    return names
-
-
-def small_repo(kit: e2e.GuestKit, out: Path) -> tuple[Path, list[str], int]:
-    """The demo set + the bulk set in one onboot.lst: (repo, closure, payload bytes)."""
-    sample = samplerepo.build(out, [kit.base.kver])
-    bulk = big_set()
-    for path in bulk:
-        for src in (path, Path(f"{path}.md5.txt")):
-            (out / src.name).write_bytes(src.read_bytes())
-    names = [p.name for p in bulk]
-    (out / "onboot.lst").write_text("".join(f"{n}\n" for n in [*sample.onboot, *names]))
-    closure = [*sample.closure, *names]
-    payload = sum((out / n).stat().st_size for n in closure)
-    return out, closure, payload
-
-
-def origin_script(closure: list[str]) -> str:
-    """/opt/bootsync.sh of the first guest (test only): everything loaded; once the seeding job is
-    done (pinned= in the status: the switch to the placed files is done by then), the RAM file
-    system's use and kubo's memory; LAB-READY; kubo's memory sampled every second until "done"."""
-    names = " ".join(n[: -len(".tcz")] for n in closure)
-    return f"""#!/bin/sh
-# Test check (not part of the product).
-S={SENTINEL}
-ST=/tmp/tce-ipfs/status
-fail() {{ echo "$S: FAIL $*"; poweroff -f; }}
-for name in {names}; do
-    grep -q " /tmp/tcloop/$name " /proc/mounts || fail "not mounted: $name $(tr '\\n' ' ' <"$ST")"
-done
-[ "$(hello)" = "hello from ipfs" ] || fail "hello did not run"
-i=0
-while ! grep -q '^pinned=' "$ST" && [ "$i" -lt 900 ]; do sleep 1; i=$((i + 1)); done
-pid=$(sed -n 's/^kubo_pid=//p' "$ST")
-mem() {{ awk -v k="$1" '$1 == k ":" {{ print $2 }}' "/proc/$pid/status"; }}
-used=$(stat -f -c '%b %f %S' / | awk '{{ printf "%.0f", ($1 - $2) * $3 / 1024 }}')
-avail=$(awk '/^MemAvailable:/ {{ print $2 }}' /proc/meminfo)
-echo "SMALL-RAM used_kib=$used rss_kib=$(mem VmRSS) hwm_kib=$(mem VmHWM) memavail_kib=$avail waited_s=$i"
-echo "SMALL-ID peer_id=$(sed -n 's/^peer_id=//p' "$ST") $(grep '^ram_used_start=' "$ST")"
-echo "LAB-READY"
-rm -f /tmp/lab.done
-nc -l -p {DONE_PORT} > /tmp/lab.done &
-peak=0
-i=0
-while ! grep -q done /tmp/lab.done 2>/dev/null && [ "$i" -lt 3000 ]; do
-    r=$(mem VmRSS); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
-    sleep 1; i=$((i + 1))
-done
-echo "SMALL-SEED peak_rss_kib=$peak hwm_kib=$(mem VmHWM)"
-kill -0 "$pid" || fail "kubo died while seeding"
-echo "$S: OK $(tr '\\n' ' ' <"$ST")"
-poweroff -f
-"""
 
 
 def start(pool: ThreadPoolExecutor, kit: e2e.GuestKit, lab: Lab, check: Path, codes: list[str], name: str,
@@ -163,11 +80,13 @@ def line_fields(g: Guest, prefix: str) -> dict[str, str]:
 @pytest.mark.parametrize("arch", [Arch.X86_64, Arch.AARCH64], ids=str)
 def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> None:
     kit = e2e.prepare_kit(arch, work)
-    repo, closure, payload = small_repo(kit, work / f"small-repo-{arch}")
+    small = smallram.build_repo(kit.base.kver, work / f"small-repo-{arch}")
+    repo, closure, payload = small.path, small.closure, small.payload
     assert payload >= 96 * 1024 * 1024
     seed = lab.start_seed(kit_kubo())
     cid = publish_to(seed, repo)
-    origin = e2e.check_initrd(work, origin_script(closure), f"check-small-origin-{arch}.gz")
+    script = smallram.origin_script(closure, done_port=DONE_PORT)
+    origin = e2e.check_initrd(work, script, f"check-small-origin-{arch}.gz")
     ledger = e2e.check_initrd(work, ledger_script(), f"check-small-ledger-{arch}.gz")
     base = [f"tce=ipfs:{cid}", f"ipfs.timeout={HOOK_TIMEOUT}"]
     t0 = time.monotonic()
@@ -209,7 +128,7 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
                        **{g.name: round(r.seconds, 1) for g, r in zip(seconds, results, strict=True)}},
     })
     assert st1["result"] == "ok" and int(st1["loaded"]) == len(closure), st1
-    assert int(st1["onecopy"]) >= BIG_FILES, st1
+    assert int(st1["onecopy"]) >= smallram.BULK_FILES, st1
     assert ratio <= RATIO_LIMIT, (ratio, ram, st1)
     for g in seconds:  # every byte came from the first guest, after its switch to the placed files
         assert received[g.name] >= payload * 0.9, (g.name, received)
