@@ -51,7 +51,8 @@ def start(pool: ThreadPoolExecutor, kit: e2e.GuestKit, lab: Lab, check: Path, co
     for key in watch:
         g.wait_for(key)
     initrds = [kit.base.initrd, kit.hook_initrd, check]
-    g.future = pool.submit(qemu.boot, kit.arch, kit.base.qemu_kernel, initrds, " ".join(["quiet", *codes]),
+    append = " ".join(["quiet", "loglevel=4", *codes])  # loglevel 4: the kernel's OOM lines show
+    g.future = pool.submit(qemu.boot, kit.arch, kit.base.qemu_kernel, initrds, append,
                            timeout=GUEST_TIMEOUT[kit.arch], net=g.tap,
                            memory=MEMORY, log_path=lab.work_dir / f"{name}.log", stream=g.on_line)
     return g

@@ -19,11 +19,14 @@
 # kubo's filestore only takes files under the directory that holds its repo, so kubo runs with
 # IPFS_PATH=/tmp/.tce-ipfs-repo, a symlink to /tmp/tce-ipfs/repo (see kubo_prepare).
 #
-# When: inline, in the data job right after the file is placed, when RAM is tight (MemAvailable
-# below half of MemTotal): then the second copy never accumulates and a 256 MiB machine can load an
-# onboot set of 96 MiB. Otherwise the names wait in $WORK/onecopy.todo and the seeding job switches
-# them in one go once tce-setup is done (one kubo CLI start instead of one per file, off the boot's
-# path). With ipfs.seed=0 step 2 alone runs inline (kubo and its repo go away after the boot anyway).
+# When: step 3 runs in the seeding job once tce-setup is done, for all files with ONE `ipfs add
+# --nocopy` (one kubo CLI start -- a Go process of its own, ~1 s of CPU under QEMU TCG and tens of
+# MiB -- instead of one per file, off the boot's path). Steps 1 and 2 run there too, unless RAM is
+# tight (MemTotal below 512 MiB, or MemAvailable below half of it): then they run in the data job right after the file is
+# placed, so the second copy never piles up and a 256 MiB machine can load an onboot set of 96 MiB;
+# the blocks of those files are then missing until step 3 (a peer that asks meanwhile is served by
+# another peer, or by us a minute later). With ipfs.seed=0 steps 1 and 2 alone run inline when RAM
+# is tight (kubo and its repo go away after the boot anyway).
 # With ipfs.onecopy=0 nothing here runs (the old two-copy behaviour).
 
 ONECOPY_CHUNK=262144  # kubo's default chunker (`tce-ipfs publish` uses it)
@@ -39,10 +42,11 @@ oc_post() {
     bounded "$1" "$2" "$WGET" -q -O "$3" --post-data= "$API_URL/api/v0/$4" 2>/dev/null
 }
 
-# mem_tight: status 0 when MemAvailable is below half of MemTotal (or cannot be read: be careful).
+# mem_tight: status 0 when RAM is tight: MemTotal below 512 MiB, or MemAvailable below half of it
+# (or /proc/meminfo cannot be read: be careful).
 mem_tight() {
     awk '/^MemTotal:/ { t = $2 } /^MemAvailable:/ { a = $2 }
-        END { exit !(t == "" || a == "" || a * 2 < t) }' "$ROOT/proc/meminfo" 2>/dev/null
+        END { exit !(t == "" || a == "" || t < 524288 || a * 2 < t) }' "$ROOT/proc/meminfo" 2>/dev/null
 }
 
 # fs_kib PATH: FS_USED FS_FREE = KiB used in, and free for use in, the file system holding PATH (TC:
@@ -155,7 +159,7 @@ onecopy_switch() {
     [ "$#" -gt 0 ] || return 0
     _os_files=
     for _os_n in "$@"; do
-        onecopy_drop "$_os_dl" "$_os_n"
+        [ -e "$WORK/oc/$_os_n.dropped" ] || onecopy_drop "$_os_dl" "$_os_n"
         _os_files="$_os_files $OPT/$_os_n"
     done
     oc_lock || { log "onecopy: another kubo CLI run did not end; keeping $*"; return 1; }
@@ -181,12 +185,12 @@ onecopy_switch() {
             oc_post "$_os_dl" 0 /dev/null "refs?arg=$_os_want&recursive=true" ||
                 log "onecopy: $_os_n: could not fetch its blocks again"
         fi
-        rm -f "$WORK/oc/$_os_n.cid" "$WORK/oc/$_os_n.leaves"
+        rm -f "$WORK/oc/$_os_n.cid" "$WORK/oc/$_os_n.leaves" "$WORK/oc/$_os_n.dropped"
     done
 }
 
-# onecopy_placed NAME: (data job) NAME was just placed from kubo. Switch it now when RAM is tight
-# (ipfs.seed=0: only drop the blocks), else queue it for the seeding job.
+# onecopy_placed NAME: (data job) NAME was just placed from kubo. When RAM is tight, steps 1 and 2 now
+# (kubo's copy goes); step 3, and all of it otherwise, in the seeding job (onecopy_deferred).
 onecopy_placed() {
     # shellcheck disable=SC2153 # ONECOPY is set by parse.sh
     [ "$ONECOPY" = 1 ] && [ -n "$API_URL" ] && [ ! -d "$WORK/onecopy.off" ] || return 0
@@ -196,15 +200,15 @@ onecopy_placed() {
         return 0
     fi
     [ "$ONECOPY_ON" = 1 ] || return 0
-    if ! mem_tight; then
-        printf '%s\n' "$1" >>"$WORK/onecopy.todo"
-        return 0
+    if mem_tight; then
+        if ! onecopy_plan "$P_DEADLINE" "$1"; then
+            [ -z "$ONECOPY_WHY" ] || log "onecopy: $1: $ONECOPY_WHY; kubo keeps its copy"
+            return 0
+        fi
+        onecopy_drop "$P_DEADLINE" "$1"
+        : >"$WORK/oc/$1.dropped"
     fi
-    if onecopy_plan "$P_DEADLINE" "$1"; then
-        onecopy_switch "$P_DEADLINE" "$1"
-    elif [ -n "$ONECOPY_WHY" ]; then
-        log "onecopy: $1: $ONECOPY_WHY; kubo keeps its copy"
-    fi
+    printf '%s\n' "$1" >>"$WORK/onecopy.todo"
 }
 
 # onecopy_deferred DEADLINE_CS: (seeding job) switch every queued name that was placed.
@@ -214,7 +218,7 @@ onecopy_deferred() {
     while read -r _od_n; do
         case " $PLACED " in *" $_od_n "*) ;; *) continue ;; esac
         [ -d "$WORK/onecopy.off" ] && break
-        if onecopy_plan "$1" "$_od_n"; then
+        if [ -e "$WORK/oc/$_od_n.dropped" ] || onecopy_plan "$1" "$_od_n"; then
             _od_ok="$_od_ok $_od_n"
         elif [ -n "$ONECOPY_WHY" ]; then
             log "onecopy: $_od_n: $ONECOPY_WHY; kubo keeps its copy"
