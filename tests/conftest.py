@@ -10,6 +10,7 @@ import pytest
 
 from support.seed import Seed, running_seed
 from tce_ipfs.arch import Arch
+from tce_ipfs.build.cluster import ClusterBinaries
 from tce_ipfs.testbed.lab import Lab, namespaces
 
 
@@ -22,6 +23,14 @@ def host_kubo() -> Path:
     from tce_ipfs.build import kubo
 
     return kubo.ensure(Arch.host())
+
+
+@pytest.fixture(scope="session")
+def host_cluster() -> ClusterBinaries:
+    """Real ipfs-cluster-service and ipfs-cluster-ctl for the host (built and cached by build.cluster)."""
+    from tce_ipfs.build import cluster
+
+    return cluster.ensure(Arch.host())
 
 
 @pytest.fixture(scope="module")

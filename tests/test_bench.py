@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs.testbed import bench, lab, link
+from tce_ipfs.testbed import bench, lab, lan
 from tce_ipfs.testbed.bench import boot, scenarios
 
 
 @pytest.mark.kubo
 def test_bench_writes_results_and_plot(host_kubo: Path, tmp_path: Path) -> None:
-    cfg = bench.BenchConfig(extensions=6, total_mib=3, repeats=1, clients=2, fetch_mib=4,
+    cfg = bench.BenchConfig(extensions=6, total_mib=3, repeats=1, clients=(1, 2), fetch_mib=4,
                             out=tmp_path / "out")
     results = bench.run(host_kubo, cfg, ("publish", "fetch-loopback"))
     data = json.loads((cfg.out / "results.json").read_text())
@@ -36,46 +36,57 @@ def test_bench_writes_results_and_plot(host_kubo: Path, tmp_path: Path) -> None:
 @pytest.mark.kubo
 @pytest.mark.root
 def test_bench_fetch_link(host_kubo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Origin (seed + mirror) behind a tbf-capped veth, 2 clients on their own LAN: structure and
-    byte accounting only; and nothing of the two namespaces is left afterwards."""
-    links: list[link.ShapedLink] = []
+    """The lab as it is, tiny: 1 and 2 machines (each its own namespace, running the real hook) against
+    the origin behind a 50 Mbit/s tbf cap; polite seed, stock seed and HTTP. Structure and byte
+    accounting only; nothing of the LAN is left afterwards."""
+    from tce_ipfs.testbed.bench import lab as labbench
 
-    class Recorded(link.ShapedLink):
+    lans: list[lan.SwitchedLan] = []
+
+    class Recorded(lan.SwitchedLan):
         def open(self) -> None:
-            links.append(self)
+            lans.append(self)
             super().open()
 
-    monkeypatch.setattr(link, "ShapedLink", Recorded)
-    cfg = bench.BenchConfig(repeats=1, clients=2, fetch_mib=4, link_mbit=50, out=tmp_path / "out")
+    monkeypatch.setattr(labbench, "SwitchedLan", Recorded)
+    cfg = bench.BenchConfig(repeats=1, clients=(1, 2), fetch_mib=4, link_mbit=(50,), stock_seed=True,
+                            out=tmp_path / "out")
     results = bench.run(host_kubo, cfg, ("fetch-link",))
     data = json.loads((cfg.out / "results.json").read_text())
     f: dict[str, Any] = data["fetch_link"]
     assert f == json.loads(json.dumps(results.fetch_link))
     assert data["publish"] == {} and data["fetch_loopback"] == {}
-    assert f["scenario"] == "fetch-link" and f["clients"] == 2 and f["link_mbit"] == 50
-    assert [q["kind"] for q in f["qdisc_origin"]] == ["tbf"]
-    assert f["qdisc_origin"][0]["options"]["rate"] == 50 * 10**6 // 8
+    assert f["scenario"] == "fetch-link" and f["clients"] == [1, 2] and f["caps_mbit"] == [50]
+    (qdisc,) = f["qdisc_origin"]["50"]
+    assert qdisc["kind"] == "tbf" and qdisc["options"]["rate"] == 50 * 10**6 // 8
     payload = f["payload_bytes"]
-    for mode, n in (("single", 1), ("concurrent", 2)):
-        m = f[mode]
-        for kind in ("http", "ipfs"):
-            assert len(m[f"{kind}_wall_s"]) == 1 and m[f"{kind}_wall_s"][0] > 0
-            assert [c["bytes"] for c in m[f"{kind}_clients"][0]] == [payload] * n
-            # On the wire the origin sends at least what the application sent (plus headers).
-            assert m[f"{kind}_wire_bytes"][0] >= m[f"{kind}_origin_bytes"][0]
-        assert m["time_ratio"] > 0
-        # HTTP: every byte to every client, exactly; IPFS: never more than that (+5% protocol).
-        assert m["http_origin_bytes"] == [n * payload]
-        assert m["http_egress_ratio"] == pytest.approx(n)
-        assert 0 < m["ipfs_origin_bytes"][0] <= n * payload * 1.05
-        assert m["http_wire_ratio"] < n * 1.1
-    assert (cfg.out / "bench.png").stat().st_size > 1000
-    # Torn down: both namespaces gone, no API socket left.
-    assert len(links) == 1
-    gone = {links[0].origin.netns, links[0].clients.netns}
-    assert not gone & set(lab.namespaces())
-    assert not [s for s in links[0].origin.sockets + links[0].clients.sockets if s.exists()]
-    assert not links[0].origin.pids() and not links[0].clients.pids()
+    runs = f["runs"]
+    assert sorted((r["n"], r["kind"]) for r in runs) == [
+        (n, k) for n in (1, 2) for k in sorted(("http", "ipfs", "ipfs-stock"))]
+    for r in runs:
+        n, clients = r["n"], r["clients"]
+        assert len(clients) == n and r["wall_s"] == max(c["ready_s"] for c in clients) > 0
+        assert r["failed_machines"] == 0 and all(c["result"] == "ok" for c in clients), clients
+        # the hook counts the .tcz bytes it placed: the payload without the small list/.md5.txt/.dep
+        assert all(payload - 2000 <= c["bytes"] <= payload for c in clients), clients
+        # On the wire the origin sends at least what the application sent (plus headers).
+        assert r["origin_wire_bytes"] >= r["origin_app_bytes"]
+        if r["kind"] == "http":  # every byte to every client, exactly
+            assert r["origin_app_bytes"] == n * payload
+        else:  # never more than that (+5% protocol), every client got the whole closure from someone
+            assert payload <= r["origin_app_bytes"] <= n * payload * 1.05
+            assert all(c["from_origin"] + c["from_peers"] >= payload for c in clients)
+            assert sum(c["from_origin"] for c in clients) <= r["origin_app_bytes"] + 4096
+            assert all(c["t_total"] > 0 and c["kubo_cpu_s"] is not None for c in clients)
+    row = f["summary"]["50"]["2"]
+    assert row["http_egress_ratio"] == pytest.approx(2.0) and row["time_ratio"] > 0
+    assert f["targets"]["cap_mbit"] == 100 and f["targets"]["egress_ratio"]["value"] is None  # no such run
+    assert (cfg.out / "fetch-link.png").stat().st_size > 1000
+    # Torn down: every namespace gone, no API socket left.
+    (used,) = lans
+    spaces = [used.switch, used.origin, *used.machines]
+    assert not {s.netns for s in spaces} & set(lab.namespaces())
+    assert not [sock for s in spaces for sock in s.sockets if sock.exists()]
 
 
 def test_cli_knows_every_scenario() -> None:

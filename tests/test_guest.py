@@ -21,7 +21,8 @@ from tce_ipfs.testbed import guest
 ROOTFS = guest.base_dir() / "rootfs"
 SCRIPTS = ["init", "etc/init.d/rcS", "etc/init.d/tc-config", "etc/init.d/tc-functions",
            "etc/init.d/dhcp.sh", "usr/bin/tce-setup", "usr/bin/tce-load", "usr/bin/sudo",
-           "usr/bin/sethostname", "usr/share/udhcpc/default.script", "opt/bootsync.sh", "opt/bootlocal.sh"]
+           "usr/bin/sethostname", "usr/share/udhcpc/default.script", "opt/bootsync.sh", "opt/bootlocal.sh",
+           "../picore/usr/bin/tce-bootload"]
 
 
 # ---------------------------------------------------------------------------------------- test base

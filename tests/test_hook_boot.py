@@ -27,8 +27,13 @@ GATEWAY_URL = "http://127.0.0.1:48080/"
 
 
 @pytest.fixture(params=sorted(SHELLS))
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HookEnv]:
-    hook_env = HookEnv(tmp_path / "env", shell=str(request.param))
+def shell(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def env(shell: str, tmp_path: Path) -> Iterator[HookEnv]:
+    hook_env = HookEnv(tmp_path / "env", shell=shell)
     yield hook_env
     hook_env.cleanup()
 
@@ -126,7 +131,8 @@ def test_happy_path(env: HookEnv) -> None:
     assert not [c for c in kubo_calls if c.startswith("ipfs init")]
     config = kubo_config(env)
     assert config["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4001"]
-    assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is False
+    # mDNS stays on next to ipfs.peers: the other machines booting on the LAN are found that way
+    assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is True
     assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
     assert config["Bootstrap"] == [] and config["AutoConf"]["Enabled"] is False
     assert config["Swarm"]["Transports"]["Security"] == {"TLS": False}  # Noise only: cheaper, still secure
@@ -222,8 +228,18 @@ BAD_CODES = [
     (f"tce=ipfs:{CID} ipfs.swarmkey=" + "a" * 63, "must be 64 hex digits (got 63)"),
     (f"tce=ipfs:{CID} ipfs.seed=maybe", "ipfs.seed= must be 0 or 1"),
     (f"tce=ipfs:{CID} ipfs.debug=loud", "ipfs.debug= must be 0 or 1"),
+    (f"tce=ipfs:{CID} ipfs.mdns=sometimes", "ipfs.mdns= must be 0 or 1"),
     (f"tce=ipfs:{CID} ipfs.port=70000", "ipfs.port=70000 must be a TCP port"),
     (f"tce=ipfs:{CID} ipfs.port=http", "must be a TCP port"),
+    # issue 11: a long lst= is refused before any file is named after it (it killed the shell)
+    (f"tce=ipfs:{CID} lst=" + "a" * 300, "lst=" + "a" * 60 + "... is not a plain file name"),
+    # issue 11: a list named like a directory or file the hook or TC uses
+    (f"tce=ipfs:{CID} lst=optional", "lst=optional names a file or directory TC or the hook uses"),
+    (f"tce=ipfs:{CID} lst=ondemand", "lst=ondemand names a file or directory"),
+    (f"tce=ipfs:{CID} lst=copy2fs.flg", "lst=copy2fs.flg names a file or directory"),
+    (f"tce=ipfs:{CID} lst=tce-ipfs.gz", "lst=tce-ipfs.gz names a file or directory"),
+    # issue 11: the value is echoed as given
+    (f"tce=ipfs:{CID} ipfs.timeout=10ss", "ipfs.timeout=10ss must be whole seconds"),
 ]
 
 
@@ -238,6 +254,32 @@ def test_bad_boot_code(env: HookEnv, cmdline: str, message: str) -> None:
     assert result.calls == []
     assert env.builtin_list() == []
     assert result.status["result"] == "failed"
+
+
+def test_bad_code_is_one_console_line(env: HookEnv) -> None:
+    result = env.run(f"tce=ipfs:{CID} lst=" + "b" * 300)
+    assert result.rc == 0 and result.stderr == ""
+    assert len(result.lines) == 1, result.console
+    assert result.final.startswith("FAILED: bad boot code: lst=bbb")
+    assert not [p for p in env.base.rglob("b" * 100 + "*")]  # no file was ever named after it
+
+
+def test_lst_colliding_with_an_existing_directory(env: HookEnv) -> None:
+    (env.root / "tmp/tce/mine").mkdir()
+    result = env.run(f"tce=ipfs:{CID} lst=mine")
+    assert result.final == ("FAILED: bad boot code: lst=mine names a file or directory TC or the hook uses"
+                            " (optional, ondemand, copy2fs.*, *.gz, or an existing non-file)")
+    assert (env.root / "tmp/tce/mine").is_dir() and not list((env.root / "tmp/tce/mine").iterdir())
+
+
+def test_lst_optional_hands_nothing_into_optional(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    sample_repo(repo)
+    repo.lst("greeter.tcz\n", name="optional")
+    result = env.run(f"tce=ipfs:{CID} lst=optional ipfs.peers={PEER}")
+    assert result.final.startswith("FAILED: bad boot code: lst=optional"), result.console
+    opt = env.optional()
+    assert opt.is_dir() and sorted(p.name for p in opt.iterdir()) == ["ipfs.tcz"]
 
 
 def test_all_bad_codes_reported_at_once(env: HookEnv) -> None:
@@ -273,10 +315,39 @@ def test_subpath_is_fetched_and_shimmed(env: HookEnv) -> None:
 
 
 def test_existing_directory_is_left_alone(env: HookEnv) -> None:
+    (env.root / "srvdata").mkdir(parents=True)
+    ipfs_ready(env, CID, "srvdata").lst("")
+    result = env.run(f"tce=ipfs:{CID}/srvdata ipfs.peers={PEER}")
+    assert "it exists and is not one; leaving it alone" in result.console
+    assert not (env.root / "srvdata/optional").exists() and not (env.root / "srvdata").is_symlink()
+
+
+@pytest.mark.parametrize("sub", ["etc/newfile", "usr/local/bin/x", "tmp/builtin/x", "dev/x", "proc/x"])
+def test_shim_never_writes_into_a_system_directory(env: HookEnv, sub: str) -> None:
+    ipfs_ready(env, CID, sub).lst("")
+    result = env.run(f"tce=ipfs:{CID}/{sub} ipfs.peers={PEER}")
+    refusal = f"warning: tce-setup will use /{sub} as the tce dir: inside a system directory, not creating it"
+    assert refusal in " ".join(result.lines), result.console
+    assert not os.path.lexists(env.root / sub)
+    assert FINAL_OK.match(result.final)
+
+
+def test_bad_cid_with_a_new_directory_is_parsed_first(env: HookEnv) -> None:
+    result = env.run("tce=ipfs:notacid/newdir lst=" + "c" * 300)
+    assert result.final.startswith("FAILED: bad boot code: tce=ipfs:notacid is not a CID"), result.console
+    assert "lst=ccc" in result.final  # every problem found before anything was written
+    # TC will still use /newdir as its tce dir: it is made (only it), so tce-load works after boot
+    assert os.readlink(env.root / "newdir") == "/tmp/tce"
+    assert not [p for p in env.base.rglob("c" * 100 + "*")]
+
+
+def test_system_directory_is_refused(env: HookEnv) -> None:
     (env.root / "etc/x").mkdir(parents=True)
-    ipfs_ready(env).lst("")
+    ipfs_ready(env, CID, "etc").lst("")
     result = env.run(f"tce=ipfs:{CID}/etc ipfs.peers={PEER}")
-    assert "leaving it alone" in result.console
+    assert "warning: tce-setup will use /etc as the tce dir: inside a system directory, not creating it" in (
+        result.console
+    )
     assert not (env.root / "etc/optional").exists() and not (env.root / "etc").is_symlink()
 
 
@@ -345,6 +416,89 @@ def test_bad_names_in_list(env: HookEnv) -> None:
     assert env.builtin_list() == ["ipfs.tcz", "good.tcz"]
     assert not any("passwd" in c or "dir.tcz" in c for c in result.calls)
     assert result.status["result"] == "partial"
+
+
+def test_nul_byte_in_list_keeps_line_numbers(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    repo.ext("good.tcz")
+    repo.ext("ba.tcz")
+    repo.ext("d.tcz")
+    (repo.path / "onboot.lst").write_bytes(b"good.tcz\nba\0d.tcz\nthird/x\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    assert result.errors() == [
+        "error: onboot.lst line 2: not a plain extension name: 'ba?d.tcz'",
+        "error: onboot.lst line 3: not a plain extension name: 'third/x'",
+    ], result.console
+    assert env.builtin_list() == ["ipfs.tcz", "good.tcz"]  # neither ba.tcz nor d.tcz
+
+
+def test_name_too_long_after_kernel_substitution(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    long_base = "m" * 110
+    repo.ext(f"{long_base}-{KREL}.tcz")
+    repo.ext("app.tcz", dep_text=f"{long_base}-KERNEL.tcz\n")
+    repo.ext("ok.tcz")
+    repo.lst(f"ok.tcz\n{long_base}-KERNEL\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    assert any("onboot.lst line 2: name too long: 'mmmm" in e for e in result.errors()), result.console
+    assert env.builtin_list() == ["ipfs.tcz", "ok.tcz"]
+    assert not [c for c in result.calls if long_base in c]  # never asked for, never written
+
+
+def test_console_flood_is_bounded(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    repo.ext("good.tcz")
+    (repo.path / "onboot.lst").write_text("good.tcz\n" + "x/\n" * 200_000)  # 600 KB, under the 1 MiB cap
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=5", timeout=120)
+    assert_clean_exit(result)
+    errors = result.errors()
+    assert len(errors) == 6, errors[:10]  # the first five, then the count
+    # 199995 more (one more if good.tcz itself ran out of time on a loaded machine)
+    m = re.fullmatch(r"error: \.\.\. and (\d+) more problem\(s\), not shown \(all in /var/log/tce-ipfs.log\)",
+                     errors[-1])
+    assert m and int(m.group(1)) >= 199995, errors[-1]
+    assert re.match(r"FAILED: 2000\d\d problem\(s\), first: onboot.lst line 2: ", result.final), result.final
+    assert len(result.console) < 4000
+    assert result.seconds < 30  # bounded by the 5 s timeout (plus start-up), not minutes of console
+
+
+def test_dependency_loops_warn_a_few_times(env: HookEnv) -> None:
+    repo = ipfs_ready(env)
+    names = []
+    for i in range(8):
+        repo.ext(f"p{i}.tcz", [f"q{i}.tcz"])
+        repo.ext(f"q{i}.tcz", [f"p{i}.tcz"])
+        names.append(f"p{i}.tcz")
+    repo.lst("".join(f"{n}\n" for n in names))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    loops = [ln for ln in result.lines if "dependency loop" in ln]
+    assert len(loops) == 4 and loops[-1] == "warning: 5 more dependency loops (see the log)", loops
+
+
+def test_closure_limit_never_lists_an_unfetched_extension(env: HookEnv) -> None:
+    """1000 extensions in the list, the first of them needs one more: the 1001st is never fetched, so
+    neither it nor what needs it may be handed to TC (each run takes ~40 s: 3000 fake fetches)."""
+    repo = ipfs_ready(env)
+    repo.ext("y.tcz", size=10)
+    repo.ext("x1.tcz", ["y.tcz"], size=10)
+    for i in range(2, 1001):
+        repo.ext(f"x{i}.tcz", size=10)
+    repo.lst("".join(f"x{i}.tcz\n" for i in range(1, 1001)))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.timeout=900", timeout=900)
+    assert_clean_exit(result)
+    # breadth first: x1..x1000 are the thousand; y (x1's dependency) would be the 1001st
+    assert result.final.startswith(
+        "FAILED: 3 problem(s), first: the closure has more than 1000 extensions; stopped there; loaded 999 "
+    ), result.final
+    listed = env.builtin_list()
+    assert len(listed) == 1000 and listed[0] == "ipfs.tcz"
+    assert "y.tcz" not in listed and "x1.tcz" not in listed
+    assert not (env.optional() / "y.tcz").exists() and not (env.optional() / "x1.tcz").exists()
+    assert "error: y.tcz: not fetched: the closure has more than 1000 extensions" in result.lines
+    assert "error: x1.tcz: not loaded: its dependency y.tcz failed" in result.lines
 
 
 def test_bad_names_in_dep(env: HookEnv) -> None:
@@ -471,13 +625,25 @@ def test_block_lists_or_block_requests_failing_only_cost_the_order(env: HookEnv)
     assert (env.state / "blocks.log").exists() is False  # every refs call failed
 
 
-def test_no_block_order_when_only_the_seed_can_have_blocks(env: HookEnv) -> None:
-    """One peer named, no LAN discovery: nobody to trade with, so no block lists and no block
-    requests (they would only cost time); files are read in order."""
+@pytest.mark.parametrize("mdns", ["", " ipfs.mdns=0"])
+def test_no_block_order_when_only_the_seed_can_have_blocks(env: HookEnv, mdns: str) -> None:
+    """One peer named and nobody else found by LAN discovery (or none): nobody to trade with, so no
+    block lists and no block requests (they would only cost time); files are read in order."""
     sample_repo(ipfs_ready(env))
-    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}{mdns}")
     assert FINAL_OK.match(result.final), result.console
     assert not [c for c in result.calls if "/api/v0/ls?" in c or "/api/v0/refs?" in c]
+    asked = [c for c in result.calls if "/api/v0/swarm/peers" in c]
+    assert len(asked) == (0 if mdns else 1)  # asked once, and only with LAN discovery on
+
+
+def test_block_order_when_lan_discovery_found_another_machine(env: HookEnv) -> None:
+    """One peer named, and mDNS found another booting machine: blocks in this machine's order."""
+    sample_repo(ipfs_ready(env))
+    env.knob("lan_peers", "12D3KooWLanLanLanLanLanLanLanLanLanLanLanLanLanLanLan\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert FINAL_OK.match(result.final), result.console
+    assert [c for c in result.calls if "/api/v0/ls?" in c] and (env.state / "blocks.log").exists()
 
 
 def test_timeout_when_no_peer_has_the_cid(env: HookEnv) -> None:
@@ -865,7 +1031,7 @@ def test_kubo_without_settings_only_init_config_gets_ipfs_init(env: HookEnv) -> 
     ], kubo_calls
     config = kubo_config(env)
     assert config["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4001"]
-    assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is False
+    assert config["Routing"]["Type"] == "none" and config["Discovery"]["MDNS"]["Enabled"] is True
     assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
     assert config["Swarm"]["Transports"]["Security"] == {"TLS": False}
     assert not (env.state / "config.log").exists()  # edited in place
@@ -881,7 +1047,7 @@ def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
     assert (env.state / "config.log").read_text().splitlines() == [
         "Routing.Type none",
         '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]',
-        "--json Discovery.MDNS.Enabled false",
+        "--json Discovery.MDNS.Enabled true",
         '--json Swarm.Transports.Security {"TLS": false}',
         '--json Swarm.ConnMgr {"Type": "basic", "LowWater": 20, "HighWater": 40}',
         "--json Experimental.FilestoreEnabled true",
@@ -897,13 +1063,32 @@ def test_wget_without_post_dials_with_the_cli(env: HookEnv) -> None:
     assert f"ipfs swarm connect {PEER}" in result.calls
 
 
-def test_no_peers_turns_on_mdns(env: HookEnv) -> None:
+def test_no_peers_relies_on_mdns(env: HookEnv) -> None:
     sample_repo(env.ipfs_repo())
     result = env.run(f"tce=ipfs:{CID}")
     assert FINAL_OK.match(result.final)
     config = kubo_config(env)
     assert config["Discovery"]["MDNS"]["Enabled"] is True and config["Peering"]["Peers"] is None
     assert not [c for c in result.calls if "swarm connect" in c]
+
+
+@pytest.mark.parametrize("off", ["ipfs.mdns=0", "ipfs.mdns=off"])
+def test_mdns_code_turns_discovery_off(env: HookEnv, off: str) -> None:
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} {off}")
+    assert FINAL_OK.match(result.final), result.console
+    config = kubo_config(env)
+    assert config["Discovery"]["MDNS"]["Enabled"] is False
+    assert config["Peering"]["Peers"] == [{"ID": PEER_ID, "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}]
+    assert "ipfs.mdns=0 without ipfs.peers" not in result.console
+
+
+def test_mdns_off_without_peers_warns(env: HookEnv) -> None:
+    env.ipfs_repo().lst("")
+    result = env.run(f"tce=ipfs:{CID} ipfs.mdns=0")
+    assert "ipfs.mdns=0 without ipfs.peers: no peer can be found" in result.console
+    config = json.loads((env.root / "tmp/tce-ipfs/repo/config").read_text())
+    assert config["Discovery"]["MDNS"]["Enabled"] is False
 
 
 def test_timeout_code_default_and_value(env: HookEnv) -> None:
@@ -929,6 +1114,7 @@ def test_readme_codes_are_tested() -> None:
         "ipfs.timeout",
         "ipfs.mirror",
         "ipfs.seed",
+        "ipfs.mdns",
         "ipfs.swarmkey",
         "ipfs.debug",
         "ipfs.port",

@@ -243,6 +243,18 @@ def test_names_awk_kernel_unknown_and_too_many() -> None:
     assert out == ["ok e0.tcz", "ok e1.tcz", "ok e2.tcz", "toomany 3"]
 
 
+def test_names_awk_prints_a_few_bad_lines_and_counts_the_rest() -> None:
+    out = awk("names.awk", "ok.tcz\n" + "x/\n" * 1000 + "last.tcz\n", kernel="k", max="10", maxbad="3")
+    assert out[0] == "ok ok.tcz" and out[-2:] == ["ok last.tcz", "morebad 997"]
+    assert [line.split()[1] for line in out if line.startswith("bad ")] == ["2", "3", "4"]
+
+
+def test_names_awk_length_is_checked_after_kernel() -> None:
+    name = "m" * 110 + "-KERNEL.tcz"  # 121 characters as written, 133 once the release is in
+    out = awk("names.awk", f"{name}\n", kernel="6.12.11-tinycore64", max="10")
+    assert out[0].startswith("bad 1 name too long: 'mmm"), out
+
+
 def test_closure_awk_deps_first_dedupe_cycles() -> None:
     edges = "hello a\nhello b\na c\nb c\nc a\nx y\n"
     out = awk("closure.awk", edges, roots="hello x c")

@@ -1,4 +1,5 @@
-"""Isolation: a node started the `tce-ipfs node start` way never touches a non-loopback address.
+"""Isolation: a node started the `tce-ipfs node start` way never touches a non-loopback address; nor do
+cluster seeds (their kubo and their ipfs-cluster-service peer).
 
 Three independent checks:
 * the config kubo itself reports (`ipfs config show`) carries every isolation_config() key;
@@ -22,14 +23,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from support.cluster import stopped_at_exit
 from tce_ipfs import proc
-from tce_ipfs.ipfs import isolation, node, publish, rpc
+from tce_ipfs.build.cluster import ClusterBinaries
+from tce_ipfs.ipfs import clusterpins, isolation, node, publish, rpc
+from tce_ipfs.ipfs.cluster import ClusterSeed
+from tce_ipfs.ipfs.clusterconfig import ClusterOptions, ClusterState
 from tce_ipfs.ipfs.node import Node
 
 pytestmark = [pytest.mark.kubo, pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")]
@@ -152,12 +157,25 @@ def violation(s: Sock) -> str | None:
     return None
 
 
-class Sampler:
-    """Samples the sockets of the kubo daemons of ``repos`` every ``interval`` s in a thread."""
+def _runs_on(pid: int, where: Path) -> bool:
+    """Is ``pid`` a daemon on ``where`` (kubo: IPFS_PATH in its environment; cluster: on its command line)?"""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"IPFS_PATH={where}".encode() in environ or str(where).encode() in cmdline
 
-    def __init__(self, repos: list[Path], interval: float = 0.05) -> None:
+
+class Sampler:
+    """Samples the sockets of the daemons whose pid is in ``<dir>/tce-ipfs.pid`` for each of ``repos``
+    (kubo repos, cluster service dirs) every ``interval`` s in a thread."""
+
+    def __init__(self, repos: list[Path], interval: float = 0.05,
+                 check: Callable[[Sock], str | None] | None = None) -> None:
         self.repos = repos
         self.interval = interval
+        self.check = check or violation  # what makes a socket a violation (default: not loopback)
         self.samples = 0
         self.busy = 0.0  # seconds spent sampling
         self.seen: set[Sock] = set()
@@ -174,10 +192,12 @@ class Sampler:
                     pid = int((repo / node.PID_FILE).read_text())
                 except (OSError, ValueError):
                     continue
+                if not _runs_on(pid, repo):  # a stale pid file (a killed daemon), the pid since reused
+                    continue
                 self.pids.add(pid)
                 for s in sockets_of(pid):
                     self.seen.add(s)
-                    v = violation(s)
+                    v = self.check(s)
                     if v:
                         self.violations.append(f"pid {pid}: {v}")
             self.samples += 1
@@ -304,3 +324,46 @@ def test_no_syscall_names_a_non_loopback_address(host_kubo: Path, tmp_path: Path
     # the audit saw real traffic: both daemons bound and the swarm dial happened
     assert calls.get("bind", 0) >= 6 and calls.get("connect", 0) >= 1, calls
     assert "127.0.0.1" in addrs
+
+
+# --- cluster seeds (issue 14): the cluster peer and its kubo ---------------------------------------
+
+
+def test_cluster_seeds_stay_on_loopback_sampled(host_kubo: Path, host_cluster: ClusterBinaries,
+                                                tmp_path: Path) -> None:
+    """Two cluster seeds on loopback, sampled from their first moment through the join, a publish
+    through one and the pin on the other: every socket of both kubos and both cluster peers is
+    loopback, none is UDP (no mDNS, no QUIC, no DNS), and the cluster peers listen on their one
+    address; REST API and IPFS proxy are unix sockets."""
+    states = [ClusterState(tmp_path / "c1"), ClusterState(tmp_path / "c2")]
+    seeds = [ClusterSeed(s, service=host_cluster.service, kubo=host_kubo) for s in states]
+    ports = (19396, 19397)
+    repo_dir = make_repo(tmp_path / "tcz", count=6)
+    started = time.monotonic()
+    watched = [p for s in states for p in (s.repo, s.service_dir)]
+    with stopped_at_exit(*states), Sampler(watched) as sampler:
+        seeds[0].init(ClusterOptions(listen=("127.0.0.1",), port=ports[0], ipfs_port=0, api_port=0,
+                                     rest_port=0, name="c1"))
+        first = seeds[0].start()
+        seeds[1].init(ClusterOptions(listen=("127.0.0.1",), port=ports[1], ipfs_port=0, api_port=0,
+                                     rest_port=0, name="c2", join=(first["cluster_addrs"][0],)),
+                      secret=states[0].secret())
+        seeds[1].start()
+        with rpc.client(clusterpins.kubo_api_of(states[0])) as client:
+            res = clusterpins.publish_to_cluster(seeds[0].api(), client, repo_dir, timeout=120)
+        assert sorted(res.pinned_on) == ["c1", "c2"]
+        while time.monotonic() - started < 15.0:  # pings, rebroadcasts, connect_swarms: idle under watch
+            time.sleep(0.1)
+    assert len(sampler.pids) == 4, sampler.pids
+    print(f"{sampler.samples} samples, {len(sampler.seen)} distinct sockets")
+    assert sampler.violations == []
+    udp = [s for s in sampler.seen if s.proto.startswith("udp")]
+    assert udp == [], udp
+    listening = {s.local for s in sampler.seen if s.state == "LISTEN"}
+    for port in ports:
+        assert ("127.0.0.1", port) in listening
+    cluster_pids = {int((s.service_dir / node.PID_FILE).read_text()) for s in states
+                    if (s.service_dir / node.PID_FILE).exists()}
+    assert not cluster_pids  # stopped at the end
+    for s in states:
+        assert not s.rest_socket.exists()  # the unix sockets go with the daemon

@@ -18,11 +18,11 @@ import pytest
 from support.elfs import compile_c, make_elf
 from tce_ipfs import proc
 from tce_ipfs.arch import Arch
-from tce_ipfs.build import elf, kubo
+from tce_ipfs.build import elf, gomodule, kubo, kuborecipe
 from tce_ipfs.cli import main
 from tce_ipfs.errors import BuildError, ElfMismatch, NodeError, UsageError
 from tce_ipfs.ipfs.node import Node
-from tce_ipfs.settings import KUBO_VERSION
+from tce_ipfs.settings import KUBO_VERSION, recipes_dir
 
 VERSION_NUMBER = KUBO_VERSION.removeprefix("v")
 
@@ -42,14 +42,14 @@ class FakeBuilder:
         self.delay = delay
         self.lock = threading.Lock()
 
-    def __call__(self, arch: Arch, version: str, dest: Path) -> dict[str, Any]:
+    def __call__(self, arch: Arch, version: str, dest: Path, variant: str = kubo.PLAIN) -> dict[str, Any]:
         with self.lock:
             self.calls.append(arch)
         time.sleep(self.delay)
         make_elf(dest.with_name(".tmp"), arch)
         os.replace(dest.with_name(".tmp"), dest)
-        return {"source": "built", "recipe": kubo.recipe_id(version), "build": kubo.recipe(version),
-                "seconds": self.delay}
+        return {"source": "built", "recipe": kubo.recipe_id(version, variant),
+                "build": kubo.recipe(version, variant), "seconds": self.delay}
 
 
 @pytest.fixture
@@ -76,25 +76,58 @@ def test_recipe_id_covers_flags_plugins_and_patches(monkeypatch: pytest.MonkeyPa
                         ("SOURCE_FIXUPS", {}), ("SLIM_PATCHES", {}), ("STD_PATCHES", {}),
                         ("RECIPE_REVISION", 99)):
         with monkeypatch.context() as m:
-            m.setattr(kubo, attr, value)
+            m.setattr(kuborecipe, attr, value)
             assert kubo.recipe_id() != base, attr
     assert kubo.recipe_id() == base
 
 
+def test_seed_variant_is_its_own_recipe_and_path() -> None:
+    plain, seed = kubo.recipe(KUBO_VERSION), kubo.recipe(KUBO_VERSION, kubo.SEED)
+    assert "variant" not in plain  # the plain build's key never moves because variants exist
+    assert seed["variant"] == "seed" and seed["variant_patches"][0] == ["vendor", "github.com/ipfs/boxo"]
+    assert {k: v for k, v in seed.items() if not k.startswith("variant")} == plain
+    assert kubo.recipe_id(variant=kubo.SEED) != kubo.recipe_id()
+    seed_path, plain_path = kubo.binary_path(Arch.X86_64, variant=kubo.SEED), kubo.binary_path(Arch.X86_64)
+    assert seed_path.parent.parent.name == kubo.recipe_id(variant=kubo.SEED)
+    assert seed_path.parent.name == plain_path.parent.name == "x86_64" and seed_path != plain_path
+    with pytest.raises(UsageError, match="unknown kubo build variant"):
+        kubo.recipe(KUBO_VERSION, "turbo")
+    with pytest.raises(BuildError, match=r"no seed patch for kubo v0\.1\.0"):
+        kubo.recipe("v0.1.0", kubo.SEED)
+    # every Go file the seed build adds is in this checkout (tcz-build/ipfs/kubo-seed/), and the edits
+    # of the vendored boxo point into it
+    adds = [s for s in kuborecipe.SEED_PATCHES[KUBO_VERSION] if isinstance(s, kuborecipe.Add)]
+    assert len(adds) == 3 and all(a.base == kuborecipe.SEED_SOURCES for a in adds)
+    for a in adds:
+        assert a.source_path.read_text().startswith(("package ", "//go:build")), a.source_path
+    edits = [s for s in kuborecipe.SEED_PATCHES[KUBO_VERSION] if isinstance(s, kuborecipe.Edit)]
+    assert sum(e.path.startswith("_tce/github.com/ipfs/boxo/") for e in edits) == 5
+
+
+def test_seed_variant_is_cached_next_to_the_plain_build(cache: Path, fake_build: FakeBuilder) -> None:
+    plain = kubo.ensure(Arch.AARCH64)
+    seed = kubo.ensure(Arch.AARCH64, variant=kubo.SEED)
+    assert plain != seed and seed == kubo.binary_path(Arch.AARCH64, variant=kubo.SEED)
+    assert kubo.ensure(Arch.AARCH64, variant=kubo.SEED) == seed and len(fake_build.calls) == 2
+    m = kubo.load(Arch.AARCH64, variant=kubo.SEED)
+    assert m is not None and m.raw["variant"] == "seed" and m.recipe == kubo.recipe_id(variant=kubo.SEED)
+    assert "variant" not in (kubo.load(Arch.AARCH64) or pytest.fail("no plain manifest")).raw
+
+
 def test_preload_go_has_only_the_declared_plugins() -> None:
-    text = kubo.preload_go()
+    text = kuborecipe.preload_go()
     assert 'pluginflatfs "github.com/ipfs/kubo/plugin/plugins/flatfs"' in text
     assert "Preload(pluginlevelds.Plugins...)" in text
-    for dropped in set(kubo.UPSTREAM_PLUGINS) - set(kubo.PRELOAD_PLUGINS):
+    for dropped in set(kuborecipe.UPSTREAM_PLUGINS) - set(kuborecipe.PRELOAD_PLUGINS):
         assert f"plugins/{dropped}\"" not in text
-    assert "telemetry" not in kubo.PRELOAD_PLUGINS
+    assert "telemetry" not in kuborecipe.PRELOAD_PLUGINS
 
 
 def test_recipe_id_covers_stand_in_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Editing one of our Go stand-ins (an Add source) changes the recipe, so the binary is rebuilt."""
     copy = tmp_path / "kubo-slim"
-    shutil.copytree(kubo.slim_dir(), copy)
-    monkeypatch.setattr(kubo, "slim_dir", lambda: copy)
+    shutil.copytree(kuborecipe.slim_dir(), copy)
+    monkeypatch.setattr(kuborecipe, "slim_dir", lambda: copy)
     base = kubo.recipe_id()
     stub = copy / "modules" / "pubsub" / "pubsub.go"
     stub.write_text(stub.read_text() + "\n// changed\n")
@@ -103,24 +136,25 @@ def test_recipe_id_covers_stand_in_sources(tmp_path: Path, monkeypatch: pytest.M
 
 def test_stand_ins_are_gofmt_clean() -> None:
     """Our Go sources are formatted as Go's own tools write them (a reviewer reads them as Go code)."""
-    assert proc.output(["gofmt", "-l", str(kubo.slim_dir())]) == ""
+    assert proc.output(["gofmt", "-l", str(kuborecipe.slim_dir())]) == ""
+    assert proc.output(["gofmt", "-l", str(recipes_dir() / kuborecipe.SEED_SOURCES)]) == ""
 
 
 def test_every_add_source_exists() -> None:
-    for steps in kubo.SLIM_PATCHES.values():
+    for steps in kuborecipe.SLIM_PATCHES.values():
         for step in steps:
-            if isinstance(step, kubo.Add):
-                assert (kubo.slim_dir() / step.source).exists(), step
+            if isinstance(step, kuborecipe.Add):
+                assert (kuborecipe.slim_dir() / step.source).exists(), step
 
 
 def test_edit_step_must_match_exactly(tmp_path: Path) -> None:
     (tmp_path / "a.go").write_text("x := foo()\ny := foo()\n")
-    kubo._apply(kubo.Edit("a.go", "foo()", "bar()", count=2), tmp_path, "v1.0.0", "T")
+    kubo._apply(kuborecipe.Edit("a.go", "foo()", "bar()", count=2), tmp_path, "v1.0.0", "T")
     assert (tmp_path / "a.go").read_text() == "x := bar()\ny := bar()\n"
     with pytest.raises(BuildError, match=r"expected 1 occurrence\(s\) of 'bar\(\)', found 2"):
-        kubo._apply(kubo.Edit("a.go", "bar()", "baz()"), tmp_path, "v1.0.0", "T")
+        kubo._apply(kuborecipe.Edit("a.go", "bar()", "baz()"), tmp_path, "v1.0.0", "T")
     with pytest.raises(BuildError, match=r"has no b\.go to patch"):
-        kubo._apply(kubo.Edit("b.go", "x", "y"), tmp_path, "v1.0.0", "T")
+        kubo._apply(kuborecipe.Edit("b.go", "x", "y"), tmp_path, "v1.0.0", "T")
 
 
 def test_remove_and_add_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,20 +164,20 @@ def test_remove_and_add_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (ours / "stub").mkdir(parents=True)
     (ours / "stub" / "s.go").write_text("package pkg // stand-in\n")
     (ours / "one.go").write_text("package x\n")
-    monkeypatch.setattr(kubo, "slim_dir", lambda: ours)
-    kubo._apply(kubo.Remove("pkg"), src, "v1.0.0", "T")
+    monkeypatch.setattr(kuborecipe, "slim_dir", lambda: ours)
+    kubo._apply(kuborecipe.Remove("pkg"), src, "v1.0.0", "T")
     assert not (src / "pkg").exists()
     with pytest.raises(BuildError, match=r"has no pkg to remove"):
-        kubo._apply(kubo.Remove("pkg"), src, "v1.0.0", "T")
-    kubo._apply(kubo.Add("pkg", "stub"), src, "v1.0.0", "T")
+        kubo._apply(kuborecipe.Remove("pkg"), src, "v1.0.0", "T")
+    kubo._apply(kuborecipe.Add("pkg", "stub"), src, "v1.0.0", "T")
     assert (src / "pkg" / "s.go").read_text() == "package pkg // stand-in\n"
-    kubo._apply(kubo.Add("x/one.go", "one.go"), src, "v1.0.0", "T")
+    kubo._apply(kuborecipe.Add("x/one.go", "one.go"), src, "v1.0.0", "T")
     assert (src / "x" / "one.go").is_file()
     # never silently over an upstream file (a new kubo version that grew a file of that name)
     with pytest.raises(BuildError, match=r"already has pkg"):
-        kubo._apply(kubo.Add("pkg", "stub"), src, "v1.0.0", "T")
+        kubo._apply(kuborecipe.Add("pkg", "stub"), src, "v1.0.0", "T")
     with pytest.raises(BuildError, match=r"missing"):
-        kubo._apply(kubo.Add("y.go", "nope.go"), src, "v1.0.0", "T")
+        kubo._apply(kuborecipe.Add("y.go", "nope.go"), src, "v1.0.0", "T")
 
 
 def test_std_overlay_edits_a_copy_of_the_building_gos_file(tmp_path: Path) -> None:
@@ -160,8 +194,8 @@ def test_std_overlay_edits_a_copy_of_the_building_gos_file(tmp_path: Path) -> No
 
 def test_std_overlay_that_no_longer_fits_fails_loudly(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(kubo.STD_PATCHES, KUBO_VERSION,
-                        (kubo.StdEdit("text/template/exec.go", "no such code", "x"),))
+    monkeypatch.setitem(kuborecipe.STD_PATCHES, KUBO_VERSION,
+                        (kuborecipe.StdEdit("text/template/exec.go", "no such code", "x"),))
     with pytest.raises(BuildError, match=r"Go go1\.\d+.*standard library.*expected 1 occurrence"):
         kubo.std_overlay(KUBO_VERSION, tmp_path / "overlay")
 
@@ -172,7 +206,7 @@ def test_ensure_builds_once_then_hits_cache(cache: Path, fake_build: FakeBuilder
     manifest = json.loads((path.parent / "ipfs.json").read_text())
     assert manifest["version"] == KUBO_VERSION and manifest["arch"] == "aarch64"
     assert manifest["size"] == path.stat().st_size
-    assert manifest["sha256"] == kubo.sha256_file(path)
+    assert manifest["sha256"] == gomodule.sha256_file(path)
     assert manifest["recipe"] == kubo.recipe_id()
     assert kubo.ensure(Arch.AARCH64, "0.43.1") == path
     assert fake_build.calls == [Arch.AARCH64]
@@ -184,7 +218,7 @@ def test_recipe_change_or_tampering_rebuilds(cache: Path, fake_build: FakeBuilde
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     path = kubo.ensure(Arch.X86)
     with monkeypatch.context() as m:
-        m.setattr(kubo, "LDFLAGS", "-s")
+        m.setattr(kuborecipe, "LDFLAGS", "-s")
         other = kubo.ensure(Arch.X86)
         assert len(fake_build.calls) == 2
     # each recipe has its own cache directory: going back to the first (another branch, a lead's
@@ -225,7 +259,7 @@ def test_concurrent_callers_build_once(cache: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_bad_build_output_is_not_cached(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def wrong_arch(arch: Arch, version: str, dest: Path) -> dict[str, Any]:
+    def wrong_arch(arch: Arch, version: str, dest: Path, variant: str = kubo.PLAIN) -> dict[str, Any]:
         make_elf(dest, Arch.X86_64)
         return {"source": "built", "recipe": kubo.recipe_id(version)}
 
@@ -262,7 +296,7 @@ def test_from_path_host_binary_version_checked(cache: Path, fake_build: FakeBuil
     dynamic = compile_c(tmp_path / "dyn", static=False, version=VERSION_NUMBER)
     with pytest.raises(ElfMismatch, match="dyn is dynamically linked"):
         kubo.ensure(host, from_path=dynamic)
-    assert kubo.sha256_file(path) == kubo.sha256_file(good)
+    assert gomodule.sha256_file(path) == gomodule.sha256_file(good)
     assert fake_build.calls == []
 
 
@@ -271,7 +305,7 @@ def test_cli_build(cache: Path, fake_build: FakeBuilder, capsys: pytest.CaptureF
     out = capsys.readouterr().out
     path = kubo.binary_path(Arch.ARMV7)
     assert out.splitlines()[0] == str(path)
-    assert f"sha256: {kubo.sha256_file(path)}" in out and "size:" in out
+    assert f"sha256: {gomodule.sha256_file(path)}" in out and "size:" in out
     assert main(["kubo", "build", "--json", "--arch", "armv7"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["path"] == str(path) and data["size"] == path.stat().st_size
@@ -289,16 +323,38 @@ def test_real_build_is_static_and_cached(arch: Arch) -> None:
     info = elf.validate(path, arch)
     assert info.static and info.arch is arch
     m = kubo.load(arch)
-    assert m is not None and m.sha256 == kubo.sha256_file(path)
+    assert m is not None and m.sha256 == gomodule.sha256_file(path)
     if m.source == "built":
         assert m.recipe == kubo.recipe_id()
-        assert m.raw["build"]["plugins"] == list(kubo.PRELOAD_PLUGINS)
+        assert m.raw["build"]["plugins"] == list(kuborecipe.PRELOAD_PLUGINS)
         # the slim recipe (x86_64 29.8 MB): losing the text/template overlay alone is +3.4 MB, the
         # transports +5.6 MB, pebble +7 MB
         assert m.size < 32_000_000, f"kubo for {arch} grew to {m.size} bytes"
     started = time.monotonic()
     assert kubo.ensure(arch) == path
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.kubo
+def test_real_seed_build_passes_its_go_tests_and_only_it_has_the_patch() -> None:
+    """The super-seeding engine patch: its Go tests (boxo's engine harness) and boxo's own decision
+    engine tests pass on the prepared source; the seed binary has it, the plain one does not."""
+    from tce_ipfs.build import superseed
+
+    src = kubo.prepare_source(KUBO_VERSION, kubo.SEED)
+    res = proc.run(["go", "test", "-count=1", superseed.GO_TEST_PACKAGE], env=gomodule.go_build_env(),
+                   cwd=src, timeout=1200, check=False)
+    out = (res.stdout or b"").decode() + (res.stderr or b"").decode()
+    assert res.returncode == 0, out[-3000:]
+    verbose = proc.output(["go", "test", "-count=1", "-v", "-run", "SuperSeed", superseed.GO_TEST_PACKAGE],
+                          env=gomodule.go_build_env(), cwd=src, timeout=1200)
+    source = recipes_dir() / kuborecipe.SEED_SOURCES / "boxo_superseed_test.go"
+    tests = source.read_text().count("\nfunc TestSuperSeed")
+    assert tests >= 5 and verbose.count("--- PASS: TestSuperSeed") == tests, verbose[-2000:]
+    seed = kubo.ensure(Arch.host(), variant=kubo.SEED)
+    elf.validate(seed, Arch.host())
+    assert b"super-seeding" in seed.read_bytes()
+    assert b"super-seeding" not in kubo.ensure(Arch.host()).read_bytes()
 
 
 @pytest.mark.kubo
@@ -341,7 +397,7 @@ def test_real_slim_kubo_keeps_and_refuses(tmp_path: Path) -> None:
     proc.run([path, "init", "--empty-repo"], env=env)  # kubo's default profile (no daemon is started)
     swarm = json.loads((tmp_path / "plain" / "config").read_text())["Addresses"]["Swarm"]
     assert swarm == ["/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"]
-    # text/template without method calls by name (kubo.STD_PATCHES): help and completion still render
+    # text/template without method calls by name (kuborecipe.STD_PATCHES): help and completion still render
     assert "SUBCOMMANDS" in proc.output([path, "--help"], env=env)
     assert "DESCRIPTION" in proc.output([path, "add", "--help"], env=env)
     completion = proc.output([path, "commands", "completion", "bash"], env=env)

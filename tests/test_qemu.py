@@ -1,9 +1,11 @@
 """Boot the TC-layout test base under QEMU (TCG) for each arch and check TC's layout and loading path.
 
 Each boot gets an extra initrd with:
-* ``/tmp/builtin/optional/{hello,libhello-<kver>,extra}.tcz`` (``tcz.pack``) and ``/tmp/builtin/onboot.lst``
-  naming ``hello``, whose ``.dep`` says ``libhello-KERNEL.tcz`` (the -KERNEL substitution);
-  ``hello`` has an install script (queued in /tmp/setup.lst at boot, run last as root);
+* ``/tmp/builtin/optional/{hello,libhello-<kver>,blocked,extra}.tcz`` (``tcz.pack``) and
+  ``/tmp/builtin/onboot.lst`` naming ``hello.tcz`` and ``blocked.tcz``; hello's ``.dep`` says
+  ``libhello-KERNEL.tcz`` (the -KERNEL substitution); ``hello`` has an install script (tce-load: queued
+  in /tmp/setup.lst at boot, run last as root; piCore's tce-bootload: run at once with sudo);
+  ``/tmp/tcloop/blocked`` exists already (tce-load mounts there anyway, tce-bootload's mkdir fails);
 * ``/tmp/builtin/probe.gz``: a gzip'd cpio whose ``usr/local/tce.installed/probe`` tce-setup runs;
 * ``/opt/bootsync.sh``: checks everything, prints ``TCE-IPFS-SENTINEL: ok`` (or ``FAIL: <what>``),
   then ``poweroff -f``.
@@ -55,6 +57,17 @@ fi
 grep -q '^tc:x:1001:50:' /etc/passwd || fail passwd
 grep -q '^staff:x:50:' /etc/group || fail group
 [ -d /home/tc ] || fail home
+# setupHome: .X.d and .local/bin, /etc/skel copied in, all the user's
+[ -d /home/tc/.local/bin ] && [ -d /home/tc/.X.d ] || fail home-dirs
+[ "$(stat -c %U /home/tc/.profile 2>/dev/null)" = tc ] || fail home-skel
+# sudo: tc through /etc/sudoers (0440), a real step up from uid 1001, in the same directory
+[ "$(printf 'tc\tALL=NOPASSWD: ALL')" = "$(grep '^tc' /etc/sudoers)" ] || fail sudoers-entry
+[ "$(stat -c %a /etc/sudoers)" = 440 ] || fail sudoers-mode
+[ "$(su tc -c 'id -u')" = 1001 ] || fail tc-not-root
+stepped=$(cd /tmp/tcloop && su tc -c 'sudo /bin/sh -c "id -u; pwd"' | tr '\n' ' ')
+[ "$stepped" = "0 /tmp/tcloop " ] || fail sudo-step
+su lp -c 'sudo /bin/true' 2>&1 | grep -q 'not in the sudoers file' || fail sudo-refuses-others
+tce-load -i extra 2>&1 | grep -q "Don't run this as root" || fail tce-load-runs-as-root
 [ -d /tmp/tcloop ] || fail tcloop
 # tc-config makes it root:staff 775; tce-setup's step (c) chowns it to tc:staff
 [ "$(stat -c '%G %a' /usr/local/tce.installed)" = "staff 775" ] || fail tce.installed-perms
@@ -77,6 +90,15 @@ grep -q " /tmp/tcloop/libhello-$KVER squashfs" /proc/mounts || fail libhello-mou
 # hello's install script: queued at boot, run by tce-setup as root, after libhello was linked
 [ "$(cat /run/hello.installed 2>/dev/null)" = "0 libhello" ] || fail hello-install-script
 [ -e /tmp/setup.lst ] && fail setup.lst-left
+if [ -x /usr/bin/tce-bootload ]; then
+	# piCore's loader: a plain mkdir per extension, so an existing /tmp/tcloop/<name> stops its mount
+	grep -q " /tmp/tcloop/blocked squashfs" /proc/mounts && fail bootload-mounted-over-existing-dir
+	grep -q "EEXIST" /tmp/debugboot.log || fail bootload-eexist-not-logged
+	grep -q "Executing: /usr/local/tce.installed/hello" /tmp/debugboot.log || fail bootload-script-at-once
+	[ -s /tmp/bootlog.txt ] || fail bootload-timings
+else
+	grep -q " /tmp/tcloop/blocked squashfs" /proc/mounts || fail blocked-not-mounted
+fi
 
 # after boot, tce-load as tc (through the sudo shim) loads a path; its install script runs at once
 if ! getbootparam tce >/dev/null; then
@@ -133,6 +155,9 @@ def build_test_initrd(base: guest.GuestBase, out: Path, work: Path, bootsync: st
             "#!/bin/sh\n[ -e /usr/local/share/libhello/VERSION ] && d=libhello\n"
             "echo \"$(id -u) $d\" > /run/hello.installed\n", 0o755),
     }), opt / "hello.tcz", deps=["libhello-KERNEL.tcz"])
+    tcz.pack(_tcz_tree(work / "blocked", {  # /tmp/tcloop/blocked exists before the loader runs
+        "usr/local/share/blocked/x": ("x\n", 0o644),
+    }), opt / "blocked.tcz")
     tcz.pack(_tcz_tree(work / "extra", {
         "usr/local/bin/extra": ("#!/bin/sh\necho extra\n", 0o755),
         "usr/local/tce.installed/extra": ("#!/bin/sh\nid -u > /run/extra.installed\n", 0o755),
@@ -142,7 +167,9 @@ def build_test_initrd(base: guest.GuestBase, out: Path, work: Path, bootsync: st
     })
     files: dict[str, bytes | tuple[bytes, int]] = {
         "opt/bootsync.sh": _exe(bootsync),
-        "tmp/builtin/onboot.lst": b"# the list tce-setup loads from /tmp/builtin\nhello\n",
+        # piCore's tce-bootload takes only names ending in .tcz; tce-load adds it when missing
+        "tmp/builtin/onboot.lst": b"# the list tce-setup loads from /tmp/builtin\nhello.tcz\nblocked.tcz\n",
+        "tmp/tcloop/blocked/.here": b"",
         "tmp/builtin/probe.gz": probe.read_bytes(),
     }
     for path in sorted(opt.iterdir()):
@@ -164,7 +191,7 @@ def _boot(arch: Arch, base: guest.GuestBase, extra: Path, append: str, log_path:
 def test_tc_layout_boot(arch: Arch, bases: dict[Arch, guest.GuestBase], tmp_path: Path) -> None:
     base = _base(bases, arch)
     extra = build_test_initrd(base, tmp_path / "test.gz", tmp_path / "work", CHECKS)
-    result = _boot(arch, base, extra, "quiet nodhcp", tmp_path / "console.log")
+    result = _boot(arch, base, extra, "quiet nodhcp debugbootload", tmp_path / "console.log")
     assert result.sentinel_line == "TCE-IPFS-SENTINEL: ok", result.tail()
     assert result.exit_code == 0
     # tce-setup's output is hidden without showapps, as on TC
@@ -177,11 +204,17 @@ def test_unknown_tce_value_dangles_like_tc(bases: dict[Arch, guest.GuestBase], t
     arch = Arch.AARCH64
     base = _base(bases, arch)
     extra = build_test_initrd(base, tmp_path / "test.gz", tmp_path / "work", CHECKS)
-    result = _boot(arch, base, extra, "quiet nodhcp tce=ipfs:bafyunknown showapps", tmp_path / "console.log")
+    codes = "quiet nodhcp tce=ipfs:bafyunknown showapps debugbootload"
+    result = _boot(arch, base, extra, codes, tmp_path / "console.log")
     assert result.sentinel_line == "TCE-IPFS-SENTINEL: ok", result.tail()
-    # showapps: tce-setup runs in the foreground and tce-load names each extension it loads
-    after = result.log_text.split("Loading extensions...", 1)[1]
-    assert f"libhello-{base.kver} hello" in after.split("Done.", 1)[0]
+    # showapps: tce-setup runs in the foreground and the loader names each extension it loads
+    # (tce-load: dependencies first; piCore's tce-bootload: breadth first, per step)
+    after = result.log_text.split("Loading extensions...", 1)[1].split("Done.", 1)[0]
+    if qemu.profile(arch).loader == "tce-bootload":
+        assert "Mounting extensions" in after and f"hello blocked libhello-{base.kver}" in after, after
+        assert "EEXIST: /tmp/tcloop/blocked" in after  # its mkdir failed; the others went on
+    else:
+        assert f"libhello-{base.kver} hello blocked" in after, after
 
 
 NET_CHECKS = r"""#!/bin/sh
@@ -272,6 +305,10 @@ def test_base_initrd_contents(arch: Arch) -> None:
     assert listing["tmp"].startswith("drwxrwxrwt")
     assert listing["bin/busybox.suid"].startswith("-rwsr-xr-x")
     assert listing["etc/shadow"].startswith("-rw-------")
+    assert listing["etc/sudoers"].startswith("-r--r-----")
+    assert "etc/skel/.profile" in listing
+    # the piCore flavour (aarch64) brings piCore's loader; tce-setup hands its lists to it
+    assert ("usr/bin/tce-bootload" in listing) == (qemu.profile(arch).loader == "tce-bootload")
     assert "-> /bin/busybox.suid" in listing["bin/su"]
     assert "-> /proc/mounts" in listing["etc/mtab"]
     moddir = f"lib/modules/{base.kver}"

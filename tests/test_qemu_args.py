@@ -23,6 +23,7 @@ def test_profiles(arch: Arch) -> None:
     args = prof.base_args()
     assert args[args.index("-accel") + 1] == "tcg"
     assert "-no-reboot" in args and "-nodefaults" in args
+    assert prof.loader == ("tce-bootload" if arch is Arch.AARCH64 else "tce-load")
 
 
 def test_user_net_is_restricted_with_cmd_forwards() -> None:

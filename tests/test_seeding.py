@@ -9,6 +9,10 @@ the fixture finalizer whatever happens.
   with a dependency) and ``tce-ipfs status`` shows the bytes it served;
 * three guests boot at once from one seed (LAN discovery by mDNS inside the lab): the seed's egress
   divided by the onboot payload (an HTTP mirror would be 3.0);
+* four guests boot at once with only ``ipfs.peers=<seed>`` (what an admin's netboot config holds), the
+  seed's uplink capped with tbf: they find each other by mDNS and fetch blocks from each other; the
+  polite seed (the seed role's kubo build) sends the payload about once (issue 10's guest-level proof);
+* ``ipfs.mdns=0`` turns that discovery off: two guests booting together know only the seed;
 * a guest with the wrong ``ipfs.swarmkey`` cannot fetch, says so on the console, and boots on.
 
 Measured numbers go to ``tests/.results/seeding-*.json`` for the closing note; they are not asserted
@@ -194,16 +198,17 @@ def start_guest(pool: ThreadPoolExecutor, kit: e2e.GuestKit, lab: Lab, check: Pa
 
 
 def kit_kubo() -> Path:
+    """The seed role's kubo (the polite origin): what ``tce-ipfs node`` runs for a lab."""
     from tce_ipfs.build import kubo
 
-    return kubo.ensure(Arch.host())
+    return kubo.ensure(Arch.host(), variant=kubo.SEED)
 
 
 @contextlib.contextmanager
-def guest_pool(lab: Lab) -> Iterator[ThreadPoolExecutor]:
+def guest_pool(lab: Lab, workers: int = 3) -> Iterator[ThreadPoolExecutor]:
     """Threads that each run one ``qemu.boot``. On a failure the lab's processes (QEMU among them) are
     killed at once, so the test does not sit out every guest's timeout before the lab is torn down."""
-    pool = ThreadPoolExecutor(max_workers=3)
+    pool = ThreadPoolExecutor(max_workers=workers)
     try:
         yield pool
     except BaseException:
@@ -267,27 +272,30 @@ def test_origin_offload_install_and_status(kit: e2e.GuestKit, agent_repo: LabRep
         r1 = g1.ok()
     g1_final = g1.json_line("LAB-STATUS final ")
     later = {g.name: g.json_line("LAB-STATUS boot ") for g in (g2, g3)}
+    names = {g1_boot["peer_id"]: "guest1", **{st["peer_id"]: name for name, st in later.items()}}
 
     # Guest 1 installed an extension that is not in onboot.lst, with its dependency.
     assert any(line.startswith("LAB-INSTALL OK") for line in g1.lines), g1.lines[-30:]
     assert {"extra.tcz", "libextra.tcz"} <= set(g1_final["pinned_extensions"])
-    # Guests 2 and 3 got everything from guest 1 (the seed was stopped before they started).
+    # Guests 2 and 3 got everything from other guests (the seed was stopped before they started):
+    # from guest 1, the only one that had it, and from each other (they find each other by mDNS).
     per_guest: dict[str, dict[str, int]] = {}
     for name, st in later.items():
         served = {p["peer"]: int(p.get("recv", 0)) for p in st["peers"]}
         per_guest[name] = served
         assert st["repo_cid"] == cid
-        assert served.get(g1_boot["peer_id"], 0) >= agent_repo.payload * 0.9, (name, served)
         assert served.get(seed.peer_id, 0) == 0, (name, served)
-    # ... and guest 1's own status shows what it served.
-    assert g1_final["bytes_sent"] >= 2 * agent_repo.payload * 0.9, g1_final
+        assert sum(served.values()) >= agent_repo.payload * 0.9, (name, served)
+        assert served.get(g1_boot["peer_id"], 0) > 0, (name, served)
+    # ... and guest 1's own status shows what it served: every block left it at least once.
+    assert g1_final["bytes_sent"] >= agent_repo.payload * 0.9, g1_final
     assert sent_by_seed >= agent_repo.payload
     record("seeding-offload", {
         "arch": str(ARCH), "cid": cid, "payload_bytes": agent_repo.payload,
         "seed_bytes_sent_before_stop": sent_by_seed,
         "guest1": {"bytes_sent": g1_final["bytes_sent"], "bytes_received": g1_boot["bytes_received"],
                    "sentinel_s": round(r1.seconds, 1)},
-        "received_per_peer": {name: {("guest1" if p == g1_boot["peer_id"] else p): b for p, b in d.items()}
+        "received_per_peer": {name: {names.get(p, p): b for p, b in d.items()}
                               for name, d in per_guest.items()},
         "sentinel_s": {"guest2": round(r2.seconds, 1), "guest3": round(r3.seconds, 1)},
         "wall_s": round(time.monotonic() - t0, 1),
@@ -324,6 +332,71 @@ def test_three_guests_at_once_egress_ratio(kit: e2e.GuestKit, plain_repo: LabRep
     })
     assert egress >= plain_repo.payload  # at least one full copy came from the seed
     assert ratio <= 3.05, ratio  # never worse than three HTTP downloads
+
+
+def ledgers(guest: Guest) -> list[dict[str, Any]]:
+    return [json.loads(ln[len("LAB-LEDGER "):]) for ln in guest.lines if ln.startswith("LAB-LEDGER ")]
+
+
+SEED_UPLINK_MBIT = 20.0  # the seed's uplink in the four-guest lab (tbf on the lab bridge)
+
+
+def test_four_guests_with_only_the_seed_share_blocks(kit: e2e.GuestKit, plain_repo: LabRepo, lab: Lab,
+                                                     work: Path) -> None:
+    """Issue 10's guest-level proof: only ``ipfs.peers=<seed>`` on the command lines (mDNS stays on by
+    default), four guests boot at the same moment; they fetch blocks from each other."""
+    seed = lab.start_seed(kit_kubo())  # the seed's own mDNS is off: guests dial it by ipfs.peers
+    cid = publish_to(seed, plain_repo.path)
+    lab.cap_uplink(SEED_UPLINK_MBIT)
+    check = e2e.check_initrd(work, ledger_script(), "check-ledger.gz")
+    sent0, wire0 = seed_sent(seed), lab.uplink_tx_bytes()
+    codes = [f"tce=ipfs:{cid}", f"ipfs.peers={seed.multiaddr}", f"ipfs.timeout={HOOK_TIMEOUT}"]
+    with guest_pool(lab, workers=4) as pool:
+        guests = [start_guest(pool, kit, lab, check, codes, f"guest{i}") for i in (1, 2, 3, 4)]
+        results = [g.ok() for g in guests]
+    egress, wire = seed_sent(seed) - sent0, lab.uplink_tx_bytes() - wire0
+    names = {seed.peer_id: "seed"}
+    for g in guests:
+        names.update({ln.split()[1]: g.name for ln in g.lines if ln.startswith("LAB-ID ")})
+    per_guest: dict[str, dict[str, Any]] = {}
+    for g, res in zip(guests, results, strict=True):
+        recv = {names.get(e["Peer"], e["Peer"]): int(e["Recv"]) for e in ledgers(g)}
+        status = dict(w.split("=", 1) for w in (res.sentinel_line or "").split() if "=" in w)
+        per_guest[g.name] = {"from_seed": recv.pop("seed", 0), "from_guests": sum(recv.values()),
+                             "peers_at_end": sorted(recv), "sentinel_s": round(res.seconds, 1),
+                             **{k: status.get(k) for k in ("t_net", "t_kubo_ready", "t_list", "t_total")}}
+    record("seeding-lab4", {
+        "arch": str(ARCH), "guests": 4, "seed_uplink_mbit": SEED_UPLINK_MBIT,
+        "payload_bytes": plain_repo.payload, "seed_bytes_sent": egress, "seed_wire_bytes": wire,
+        "egress_ratio": round(egress / plain_repo.payload, 3),
+        "wire_ratio": round(wire / plain_repo.payload, 3),
+        "http_mirror_ratio": 4.0, "received": per_guest, "received_per_peer": {
+            g.name: {names.get(e["Peer"], e["Peer"]): e["Recv"] for e in ledgers(g)} for g in guests},
+        "sentinel_s": [round(r.seconds, 1) for r in results],
+    })
+    assert egress >= plain_repo.payload  # at least one full copy came from the seed
+    # They found each other by mDNS (only the seed was named) and traded blocks.
+    assert any(r["from_guests"] > 0 for r in per_guest.values()), per_guest
+
+
+def test_mdns_0_guests_know_only_the_seed(kit: e2e.GuestKit, plain_repo: LabRepo, lab: Lab,
+                                          work: Path) -> None:
+    """``ipfs.mdns=0`` turns LAN discovery off: two guests booting together on the same LAN with it (and
+    the seed in ``ipfs.peers=``) never connect to each other; each gets everything from the seed."""
+    seed = lab.start_seed(kit_kubo())
+    cid = publish_to(seed, plain_repo.path)
+    check = e2e.check_initrd(work, ledger_script(), "check-ledger.gz")
+    codes = [f"tce=ipfs:{cid}", f"ipfs.peers={seed.multiaddr}", f"ipfs.timeout={HOOK_TIMEOUT}", "ipfs.mdns=0"]
+    with guest_pool(lab, workers=2) as pool:
+        guests = [start_guest(pool, kit, lab, check, codes, f"quiet{i}") for i in (1, 2)]
+        results = [g.ok() for g in guests]
+    received = {g.name: {("seed" if e["Peer"] == seed.peer_id else e["Peer"]): int(e["Recv"])
+                         for e in ledgers(g)} for g in guests}
+    record("seeding-mdns-off", {"received_per_peer": received,
+                                "sentinel_s": [round(r.seconds, 1) for r in results]})
+    for name, peers in received.items():
+        assert list(peers) == ["seed"], (name, peers)
+        assert peers["seed"] >= plain_repo.payload, (name, peers)
 
 
 def test_wrong_swarm_key_fails_with_message_and_boots(kit: e2e.GuestKit, plain_repo: LabRepo, lab: Lab,

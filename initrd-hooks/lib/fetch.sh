@@ -29,6 +29,7 @@
 # md5 check after it is unchanged.
 
 MAX_EXT=1000
+MAX_SHOWN=5 # problems shown one console line each; the rest are counted (all are in the log)
 MAX_LIST_BYTES=1048576
 MAX_DEP_BYTES=65536
 MAX_MD5_BYTES=4096
@@ -56,6 +57,11 @@ T_PLACE=0 # centiseconds spent placing them (sidecars, rename; status t_place)
 FAILED=" "
 FAIL_COUNT=0
 FIRST_FAIL=
+SHOWN=0
+HIDDEN=0
+LOOPS=0
+GOT_OK=" "       # names fetched and placed (or ipfs.tcz, mounted from the initrd)
+CLOSURE_STOP=    # why the closure walk stopped early, if it did
 PLACED=
 PLACED_COUNT=0
 DOWNLOADED=" "
@@ -177,20 +183,33 @@ up_sources() {
     [ "$M_UP" = 1 ] && [ ! -d "$WORK/down.M" ] && SOURCES="$SOURCES M"
 }
 
-# fail_ext NAME REASON: record (once) that NAME will not be loaded, with one console line.
+# problem TEXT: an error line on the console for the first MAX_SHOWN problems; after that only the
+# log gets it and HIDDEN counts it (finish prints the count): a flood of bad input must not become
+# minutes of serial console.
+problem() {
+    if [ "$SHOWN" -lt "$MAX_SHOWN" ]; then
+        SHOWN=$((SHOWN + 1))
+        err "$1"
+    else
+        HIDDEN=$((HIDDEN + 1))
+        log "error: $1"
+    fi
+}
+
+# fail_ext NAME REASON: record (once) that NAME will not be loaded (see problem).
 fail_ext() {
     case $FAILED in *" $1 "*) return 0 ;; esac
     FAILED="$FAILED$1 "
     FAIL_COUNT=$((FAIL_COUNT + 1))
     [ -n "$FIRST_FAIL" ] || FIRST_FAIL="$1: $2"
-    err "$1: $2"
+    problem "$1: $2"
 }
 
-# fail_line TEXT: a failure that is not one extension's (a bad list line): always its own line.
+# fail_line TEXT: a failure that is not one extension's (a bad list line), see problem.
 fail_line() {
     FAIL_COUNT=$((FAIL_COUNT + 1))
     [ -n "$FIRST_FAIL" ] || FIRST_FAIL=$1
-    err "$1"
+    problem "$1"
 }
 
 is_failed() {
@@ -234,17 +253,29 @@ fetch_list() {
     return 1
 }
 
-# read_names FILE WHAT [report]: run names.awk. NAMES = the good names, NAMES_BAD = the first
-# problem. With "report", every bad line is a failure of its own (one console line each).
+# read_names FILE WHAT [report]: run names.awk (NUL bytes made \001 first: busybox awk would end a
+# line there, shifting every line number after it). NAMES = the good names, NAMES_BAD = the first
+# problem. With "report", every bad line is a failure of its own (see problem; names.awk itself
+# prints only the first few and counts the rest).
 read_names() {
     NAMES=
     NAMES_BAD=
-    awk -v kernel="$KREL" -v max="$MAX_EXT" -f "$HOOK_LIB/names.awk" "$1" >"$WORK/names.out" 2>/dev/null
+    tr '\000' '\001' <"$1" 2>/dev/null |
+        awk -v kernel="$KREL" -v max="$MAX_EXT" -v maxbad="$MAX_SHOWN" -f "$HOOK_LIB/names.awk" \
+            >"$WORK/names.out" 2>/dev/null
     while read -r _n_kind _n_a _n_rest; do
         case $_n_kind in
             ok) NAMES="$NAMES $_n_a"; continue ;;
             bad) _n_msg="line $_n_a: $_n_rest" ;;
             toomany) _n_msg="more than $_n_a entries; the rest is ignored" ;;
+            morebad)
+                if [ "${3:-}" = report ]; then
+                    FAIL_COUNT=$((FAIL_COUNT + _n_a))
+                    HIDDEN=$((HIDDEN + _n_a))
+                    log "error: $2: $_n_a more bad lines"
+                fi
+                continue
+                ;;
             *) continue ;;
         esac
         [ -n "$NAMES_BAD" ] || NAMES_BAD=$_n_msg
@@ -338,6 +369,7 @@ data_collect() {
     fi
     if [ "$_dc_rc" = 0 ]; then
         src_got "$_dc_src" "${_dc_size:-0}"
+        GOT_OK="$GOT_OK$1 "
         [ "$_dc_new" = 1 ] && DOWNLOADED="$DOWNLOADED$1 "
     else
         fail_ext "$1" "${_dc_err:-fetch job failed}"
@@ -401,12 +433,29 @@ meta_level() {
     done
 }
 
-# may_trade: status 0 when other machines may hold blocks we need (LAN discovery, several peers).
+# may_trade: status 0 when other machines may hold blocks we need: several peers named, or LAN
+# discovery on and kubo already connected to more peers than were named (asked once, through the RPC
+# API's swarm/peers). mDNS is on by default, so most machines boot with it; one alone with its seed
+# reads its files in order: block lists and block requests would only cost it time (measured in the
+# boot benchmark: ~1 s more from the list to the first byte in an x86_64 TCG guest).
+MAY_TRADE=
 may_trade() {
-    [ "$KUBO_MDNS" = true ] && return 0
-    # shellcheck disable=SC2086 # multiaddrs: no blanks, globbing is off
-    set -- $PEERS
-    [ "$#" -gt 1 ]
+    if [ -z "$MAY_TRADE" ]; then
+        MAY_TRADE=0
+        # shellcheck disable=SC2086 # multiaddrs: no blanks, globbing is off
+        set -- $PEERS
+        if [ "$#" -gt 1 ]; then
+            MAY_TRADE=1
+        elif [ "$KUBO_MDNS" = true ] && [ -n "$API_URL" ] &&
+            bounded "$P_DEADLINE" 5 "$WGET" -q -O "$WORK/swarm-peers.out" --post-data= \
+                "$API_URL/api/v0/swarm/peers" 2>/dev/null; then
+            _mt_n=$(grep -o '"Peer": *"[^"]*"' "$WORK/swarm-peers.out" 2>/dev/null | sort -u | wc -l)
+            [ "$_mt_n" -gt "$#" ] && MAY_TRADE=1
+            dbg "LAN discovery: kubo has $_mt_n peer(s), $# named"
+        fi
+        dbg "block order: $([ "$MAY_TRADE" = 1 ] && echo "this machine's" || echo "the files' own")"
+    fi
+    [ "$MAY_TRADE" = 1 ]
 }
 
 # block_lists NAME...: with kubo, one `ls` per FETCH_BATCH names gives each file's blocks;
@@ -486,7 +535,8 @@ resolve_closure() {
     read_names "$WORK/list" "$LST" report
     ROOTS=${NAMES# }
     mkdir -p "$WORK/dep" "$WORK/meta" "$WORK/job"
-    : >"$WORK/edges"
+    printf '' >"$WORK/edges"
+    [ "$KUBO_MOUNTED" = 1 ] && GOT_OK="${GOT_OK}ipfs.tcz "
     ORDER_KEY=${KUBO_PEER_ID:-${NET_ADDR:-0}}
     _c_level=$ROOTS
     _c_seen=" "
@@ -499,11 +549,20 @@ resolve_closure() {
             _c_seen="$_c_seen$_c_name "
             _c_n=$((_c_n + 1))
             if [ "$_c_n" -gt "$MAX_EXT" ]; then
-                fail_line "the dependency closure has more than $MAX_EXT extensions; stopped there"
+                CLOSURE_STOP="the closure has more than $MAX_EXT extensions"
+                fail_line "$CLOSURE_STOP; stopped there"
                 _c_full=1
                 break
             fi
-            : >"$WORK/dep/$_c_name"
+            # shellcheck disable=SC2153 # DEADLINE is set by main.sh
+            secs_left "$DEADLINE"
+            if [ "$LEFT" -le 0 ]; then
+                CLOSURE_STOP="no time left"
+                fail_line "no time left after $((_c_n - 1)) extensions of the closure; stopped there"
+                _c_full=1
+                break
+            fi
+            printf '' >"$WORK/dep/$_c_name"
             if [ "$_c_name" = ipfs.tcz ] && [ "$KUBO_MOUNTED" = 1 ]; then
                 dbg "ipfs.tcz: using the one from the initrd (already mounted)"
                 continue
@@ -559,10 +618,18 @@ resolve_closure() {
     while read -r _c_kind _c_name; do
         case $_c_kind in
             ok) ORDER="$ORDER $_c_name" ;;
-            cycle) warn "dependency loop through $_c_name: loading it once" ;;
+            cycle)
+                LOOPS=$((LOOPS + 1))
+                if [ "$LOOPS" -le 3 ]; then
+                    warn "dependency loop through $_c_name: loading it once"
+                else
+                    log "dependency loop through $_c_name: loading it once"
+                fi
+                ;;
         esac
     done <"$WORK/order.out"
     ORDER=${ORDER# }
+    [ "$LOOPS" -le 3 ] || warn "$((LOOPS - 3)) more dependency loops (see the log)"
     mark fetched
     dbg "closure: $ORDER"
 }
@@ -685,19 +752,30 @@ ram_short() {
 # (tce-load reads the .dep at boot: it must hold plain names only, which ours does).
 place_sidecars() {
     printf '%s  %s\n' "$MD5_WANT" "$1" | write_atomic "$OPT/$1.md5.txt"
-    if [ -s "$WORK/dep/$1" ]; then
-        write_atomic "$OPT/$1.dep" <"$WORK/dep/$1"
+    if [ "$LOADER" = tce-bootload ] && [ "$KUBO_MOUNTED" = 1 ]; then
+        # tce-bootload adds what a .dep names to its list: ipfs.tcz (loaded by us, see loader.sh)
+        # would be mounted and set up a second time.
+        grep -vxF ipfs.tcz "$WORK/dep/$1" 2>/dev/null | write_atomic "$OPT/$1.dep"
     else
-        rm -f "$OPT/$1.dep"
+        write_atomic "$OPT/$1.dep" <"$WORK/dep/$1"
     fi
+    [ -s "$OPT/$1.dep" ] || rm -f "$OPT/$1.dep"
 }
 
-# settle: walk ORDER (deps first): an extension whose dependency failed fails too (a file we just
-# downloaded for it is removed again); the rest is PLACED, in load order.
+# settle: walk ORDER (deps first): a name that was never fetched (the walk stopped early) is not
+# listed, and an extension whose dependency failed fails too (a file we just downloaded for it is
+# removed again); the rest is PLACED, in load order. No waiting here: at most MAX_EXT + a few names.
 settle() {
     for _a_name in $ORDER; do
         is_failed "$_a_name" && continue
         [ "$_a_name" = ipfs.tcz ] && [ "$KUBO_MOUNTED" = 1 ] && continue
+        case $GOT_OK in
+            *" $_a_name "*) ;;
+            *)
+                fail_ext "$_a_name" "not fetched: ${CLOSURE_STOP:-the closure walk stopped}"
+                continue
+                ;;
+        esac
         _a_missing=
         while read -r _a_d; do
             if is_failed "$_a_d"; then
@@ -721,12 +799,12 @@ settle() {
         "$WORK/ls.out" "$WORK/ls.err" 2>/dev/null
 }
 
-# write_list: append ipfs.tcz (when we mounted it) and the placed names to $BUILTIN/<lst>,
+# write_list: append ipfs.tcz (when we mounted it and tce-load will link it) and the placed names to $BUILTIN/<lst>,
 # keeping what is already there and never listing a name twice.
 write_list() {
     _w_list=$BUILTIN/$LST
     _w_names=$PLACED
-    [ "$KUBO_MOUNTED" = 1 ] && _w_names="ipfs.tcz $_w_names"
+    loader_lists_kubo && _w_names="ipfs.tcz $_w_names"
     [ -n "${_w_names# }" ] || return 0
     mkdir -p "$BUILTIN"
     {

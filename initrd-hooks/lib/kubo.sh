@@ -6,13 +6,17 @@
 # tce-load later finds it in /etc/mtab, skips the mount and only links it into / -- so kubo runs
 # before tce-setup's list step and ends up a normal loaded extension (listed first in <lst>).
 #
-# Node configuration (`ipfs init --profile=test,lowpower` + four keys, set by lib/kuboconf.awk):
+# Node configuration: profiles test,lowpower + five keys, made in the daemon's own start
+# (`ipfs daemon --init --init-config` with the keys only; kubo_init_repo: `ipfs init` + lib/kuboconf.awk
+# for a kubo without that):
 #   test      API and gateway on 127.0.0.1 (port 0 = any free one; kubo writes repo/api and
 #             repo/gateway), no bootstrap peers, AutoConf off, mDNS off, no NAT port mapping, AutoTLS off
 #   lowpower  no DHT/AutoNAT/relay services; connection manager 20..40 connections
 #   Routing.Type none   (dhtclient for ipns:, so the name can be asked of the dialled peers)
 #   Addresses.Swarm     /ip4/0.0.0.0/tcp/<ipfs.port>: LAN peers can fetch from us afterwards
-#   Discovery.MDNS      on only when no ipfs.peers= is given (then LAN discovery is the only way)
+#   Discovery.MDNS      on unless ipfs.mdns=0: machines booting on one LAN find each other (also
+#                       next to ipfs.peers=, which only names the seed) and trade blocks; multicast
+#                       stays on the machine's own link. In a private swarm only same-key peers connect.
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
 # Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a quarter of the RAM (48..100 MiB):
 # the Go GC then runs only when the heap nears that cap instead of every time it doubles. A fresh
@@ -172,8 +176,8 @@ kubo_prepare() {
     export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT GOGC
     KUBO_ROUTING=none
     [ "$SCHEME" = ipns ] && KUBO_ROUTING=dhtclient
-    KUBO_MDNS=false
-    [ -z "$PEERS" ] && KUBO_MDNS=true
+    KUBO_MDNS=true
+    [ "$MDNS" = 0 ] && KUBO_MDNS=false
     KUBO_SWARM=/ip4/0.0.0.0/tcp/$PORT
     peering_json
     # The keys kubo_start's daemon puts on top of `--profile=test,lowpower`. kubo takes a config
@@ -207,7 +211,7 @@ kubo_prepare() {
 # layout is not recognised). Status 1 with KUBO_ERR.
 kubo_init_repo() {
     _k_log=$WORK/kubo-init.log
-    : >"$_k_log"
+    printf '' >"$_k_log"
     if ! ipfsc "$1" 60 init --empty-repo --profile=test,lowpower >>"$_k_log" 2>&1; then
         last_line "$_k_log"
         KUBO_ERR="ipfs init failed: ${LAST:-no output}"

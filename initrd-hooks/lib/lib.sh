@@ -137,6 +137,14 @@ hasarg() {
     return 1
 }
 
+# hasword WORD: status 0 if the bare word WORD is present (how tce-setup tests `base`, `cde`).
+hasword() {
+    for _hw_w in $CMDLINE; do
+        [ "$_hw_w" = "$1" ] && return 0
+    done
+    return 1
+}
+
 # getargbool DEFAULT NAME: print 1 or 0. Bare NAME means 1; NAME=0/no/off/false means 0;
 # NAME=1/yes/on/true means 1; anything else prints "?" (the caller reports it).
 getargbool() {

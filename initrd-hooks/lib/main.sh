@@ -17,6 +17,10 @@ HOOK_LIB=${TCE_IPFS_LIB:-${ROOT:-}/usr/local/lib/tce-ipfs}
 . "$HOOK_LIB/fetch.sh"
 # shellcheck source=onecopy.sh
 . "$HOOK_LIB/onecopy.sh"
+# shellcheck source=tcedir.sh
+. "$HOOK_LIB/tcedir.sh"
+# shellcheck source=loader.sh
+. "$HOOK_LIB/loader.sh"
 
 HOOK_VERSION=unknown
 HOOK_ARCH=unknown
@@ -28,59 +32,6 @@ T_END=0
 KREL=
 RAM_USED=
 RAM_USED_START=
-
-# ---------------------------------------------------------------- coexistence with tce-setup
-# tce-setup parses tce= itself after we return: a value it cannot mount becomes the directory
-# "/<everything after the first slash>" (or "/tce"), it runs `mkdir <dir>/optional` and points
-# /etc/sysconfig/tcedir at it -- a dangling link, unless that path exists. We make it a symlink to
-# /tmp/tce (TC's RAM tce dir, with optional/ and an empty <lst>), so tcedir stays valid and
-# `tce-load -wi` works after boot. An existing directory is left alone (never let tce-setup take a
-# system directory for a tce dir because of us).
-shim_tcedir() {
-    case $TCE_RAW in
-        */*) _t_dir=${TCE_RAW#*/} ;;
-        *) _t_dir=tce ;;
-    esac
-    while :; do
-        case $_t_dir in
-            /*) _t_dir=${_t_dir#/} ;;
-            *) break ;;
-        esac
-    done
-    _t_dir=${_t_dir%/}
-    case $_t_dir in
-        '' | *[!A-Za-z0-9._:+/-]* | *//* | . | .. | ./* | ../* | */. | */.. | */./* | */../*)
-            short "/$_t_dir"
-            warn "tce-setup will use '$SHORT' as the tce dir: not a safe path, not creating it"
-            return 0
-            ;;
-    esac
-    [ "${#_t_dir}" -le "$MAX_SUB" ] || return 0
-    TCEDIR_SHIM=/$_t_dir
-    _t_path=$ROOT/$_t_dir
-    mkdir -p "$ROOT/tmp/tce/optional"
-    _t_user=tc
-    [ -r "$ROOT/etc/sysconfig/tcuser" ] && read -r _t_user <"$ROOT/etc/sysconfig/tcuser"
-    if [ ! -e "$ROOT/tmp/tce/$LST_FOR_SHIM" ]; then
-        : >"$ROOT/tmp/tce/$LST_FOR_SHIM"
-        chown "${_t_user:-tc}:staff" "$ROOT/tmp/tce/$LST_FOR_SHIM" 2>/dev/null
-        chmod 664 "$ROOT/tmp/tce/$LST_FOR_SHIM" 2>/dev/null
-    fi
-    if [ -L "$_t_path" ]; then
-        dbg "tce dir shim: $TCEDIR_SHIM is already a symlink"
-    elif [ -d "$_t_path" ]; then
-        if [ -d "$_t_path/optional" ]; then
-            dbg "tce dir shim: $TCEDIR_SHIM is an existing tce dir"
-        else
-            warn "tce-setup will use the existing directory $TCEDIR_SHIM as tce dir; leaving it alone"
-        fi
-    elif [ -e "$_t_path" ]; then
-        warn "tce-setup will use $TCEDIR_SHIM as tce dir, but it is a file; leaving it alone"
-    else
-        mkdir -p "${_t_path%/*}" && ln -s /tmp/tce "$_t_path" &&
-            dbg "tce dir shim: $TCEDIR_SHIM -> /tmp/tce"
-    fi
-}
 
 # ---------------------------------------------------------------- status and the final line
 # status_kv KEY VALUE: one line of the status file (values never contain newlines).
@@ -171,6 +122,7 @@ finish() {
     fmt_cs "$((T_END - T_START))"
     _f_secs=$FMT
     source_desc
+    [ "$HIDDEN" -gt 0 ] && err "... and $HIDDEN more problem(s), not shown (all in ${LOG#"$ROOT"})"
     case $RESULT in
         ok) info "loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;
         partial) info "FAILED: $FAIL_COUNT problem(s), first: $FIRST_FAIL; loaded $PLACED_COUNT extensions from $SRC_DESC in $_f_secs s" ;;
@@ -192,6 +144,7 @@ finish() {
     if [ -n "$KUBO_PID" ] && [ -n "$API_URL" ] && [ -n "$CID" ]; then
         seed_pins_bg
     fi
+    loader_adopt_kubo
     [ "$DEBUG" = 1 ] || rm -rf "$WORK/get" "$WORK/dep" "$WORK/names.out" "$WORK/order.out" 2>/dev/null
     exit 0
 }
@@ -211,22 +164,27 @@ tce_ipfs_main() {
     T_START=$NOW
     read_cmdline || exit 0
     parse_scheme || exit 0 # tce= absent or not ours: do nothing at all
-    mkdir -p "$WORK" "${LOG%/*}" 2>/dev/null
-    rm -rf "$PIN_NOTES" "$WORK/onecopy.done" "$WORK/onecopy.todo" "$WORK/onecopy.off" "$WORK/oc" "$WORK/oc.lock"
+    # RAM in use before this boot fetches anything (status ram_used_start; nothing written yet)
     ram_used_kib
     RAM_USED_START=$RAM_USED
+    # Parse first: every boot code, the tce dir tce-setup will use, the loader. Nothing is written
+    # before this point.
+    parse_codes
+    tcedir_plan
+    loader_detect
     if [ -r "$HOOK_LIB/build.conf" ]; then
         # shellcheck source=/dev/null
         . "$HOOK_LIB/build.conf"
     fi
-    log "tce-ipfs hook $HOOK_VERSION ($HOOK_ARCH), tce=$(printf '%s' "$TCE_RAW" | cut -c1-120)"
-
-    if ! LST_FOR_SHIM=$(getarg lst) || ! is_safe_name "$LST_FOR_SHIM"; then
-        LST_FOR_SHIM=$DEFAULT_LST
-    fi
-    shim_tcedir
-    parse_codes
+    mkdir -p "$WORK" "${LOG%/*}" 2>/dev/null
+    rm -rf "$PIN_NOTES" "$WORK/onecopy.done" "$WORK/onecopy.todo" "$WORK/onecopy.off" "$WORK/oc" "$WORK/oc.lock"
+    log "tce-ipfs hook $HOOK_VERSION ($HOOK_ARCH), tce=$(printf '%s' "$TCE_RAW" | cut -c1-120), loader $LOADER"
     [ "$DEBUG" = 1 ] && dbg "debug on; log in ${LOG#"$ROOT"}"
+    if [ -n "$PARSE_WARNINGS" ]; then
+        printf '%s\n' "$PARSE_WARNINGS" | while IFS= read -r _m_w; do warn "$_m_w"; done
+    fi
+    # tce-setup derives its tce dir from tce= whatever we make of the rest: keep it valid.
+    tcedir_make
     [ -z "$PARSE_ERRORS" ] || die_soft "bad boot code: $PARSE_ERRORS"
     KREL=$("$UNAME" -r 2>/dev/null)
 

@@ -20,9 +20,16 @@ DEFAULT_LST=onboot.lst
 DEFAULT_PORT=4001
 
 PARSE_ERRORS=
+PARSE_WARNINGS=
 
 perr() {
     PARSE_ERRORS="${PARSE_ERRORS:+$PARSE_ERRORS; }$*"
+}
+
+# pwarn TEXT: a warning found while parsing; printed once parsing is done (one line each).
+pwarn() {
+    PARSE_WARNINGS="${PARSE_WARNINGS:+$PARSE_WARNINGS
+}$*"
 }
 
 # short TEXT: SHORT = TEXT cut to 60 characters for messages (never echo a 2 KiB value back).
@@ -204,6 +211,22 @@ is_multiaddr() {
     is_peerid "$2"
 }
 
+# lst_reserved NAME: status 0 when a list named NAME would collide with something in the directories
+# it is written to (/tmp/builtin, /tmp/tce): the optional/ and ondemand/ directories, TC's copy2fs
+# files, a *.gz (tce-setup unpacks those found in a tce dir), or anything there that is not a file.
+# Reads only.
+lst_reserved() {
+    case $1 in
+        optional | ondemand | copy2fs.flg | copy2fs.lst | *.gz) return 0 ;;
+    esac
+    for _lr_d in "$ROOT/tmp/builtin" "$ROOT/tmp/tce"; do
+        if [ -e "$_lr_d/$1" ] || [ -L "$_lr_d/$1" ]; then
+            [ -f "$_lr_d/$1" ] && [ ! -L "$_lr_d/$1" ] || return 0
+        fi
+    done
+    return 1
+}
+
 # ---------------------------------------------------------------- parsing
 # parse_scheme: sets TCE_RAW and SCHEME (ipfs|ipns|http). Status 1 when tce= is absent or not ours:
 # then the hook does nothing at all and TC carries on exactly as without it.
@@ -219,7 +242,7 @@ parse_scheme() {
 }
 
 # parse_codes: validate tce= and every companion code. Sets:
-# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED ONECOPY SWARMKEY DEBUG PORT NODHCP
+# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED ONECOPY MDNS SWARMKEY DEBUG PORT NODHCP
 parse_codes() {
     CID=
     IPNS_NAME=
@@ -273,11 +296,13 @@ parse_codes() {
 
     LST=$DEFAULT_LST
     if _p_v=$(getarg lst); then
-        if [ "${#_p_v}" -le "$MAX_LST" ] && is_safe_name "$_p_v"; then
-            LST=$_p_v
-        else
+        if [ "${#_p_v}" -gt "$MAX_LST" ] || ! is_safe_name "$_p_v"; then
             short "$_p_v"
             perr "lst=$SHORT is not a plain file name (at most $MAX_LST of [A-Za-z0-9._+-])"
+        elif lst_reserved "$_p_v"; then
+            perr "lst=$_p_v names a file or directory TC or the hook uses (optional, ondemand, copy2fs.*, *.gz, or an existing non-file)"
+        else
+            LST=$_p_v
         fi
     fi
 
@@ -306,12 +331,12 @@ parse_codes() {
     fi
 
     TIMEOUT=$DEFAULT_TIMEOUT
-    if _p_v=$(getarg ipfs.timeout); then
-        _p_v=${_p_v%s}
+    if _p_raw=$(getarg ipfs.timeout); then
+        _p_v=${_p_raw%s}
         if is_uint "$_p_v" && [ "$_p_v" -ge "$MIN_TIMEOUT" ] && [ "$_p_v" -le "$MAX_TIMEOUT" ]; then
             TIMEOUT=$_p_v
         else
-            short "$_p_v"
+            short "$_p_raw"
             perr "ipfs.timeout=$SHORT must be whole seconds between $MIN_TIMEOUT and $MAX_TIMEOUT"
         fi
     fi
@@ -330,6 +355,8 @@ parse_codes() {
     [ "$SEED" = "?" ] && { SEED=1; perr "ipfs.seed= must be 0 or 1"; }
     ONECOPY=$(getargbool 1 ipfs.onecopy)
     [ "$ONECOPY" = "?" ] && { ONECOPY=1; perr "ipfs.onecopy= must be 0 or 1"; }
+    MDNS=$(getargbool 1 ipfs.mdns)
+    [ "$MDNS" = "?" ] && { MDNS=1; perr "ipfs.mdns= must be 0 or 1"; }
     DEBUG=$(getargbool 0 ipfs.debug)
     [ "$DEBUG" = "?" ] && { DEBUG=1; perr "ipfs.debug= must be 0 or 1"; }
 
@@ -360,8 +387,11 @@ parse_codes() {
     NODHCP=0
     hasarg nodhcp && NODHCP=1
 
+    if [ "$SCHEME" != http ] && [ "$MDNS" = 0 ] && [ -z "$PEERS" ]; then
+        warn "ipfs.mdns=0 without ipfs.peers: no peer can be found"
+    fi
     if [ "$SCHEME" = http ] && { [ -n "$PEERS" ] || [ -n "$SWARMKEY" ]; }; then
-        warn "tce=http://... does not use IPFS: ipfs.peers/ipfs.swarmkey are ignored"
+        pwarn "tce=http://... does not use IPFS: ipfs.peers/ipfs.swarmkey are ignored"
     fi
     return 0
 }

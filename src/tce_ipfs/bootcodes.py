@@ -45,7 +45,8 @@ CODES: tuple[BootCode, ...] = (
     BootCode("lst", "name", "onboot.lst", "the list to fetch and to write to /tmp/builtin/<lst>",
              max_len=64, tc=True),
     BootCode("ipfs.peers", "peers", None, "peers to dial and keep (comma-separated multiaddrs ending "
-             "in /p2p/<peer id>); without it, mDNS on the LAN", max_len=300, max_count=16),
+             "in /p2p/<peer id>), usually just the seed; LAN peers are found by mDNS", max_len=300,
+             max_count=16),
     BootCode("ipfs.timeout", "seconds", "120", "bound on the whole hook, in seconds (a trailing s is "
              "allowed)", low=2, high=3600),
     BootCode("ipfs.mirror", "url", None, "plain HTTP repo with the same flat layout, the fallback",
@@ -53,6 +54,8 @@ CODES: tuple[BootCode, ...] = (
     BootCode("ipfs.seed", "bool", "1", "keep kubo running after boot, serving what it fetched"),
     BootCode("ipfs.onecopy", "bool", "1",
              "serve each placed extension from its file in optional/ (kubo's filestore), not a copy"),
+    BootCode("ipfs.mdns", "bool", "1", "LAN discovery (mDNS): machines booting together find each other "
+             "and trade blocks; 0 turns it off"),
     BootCode("ipfs.swarmkey", "hex", None, "private swarm key (64 hex digits)", max_len=64),
     BootCode("ipfs.port", "port", "4001", "TCP port kubo listens on for LAN peers (0: any)", low=0,
              high=65535),

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "demo",
     "bench",
     "remaster",
+    "cluster",
     "seed",  # before "agent": on the build host it registers the seed group the agent also knows
     "agent",
 )
@@ -38,6 +39,7 @@ examples:
   tce-ipfs publish ./repo --json              publish a TC repo directory, print its root CID
   tce-ipfs seed serve ./repo --listen eth1    serve it to the lab LAN, print the boot line
   tce-ipfs netboot --seed STATE -o /srv/tftp  a PXE tree booting from that seed
+  tce-ipfs cluster start --listen eth1        several seeds as one IPFS Cluster (--join the first)
   tce-ipfs demo --arch x86_64                 build, publish and boot a guest with tce=ipfs:<CID>
   tce-ipfs remaster Core.iso --cid CID -o p2p.iso --default
   tce-ipfs install firefox --onboot           (on a booted TC) like tce-load -wi, from the boot CID

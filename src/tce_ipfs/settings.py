@@ -9,6 +9,11 @@ from pathlib import Path
 KUBO_VERSION = "v0.43.1"
 KUBO_MODULE = "github.com/ipfs/kubo"
 
+# IPFS Cluster release for the seeds' cluster (`tce-ipfs cluster build`). The Go module proxy serves
+# v1.1.0 and v1.0.8 (not the newest releases); v1.1.0 is the newest it serves.
+CLUSTER_VERSION = "v1.1.0"
+CLUSTER_MODULE = "github.com/ipfs-cluster/ipfs-cluster"
+
 # Tiny Core release our repos and guests pretend to be (VERSION_ID major).
 TC_MAJOR = "16"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -192,22 +193,48 @@ class Result:
         return [ln for ln in self.lines if ln.startswith("error: ")]
 
 
+HOST_TOOLS = {t: shutil.which(t) or f"/usr/sbin/{t}" for t in ("unshare", "chroot", "mount")}
+BOOT_DIR = ".hosttest"  # in a boot root: the fakes, their state and the HTTP tree
+
+
+def _copy_with_libs(binary: str, root: Path) -> None:
+    """Copy a dynamically linked ``binary`` and the libraries ``ldd`` names to the same paths in ``root``."""
+    paths = [binary]
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        words = line.split()
+        paths += [w for w in words if w.startswith("/")][:1]
+    for path in paths:
+        dest = root / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            shutil.copy2(Path(path).resolve(), dest)
+
+
 @dataclass
 class HookEnv:
-    """A fake TC root plus the fakes' state; ``run(cmdline)`` boots the hook once."""
+    """A fake TC root plus the fakes' state; ``run(cmdline)`` boots the hook once.
+
+    ``boot_root=True`` runs the hook as it runs at boot: ``ROOT`` empty, in a chroot of the fake root
+    inside a private mount namespace (``unshare -m``), so every path the hook builds ("/tce", "/a/b")
+    is a real one. The chroot holds a static busybox (applets in /bin), dash with its libraries, and
+    the fakes under /.hosttest; /proc/uptime and /dev/null are bind-mounted from the host.
+    """
 
     base: Path
     shell: str = "busybox"
     fakes: tuple[str, ...] = ALL_FAKES
     extra_path: tuple[str, ...] = ()
+    boot_root: bool = False
     root: Path = field(init=False)
     state: Path = field(init=False)
     http: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.root = self.base / "root"
-        self.state = self.base / "state"
-        self.http = self.base / "http"
+        inner = self.root / BOOT_DIR if self.boot_root else self.base
+        self.state = inner / "state"
+        self.http = inner / "http"
         for d in (
             "proc",
             "dev",
@@ -222,10 +249,15 @@ class HookEnv:
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self.state.mkdir(parents=True, exist_ok=True)
         self.http.mkdir(parents=True, exist_ok=True)
-        self.tools = self.base / "tools"
+        self.tools = inner / "tools"
         self.tools.mkdir(parents=True, exist_ok=True)
         for name in self.fakes:
-            (self.tools / name).symlink_to(FAKES / name)
+            if self.boot_root:  # a symlink out of the chroot would not resolve inside it
+                shutil.copy2(FAKES / name, self.tools / name)
+            else:
+                (self.tools / name).symlink_to(FAKES / name)
+        if self.boot_root:
+            self._make_boot_root(inner)
         (self.root / "etc/sysconfig/tcuser").write_text("tc\n")
         (self.root / "dev/console").write_text("")
         (self.root / "proc/mounts").write_text("rootfs / rootfs rw 0 0\n")
@@ -236,6 +268,27 @@ class HookEnv:
         subprocess.run(
             [BUSYBOX, "cpio", "-idmu"], input=_hook_cpio(), cwd=self.root, check=True, capture_output=True
         )
+
+    def _make_boot_root(self, inner: Path) -> None:
+        for json_file in FAKES.parent.glob("*.json"):  # the fake ipfs finds it next to its bin/
+            shutil.copy2(json_file, inner / json_file.name)
+        bin_dir = self.root / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        shutil.copy2(BUSYBOX, bin_dir / "busybox")
+        for name in APPLETS:
+            if not (bin_dir / name).exists():
+                (bin_dir / name).symlink_to("busybox")
+        _copy_with_libs(SHELLS["dash"][0], self.root)
+        (self.root / "bin/dash").unlink(missing_ok=True)
+        (self.root / "bin/dash").symlink_to("/" + str(Path(SHELLS["dash"][0]).relative_to("/")))
+        (self.root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\ntc:x:1001:50::/home/tc:/bin/sh\n")
+        (self.root / "etc/group").write_text("root:x:0:\nstaff:x:50:tc\n")
+        for stub in ("proc/uptime", "dev/null"):  # bind-mount targets
+            (self.root / stub).write_text("")
+
+    def inner_path(self, path: Path) -> str:
+        """``path`` (under the fake root) as the hook sees it: with the ROOT prefix, or from the chroot."""
+        return "/" + str(path.relative_to(self.root)) if self.boot_root else str(path)
 
     # ------------------------------------------------------------------ fixtures of a scenario
     def set_ifaces(self, *names: str) -> None:
@@ -262,6 +315,17 @@ class HookEnv:
 
     # ------------------------------------------------------------------ running
     def env(self) -> dict[str, str]:
+        if self.boot_root:
+            return {
+                "PATH": f"/{BOOT_DIR}/tools:/bin",
+                "FAKE_STATE": f"/{BOOT_DIR}/state",
+                "FAKE_ROOT": "",
+                "FAKE_HTTP": f"/{BOOT_DIR}/http",
+                "FAKE_KREL": KREL,
+                "TCE_IPFS_TOOLDIR": f"/{BOOT_DIR}/tools",
+                "LC_ALL": "C",
+                "HOME": "/",
+            }
         path = ":".join([*self.extra_path, str(self.tools), str(applet_dir(self.base.parent))])
         return {
             "PATH": path,
@@ -285,8 +349,17 @@ class HookEnv:
             cmdline_file.write_text(cmdline + "\n")
         start = time.monotonic()
         entry = self.root / initrd.HOOK_ENTRY
+        if self.boot_root:
+            shell = ["/bin/busybox", "sh"] if self.shell == "busybox" else ["/bin/dash"]
+            root = shlex.quote(str(self.root))
+            mount, chroot = HOST_TOOLS["mount"], HOST_TOOLS["chroot"]
+            binds = " && ".join(f"{mount} --bind /{f} {root}/{f}" for f in ("proc/uptime", "dev/null"))
+            setup = f"{binds} && exec {chroot} {root} " + shlex.join([*shell, "/" + initrd.HOOK_ENTRY])
+            argv = [HOST_TOOLS["unshare"], "-m", "--propagation", "private", "/bin/sh", "-c", setup]
+        else:
+            argv = [*SHELLS[self.shell], str(entry)]
         proc = subprocess.run(
-            [*SHELLS[self.shell], str(entry)],
+            argv,
             env=self.env(),
             cwd=self.root,
             capture_output=True,

@@ -1,12 +1,12 @@
 """`tce-ipfs bench`: measure publish and fetch against their baselines; writes JSON and a PNG.
 
 Scenarios: ``publish`` (vs a bare ``ipfs add -r``), ``fetch-loopback`` (IPFS vs an HTTP mirror, all on
-loopback: software overhead only) and ``fetch-link`` (the origin -- seed and mirror -- behind a
-``--link-mbit`` uplink in a private network namespace, ``--clients`` fetchers on an uncapped LAN
-behind it; needs root) and ``boot`` (one QEMU guest per ``--arch`` booted alternately with
-``tce=ipfs:`` from a host seed and ``tce=http://`` from a host mirror; medians, ratios and a stacked bar
-per mode of where the boot spent its time: ``boot-results.json``, ``boot.png``). The default runs all
-four (``fetch-link`` only as root).
+loopback: software overhead only), ``fetch-link`` (a lab that boots at once: for each ``--clients``
+N, N machines -- network namespaces on one switched LAN, each running the real boot hook -- fetch the
+boot closure from the origin, seed and HTTP mirror behind a ``--link-mbit`` uplink; needs root) and
+``boot`` (one QEMU guest per ``--arch`` booted alternately with ``tce=ipfs:`` from a host seed and
+``tce=http://`` from a host mirror; medians, ratios and a stacked bar per mode of where the boot spent
+its time: ``boot-results.json``, ``boot.png``). The default runs all four (``fetch-link`` only as root).
 """
 
 from __future__ import annotations
@@ -29,6 +29,17 @@ BOOT = "boot"
 SCENARIOS = (*HOST_SCENARIOS, BOOT)
 
 
+def _numbers(kind: type[int] | type[float], text: str) -> tuple[Any, ...]:
+    """Parse a list like "1,4,8,16" into (1, 4, 8, 16); every value must be positive."""
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"needs positive numbers: {text!r}")
+    return values
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("bench", parents=[common], description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -37,18 +48,36 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="where results.json and bench.png go")
     p.add_argument("--extensions", type=int, default=200, help="extensions in the publish benchmark")
     p.add_argument("--total-mib", type=int, default=500, help="total size of the publish benchmark repo")
-    p.add_argument("--fetch-mib", type=int, default=100,
-                   help="size of the fetch benchmark repo (its boot closure is about a quarter)")
+    p.add_argument("--fetch-mib", type=int, default=30,
+                   help="size of the fetch benchmark repo (its boot closure is a quarter)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--clients", type=int, default=3, help="concurrent fetchers in the fetch benchmarks")
-    p.add_argument("--link-mbit", type=float, default=100.0,
-                   help="origin uplink rate in the fetch-link benchmark (tc tbf), Mbit/s")
+    p.add_argument("--clients", type=lambda t: _numbers(int, t), default=(1, 4, 8, 16), metavar="N[,N...]",
+                   help="lab sizes: machines booting at once in fetch-link (fetch-loopback: the largest)")
+    p.add_argument("--link-mbit", type=lambda t: _numbers(float, t), default=(100.0, 20.0),
+                   metavar="MBIT[,MBIT...]", help="origin uplink caps in fetch-link (tc tbf), Mbit/s")
+    p.add_argument("--stock-seed", action="store_true",
+                   help="fetch-link also against a stock kubo seed (without the seed build's super-seeding)")
     p.add_argument("--only", choices=SCENARIOS, action="append",
                    help="run only this scenario (repeatable)")
     p.add_argument("--arch", type=Arch.parse, action="append", dest="arches",
                    help="guest arch of the boot benchmark (repeatable; default x86_64)")
     p.add_argument("--memory", type=int, default=512, help="guest RAM in MiB in the boot benchmark")
     p.set_defaults(func=run)
+
+
+def _link_lines(f: dict[str, Any]) -> list[str]:
+    lines = [f"fetch-link ({f['payload_bytes'] / 2**20:.1f} MiB closure, real hook per machine):"]
+    for cap, rows in f["summary"].items():
+        for n, r in rows.items():
+            stock = (f", stock seed {r['ipfs-stock_egress_ratio']:.2f}x"
+                     if "ipfs-stock_egress_ratio" in r else "")
+            failed = sum(r.get(f"{k}_failed_machines", 0) for k in ("http", "ipfs", "ipfs-stock"))
+            lines.append(f"  {cap} Mbit/s, N={n}: all ready IPFS {r['ipfs_wall_s']:.1f} s, "
+                         f"HTTP {r['http_wall_s']:.1f} s ({r['time_ratio']:.2f}x); origin egress / payload "
+                         f"IPFS {r['ipfs_egress_ratio']:.2f}x{stock}, HTTP {r['http_egress_ratio']:.2f}x"
+                         + (f"; {failed} machine(s) did not load the closure (see results.json)"
+                            if failed else ""))
+    return lines
 
 
 def _fetch_lines(f: dict[str, Any]) -> list[str]:
@@ -76,8 +105,8 @@ def _boot_lines(boot: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from tce_ipfs.cli import emit
 
-    if args.clients < 1 or args.repeats < 1 or args.link_mbit <= 0 or args.fetch_mib < 1 or args.memory < 64:
-        raise UsageError("--clients, --repeats, --fetch-mib and --link-mbit must be positive, --memory >= 64")
+    if args.repeats < 1 or args.fetch_mib < 1 or args.memory < 64:
+        raise UsageError("--repeats and --fetch-mib must be positive, --memory at least 64")
     scenarios = tuple(args.only or SCENARIOS)
     if not args.only and os.geteuid() != 0:
         log.warning("not root: skipping fetch-link (it needs network namespaces)")
@@ -91,14 +120,17 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = bench.BenchConfig(extensions=args.extensions, total_mib=args.total_mib, repeats=args.repeats,
                                 clients=args.clients, fetch_mib=args.fetch_mib, link_mbit=args.link_mbit,
-                                out=args.out)
+                                stock_seed=args.stock_seed, out=args.out)
         results = bench.run(kubo.ensure(Arch.host()), cfg, host)
         if results.publish:
             lines.append(f"publish / bare add: {results.publish['ratio_median']:.2f}x")
-        for f in (results.fetch_loopback, results.fetch_link):
-            if f:
-                lines += _fetch_lines(f)
-        lines.append(f"results: {args.out / 'results.json'}, plot: {args.out / 'bench.png'}")
+        if results.fetch_loopback:
+            lines += _fetch_lines(results.fetch_loopback)
+        if results.fetch_link:
+            lines += _link_lines(results.fetch_link)
+        plots = [p for p in ("bench.png", "fetch-link.png") if (args.out / p).exists()]
+        lines.append(f"results: {args.out / 'results.json'}, plots: "
+                     + ", ".join(str(args.out / p) for p in plots))
         data.update(publish=results.publish, fetch_loopback=results.fetch_loopback,
                     fetch_link=results.fetch_link)
     if BOOT in scenarios:

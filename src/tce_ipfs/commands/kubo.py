@@ -15,6 +15,7 @@ examples:
   tce-ipfs kubo build --arch aarch64              build kubo {KUBO_VERSION} for aarch64 (cached)
   tce-ipfs kubo build --arch x86_64 --from ./ipfs use a binary you already have instead
   tce-ipfs kubo build --arch armv7 --rebuild      build again even if cached
+  tce-ipfs kubo build --seed                      the seed role's build (polite origin) for this host
   tce-ipfs kubo validate ./ipfs --arch x86       check a binary suits a TC arch (static, right ELF)
 """
 
@@ -39,6 +40,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     b.add_argument("--from", dest="from_path", type=Path, metavar="PATH",
                    help="take this existing binary (validated, copied into the cache) instead of building")
     b.add_argument("--rebuild", action="store_true", help="build even if a cached binary exists")
+    b.add_argument("--seed", action="store_true",
+                   help="the seed role's build (super-seeding patch; what `tce-ipfs node` runs), "
+                        "not the guests' plain build")
     b.set_defaults(func=cmd_build)
 
     v = ksub.add_parser("validate", parents=[common], help="check that a binary is a static ELF for an arch")
@@ -58,15 +62,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         raise UsageError("--from and --rebuild do not go together",
                          hint="--from replaces the cached binary anyway")
-    path = kubo.ensure(arch, args.kubo_version, from_path=args.from_path, rebuild=args.rebuild)
-    m = kubo.load(arch, args.kubo_version)
+    variant = kubo.SEED if args.seed else kubo.PLAIN
+    path = kubo.ensure(arch, args.kubo_version, from_path=args.from_path, rebuild=args.rebuild,
+                       variant=variant)
+    m = kubo.load(arch, args.kubo_version, variant)
     if m is None:  # pragma: no cover - ensure() always writes one
         emit(args, {"path": str(path)}, str(path))
         return 0
     data = m.as_dict()
     origin = "built" if m.source == "built" else f"from {m.raw.get('from')}"
     text = (f"{path}\n"
-            f"  kubo {m.version} for {arch} ({origin})\n"
+            f"  kubo {m.version}{' seed build' if variant else ''} for {arch} ({origin})\n"
             f"  size: {human(m.size)} ({m.size} bytes)\n"
             f"  sha256: {m.sha256}")
     emit(args, data, text)

@@ -31,7 +31,7 @@ def _kubo(args: argparse.Namespace) -> Path:
         raise NodeError("no kubo binary available", hint="pass --kubo PATH") from None
     from tce_ipfs.arch import Arch
 
-    return kubo.ensure(Arch.host())
+    return kubo.ensure(Arch.host(), variant=kubo.SEED)  # the host seed: the polite origin build
 
 
 def _repo(args: argparse.Namespace) -> Path:

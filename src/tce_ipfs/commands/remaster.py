@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,10 @@ from tce_ipfs.errors import UsageError
 from tce_ipfs.media import bootcfg
 
 if TYPE_CHECKING:
+    from tce_ipfs.ipfs.seed import BootInfo
     from tce_ipfs.media.p2p import P2PBoot
+
+log = logging.getLogger(__name__)
 
 REMASTER_EPILOG = """\
 INPUT is a Tiny Core ISO (boot/vmlinuz + boot/core.gz, or boot/vmlinuz64 + boot/corepure64.gz, with
@@ -32,6 +36,7 @@ examples:
   tce-ipfs remaster CorePure64-16.0.iso --cid bafy... -o p2p.iso --default \\
       --boot-code ipfs.peers=/ip4/192.168.1.10/tcp/4001/p2p/12D3KooW...
   tce-ipfs remaster CorePure64-16.0.iso --seed -o p2p.iso --default     (the seed's boot line)
+  tce-ipfs remaster CorePure64-16.0.iso --from-cluster -o p2p.iso       (every seed of the cluster)
   tce-ipfs remaster /mnt/sdb1 --cid bafy... --arch aarch64
   tce-ipfs remaster piCore64-16.0.img --cid bafy... -o piCore64-p2p.img
 """
@@ -44,6 +49,7 @@ default from the test base (`tce-ipfs guest build`).
 
 examples:
   tce-ipfs netboot --seed -o /srv/tftp --from-iso CorePure64-16.0.iso   (the seed's boot line)
+  tce-ipfs netboot --from-cluster -o /srv/tftp --from-iso CorePure64-16.0.iso   (all the seeds)
   tce-ipfs netboot --cid bafy... -o /srv/tftp --from-iso CorePure64-16.0.iso
   tce-ipfs netboot --cid bafy... -o tftp --arch x86_64 --serial --boot-code console=ttyS0
 """
@@ -55,6 +61,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="take tce=ipfs:<CID>, ipfs.peers= (and ipfs.swarmkey= when private) from a "
                         "`tce-ipfs seed serve` seed: its --state directory (default: the default seed's) "
                         "or its RPC API multiaddr; --cid and --boot-code override")
+    p.add_argument("--from-cluster", nargs="?", const="", metavar="STATE|API",
+                   help="take tce=ipfs:<CID> (the newest root published through the cluster) and "
+                        "ipfs.peers= (every seed that answers) from a `tce-ipfs cluster` seed: its state "
+                        "directory (default: this machine's) or its REST API")
     p.add_argument("--arch", choices=Arch.names(), help="expected arch (default: detected)")
     p.add_argument("--boot-code", action="append", default=[], metavar="K=V",
                    help="extra boot code (repeatable): ipfs.peers=..., ipfs.timeout=..., lst=..., base")
@@ -71,18 +81,38 @@ def _request(args: argparse.Namespace) -> P2PBoot:
 
     cid = args.cid
     codes: dict[str, str | None] = {}
+    info = _seeds(args)
+    if info is not None:
+        cid = cid or info.cid
+        codes.update(info.codes())
+    if not cid:
+        raise UsageError("give the repo: --cid CID, --seed STATE|API (a `tce-ipfs seed serve` seed) or "
+                         "--from-cluster STATE|API (the seeds' cluster)")
+    codes.update(bootcfg.parse_codes(args.boot_code))  # the user's codes win over the seed's
+    return P2PBoot(cid, codes, compression=args.compression, ipfs_tcz=args.ipfs_tcz,
+                   p2p_initrd=args.p2p_initrd)
+
+
+def _seeds(args: argparse.Namespace) -> BootInfo | None:
+    """The boot line ``--seed`` (one seed) or ``--from-cluster`` (every seed of a cluster) gives."""
+    if args.seed is not None and args.from_cluster is not None:
+        raise UsageError("--seed and --from-cluster: give one of them")
     if args.seed is not None:
         from tce_ipfs.commands.agent import default_state
         from tce_ipfs.ipfs import seed
 
-        info = seed.resolve(args.seed or str(default_state()))
-        cid = cid or info.cid
-        codes.update(info.codes())
-    if not cid:
-        raise UsageError("give the repo: --cid CID, or --seed STATE|API (a `tce-ipfs seed serve` seed)")
-    codes.update(bootcfg.parse_codes(args.boot_code))  # the user's codes win over the seed's
-    return P2PBoot(cid, codes, compression=args.compression, ipfs_tcz=args.ipfs_tcz,
-                   p2p_initrd=args.p2p_initrd)
+        return seed.resolve(args.seed or str(default_state()))
+    if args.from_cluster is not None:
+        from tce_ipfs.commands.cluster import default_state as cluster_state
+        from tce_ipfs.ipfs import clusterpins
+
+        api, state = clusterpins.api_for(args.from_cluster or str(cluster_state()), cluster_state())
+        key = state.swarm_key() if state is not None else None
+        if state is None:
+            log.warning("the cluster's seeds are not on this machine: if their swarm is private, add "
+                        "--boot-code ipfs.swarmkey=<its key>")
+        return clusterpins.boot_info(api, swarm_key=key)
+    return None
 
 
 def cmd_remaster(args: argparse.Namespace) -> int:

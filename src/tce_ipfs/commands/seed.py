@@ -40,11 +40,12 @@ examples:
 
 
 def host_kubo() -> Path:
-    """This host's kubo build (``tce-ipfs kubo build``; built and cached once)."""
+    """This host's seed build of kubo (``tce-ipfs kubo build --seed``: the polite origin; built and
+    cached once)."""
     from tce_ipfs.arch import Arch
     from tce_ipfs.build import kubo
 
-    return kubo.ensure(Arch.host())
+    return kubo.ensure(Arch.host(), variant=kubo.SEED)
 
 
 def tce_ipfs_argv() -> list[str]:

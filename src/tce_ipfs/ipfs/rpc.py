@@ -221,6 +221,11 @@ def swarm_connect(c: Any, addr: str, *, timeout: float | None = None) -> None:
          timeout=timeout)
 
 
+def peering_add(c: Any, addr: str) -> None:
+    """Keep a peer connected (``swarm peering add``: kubo reconnects it with backoff) until restart."""
+    call(f"swarm peering add {addr}", c._client.request, "/swarm/peering/add", (addr,), decoder="json")
+
+
 def swarm_peers(c: Any) -> list[dict[str, Any]]:
     """Connected peers: ``[{"Addr", "Peer", ...}]``."""
     res = call("swarm peers", c.swarm.peers)

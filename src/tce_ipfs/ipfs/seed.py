@@ -186,7 +186,7 @@ class BootInfo:
                 "boot_line": self.line(), "running": self.running}
 
 
-def _check_peers(peers: Sequence[str]) -> tuple[str, ...]:
+def check_peers(peers: Sequence[str]) -> tuple[str, ...]:
     if not peers:
         raise NodeError("the seed reports no swarm address to put in ipfs.peers=")
     if len(peers) > MAX_PEERS:
@@ -362,16 +362,7 @@ class SeedServer:
         self._reload.set()
 
     def make_node(self) -> Node:
-        opts = self.options
-        api = [f"/unix{self.state.api_socket}"] if len(str(self.state.api_socket)) <= SUN_PATH_MAX else []
-        api.append(f"/ip4/127.0.0.1/tcp/{opts.api_port}")
-        return Node(self.state.repo, self.kubo, listen_host=opts.listen[0], swarm_port=opts.port,
-                    api_port=opts.api_port, peers=opts.peers,
-                    allowed_networks=allowed_networks(opts.listen, public=opts.public),
-                    extra_config={"Addresses.Swarm": [f"/ip4/{a}/tcp/{opts.port}" for a in opts.listen],
-                                  "Addresses.API": api,
-                                  # LAN discovery only when asked: for a private lab LAN.
-                                  "Discovery.MDNS.Enabled": opts.mdns})
+        return seed_node(self.state.repo, self.kubo, self.options, self.state.api_socket)
 
     def run(self, on_ready: Callable[[BootInfo], None], *, poll: float = 1.0) -> None:
         """Start, publish, ``on_ready(info)``, serve until ``Stopped`` (or kubo dies: ``NodeError``).
@@ -467,7 +458,7 @@ class SeedServer:
             if "onboot.lst" not in names:
                 log.warning("%s has no onboot.lst: machines booting from it load nothing unless lst= names "
                             "a list it has", cid)
-            peers = _own_peers(node.swarm_addrs, self.options.listen)
+            peers = own_peers(node.swarm_addrs, self.options.listen)
         info = BootInfo(cid=cid, peers=peers, swarm_key=key)
         record = self.state.record() or {}
         self.state.write_record({
@@ -480,6 +471,20 @@ class SeedServer:
             if record.get("pid") == os.getpid() else _now(), "stopped_at": None,
         })
         return info
+
+
+def seed_node(repo: Path, kubo: Path | None, opts: SeedOptions, api_socket: Path) -> Node:
+    """The seed's kubo (also each cluster seed's, ``ipfs.cluster``): swarm on the listen addresses,
+    the API on ``api_socket`` (when the path fits) and on TCP loopback ``opts.api_port``."""
+    api = [f"/unix{api_socket}"] if len(str(api_socket)) <= SUN_PATH_MAX else []
+    api.append(f"/ip4/127.0.0.1/tcp/{opts.api_port}")
+    return Node(repo, kubo, listen_host=opts.listen[0], swarm_port=opts.port,
+                api_port=opts.api_port, peers=opts.peers,
+                allowed_networks=allowed_networks(opts.listen, public=opts.public),
+                extra_config={"Addresses.Swarm": [f"/ip4/{a}/tcp/{opts.port}" for a in opts.listen],
+                              "Addresses.API": api,
+                              # LAN discovery only when asked: for a private lab LAN.
+                              "Discovery.MDNS.Enabled": opts.mdns})
 
 
 def check_source(source: str) -> tuple[Path | None, str | None]:
@@ -498,7 +503,7 @@ def check_source(source: str) -> tuple[Path | None, str | None]:
                          hint="serve a TC repo directory (flat, or a tce dir), or a root CID") from None
 
 
-def _own_peers(addrs: Sequence[str], listen: Sequence[str]) -> tuple[str, ...]:
+def own_peers(addrs: Sequence[str], listen: Sequence[str]) -> tuple[str, ...]:
     """The running seed's ``.../p2p/<id>`` addresses on the listen addresses, in their order."""
     wild = "0.0.0.0" in listen
     out: list[str] = []
@@ -510,7 +515,7 @@ def _own_peers(addrs: Sequence[str], listen: Sequence[str]) -> tuple[str, ...]:
                 out.append(addr)
     # A loopback address is no use to another machine (it would dial itself) next to a LAN one.
     lan = [a for a in out if not a.startswith("/ip4/127.")]
-    return _check_peers(list(dict.fromkeys(lan or out)))
+    return check_peers(list(dict.fromkeys(lan or out)))
 
 
 def _tcp_api(node: Node) -> str | None:
@@ -540,7 +545,7 @@ def boot_info(state: SeedState) -> BootInfo:
     running = state.serving_pid() is not None
     if not running:
         log.warning("the seed in %s is not running now: machines boot from it once it is", state.path)
-    return BootInfo(cid=str(record["root"]), peers=_check_peers(list(record.get("peers") or [])),
+    return BootInfo(cid=str(record["root"]), peers=check_peers(list(record.get("peers") or [])),
                     swarm_key=state.swarm_key() if record.get("private") else None, running=running)
 
 
@@ -566,7 +571,7 @@ def boot_info_from_api(api: str) -> BootInfo:
         if not repo_path.is_dir():
             log.warning("the seed's repo is not on this machine: if its swarm is private, add "
                         "--boot-code ipfs.swarmkey=<its key>")
-    return BootInfo(cid=roots[0][1], peers=_check_peers(lan or v4), swarm_key=key)
+    return BootInfo(cid=roots[0][1], peers=check_peers(lan or v4), swarm_key=key)
 
 
 def resolve(value: str) -> BootInfo:

@@ -7,16 +7,20 @@ maps ``10.0.2.100:4001`` in the guest to the seed's loopback swarm port on the h
 
 from __future__ import annotations
 
+import functools
+import http.server
 import logging
 import re
 import shlex
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tce_ipfs.arch import Arch
-from tce_ipfs.build import kubo, recipes
+from tce_ipfs.build import kubo, recipes, tcz
 from tce_ipfs.ipfs import rpc
 from tce_ipfs.ipfs.node import Node
 from tce_ipfs.ipfs.publish import publish
@@ -54,7 +58,9 @@ class Seed:
     """An isolated host kubo on loopback that publishes repos for guests."""
 
     def __init__(self, work: Path, *, extra_config: dict[str, Any] | None = None) -> None:
-        self.node = Node(work / "seed", kubo.ensure(Arch.host()), extra_config=extra_config)
+        # The seed role's build (the polite origin), as `tce-ipfs node` runs it.
+        seed_kubo = kubo.ensure(Arch.host(), variant=kubo.SEED)
+        self.node = Node(work / "seed", seed_kubo, extra_config=extra_config)
 
     def __enter__(self) -> Seed:
         self.node.init()
@@ -82,6 +88,18 @@ class Seed:
     def guest_multiaddr(self) -> str:
         """The seed's address as the guest sees it through the guestfwd."""
         return f"/ip4/{SEED_GUEST_IP}/tcp/{SEED_GUEST_PORT}/p2p/{self.node.peer_id}"
+
+    def wrap(self, cid: str, sub: str) -> str:
+        """The CID of a directory holding the directory ``cid`` at ``sub`` ("a" or "a/b"): made in MFS
+        from blocks the node has (nothing is added twice) and pinned, so ``tce=ipfs:<new>/<sub>``
+        reaches the same repo."""
+        mfs = f"/e2e-wrap-{cid}-{sub.replace('/', '-')}"
+        parent = f"{mfs}/{sub}".rsplit("/", 1)[0]
+        self.node.kubo_cmd("files", "mkdir", "-p", "--cid-version=1", parent)
+        self.node.kubo_cmd("files", "cp", f"/ipfs/{cid}", f"{mfs}/{sub}")
+        wrapped = self.node.kubo_cmd("files", "stat", "--hash", mfs).strip()
+        self.node.kubo_cmd("pin", "add", "--progress=false", wrapped, timeout=120)
+        return wrapped
 
     def bytes_sent(self) -> int:
         return int(rpc.bitswap_stat(self.client()).get("DataSent", 0))
@@ -150,3 +168,99 @@ def boot(kit: GuestKit, codes: str, check: Path, *, net: qemu.NetSpec | None, ti
     if seed:
         outcome.seed_bytes_sent = seed.bytes_sent() - sent0
     return outcome
+
+
+# ------------------------------------------------------------------------------- after-boot checks
+MIRROR_GUEST_PORT = 8080  # where the test HTTP mirror appears inside the guest (10.0.2.100)
+
+
+@contextmanager
+def http_mirror(root: Path) -> Iterator[int]:
+    """A plain HTTP server on loopback serving ``root`` (TC's mirror layout below it); yields its port.
+    Guests reach it through a ``guestfwd`` of :data:`MIRROR_GUEST_PORT`."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def small_tcz(work: Path, name: str, says: str, out: Path, deps: Sequence[str] = ()) -> Path:
+    """``out/NAME.tcz`` (+ .md5.txt, .dep): a program ``/usr/local/bin/NAME`` that prints ``says``."""
+    tree = work / f"{name}.src"
+    prog = tree / "usr/local/bin" / name
+    prog.parent.mkdir(parents=True, exist_ok=True)
+    prog.write_text(f"#!/bin/sh\necho {shlex.quote(says)}\n")
+    prog.chmod(0o755)
+    out.mkdir(parents=True, exist_ok=True)
+    return tcz.pack(tree, out / f"{name}.tcz", deps=deps, info={"Description": says}).tcz
+
+
+@dataclass
+class AfterBoot:
+    """What a booted guest must be able to do as a normal Tiny Core (tce-ipfs issue 8)."""
+
+    lst: str = "onboot.lst"  # the list tce-load -wi appends to (lst=)
+    local_tcz: str = ""  # a .tcz in the guest (check initrd) for `tce-load -i PATH`
+    local_says: str = ""
+    mirror_ext: str = ""  # on the HTTP mirror, for `tce-load -wi NAME`
+    mirror_says: str = ""
+    agent_ext: str = ""  # in the booted repo, for `tce-ipfs install NAME`
+    agent_says: str = ""
+    loader: str = "tce-load"  # the TC loader the guest's test base emulates (qemu.Profile.loader)
+
+    def script(self) -> str:
+        """sh lines for a check script (``fail`` defined): tcedir, ipfs mounted and set up once, then
+        as the TC user tce-load -i, tce-load -wi from the mirror, tce-ipfs install."""
+        q = shlex.quote
+        lines = [
+            "# --- after boot: a normal Tiny Core ---",
+            'tcedir=$(readlink -f /etc/sysconfig/tcedir) || fail "tcedir $(readlink /etc/sysconfig/tcedir) '
+            'does not resolve"',
+            '[ -d "$tcedir/optional" ] || fail "tcedir $tcedir has no optional/"',
+            "n=$(grep -c ' /tmp/tcloop/ipfs ' /proc/mounts)",
+            '[ "$n" = 1 ] || fail "ipfs mounted $n times"',
+            "runs=$(cat /tmp/tc-base.log /var/log/tce-ipfs.log 2>/dev/null"
+            " | grep -c 'ran /usr/local/tce.installed/ipfs')",
+            '[ "$runs" = 1 ] || fail "the install script of ipfs ran $runs times"',
+            # At boot the script defers that work until tce-setup is done (at the lowest priority,
+            # off the boot's critical path), so give it time.
+            "i=0; while [ ! -f /home/tc/.ipfs/config ] && [ $i -lt 180 ]; do sleep 1; i=$((i + 1)); done",
+            '[ -f /home/tc/.ipfs/config ] || fail "the install script of ipfs made no /home/tc/.ipfs"',
+            f"grep -q 'loader {self.loader}$' /var/log/tce-ipfs.log || fail 'the hook did not expect "
+            f"{self.loader}'",
+        ]
+        if self.loader == "tce-bootload":
+            lines += [
+                '[ -s /tmp/bootlog.txt ] || fail "tce-bootload did not run"',
+                "! grep -q EEXIST /tmp/debugboot.log 2>/dev/null || fail \"tce-bootload: $(grep EEXIST "
+                '/tmp/debugboot.log)"',
+                "! grep -q ' ipfs.tcz' /tmp/debugboot.log || fail 'ipfs.tcz was handed to tce-bootload'",
+            ]
+
+        def as_tc(cmd: str, name: str, says: str) -> list[str]:
+            return [f"out=$(su tc -c {q(cmd)} 2>&1) || fail {q(cmd + ': ')}\"$out\"",
+                    f'[ "$({name})" = {q(says)} ] || fail {q(name + " does not run after " + cmd)}']
+
+        if self.local_tcz:
+            lines += as_tc(f"tce-load -i {self.local_tcz}", Path(self.local_tcz).stem, self.local_says)
+        if self.mirror_ext:
+            name = self.mirror_ext
+            lines += [f"echo http://{SEED_GUEST_IP}:{MIRROR_GUEST_PORT}/ > /opt/tcemirror",
+                      *as_tc(f"tce-load -wi {name}", name, self.mirror_says),
+                      f'[ -f "$tcedir/optional/{name}.tcz" ] || fail "no {name}.tcz in $tcedir/optional"',
+                      f'grep -qx {name}.tcz "$tcedir/{self.lst}" || fail "{name} is not in {self.lst}"']
+        if self.agent_ext:
+            name = self.agent_ext
+            lines += [*as_tc(f"tce-ipfs install {name}", name, self.agent_says),
+                      f'[ -f "$tcedir/optional/{name}.tcz" ] || fail "no {name}.tcz in $tcedir/optional"']
+        lines.append('echo "after-boot checks passed"')
+        return "\n".join(lines) + "\n"

@@ -31,6 +31,7 @@ import lzma
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 BUSYBOX_PACKAGE = "busybox-static"
 # Files of the test base that must not be world-readable.
-PRIVATE_FILES = {"etc/shadow": 0o600}
+PRIVATE_FILES = {"etc/shadow": 0o600, "etc/sudoers": 0o440}
 # Applets linked to the setuid copy /bin/busybox.suid (TC has the same split); all others -> busybox.
 SUID_APPLETS = ("su",)
 AUTOLOAD_LIST = "test-base.autoload"  # in /lib/modules/<kver>/: module paths, load order
@@ -274,10 +275,15 @@ def _initrd_bytes(arch: Arch, kit: Path, meta: dict[str, Any]) -> bytes:
     cpio.add_device("dev/console", "c", 5, 1, 0o600)  # the kernel opens it before /init runs
     cpio.add_device("dev/null", "c", 1, 3, 0o666)
 
-    # The test base's own files.
-    rootfs = base_dir() / "rootfs"
-    for path in sorted(rootfs.rglob("*")):
-        rel = path.relative_to(rootfs).as_posix()
+    # The test base's own files, then the overlay of the profile's loader (piCore's tce-bootload).
+    trees = [base_dir() / "rootfs"]
+    overlay = qemu.LOADERS[qemu.profile(arch).loader]
+    if overlay:
+        trees.append(base_dir() / overlay)
+    files: dict[str, Path] = {}
+    for tree in trees:
+        files.update({p.relative_to(tree).as_posix(): p for p in tree.rglob("*")})
+    for rel, path in sorted(files.items()):
         if path.is_dir():
             ensure_dir(rel)
         elif path.is_symlink():
@@ -319,18 +325,29 @@ def _initrd_bytes(arch: Arch, kit: Path, meta: dict[str, Any]) -> bytes:
     return cpio.finish()
 
 
+INITRD_KEEP_S = 2 * 86400  # base initrds of other test-base versions unused this long are removed
+
+
 def _write_initrd(arch: Arch, kit: Path, meta: dict[str, Any]) -> Path:
-    """The gzip'd initrd, named by the hash of its (uncompressed) content: built only when it changes."""
+    """The gzip'd initrd, named by the hash of its (uncompressed) content: built only when it changes.
+
+    The cache is shared by every checkout on the machine, each possibly with its own version of the test
+    base: another version's initrd may be in use by a test right now, so it is only removed once it has
+    not been used for INITRD_KEEP_S (each use touches the file)."""
     data = _initrd_bytes(arch, kit, meta)
     digest = hashlib.sha256(data).hexdigest()[:16]
-    out = kit / f"core-{digest}.gz"
-    if not out.is_file():
-        tmp = out.with_suffix(".tmp")
+    out = kit / f"tc-base-{digest}.gz"
+    if out.is_file():
+        out.touch()
+    else:
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(compress(data))
         tmp.replace(out)
-        for old in kit.glob("core-*.gz"):
-            if old != out:
-                old.unlink(missing_ok=True)
+    now = time.time()
+    for old in [*kit.glob("tc-base-*.gz"), *kit.glob("core-*.gz")]:
+        with contextlib.suppress(OSError):
+            if old != out and now - old.stat().st_mtime > INITRD_KEEP_S:
+                old.unlink()
     return out
 
 

@@ -17,7 +17,8 @@ Isolation (the lab's contract, checked by ``check_isolated()`` and the tests):
 * every kubo inside is isolated by ``isolation.isolation_config()`` (no bootstrap, no public DHT,
   AutoConf and telemetry off) and listens on the bridge address only.
 
-Two labs joined by a rate-capped link (the benchmarks' origin and clients) are ``link.ShapedLink``.
+Two labs joined by a rate-capped link are ``link.ShapedLink``; a LAN of machines that each have a
+namespace (and address) of their own is ``lan.SwitchedLan``.
 
 Teardown (``close()``, run by ``__exit__``, an ``atexit`` hook and the pytest fixture finalizers)
 stops every process the lab started (its process group, then anything still inside the namespace),
@@ -59,6 +60,14 @@ SEED_SWARM_PORT = 4001
 GUEST_HOST_OFFSET = 100  # guest N (0-based) gets <net>.101+N by MAC reservation
 MAX_GUESTS = 64
 MAC_PREFIX = "52:54:00:77"  # QEMU's OUI + "77"; the last two octets are lab-local
+
+
+LINK_LATENCY_MS = 50  # how long tbf may queue a packet before dropping it (not added delay)
+
+
+def tbf_burst_bytes(rate_mbit: float) -> int:
+    """tbf's bucket: 10 ms worth of the rate, never below a few MTU-sized packets."""
+    return max(int(rate_mbit * 1e6 / 8 / 100), 4 * 1514)
 
 
 def run_ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -187,10 +196,14 @@ class Managed:
 
 
 class Lab(Managed):
-    """A private LAN in a fresh network namespace. Use as a context manager."""
+    """A private LAN in a fresh network namespace. Use as a context manager.
+
+    ``bridge=False`` (implies no DHCP): a bare namespace holding only ``lo``, for a machine whose one
+    link is added from outside (``lan.SwitchedLan``).
+    """
 
     def __init__(self, work_dir: Path, *, subnet: str = DEFAULT_SUBNET, dhcp: bool = True,
-                 tftp_root: Path | None = None, bootfile: str = "pxelinux.0") -> None:
+                 tftp_root: Path | None = None, bootfile: str = "pxelinux.0", bridge: bool = True) -> None:
         """``tftp_root``: PXE on the lab LAN -- dnsmasq also serves this directory over TFTP (on the
         bridge only) and offers ``bootfile`` in its DHCP replies (a ``tce-ipfs netboot`` tree)."""
         self.work_dir = Path(work_dir)
@@ -202,7 +215,8 @@ class Lab(Managed):
         hosts = list(self.network.hosts())
         self.bridge_ip = str(hosts[0])
         self._dhcp_range = (str(hosts[GUEST_HOST_OFFSET + 100]), str(hosts[-1]))
-        self._want_dhcp = dhcp
+        self._want_dhcp = dhcp and bridge
+        self._want_bridge = bridge
         self.taps: list[TapNet] = []
         self.processes: list[LabProcess] = []
         self.seed: SeedNode | None = None
@@ -221,11 +235,12 @@ class Lab(Managed):
             self.exec(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
             self.exec(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])
             run_ip(self.netns, "link", "set", "lo", "up")
-            run_ip(self.netns, "link", "add", self.bridge, "type", "bridge", "stp_state", "0",
-                "forward_delay", "0")
-            run_ip(self.netns, "addr", "add", f"{self.bridge_ip}/{self.network.prefixlen}", "dev",
-                   self.bridge)
-            run_ip(self.netns, "link", "set", self.bridge, "up")
+            if self._want_bridge:
+                run_ip(self.netns, "link", "add", self.bridge, "type", "bridge", "stp_state", "0",
+                       "forward_delay", "0")
+                run_ip(self.netns, "addr", "add", f"{self.bridge_ip}/{self.network.prefixlen}", "dev",
+                       self.bridge)
+                run_ip(self.netns, "link", "set", self.bridge, "up")
             if self._want_dhcp:
                 self._start_dhcp()
             self.check_isolated()
@@ -377,6 +392,24 @@ class Lab(Managed):
             time.sleep(0.1)
         raise NodeError(f"dnsmasq in {self.netns} did not bind the DHCP port")
 
+    def cap_uplink(self, rate_mbit: float) -> None:
+        """Cap what the namespace itself (the seed, dnsmasq) sends onto the LAN: ``tbf`` on the bridge.
+
+        Locally sent packets leave through the bridge device's own queue; frames the bridge forwards
+        between taps (guest to guest) never pass it. So this is the seed's uplink and nothing else.
+        """
+        self._require_open()
+        if rate_mbit <= 0:
+            raise NodeError(f"uplink rate must be positive, not {rate_mbit!r}")
+        proc.run(["tc", "-n", self.netns, "qdisc", "replace", "dev", self.bridge, "root", "tbf",
+                  "rate", f"{rate_mbit:g}mbit", "burst", str(tbf_burst_bytes(rate_mbit)),
+                  "latency", f"{LINK_LATENCY_MS}ms"], timeout=30, what=f"tbf rate cap on {self.bridge}")
+
+    def uplink_tx_bytes(self) -> int:
+        """Bytes the namespace itself has sent onto the LAN (the bridge device's tx counter)."""
+        out = run_ip(self.netns, "-j", "-s", "link", "show", "dev", self.bridge).stdout or b"[]"
+        return int(json.loads(out)[0]["stats64"]["tx"]["bytes"])
+
     def leases(self) -> dict[str, str]:
         """MAC -> IP from dnsmasq's lease file."""
         path = self.work_dir / "dnsmasq.leases"
@@ -420,6 +453,17 @@ class Lab(Managed):
             if dev and dev not in allowed:
                 raise IsolationError(f"{what} routes via {dev}")
 
+    def add_address(self) -> str:
+        """One more address on the lab bridge (``<net>.2``, ``.3``, ...: below the guests' range), for
+        another server of the lab LAN (several seeds, each on its own address)."""
+        self._require_open()
+        self._extra_addresses = getattr(self, "_extra_addresses", 0) + 1
+        if self._extra_addresses >= GUEST_HOST_OFFSET:
+            raise NodeError(f"lab {self.netns} has no free server address left")
+        addr = str(self.network.network_address + 1 + self._extra_addresses)
+        run_ip(self.netns, "addr", "add", f"{addr}/{self.network.prefixlen}", "dev", self.bridge)
+        return addr
+
     # ------------------------------------------------------------------ the host seed
     def start_seed(self, kubo: Path, *, swarm_key: str | None = None, mdns: bool = False,
                    timeout: float = 60.0) -> SeedNode:
@@ -444,14 +488,16 @@ def _api_socket(lab: Lab, name: str) -> Path:
 
 def start_kubo(lab: Lab, name: str, kubo: Path, repo: Path, *, listen_ip: str,
                port: int = SEED_SWARM_PORT, swarm_key: str | None = None, mdns: bool = False,
-               peers: Sequence[str] = (), timeout: float = 60.0) -> SeedNode:
+               peers: Sequence[str] = (), timeout: float = 60.0,
+               env: Mapping[str, str] | None = None) -> SeedNode:
     """An isolated kubo daemon inside ``lab``'s namespace (the seed, or a test peer).
 
     A ``node.Node`` whose kubo commands run through ``ip netns exec`` (so ``isolation_config()`` is
     applied and checked as everywhere else, and the daemon lives in the namespace); only the API moves
     to a unix socket, which the host reaches without any link into the namespace (unix sockets ignore
     network namespaces). ``swarm_key`` (64 hex) makes it a private-swarm node: ``swarm.key`` in the
-    repo and ``LIBP2P_FORCE_PNET=1``, so it cannot come up in the open swarm by mistake.
+    repo and ``LIBP2P_FORCE_PNET=1``, so it cannot come up in the open swarm by mistake. ``env``: extra
+    environment for the daemon (e.g. ``TCE_IPFS_SUPERSEED_WAIT`` for the seed build).
     """
     from tce_ipfs.ipfs import swarmkey
     from tce_ipfs.ipfs.node import DAEMON_ARGS, Node
@@ -472,7 +518,7 @@ def start_kubo(lab: Lab, name: str, kubo: Path, repo: Path, *, listen_ip: str,
         swarmkey.install(node.repo, swarm_key)
     else:
         (node.repo / swarmkey.FILENAME).unlink(missing_ok=True)
-    node.start(timeout, env=swarmkey.FORCE_PNET_ENV if swarm_key else None)
+    node.start(timeout, env={**(swarmkey.FORCE_PNET_ENV if swarm_key else {}), **(env or {})})
     assert node.process is not None  # started just now, by this Node
     process = lab.adopt(LabProcess(name=name, argv=node.kubo_argv(*DAEMON_ARGS), popen=node.process,
                                    log_path=node.log_path))

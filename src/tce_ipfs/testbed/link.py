@@ -1,4 +1,8 @@
-"""Two private lab namespaces joined by one rate-capped link: the origin behind an uplink, for benchmarks."""
+"""Two private lab namespaces joined by one rate-capped link: an origin behind an uplink.
+
+(The fetch-link benchmark now uses ``lan.SwitchedLan``, where every machine has an address of its own;
+this two-namespace link is kept for tests that need just an origin and one shared client side.)
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,11 @@ from typing import Any
 
 from tce_ipfs import proc
 from tce_ipfs.errors import IsolationError, NodeError
-from tce_ipfs.testbed.lab import Lab, Managed, run_ip
+from tce_ipfs.testbed.lab import LINK_LATENCY_MS, Lab, Managed, run_ip, tbf_burst_bytes
 
 log = logging.getLogger(__name__)
 
 LINK_SUBNET = "10.78.0.0/30"  # the veth pair between the two namespaces (private to them)
-LINK_LATENCY_MS = 50  # how long tbf may queue a packet before dropping it (not added delay)
-
-
-def tbf_burst_bytes(rate_mbit: float) -> int:
-    """tbf's bucket: 10 ms worth of the rate, never below a few MTU-sized packets."""
-    return max(int(rate_mbit * 1e6 / 8 / 100), 4 * 1514)
 
 
 class ShapedLink(Managed):

@@ -51,6 +51,11 @@ ACCEL = "tcg"
 _POLL = 0.05  # seconds between reads of the serial log
 
 
+# TC's boot-time loaders the test base can emulate -> the qemu/tc-base/ overlay that adds it (None:
+# the base rootfs as it is). tce-bootload is piCore's (tce-setup hands it the lists, not to tce-load).
+LOADERS: dict[str, str | None] = {"tce-load": None, "tce-bootload": "picore"}
+
+
 @dataclass(frozen=True)
 class Profile:
     """How to run QEMU for one arch, and what its test-base guest needs."""
@@ -67,6 +72,7 @@ class Profile:
     boot_kernel: str  # "vmlinuz" (as shipped) or "vmlinux" (uncompressed, x86_64 PVH: faster under TCG)
     autoload: tuple[str, ...]  # kernel modules the test base loads at boot (dependencies resolved)
     modules: tuple[str, ...]  # further modules shipped in the test base, not loaded
+    loader: str = "tce-load"  # TC's boot-time loader the test base emulates ("tce-bootload": piCore's)
 
     def base_args(self) -> list[str]:
         return [self.binary, "-accel", ACCEL, "-M", self.machine, "-cpu", self.cpu,
@@ -94,6 +100,9 @@ def profile(arch: Arch) -> Profile:
     boot_kernel = str(g.get("boot_kernel", "vmlinuz"))
     if boot_kernel not in ("vmlinuz", "vmlinux"):
         raise UsageError(f"{path}: guest.boot_kernel must be \"vmlinuz\" or \"vmlinux\"")
+    loader = str(g.get("loader", "tce-load"))
+    if loader not in LOADERS:
+        raise UsageError(f"{path}: guest.loader must be one of {', '.join(sorted(LOADERS))}")
     return Profile(
         arch=arch,
         binary=str(q.get("binary", i.qemu_binary)),
@@ -108,6 +117,7 @@ def profile(arch: Arch) -> Profile:
         autoload=_str_list(g.get("autoload", ["virtio_pci", "virtio_net", "loop", "squashfs"]),
                            "guest.autoload", path),
         modules=_str_list(g.get("modules", []), "guest.modules", path),
+        loader=loader,
     )
 
 

@@ -112,13 +112,15 @@ def build(out: Path, kernels: Iterable[str], *, work: Path | None = None) -> Sam
     return SampleRepo(path=out, onboot=list(ONBOOT), closure=closure, sizes=sizes)
 
 
-def check_script(repo: SampleRepo, *, sentinel: str = "TCE-IPFS-SENTINEL") -> str:
-    """/opt/bootsync.sh for a guest: prints ``<sentinel>: OK ...`` only if the whole closure loaded.
+def check_script(repo: SampleRepo, *, sentinel: str = "TCE-IPFS-SENTINEL", closure: list[str] | None = None,
+                 extra: str = "") -> str:
+    """/opt/bootsync.sh for a guest: prints ``<sentinel>: OK ...`` only if the whole closure loaded
+    (``closure``: when the boot loads more than the sample repo) and the ``extra`` sh lines pass.
 
     It also reports kubo's peak RSS (VmHWM), the guest's uptime when it started and when it finished
     (``bootsync_up``, ``sentinel_up``: the boot benchmark's clock) and the hook's status file.
     """
-    names = " ".join(n[: -len(".tcz")] for n in repo.closure)
+    names = " ".join(n[: -len(".tcz")] for n in (closure or repo.closure))
     return f"""#!/bin/sh
 # Test check (not part of the product): runs as TC's /opt/bootsync.sh, after tce-setup.
 read -r up0 _ < /proc/uptime
@@ -130,11 +132,11 @@ done
 [ "$(hello)" = "hello from ipfs" ] || fail "hello did not run: $(hello 2>&1)"
 [ "$(greeter)" = "greeter installed" ] || fail "greeter install script did not run"
 [ -s /usr/local/share/bigdata/blob ] || fail "bigdata missing"
-pid=$(sed -n 's/^kubo_pid=//p' /tmp/tce-ipfs/status 2>/dev/null)  # the hook's daemon, not another ipfs
+{extra}pid=$(sed -n 's/^kubo_pid=//p' /tmp/tce-ipfs/status 2>/dev/null)  # the hook's daemon, not another ipfs
 rss=$( [ -n "$pid" ] && awk '/VmHWM/ {{print $2}}' "/proc/$pid/status")
 status=$(tr '\\n' ' ' < /tmp/tce-ipfs/status 2>/dev/null)
 read -r up1 _ < /proc/uptime
 times="bootsync_up=$up0 sentinel_up=$up1"
-echo "{sentinel}: OK loaded={len(repo.closure)} kubo_hwm_kb=${{rss:-none}} $times $status"
+echo "{sentinel}: OK loaded={len(closure or repo.closure)} kubo_hwm_kb=${{rss:-none}} $times $status"
 poweroff -f
 """

@@ -8,21 +8,23 @@ Scenarios
 * ``fetch-loopback``: a boot closure fetched from a seed over IPFS vs over HTTP from a mirror serving
   the same files, everything on loopback: one client (repeated), then N clients at once. This measures
   software overhead only: HTTP streams from the page cache at memory speed, which no real mirror does.
-* ``fetch-link``: the realistic one. The origin (the seed kubo AND the HTTP mirror, same files) runs in
-  one private network namespace, the clients (N kubo nodes and the HTTP fetchers) in another, joined
-  by a veth pair capped with ``tc ... tbf rate <link_mbit>mbit`` (``link.ShapedLink``): the origin's
-  uplink is the bottleneck. The clients share their namespace, an uncapped LAN, and are connected to the
-  seed and to each other, so IPFS clients can get blocks from each other; HTTP clients only have the
-  origin. One client, then N at once, each run repeated; for each: wall time and bytes the origin
-  sent, both at the application (mirror's bytes served, seed's bitswap ``DataSent``) and on the wire
-  (the veth's tx counter: frames with all headers).
+* ``fetch-link``: the lab as it is (``lab``). For each lab size N (``clients``, e.g. 1, 4, 8, 16) N
+  machines, each a network namespace of its own on one switched LAN (``testbed.lan``), run the real boot
+  hook (``testbed.hookrun``) at the same moment against the origin -- the seed role's kubo build and an
+  HTTP mirror of the same files -- whose uplink is capped with ``tc ... tbf`` (``link_mbit``, e.g. 100
+  and 20 Mbit/s). IPFS machines get only ``ipfs.peers=<seed>`` and find each other by mDNS, as at
+  boot; HTTP machines boot with ``tce=http://`` to the mirror. Per run: time until all are ready,
+  origin bytes sent (application: seed's bitswap ``DataSent`` / mirror's bytes served; wire: the
+  origin's tx counter), per machine bytes from the origin vs from peers. ``fetch-link.png``: origin
+  egress / payload and time against N, IPFS next to HTTP.
 
 Ratios: time is IPFS / HTTP (lower is better for IPFS); egress is origin bytes sent / payload (an HTTP
 mirror's is N by construction: it serves every byte to every client).
 
-Modules: ``scenarios`` (what is measured), ``mirror`` (the HTTP mirror baseline), ``plot`` (bench.png),
-``helper`` (``python -m tce_ipfs.testbed.bench.helper``: the mirror and the HTTP fetchers as processes
-inside a lab namespace). ``run()`` here ties them together.
+Modules: ``scenarios`` (what is measured), ``lab`` (fetch-link's lab of hook machines), ``mirror`` (the
+HTTP mirror baseline), ``plot`` (bench.png, fetch-link.png), ``helper`` (``python -m
+tce_ipfs.testbed.bench.helper``: the mirror as a process inside a lab namespace). ``run()`` here ties
+them together.
 """
 
 from __future__ import annotations

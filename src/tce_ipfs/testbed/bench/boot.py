@@ -20,8 +20,9 @@ Each boot is cut into steps from three clocks:
 * joined at the sentinel: host time = guest uptime + (wall - ``sentinel_up``).
 
 Steps (:data:`STEPS`, a stacked bar per mode in the plot): kernel, initrd and tc-config up to the hook;
-kubo init (mount + ``ipfs init`` + config; IPFS only); DHCP (what is left of the wait for an address);
-daemon start; peer connect; list; first byte; transfer; md5; placing; the rest of the hook; TC's
+kubo init (mount + the node's settings; IPFS only); DHCP (what is left of the wait for an address);
+daemon start (kubo's one start: the repo, then the node; with a kubo that needs ``ipfs init`` first,
+that too); peer connect; list; first byte; transfer; md5; placing; the rest of the hook; TC's
 loading (tce-setup loading the list, install scripts); the check script; shutdown (sentinel to QEMU's
 exit). With parallel fetches md5 and placing overlap transfers: their bars show the time spent on
 them, ``transfer`` the rest of the span from the first byte to the last file. Numbers, never asserts.

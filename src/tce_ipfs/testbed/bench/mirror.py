@@ -1,15 +1,25 @@
-"""The HTTP mirror baseline: a plain file server that counts the bytes it serves, and its client."""
+"""The HTTP mirror baseline: a plain file server that counts the bytes it serves, and its client; and
+the same server as a process inside a lab namespace (``start_in``, run by ``bench.helper``)."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
+import os
+import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import tce_ipfs
+from tce_ipfs.errors import NodeError
+
+PORT = 8080  # the mirror inside the origin namespace (its own network: no clash possible)
 
 
 class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
@@ -61,3 +71,35 @@ def fetch_http(base: str, files: Sequence[str]) -> int:
         with urllib.request.urlopen(f"{base}/{f}", timeout=120) as resp:
             total += len(resp.read())
     return total
+
+
+# ---------------------------------------------------------------- the mirror inside a lab namespace
+def src_dir() -> str:
+    """Where the ``tce_ipfs`` package lives (PYTHONPATH for our helpers inside a namespace)."""
+    return str(Path(tce_ipfs.__file__).resolve().parents[1])
+
+
+def helper_argv(*args: str | os.PathLike[str]) -> list[str]:
+    """The helper's command line (``python -m tce_ipfs.testbed.bench.helper ...``), run in a namespace."""
+    return [sys.executable, "-m", f"{__package__}.helper", *(os.fspath(a) for a in args)]
+
+
+def served_bytes(stats: Path) -> int:
+    """What the mirror started by ``start_in`` has served so far."""
+    return int(json.loads(stats.read_text())["bytes"])
+
+
+def start_in(lab: Any, root: Path, host: str, stats: Path) -> Any:
+    """The HTTP mirror as a process inside ``lab``'s namespace on ``host``:``PORT``; its counters go to
+    ``stats`` (``served_bytes``)."""
+    stats.unlink(missing_ok=True)
+    mirror = lab.spawn("http-mirror", helper_argv("serve-http", root, "--bind", host,
+                                                  "--port", str(PORT), "--stats", stats),
+                       env={"PYTHONPATH": src_dir()})
+    deadline = time.monotonic() + 30
+    while not stats.exists():
+        if not mirror.alive() or time.monotonic() > deadline:
+            raise NodeError("the HTTP mirror in the origin namespace did not come up: "
+                            + mirror.log_path.read_text(errors="replace")[-500:])
+        time.sleep(0.05)
+    return mirror

@@ -61,9 +61,13 @@ def plot(results: BenchResults, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    paths = []
+    if results.fetch_link:
+        paths.append(plot_fetch_link(results.fetch_link, out / "fetch-link.png"))
     columns = [name for name, data in (("publish", results.publish),
-                                       ("fetch-loopback", results.fetch_loopback),
-                                       ("fetch-link", results.fetch_link)) if data]
+                                       ("fetch-loopback", results.fetch_loopback)) if data]
+    if not columns:
+        return paths
     fig, axes = plt.subplots(2, max(len(columns), 1), figsize=(6 * max(len(columns), 1), 8),
                              squeeze=False)
     median = statistics.median
@@ -77,10 +81,56 @@ def plot(results: BenchResults, out: Path) -> list[Path]:
                    f"ratio {p['ratio_median']:.2f}x", "seconds (median)")
             bottom.axis("off")
         else:
-            _fetch_panels(top, bottom, results.fetch_loopback if name == "fetch-loopback"
-                          else results.fetch_link)
+            _fetch_panels(top, bottom, results.fetch_loopback)
     fig.tight_layout()
     path = out / "bench.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return [path]
+    return [path, *paths]
+
+
+# ---------------------------------------------------------------------- fetch-link.png
+STOCK_COLOUR = "#e0a030"
+LABELS = {"http": "HTTP mirror", "ipfs": "IPFS, polite seed", "ipfs-stock": "IPFS, stock kubo seed"}
+COLOURS = {"http": BASELINE_COLOUR, "ipfs": IPFS_COLOUR, "ipfs-stock": STOCK_COLOUR}
+
+
+def plot_fetch_link(result: dict[str, Any], path: Path) -> Path:
+    """Origin egress / payload and time until all are ready, against N, one column per origin cap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tce_ipfs.testbed.bench.lab import KINDS
+
+    caps = result["caps_mbit"]
+    fig, axes = plt.subplots(2, len(caps), figsize=(6 * len(caps), 8), squeeze=False)
+    mib = result["payload_bytes"] / 2**20
+    for col, cap in enumerate(caps):
+        rows = result["summary"][f"{cap:g}"]
+        ns = sorted(int(n) for n in rows)
+        for kind in KINDS:
+            pts = [(n, rows[str(n)].get(f"{kind}_egress_ratio"), rows[str(n)].get(f"{kind}_wall_s"))
+                   for n in ns]
+            pts = [p for p in pts if p[1] is not None]
+            if not pts:
+                continue
+            style = {"color": COLOURS[kind], "marker": "o", "label": LABELS[kind]}
+            axes[0][col].plot([p[0] for p in pts], [p[1] for p in pts], **style)
+            axes[1][col].plot([p[0] for p in pts], [p[2] for p in pts], **style)
+        for row, (title, ylabel) in enumerate((("origin bytes sent / payload", "origin egress / payload"),
+                                               ("time until all machines are ready", "seconds (median)"))):
+            ax = axes[row][col]
+            ax.set_title(f"fetch-link, origin capped at {cap:g} Mbit/s: {title}\n"
+                         f"{mib:.1f} MiB boot closure, real hook per machine, {result['cpus']} host cores",
+                         fontsize="medium")
+            ax.set_xlabel("machines booting at once (N)")
+            ax.set_ylabel(ylabel)
+            ax.set_xticks(ns)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 import random
 import shutil
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tce_ipfs
-from tce_ipfs.errors import NodeError
 from tce_ipfs.ipfs import publish, rpc
 from tce_ipfs.ipfs.node import Node
 from tce_ipfs.testbed.bench.mirror import fetch_http, http_mirror
@@ -28,7 +24,6 @@ from tce_ipfs.testbed.bench.mirror import fetch_http, http_mirror
 log = logging.getLogger(__name__)
 
 SCENARIOS = ("publish", "fetch-loopback", "fetch-link")
-MIRROR_PORT = 8080  # the HTTP mirror inside the origin namespace (its own network: no clash possible)
 FETCH_EXTENSIONS = 40  # the fetch repo; its onboot.lst (the boot closure) names the first 10
 
 
@@ -37,9 +32,10 @@ class BenchConfig:
     extensions: int = 200
     total_mib: int = 500
     repeats: int = 3
-    clients: int = 3
-    fetch_mib: int = 100
-    link_mbit: float = 100.0
+    clients: tuple[int, ...] = (1, 4, 8, 16)  # lab sizes for fetch-link; fetch-loopback uses the largest
+    fetch_mib: int = 30  # the fetch repo; its boot closure (onboot.lst) is a quarter: 7.5 MiB
+    link_mbit: tuple[float, ...] = (100.0, 20.0)  # origin uplink caps for fetch-link
+    stock_seed: bool = False  # fetch-link also against a stock kubo seed (no super-seeding)
     out: Path = Path("bench-results")
 
 
@@ -207,7 +203,7 @@ def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, 
         # N clients at once, all connected to the seed and to each other.
         sent_before = int(rpc.bitswap_stat(seed.client()).get("DataSent", 0))
         clients = [stack.enter_context(Node(work / f"many-{i}", kubo, peers=[seed_addr]))
-                   for i in range(cfg.clients)]
+                   for i in range(max(cfg.clients))]
         addrs = [f"{n.swarm_addrs[0]}/p2p/{n.peer_id}" for n in clients]
         for n in clients:
             c = n.client(timeout=600)
@@ -231,7 +227,7 @@ def bench_fetch_loopback(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, 
     }
     return {
         "scenario": "fetch-loopback",
-        "payload_bytes": payload, "files": len(files), "clients": cfg.clients,
+        "payload_bytes": payload, "files": len(files), "clients": max(cfg.clients),
         "single": {"http_s": http_s, "ipfs_s": ipfs_s, "time_ratio": _ratio(ipfs_s, http_s)},
         "concurrent": _concurrent_summary(concurrent, payload),
     }
@@ -248,115 +244,18 @@ def _concurrent_summary(c: dict[str, Any], payload: int) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------- fetch-link: origin behind a capped link
-def _src_dir() -> str:
-    """Where the ``tce_ipfs`` package lives (PYTHONPATH for our helpers inside a namespace)."""
-    return str(Path(tce_ipfs.__file__).resolve().parents[1])
+# ---------------------------------------------------------------- fetch-link: the lab as it is
+def bench_fetch_link(kubo_bin: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
+    """The lab as it is (``bench.lab``): the seed role's build as origin, the plain build on machines."""
+    from tce_ipfs.arch import Arch
+    from tce_ipfs.build import kubo
+    from tce_ipfs.testbed.bench import lab
 
-
-def _helper_argv(*args: str | os.PathLike[str]) -> list[str]:
-    """The helper's command line (``python -m tce_ipfs.testbed.bench.helper ...``), run in a namespace."""
-    return [sys.executable, "-m", f"{__package__}.helper", *(os.fspath(a) for a in args)]
-
-
-def _read_stats(path: Path) -> dict[str, int]:
-    data: dict[str, int] = json.loads(path.read_text())
-    return data
-
-
-def _start_link_mirror(lab: Any, root: Path, host: str, stats: Path) -> Any:
-    """The HTTP mirror as a process inside the origin namespace; its counters go to ``stats``."""
-    stats.unlink(missing_ok=True)
-    mirror = lab.spawn("http-mirror", _helper_argv("serve-http", root, "--bind", host,
-                                                   "--port", str(MIRROR_PORT), "--stats", stats),
-                       env={"PYTHONPATH": _src_dir()})
-    deadline = time.monotonic() + 30
-    while not stats.exists():
-        if not mirror.alive() or time.monotonic() > deadline:
-            raise NodeError("the HTTP mirror in the origin namespace did not come up: "
-                            + mirror.log_path.read_text(errors="replace")[-500:])
-        time.sleep(0.05)
-    return mirror
-
-
-def _http_link_job(lab: Any, base: str, files: Sequence[str], at: float,
-                   timeout: float) -> Callable[[], dict[str, Any]]:
-    """One HTTP client: a process inside the clients namespace that starts fetching at ``at``."""
-    def job() -> dict[str, Any]:
-        res = lab.exec(_helper_argv("fetch-http", base, "--at", repr(at), *files),
-                       env={"PYTHONPATH": _src_dir()}, timeout=timeout, what="HTTP fetch over the link")
-        result: dict[str, Any] = json.loads(res.stdout)
-        return result
-    return job
-
-
-def bench_fetch_link(kubo: Path, work: Path, cfg: BenchConfig) -> dict[str, Any]:
-    from tce_ipfs.testbed.lab import start_kubo
-    from tce_ipfs.testbed.link import ShapedLink
-
-    repo, files, payload = _fetch_repo(work, cfg)
-    n = cfg.clients
-    # Generous: the whole of N payloads at a tenth of the link rate, plus a fixed margin.
-    timeout = n * payload * 8 / (cfg.link_mbit * 1e6) * 10 + 120
-    stats = work / "link-mirror-stats.json"
-    runs: dict[str, dict[str, list[Any]]] = {
-        mode: {f"{kind}_{what}": [] for kind in ("http", "ipfs")
-               for what in ("wall_s", "origin_bytes", "wire_bytes", "clients")}
-        for mode in ("single", "concurrent")}
-    with ShapedLink(work / "link", rate_mbit=cfg.link_mbit) as link:
-        seed = start_kubo(link.origin, "seed", kubo, work / "link-seed", listen_ip=link.origin_ip)
-        root = publish.publish(repo, seed.client(timeout=600), progress=False).root_cid
-        _start_link_mirror(link.origin, repo, link.origin_ip, stats)
-        base = f"http://{link.origin_ip}:{MIRROR_PORT}"
-        clients = [start_kubo(link.clients, f"client{i}", kubo, work / f"link-client-{i}",
-                              listen_ip=link.clients_ip, port=4001 + i, peers=[seed.multiaddr])
-                   for i in range(n)]
-        for node in clients:
-            with node.client(timeout=30) as c:
-                for other in [seed, *clients]:
-                    if other is not node:
-                        rpc.swarm_connect(c, other.multiaddr, timeout=30)
-
-        def seed_sent() -> int:
-            with seed.client(timeout=30) as c:
-                return int(rpc.bitswap_stat(c).get("DataSent", 0))
-
-        def measure(kind: str, mode: str) -> None:
-            k = 1 if mode == "single" else n
-            if kind == "ipfs":
-                for node in clients:  # nobody holds a block but the seed
-                    node.node.kubo_cmd("repo", "gc", "--quiet", timeout=600)
-                app_before = seed_sent()
-                barrier = threading.Barrier(k)
-                jobs = [_timed_job(functools.partial(_fetch_ipfs, node.client(timeout=timeout), root, files),
-                                   barrier) for node in clients[:k]]
-            else:
-                app_before = _read_stats(stats)["bytes"]
-                at = time.monotonic() + 3.0  # every fetcher process is up and waiting by then
-                jobs = [_http_link_job(link.clients, base, files, at, timeout) for _ in range(k)]
-            wire_before = link.tx_bytes("origin")
-            got = _concurrently(jobs)
-            wire = link.tx_bytes("origin") - wire_before
-            app = (seed_sent() if kind == "ipfs" else _read_stats(stats)["bytes"]) - app_before
-            r = runs[mode]
-            r[f"{kind}_wall_s"].append(_wall(got))
-            r[f"{kind}_origin_bytes"].append(app)
-            r[f"{kind}_wire_bytes"].append(wire)
-            r[f"{kind}_clients"].append(got)
-            log.info("fetch-link %s %s: %.2f s, origin sent %d (wire %d) for %d x %d bytes",
-                     kind, mode, _wall(got), app, wire, k, payload)
-
-        for mode in ("single", "concurrent"):
-            for rep in range(cfg.repeats):
-                order = ["http", "ipfs"] if rep % 2 == 0 else ["ipfs", "http"]
-                for kind in order:
-                    measure(kind, mode)
-        qdisc = link.qdiscs("origin")
-    single = _concurrent_summary(runs["single"], payload)
-    return {
-        "scenario": "fetch-link",
-        "link_mbit": cfg.link_mbit, "qdisc_origin": qdisc,
-        "payload_bytes": payload, "files": len(files), "clients": n,
-        "single": single,
-        "concurrent": _concurrent_summary(runs["concurrent"], payload),
-    }
+    repo, _, _ = _fetch_repo(work, cfg)
+    seed_kubo = kubo.ensure(Arch.host(), variant=kubo.SEED)
+    # The seeds' kubo log level and super-seeding wait come from the environment, when set (tracing).
+    seed_env = {k: v for k, v in os.environ.items() if k in ("GOLOG_LOG_LEVEL", "TCE_IPFS_SUPERSEED_WAIT")}
+    link = lab.LinkConfig(clients=tuple(cfg.clients), caps_mbit=tuple(cfg.link_mbit),
+                          repeats=cfg.repeats, stock_seed=cfg.stock_seed,
+                          failures_dir=cfg.out / "fetch-link-failures", seed_env=seed_env)
+    return lab.bench(kubo_bin, seed_kubo, kubo_bin if cfg.stock_seed else None, work, repo, link)
