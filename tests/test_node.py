@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tce_ipfs import cli
+from tce_ipfs import cli, proc
 from tce_ipfs.errors import IsolationError, NodeError, UsageError
 from tce_ipfs.ipfs import isolation, node, rpc
 from tce_ipfs.ipfs.node import Node
@@ -190,7 +190,7 @@ def test_node_lifecycle(host_kubo: Path, tmp_path: Path) -> None:
     finally:
         n.stop()
     assert not n.running and not (n.repo / node.PID_FILE).exists()
-    assert not os.path.exists(f"/proc/{pid}") or not node._pid_alive(pid)
+    assert not os.path.exists(f"/proc/{pid}") or not proc.pid_alive(pid)
     assert "Daemon is ready" in n.log_path.read_text()
     # a stale pid file (pid of a process that is not our daemon) is ignored and removed
     (n.repo / node.PID_FILE).write_text(f"{os.getpid()}\n")

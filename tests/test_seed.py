@@ -93,8 +93,8 @@ def test_boot_line_and_pin_names() -> None:
     assert seed.check_source(CID) == (None, CID)
     # the boot line names the seed's LAN addresses; loopback only when it has nothing else
     lo, lan = f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER_ID}", f"/ip4/10.0.0.1/tcp/4001/p2p/{PEER_ID}"
-    assert seed._own_peers([lo, lan], ["127.0.0.1", "10.0.0.1"]) == (lan,)
-    assert seed._own_peers([lo, lan], ["127.0.0.1"]) == (lo,)
+    assert seed.own_peers([lo, lan], ["127.0.0.1", "10.0.0.1"]) == (lan,)
+    assert seed.own_peers([lo, lan], ["127.0.0.1"]) == (lo,)
     with pytest.raises(UsageError, match="no such directory"):
         seed.check_source("/no/such/repo")
 
@@ -141,7 +141,7 @@ def test_netboot_and_remaster_take_the_boot_line_from_the_seed(
     assert f"tce=ipfs:{CID} ipfs.peers={peer} ipfs.swarmkey={key}" in capsys.readouterr().out
     # neither --cid nor --seed; a --seed that is no seed
     assert cli.main(["netboot", "-o", str(tmp_path / "t3"), *base]) == UsageError.exit_code
-    assert "--cid CID, or --seed" in capsys.readouterr().err
+    assert "--cid CID, --seed STATE|API" in capsys.readouterr().err
     assert cli.main(["netboot", "--seed", str(tmp_path), "-o", str(tmp_path / "t3"), *base]) == \
         NodeError.exit_code
     assert "no seed has served from" in capsys.readouterr().err

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tce_ipfs.errors import CommandFailed, ToolMissing
@@ -155,3 +157,38 @@ def spawn(
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         except FileNotFoundError:
             raise _missing(argv[0]) from None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # state is the field after the ")" that closes the command name
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def terminate(pid: int, *, timeout: float, what: str, reap: Callable[[], None] = lambda: None) -> None:
+    """SIGTERM ``pid``, wait up to ``timeout`` seconds, then SIGKILL it and wait until it is gone.
+
+    ``reap`` is called while waiting: a caller that started the process (``spawn()``) polls its
+    ``Popen`` there, so our own child does not linger as a zombie that still looks alive.
+    """
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        reap()
+        time.sleep(0.05)
+    if pid_alive(pid):
+        log.warning("%s (pid %d) did not stop within %g s; killing it", what, pid, timeout)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        while pid_alive(pid):
+            reap()
+            time.sleep(0.05)

@@ -38,7 +38,7 @@ from tce_ipfs import proc
 from tce_ipfs.arch import Arch
 from tce_ipfs.build import elf, gomodule
 from tce_ipfs.build.kuborecipe import Edit
-from tce_ipfs.errors import BuildError, CommandFailed, UsageError
+from tce_ipfs.errors import BuildError, CommandFailed
 from tce_ipfs.settings import CLUSTER_MODULE, CLUSTER_VERSION, cache_dir
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ LDFLAGS = "-s -w"
 MANIFEST_NAME = "cluster.json"
 BUILD_TIMEOUT = 3600.0  # a hang guard: a cold build on 2 shared cores takes minutes
 RELEASES = "https://github.com/ipfs-cluster/ipfs-cluster/releases"
-_VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+$")
 
 _GATER = '''
 // privateOnly is the connection gater added by tce-ipfs: the cluster host dials and accepts loopback,
@@ -181,13 +180,7 @@ class ClusterBinaries:
 
 def normalize_version(version: str) -> str:
     """``1.1.0`` or ``v1.1.0`` -> ``v1.1.0``; anything else is a ``UsageError``."""
-    v = version.strip()
-    if v and v[0].isdigit():
-        v = "v" + v
-    if not _VERSION_RE.match(v):
-        raise UsageError(f"not an ipfs-cluster version: {version!r}",
-                         hint=f"use a release tag like {CLUSTER_VERSION}")
-    return v
+    return gomodule.release_tag(version, program="an ipfs-cluster", example=CLUSTER_VERSION, prerelease=False)
 
 
 def recipe(version: str) -> dict[str, Any]:
@@ -287,11 +280,7 @@ def build_args(out_dir: Path) -> list[str]:
 
 def program_version(path: Path) -> str | None:
     """``1.1.0`` from ``<program> --version`` when ``path`` runs here (host arch), else None."""
-    try:
-        host = Arch.host()
-    except UsageError:
-        return None
-    if elf.inspect(path).arch is not host:
+    if not gomodule.runs_here(path):
         return None
     out = proc.output([path, "--version"], timeout=60, what=f"running {path.name} --version")
     m = re.search(r"version (\S+)", out)

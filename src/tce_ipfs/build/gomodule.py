@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 from collections.abc import Iterator
@@ -20,9 +21,34 @@ from pathlib import Path
 from typing import Any
 
 from tce_ipfs import proc
-from tce_ipfs.errors import BuildError, CommandFailed
+from tce_ipfs.arch import Arch
+from tce_ipfs.build import elf
+from tce_ipfs.errors import BuildError, CommandFailed, UsageError
 
 log = logging.getLogger(__name__)
+
+# A release tag as Go modules spell it: v1.2.3, optionally with a pre-release suffix (-rc1).
+_TAG_RE = re.compile(r"^v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+
+
+def release_tag(version: str, *, program: str, example: str, prerelease: bool = True) -> str:
+    """``1.2.3`` or ``v1.2.3`` -> ``v1.2.3``; anything else is a ``UsageError`` naming ``program``."""
+    v = version.strip()
+    if v and v[0].isdigit():
+        v = "v" + v
+    if not _TAG_RE.match(v) or (not prerelease and "-" in v):
+        raise UsageError(f"not {program} version: {version!r}", hint=f"use a release tag like {example}")
+    return v
+
+
+def runs_here(path: Path) -> bool:
+    """Can this host run the ELF binary ``path`` (its arch is the host's)? Used to ask a fresh build
+    for its version; a cross-built binary cannot be asked."""
+    try:
+        host = Arch.host()
+    except UsageError:
+        return False
+    return elf.inspect(path).arch is host
 
 
 def tree_digest(path: Path) -> str:

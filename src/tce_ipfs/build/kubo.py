@@ -36,6 +36,7 @@ from tce_ipfs.build.gomodule import (
     fetch_module,
     go_build_env,
     go_version,
+    runs_here,
     sha256_file,
     writable_copy,
     write_manifest,
@@ -284,11 +285,7 @@ def std_overlay(version: str, work: Path) -> Path | None:
 
 def _host_version(path: Path) -> str | None:
     """``ipfs version --number`` when ``path`` runs here (host arch), else None."""
-    try:
-        host = Arch.host()
-    except UsageError:
-        return None
-    if elf.inspect(path).arch is not host:
+    if not runs_here(path):
         return None
     with tempfile.TemporaryDirectory(prefix="tce-ipfs-kubo-") as repo:
         out = proc.output([path, "version", "--number"], env={"IPFS_PATH": repo}, timeout=60,

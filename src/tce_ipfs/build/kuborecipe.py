@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from tce_ipfs.build import superseed
-from tce_ipfs.build.gomodule import tree_digest
+from tce_ipfs.build.gomodule import release_tag, tree_digest
 from tce_ipfs.errors import BuildError, UsageError
 from tce_ipfs.settings import KUBO_MODULE, KUBO_VERSION, recipes_dir
 
@@ -384,16 +383,10 @@ SEED_PATCHES: dict[str, tuple[Step, ...]] = {
     ),
 }
 
-_VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 
 def normalize_version(version: str) -> str:
     """``0.43.1`` or ``v0.43.1`` -> ``v0.43.1``; anything else is a ``UsageError``."""
-    v = version.strip()
-    if v and v[0].isdigit():
-        v = "v" + v
-    if not _VERSION_RE.match(v):
-        raise UsageError(f"not a kubo version: {version!r}", hint=f"use a release tag like {KUBO_VERSION}")
-    return v
+    return release_tag(version, program="a kubo", example=KUBO_VERSION)
 
 
 def variant_patches(version: str, variant: str) -> tuple[Step, ...]:

@@ -14,13 +14,11 @@ as ``Peering.Peers``; cluster's own ``connect_swarms`` does the same from the ot
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import logging
 import os
 import secrets
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -53,14 +51,6 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- the seed
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 def rss_bytes(pid: int | None) -> int | None:
     """Resident memory of a process (``VmRSS``); None when it is gone."""
     if pid is None:
@@ -112,7 +102,7 @@ class ClusterSeed:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
-        if _pid_alive(pid) and str(self.state.service_dir).encode() in cmdline and b"daemon" in cmdline:
+        if proc.pid_alive(pid) and str(self.state.service_dir).encode() in cmdline and b"daemon" in cmdline:
             return pid
         self.pid_path.unlink(missing_ok=True)
         return None
@@ -322,19 +312,7 @@ class ClusterSeed:
         """Stop the cluster daemon (SIGTERM, SIGKILL after ``timeout``), then kubo. True if either ran."""
         pid = self.pid()
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                self._reap()
-                time.sleep(0.05)
-            if _pid_alive(pid):
-                log.warning("ipfs-cluster-service pid %d did not stop within %g s; killing it", pid, timeout)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                while _pid_alive(pid):
-                    self._reap()
-                    time.sleep(0.05)
+            proc.terminate(pid, timeout=timeout, what="ipfs-cluster-service", reap=self._reap)
             self.pid_path.unlink(missing_ok=True)
         self._reap()
         kubo_ran = Node(self.state.repo).stop(timeout=timeout)

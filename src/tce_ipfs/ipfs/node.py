@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -45,16 +44,6 @@ def read_api_file(repo: Path) -> str | None:
     except OSError:
         return None
     return text or None
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # state is the field after the ")" that closes the command name
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _is_our_daemon(pid: int, repo: Path) -> bool:
@@ -153,7 +142,7 @@ class Node:
             pid = int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
             return None
-        if _pid_alive(pid) and _is_our_daemon(pid, self.repo):
+        if proc.pid_alive(pid) and _is_our_daemon(pid, self.repo):
             return pid
         with contextlib.suppress(OSError):
             self.pid_path.unlink()
@@ -278,19 +267,7 @@ class Node:
             self._reap()
             return False
         log.debug("stopping kubo pid %d (%s)", pid, self.repo)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            self._reap()
-            time.sleep(0.05)
-        if _pid_alive(pid):
-            log.warning("kubo pid %d did not stop within %g s; killing it", pid, timeout)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                self._reap()
-                time.sleep(0.05)
+        proc.terminate(pid, timeout=timeout, what="kubo", reap=self._reap)
         self._reap()
         self.pid_path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):

@@ -24,6 +24,9 @@ Teardown (``close()``, run by ``__exit__``, an ``atexit`` hook and the pytest fi
 stops every process the lab started (its process group, then anything still inside the namespace),
 deletes the taps and the bridge, deletes the namespace and checks that it is gone. It never touches
 a namespace it did not create: all names are ``tceipfs-<random>`` and the lab only deletes its own.
+
+This is one module (over 500 lines) on purpose: the namespace, the processes it runs, DHCP, the taps
+and the seed share one lifecycle, and the teardown order above is only right when it sees all of them.
 """
 
 from __future__ import annotations
@@ -443,6 +446,18 @@ class Lab(Managed):
             if link["ifname"] in {t.ifname for t in self.taps} and link.get("master") != self.bridge:
                 raise IsolationError(f"tap {link['ifname']} is not on the lab bridge")
         self.check_routes(allowed, f"lab {self.netns}")
+
+    def netns_named_by(self, nsid: Any) -> str | None:
+        """The name of the namespace that ``nsid`` (a link's ``link_netnsid``) refers to, as seen from
+        this lab's namespace; None when unknown (or ``nsid`` is None)."""
+        if nsid is None:
+            return None
+        out = run_ip(self.netns, "-j", "netns", "list-id").stdout or b"[]"
+        for entry in json.loads(out):
+            if entry.get("nsid") == nsid:
+                name = entry.get("name")
+                return str(name) if name else None
+        return None
 
     def check_routes(self, allowed: set[str], what: str) -> None:
         """No default route, and no route through a device outside ``allowed``: nothing leaves."""

@@ -136,7 +136,7 @@ class SwitchedLan(Managed):
                 raise IsolationError(f"switch {sw.netns} has an unexpected link {name}")
             if link.get("master") != sw.bridge:
                 raise IsolationError(f"switch port {name} is not on the bridge")
-            peer = _nsid_name(sw, link.get("link_netnsid"))
+            peer = sw.netns_named_by(link.get("link_netnsid"))
             if peer not in names:
                 raise IsolationError(f"switch port {name}'s peer is in {peer!r}, not in this LAN")
         sw.check_routes({"lo", sw.bridge}, f"switch {sw.netns}")
@@ -146,7 +146,7 @@ class SwitchedLan(Managed):
             if extra:
                 raise IsolationError(f"{lab.netns} has unexpected links: {sorted(extra)}")
             for link in links:
-                if link["ifname"] == IFNAME and _nsid_name(lab, link.get("link_netnsid")) != sw.netns:
+                if link["ifname"] == IFNAME and lab.netns_named_by(link.get("link_netnsid")) != sw.netns:
                     raise IsolationError(f"{IFNAME} in {lab.netns} is not linked to the switch")
             lab.check_routes({"lo", IFNAME}, f"namespace {lab.netns}")
         for lab in (sw, *(m for m, _, _ in members)):
@@ -169,15 +169,3 @@ class SwitchedLan(Managed):
                        timeout=30).stdout
         qdiscs: list[dict[str, Any]] = json.loads(out or b"[]")
         return qdiscs
-
-
-def _nsid_name(lab: Lab, nsid: Any) -> str | None:
-    """The name of the namespace ``nsid`` refers to, as seen from ``lab``'s namespace."""
-    if nsid is None:
-        return None
-    out = run_ip(lab.netns, "-j", "netns", "list-id").stdout or b"[]"
-    for entry in json.loads(out):
-        if entry.get("nsid") == nsid:
-            name = entry.get("name")
-            return str(name) if name else None
-    return None

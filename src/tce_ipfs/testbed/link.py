@@ -121,7 +121,7 @@ class ShapedLink(Managed):
                 raise IsolationError(f"{side} namespace {lab.netns} has unexpected links: {sorted(extra)}")
             for link in links:
                 if link["ifname"] == ifname:
-                    peer_ns = self._nsid_name(lab, link.get("link_netnsid"))
+                    peer_ns = lab.netns_named_by(link.get("link_netnsid"))
                     if peer_ns != other.netns:
                         raise IsolationError(f"{ifname}'s peer is in {peer_ns!r}, not in {other.netns}")
                 elif "link_netnsid" in link:
@@ -130,15 +130,6 @@ class ShapedLink(Managed):
             forwarding = lab.exec(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout or b""
             if forwarding.strip() != b"0":
                 raise IsolationError(f"{side} namespace {lab.netns} forwards IPv4")
-
-    @staticmethod
-    def _nsid_name(lab: Lab, nsid: Any) -> str | None:
-        out = run_ip(lab.netns, "-j", "netns", "list-id").stdout or b"[]"
-        for entry in json.loads(out):
-            if entry.get("nsid") == nsid:
-                name = entry.get("name")
-                return str(name) if name else None
-        return None
 
     def link_stats(self, side: str) -> dict[str, Any]:
         """The kernel's counters of one veth end: ``{"rx": {"bytes", ...}, "tx": {"bytes", ...}}``."""
