@@ -32,6 +32,7 @@ KUBO_CONN_HIGH=40
 KUBO_RCMGR=            # Swarm.ResourceMgr JSON (kubo_limits; empty: kubo's defaults)
 KUBO_FILESTORE=false   # Experimental.FilestoreEnabled (lib/onecopy.sh)
 MEM_MIB=
+KUBO_GW_TIMEOUT=120s  # Gateway.RetrievalTimeout (kubo_prepare)
 # kubo's filestore takes files only under the directory holding the repo: with the filestore on,
 # kubo sees its repo through this link in /tmp, so /tmp/builtin/optional/ is under it.
 KUBO_REPO_LINK=$ROOT/tmp/.tce-ipfs-repo
@@ -188,9 +189,12 @@ kubo_prepare() {
     [ -n "$PEERING" ] && _k_peering=", \"Peering\": {\"Peers\": $PEERING}"
     _k_rcmgr=
     [ -n "$KUBO_RCMGR" ] && _k_rcmgr=", \"ResourceMgr\": $KUBO_RCMGR"
-    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}, "ConnMgr": {"LowWater": %s, "HighWater": %s}%s}, "Experimental": {"FilestoreEnabled": %s}%s}\n' \
+    # Gateway.RetrievalTimeout: kubo cuts a gateway response off when no byte came for 30 s (its
+    # default); on a slow machine short of RAM a stall that long happens, and one cut file would mark
+    # the whole IPFS source down. Our own bounds (ipfs.timeout) still apply.
+    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}, "ConnMgr": {"LowWater": %s, "HighWater": %s}%s}, "Experimental": {"FilestoreEnabled": %s}, "Gateway": {"RetrievalTimeout": "%s"}%s}\n' \
         "$KUBO_SWARM" "$KUBO_ROUTING" "$KUBO_MDNS" "$KUBO_SECURITY" "$KUBO_CONN_LOW" "$KUBO_CONN_HIGH" \
-        "$_k_rcmgr" "$KUBO_FILESTORE" "$_k_peering" >"$WORK/kubo-init.json"
+        "$_k_rcmgr" "$KUBO_FILESTORE" "$KUBO_GW_TIMEOUT" "$_k_peering" >"$WORK/kubo-init.json"
     dbg "kubo limits: RAM ${MEM_MIB:-?} MiB, GOMEMLIMIT $KUBO_GOMEMLIMIT, connections $KUBO_CONN_LOW..$KUBO_CONN_HIGH, resource manager ${KUBO_RCMGR:-default}"
     mkdir -p "$IPFS_PATH"
     if [ -n "$SWARMKEY" ]; then
