@@ -139,7 +139,8 @@ def measure(lines: list[str], payload: int) -> dict[str, Any]:
     if ram.get("used_kib") and ident.get("ram_used_start"):
         used = (int(ram["used_kib"]) - int(ident["ram_used_start"])) * 1024
         out.update(ram_used_bytes=used, ram_used_per_payload=round(used / payload, 3))
-    out.update({f"kubo_{k}": v for k, v in ram.items() if k.endswith("_kib")})
+    out.update({f"kubo_{k}": v for k, v in ram.items() if k in ("rss_kib", "hwm_kib")})
+    out.update(mem_available_kib=ram.get("memavail_kib"))
     return out
 
 
