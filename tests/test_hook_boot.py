@@ -147,9 +147,9 @@ def test_happy_path(env: HookEnv) -> None:
     assert "loaded 8 extensions" in result.log
 
 
-@pytest.mark.parametrize(("mem_kib", "limit"), [(262144, "64MiB"), (131072, "48MiB"), (4194304, "100MiB")])
+@pytest.mark.parametrize(("mem_kib", "limit"), [(262144, "51MiB"), (131072, "40MiB"), (4194304, "100MiB")])
 def test_go_heap_cap_follows_the_ram(env: HookEnv, mem_kib: int, limit: str) -> None:
-    """GOGC=off with GOMEMLIMIT a quarter of the RAM, 48..100 MiB: the GC runs only near the cap."""
+    """GOGC=off with GOMEMLIMIT a fifth of the RAM, 40..100 MiB: the GC runs only near the cap."""
     sample_repo(ipfs_ready(env))
     (env.root / "proc/meminfo").write_text(f"MemTotal:       {mem_kib} kB\nMemFree:  1000 kB\n")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")

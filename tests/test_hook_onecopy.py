@@ -177,8 +177,8 @@ def test_onecopy_0_and_seed_0(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 @pytest.mark.parametrize(("mem_kib", "expect"), [
-    (131072, ("48MiB", 8, 16, "16MiB")),
-    (262144, ("64MiB", 16, 32, "32MiB")),
+    (131072, ("40MiB", 8, 16, "16MiB")),
+    (262144, ("51MiB", 16, 32, "32MiB")),
     (524288, ("100MiB", 20, 40, "64MiB")),
     (4194304, ("100MiB", 20, 40, "128MiB")),
     (None, ("100MiB", 20, 40, "")),

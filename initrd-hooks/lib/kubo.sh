@@ -18,7 +18,7 @@
 #                       next to ipfs.peers=, which only names the seed) and trade blocks; multicast
 #                       stays on the machine's own link. In a private swarm only same-key peers connect.
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
-# Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a quarter of the RAM (48..100 MiB):
+# Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a fifth of the RAM (40..100 MiB):
 # the Go GC then runs only when the heap nears that cap instead of every time it doubles. A fresh
 # heap collected again and again while the packages initialise is most of a CLI start on a slow CPU,
 # and the fetch allocates a buffer per block; measured in the boot benchmark (QEMU CPU time per boot):
@@ -100,8 +100,9 @@ kubo_mount() {
 }
 
 # kubo_limits: kubo's memory and connection limits from the machine's RAM (MemTotal, MiB = M):
-#   GOMEMLIMIT                 M/4, 48..100 MiB (kubo's live heap while it fetches and seeds is ~25 MiB:
-#                              the cap must stay well above it, or the GC would run all the time)
+#   GOMEMLIMIT                 M/5, 40..100 MiB (kubo's live heap while it fetches and seeds is ~25 MiB:
+#                              the cap must stay well above it, or the GC would run all the time; a
+#                              256 MiB guest holding a 96 MiB onboot set stalled with a quarter)
 #   Swarm.ConnMgr.HighWater    M/8, 8..40 (LowWater half of it): each connection costs buffers
 #   Swarm.ResourceMgr.MaxMemory M/8, 16..128 MiB (kubo's default is M/2; libp2p's limits scale with it)
 #   below 512 MiB: one .tcz fetch at a time (FETCH_JOBS=1)
@@ -113,8 +114,8 @@ kubo_limits() {
         '' | *[!0-9]*) return 0 ;;
     esac
     MEM_MIB=$((_km_kb / 1024))
-    _km_mib=$((MEM_MIB / 4))
-    [ "$_km_mib" -lt 48 ] && _km_mib=48
+    _km_mib=$((MEM_MIB / 5))
+    [ "$_km_mib" -lt 40 ] && _km_mib=40
     [ "$_km_mib" -gt 100 ] && _km_mib=100
     KUBO_GOMEMLIMIT=${_km_mib}MiB
     KUBO_CONN_HIGH=$((MEM_MIB / 8))
