@@ -113,10 +113,18 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
     used_after = int(ram["used_kib"]) * 1024
     used_start = int(line_fields(g1, "SMALL-ID ")["ram_used_start"]) * 1024
     ratio = (used_after - used_start) / payload
+    # What each later guest got over bitswap. The seed was stopped before they started and they
+    # started empty, so every byte comes from the first guest (directly, or through another later
+    # guest that got it from there). The per-peer ledgers need a live connection at the end; they are
+    # recorded, not asserted.
     received: dict[str, int] = {}
+    from_first: dict[str, int] = {}
     for g in seconds:
+        stats = [json.loads(ln[len("LAB-BITSWAP "):]) for ln in g.lines if ln.startswith("LAB-BITSWAP ")]
+        stat = stats[0] if stats else {}
+        received[g.name] = int(stat.get("DataReceived", 0))
         ledgers = [json.loads(ln[len("LAB-LEDGER "):]) for ln in g.lines if ln.startswith("LAB-LEDGER ")]
-        received[g.name] = sum(int(e["Recv"]) for e in ledgers if e["Peer"] == peer_id)
+        from_first[g.name] = sum(int(e["Recv"]) for e in ledgers if e["Peer"] == peer_id)
     record(f"small-ram-{arch}", {
         "arch": str(arch), "memory_mib": MEMORY, "payload_bytes": payload, "extensions": len(closure),
         "ram_used_start_bytes": used_start, "ram_used_after_bytes": used_after,
@@ -124,7 +132,7 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
         "onecopy": st1.get("onecopy"), "onecopy_bytes": st1.get("onecopy_bytes"),
         "kubo_after_boot": {"rss_kib": ram.get("rss_kib"), "hwm_kib": ram.get("hwm_kib")},
         "kubo_seeding": {"peers": n_second, **seed_line}, "mem_available_kib": ram.get("memavail_kib"),
-        "received_from_first": received,
+        "received": received, "received_from_first_ledger": from_first,
         "sentinel_s": {"first": round(r1.seconds, 1), "ready_s": round(t_ready, 1),
                        **{g.name: round(r.seconds, 1) for g, r in zip(seconds, results, strict=True)}},
     })
@@ -132,5 +140,5 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
     assert int(st1["onecopy"]) >= smallram.BULK_FILES, st1
     assert ratio <= RATIO_LIMIT, (ratio, ram, st1)
     for g in seconds:  # every byte came from the first guest, after its switch to the placed files
-        assert received[g.name] >= payload * 0.9, (g.name, received)
+        assert received[g.name] >= payload * 0.9, (g.name, received, from_first)
         assert "result=ok" in (g.result().sentinel_line or "")
