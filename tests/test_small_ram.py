@@ -46,14 +46,14 @@ RATIO_LIMIT = 1.25
 
 
 def start(pool: ThreadPoolExecutor, kit: e2e.GuestKit, lab: Lab, check: Path, codes: list[str], name: str,
-          *, watch: tuple[str, ...] = ()) -> Guest:
+          *, watch: tuple[str, ...] = (), timeout: float | None = None) -> Guest:
     g = Guest(name=name, tap=lab.tap())
     for key in watch:
         g.wait_for(key)
     initrds = [kit.base.initrd, kit.hook_initrd, check]
     append = " ".join(["quiet", "loglevel=4", *codes])  # loglevel 4: the kernel's OOM lines show
     g.future = pool.submit(qemu.boot, kit.arch, kit.base.qemu_kernel, initrds, append,
-                           timeout=GUEST_TIMEOUT[kit.arch], net=g.tap,
+                           timeout=timeout or GUEST_TIMEOUT[kit.arch], net=g.tap,
                            memory=MEMORY, log_path=lab.work_dir / f"{name}.log", stream=g.on_line)
     return g
 
@@ -94,7 +94,7 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
     n_second = SECOND_GUESTS[arch]
     with guest_pool(lab, 1 + n_second) as pool:
         g1 = start(pool, kit, lab, origin, [*base, f"ipfs.peers={seed.multiaddr}"], "small-origin",
-                   watch=("LAB-READY",))
+                   watch=("LAB-READY",), timeout=2 * GUEST_TIMEOUT[arch])  # it outlives the later guests
         try:
             wait(g1.wait_for("LAB-READY"), g1, "LAB-READY", timeout=GUEST_TIMEOUT[arch])
             t_ready = time.monotonic() - t0
