@@ -19,11 +19,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     * the fault suite is marker ``faults``; its heavy cases (``faults`` and ``qemu``) only with
       ``pytest -m faults`` (docs/RELIABILITY.md); the cheap host cases run by default;
     * ``holepunch``: boots through the simulated NATs that depend on hole punching, not yet reliable
-      (``pytest -m holepunch``)."""
+      (``pytest -m holepunch``);
+    * ``smallram``: the 256 MiB guests of issue 12, too slow for the default run (``pytest -m smallram``)."""
     expr = config.getoption("markexpr", "") or ""
     for item in items:
         if "faults" not in expr and item.get_closest_marker("faults") and item.get_closest_marker("qemu"):
             item.add_marker(pytest.mark.skip(reason="heavy fault case: run with -m faults"))
+        if "smallram" not in expr and item.get_closest_marker("smallram"):
+            item.add_marker(pytest.mark.skip(reason="256 MiB guests take 12-25 min per arch: run with -m smallram"))
         if "holepunch" not in expr and item.get_closest_marker("holepunch"):
             item.add_marker(pytest.mark.skip(reason="hole punching through the simulated NATs is not "
                                                     "reliable yet: run with -m holepunch"))

@@ -134,6 +134,7 @@ SAMPLES: dict[str, list[str | None]] = {
     "ipfs.mirror": ["http://10.0.2.100:8080/tcz", "http://mirror/", "http://m:0/", "https://m/",
                     "http://user@m/", "http://m/../x", "http://m/a//b", "http://-m/", "ftp://m", ""],
     "ipfs.seed": [None, "1", "0", "yes", "off", "true", "maybe", ""],
+    "ipfs.onecopy": [None, "1", "0", "no", "on", "2", ""],
     "ipfs.mdns": [None, "1", "0", "off", "sometimes", ""],
     "ipfs.swarmkey": [HEX, HEX.upper(), HEX[:-1], HEX + "0", "g" * 64, ""],
     "ipfs.port": ["0", "4001", "65535", "65536", "-1", "80x", ""],

@@ -147,9 +147,9 @@ def test_happy_path(env: HookEnv) -> None:
     assert "loaded 8 extensions" in result.log
 
 
-@pytest.mark.parametrize(("mem_kib", "limit"), [(262144, "64MiB"), (131072, "48MiB"), (4194304, "100MiB")])
+@pytest.mark.parametrize(("mem_kib", "limit"), [(262144, "51MiB"), (131072, "40MiB"), (4194304, "100MiB")])
 def test_go_heap_cap_follows_the_ram(env: HookEnv, mem_kib: int, limit: str) -> None:
-    """GOGC=off with GOMEMLIMIT a quarter of the RAM, 48..100 MiB: the GC runs only near the cap."""
+    """GOGC=off with GOMEMLIMIT a fifth of the RAM, 40..100 MiB: the GC runs only near the cap."""
     sample_repo(ipfs_ready(env))
     (env.root / "proc/meminfo").write_text(f"MemTotal:       {mem_kib} kB\nMemFree:  1000 kB\n")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
@@ -877,6 +877,21 @@ def test_seed_0_stops_kubo(env: HookEnv) -> None:
     time.sleep(0.5)  # a pin job (there must be none) would have asked by now
     assert result.pins == [] and not [c for c in result.calls if "/api/v0/pin/" in c]
     assert "pinned" not in result.status and "seeding:" not in result.log
+    assert not (env.root / "tmp/tce-ipfs/repo").exists()  # kubo's RAM repo goes too (issue 12)
+
+
+@pytest.mark.parametrize(("codes", "filestore"), [("", True), (" ipfs.onecopy=0", False),
+                                                  (" ipfs.seed=0", False)])
+def test_onecopy_turns_kubos_filestore_on(env: HookEnv, codes: str, filestore: bool) -> None:
+    """ipfs.onecopy (default 1) with seeding: kubo runs with its filestore, through the /tmp link."""
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}{codes}")
+    assert FINAL_OK.match(result.final), result.console
+    init = json.loads((env.root / "tmp/tce-ipfs/kubo-init.json").read_text())
+    assert init["Experimental"] == {"FilestoreEnabled": filestore}
+    assert (env.root / "tmp/.tce-ipfs-repo").is_symlink() == filestore
+    assert result.status["onecopy"] == "0"  # the fake kubo cannot resolve: nothing switched
+    env.cleanup()
 
 
 # ------------------------------------------------------------------------------------------ seeding
@@ -1037,6 +1052,8 @@ def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
         '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]',
         "--json Discovery.MDNS.Enabled true",
         '--json Swarm.Transports.Security {"TLS": false}',
+        '--json Swarm.ConnMgr {"Type": "basic", "LowWater": 20, "HighWater": 40}',
+        "--json Experimental.FilestoreEnabled true",
         f'--json Peering.Peers [{{"ID": "{PEER_ID}", "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}}]',
     ]
 

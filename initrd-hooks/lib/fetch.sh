@@ -725,7 +725,11 @@ get_ext() {
         case $? in
             0) ;;
             2) EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1 not found at $_g_desc"; continue ;;
-            *) EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1 from $_g_desc: $FETCH_ERR"; continue ;;
+            *)
+                ram_short
+                EXT_ERR="${EXT_ERR:+$EXT_ERR; }$1 from $_g_desc: $FETCH_ERR${RAM_SHORT:+ ($RAM_SHORT)}"
+                continue
+                ;;
         esac
         tick
         _g_t0=$NOW
@@ -752,10 +756,28 @@ get_ext() {
         [ -n "$_g_refused" ] && notice "$1" "$1: refused $_g_refused; taken from $_g_desc"
         GOT_NEW=1
         dbg "$1: $SIZE bytes from $_g_desc, md5 ok"
+        # kubo holds a second copy of these bytes: serve them from the placed file (lib/onecopy.sh)
+        [ "$_g_s" = P ] && [ -n "$GATEWAY" ] && onecopy_placed "$1"
         return 0
     done
     [ -n "$EXT_ERR" ] || EXT_ERR="no source left to ask"
     return 1
+}
+
+# ram_short: RAM_SHORT = why a fetch may have failed for want of RAM -- the file system holding
+# optional/ (TC: the RAM root) is nearly full, or kubo is gone (the kernel's OOM killer picks the
+# biggest process) -- or empty. Goes into the extension's console line, so a machine too small for
+# its onboot set says so (the base system boots either way).
+ram_short() {
+    RAM_SHORT=
+    fs_kib "$OPT"
+    case $FS_FREE in
+        '' | *[!0-9]*) ;;
+        *) [ "$FS_FREE" -lt 4096 ] && RAM_SHORT="does not fit: $FS_FREE KiB left in RAM (${MEM_MIB:-?} MiB)" ;;
+    esac
+    if [ -z "$RAM_SHORT" ] && [ -n "$KUBO_PID" ] && ! kill -0 "$KUBO_PID" 2>/dev/null; then
+        RAM_SHORT="kubo is gone, killed for want of memory? (${MEM_MIB:-?} MiB RAM)"
+    fi
 }
 
 # place_sidecars NAME: canonical NAME.md5.txt and the normalised NAME.dep next to NAME in optional/

@@ -19,7 +19,7 @@
 #                       stays on the machine's own link. In a private swarm only same-key peers connect.
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
 # ipfs.net=public (and ipfs.seed=0 there) changes more keys: lib/public.sh, on the two-start way.
-# Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a quarter of the RAM (48..100 MiB):
+# Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a fifth of the RAM (40..100 MiB):
 # the Go GC then runs only when the heap nears that cap instead of every time it doubles. A fresh
 # heap collected again and again while the packages initialise is most of a CLI start on a slow CPU,
 # and the fetch allocates a buffer per block; measured in the boot benchmark (QEMU CPU time per boot):
@@ -27,7 +27,16 @@
 
 IPFS_TCZ=$OPT/ipfs.tcz
 KUBO_MNT=$ROOT/tmp/tcloop/ipfs
-KUBO_GOMEMLIMIT=100MiB # soft Go heap cap (see README and kubo_memlimit)
+KUBO_GOMEMLIMIT=100MiB # soft Go heap cap (see README and kubo_limits)
+KUBO_CONN_LOW=20       # Swarm.ConnMgr watermarks (kubo_limits)
+KUBO_CONN_HIGH=40
+KUBO_RCMGR=            # Swarm.ResourceMgr JSON (kubo_limits; empty: kubo's defaults)
+KUBO_FILESTORE=false   # Experimental.FilestoreEnabled (lib/onecopy.sh)
+MEM_MIB=
+KUBO_GW_TIMEOUT=120s  # Gateway.RetrievalTimeout (kubo_prepare)
+# kubo's filestore takes files only under the directory holding the repo: with the filestore on,
+# kubo sees its repo through this link in /tmp, so /tmp/builtin/optional/ is under it.
+KUBO_REPO_LINK=$ROOT/tmp/.tce-ipfs-repo
 KUBO_BIN=
 KUBO_MDNS=false # LAN discovery on (kubo_prepare): other booting machines may turn up to trade with
 KUBO_PID=
@@ -91,18 +100,36 @@ kubo_mount() {
     return 0
 }
 
-# kubo_memlimit: KUBO_GOMEMLIMIT = a quarter of MemTotal, at least 48 MiB (kubo's live heap while it
-# fetches and seeds is ~25 MiB: the cap must stay well above it, or the GC would run all the time) and
-# at most 100 MiB; 100 MiB when /proc/meminfo cannot be read.
-kubo_memlimit() {
+# kubo_limits: kubo's memory and connection limits from the machine's RAM (MemTotal, MiB = M):
+#   GOMEMLIMIT                 M/5, 40..100 MiB (kubo's live heap while it fetches and seeds is ~25 MiB:
+#                              the cap must stay well above it, or the GC would run all the time; a
+#                              256 MiB guest holding a 96 MiB onboot set stalled with a quarter)
+#   Swarm.ConnMgr.HighWater    M/8, 8..40 (LowWater half of it): each connection costs buffers
+#   Swarm.ResourceMgr.MaxMemory M/8, 16..128 MiB (kubo's default is M/2; libp2p's limits scale with it)
+#   below 512 MiB: one .tcz fetch at a time (FETCH_JOBS=1)
+# Without a readable /proc/meminfo: 100 MiB, 20..40 (the lowpower profile), kubo's own MaxMemory.
+kubo_limits() {
+    MEM_MIB=
     _km_kb=$(awk '/^MemTotal:/ { print $2; exit }' "$ROOT/proc/meminfo" 2>/dev/null)
     case $_km_kb in
         '' | *[!0-9]*) return 0 ;;
     esac
-    _km_mib=$((_km_kb / 4096))
-    [ "$_km_mib" -lt 48 ] && _km_mib=48
+    MEM_MIB=$((_km_kb / 1024))
+    _km_mib=$((MEM_MIB / 5))
+    [ "$_km_mib" -lt 40 ] && _km_mib=40
     [ "$_km_mib" -gt 100 ] && _km_mib=100
     KUBO_GOMEMLIMIT=${_km_mib}MiB
+    KUBO_CONN_HIGH=$((MEM_MIB / 8))
+    [ "$KUBO_CONN_HIGH" -lt 8 ] && KUBO_CONN_HIGH=8
+    [ "$KUBO_CONN_HIGH" -gt 40 ] && KUBO_CONN_HIGH=40
+    KUBO_CONN_LOW=$((KUBO_CONN_HIGH / 2))
+    _km_rc=$((MEM_MIB / 8))
+    [ "$_km_rc" -lt 16 ] && _km_rc=16
+    [ "$_km_rc" -gt 128 ] && _km_rc=128
+    KUBO_RCMGR="{\"MaxMemory\": \"${_km_rc}MiB\"}"
+    # Below 512 MiB one .tcz at a time: each file in flight sits in RAM twice until it is placed and
+    # switched to its file (lib/onecopy.sh).
+    [ "$MEM_MIB" -lt 512 ] && FETCH_JOBS=1
 }
 
 # ipfsc DEADLINE_CS MAXSECS ARGS...: one bounded kubo CLI call.
@@ -133,11 +160,23 @@ peering_json() {
 kubo_prepare() {
     IPFS_PATH=$WORK/repo
     IPFS_TELEMETRY=off
-    kubo_memlimit
+    kubo_limits
     GOMEMLIMIT=$KUBO_GOMEMLIMIT
     GOGC=off
+    rm -rf "$IPFS_PATH" "$KUBO_REPO_LINK"
+    KUBO_FILESTORE=false
+    ONECOPY_ON=0
+    if [ "$ONECOPY" = 1 ] && [ "$SEED" = 1 ]; then
+        mkdir -p "$IPFS_PATH"
+        if ln -s tce-ipfs/repo "$KUBO_REPO_LINK" 2>/dev/null; then
+            IPFS_PATH=$KUBO_REPO_LINK
+            KUBO_FILESTORE=true
+            ONECOPY_ON=1
+        else
+            dbg "onecopy: cannot make $KUBO_REPO_LINK; kubo keeps its own copies"
+        fi
+    fi
     export IPFS_PATH IPFS_TELEMETRY GOMEMLIMIT GOGC
-    rm -rf "$IPFS_PATH"
     KUBO_ROUTING=none
     [ "$SCHEME" = ipns ] && KUBO_ROUTING=dhtclient
     if [ "$NET" = public ]; then # lib/public.sh: the DHT as a client (+ kubo's routers with its defaults)
@@ -154,8 +193,15 @@ kubo_prepare() {
     # back to kubo_init_repo.
     _k_peering=
     [ -n "$PEERING" ] && _k_peering=", \"Peering\": {\"Peers\": $PEERING}"
-    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}}%s}\n' \
-        "$KUBO_SWARM" "$KUBO_ROUTING" "$KUBO_MDNS" "$KUBO_SECURITY" "$_k_peering" >"$WORK/kubo-init.json"
+    _k_rcmgr=
+    [ -n "$KUBO_RCMGR" ] && _k_rcmgr=", \"ResourceMgr\": $KUBO_RCMGR"
+    # Gateway.RetrievalTimeout: kubo cuts a gateway response off when no byte came for 30 s (its
+    # default); on a slow machine short of RAM a stall that long happens, and one cut file would mark
+    # the whole IPFS source down. Our own bounds (ipfs.timeout) still apply.
+    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}, "ConnMgr": {"LowWater": %s, "HighWater": %s}%s}, "Experimental": {"FilestoreEnabled": %s}, "Gateway": {"RetrievalTimeout": "%s"}%s}\n' \
+        "$KUBO_SWARM" "$KUBO_ROUTING" "$KUBO_MDNS" "$KUBO_SECURITY" "$KUBO_CONN_LOW" "$KUBO_CONN_HIGH" \
+        "$_k_rcmgr" "$KUBO_FILESTORE" "$KUBO_GW_TIMEOUT" "$_k_peering" >"$WORK/kubo-init.json"
+    dbg "kubo limits: RAM ${MEM_MIB:-?} MiB, GOMEMLIMIT $KUBO_GOMEMLIMIT, connections $KUBO_CONN_LOW..$KUBO_CONN_HIGH, resource manager ${KUBO_RCMGR:-default}"
     mkdir -p "$IPFS_PATH"
     if [ -n "$SWARMKEY" ]; then
         # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
@@ -184,8 +230,10 @@ kubo_init_repo() {
     # Fast path: one awk pass over the JSON kubo just wrote, then check every key was found.
     rm -f "$WORK/kuboconf.done"
     _k_want="Addresses.Swarm Discovery.MDNS.Enabled Routing.Type Swarm.Transports.Security${PEERING:+ Peering.Peers}"
+    _k_want="$_k_want Swarm.ConnMgr.LowWater Swarm.ConnMgr.HighWater Experimental.FilestoreEnabled${KUBO_RCMGR:+ Swarm.ResourceMgr}"
     if awk -v swarm="$KUBO_SWARM" -v routing="$KUBO_ROUTING" -v mdns="$KUBO_MDNS" -v peers="$PEERING" \
-        -v security="$KUBO_SECURITY" \
+        -v security="$KUBO_SECURITY" -v connlow="$KUBO_CONN_LOW" -v connhigh="$KUBO_CONN_HIGH" \
+        -v rcmgr="$KUBO_RCMGR" -v filestore="$KUBO_FILESTORE" \
         -v report="$WORK/kuboconf.done" -f "$HOOK_LIB/kuboconf.awk" "$IPFS_PATH/config" \
         >"$IPFS_PATH/config.new" 2>>"$_k_log"; then
         _k_ok=1
@@ -206,6 +254,9 @@ kubo_init_repo() {
             ! ipfsc "$1" 30 config --json Addresses.Swarm "[\"$KUBO_SWARM\"]" >>"$_k_log" 2>&1 ||
             ! ipfsc "$1" 30 config --json Discovery.MDNS.Enabled "$KUBO_MDNS" >>"$_k_log" 2>&1 ||
             ! ipfsc "$1" 30 config --json Swarm.Transports.Security "$KUBO_SECURITY" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Swarm.ConnMgr "{\"Type\": \"basic\", \"LowWater\": $KUBO_CONN_LOW, \"HighWater\": $KUBO_CONN_HIGH}" >>"$_k_log" 2>&1 ||
+            ! ipfsc "$1" 30 config --json Experimental.FilestoreEnabled "$KUBO_FILESTORE" >>"$_k_log" 2>&1 ||
+            { [ -n "$KUBO_RCMGR" ] && ! ipfsc "$1" 30 config --json Swarm.ResourceMgr "$KUBO_RCMGR" >>"$_k_log" 2>&1; } ||
             { [ -n "$PEERING" ] && ! ipfsc "$1" 30 config --json Peering.Peers "$PEERING" >>"$_k_log" 2>&1; }; then
             last_line "$_k_log"
             KUBO_ERR="ipfs config failed: ${LAST:-no output}"
@@ -557,6 +608,8 @@ seed_pins_bg() {
             tick
         done
         _sp_t0=$NOW
+        # the extensions that were not switched during the fetch (RAM was not tight): now, in one go
+        onecopy_deferred "$((NOW + TIMEOUT * 100))"
         kubo_pin "$((NOW + TIMEOUT * 100))"
         tick
         fmt_cs "$((NOW - _sp_t0))"
@@ -581,4 +634,13 @@ kubo_stop() {
     done
     kill -9 "$KUBO_PID" 2>/dev/null
     KUBO_PID=
+}
+
+# kubo_free: (ipfs.seed=0, or nothing to seed) after kubo_stop: remove the RAM repo too, so nothing of
+# kubo stays in RAM but the loaded ipfs.tcz (`ipfs daemon` can still be started by hand: it makes a
+# new repo). Kept with ipfs.debug.
+kubo_free() {
+    [ "$DEBUG" = 1 ] && return 0
+    rm -rf "$WORK/repo" "$KUBO_REPO_LINK" "$WORK/oc" "$WORK/onecopy.todo" 2>/dev/null
+    IPFS_PATH=
 }

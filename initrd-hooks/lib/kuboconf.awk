@@ -8,6 +8,9 @@
 #   Discovery.MDNS.Enabled  -> mdns
 #   Peering.Peers           -> peers (a JSON array; only when given)
 #   Swarm.Transports.Security -> security (a JSON object, e.g. {"TLS": false}; only when given)
+#   Swarm.ConnMgr.LowWater, .HighWater -> connlow, connhigh (the lowpower profile writes both)
+#   Swarm.ResourceMgr       -> rcmgr (a JSON object; only when given and kubo wrote it empty)
+#   Experimental.FilestoreEnabled -> filestore (true or false)
 # The keys really rewritten are written to the file named by `report`, one per line: the caller checks
 # them and falls back to `ipfs config` if the layout ever differs.
 function keyof(line,    k) {
@@ -47,6 +50,12 @@ function done(k) { edited[k] = 1 }
         else if (full == "Swarm.Transports.Security" && security != "" && line ~ /\{[ \t]*\},?[ \t]*$/) {
             line = setval(line, security); done(full)
         }
+        else if (full == "Swarm.ConnMgr.LowWater" && connlow != "") { line = setval(line, connlow); done(full) }
+        else if (full == "Swarm.ConnMgr.HighWater" && connhigh != "") { line = setval(line, connhigh); done(full) }
+        else if (full == "Swarm.ResourceMgr" && rcmgr != "" && line ~ /\{[ \t]*\},?[ \t]*$/) {
+            line = setval(line, rcmgr); done(full)
+        }
+        else if (full == "Experimental.FilestoreEnabled" && filestore != "") { line = setval(line, filestore); done(full) }
         if (line ~ /[{[][ \t]*$/) { depth++; path[depth] = full }
     } else if (bare == "}" || bare == "}," || bare == "]" || bare == "],") {
         depth--

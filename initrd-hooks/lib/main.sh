@@ -17,6 +17,8 @@ HOOK_LIB=${TCE_IPFS_LIB:-${ROOT:-}/usr/local/lib/tce-ipfs}
 . "$HOOK_LIB/public.sh"
 # shellcheck source=fetch.sh
 . "$HOOK_LIB/fetch.sh"
+# shellcheck source=onecopy.sh
+. "$HOOK_LIB/onecopy.sh"
 # shellcheck source=tcedir.sh
 . "$HOOK_LIB/tcedir.sh"
 # shellcheck source=loader.sh
@@ -32,6 +34,8 @@ T_START=0
 T_NET=
 T_END=0
 KREL=
+RAM_USED=
+RAM_USED_START=
 
 # ---------------------------------------------------------------- status and the final line
 # status_kv KEY VALUE: one line of the status file (values never contain newlines).
@@ -98,6 +102,11 @@ write_status() {
         status_kv gateway "$GATEWAY"
         status_kv seed "$SEED"
         [ -n "$KUBO_PEER_ID" ] && status_kv peer_id "$KUBO_PEER_ID"
+        onecopy_count
+        status_kv onecopy "$ONECOPY_N"
+        status_kv onecopy_bytes "$ONECOPY_BYTES"
+        [ -n "$RAM_USED_START" ] && status_kv ram_used_start "$RAM_USED_START"
+        [ -n "$MEM_MIB" ] && status_kv mem_mib "$MEM_MIB"
         [ -n "$PINNED" ] && status_kv pinned "$PINNED"
         [ "$PIN_FAILED" -gt 0 ] && status_kv pin_failed "$PIN_FAILED"
         status_kv version "$HOOK_VERSION"
@@ -135,9 +144,11 @@ finish() {
         if [ "$PLACED_COUNT" -eq 0 ] && [ "$RESULT" != ok ]; then
             dbg "stopping kubo: nothing was fetched"
             kubo_stop
+            kubo_free
         elif [ "$SEED" = 0 ]; then
             dbg "stopping kubo: ipfs.seed=0"
             kubo_stop
+            kubo_free
         fi
     fi
     write_status
@@ -165,6 +176,9 @@ tce_ipfs_main() {
     T_START=$NOW
     read_cmdline || exit 0
     parse_scheme || exit 0 # tce= absent or not ours: do nothing at all
+    # RAM in use before this boot fetches anything (status ram_used_start; nothing written yet)
+    ram_used_kib
+    RAM_USED_START=$RAM_USED
     # Parse first: every boot code, the tce dir tce-setup will use, the loader. Nothing is written
     # before this point.
     parse_codes
@@ -175,7 +189,7 @@ tce_ipfs_main() {
         . "$HOOK_LIB/build.conf"
     fi
     mkdir -p "$WORK" "${LOG%/*}" 2>/dev/null
-    rm -f "$PIN_NOTES"
+    rm -rf "$PIN_NOTES" "$WORK/onecopy.done" "$WORK/onecopy.todo" "$WORK/onecopy.off" "$WORK/oc" "$WORK/oc.lock"
     log "tce-ipfs hook $HOOK_VERSION ($HOOK_ARCH), tce=$(printf '%s' "$TCE_RAW" | cut -c1-120), loader $LOADER"
     [ "$DEBUG" = 1 ] && dbg "debug on; log in ${LOG#"$ROOT"}"
     if [ -n "$PARSE_WARNINGS" ]; then

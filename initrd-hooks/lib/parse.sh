@@ -246,8 +246,8 @@ parse_scheme() {
 }
 
 # parse_codes: validate tce= and every companion code. Sets:
-# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED MDNS SWARMKEY DEBUG PORT NODHCP NET
-# BOOTSTRAP CAR_DEV CAR_PATH
+# CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED ONECOPY MDNS SWARMKEY DEBUG PORT NODHCP
+# NET BOOTSTRAP CAR_DEV CAR_PATH
 parse_codes() {
     CID=
     IPNS_NAME=
@@ -358,6 +358,8 @@ parse_codes() {
 
     SEED=$(getargbool 1 ipfs.seed)
     [ "$SEED" = "?" ] && { SEED=1; perr "ipfs.seed= must be 0 or 1"; }
+    ONECOPY=$(getargbool 1 ipfs.onecopy)
+    [ "$ONECOPY" = "?" ] && { ONECOPY=1; perr "ipfs.onecopy= must be 0 or 1"; }
     MDNS=$(getargbool 1 ipfs.mdns)
     [ "$MDNS" = "?" ] && { MDNS=1; perr "ipfs.mdns= must be 0 or 1"; }
     DEBUG=$(getargbool 0 ipfs.debug)

@@ -54,6 +54,8 @@ CODES: tuple[BootCode, ...] = (
     BootCode("ipfs.mirror", "url", None, "plain HTTP repo with the same flat layout, the fallback",
              max_len=512),
     BootCode("ipfs.seed", "bool", "1", "keep kubo running after boot, serving what it fetched"),
+    BootCode("ipfs.onecopy", "bool", "1",
+             "serve each placed extension from its file in optional/ (kubo's filestore), not a copy"),
     BootCode("ipfs.mdns", "bool", "1", "LAN discovery (mDNS): machines booting together find each other "
              "and trade blocks; 0 turns it off"),
     BootCode("ipfs.swarmkey", "hex", None, "private swarm key (64 hex digits)", max_len=64),

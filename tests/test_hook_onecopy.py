@@ -1,0 +1,209 @@
+"""Issue 12: every fetched byte held once in RAM, and kubo's limits from the machine's RAM.
+
+The hook against a real kubo seed on 127.0.0.1 (as in test_hook_kubo): after an extension is verified
+and placed, the hook's kubo serves it from the placed file (filestore) instead of a second copy in
+its repo -- the CID checked, the file in optional/ unchanged, the CID still served to a peer that
+asks once the seed is gone. A repo published with other parameters (CIDv0) keeps its blocks.
+``/proc/meminfo`` is faked in the hook's root: it decides when the switch runs and kubo's limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hookfakes.harness import SHELLS, HookEnv, Repo, md5
+from test_hook_kubo import HOOK_FAKES, Seed, free_port, kill_and_wait, start_seed, stop
+
+pytestmark = pytest.mark.kubo
+
+HOOK_LIB = Path(__file__).resolve().parents[1] / "initrd-hooks" / "lib"
+BIG = {"big.tcz": 3 * 1024 * 1024 + 1000, "mid.tcz": 600 * 1024}  # several 256 KiB chunks each
+TIGHT = "MemTotal:         262144 kB\nMemFree:           40000 kB\nMemAvailable:      60000 kB\n"
+ROOMY = "MemTotal:        2097152 kB\nMemFree:         1900000 kB\nMemAvailable:    1950000 kB\n"
+
+
+def make_repo(path: Path) -> Repo:
+    """Two files of random bytes (every chunk its own block) and a small one, all in onboot.lst."""
+    repo = Repo(path)
+    repo.ext("small.tcz")
+    for name, size in BIG.items():
+        repo.ext(name)
+        data = os.urandom(size)
+        repo.data[name] = data
+        (path / name).write_bytes(data)
+        (path / f"{name}.md5.txt").write_text(f"{md5(data)}  {name}\n")
+    repo.lst("small.tcz\nbig.tcz\nmid.tcz\n")
+    return repo
+
+
+@pytest.fixture
+def seed(host_kubo: Path, tmp_path: Path) -> Iterator[Seed]:
+    s = start_seed(host_kubo, tmp_path / "seed")
+    yield s
+    stop(s.proc)
+
+
+@pytest.fixture
+def hook(host_kubo: Path, tmp_path: Path) -> Iterator[HookEnv]:
+    env = HookEnv(tmp_path / "hook", shell="busybox", fakes=HOOK_FAKES, extra_path=(str(host_kubo.parent),))
+    (env.optional() / "ipfs.tcz").unlink()  # kubo comes from PATH here
+    yield env
+    status = env.root / "tmp/tce-ipfs/status"
+    if status.exists():
+        pid = dict(ln.split("=", 1) for ln in status.read_text().splitlines() if "=" in ln).get("kubo_pid")
+        if pid:
+            kill_and_wait(int(pid))
+
+
+def hook_cli(hook: HookEnv, kubo: Path, *args: str) -> bytes:
+    env = {"PATH": "/usr/bin:/bin", "IPFS_PATH": str(hook.root / "tmp/tce-ipfs/repo"),
+           "HOME": str(hook.base), "IPFS_TELEMETRY": "off"}
+    return subprocess.run([str(kubo), *args], env=env, capture_output=True, timeout=60,
+                          check=True).stdout
+
+
+def flatfs_bytes(hook: HookEnv) -> int:
+    blocks = hook.root / "tmp/tce-ipfs/repo/blocks"
+    return sum(p.stat().st_size for p in blocks.rglob("*.data"))
+
+
+def publish_v1(seed: Seed, repo: Repo) -> str:
+    return seed.ipfs("add", "-r", "-Q", "--cid-version=1", "--raw-leaves", str(repo.path))
+
+
+def test_placed_files_are_served_from_optional(seed: Seed, hook: HookEnv, host_kubo: Path,
+                                               tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    cid = publish_v1(seed, repo)
+    (hook.root / "proc/meminfo").write_text(TIGHT)  # RAM is tight: switched as each file is placed
+    port = free_port()
+    result = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={port} ipfs.timeout=60",
+                      timeout=120)
+    assert result.final.startswith(f"loaded 3 extensions from ipfs:{cid}"), result.console + result.log
+    assert flatfs_bytes(hook) < 64 * 1024  # kubo's copies went as each file was placed
+    st = result.wait_status("pinned", timeout=60)  # ... and the seeding job re-referenced the files
+    assert "pin_failed" not in st, result.env_log()
+    assert st["onecopy"] == "2" and int(st["onecopy_bytes"]) == sum(BIG.values()), result.env_log()
+    assert st["mem_mib"] == "256"
+    for name, data in repo.data.items():  # what TC mounts is exactly what was published
+        assert (hook.optional() / name).read_bytes() == data
+    # kubo's limits for 256 MiB, and its filestore on
+    config = json.loads((hook.root / "tmp/tce-ipfs/repo/config").read_text())
+    assert config["Experimental"]["FilestoreEnabled"] is True
+    assert (config["Swarm"]["ConnMgr"]["LowWater"], config["Swarm"]["ConnMgr"]["HighWater"]) == (16, 32)
+    assert config["Swarm"]["ResourceMgr"]["MaxMemory"] == "32MiB"
+    assert config["Gateway"]["RetrievalTimeout"] == "120s"
+    env_dump = (hook.root / "tmp/tce-ipfs/kubo.log").read_text()
+    assert "Daemon is ready" in env_dump
+    # the leaves are references into optional/, verified by kubo; the repo holds no copy of them
+    listed = hook_cli(hook, host_kubo, "filestore", "verify").decode()
+    assert listed.count("ok ") >= 12 + 3 and "changed" not in listed and "no-file" not in listed, listed
+    assert "builtin/optional/big.tcz" in listed and "builtin/optional/mid.tcz" in listed
+    assert flatfs_bytes(hook) < 64 * 1024, flatfs_bytes(hook)
+
+    # The seed goes away; a new peer asks the hook's kubo for the same CIDs and gets the bytes.
+    stop(seed.proc)
+    other = start_seed(host_kubo, tmp_path / "other")
+    try:
+        other.ipfs("swarm", "connect", f"/ip4/127.0.0.1/tcp/{port}/p2p/{st['peer_id']}")
+        for name in BIG:
+            got = subprocess.run([str(host_kubo), "cat", f"/ipfs/{cid}/{name}"], env=other.env,
+                                 capture_output=True, timeout=60, check=True).stdout
+            assert got == repo.data[name]
+    finally:
+        stop(other.proc)
+
+
+def test_other_parameters_keep_the_blocks(seed: Seed, hook: HookEnv, host_kubo: Path,
+                                          tmp_path: Path) -> None:
+    """CIDv0 (kubo's `add` defaults): the file cannot give the same CID, so nothing is touched."""
+    repo = make_repo(tmp_path / "repo")
+    cid = seed.add(repo.path)
+    assert cid.startswith("Qm")
+    (hook.root / "proc/meminfo").write_text(TIGHT)
+    result = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.timeout=60",
+                      timeout=120)
+    assert result.final.startswith("loaded 3 extensions"), result.console
+    assert result.status["onecopy"] == "0"
+    assert "onecopy: big.tcz: CID Qm" in result.log and "kubo keeps its copy" in result.log, result.log
+    assert flatfs_bytes(hook) >= sum(BIG.values())
+    assert hook_cli(hook, host_kubo, "cat", "--offline", f"/ipfs/{cid}/big.tcz") == repo.data["big.tcz"]
+
+
+def test_roomy_machine_switches_after_boot(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
+    """With RAM to spare the switch waits for the seeding job (one kubo CLI run, off the boot's path)."""
+    repo = make_repo(tmp_path / "repo")
+    cid = publish_v1(seed, repo)
+    (hook.root / "proc/meminfo").write_text(ROOMY)
+    result = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.timeout=60",
+                      timeout=120)
+    assert result.final.startswith("loaded 3 extensions"), result.console
+    assert result.status["onecopy"] == "0"  # not yet: the hook has returned
+    st = result.wait_status("pinned", timeout=90)
+    assert st["onecopy"] == "2" and "pin_failed" not in st, result.env_log()
+    assert flatfs_bytes(hook) < 64 * 1024
+    config = json.loads((hook.root / "tmp/tce-ipfs/repo/config").read_text())
+    assert (config["Swarm"]["ConnMgr"]["LowWater"], config["Swarm"]["ConnMgr"]["HighWater"]) == (20, 40)
+    assert config["Swarm"]["ResourceMgr"]["MaxMemory"] == "128MiB"
+
+
+def test_onecopy_0_and_seed_0(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    cid = publish_v1(seed, repo)
+    (hook.root / "proc/meminfo").write_text(TIGHT)
+    off = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.onecopy=0",
+                   timeout=120)
+    assert off.final.startswith("loaded 3 extensions") and off.status["onecopy"] == "0", off.console
+    config = json.loads((hook.root / "tmp/tce-ipfs/repo/config").read_text())
+    assert config["Experimental"]["FilestoreEnabled"] is False
+    assert flatfs_bytes(hook) >= sum(BIG.values())  # the old behaviour: two copies
+    kill_and_wait(int(off.status["kubo_pid"]))
+    # ipfs.seed=0: kubo stops and its RAM repo goes with it
+    gone = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.seed=0",
+                    timeout=120)
+    assert gone.final.startswith("loaded 3 extensions"), gone.console
+    assert gone.status["kubo_pid"] == ""
+    assert not (hook.root / "tmp/tce-ipfs/repo").exists()
+    assert not (hook.root / "tmp/.tce-ipfs-repo").exists()
+    for name, data in repo.data.items():
+        assert (hook.optional() / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+@pytest.mark.parametrize(("mem_kib", "expect"), [
+    (131072, ("40MiB", 8, 16, "16MiB")),
+    (262144, ("51MiB", 16, 32, "32MiB")),
+    (524288, ("100MiB", 20, 40, "64MiB")),
+    (4194304, ("100MiB", 20, 40, "128MiB")),
+    (None, ("100MiB", 20, 40, "")),
+])
+def test_limits_from_ram(tmp_path: Path, shell: str, mem_kib: int | None,
+                         expect: tuple[str, int, int, str]) -> None:
+    (tmp_path / "proc").mkdir()
+    if mem_kib is not None:
+        (tmp_path / "proc/meminfo").write_text(f"MemTotal:       {mem_kib} kB\nMemFree: 1000 kB\n")
+    script = (f'ROOT={tmp_path}; . {HOOK_LIB}/lib.sh; . {HOOK_LIB}/kubo.sh; kubo_limits; '
+              'echo "$KUBO_GOMEMLIMIT $KUBO_CONN_LOW $KUBO_CONN_HIGH $KUBO_RCMGR"')
+    out = subprocess.run([*SHELLS[shell], "-c", script], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"}).stdout.split(" ", 3)
+    gomem, low, high, rcmgr = expect
+    assert out[:3] == [gomem, str(low), str(high)]
+    assert out[3].strip() == (f'{{"MaxMemory": "{rcmgr}"}}' if rcmgr else "")
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_fetch_failure_says_when_ram_ran_out(tmp_path: Path, shell: str) -> None:
+    """ram_short: the reason added to an extension's error line when kubo is gone (OOM killer)."""
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+    script = (f'ROOT={tmp_path}; . {HOOK_LIB}/lib.sh; . {HOOK_LIB}/fetch.sh; MEM_MIB=256; '
+              f'mkdir -p "$OPT"; KUBO_PID=; ram_short; echo "[$RAM_SHORT]"; KUBO_PID={dead}; ram_short; '
+              'echo "[$RAM_SHORT]"')
+    out = subprocess.run([*SHELLS[shell], "-c", script], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"}).stdout.splitlines()
+    assert out == ["[]", "[kubo is gone, killed for want of memory? (256 MiB RAM)]"]
