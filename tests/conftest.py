@@ -26,7 +26,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "faults" not in expr and item.get_closest_marker("faults") and item.get_closest_marker("qemu"):
             item.add_marker(pytest.mark.skip(reason="heavy fault case: run with -m faults"))
         if "smallram" not in expr and item.get_closest_marker("smallram"):
-            item.add_marker(pytest.mark.skip(reason="256 MiB guests take 12-25 min per arch: run with -m smallram"))
+            item.add_marker(pytest.mark.skip(reason="256 MiB guests take 12-25 min per arch: "
+                                                    "run with -m smallram"))
         if "holepunch" not in expr and item.get_closest_marker("holepunch"):
             item.add_marker(pytest.mark.skip(reason="hole punching through the simulated NATs is not "
                                                     "reliable yet: run with -m holepunch"))
