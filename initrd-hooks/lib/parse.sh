@@ -245,6 +245,32 @@ parse_scheme() {
     return 0
 }
 
+# parse_ma_list CODE VALUE MAX: VALUE is CODE's comma-separated multiaddrs (each with a peer id, at
+# most MAX). Sets MA_LIST (space-separated, the good ones); every bad entry is one perr.
+parse_ma_list() {
+    MA_LIST=
+    _m_n=0
+    _m_old=$IFS
+    IFS=,
+    for _m_ma in $2; do
+        IFS=$_m_old
+        [ -n "$_m_ma" ] || continue
+        _m_n=$((_m_n + 1))
+        if [ "$_m_n" -gt "$3" ]; then
+            perr "$1= lists more than $3 peers"
+            break
+        fi
+        if is_multiaddr "$_m_ma"; then
+            MA_LIST="${MA_LIST:+$MA_LIST }$_m_ma"
+        else
+            short "$_m_ma"
+            perr "$1: '$SHORT' is not a multiaddr with a peer id (/ip4/A.B.C.D/tcp/PORT/p2p/ID)"
+        fi
+    done
+    IFS=$_m_old
+    [ -n "$MA_LIST" ] || [ "$_m_n" -gt 0 ] || perr "$1= is empty"
+}
+
 # parse_codes: validate tce= and every companion code. Sets:
 # CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED ONECOPY MDNS SWARMKEY DEBUG PORT NODHCP
 # NET BOOTSTRAP CAR_DEV CAR_PATH
@@ -313,26 +339,8 @@ parse_codes() {
 
     PEERS=
     if _p_v=$(getarg ipfs.peers); then
-        _p_n=0
-        _p_old=$IFS
-        IFS=,
-        for _p_ma in $_p_v; do
-            IFS=$_p_old
-            [ -n "$_p_ma" ] || continue
-            _p_n=$((_p_n + 1))
-            if [ "$_p_n" -gt "$MAX_PEERS" ]; then
-                perr "ipfs.peers= lists more than $MAX_PEERS peers"
-                break
-            fi
-            if is_multiaddr "$_p_ma"; then
-                PEERS="${PEERS:+$PEERS }$_p_ma"
-            else
-                short "$_p_ma"
-                perr "ipfs.peers: '$SHORT' is not a multiaddr with a peer id (/ip4/A.B.C.D/tcp/PORT/p2p/ID)"
-            fi
-        done
-        IFS=$_p_old
-        [ -n "$PEERS" ] || [ "$_p_n" -gt 0 ] || perr "ipfs.peers= is empty"
+        parse_ma_list ipfs.peers "$_p_v" "$MAX_PEERS"
+        PEERS=$MA_LIST
     fi
 
     TIMEOUT=$DEFAULT_TIMEOUT
@@ -453,26 +461,8 @@ parse_net() {
 
     BOOTSTRAP=
     if _p_v=$(getarg ipfs.bootstrap); then
-        _p_n=0
-        _p_old=$IFS
-        IFS=,
-        for _p_ma in $_p_v; do
-            IFS=$_p_old
-            [ -n "$_p_ma" ] || continue
-            _p_n=$((_p_n + 1))
-            if [ "$_p_n" -gt "$MAX_BOOTSTRAP" ]; then
-                perr "ipfs.bootstrap= lists more than $MAX_BOOTSTRAP peers"
-                break
-            fi
-            if is_multiaddr "$_p_ma"; then
-                BOOTSTRAP="${BOOTSTRAP:+$BOOTSTRAP }$_p_ma"
-            else
-                short "$_p_ma"
-                perr "ipfs.bootstrap: '$SHORT' is not a multiaddr with a peer id (/ip4/A.B.C.D/tcp/PORT/p2p/ID)"
-            fi
-        done
-        IFS=$_p_old
-        [ -n "$BOOTSTRAP" ] || [ "$_p_n" -gt 0 ] || perr "ipfs.bootstrap= is empty"
+        parse_ma_list ipfs.bootstrap "$_p_v" "$MAX_BOOTSTRAP"
+        BOOTSTRAP=$MA_LIST
         [ "$NET" = public ] || [ -z "$BOOTSTRAP" ] || pwarn "ipfs.bootstrap is for ipfs.net=public; ignored in $NET mode"
     fi
 }
