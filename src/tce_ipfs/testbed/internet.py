@@ -47,12 +47,10 @@ namespace deleted and checked to be gone, also when a test fails half-way.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +67,7 @@ from tce_ipfs.testbed.lab import (
     LabProcess,
     Managed,
     TapNet,
+    kill_netns_pids,
     namespaces,
     run_ip,
 )
@@ -367,7 +366,7 @@ class Internet(Managed):
             except Exception as exc:  # keep tearing down whatever happens
                 problems.append(f"home {home.name}: {exc}")
         for ns in self._host_ns:
-            _kill_netns(ns)
+            kill_netns_pids(ns)
             proc.run(["ip", "netns", "del", ns], check=False, timeout=30)
         for home in reversed(list(self.homes.values())):
             try:
@@ -595,19 +594,6 @@ class Internet(Managed):
             peers = rpc.swarm_peers(c)
         return [{"peer": str(p.get("Peer", "")), "addr": str(p.get("Addr", "")),
                  "relayed": "/p2p-circuit" in str(p.get("Addr", ""))} for p in peers]
-
-
-def _kill_netns(ns: str) -> None:
-    """SIGKILL whatever still runs in ``ns`` (a namespace this module created)."""
-    for _ in range(20):
-        out = proc.run(["ip", "netns", "pids", ns], check=False, timeout=30).stdout or b""
-        pids = [int(x) for x in out.split() if x.isdigit()]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------------- a seed in a home

@@ -292,14 +292,8 @@ class Lab(Managed):
 
     def _kill_namespace_pids(self) -> None:
         """SIGKILL whatever still runs inside our namespace (only ours: we created it)."""
-        for _ in range(20):
-            pids = self.pids()
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+        if self._created and self.netns in namespaces():
+            kill_netns_pids(self.netns)
 
     # ------------------------------------------------------------------ running things inside
     def exec_argv(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -333,8 +327,7 @@ class Lab(Managed):
         """Every pid inside the namespace."""
         if not self._created or self.netns not in namespaces():
             return []
-        out = proc.run(["ip", "netns", "pids", self.netns], check=False, timeout=30).stdout or b""
-        return [int(x) for x in out.split() if x.isdigit()]
+        return netns_pids(self.netns)
 
     def _require_open(self) -> None:
         if not self._created or self._closed:
@@ -539,6 +532,24 @@ def start_kubo(lab: Lab, name: str, kubo: Path, repo: Path, *, listen_ip: str,
                                    log_path=node.log_path))
     return SeedNode(node=node, api=api, swarm=f"/ip4/{listen_ip}/tcp/{port}", peer_id=node.peer_id,
                     process=process, swarm_key=swarm_key)
+
+
+def netns_pids(ns: str) -> list[int]:
+    """Every pid inside the network namespace ``ns``."""
+    out = proc.run(["ip", "netns", "pids", ns], check=False, timeout=30).stdout or b""
+    return [int(x) for x in out.split() if x.isdigit()]
+
+
+def kill_netns_pids(ns: str) -> None:
+    """SIGKILL whatever still runs in ``ns`` (a namespace the caller created), until nothing does."""
+    for _ in range(20):
+        pids = netns_pids(ns)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def namespaces() -> list[str]:
