@@ -28,7 +28,7 @@ import pytest
 
 from hookfakes.harness import HookEnv, Repo, Result, md5
 from support import REPO_ROOT, record
-from tce_ipfs.ipfs import netmode, rpc
+from tce_ipfs.ipfs import netmode, opennet, rpc
 from tce_ipfs.testbed.internet import HomeSeed, Internet, Nat, in_sim, start_home_seed
 from tce_ipfs.testbed.lab import namespaces
 
@@ -182,7 +182,7 @@ def seed(net: Internet, host_kubo: Path, tmp_path_factory: pytest.TempPathFactor
 
 def test_seed_at_home_is_reachable_through_a_relay(net: Internet, seed: HomeSeed) -> None:
     with seed.node.client() as c:
-        seen = rpc.reachability(c)
+        seen = opennet.reachability(c)
         assert seen["state"] == "relayed" and seen["autonat"] == "Private", seen
         assert all(r.split("/")[2] in net.server_ips for r in seen["relays"])
         assert c.id()["Addresses"]
@@ -199,7 +199,7 @@ def test_two_homes_hole_punch(net: Internet, seed: HomeSeed, host_kubo: Path) ->
                           config=netmode.public_config(net.bootstrap()))
     started = time.monotonic()
     with node.client(timeout=120) as c:
-        found = rpc.find_providers(c, seed.cid, timeout=60)
+        found = opennet.find_providers(c, seed.cid, timeout=60)
         t_provider = time.monotonic() - started
         assert [p["ID"] for p in found] == [seed.node.peer_id]
         assert all("/p2p-circuit" in a for a in found[0]["Addrs"]), found  # behind NAT: relay addresses
@@ -225,7 +225,7 @@ def test_symmetric_nat_cannot_hole_punch(net: Internet, seed: HomeSeed, host_kub
     node = net.start_node(machine, "c-node", host_kubo, net.work_dir / "c-node",
                           config=netmode.public_config(net.bootstrap()))
     with node.client(timeout=60) as c:
-        assert [p["ID"] for p in rpc.find_providers(c, seed.cid, timeout=60)] == [seed.node.peer_id]
+        assert [p["ID"] for p in opennet.find_providers(c, seed.cid, timeout=60)] == [seed.node.peer_id]
         rpc.swarm_connect(c, f"/p2p/{seed.node.peer_id}", timeout=30)
     time.sleep(15)  # DCUtR tries three times within a few seconds
     conns = [x for x in net.connections(node) if x["peer"] == seed.node.peer_id]

@@ -32,7 +32,7 @@ import pytest
 
 from support import record
 from tce_ipfs.arch import Arch
-from tce_ipfs.ipfs import netmode, rpc
+from tce_ipfs.ipfs import netmode, opennet, rpc
 from tce_ipfs.testbed import e2e, qemu, samplerepo
 from tce_ipfs.testbed.internet import Internet, Machine, start_home_seed
 from tce_ipfs.testbed.lab import TapNet, run_ip
@@ -227,7 +227,7 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
         started = time.monotonic()
         with c_node.client(timeout=300) as c:
             provs = wait_for("home c finds the guest as a provider",
-                             lambda: [p for p in rpc.find_providers(c, seed.cid, count=4, timeout=30)
+                             lambda: [p for p in opennet.find_providers(c, seed.cid, count=4, timeout=30)
                                       if p["ID"] == guest_id], 240)
             t_provider = time.monotonic() - started
             data = rpc.cat(c, f"/ipfs/{seed.cid}/bigdata.tcz", timeout=300)

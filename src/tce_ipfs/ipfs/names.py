@@ -69,7 +69,7 @@ class NameRecord:
 
 
 def routing_type(client: Any) -> str:
-    value = rpc.config_get(client, "Routing.Type")
+    value = rpc.config_value(client, "Routing.Type")
     return str(value or "auto")
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from tce_ipfs import tcrepo, tctree
 from tce_ipfs.errors import NodeError, RepoError
-from tce_ipfs.ipfs import roots, rpc
+from tce_ipfs.ipfs import roots, rpc, treeupload
 from tce_ipfs.ipfs.pubcache import Entry, PublishCache, stat_key
 from tce_ipfs.log import Progress, human
 
@@ -203,7 +203,7 @@ def _add_all(client: Any, where: Path, files: dict[str, Path], sizes: dict[str, 
     """Add ``files`` as one tree, pinned; return (root CID, {path: CID}). ``digests``: gets the md5 of
     every ``.tcz`` as it is sent."""
     with Progress(f"publishing {len(files)} files", sum(sizes.values())) as bar:
-        root = rpc.add_tree(client, files, pin=True, pin_name=pin_name, digests=digests,
+        root = treeupload.add_tree(client, files, pin=True, pin_name=pin_name, digests=digests,
                             on_sent=bar.advance if progress and bar.enabled else None)
     cids = _file_cids(client, root, files)
     missing = sorted(set(files) - set(cids))
@@ -259,7 +259,7 @@ def _incremental(client: Any, previous: str, files: dict[str, Path], changed: li
                 target = f"{stage}/{d}" if d else stage
                 if d and d not in old_dirs:
                     rpc.files_mkdir(client, target)
-                rpc.add_tree(client, members, pin=False, to_files=target,
+                treeupload.add_tree(client, members, pin=False, to_files=target,
                              on_sent=bar.advance if progress and bar.enabled else None)
         root = rpc.files_flush(client, stage)
         if root:

@@ -11,7 +11,6 @@ Also used on the booted Tiny Core machine by the agent: standard library + ipfsh
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -263,98 +262,7 @@ def files_stat(c: Any, path: str) -> dict[str, Any]:
     return dict(call(f"files stat {path}", c.files.stat, path))
 
 
-# --- trees, MFS, pins, names, CAR files (mirror publishing) ---------------------------------------
-
-DIRECTORY = "application/x-directory"  # how kubo's /add tells a directory part from a file part
-ADD_OPTS = {"cid-version": "1", "raw-leaves": "true"}  # the publisher's parameters (same CIDs everywhere)
-
-
-def _tree_stream_class() -> Any:
-    from ipfshttpclient import multipart
-
-    class TreeStream(multipart.StreamBase, multipart.StreamFileMixin):  # type: ignore[misc]
-        """multipart/form-data of a directory tree given as ``(path, file or None for a directory)``,
-        directories before what they hold (what kubo's /add expects)."""
-
-        def __init__(self, entries: Sequence[tuple[str, Path | None]], chunk_size: int,
-                     on_sent: Callable[[int], None] | None = None,
-                     digests: dict[Path, str] | None = None) -> None:
-            self.entries = entries
-            self.on_sent = on_sent
-            self.digests = digests
-            self._md5: Any = None
-            super().__init__("tree", chunk_size=chunk_size)
-
-        def _gen_file_chunks(self, file: Any) -> Any:
-            for chunk in super()._gen_file_chunks(file):
-                if self._md5 is not None:
-                    self._md5.update(chunk)
-                yield chunk
-                if self.on_sent is not None:
-                    self.on_sent(len(chunk))  # file content only: what the progress bar counts
-
-        def _body(self) -> Any:
-            for name, path in self.entries:
-                if path is None:
-                    yield from self._gen_file(name, content_type=DIRECTORY)
-                    continue
-                want = self.digests is not None and name.endswith(".tcz")
-                self._md5 = hashlib.md5(usedforsecurity=False) if want else None
-                with open(path, "rb") as f:
-                    yield from self._gen_file(name, file=f, content_type="application/octet-stream")
-                if self._md5 is not None and self.digests is not None:
-                    self.digests[path] = self._md5.hexdigest()
-            yield from self._gen_end()
-
-    return TreeStream
-
-
-def tree_entries(top: str, files: dict[str, Path]) -> list[tuple[str, Path | None]]:
-    """``files`` (``a/b/name`` -> file) as the parts of one upload under the directory ``top``: every
-    directory once, before its contents (depth first, sorted)."""
-    entries: list[tuple[str, Path | None]] = [(top, None)]
-    made: set[str] = set()
-    for rel in sorted(files, key=lambda r: r.split("/")):
-        parts = rel.split("/")
-        for depth in range(1, len(parts)):
-            d = "/".join(parts[:depth])
-            if d not in made:
-                made.add(d)
-                entries.append((f"{top}/{d}", None))
-        entries.append((f"{top}/{rel}", files[rel]))
-    return entries
-
-
-def add_tree(c: Any, files: dict[str, Path], *, pin: bool = True, pin_name: str | None = None,
-             on_sent: Callable[[int], None] | None = None, to_files: str | None = None,
-             digests: dict[Path, str] | None = None, timeout: float | None = None) -> str:
-    """Add ``files`` (relative path -> file) as ONE directory tree, CIDv1 with raw leaves; return the
-    root's CID (``""`` with ``to_files``: then every top-level entry is linked into that MFS directory,
-    ``ipfs add --to-files DIR/``, and each path must be a plain name).
-
-    kubo answers while it still reads the upload; the answer is read as it comes (``duplex``), and it
-    is the root only (``quieter``: ``dir_cids`` lists what the files became). ``on_sent(bytes)`` counts
-    the upload as it is sent (the progress bar). ``digests``: filled with the md5 of every ``.tcz``
-    sent, computed from the bytes as they go out (no second read of the file).
-    """
-    top = "tree"
-    opts = dict(ADD_OPTS, pin="true" if pin else "false", quieter="true")
-    if pin_name:
-        opts["pin-name"] = pin_name
-    if to_files is not None:
-        entries: list[tuple[str, Path | None]] = [(rel, path) for rel, path in sorted(files.items())]
-        opts["to-files"] = to_files.rstrip("/") + "/"
-    else:
-        entries = tree_entries(top, files)
-    stream = _tree_stream_class()(entries, UPLOAD_CHUNK, on_sent, digests)
-    from tce_ipfs.ipfs import duplex
-
-    events = list(duplex.post(c.tce_api, "add", opts, stream.body(), stream.headers(), timeout=timeout))
-    if to_files is not None:
-        return ""
-    if not events or "Hash" not in events[-1]:
-        raise NodeError("IPFS add returned no root directory CID")
-    return str(events[-1]["Hash"])
+# --- MFS, pins, names, CAR files (mirror publishing; the tree upload is ipfs.treeupload) -----------
 
 
 def dir_cids(c: Any, path: str) -> dict[str, str]:
@@ -413,10 +321,15 @@ def pin_update(c: Any, old: str, new: str, *, unpin: bool = False, timeout: floa
          opts={"unpin": "true" if unpin else "false"}, decoder="json", timeout=timeout)
 
 
-def config_get(c: Any, key: str) -> Any:
-    """The value of one config key of the running node."""
-    res = call(f"config {key}", c._client.request, "/config", (key,), decoder="json")
-    return res[0].get("Value") if res else None
+def config_value(c: Any, key: str) -> Any:
+    """One key of the running node's config (``ipfs config KEY``); None when it is not set."""
+    try:
+        res = c._client.request("/config", (key,), decoder="json")
+    except ipfshttpclient.exceptions.ErrorResponse:
+        return None
+    except ClientError as exc:
+        raise NodeError(f"IPFS config {key} failed: {_reason(exc)}") from None
+    return (res[0] if res else {}).get("Value")
 
 
 def key_list(c: Any) -> dict[str, str]:
@@ -502,107 +415,3 @@ def dag_import(c: Any, car: Path, *, pin_roots: bool = True, timeout: float | No
             out["blocks"] = int(item["Stats"].get("BlockCount", 0))
             out["bytes"] = int(item["Stats"].get("BlockBytesCount", 0))
     return out
-
-
-# --- the open network (ipfs.net=public, seed serve --net public) ---------------------------------
-
-# kubo's routing query event type (routing.QueryEventType) of a provider found.
-EVENT_PROVIDER = 4
-
-
-def config_value(c: Any, key: str) -> Any:
-    """One key of the running node's config (``ipfs config KEY``); None when it is not set."""
-    try:
-        res = c._client.request("/config", (key,), decoder="json")
-    except ipfshttpclient.exceptions.ErrorResponse:
-        return None
-    except ClientError as exc:
-        raise NodeError(f"IPFS config {key} failed: {_reason(exc)}") from None
-    return (res[0] if res else {}).get("Value")
-
-
-def routes(c: Any) -> bool:
-    """Is the node on an open network (public mode: it has bootstrap peers and routes)? A LAN node has
-    no bootstrap peers (its DHT, if any, is just the peers it was told to dial)."""
-    return bool(config_value(c, "Bootstrap")) and config_value(c, "Routing.Type") != "none"
-
-
-def autonat(c: Any) -> dict[str, Any]:
-    """``{"reachability": "Public"|"Private"|"Unknown", "reachable"|"unreachable"|"unknown": [...]}``
-    (AutoNAT v2, ``ipfs swarm addrs autonat``)."""
-    res = call("swarm addrs autonat", c._client.request, "/swarm/addrs/autonat", decoder="json")
-    return dict(res[0]) if res else {}
-
-
-def reachability(c: Any) -> dict[str, Any]:
-    """Whether other machines can reach this node, as a TC user wants to read it.
-
-    ``state``: ``lan`` (no routing: only named peers and its LAN reach it), ``public`` (AutoNAT found
-    it reachable), ``relayed`` (behind NAT, reachable through the circuit relays in ``relays``: peers
-    connect there and hole-punch a direct connection), ``unreachable`` (behind NAT, no relay yet) or
-    ``unknown`` (still being probed). ``text``: one line saying so.
-    """
-    if not routes(c):
-        return {"state": "lan", "relays": [], "addresses": [],
-                "text": "LAN only (ipfs.net=lan or private): not announced beyond its own peers"}
-    addrs = [str(a) for a in identity(c).get("Addresses") or []]
-    relays = sorted({a.split("/p2p-circuit", 1)[0] for a in addrs if "/p2p-circuit" in a})
-    nat = autonat(c)
-    seen = str(nat.get("reachability") or "Unknown")
-    public = [str(a) for a in nat.get("reachable") or []]
-    if seen == "Public":
-        state, text = "public", "public: reachable directly" + (f" at {public[0]}" if public else "")
-    elif relays:
-        state, text = "relayed", f"behind NAT, reachable through {len(relays)} relay(s); peers hole-punch " \
-                                 "a direct connection from there"
-    elif seen == "Private":
-        state, text = "unreachable", "behind NAT and no relay yet: others cannot connect to this machine"
-    else:
-        state, text = "unknown", "not known yet (AutoNAT is still probing)"
-    return {"state": state, "autonat": seen, "relays": relays, "addresses": public, "text": text}
-
-
-def provide_stat(c: Any) -> dict[str, Any]:
-    """kubo's provide system: ``{"records", "last_at", "interval_s"}`` (None where it does not say).
-
-    The legacy provider (what a small machine runs) reports its last (re)provide round: how many CIDs it
-    announced then and when; the sweep provider its counters.
-    """
-    try:
-        res = c._client.request("/provide/stat", decoder="json")
-    except ClientError:
-        return {"records": None, "last_at": None, "interval_s": None}
-    raw = dict(res[0]) if res else {}
-    legacy = raw.get("Legacy") or {}
-    sweep = raw.get("Sweep") or {}
-    if legacy:
-        last = str(legacy.get("LastRun") or "")
-        return {"records": int(legacy.get("LastReprovideBatchSize") or 0),
-                "total": int(legacy.get("TotalReprovides") or 0),
-                "last_at": None if last.startswith("0001-") else last,
-                "interval_s": int(legacy.get("ReprovideInterval") or 0) // 1_000_000_000}
-    past = ((sweep.get("operations") or {}).get("past") or {})
-    return {"records": int(past.get("records_provided") or 0), "total": int(past.get("keys_provided") or 0),
-            "last_at": ((sweep.get("timing") or {}).get("cycle_start")),
-            "interval_s": int((sweep.get("timing") or {}).get("reprovides_interval") or 0) // 1_000_000_000}
-
-
-def provide(c: Any, cid: str, *, timeout: float = 120.0) -> None:
-    """Announce ``cid`` (pinned, and its provider record put on the DHT) and wait until the record is
-    out: ``pin add`` with kubo's fast provide of the root, synchronous. ``NodeError`` with kubo's
-    reason when it could not (e.g. no DHT peer yet). ``ipfs routing provide`` only queues."""
-    call(f"provide {cid}", c._client.request, "/pin/add", (cid,),
-         opts={"fast-provide-root": "true", "fast-provide-wait": "true"}, decoder="json", timeout=timeout)
-
-
-def find_providers(c: Any, cid: str, *, count: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Providers of ``cid`` from content routing: ``[{"ID", "Addrs"}]`` (at most ``count``)."""
-    events = call(f"routing findprovs {cid}", c._client.request, "/routing/findprovs", (cid,),
-                  opts={"num-providers": str(count)}, decoder="json", timeout=timeout)
-    found: dict[str, dict[str, Any]] = {}
-    for event in events or []:
-        if event.get("Type") == EVENT_PROVIDER:
-            for resp in event.get("Responses") or []:
-                peer = str(resp.get("ID"))
-                found.setdefault(peer, {"ID": peer, "Addrs": resp.get("Addrs") or []})
-    return list(found.values())[:count]

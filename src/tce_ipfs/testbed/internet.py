@@ -610,13 +610,13 @@ class HomeSeed:
 
 def wait_reachable(node: SimNode, timeout: float = 120.0) -> dict[str, Any]:
     """Wait until ``node`` is reachable from outside (public, or through a relay); its reachability."""
-    from tce_ipfs.ipfs import rpc
+    from tce_ipfs.ipfs import opennet
 
     deadline = time.monotonic() + timeout
     seen: dict[str, Any] = {}
     while time.monotonic() < deadline:
         with node.client() as c:
-            seen = rpc.reachability(c)
+            seen = opennet.reachability(c)
         if seen["state"] in ("public", "relayed"):
             return seen
         time.sleep(1)
@@ -628,7 +628,7 @@ def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, tim
     """A machine in ``home`` runs an open-network kubo (``netmode.public_config`` with the simulated
     bootstrap list), publishes ``repo_dir`` and, once it is reachable (a relay reservation), announces
     the root -- what ``tce-ipfs seed serve --net public`` does on a real machine."""
-    from tce_ipfs.ipfs import netmode, rpc
+    from tce_ipfs.ipfs import netmode, opennet
     from tce_ipfs.ipfs.publish import publish
 
     machine = net.add_machine(home, f"{home}-seed")
@@ -640,6 +640,6 @@ def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, tim
     wait_reachable(node, timeout)
     reachable_s = time.monotonic() - started
     with node.client(timeout=timeout) as c:
-        rpc.provide(c, cid, timeout=timeout)
+        opennet.provide(c, cid, timeout=timeout)
     return HomeSeed(machine=machine, node=node, cid=cid, reachable_s=reachable_s,
                     announced_s=time.monotonic() - started)

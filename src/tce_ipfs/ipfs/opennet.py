@@ -1,0 +1,99 @@
+"""RPC calls for a node on the open network (``ipfs.net=public``, ``seed serve --net public``, the
+simulated internet): reachability, AutoNAT, providing and finding providers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tce_ipfs.ipfs.rpc import ClientError, call, config_value, identity
+
+# kubo's routing query event type (routing.QueryEventType) of a provider found.
+EVENT_PROVIDER = 4
+
+
+def routes(c: Any) -> bool:
+    """Is the node on an open network (public mode: it has bootstrap peers and routes)? A LAN node has
+    no bootstrap peers (its DHT, if any, is just the peers it was told to dial)."""
+    return bool(config_value(c, "Bootstrap")) and config_value(c, "Routing.Type") != "none"
+
+
+def autonat(c: Any) -> dict[str, Any]:
+    """``{"reachability": "Public"|"Private"|"Unknown", "reachable"|"unreachable"|"unknown": [...]}``
+    (AutoNAT v2, ``ipfs swarm addrs autonat``)."""
+    res = call("swarm addrs autonat", c._client.request, "/swarm/addrs/autonat", decoder="json")
+    return dict(res[0]) if res else {}
+
+
+def reachability(c: Any) -> dict[str, Any]:
+    """Whether other machines can reach this node, as a TC user wants to read it.
+
+    ``state``: ``lan`` (no routing: only named peers and its LAN reach it), ``public`` (AutoNAT found
+    it reachable), ``relayed`` (behind NAT, reachable through the circuit relays in ``relays``: peers
+    connect there and hole-punch a direct connection), ``unreachable`` (behind NAT, no relay yet) or
+    ``unknown`` (still being probed). ``text``: one line saying so.
+    """
+    if not routes(c):
+        return {"state": "lan", "relays": [], "addresses": [],
+                "text": "LAN only (ipfs.net=lan or private): not announced beyond its own peers"}
+    addrs = [str(a) for a in identity(c).get("Addresses") or []]
+    relays = sorted({a.split("/p2p-circuit", 1)[0] for a in addrs if "/p2p-circuit" in a})
+    nat = autonat(c)
+    seen = str(nat.get("reachability") or "Unknown")
+    public = [str(a) for a in nat.get("reachable") or []]
+    if seen == "Public":
+        state, text = "public", "public: reachable directly" + (f" at {public[0]}" if public else "")
+    elif relays:
+        state, text = "relayed", f"behind NAT, reachable through {len(relays)} relay(s); peers hole-punch " \
+                                 "a direct connection from there"
+    elif seen == "Private":
+        state, text = "unreachable", "behind NAT and no relay yet: others cannot connect to this machine"
+    else:
+        state, text = "unknown", "not known yet (AutoNAT is still probing)"
+    return {"state": state, "autonat": seen, "relays": relays, "addresses": public, "text": text}
+
+
+def provide_stat(c: Any) -> dict[str, Any]:
+    """kubo's provide system: ``{"records", "last_at", "interval_s"}`` (None where it does not say).
+
+    The legacy provider (what a small machine runs) reports its last (re)provide round: how many CIDs it
+    announced then and when; the sweep provider its counters.
+    """
+    try:
+        res = c._client.request("/provide/stat", decoder="json")
+    except ClientError:
+        return {"records": None, "last_at": None, "interval_s": None}
+    raw = dict(res[0]) if res else {}
+    legacy = raw.get("Legacy") or {}
+    sweep = raw.get("Sweep") or {}
+    if legacy:
+        last = str(legacy.get("LastRun") or "")
+        return {"records": int(legacy.get("LastReprovideBatchSize") or 0),
+                "total": int(legacy.get("TotalReprovides") or 0),
+                "last_at": None if last.startswith("0001-") else last,
+                "interval_s": int(legacy.get("ReprovideInterval") or 0) // 1_000_000_000}
+    past = ((sweep.get("operations") or {}).get("past") or {})
+    return {"records": int(past.get("records_provided") or 0), "total": int(past.get("keys_provided") or 0),
+            "last_at": ((sweep.get("timing") or {}).get("cycle_start")),
+            "interval_s": int((sweep.get("timing") or {}).get("reprovides_interval") or 0) // 1_000_000_000}
+
+
+def provide(c: Any, cid: str, *, timeout: float = 120.0) -> None:
+    """Announce ``cid`` (pinned, and its provider record put on the DHT) and wait until the record is
+    out: ``pin add`` with kubo's fast provide of the root, synchronous. ``NodeError`` with kubo's
+    reason when it could not (e.g. no DHT peer yet). ``ipfs routing provide`` only queues."""
+    call(f"provide {cid}", c._client.request, "/pin/add", (cid,),
+         opts={"fast-provide-root": "true", "fast-provide-wait": "true"}, decoder="json", timeout=timeout)
+
+
+def find_providers(c: Any, cid: str, *, count: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Providers of ``cid`` from content routing: ``[{"ID", "Addrs"}]`` (at most ``count``)."""
+    events = call(f"routing findprovs {cid}", c._client.request, "/routing/findprovs", (cid,),
+                  opts={"num-providers": str(count)}, decoder="json", timeout=timeout)
+    found: dict[str, dict[str, Any]] = {}
+    for event in events or []:
+        if event.get("Type") == EVENT_PROVIDER:
+            for resp in event.get("Responses") or []:
+                peer = str(resp.get("ID"))
+                found.setdefault(peer, {"ID": peer, "Addrs": resp.get("Addrs") or []})
+    return list(found.values())[:count]
