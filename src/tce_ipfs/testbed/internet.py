@@ -43,6 +43,9 @@ has a defect. Every kubo here gets the simulated bootstrap list, never the real 
 
 **Teardown** (``close()``, ``__exit__``, each lab's ``atexit`` hook): every process stopped, every
 namespace deleted and checked to be gone, also when a test fails half-way.
+
+One module (over 500 lines) on purpose: the core, the home routers' NAT rules, the public servers and
+the teardown above depend on one addressing plan; split apart, each part would have to restate it.
 """
 
 from __future__ import annotations
