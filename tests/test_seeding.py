@@ -304,13 +304,14 @@ def test_origin_offload_install_and_status(kit: e2e.GuestKit, agent_repo: LabRep
 
 def test_three_guests_at_once_egress_ratio(kit: e2e.GuestKit, plain_repo: LabRepo, lab: Lab,
                                            work: Path) -> None:
-    # No ipfs.peers: the hook turns mDNS on, so guests find the seed and each other on the lab LAN
-    # (the seed's mDNS is on too; the lab namespace has no other link, so it reaches nobody else).
+    # No ipfs.peers, ipfs.net=lan (without it a bare tce=ipfs: is a machine on the open network): the
+    # hook turns mDNS on, so guests find the seed and each other on the lab LAN (the seed's mDNS is on
+    # too; the lab namespace has no other link, so it reaches nobody else).
     seed = lab.start_seed(kit_kubo(), mdns=True)
     cid = publish_to(seed, plain_repo.path)
     check = e2e.check_initrd(work, ledger_script(), "check-ledger.gz")
     sent0 = seed_sent(seed)
-    codes = [f"tce=ipfs:{cid}", f"ipfs.timeout={HOOK_TIMEOUT}"]
+    codes = [f"tce=ipfs:{cid}", "ipfs.net=lan", f"ipfs.timeout={HOOK_TIMEOUT}"]
     with guest_pool(lab) as pool:
         guests = [start_guest(pool, kit, lab, check, codes, f"guest{i}") for i in (1, 2, 3)]
         results = [g.ok() for g in guests]
