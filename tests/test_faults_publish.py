@@ -9,6 +9,7 @@ uninterrupted publish of the same directory on a fresh state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -80,8 +81,12 @@ class Serve:
 
 
 def blocks_bytes(state: Path) -> int:
-    blocks = state / "repo/blocks"
-    return sum(p.stat().st_size for p in blocks.rglob("*.data")) if blocks.exists() else 0
+    """Bytes in the repo's block files; kubo moves batch files out of ``.temp`` while we walk."""
+    total = 0
+    for p in (state / "repo/blocks").rglob("*.data"):
+        with contextlib.suppress(FileNotFoundError):
+            total += p.stat().st_size
+    return total
 
 
 def kubo_pids(state: Path) -> list[int]:
