@@ -188,6 +188,73 @@ def test_incremental_republish_equals_a_full_one(mirror: samplemirror.SampleMirr
                            "other": [f"{X86}/md5.db.gz"]}  # same size: sizelist.gz as it was
 
 
+Request = tuple[str, tuple[str, ...], dict[str, str]]  # RPC path, arguments, options
+
+
+def _mfs_requests(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[Request]:
+    """Record every RPC request the client makes through ipfshttpclient (MFS calls go that way)."""
+    seen: list[Request] = []
+    cls = type(client._client)  # its instances take no attributes (__slots__)
+    request = cls.request
+
+    def spy(self: Any, path: str, args: Any = (), **kwargs: Any) -> Any:
+        seen.append((path, tuple(args), dict(kwargs.get("opts") or {})))
+        return request(self, path, args, **kwargs)
+
+    monkeypatch.setattr(cls, "request", spy)
+    return seen
+
+
+@pytest.mark.parametrize("overwrite", [True, False], ids=["cp-force", "old-kubo-rm"])
+def test_an_unflushed_republish_gives_the_root_of_a_full_publish(
+        mirror: samplemirror.SampleMirror, node: Node, client: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, overwrite: bool) -> None:
+    """The changed files are linked over the old ones without a flush per file (``files rm`` flushes
+    up to the MFS root each time, what made a republish slow): one flush per ``FLUSH_EVERY`` links and
+    one at the end. The root is the one a from-scratch publish gives, to the CID. ``old-kubo-rm``: a
+    kubo without ``files cp --force`` unlinks them first (slower, same root)."""
+    cache = tmp_path / "cache.json"
+    first = publish.publish(mirror.path, client, progress=False, cache=cache)
+    for i in (3, 77, 150, 299):
+        for prefix in mirror.dirs:
+            samplemirror.change(mirror, prefix, mirror.extensions[prefix][i], reindex=False)
+    for prefix in mirror.dirs:
+        tcindex.write_indexes(mirror.tcz(prefix))
+    samplemirror.remove(mirror, X86, "pkg00298-16.tcz")  # nothing needs it
+    samplemirror.build(mirror.path, extensions=3, releases=("17.x",), arches=("x86_64",), extras=False)
+    monkeypatch.setattr(publish, "FLUSH_EVERY", 16)  # ~100 links: the periodic flush is used too
+    monkeypatch.setattr(publish, "_can_overwrite", lambda c: overwrite)
+    seen = _mfs_requests(client, monkeypatch)
+    inc = publish.publish(mirror.path, client, progress=False, cache=cache)
+    assert inc.mode == "incremental" and 80 < inc.added_files < 300, inc.added_files  # not all 9,000
+
+    def staged(a: str) -> str:  # "/tce-ipfs-publish-<token>/16.x/..." -> "16.x/..."
+        return a.split("/", 2)[2]
+
+    links = [(args, opts) for path, args, opts in seen
+             if path == "/files/cp" and args[0] != f"/ipfs/{first.root_cid}"]  # not the stage's copy
+    assert all(opts.get("flush") == "false" for _, opts in links)
+    assert all((opts.get("force") == "true") == overwrite for _, opts in links)
+    linked = {staged(args[1]) for args, _ in links}
+    assert len(links) == len(linked) == inc.added_files  # every file hashed again (its stat changed)
+    assert linked >= {r for r in inc.files if inc.files[r] != first.files.get(r)}
+    flushes = [args for path, args, _ in seen if path == "/files/flush"]
+    assert len(flushes) == -(-inc.added_files // 16), flushes  # every 16 links, and once at the end
+    unlinked = sorted(staged(a) for path, args, _ in seen if path == "/files/rm"
+                      for a in args if a.count("/") > 1)  # not the stage itself, removed at the end
+    removed = set(first.files) - set(inc.files)
+    assert removed and all(r.startswith(f"{X86}/pkg00298-16.tcz") for r in removed)
+    # Each `files rm` path flushes up to the MFS root: only what is gone (a kubo without cp --force:
+    # also the files that are replaced).
+    replaced = linked & set(first.files)
+    assert unlinked == sorted(removed if overwrite else removed | replaced)
+    # Exactly the root of a from-scratch publish and of a plain `ipfs add -r`, with every file's CID.
+    full = publish.publish(mirror.path, client, progress=False, full=True)
+    assert inc.root_cid == full.root_cid == bare_add(node, mirror.path, tmp_path)
+    assert inc.files == full.files
+    assert not [e for e in client.files.ls("/")["Entries"] or [] if e["Name"].startswith("tce-ipfs")]
+
+
 def test_incremental_flat_repo_and_a_root_that_was_unpinned(tmp_path: Path, client: Any, node: Node) -> None:
     repo = tmp_path / "flat"
     samplemirror.build(tmp_path / "m", extensions=40, releases=("16.x",), arches=("x86_64",), extras=False)

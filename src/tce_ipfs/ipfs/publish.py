@@ -14,11 +14,12 @@ and takes the root's pin back (the blocks sent are unpinned: ``ipfs repo gc`` dr
 
 Incremental: with a ``cache`` (``pubcache``) of the previous publish of the same source on the same
 node, and that root still pinned there, only the files whose ``stat`` changed are hashed and added:
-the previous root is copied into MFS (a copy of its links, nothing is read), the changed and removed
-entries are unlinked, the new files added into their directories (``add --to-files``), and the
-directory nodes rebuilt by MFS on flush. kubo builds directories the same way for ``add`` and for MFS,
-so the root is exactly the one a full publish of the tree gives (``tests/test_mirror_publish.py``).
-The result carries the diff against the previous root: extensions added, removed and changed.
+the previous root is copied into MFS (a copy of its links, nothing is read), the removed entries are
+unlinked, the changed files added in one request and linked over the old ones (``files cp --force``,
+unflushed), and the directory nodes rebuilt by MFS in one flush at the end. kubo builds directories
+the same way for ``add`` and for MFS, so the root is exactly the one a full publish of the tree gives
+(``tests/test_mirror_publish.py``). The result carries the diff against the previous root: extensions
+added, removed and changed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MFS_STAGE = "/tce-ipfs-publish"  # MFS directory where an incremental publish assembles its root
 RM_BATCH = 500  # paths per `files rm` request
+FLUSH_EVERY = 128  # unflushed MFS links between flushes (kubo refuses more than 256 by default)
 
 
 @dataclass
@@ -237,11 +239,20 @@ def _parents(paths: Iterable[str]) -> set[str]:
 
 def _incremental(client: Any, previous: str, files: dict[str, Path], changed: list[str],
                  removed: list[str], state: PublishCache, progress: bool) -> tuple[str, dict[str, str]]:
-    """The new root from ``previous`` with ``changed`` (re)added and ``removed`` unlinked, in MFS."""
-    stage = f"{MFS_STAGE}-{os.getpid()}-{secrets.token_hex(4)}"
+    """The new root from ``previous`` with ``changed`` (re)added and ``removed`` unlinked, in MFS.
+
+    The changed files go to kubo in one unpinned ``add`` (linked at a scratch MFS path, which keeps
+    them from the garbage collector), then each is linked at its path with ``files cp --force`` without
+    a flush, and the stage is flushed once at the end (every ``FLUSH_EVERY`` links): the directory nodes
+    are written out once, not once per file. ``files rm`` always flushes (to the MFS root), so it is
+    used only for what is gone (and, on a kubo without ``cp --force``, for the changed files too).
+    """
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    stage, scratch = f"{MFS_STAGE}-{token}", f"{MFS_STAGE}-{token}-added"
     old_dirs, new_dirs = _parents(state.files), _parents(files)
     gone = {d for d in old_dirs - new_dirs if posixpath.dirname(d) not in old_dirs - new_dirs}
-    unlink = [rel for rel in [*changed, *removed] if rel in state.files
+    overwrite = _can_overwrite(client)
+    unlink = [rel for rel in (removed if overwrite else [*changed, *removed]) if rel in state.files
               and not any(rel.startswith(d + "/") for d in gone)]
     cids: dict[str, str] = {}
     rpc.files_cp(client, f"/ipfs/{previous}", stage)
@@ -250,31 +261,36 @@ def _incremental(client: Any, previous: str, files: dict[str, Path], changed: li
             rpc.files_rm(client, [f"{stage}/{rel}" for rel in unlink[i:i + RM_BATCH]])
         if gone:
             rpc.files_rm(client, [f"{stage}/{d}" for d in sorted(gone)], recursive=True)
-        by_dir: dict[str, dict[str, Path]] = {}
-        for rel in changed:
-            by_dir.setdefault(posixpath.dirname(rel), {})[posixpath.basename(rel)] = files[rel]
         total = sum(files[rel].stat().st_size for rel in changed)
         with Progress(f"adding {len(changed)} changed files", total) as bar:
-            for d, members in sorted(by_dir.items()):
-                target = f"{stage}/{d}" if d else stage
-                if d and d not in old_dirs:
-                    rpc.files_mkdir(client, target)
-                treeupload.add_tree(client, members, pin=False, to_files=target,
-                             on_sent=bar.advance if progress and bar.enabled else None)
-        root = rpc.files_flush(client, stage)
-        if root:
-            cids = _file_cids(client, root, changed)
+            treeupload.add_tree(client, {rel: files[rel] for rel in changed}, pin=False, to_files=scratch,
+                                cids=cids, on_sent=bar.advance if progress and bar.enabled else None)
         missing = sorted(set(changed) - set(cids))
         if missing:
             raise NodeError(f"IPFS add gave no CID for: {', '.join(missing[:10])}")
+        made = new_dirs - old_dirs
+        for d in sorted(made - _parents(made)):  # mkdir -p: the deepest ones make the rest
+            rpc.files_mkdir(client, f"{stage}/{d}")
+        for i, rel in enumerate(changed):
+            if i and i % FLUSH_EVERY == 0:
+                rpc.files_flush(client, stage)
+            rpc.files_cp(client, f"/ipfs/{cids[rel]}", f"{stage}/{rel}", force=overwrite, flush=False)
+        root = rpc.files_flush(client, stage)
     finally:
         try:
-            rpc.files_rm(client, [stage], recursive=True)  # MFS content is kept from GC: let it go
+            # MFS content is kept from GC: let it go (the new root is pinned by the caller)
+            rpc.files_rm(client, [stage, scratch], force=True)  # force: the scratch may not exist
         except NodeError as exc:
-            log.warning("could not remove the MFS staging directory %s: %s", stage, exc)
+            log.warning("could not remove the MFS staging directories %s: %s", stage, exc)
     if not root:
         raise NodeError("MFS returned no CID for the new root")
     return root, cids
+
+
+def _can_overwrite(client: Any) -> bool:
+    """Whether this kubo replaces a file with ``files cp --force`` (else the old file is unlinked
+    first, with ``files rm``: one flush per file)."""
+    return rpc.parse_version(rpc.version(client)) >= rpc.CP_FORCE
 
 
 def extension_diff(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:

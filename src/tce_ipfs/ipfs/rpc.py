@@ -278,16 +278,32 @@ def dir_cids(c: Any, path: str) -> dict[str, str]:
     return out
 
 
-def files_cp(c: Any, source: str, dest: str) -> None:
-    """MFS: link ``source`` (``/ipfs/<cid>`` or an MFS path) at ``dest`` (which must not exist)."""
-    call(f"files cp {source} {dest}", c._client.request, "/files/cp", (source, dest), decoder="json")
+# kubo >= 0.36: ``files cp --force`` replaces a file in place (an unlink that, unlike ``files rm``, need
+# not flush: ``files rm`` always writes the directories out up to the MFS root).
+CP_FORCE = (0, 36, 0)
 
 
-def files_rm(c: Any, paths: Sequence[str], *, recursive: bool = False) -> None:
-    """MFS: remove ``paths`` (one request)."""
+def files_cp(c: Any, source: str, dest: str, *, force: bool = False, flush: bool = True) -> None:
+    """MFS: link ``source`` (``/ipfs/<cid>`` or an MFS path) at ``dest``, which must not exist unless
+    ``force`` (then a file there is replaced; kubo >= ``CP_FORCE``). ``flush=False``: the directories
+    above ``dest`` are written out later, by a ``files_flush`` (kubo allows a limited number of
+    unflushed operations: ``Internal.MFSNoFlushLimit``, 256 by default)."""
+    opts = {"force": "true"} if force else {}
+    if not flush:
+        opts["flush"] = "false"
+    call(f"files cp {source} {dest}", c._client.request, "/files/cp", (source, dest), opts=opts,
+         decoder="json")
+
+
+def files_rm(c: Any, paths: Sequence[str], *, recursive: bool = False, force: bool = False) -> None:
+    """MFS: remove ``paths`` (one request; kubo flushes after each path). ``force``: directories too,
+    and a path that does not exist is no error."""
+    opts = {"recursive": "true" if recursive else "false"}
+    if force:
+        opts["force"] = "true"
     if paths:
         call(f"files rm {paths[0]}{' ...' if len(paths) > 1 else ''}", c._client.request, "/files/rm",
-             tuple(paths), opts={"recursive": "true" if recursive else "false"}, decoder="json")
+             tuple(paths), opts=opts, decoder="json")
 
 
 def files_mkdir(c: Any, path: str) -> None:

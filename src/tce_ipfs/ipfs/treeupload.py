@@ -75,31 +75,36 @@ def tree_entries(top: str, files: dict[str, Path]) -> list[tuple[str, Path | Non
 
 def add_tree(c: Any, files: dict[str, Path], *, pin: bool = True, pin_name: str | None = None,
              on_sent: Callable[[int], None] | None = None, to_files: str | None = None,
-             digests: dict[Path, str] | None = None, timeout: float | None = None) -> str:
+             digests: dict[Path, str] | None = None, cids: dict[str, str] | None = None,
+             timeout: float | None = None) -> str:
     """Add ``files`` (relative path -> file) as ONE directory tree, CIDv1 with raw leaves; return the
-    root's CID (``""`` with ``to_files``: then every top-level entry is linked into that MFS directory,
-    ``ipfs add --to-files DIR/``, and each path must be a plain name).
+    root's CID. ``to_files``: the tree is also linked into MFS at that path (``ipfs add --to-files``;
+    it must not exist, its parent must): what an unpinned add needs to be kept from the garbage
+    collector until it is linked where it belongs.
 
-    kubo answers while it still reads the upload; the answer is read as it comes (``duplex``), and it
-    is the root only (``quieter``: ``dir_cids`` lists what the files became). ``on_sent(bytes)`` counts
-    the upload as it is sent (the progress bar). ``digests``: filled with the md5 of every ``.tcz``
-    sent, computed from the bytes as they go out (no second read of the file).
+    kubo answers while it still reads the upload; the answer is read as it comes (``duplex``). Without
+    ``cids`` it is the root only (``quieter``: ``dir_cids`` lists what the files became); ``cids`` is
+    filled with ``{path: CID}`` of every file from the answer. ``on_sent(bytes)`` counts the upload as
+    it is sent (the progress bar). ``digests``: filled with the md5 of every ``.tcz`` sent, computed
+    from the bytes as they go out (no second read of the file).
     """
     top = "tree"
-    opts = dict(ADD_OPTS, pin="true" if pin else "false", quieter="true")
+    opts = dict(ADD_OPTS, pin="true" if pin else "false")
+    if cids is None:
+        opts["quieter"] = "true"
     if pin_name:
         opts["pin-name"] = pin_name
     if to_files is not None:
-        entries: list[tuple[str, Path | None]] = [(rel, path) for rel, path in sorted(files.items())]
-        opts["to-files"] = to_files.rstrip("/") + "/"
-    else:
-        entries = tree_entries(top, files)
-    stream = _tree_stream_class()(entries, UPLOAD_CHUNK, on_sent, digests)
+        opts["to-files"] = to_files.rstrip("/")
+    stream = _tree_stream_class()(tree_entries(top, files), UPLOAD_CHUNK, on_sent, digests)
     from tce_ipfs.ipfs import duplex
 
     events = list(duplex.post(c.tce_api, "add", opts, stream.body(), stream.headers(), timeout=timeout))
-    if to_files is not None:
-        return ""
     if not events or "Hash" not in events[-1]:
         raise NodeError("IPFS add returned no root directory CID")
+    if cids is not None:
+        prefix = top + "/"
+        cids.update({name[len(prefix):]: str(e["Hash"]) for e in events
+                     if "Hash" in e and (name := str(e.get("Name", ""))).startswith(prefix)
+                     and name[len(prefix):] in files})
     return str(events[-1]["Hash"])
