@@ -22,7 +22,7 @@ import pytest
 
 from tce_ipfs import cli, proc, tcindex, tctree
 from tce_ipfs.errors import NodeError, RepoError, UsageError
-from tce_ipfs.ipfs import car, names, publish, roots, rpc
+from tce_ipfs.ipfs import car, duplex, names, publish, roots, rpc
 from tce_ipfs.ipfs.node import Node
 from tce_ipfs.testbed import samplemirror
 from test_isolation import Sampler
@@ -202,6 +202,13 @@ def _mfs_requests(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[Request]
         return request(self, path, args, **kwargs)
 
     monkeypatch.setattr(cls, "request", spy)
+    session_call = duplex.Session.call  # many calls in a row go over one kept-alive connection
+
+    def session_spy(self: duplex.Session, command: str, args: Any = (), opts: Any = None) -> Any:
+        seen.append((f"/{command}", tuple(args), dict(opts or {})))
+        return session_call(self, command, args, opts)
+
+    monkeypatch.setattr(duplex.Session, "call", session_spy)
     return seen
 
 

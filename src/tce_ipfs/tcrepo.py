@@ -292,9 +292,10 @@ def scan_repo(directory: Path) -> RepoFiles:
     else:
         dirs = [(root, {"list"}), (root / "optional", {"extension", "sidecar", "index"})]
     for d, kinds in dirs:
+        under = "" if d == root else f"{d.name}/"  # what repo.rel() gives, without pathlib per file
         for entry in entries(d):
-            path = Path(entry.path)
-            rel = repo.rel(path)
+            path = d / entry.name
+            rel = under + entry.name
             if entry.is_dir():
                 if not (layout == "tce-dir" and d == root and entry.name == "optional"):
                     repo.ignored.append(Problem(rel, "directory ignored (not published)", "warning"))

@@ -36,7 +36,7 @@ from typing import Any
 
 from tce_ipfs import tcrepo, tctree
 from tce_ipfs.errors import NodeError, RepoError
-from tce_ipfs.ipfs import roots, rpc, treeupload
+from tce_ipfs.ipfs import duplex, roots, rpc, treeupload
 from tce_ipfs.ipfs.pubcache import Entry, PublishCache, stat_key
 from tce_ipfs.log import Progress, human
 
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MFS_STAGE = "/tce-ipfs-publish"  # MFS directory where an incremental publish assembles its root
 RM_BATCH = 500  # paths per `files rm` request
 FLUSH_EVERY = 128  # unflushed MFS links between flushes (kubo refuses more than 256 by default)
+LINK_TIMEOUT = 600.0  # seconds for one MFS call (a flush of a big sharded directory on a slow disk)
 
 
 @dataclass
@@ -271,11 +272,13 @@ def _incremental(client: Any, previous: str, files: dict[str, Path], changed: li
         made = new_dirs - old_dirs
         for d in sorted(made - _parents(made)):  # mkdir -p: the deepest ones make the rest
             rpc.files_mkdir(client, f"{stage}/{d}")
-        for i, rel in enumerate(changed):
-            if i and i % FLUSH_EVERY == 0:
-                rpc.files_flush(client, stage)
-            rpc.files_cp(client, f"/ipfs/{cids[rel]}", f"{stage}/{rel}", force=overwrite, flush=False)
-        root = rpc.files_flush(client, stage)
+        with duplex.Session(client.tce_api, timeout=LINK_TIMEOUT) as via:
+            for i, rel in enumerate(changed):
+                if i and i % FLUSH_EVERY == 0:
+                    rpc.files_flush(client, stage, via=via)
+                rpc.files_cp(client, f"/ipfs/{cids[rel]}", f"{stage}/{rel}", force=overwrite, flush=False,
+                             via=via)
+            root = rpc.files_flush(client, stage, via=via)
     finally:
         try:
             # MFS content is kept from GC: let it go (the new root is pinned by the caller)

@@ -21,6 +21,7 @@ import ipfshttpclient
 import ipfshttpclient.exceptions
 
 from tce_ipfs.errors import NodeError
+from tce_ipfs.ipfs import duplex
 
 # ipfshttpclient 0.7.0 passes urllib3 a `strict=` argument that urllib3 2.x warns about on every
 # connection; harmless, and noise in every command's output.
@@ -283,14 +284,19 @@ def dir_cids(c: Any, path: str) -> dict[str, str]:
 CP_FORCE = (0, 36, 0)
 
 
-def files_cp(c: Any, source: str, dest: str, *, force: bool = False, flush: bool = True) -> None:
+def files_cp(c: Any, source: str, dest: str, *, force: bool = False, flush: bool = True,
+             via: duplex.Session | None = None) -> None:
     """MFS: link ``source`` (``/ipfs/<cid>`` or an MFS path) at ``dest``, which must not exist unless
     ``force`` (then a file there is replaced; kubo >= ``CP_FORCE``). ``flush=False``: the directories
     above ``dest`` are written out later, by a ``files_flush`` (kubo allows a limited number of
-    unflushed operations: ``Internal.MFSNoFlushLimit``, 256 by default)."""
+    unflushed operations: ``Internal.MFSNoFlushLimit``, 256 by default). ``via``: a kept-alive
+    connection for many calls in a row."""
     opts = {"force": "true"} if force else {}
     if not flush:
         opts["flush"] = "false"
+    if via is not None:
+        via.call("files/cp", (source, dest), opts)
+        return
     call(f"files cp {source} {dest}", c._client.request, "/files/cp", (source, dest), opts=opts,
          decoder="json")
 
@@ -312,9 +318,10 @@ def files_mkdir(c: Any, path: str) -> None:
          opts={"parents": "true", "cid-version": "1"}, decoder="json")
 
 
-def files_flush(c: Any, path: str) -> str:
+def files_flush(c: Any, path: str, *, via: duplex.Session | None = None) -> str:
     """MFS: write ``path`` out; returns its CID."""
-    res = call(f"files flush {path}", c._client.request, "/files/flush", (path,), decoder="json")
+    res = (via.call("files/flush", (path,)) if via is not None else
+           call(f"files flush {path}", c._client.request, "/files/flush", (path,), decoder="json"))
     return str((res[0] if res else {}).get("Cid", ""))
 
 
