@@ -262,6 +262,26 @@ def test_an_unflushed_republish_gives_the_root_of_a_full_publish(
     assert not [e for e in client.files.ls("/")["Entries"] or [] if e["Name"].startswith("tce-ipfs")]
 
 
+def test_a_republish_flushes_when_kubo_allows_fewer_unflushed_links(tmp_path: Path, host_kubo: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kubo whose ``Internal.MFSNoFlushLimit`` is below ``FLUSH_EVERY`` refuses the next unflushed
+    ``files cp``: the republish flushes and goes on, same root as a full publish."""
+    repo = tmp_path / "flat"
+    samplemirror.build(tmp_path / "m", extensions=20, releases=("16.x",), arches=("x86_64",), extras=False)
+    shutil.move(tmp_path / "m/16.x/x86_64/tcz", repo)
+    with Node(tmp_path / "node", host_kubo, extra_config={"Internal.MFSNoFlushLimit": 4}) as n, \
+            n.client(timeout=300) as c:
+        cache = tmp_path / "c.json"
+        publish.publish(repo, c, progress=False, cache=cache)
+        for i in range(0, 20, 3):
+            samplemirror.write_extension(repo, f"pkg{i:05d}-16.tcz", b"new content %d" % i)
+        seen = _mfs_requests(c, monkeypatch)
+        inc = publish.publish(repo, c, progress=False, cache=cache)
+        assert inc.mode == "incremental" and 8 < inc.added_files < publish.FLUSH_EVERY
+        assert len([r for r in seen if r[0] == "/files/flush"]) > inc.added_files // 4  # kubo said when
+        assert inc.root_cid == publish.publish(repo, c, progress=False, full=True).root_cid
+
+
 def test_incremental_flat_repo_and_a_root_that_was_unpinned(tmp_path: Path, client: Any, node: Node) -> None:
     repo = tmp_path / "flat"
     samplemirror.build(tmp_path / "m", extensions=40, releases=("16.x",), arches=("x86_64",), extras=False)

@@ -276,8 +276,7 @@ def _incremental(client: Any, previous: str, files: dict[str, Path], changed: li
             for i, rel in enumerate(changed):
                 if i and i % FLUSH_EVERY == 0:
                     rpc.files_flush(client, stage, via=via)
-                rpc.files_cp(client, f"/ipfs/{cids[rel]}", f"{stage}/{rel}", force=overwrite, flush=False,
-                             via=via)
+                _link(client, f"/ipfs/{cids[rel]}", f"{stage}/{rel}", stage, overwrite, via)
             root = rpc.files_flush(client, stage, via=via)
     finally:
         try:
@@ -288,6 +287,19 @@ def _incremental(client: Any, previous: str, files: dict[str, Path], changed: li
     if not root:
         raise NodeError("MFS returned no CID for the new root")
     return root, cids
+
+
+def _link(client: Any, source: str, dest: str, stage: str, overwrite: bool, via: duplex.Session) -> None:
+    """``files cp`` unflushed; when kubo has reached its limit of unflushed operations (it counts them
+    for the whole daemon, other clients' too, and ``Internal.MFSNoFlushLimit`` may be lower than
+    ``FLUSH_EVERY``), flush the stage and link again."""
+    try:
+        rpc.files_cp(client, source, dest, force=overwrite, flush=False, via=via)
+    except NodeError as exc:
+        if "unflushed MFS operations" not in str(exc):
+            raise
+        rpc.files_flush(client, stage, via=via)
+        rpc.files_cp(client, source, dest, force=overwrite, flush=False, via=via)
 
 
 def _can_overwrite(client: Any) -> bool:
