@@ -373,7 +373,8 @@ def md5_mismatches(repo: RepoFiles, expected: dict[str, str], *, workers: int | 
 
 
 def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: bool = True,
-               workers: int | None = None) -> list[Problem]:
+               workers: int | None = None,
+               expected: tuple[dict[str, str], list[Problem]] | None = None) -> list[Problem]:
     """Everything wrong with a repository, each ``Problem`` naming its file (errors and warnings).
 
     * every ``NAME.tcz`` has ``NAME.tcz.md5.txt`` in md5sum format naming it, with a matching hash
@@ -382,6 +383,8 @@ def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: b
       else any kernel variant), and the dependency graph has no loops;
     * every ``*.lst`` entry names an extension in the repo;
     * sidecars without their ``.tcz``; stray and unsafe file names.
+
+    ``expected``: what ``expected_md5s(repo)`` gives, when the caller has it already.
     """
     repo = directory if isinstance(directory, RepoFiles) else scan_repo(directory)
     problems: list[Problem] = list(repo.ignored)
@@ -390,10 +393,10 @@ def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: b
         problems.append(Problem(".", f"no {EXT} files found" + (" in optional/" if repo.layout ==
                                                                  "tce-dir" else "")))
 
-    expected, md5_txt_problems = expected_md5s(repo)
+    md5s, md5_txt_problems = expected if expected is not None else expected_md5s(repo)
     problems += md5_txt_problems
     if md5:
-        problems += md5_mismatches(repo, expected, workers=workers)
+        problems += md5_mismatches(repo, md5s, workers=workers)
 
     # sidecars without an extension
     for side, path in repo.sidecars.items():

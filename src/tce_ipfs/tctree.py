@@ -143,8 +143,9 @@ def check(source: Source, kernel: str | None = None, *, md5: bool = True, indexe
     if not source.repos:
         problems.append(Problem(".", "no tcz/ directory with extensions found"))
     for prefix, repo in source.repos.items():
-        found = tcrepo.check_repo(repo, kernel, md5=False)
-        expected, _ = tcrepo.expected_md5s(repo)
+        md5_txt = tcrepo.expected_md5s(repo)  # read once: check_repo and the index cross-check use it
+        found = tcrepo.check_repo(repo, kernel, md5=False, expected=md5_txt)
+        expected = md5_txt[0]
         if md5:
             known = {name: digest for name in expected
                      if (digest := (sums or {}).get(source.path_of(prefix, name))) is not None}

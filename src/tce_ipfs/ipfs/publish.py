@@ -230,11 +230,10 @@ def _file_cids(client: Any, root: str, files: Iterable[str]) -> dict[str, str]:
 def _parents(paths: Iterable[str]) -> set[str]:
     """Every directory above these paths ("" excluded)."""
     out: set[str] = set()
-    for rel in paths:
-        d = posixpath.dirname(rel)
+    for d in {rel.rpartition("/")[0] for rel in paths}:  # a few directories for thousands of files
         while d and d not in out:
             out.add(d)
-            d = posixpath.dirname(d)
+            d = d.rpartition("/")[0]
     return out
 
 
