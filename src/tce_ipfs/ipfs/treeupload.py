@@ -6,8 +6,6 @@ sent, and the answer read while the upload is still going (``duplex``).
 from __future__ import annotations
 
 import hashlib
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,51 +15,6 @@ from tce_ipfs.ipfs.rpc import UPLOAD_CHUNK
 
 DIRECTORY = "application/x-directory"  # how kubo's /add tells a directory part from a file part
 ADD_OPTS = {"cid-version": "1", "raw-leaves": "true"}  # the publisher's parameters (same CIDs everywhere)
-
-
-class _Hasher:
-    """The md5 of files, computed on a thread of its own from the chunks the upload sends (in order, at
-    most ``depth`` chunks behind): the sender does not wait for the hash (hashlib lets go of the GIL
-    while it hashes), so the md5 of a 3 GiB mirror runs beside the upload, not in front of it."""
-
-    def __init__(self, digests: dict[Path, str], depth: int = 64) -> None:
-        self.digests = digests
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-        self._failed: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, name="upload-md5", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        md5: Any = None
-        while True:
-            kind, item = self._queue.get()
-            if kind == "stop":
-                return
-            try:
-                if kind == "start":
-                    md5 = hashlib.md5(usedforsecurity=False)
-                elif kind == "data":
-                    md5.update(item)
-                else:
-                    self.digests[item] = md5.hexdigest()
-            except BaseException as exc:  # keep draining the queue; close() reports it
-                self._failed.append(exc)
-
-    def start(self) -> None:
-        self._queue.put(("start", None))
-
-    def update(self, chunk: bytes) -> None:
-        self._queue.put(("data", chunk))
-
-    def end(self, path: Path) -> None:
-        self._queue.put(("end", path))
-
-    def close(self) -> None:
-        """Wait until every file sent so far is hashed."""
-        self._queue.put(("stop", None))
-        self._thread.join()
-        if self._failed:
-            raise NodeError(f"computing the md5 of the upload failed: {self._failed[0]}")
 
 
 def _tree_stream_class() -> Any:
@@ -77,34 +30,28 @@ def _tree_stream_class() -> Any:
             self.entries = entries
             self.on_sent = on_sent
             self.digests = digests
-            self._hashing: _Hasher | None = None  # while a file to hash is being sent
+            self._md5: Any = None
             super().__init__("tree", chunk_size=chunk_size)
 
         def _gen_file_chunks(self, file: Any) -> Any:
             for chunk in super()._gen_file_chunks(file):
-                if self._hashing is not None:
-                    self._hashing.update(chunk)
+                if self._md5 is not None:
+                    self._md5.update(chunk)
                 yield chunk
                 if self.on_sent is not None:
                     self.on_sent(len(chunk))  # file content only: what the progress bar counts
 
         def _body(self) -> Any:
-            hasher = _Hasher(self.digests) if self.digests is not None else None
-            try:
-                for name, path in self.entries:
-                    if path is None:
-                        yield from self._gen_file(name, content_type=DIRECTORY)
-                        continue
-                    self._hashing = hasher if hasher is not None and name.endswith(".tcz") else None
-                    if self._hashing is not None:
-                        self._hashing.start()
-                    with open(path, "rb") as f:
-                        yield from self._gen_file(name, file=f, content_type="application/octet-stream")
-                    if self._hashing is not None:
-                        self._hashing.end(path)
-            finally:
-                if hasher is not None:
-                    hasher.close()  # every digest is in before the upload's end is sent
+            for name, path in self.entries:
+                if path is None:
+                    yield from self._gen_file(name, content_type=DIRECTORY)
+                    continue
+                want = self.digests is not None and name.endswith(".tcz")
+                self._md5 = hashlib.md5(usedforsecurity=False) if want else None
+                with open(path, "rb") as f:
+                    yield from self._gen_file(name, file=f, content_type="application/octet-stream")
+                if self._md5 is not None and self.digests is not None:
+                    self.digests[path] = self._md5.hexdigest()
             yield from self._gen_end()
 
     return TreeStream
