@@ -263,8 +263,9 @@ def _incremental(client: Any, previous: str, files: dict[str, Path], changed: li
             rpc.files_rm(client, [f"{stage}/{d}" for d in sorted(gone)], recursive=True)
         total = sum(files[rel].stat().st_size for rel in changed)
         with Progress(f"adding {len(changed)} changed files", total) as bar:
-            treeupload.add_tree(client, {rel: files[rel] for rel in changed}, pin=False, to_files=scratch,
-                                cids=cids, on_sent=bar.advance if progress and bar.enabled else None)
+            if changed:
+                treeupload.add_tree(client, {rel: files[rel] for rel in changed}, pin=False, to_files=scratch,
+                                    cids=cids, on_sent=bar.advance if progress and bar.enabled else None)
         missing = sorted(set(changed) - set(cids))
         if missing:
             raise NodeError(f"IPFS add gave no CID for: {', '.join(missing[:10])}")

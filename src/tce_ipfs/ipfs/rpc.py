@@ -15,13 +15,15 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipfshttpclient
 import ipfshttpclient.exceptions
 
 from tce_ipfs.errors import NodeError
-from tce_ipfs.ipfs import duplex
+
+if TYPE_CHECKING:  # only the type: what imports rpc (the agent on TC too) does not need duplex
+    from tce_ipfs.ipfs import duplex
 
 # ipfshttpclient 0.7.0 passes urllib3 a `strict=` argument that urllib3 2.x warns about on every
 # connection; harmless, and noise in every command's output.
