@@ -280,6 +280,14 @@ def test_a_republish_flushes_when_kubo_allows_fewer_unflushed_links(tmp_path: Pa
         assert inc.mode == "incremental" and 8 < inc.added_files < publish.FLUSH_EVERY
         assert len([r for r in seen if r[0] == "/files/flush"]) > inc.added_files // 4  # kubo said when
         assert inc.root_cid == publish.publish(repo, c, progress=False, full=True).root_cid
+        # Only a removal (the index files left stale: warnings): nothing to add, the same root as a full one.
+        mirror = samplemirror.SampleMirror(path=repo.parent, dirs=[repo.name],
+                                           extensions={repo.name: [f.name for f in repo.glob("*.tcz")]})
+        samplemirror.remove(mirror, repo.name, "pkg00019-16.tcz", reindex=False)  # nothing needs it
+        gone = publish.publish(repo, c, progress=False, cache=cache)
+        assert gone.mode == "incremental" and gone.added_files == 0 and gone.warnings
+        assert gone.diff is not None and gone.diff["removed"] == ["pkg00019-16.tcz"]
+        assert gone.root_cid == publish.publish(repo, c, progress=False, full=True).root_cid
 
 
 def test_incremental_flat_repo_and_a_root_that_was_unpinned(tmp_path: Path, client: Any, node: Node) -> None:
