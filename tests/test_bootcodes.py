@@ -61,6 +61,7 @@ def test_parse_sh_limits_and_defaults_are_the_table() -> None:
     assert codes["ipfs.peers"].max_count == int(const["MAX_PEERS"])
     assert codes["ipfs.peers"].max_len == int(const["MAX_MA"])
     assert codes["ipfs.mirror"].max_len == int(const["MAX_URL"])
+    assert codes["ipfs.gateway"].max_len == int(const["MAX_URL"])
     assert (codes["ipfs.timeout"].low, codes["ipfs.timeout"].high) == (int(const["MIN_TIMEOUT"]),
                                                                        int(const["MAX_TIMEOUT"]))
     assert codes["ipfs.timeout"].default == const["DEFAULT_TIMEOUT"]
@@ -133,6 +134,8 @@ SAMPLES: dict[str, list[str | None]] = {
     "ipfs.timeout": ["2", "1", "3600", "3601", "60s", "60ss", "abc", "-5", "", "1234567890", None],
     "ipfs.mirror": ["http://10.0.2.100:8080/tcz", "http://mirror/", "http://m:0/", "https://m/",
                     "http://user@m/", "http://m/../x", "http://m/a//b", "http://-m/", "ftp://m", ""],
+    "ipfs.gateway": ["http://10.0.2.100:8081", "http://seed:8081/", "http://10.0.2.100/gw", "https://s/",
+                     "http://s:0", "http://user@s/", "http://s/../x", "ftp://s", ""],
     "ipfs.seed": [None, "1", "0", "yes", "off", "true", "maybe", ""],
     "ipfs.onecopy": [None, "1", "0", "no", "on", "2", ""],
     "ipfs.mdns": [None, "1", "0", "off", "sometimes", ""],
