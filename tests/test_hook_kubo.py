@@ -63,9 +63,10 @@ def start_seed(kubo: Path, base: Path, swarm_key: str | None = None, gateway_por
         [str(kubo), "init", "--empty-repo", "--profile=test"], env=env, check=True, capture_output=True
     )
     port = free_port()
-    config: list[tuple[str, str]] = [("Routing.Type", '"none"'), ("Addresses.Swarm", f'["/ip4/127.0.0.1/tcp/{port}"]')]
+    config = [("Routing.Type", '"none"'), ("Addresses.Swarm", f'["/ip4/127.0.0.1/tcp/{port}"]')]
     if gateway_port is not None:
-        config += [(k, json.dumps(v)) for k, v in isolation.trustless_gateway_config(port=gateway_port).items()]
+        trustless = isolation.trustless_gateway_config(port=gateway_port)
+        config += [(k, json.dumps(v)) for k, v in trustless.items()]
     for key, value in config:
         subprocess.run([str(kubo), "config", "--json", key, value], env=env, check=True, capture_output=True)
     if swarm_key:
@@ -378,7 +379,7 @@ class CorruptingGateway:
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_GET(self) -> None:
                 try:
                     with urllib.request.urlopen(upstream + self.path, timeout=30) as r:
                         body = bytearray(r.read())

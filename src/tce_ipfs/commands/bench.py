@@ -122,7 +122,8 @@ def _boot_lines(boot: dict[str, Any]) -> list[str]:
             r = data.get(key) or {}
             if mode not in med or "http" not in med or not r:
                 continue
-            lines.append(f"boot {arch} {mode} ({data['extensions']} extensions, median of {data['repeats']}): "
+            lines.append(f"boot {arch} {mode} ({data['extensions']} extensions, "
+                         f"median of {data['repeats']}): "
                          f"wall {med[mode]['wall_s']:.1f} s / HTTP {med['http']['wall_s']:.1f} s = "
                          f"{_x(r['wall'])} (QEMU CPU {_x(r['cpu'])}); hook {_x(r['hook'])}; "
                          f"kubo start -> first byte {med[mode]['first_byte_s']} s")
