@@ -22,6 +22,7 @@ import pytest
 
 from hookfakes.harness import KREL, HookEnv, Repo, Result
 from support import record
+from support.gateway import CorruptingGateway
 from tce_ipfs.ipfs import isolation, node
 
 pytestmark = pytest.mark.kubo
@@ -367,50 +368,6 @@ def test_seed_0_shuts_kubo_down(seed: Seed, hook: HookEnv, tmp_path: Path) -> No
 
 
 # ------------------------------------------------------------------ ipfs.gateway= (trustless CARs)
-class CorruptingGateway:
-    """An HTTP proxy in front of a seed's gateway that flips one byte in the middle of the CAR of
-    every path containing ``target`` (a seed whose disk or memory went bad, or a liar on the path)."""
-
-    def __init__(self, upstream: str, target: str) -> None:
-        import http.server
-        import threading
-        import urllib.request
-
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                try:
-                    with urllib.request.urlopen(upstream + self.path, timeout=30) as r:
-                        body = bytearray(r.read())
-                        status = r.status
-                except Exception:
-                    self.send_error(502)
-                    return
-                if proxy.target in self.path and "format=car" in self.path and len(body) > 1000:
-                    body[len(body) // 2] ^= 0x01
-                    proxy.corrupted += 1
-                self.send_response(status)
-                self.send_header("Content-Type", "application/vnd.ipld.car")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(bytes(body))
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.target = target
-        self.corrupted = 0
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def bitswap_sent(s: Seed) -> int:
     return int(json.loads(s.ipfs("bitswap", "stat", "--enc=json"))["DataSent"])
 
