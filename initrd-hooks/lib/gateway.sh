@@ -40,33 +40,38 @@ gw_down() {
     warn "ipfs.gateway=$GW_URL: $1; fetching over bitswap"
 }
 
-# gw_import CARFILE DEADLINE_CS: POST the CAR to kubo's dag/import (multipart, one file) with nc.
+# gw_prepare: the multipart head and tail around every CAR (written once; jobs inherit the sizes).
+# Every process costs under QEMU TCG (a fork and exec of busybox: ~10 ms): the per-file path below
+# keeps to about ten of them.
+GW_HEAD_LEN=
+GW_TAIL_LEN=
+gw_prepare() {
+    [ -n "$GW_HEAD_LEN" ] && return 0
+    mkdir -p "$GW_DIR"
+    _gp_head='Content-Disposition: form-data; name="file"; filename="x.car"'
+    printf -- '--%s\r\n%s\r\nContent-Type: application/vnd.ipld.car\r\n\r\n' "$GW_BOUNDARY" "$_gp_head" \
+        >"$GW_DIR/.head"
+    printf -- '\r\n--%s--\r\n' "$GW_BOUNDARY" >"$GW_DIR/.tail"
+    # (plain ASCII: ${#} counts bytes; 2+2+2+4 for the dashes and line ends of the head, 2+2+2+2 tail)
+    GW_HEAD_LEN=$((${#GW_BOUNDARY} + ${#_gp_head} + 38 + 10))
+    GW_TAIL_LEN=$((${#GW_BOUNDARY} + 8))
+}
+
+# gw_import CARFILE SIZE DEADLINE_CS: POST the CAR to kubo's dag/import (multipart, one file) with nc.
 # Status 0 when kubo answered 200 (every block checked against its CID and stored); 1 with GW_ERR.
 gw_import() {
     GW_ERR=
     _gi_hp=${API_URL#http://}
-    _gi_host=${_gi_hp%:*}
-    _gi_port=${_gi_hp##*:}
-    printf -- '--%s\r\nContent-Disposition: form-data; name="file"; filename="x.car"\r\nContent-Type: application/vnd.ipld.car\r\n\r\n' \
-        "$GW_BOUNDARY" >"$1.head"
-    printf -- '\r\n--%s--\r\n' "$GW_BOUNDARY" >"$1.tail"
-    file_size "$1.head"
-    _gi_len=$SIZE
-    file_size "$1"
-    _gi_len=$((_gi_len + SIZE))
-    file_size "$1.tail"
-    _gi_len=$((_gi_len + SIZE))
     printf 'POST /api/v0/dag/import?pin-roots=false&stats=false HTTP/1.0\r\nHost: %s\r\nContent-Type: multipart/form-data; boundary=%s\r\nContent-Length: %s\r\n\r\n' \
-        "$_gi_hp" "$GW_BOUNDARY" "$_gi_len" >"$1.req"
+        "$_gi_hp" "$GW_BOUNDARY" "$((GW_HEAD_LEN + $2 + GW_TAIL_LEN))" >"$1.req"
     # nc -e: the connection becomes the child's stdin/stdout; it sends the request, then reads the
     # answer until kubo closes. (nc's own copy loop half-closes the socket at the end of the upload,
     # which Go's HTTP server takes for a client gone away: it cancels the import.)
     # shellcheck disable=SC2016 # $1..$5 are the child shell's
-    bounded "$2" "$GW_MAX" "$NC" "$_gi_host" "$_gi_port" -e sh -c 'cat "$1" "$2" "$3" "$4" && cat >"$5"' \
-        sh "$1.req" "$1.head" "$1" "$1.tail" "$1.resp" 2>"$1.err"
+    bounded "$3" "$GW_MAX" "$NC" "${_gi_hp%:*}" "${_gi_hp##*:}" -e sh -c 'cat "$1" "$2" "$3" "$4" && cat >"$5"' \
+        sh "$1.req" "$GW_DIR/.head" "$1" "$GW_DIR/.tail" "$1.resp" 2>"$1.err"
     _gi_status=
     read -r _gi_proto _gi_status _gi_rest <"$1.resp" 2>/dev/null
-    rm -f "$1.req" "$1.head" "$1.tail"
     [ "$_gi_status" = 200 ] && return 0
     # kubo's error is JSON: {"Message":"...","Code":0,"Type":"error"}
     GW_ERR=$(sed -n 's/.*"Message":"\(.*\)","Code".*/\1/p' "$1.resp" 2>/dev/null | head -n 1 | tr -d '\134' |
@@ -85,7 +90,7 @@ gw_car() {
     [ -d "$WORK/down.G" ] && return 1
     _gc_f=$GW_DIR/$1
     [ -f "$_gc_f.ok" ] && return 0
-    mkdir -p "$GW_DIR"
+    gw_prepare
     _gc_err=$JOB_ERR
     JOB_ERR=$_gc_f.wget
     fetch_url "$GW_URL/ipfs/$CID${SUBPATH:+/$SUBPATH}/$1?format=car" "$_gc_f.car" "$2"
@@ -93,29 +98,31 @@ gw_car() {
     JOB_ERR=$_gc_err
     case $_gc_rc in
         0) ;;
-        2) rm -f "$_gc_f.wget"; return 1 ;; # not believed either way: the read through kubo decides
-        *) rm -f "$_gc_f.wget"; gw_down "$1: $FETCH_ERR"; return 1 ;;
+        2) return 1 ;; # not believed either way: the read through kubo decides
+        *) gw_down "$1: $FETCH_ERR"; return 1 ;;
     esac
-    rm -f "$_gc_f.wget"
-    file_size "$_gc_f.car"
-    _gc_size=$SIZE
-    if ! gw_import "$_gc_f.car" "$2"; then
-        rm -f "$_gc_f.car" "$_gc_f.car.resp" "$_gc_f.car.err"
+    _gc_size=$(stat -c %s "$_gc_f.car" 2>/dev/null)
+    case $_gc_size in '' | *[!0-9]*) _gc_size=0 ;; esac
+    if gw_import "$_gc_f.car" "$_gc_size" "$2"; then
+        printf '%s\n' "$_gc_size" >"$_gc_f.ok"
+        _gc_rc=0
+    else
         gw_down "$1: refused by kubo's import: $GW_ERR"
-        return 1
+        _gc_rc=1
     fi
-    rm -f "$_gc_f.car" "$_gc_f.car.resp" "$_gc_f.car.err"
-    printf '%s\n' "$_gc_size" >"$_gc_f.ok"
-    dbg "gateway: $1: CAR of $_gc_size bytes imported"
-    return 0
+    rm -f "$_gc_f.car" "$_gc_f.car.req" "$_gc_f.car.resp" "$_gc_f.car.err" "$_gc_f.wget"
+    return "$_gc_rc"
 }
 
-# gw_wanted REL: status 0 when REL should come through the gateway: lists and sidecars always, a .tcz
-# only while nobody else may hold its blocks (see the header).
+# gw_wanted REL: status 0 when REL should come through the gateway: <lst> (so the boot need not wait
+# for peers) and the .tcz files, while nobody else may hold their blocks (see the header). The small
+# sidecars (.dep, .md5.txt) go over bitswap: one CAR costs about ten processes, a bitswap round trip
+# for one block inside the running kubo costs less.
 gw_wanted() {
     case $1 in
+        "$LST") return 0 ;;
         *.tcz) [ "${MAY_TRADE:-0}" != 1 ] ;;
-        *) return 0 ;;
+        *) return 1 ;;
     esac
 }
 
