@@ -136,8 +136,17 @@ gw_first() {
     GW_USED=1
     mark gateway
     if [ -n "$PEERS" ]; then
+        # rounds until one answers, as kubo_wait_peers (kubo's own Peering dial backs off for seconds)
         (
-            api_connect "$1" >/dev/null 2>&1
+            while :; do
+                api_connect "$1" >/dev/null 2>&1
+                _gf_rc=$?
+                [ "$PEERS_OK" -gt 0 ] || [ "$_gf_rc" = 2 ] && break
+                tick
+                [ "$NOW" -lt "$1" ] || break
+                nap 0.5
+            done
+            log "gateway: peers dialled in the background: $PEERS_OK connected"
             printf '%s\n' "$PEERS_OK" >"$GW_DIR/peers.part" && mv -f "$GW_DIR/peers.part" "$GW_DIR/peers"
         ) </dev/null &
     fi
