@@ -174,10 +174,11 @@ def test_corrupt_md5_is_refused_and_base_boots(x86_kit: e2e.GuestKit, seed: e2e.
 
 
 def test_gateway_cars_and_a_corrupt_one_refused(x86_kit: e2e.GuestKit, seed: e2e.Seed, work: Path) -> None:
-    """ipfs.gateway= in a real guest (issue 17): the list and sidecars come as CARs from the seed's
-    gateway, imported and checked by the guest's kubo; the gateway then hands out a CAR of bigdata.tcz
-    with one flipped byte: kubo refuses it, one warning line, and bitswap brings the rest -- every
-    extension loads with its md5 checked. (The clean CAR path is the boot benchmark's gateway mode.)"""
+    """ipfs.gateway= in a real guest (issue 17): the list comes as a CAR from the seed's gateway,
+    imported and checked by the guest's kubo (so are .tcz files fetched before the bad one); the
+    gateway hands out a CAR of bigdata.tcz with one flipped byte: kubo refuses it, one warning line,
+    and bitswap brings the rest -- every extension loads with its md5 checked. (The clean CAR path in
+    a guest is the boot benchmark's gateway mode; on the host, test_hook_kubo's gateway tests.)"""
     repo = samplerepo.build(work / "repo-gateway", [x86_kit.base.kver])
     cid = seed.publish(repo.path)
     liar = CorruptingGateway(seed.node.gateway_url, "bigdata.tcz")
