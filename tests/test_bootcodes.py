@@ -239,3 +239,22 @@ def test_cli_refuses_a_misspelt_code_before_touching_anything(tmp_path: Path,
         assert "unknown boot code 'ipfs.tiemout=60' (did you mean ipfs.timeout?)" in err
         assert "ipfs.peers, ipfs.timeout, ipfs.mirror" in err
     assert not out.exists() and not (tmp_path / "tftp").exists()
+
+
+def test_hook_gateway_code_is_normalised_and_ignored_for_http() -> None:
+    """ipfs.gateway=: the trailing / dropped (the hook appends /ipfs/<CID>/...); with tce=http:// a
+    warning and no gateway (nothing of IPFS runs there)."""
+    busybox = shutil.which("busybox")
+    shell = [busybox, "sh"] if busybox else ["sh"]
+    code = (f'TCE_IPFS_LIB={LIB}; . "$TCE_IPFS_LIB/lib.sh"; . "$TCE_IPFS_LIB/parse.sh"; set -f\n'
+            'CMDLINE=$1; parse_scheme; parse_codes\n'
+            'printf "%s|%s|%s" "$GW_URL" "$PARSE_ERRORS" "$PARSE_WARNINGS"')
+
+    def parse(cmdline: str) -> list[str]:
+        done = subprocess.run([*shell, "-c", code, "sh", cmdline], capture_output=True, text=True, timeout=20,
+                              check=True, env={"PATH": "/usr/bin:/bin", "ROOT": "/nonexistent"})
+        return done.stdout.split("|")
+
+    assert parse(f"tce=ipfs:{CID} ipfs.gateway=http://10.0.0.1:8081/") == ["http://10.0.0.1:8081", "", ""]
+    url, errors, warnings = parse("tce=http://10.0.0.1/tcz ipfs.gateway=http://10.0.0.1:8081")
+    assert url == "" and errors == "" and "ipfs.gateway is ignored" in warnings

@@ -30,6 +30,7 @@ GW_DIR=$WORK/gw    # the CARs in flight; NAME.ok (bytes imported) for each one i
 GW_BOUNDARY=tce-ipfs-car-3b9f0d5e7a1c
 GW_MAX=120         # seconds for one CAR's import (blocks are written to the RAM repo)
 GW_USED=0          # the list came through the gateway (gw_first): peers were not waited for
+GW_PRE=            # pid of gw_prefetch_list's background download
 NC="nc"
 [ -n "${TCE_IPFS_TOOLDIR:-}" ] && [ -x "$TCE_IPFS_TOOLDIR/nc" ] && NC=$TCE_IPFS_TOOLDIR/nc
 
@@ -91,11 +92,21 @@ gw_car() {
     _gc_f=$GW_DIR/$1
     [ -f "$_gc_f.ok" ] && return 0
     gw_prepare
-    _gc_err=$JOB_ERR
-    JOB_ERR=$_gc_f.wget
-    fetch_url "$GW_URL/ipfs/$CID${SUBPATH:+/$SUBPATH}/$1?format=car" "$_gc_f.car" "$2"
-    _gc_rc=$?
-    JOB_ERR=$_gc_err
+    if [ -n "$GW_PRE" ] && [ "$1" = "$LST" ]; then
+        # downloaded while kubo started (gw_prefetch_list)
+        wait "$GW_PRE" 2>/dev/null
+        GW_PRE=
+        _gc_rc=1
+        FETCH_ERR=
+        { read -r _gc_rc; read -r FETCH_ERR; } <"$_gc_f.pre" 2>/dev/null
+        [ -n "$FETCH_ERR" ] || [ "$_gc_rc" = 0 ] || FETCH_ERR="no answer"
+    else
+        _gc_err=$JOB_ERR
+        JOB_ERR=$_gc_f.wget
+        fetch_url "$GW_URL/ipfs/$CID${SUBPATH:+/$SUBPATH}/$1?format=car" "$_gc_f.car" "$2"
+        _gc_rc=$?
+        JOB_ERR=$_gc_err
+    fi
     case $_gc_rc in
         0) ;;
         2) return 1 ;; # not believed either way: the read through kubo decides
@@ -110,8 +121,25 @@ gw_car() {
         gw_down "$1: refused by kubo's import: $GW_ERR"
         _gc_rc=1
     fi
-    rm -f "$_gc_f.car" "$_gc_f.car.req" "$_gc_f.car.resp" "$_gc_f.car.err" "$_gc_f.wget"
+    rm -f "$_gc_f.car" "$_gc_f.car.req" "$_gc_f.car.resp" "$_gc_f.car.err" "$_gc_f.wget" "$_gc_f.pre"
     return "$_gc_rc"
+}
+
+# gw_prefetch_list DEADLINE_CS: (main shell, network up, before kubo starts) download <lst>'s CAR in
+# the background while kubo starts -- nothing is trusted before kubo imports it (gw_car).
+gw_prefetch_list() {
+    GW_PRE=
+    [ -n "$GW_URL" ] && [ "$SCHEME" = ipfs ] && [ -n "$CID" ] || return 0
+    rm -rf "$GW_DIR" "$WORK/down.G"
+    gw_prepare
+    (
+        JOB_ERR=$GW_DIR/$LST.wget
+        fetch_url "$GW_URL/ipfs/$CID${SUBPATH:+/$SUBPATH}/$LST?format=car" "$GW_DIR/$LST.car" "$1"
+        _gl_rc=$?
+        printf '%s\n%s\n' "$_gl_rc" "$FETCH_ERR" >"$GW_DIR/$LST.pre.part"
+        mv -f "$GW_DIR/$LST.pre.part" "$GW_DIR/$LST.pre"
+    ) </dev/null &
+    GW_PRE=$!
 }
 
 # gw_wanted REL: status 0 when REL should come through the gateway: <lst> (so the boot need not wait
@@ -131,7 +159,10 @@ gw_wanted() {
 # gateway fail later). Status 1 when the gateway is not used or failed (the caller waits for peers).
 gw_first() {
     [ -n "$GW_URL" ] && [ "$SCHEME" = ipfs ] || return 1
-    rm -rf "$GW_DIR" "$WORK/down.G"
+    if [ -z "$GW_PRE" ]; then
+        rm -rf "$GW_DIR" "$WORK/down.G"
+        GW_HEAD_LEN=
+    fi
     gw_car "$LST" "$1" || return 1
     GW_USED=1
     mark gateway

@@ -239,6 +239,8 @@ tce_ipfs_main() {
     fi
     tick
     T_NET=$((NOW - T_START))
+    # ipfs.gateway=: <lst>'s CAR comes over the network while kubo starts (checked once it runs)
+    [ -z "$P_ERR" ] && gw_prefetch_list "$P_DEADLINE"
 
     case $SCHEME in
         ipfs | ipns)
@@ -277,6 +279,7 @@ tce_ipfs_main() {
         fi
     fi
 
+    [ -n "$GW_URL" ] && [ "$P_UP" = 1 ] && gw_prepare # (once here: the fetch jobs share its files)
     fetch_list || die_soft "$LIST_ERR"
     mkdir -p "$OPT"
     resolve_closure

@@ -442,6 +442,7 @@ parse_codes() {
     fi
     if [ "$SCHEME" = http ] && [ -n "$GW_URL" ]; then
         pwarn "tce=http://... does not use IPFS: ipfs.gateway is ignored"
+        GW_URL=
     fi
     return 0
 }
