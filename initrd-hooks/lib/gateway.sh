@@ -5,8 +5,8 @@
 # blocks, and only from what the seed holds). Moving a file as one CAR over HTTP costs a slow CPU far
 # less than bitswap's per-block messages over libp2p (measured in the boot benchmark).
 #
-# Trust is unchanged: the CAR is only a carrier of blocks. Before a file is read through the local
-# kubo's gateway as always (fetch.sh), its CAR -- `/ipfs/<CID>[/sub]/<REL>?format=car`, the blocks of
+# Trust is unchanged: the CAR is only a carrier of blocks. Before <lst> or a .tcz is read through the
+# local kubo's gateway as always (fetch.sh), its CAR -- `/ipfs/<CID>[/sub]/<REL>?format=car`, the blocks of
 # the path from the root plus the file's whole DAG -- is fetched with wget and handed to kubo's
 # `dag/import`, which checks every block against its CID (a block whose bytes do not hash to its
 # CID fails the import; nothing of that CAR is kept). The read then finds the blocks local; whatever
@@ -23,7 +23,8 @@
 #
 # In a lab booting at once the machines should trade blocks instead of each taking the whole set from
 # the seed: when there may be someone to trade with (fetch.sh's may_trade), .tcz files go over bitswap
-# and only lists and sidecars come through the gateway.
+# and only the list comes through the gateway. The small sidecars (.dep, .md5.txt) always go over
+# bitswap (gw_wanted).
 
 GW_URL=            # ipfs.gateway= (parse.sh), without a trailing /
 GW_DIR=$WORK/gw    # the CARs in flight; NAME.ok (bytes imported) for each one imported
@@ -53,7 +54,8 @@ gw_prepare() {
     printf -- '--%s\r\n%s\r\nContent-Type: application/vnd.ipld.car\r\n\r\n' "$GW_BOUNDARY" "$_gp_head" \
         >"$GW_DIR/.head"
     printf -- '\r\n--%s--\r\n' "$GW_BOUNDARY" >"$GW_DIR/.tail"
-    # (plain ASCII: ${#} counts bytes; 2+2+2+4 for the dashes and line ends of the head, 2+2+2+2 tail)
+    # (plain ASCII: ${#} counts bytes. Head: "--", three CRLFs and a blank line's CRLF = 10, and the
+    # 38 characters of "Content-Type: application/vnd.ipld.car"; tail: CRLF "--" "--" CRLF = 8)
     GW_HEAD_LEN=$((${#GW_BOUNDARY} + ${#_gp_head} + 38 + 10))
     GW_TAIL_LEN=$((${#GW_BOUNDARY} + 8))
 }
