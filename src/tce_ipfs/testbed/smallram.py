@@ -120,6 +120,8 @@ mem() {{ [ -n "$pid" ] && awk -v k="$1" '$1 == k ":" {{ print $2 }}' "/proc/$pid
 used=$(stat -f -c '%b %f %S' / | awk '{{ printf "%.0f", ($1 - $2) * $3 / 1024 }}')
 avail=$(awk '/^MemAvailable:/ {{ print $2 }}' /proc/meminfo)
 echo "SMALL-RAM used_kib=$used rss_kib=$(mem VmRSS) hwm_kib=$(mem VmHWM) memavail_kib=$avail waited_s=$i"
+echo "SMALL-LOG $(grep -E 'onecopy|seeding|kubo limits' /var/log/tce-ipfs.log | tail -4 | tr '\n' '|')"
+echo "SMALL-MEM $(grep -E 'MemAvailable|MemFree|Shmem:|^Cached' /proc/meminfo | tr -s ' ' | tr '\n' '|')"
 echo "SMALL-ID peer_id=$(sed -n 's/^peer_id=//p' "$ST") $(grep '^ram_used_start=' "$ST")"
 {wait_done}echo "$S: OK $(tr '\\n' ' ' <"$ST")"
 poweroff -f
