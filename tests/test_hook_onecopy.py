@@ -99,6 +99,8 @@ def test_placed_files_are_served_from_optional(seed: Seed, hook: HookEnv, host_k
     assert (config["Swarm"]["ConnMgr"]["LowWater"], config["Swarm"]["ConnMgr"]["HighWater"]) == (16, 32)
     assert config["Swarm"]["ResourceMgr"]["MaxMemory"] == "32MiB"
     assert config["Gateway"]["RetrievalTimeout"] in ("120s", "2m0s")  # kubo may write it back in Go form
+    # step 3 went to the daemon's RPC API (busybox nc): no second Go process next to the daemon
+    assert result.env_log().count("added over the RPC API") == 2, result.env_log()
     env_dump = (hook.root / "tmp/tce-ipfs/kubo.log").read_text()
     assert "Daemon is ready" in env_dump
     # the leaves are references into optional/, verified by kubo; the repo holds no copy of them
@@ -177,24 +179,24 @@ def test_onecopy_0_and_seed_0(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 @pytest.mark.parametrize(("mem_kib", "expect"), [
-    (131072, ("40MiB", 8, 16, "16MiB")),
-    (262144, ("51MiB", 16, 32, "32MiB")),
-    (524288, ("100MiB", 20, 40, "64MiB")),
-    (4194304, ("100MiB", 20, 40, "128MiB")),
-    (None, ("100MiB", 20, 40, "")),
+    (131072, ("40MiB", 8, 16, "16MiB", "50")),
+    (262144, ("51MiB", 16, 32, "32MiB", "50")),  # below 512 MiB the heap does not fill the cap first
+    (524288, ("100MiB", 20, 40, "64MiB", "off")),
+    (4194304, ("100MiB", 20, 40, "128MiB", "off")),
+    (None, ("100MiB", 20, 40, "", "off")),
 ])
 def test_limits_from_ram(tmp_path: Path, shell: str, mem_kib: int | None,
-                         expect: tuple[str, int, int, str]) -> None:
+                         expect: tuple[str, int, int, str, str]) -> None:
     (tmp_path / "proc").mkdir()
     if mem_kib is not None:
         (tmp_path / "proc/meminfo").write_text(f"MemTotal:       {mem_kib} kB\nMemFree: 1000 kB\n")
     script = (f'ROOT={tmp_path}; . {HOOK_LIB}/lib.sh; . {HOOK_LIB}/kubo.sh; kubo_limits; '
-              'echo "$KUBO_GOMEMLIMIT $KUBO_CONN_LOW $KUBO_CONN_HIGH $KUBO_RCMGR"')
+              'echo "$KUBO_GOMEMLIMIT $KUBO_CONN_LOW $KUBO_CONN_HIGH $KUBO_GOGC $KUBO_RCMGR"')
     out = subprocess.run([*SHELLS[shell], "-c", script], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin"}).stdout.split(" ", 3)
-    gomem, low, high, rcmgr = expect
-    assert out[:3] == [gomem, str(low), str(high)]
-    assert out[3].strip() == (f'{{"MaxMemory": "{rcmgr}"}}' if rcmgr else "")
+                         env={"PATH": "/usr/bin:/bin"}).stdout.split(" ", 4)
+    gomem, low, high, rcmgr, gogc = expect
+    assert out[:4] == [gomem, str(low), str(high), gogc]
+    assert out[4].strip() == (f'{{"MaxMemory": "{rcmgr}"}}' if rcmgr else "")
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))

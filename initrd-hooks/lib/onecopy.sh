@@ -202,10 +202,14 @@ oc_add_cli() {
     return "$_oc_rc"
 }
 
-# oc_add DEADLINE_CS NAME: step 3 for NAME; OC_GOT = the CID kubo gave the placed file (or empty).
+# oc_add DEADLINE_CS NAME: step 3 for NAME; OC_GOT = the CID kubo gave the placed file (or empty),
+# OC_HOW = which way it went.
+OC_HOW=
 oc_add() {
     OC_GOT=
+    OC_HOW="kubo CLI"
     if [ -n "$NC" ] && command -v "$NC" >/dev/null 2>&1; then
+        OC_HOW="RPC API"
         oc_add_http "$1" "$2"
         _oa_rc=$?
         OC_GOT=$(sed -n 's/.*"Hash":"\([A-Za-z0-9]*\)".*/\1/p' "$WORK/oc/add.out" | tail -n 1)
@@ -271,7 +275,7 @@ onecopy_switch() {
                 file_size "$OPT/$_os_n"
                 printf '%s %s\n' "$_os_n" "$SIZE" >>"$WORK/onecopy.done"
                 mem_avail_kib
-                log "onecopy: $_os_n served from optional/ ($_os_want; MemAvailable ${MEM_AVAIL:-?} KiB)"
+                log "onecopy: $_os_n served from optional/ ($_os_want; added over the $OC_HOW; MemAvailable ${MEM_AVAIL:-?} KiB)"
             else
                 mkdir "$WORK/onecopy.off" 2>/dev/null
                 last_line "$WORK/oc/add.err"
