@@ -12,27 +12,31 @@
 #      raw leaves, dag-pb nodes above them). Anything else -- CIDv0, other chunk sizes, no raw
 #      leaves -- was published with other parameters: the blocks stay, nothing changes;
 #   2. `block rm` the raw leaves (the dag-pb nodes above them stay: a few hundred bytes per 44 MiB);
-#   3. `ipfs add --nocopy --cid-version=1 --raw-leaves --chunker=size-262144` of the placed file: the
+#   3. `add --nocopy --cid-version=1 --raw-leaves --chunker=size-262144` of the placed file: the
 #      leaves come back as references into the file. The CID it gives must be the one of step 1;
 #      if not (another kubo layout after all), the switch is off for the rest of this boot and the
 #      leaves are fetched again from the peers (`refs`), so the CID keeps resolving either way.
+#      The add is a raw HTTP request to the daemon's RPC API sent with busybox nc (oc_add_http): the
+#      kubo CLI would be a second Go process next to the daemon (tens of MiB), which a 256 MiB
+#      machine holding a 96 MiB onboot set does not have. Without nc, the CLI (oc_add_cli).
 # kubo's filestore only takes files under the directory that holds its repo, so kubo runs with
 # IPFS_PATH=/tmp/.tce-ipfs-repo, a symlink to /tmp/tce-ipfs/repo (see kubo_prepare).
 #
-# When: step 3 runs in the seeding job once tce-setup is done, for all files with ONE `ipfs add
-# --nocopy` (one kubo CLI start -- a Go process of its own, ~1 s of CPU under QEMU TCG and tens of
-# MiB -- instead of one per file, off the boot's path). Steps 1 and 2 run there too, unless RAM is
-# tight (MemTotal below 512 MiB, or MemAvailable below half of it): then they run in the data job right after the file is
-# placed, so the second copy never piles up and a 256 MiB machine can load an onboot set of 96 MiB;
-# the blocks of those files are then missing until step 3 (a peer that asks meanwhile is served by
-# another peer, or by us a minute later). With ipfs.seed=0 steps 1 and 2 alone run inline when RAM
-# is tight (kubo and its repo go away after the boot anyway).
+# When: step 3 runs in the seeding job once tce-setup is done, one file after the other, off the
+# boot's path. Steps 1 and 2 run there too, unless RAM is tight (MemTotal below 512 MiB, or
+# MemAvailable below half of it): then they run in the data job right after the file is placed, so
+# the second copy never piles up and a 256 MiB machine can load an onboot set of 96 MiB; the blocks
+# of those files are then missing until step 3 (a peer that asks meanwhile is served by another
+# peer, or by us a minute later). If RAM is short even for step 3 (MemAvailable below
+# ONECOPY_MIN_AVAIL), the files left are not seeded by this machine and a console line says which
+# (the boot is done by then: they are loaded either way). With ipfs.seed=0 steps 1 and 2 alone run
+# inline when RAM is tight (kubo and its repo go away after the boot anyway).
 # With ipfs.onecopy=0 nothing here runs (the old two-copy behaviour).
 
 ONECOPY_CHUNK=262144  # kubo's default chunker (`tce-ipfs publish` uses it)
 ONECOPY_NODE=45613056 # 174 chunks: a full dag-pb node one level up (kubo's default max links)
 ONECOPY_BATCH=40      # CIDs per block/rm call
-ONECOPY_MAX=600       # seconds for one `ipfs add --nocopy` (hashes the file once)
+ONECOPY_MAX=600       # seconds for one file's `add --nocopy` (kubo hashes the file once)
 ONECOPY_ON=0          # 1: kubo runs with the filestore (kubo_prepare)
 ONECOPY_WHY=
 ONECOPY_LOCK_WAIT=600 # tenths of a second a job waits for another's kubo CLI run
