@@ -25,6 +25,7 @@ pytestmark = pytest.mark.kubo
 HOOK_LIB = Path(__file__).resolve().parents[1] / "initrd-hooks" / "lib"
 BIG = {"big.tcz": 3 * 1024 * 1024 + 1000, "mid.tcz": 600 * 1024}  # several 256 KiB chunks each
 TIGHT = "MemTotal:         262144 kB\nMemFree:           40000 kB\nMemAvailable:      60000 kB\n"
+SHORT = "MemTotal:         262144 kB\nMemFree:            3000 kB\nMemAvailable:       6000 kB\n"
 ROOMY = "MemTotal:        2097152 kB\nMemFree:         1900000 kB\nMemAvailable:    1950000 kB\n"
 
 
@@ -139,7 +140,7 @@ def test_other_parameters_keep_the_blocks(seed: Seed, hook: HookEnv, host_kubo: 
 
 
 def test_roomy_machine_switches_after_boot(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
-    """With RAM to spare the switch waits for the seeding job (one kubo CLI run, off the boot's path)."""
+    """With RAM to spare the switch waits for the seeding job (off the boot's path)."""
     repo = make_repo(tmp_path / "repo")
     cid = publish_v1(seed, repo)
     (hook.root / "proc/meminfo").write_text(ROOMY)
@@ -153,6 +154,26 @@ def test_roomy_machine_switches_after_boot(seed: Seed, hook: HookEnv, tmp_path: 
     config = json.loads((hook.root / "tmp/tce-ipfs/repo/config").read_text())
     assert (config["Swarm"]["ConnMgr"]["LowWater"], config["Swarm"]["ConnMgr"]["HighWater"]) == (20, 40)
     assert config["Swarm"]["ResourceMgr"]["MaxMemory"] == "128MiB"
+
+
+def test_no_ram_left_to_switch_says_so(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
+    """Under 8 MiB available after the boot: the files stay loaded, are not seeded (nor pinned: a pin
+    would fetch the dropped blocks again), and one console line says which ones did not fit."""
+    repo = make_repo(tmp_path / "repo")
+    cid = publish_v1(seed, repo)
+    (hook.root / "proc/meminfo").write_text(SHORT)
+    result = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.timeout=60",
+                      timeout=120)
+    assert result.final.startswith("loaded 3 extensions"), result.console
+    st = result.wait_status("pinned", timeout=60)
+    assert st["onecopy"] == "0" and "pin_failed" not in st, result.env_log()
+    console = (hook.root / "dev/console").read_text()
+    line = next((ln for ln in console.splitlines() if "not enough RAM to seed" in ln), "")
+    assert "2 extension(s)" in line and "big.tcz" in line and "mid.tcz" in line, console
+    assert "6000 KiB available" in line, line
+    assert flatfs_bytes(hook) < 64 * 1024  # nothing was fetched back into RAM
+    for name, data in repo.data.items():
+        assert (hook.optional() / name).read_bytes() == data
 
 
 def test_onecopy_0_and_seed_0(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
