@@ -131,12 +131,16 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
         "ram_used_per_payload": round(ratio, 3), "target": 1.1, "mem_mib": st1.get("mem_mib"),
         "onecopy": st1.get("onecopy"), "onecopy_bytes": st1.get("onecopy_bytes"),
         "kubo_after_boot": {"rss_kib": ram.get("rss_kib"), "hwm_kib": ram.get("hwm_kib")},
+        "seeding_job": [ln for ln in g1.lines if ln.startswith("SMALL-LOG ")][:1],
         "kubo_seeding": {"peers": n_second, **seed_line}, "mem_available_kib": ram.get("memavail_kib"),
         "received": received, "received_from_first_ledger": from_first,
         "sentinel_s": {"first": round(r1.seconds, 1), "ready_s": round(t_ready, 1),
                        **{g.name: round(r.seconds, 1) for g, r in zip(seconds, results, strict=True)}},
     })
     assert st1["result"] == "ok" and int(st1["loaded"]) == len(closure), st1
+    # the seeding job fits: no "not enough RAM to seed" line (lib/onecopy.sh) on the first guest
+    short = [ln for ln in g1.lines if "not enough RAM to seed" in ln]
+    assert not short, (short, [ln for ln in g1.lines if ln.startswith("SMALL-MEM ")])
     assert int(st1["onecopy"]) >= smallram.BULK_FILES, st1
     assert ratio <= RATIO_LIMIT, (ratio, ram, st1)
     for g in seconds:  # every byte came from the first guest, after its switch to the placed files
