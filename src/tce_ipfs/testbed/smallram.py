@@ -82,15 +82,20 @@ def origin_script(closure: list[str], *, done_port: int | None = 7777) -> str:
     """/opt/bootsync.sh (test only): everything loaded; once the seeding job is done (``pinned=``
     in the status: the switch to the placed files is done by then) the RAM file system's use
     (``SMALL-RAM``), kubo's identity (``SMALL-ID``); with ``done_port``, LAB-READY and kubo's RSS
-    sampled every second until "done" comes on that port (``SMALL-SEED``)."""
+    sampled every second until "done" comes on that port (``SMALL-SEED``: the peak since the
+    "phase" that may come once on ``done_port + 1``, whose peak before it is ``SMALL-SEED-PHASE``)."""
     names = " ".join(n[: -len(".tcz")] for n in closure)
     wait_done = "" if done_port is None else f"""echo "{READY}"
-rm -f /tmp/lab.done
+rm -f /tmp/lab.done /tmp/lab.phase
 nc -l -p {done_port} > /tmp/lab.done &
+nc -l -p {done_port + 1} > /tmp/lab.phase &
 peak=0
 i=0
 while ! grep -q done /tmp/lab.done 2>/dev/null && [ "$i" -lt 3000 ]; do
     r=$(mem VmRSS); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
+    if grep -q phase /tmp/lab.phase 2>/dev/null; then
+        echo "SMALL-SEED-PHASE peak_rss_kib=$peak"; peak=0; rm -f /tmp/lab.phase
+    fi
     sleep 1; i=$((i + 1))
 done
 echo "SMALL-SEED peak_rss_kib=$peak hwm_kib=$(mem VmHWM)"
