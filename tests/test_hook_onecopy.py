@@ -100,6 +100,9 @@ def test_placed_files_are_served_from_optional(seed: Seed, hook: HookEnv, host_k
     assert (config["Swarm"]["ConnMgr"]["LowWater"], config["Swarm"]["ConnMgr"]["HighWater"]) == (16, 32)
     assert config["Swarm"]["ResourceMgr"]["MaxMemory"] == "32MiB"
     assert config["Gateway"]["RetrievalTimeout"] in ("120s", "2m0s")  # kubo may write it back in Go form
+    # below 512 MiB: fewer blocks read and held at once for peers
+    bitswap = config["Internal"]["Bitswap"]
+    assert (bitswap["EngineBlockstoreWorkerCount"], bitswap["EngineTaskWorkerCount"]) == (16, 4)
     # step 3 went to the daemon's RPC API (busybox nc): no second Go process next to the daemon
     assert result.env_log().count("added over the RPC API") == 2, result.env_log()
     env_dump = (hook.root / "tmp/tce-ipfs/kubo.log").read_text()
@@ -200,8 +203,8 @@ def test_onecopy_0_and_seed_0(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 @pytest.mark.parametrize(("mem_kib", "expect"), [
-    (131072, ("40MiB", 8, 16, "16MiB", "50")),
-    (262144, ("51MiB", 16, 32, "32MiB", "50")),  # below 512 MiB the heap does not fill the cap first
+    (131072, ("32MiB", 8, 16, "16MiB", "50")),
+    (262144, ("42MiB", 16, 32, "32MiB", "50")),  # below 512 MiB: M/6, and the heap does not fill the cap first
     (524288, ("100MiB", 20, 40, "64MiB", "off")),
     (4194304, ("100MiB", 20, 40, "128MiB", "off")),
     (None, ("100MiB", 20, 40, "", "off")),

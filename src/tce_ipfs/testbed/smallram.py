@@ -90,15 +90,20 @@ rm -f /tmp/lab.done /tmp/lab.phase
 nc -l -p {done_port} > /tmp/lab.done &
 nc -l -p {done_port + 1} > /tmp/lab.phase &
 peak=0
+low=999999999
+majflt() {{ awk '$1 == "pgmajfault" {{ print $2 }}' /proc/vmstat; }}
+f0=$(majflt)
 i=0
 while ! grep -q done /tmp/lab.done 2>/dev/null && [ "$i" -lt 3000 ]; do
     r=$(mem VmRSS); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
+    a=$(awk '/^MemAvailable:/ {{ print $2 }}' /proc/meminfo); [ "$a" -lt "$low" ] && low=$a
     if grep -q phase /tmp/lab.phase 2>/dev/null; then
-        echo "SMALL-SEED-PHASE peak_rss_kib=$peak"; peak=0; rm -f /tmp/lab.phase
+        echo "SMALL-SEED-PHASE peak_rss_kib=$peak min_memavail_kib=$low majflt=$(($(majflt) - f0))"
+        peak=0; low=999999999; f0=$(majflt); rm -f /tmp/lab.phase
     fi
     sleep 1; i=$((i + 1))
 done
-echo "SMALL-SEED peak_rss_kib=$peak hwm_kib=$(mem VmHWM)"
+echo "SMALL-SEED peak_rss_kib=$peak hwm_kib=$(mem VmHWM) min_memavail_kib=$low majflt=$(($(majflt) - f0))"
 kill -0 "$pid" || fail "kubo died while seeding"
 """
     return f"""#!/bin/sh
