@@ -204,7 +204,7 @@ def test_onecopy_0_and_seed_0(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 @pytest.mark.parametrize(("mem_kib", "expect"), [
     (131072, ("32MiB", 8, 16, "16MiB", "50")),
-    (262144, ("42MiB", 16, 32, "32MiB", "50")),  # below 512 MiB: M/6, and the heap does not fill the cap first
+    (262144, ("42MiB", 16, 32, "32MiB", "50")),  # below 512 MiB: M/6; the heap does not fill the cap first
     (524288, ("100MiB", 20, 40, "64MiB", "off")),
     (4194304, ("100MiB", 20, 40, "128MiB", "off")),
     (None, ("100MiB", 20, 40, "", "off")),
