@@ -86,15 +86,18 @@ def tell(lab: Lab, g: Guest, port: int, word: bytes) -> None:
     lab.exec(["timeout", "10", "busybox", "nc", g.tap.ip, str(port)], input=word, check=False)
 
 
-def fetch_from_lab_peers(lab: Lab, origin: str, cid: str, work: Path) -> dict[str, float]:
+def fetch_from_lab_peers(lab: Lab, origin: str, cid: str, closure: list[str],
+                         work: Path) -> dict[str, float]:
     """LAB_PEERS isolated host kubos in the lab's namespace (no mDNS, ``origin`` their only peer) each
-    fetch every block under ``cid`` at once; seconds each took."""
+    fetch every block of the ``closure`` files under ``cid`` at once (what the origin holds: not the
+    whole repo, whose other files it never fetched); seconds each took."""
+    paths = [f"/ipfs/{cid}/{name}" for name in closure]
     peers = [start_kubo(lab, f"small-lab{i}", kit_kubo(), work / f"small-lab{i}", listen_ip=lab.bridge_ip,
                         port=4011 + i, peers=[origin]) for i in range(LAB_PEERS)]
 
     def fetch(node: SeedNode) -> float:
         t = time.monotonic()
-        node.node.kubo_cmd("refs", "-r", "--unique", cid, timeout=LAB_PEER_TIMEOUT)
+        node.node.kubo_cmd("refs", "-r", "--unique", *paths, timeout=LAB_PEER_TIMEOUT)
         return round(time.monotonic() - t, 1)
 
     try:
@@ -133,7 +136,7 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
             seconds = [start(pool, kit, lab, ledger, [*base, peers], "small-peer1")]
             results = [g.ok() for g in seconds]
             tell(lab, g1, DONE_PORT + 1, b"phase\n")  # the origin's RSS peak so far: one guest
-            lab_fetch = fetch_from_lab_peers(lab, f"{g1.multiaddr_prefix}{peer_id}", cid, work)
+            lab_fetch = fetch_from_lab_peers(lab, f"{g1.multiaddr_prefix}{peer_id}", cid, closure, work)
         finally:
             tell_done(lab, g1)
         r1 = g1.ok()
