@@ -124,8 +124,9 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
     t0 = time.monotonic()
     lab_fetch: dict[str, float] = {}
     with guest_pool(lab, 2) as pool:
+        # the first guest outlives the later ones: twice the hang guard
         g1 = start(pool, kit, lab, origin, [*base, f"ipfs.peers={seed.multiaddr}"], "small-origin",
-                   watch=("LAB-READY",), timeout=2 * GUEST_TIMEOUT[arch])  # it outlives the later guests
+                   watch=("LAB-READY", "SMALL-SEED "), timeout=2 * GUEST_TIMEOUT[arch])
         try:
             wait(g1.wait_for("LAB-READY"), g1, "LAB-READY", timeout=GUEST_TIMEOUT[arch])
             t_ready = time.monotonic() - t0
@@ -139,6 +140,7 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
             lab_fetch = fetch_from_lab_peers(lab, f"{g1.multiaddr_prefix}{peer_id}", cid, closure, work)
         finally:
             tell_done(lab, g1)
+            g1.wait_for("SMALL-SEED ").wait(60)  # its seeding figures, also when a later guest failed
         r1 = g1.ok()
     st1 = e2e.parse_fields(r1.sentinel_line)
     seed_line = line_fields(g1, "SMALL-SEED ")
