@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hookfakes.harness import SHELLS, HookEnv, Repo, md5
+from hookfakes.harness import SHELLS, HookEnv, Repo, Result, md5
 from test_hook_kubo import HOOK_FAKES, Seed, free_port, kill_and_wait, start_seed, stop
 
 pytestmark = pytest.mark.kubo
@@ -78,14 +78,20 @@ def publish_v1(seed: Seed, repo: Repo) -> str:
     return seed.ipfs("add", "-r", "-Q", "--cid-version=1", "--raw-leaves", str(repo.path))
 
 
+def boot(seed: Seed, hook: HookEnv, cid: str, meminfo: str, *codes: str, port: int | None = None) -> Result:
+    """The hook on a machine whose ``/proc/meminfo`` says ``meminfo``, booting ``cid`` from the seed."""
+    (hook.root / "proc/meminfo").write_text(meminfo)
+    line = " ".join([f"tce=ipfs:{cid}", f"ipfs.peers={seed.peer}", f"ipfs.port={port or free_port()}",
+                     "ipfs.timeout=60", *codes])
+    return hook.run(line, timeout=120)
+
+
 def test_placed_files_are_served_from_optional(seed: Seed, hook: HookEnv, host_kubo: Path,
                                                tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     cid = publish_v1(seed, repo)
-    (hook.root / "proc/meminfo").write_text(TIGHT)  # RAM is tight: switched as each file is placed
     port = free_port()
-    result = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={port} ipfs.timeout=60",
-                      timeout=120)
+    result = boot(seed, hook, cid, TIGHT, port=port)  # RAM is tight: switched as each file is placed
     assert result.final.startswith(f"loaded 3 extensions from ipfs:{cid}"), result.console + result.log
     assert flatfs_bytes(hook) < 64 * 1024  # kubo's copies went as each file was placed
     st = result.wait_status("pinned", timeout=60)  # ... and the seeding job re-referenced the files
@@ -132,9 +138,7 @@ def test_other_parameters_keep_the_blocks(seed: Seed, hook: HookEnv, host_kubo: 
     repo = make_repo(tmp_path / "repo")
     cid = seed.add(repo.path)
     assert cid.startswith("Qm")
-    (hook.root / "proc/meminfo").write_text(TIGHT)
-    result = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.timeout=60",
-                      timeout=120)
+    result = boot(seed, hook, cid, TIGHT)
     assert result.final.startswith("loaded 3 extensions"), result.console
     assert result.status["onecopy"] == "0"
     assert "onecopy: big.tcz: CID Qm" in result.log and "kubo keeps its copy" in result.log, result.log
@@ -146,9 +150,7 @@ def test_roomy_machine_switches_after_boot(seed: Seed, hook: HookEnv, tmp_path: 
     """With RAM to spare the switch waits for the seeding job (off the boot's path)."""
     repo = make_repo(tmp_path / "repo")
     cid = publish_v1(seed, repo)
-    (hook.root / "proc/meminfo").write_text(ROOMY)
-    result = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.timeout=60",
-                      timeout=120)
+    result = boot(seed, hook, cid, ROOMY)
     assert result.final.startswith("loaded 3 extensions"), result.console
     assert result.status["onecopy"] == "0"  # not yet: the hook has returned
     st = result.wait_status("pinned", timeout=90)
@@ -164,9 +166,7 @@ def test_no_ram_left_to_switch_says_so(seed: Seed, hook: HookEnv, tmp_path: Path
     would fetch the dropped blocks again), and one console line says which ones did not fit."""
     repo = make_repo(tmp_path / "repo")
     cid = publish_v1(seed, repo)
-    (hook.root / "proc/meminfo").write_text(SHORT)
-    result = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.timeout=60",
-                      timeout=120)
+    result = boot(seed, hook, cid, SHORT)
     assert result.final.startswith("loaded 3 extensions"), result.console
     st = result.wait_status("pinned", timeout=60)
     assert st["onecopy"] == "0" and "pin_failed" not in st, result.env_log()
