@@ -1270,6 +1270,47 @@ def test_public_mode_without_a_public_address_of_its_own(env: HookEnv) -> None:
     assert result.status["route"] == "direct"
 
 
+LAN_ID = "12D3KooWLanLanLanLanLanLanLanLanLanLanLanLanLanLanLan"
+
+
+@pytest.mark.parametrize("internet", [False, True])
+def test_public_mode_is_satisfied_by_a_lan_peer(env: HookEnv, internet: bool) -> None:
+    """A machine at home next to one that has the repo (found by mDNS, connected at a LAN address)
+    boots from it in public mode without waiting for the open network: with no route to any bootstrap
+    peer (internet=False: the routing stage alone would fail after ROUTE_BOOT_MAX), and with one (no DHT
+    lookup at all)."""
+    sample_repo(env.ipfs_repo())
+    env.knob("lan_peers", f"{LAN_ID}\n")
+    env.knob("lan_root")
+    if internet:
+        env.knob("providers", f"{PROV_ID}\n")
+        env.knob("swarm_peers", f"{BOOT_ID} /ip4/192.0.2.7/tcp/4001\n{LAN_ID} /ip4/10.0.2.9/tcp/4001\n")
+    started = time.monotonic()
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=60", timeout=120)
+    elapsed = time.monotonic() - started
+    assert FINAL_OK.match(result.final), result.console + result.log
+    st = result.status
+    assert st["net"] == "public" and st["route"] == "lan" and st["providers"] == LAN_ID, st
+    calls = "\n".join(result.calls)
+    assert f"block/stat?arg={CID}" in calls and f"bitswap/ledger?arg={LAN_ID}" in calls
+    assert "routing/findprovs" not in calls and "swarm/connect" not in calls
+    assert "LAN peer(s) " + LAN_ID + " have the root" in result.log
+    assert elapsed < 20, elapsed  # well inside ROUTE_BOOT_MAX (20 s): the wait ended at once
+
+
+def test_public_mode_lan_peer_without_the_root_goes_on_to_routing(env: HookEnv) -> None:
+    """A LAN peer that lacks the root (a neighbour booted from another repo) is asked once; routing
+    then finds the provider on the open network."""
+    sample_repo(public_ready(env))
+    env.knob("swarm_peers", f"{BOOT_ID} /ip4/192.0.2.7/tcp/4001\n{PROV_ID} /ip4/192.0.2.9/tcp/4001\n"
+                            f"{LAN_ID} /ip4/10.0.2.9/tcp/4001\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=60", timeout=120)
+    assert FINAL_OK.match(result.final), result.console + result.log
+    assert result.status["route"] == "direct" and result.status["providers"] == PROV_ID
+    assert "\n".join(result.calls).count("block/stat?arg=") == 1
+    assert f"LAN peer(s) {LAN_ID}: no root block from them" in result.log
+
+
 def test_public_mode_failure_falls_back_to_the_mirror(env: HookEnv) -> None:
     sample_repo(public_ready(env))
     (env.state / "providers").unlink()

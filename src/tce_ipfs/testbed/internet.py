@@ -223,10 +223,8 @@ def _nft(netns: str, ruleset: str, *, replace: str | None = None) -> None:
 def _nat_rules(lan_if: str, nat: Nat) -> str:
     """The home router: masquerade the LAN behind ``wan``; from the WAN only replies get in.
 
-    Known limit: where the host has ``br_netfilter`` loaded (``bridge-nf-call-iptables=1``), frames
-    between two machines of one home LAN also meet this filter and are dropped, so machines of one
-    home do not talk to each other. (An accept rule for LAN to LAN was tried; it was taken out again
-    while a hole-punching flake was being chased, which turned out not to depend on it.)"""
+    The filter sees routed packets only: ``_switch_only`` keeps bridged frames (machine to machine on
+    one home LAN, home to home across the core) out of netfilter, as on a real switch."""
     random = " fully-random" if nat == "symmetric" else ""
     return f"""
 table ip {NAT_TABLE} {{
@@ -247,6 +245,21 @@ table ip {NAT_TABLE} {{
     }}
 }}
 """
+
+
+def _switch_only(netns: str) -> None:
+    """Frames a bridge in ``netns`` switches do not go through netfilter (IPv4 filter, NAT, conntrack).
+
+    Where the host has ``br_netfilter`` loaded (Docker and libvirt load it) every new namespace starts
+    with ``bridge-nf-call-iptables=1`` (the setting is per namespace): frames between two machines of
+    one home LAN then meet the router's forward filter (policy drop) and die, so mDNS and LAN peers do
+    not work inside a home; and the core's conntrack tracks every home-to-home flow it switches, which
+    no part of the real internet does. A switch is a switch: off in the namespaces that have bridges
+    (ours only; the host's own setting is untouched)."""
+    for key in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"):
+        path = f"/proc/sys/net/bridge/{key}"
+        if os.path.exists(path):  # br_netfilter not loaded: nothing to turn off
+            proc.run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", f"net.bridge.{key}=0"], timeout=30)
 
 
 def _edge_rules() -> str:
@@ -298,6 +311,7 @@ class Internet(Managed):
     def open(self) -> None:
         try:
             self.core.open()
+            _switch_only(self.core.netns)
             _nft(self.core.netns, _edge_rules())
             for index, (name, nat) in enumerate(self._kinds.items(), start=1):
                 self.homes[name] = self._open_home(name, index, nat)
@@ -316,6 +330,7 @@ class Internet(Managed):
         # Registered before it opens, so close() tears it down whatever fails next.
         self.homes[name] = home
         lab.open()
+        _switch_only(lab.netns)
         # The WAN veth: created in the core, its other end moved straight into the router namespace.
         core_end = f"w{name}{lab.suffix}"[:15]
         run_ip(self.core.netns, "link", "add", core_end, "type", "veth", "peer", "name", "wan", "netns",
