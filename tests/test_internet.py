@@ -326,3 +326,34 @@ def test_hook_names_the_failed_stage(request: pytest.FixtureRequest, case: str, 
     assert elapsed < timeout + 15, elapsed
     assert result.rc == 0
     record(f"internet-fail-{case}", {"line": result.final, "seconds": round(elapsed, 1)})
+
+
+def test_status_shows_reachability_and_provider_records(net: Internet, seed: HomeSeed,
+                                                        tmp_path: Path) -> None:
+    """``tce-ipfs status`` on the home seed (the agent's view; ``seed status`` and ``status --repo``
+    render the same part): behind NAT with its relays, and the provider records it announced and when
+    (kubo's first announce round of every pin comes a minute after its start: the last test of the
+    module, so it rarely waits)."""
+    from tce_ipfs.agent import ops
+    from tce_ipfs.agent.machine import Machine
+
+    with seed.node.client() as c:
+        prov = wait_for_round(c)
+        info = ops.status(machine=Machine(root=tmp_path), client=c, ledgers=False)
+    netinfo = info["network"]
+    assert netinfo["reachability"]["state"] == "relayed", netinfo
+    assert {r.split("/")[2] for r in netinfo["reachability"]["relays"]} <= set(net.server_ips)
+    assert netinfo["provide"]["records"] >= 1 and netinfo["provide"]["last_at"], netinfo  # the root
+    text = ops.render_status(info)
+    assert "network:   behind NAT, reachable through" in text, text
+    assert f"provided:  {netinfo['provide']['records']} provider record(s) at {prov['last_at']}" in text, text
+    record("internet-status", {"text": text, "network": netinfo})
+
+
+def wait_for_round(c: object, timeout: float = 100.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        prov = opennet.provide_stat(c)
+        if prov.get("last_at") or time.monotonic() > deadline:
+            return prov
+        time.sleep(2)
