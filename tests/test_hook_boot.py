@@ -1200,6 +1200,28 @@ def test_public_mode_config_with_kubos_defaults(env: HookEnv) -> None:
     assert f"swarm/connect?arg=/p2p/{PROV_ID}" in "\n".join(result.calls)
 
 
+@pytest.mark.parametrize("old_kubo", [False, True])
+def test_public_mode_starts_kubo_once(env: HookEnv, old_kubo: bool) -> None:
+    """Public mode's keys go into the daemon's --init-config like every other mode's: one kubo start,
+    no `ipfs init`. A kubo that refuses a settings-only --init-config (upstream's) gets `ipfs init`, the
+    same keys set in the config it wrote, and a second start."""
+    sample_repo(public_ready(env))
+    if old_kubo:
+        env.knob("old_kubo")
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT}")
+    assert FINAL_OK.match(result.final), result.console
+    inits = [c for c in result.calls if c.startswith("ipfs init")]
+    assert len(inits) == (1 if old_kubo else 0), result.calls
+    config = kubo_config(env)
+    assert config["Bootstrap"] == [BOOT] and config["AutoConf"] == {"Enabled": False}
+    assert config["Routing"]["Type"] == "dhtclient" and config["Routing"]["DelegatedRouters"] == []
+    assert config["Routing"]["LoopbackAddressesOnLanDHT"] is False
+    assert config["Ipns"]["DelegatedPublishers"] == [] and config["Swarm"]["DisableNatPortMap"] is True
+    assert config["Swarm"]["ResourceMgr"] == {"MaxMemory": "100MiB"}
+    assert config["Swarm"]["ConnMgr"]["HighWater"] == 40  # kubo_prepare's keys kept next to them
+    assert config["Provide"]["Strategy"] == "roots"
+
+
 def test_public_mode_with_bootstrap_code(env: HookEnv) -> None:
     """ipfs.bootstrap= replaces kubo's list, and AutoConf and the delegated routers go with it."""
     sample_repo(public_ready(env))
@@ -1215,7 +1237,7 @@ def test_seed_off_announces_nothing(env: HookEnv) -> None:
     sample_repo(public_ready(env))
     result = env.run(f"tce=ipfs:{CID} ipfs.seed=0 ipfs.bootstrap={BOOT}")
     assert FINAL_OK.match(result.final), result.console
-    assert kubo_config(env)["Provide"] == {"Enabled": False}
+    assert kubo_config(env)["Provide"]["Enabled"] is False  # (merged into kubo's Provide, as kubo does)
 
 
 @pytest.mark.parametrize(("setup", "stage"), [

@@ -42,41 +42,67 @@ json_list() {
     printf '[%s]' "$_jl"
 }
 
-# kubo_net_config DEADLINE_CS: the public-mode keys (and Provide off for ipfs.seed=0) in one awk pass
-# over the config (lib/netconf.awk); a key the pass did not find is set with `ipfs config --json`.
-# Status 1 with KUBO_ERR.
+# net_keys: the public-mode keys as "KEY<TAB>JSON" lines (Provide off with ipfs.seed=0), nothing in
+# another mode. One list for both ways into the config: kubo_net_json (the one-start path) and
+# kubo_net_config (a config that exists).
+net_keys() {
+    [ "$NET" = public ] || return 0
+    if [ -n "$BOOTSTRAP" ]; then
+        # shellcheck disable=SC2086 # multiaddrs: no blanks or globs
+        _nk_boot=$(json_list $BOOTSTRAP)
+        _nk_auto=false
+        _nk_routers='[]'
+        _nk_nonat=true
+    else
+        _nk_boot='["auto"]'
+        _nk_auto=true
+        _nk_routers='["auto"]'
+        _nk_nonat=false
+    fi
+    printf '%s\t%s\n' \
+        Bootstrap "$_nk_boot" \
+        AutoConf "{\"Enabled\": $_nk_auto}" \
+        Routing.DelegatedRouters "$_nk_routers" \
+        Routing.LoopbackAddressesOnLanDHT false \
+        Ipns.DelegatedPublishers "$_nk_routers" \
+        Swarm.DisableNatPortMap "$_nk_nonat" \
+        Swarm.ResourceMgr "{\"MaxMemory\": \"$KUBO_GOMEMLIMIT\"}"
+    if [ "$SEED" = 0 ]; then
+        printf '%s\t%s\n' Provide '{"Enabled": false}'
+    else
+        printf '%s\t%s\n' Provide \
+            '{"Enabled": true, "Strategy": "roots", "DHT": {"Interval": "22h", "MaxWorkers": 4, "SweepEnabled": false}}'
+    fi
+}
+
+# kubo_net_json: NETJ_TOP, NETJ_ROUTING, NETJ_SWARM -- net_keys as JSON members (", "-led) for the
+# daemon's --init-config (kubo_prepare puts them at the top level and into its Routing and Swarm
+# objects); NETJ_RCMGR when they replace Swarm.ResourceMgr. All empty outside public mode.
+kubo_net_json() {
+    NETJ_TOP=
+    NETJ_ROUTING=
+    NETJ_SWARM=
+    NETJ_RCMGR=
+    _nj_ipns=
+    net_keys >"$WORK/netkeys"
+    while IFS="$(printf '\t')" read -r _nj_key _nj_json; do
+        case $_nj_key in
+            Routing.*) NETJ_ROUTING="$NETJ_ROUTING, \"${_nj_key#Routing.}\": $_nj_json" ;;
+            Swarm.ResourceMgr) NETJ_RCMGR=$_nj_json ;;
+            Swarm.*) NETJ_SWARM="$NETJ_SWARM, \"${_nj_key#Swarm.}\": $_nj_json" ;;
+            Ipns.*) _nj_ipns="$_nj_ipns${_nj_ipns:+, }\"${_nj_key#Ipns.}\": $_nj_json" ;;
+            *) NETJ_TOP="$NETJ_TOP, \"$_nj_key\": $_nj_json" ;;
+        esac
+    done <"$WORK/netkeys"
+    [ -z "$_nj_ipns" ] || NETJ_TOP="$NETJ_TOP, \"Ipns\": {$_nj_ipns}"
+}
+
+# kubo_net_config DEADLINE_CS: net_keys set in a config kubo wrote (for a kubo that refuses the
+# one-start --init-config: kubo_init_repo's way) in one awk pass (lib/netconf.awk); a key the pass did
+# not find is set with `ipfs config --json`. Status 1 with KUBO_ERR.
 kubo_net_config() {
     _nc_sets=$WORK/netconf.sets
-    : >"$_nc_sets"
-    if [ "$NET" = public ]; then
-        if [ -n "$BOOTSTRAP" ]; then
-            # shellcheck disable=SC2086 # multiaddrs: no blanks or globs
-            _nc_boot=$(json_list $BOOTSTRAP)
-            _nc_auto=false
-            _nc_routers='[]'
-            _nc_nonat=true
-        else
-            _nc_boot='["auto"]'
-            _nc_auto=true
-            _nc_routers='["auto"]'
-            _nc_nonat=false
-        fi
-        printf '%s\t%s\n' \
-            Bootstrap "$_nc_boot" \
-            AutoConf "{\"Enabled\": $_nc_auto}" \
-            Routing.DelegatedRouters "$_nc_routers" \
-            Routing.LoopbackAddressesOnLanDHT false \
-            Ipns.DelegatedPublishers "$_nc_routers" \
-            Swarm.DisableNatPortMap "$_nc_nonat" \
-            Swarm.ResourceMgr "{\"MaxMemory\": \"$KUBO_GOMEMLIMIT\"}" >>"$_nc_sets"
-    fi
-    if [ "$SEED" = 0 ]; then
-        printf '%s\t%s\n' Provide '{"Enabled": false}' >>"$_nc_sets"
-    elif [ "$NET" = public ]; then
-        printf '%s\t%s\n' Provide \
-            '{"Enabled": true, "Strategy": "roots", "DHT": {"Interval": "22h", "MaxWorkers": 4, "SweepEnabled": false}}' \
-            >>"$_nc_sets"
-    fi
+    net_keys >"$_nc_sets"
     [ -s "$_nc_sets" ] || return 0
     rm -f "$WORK/netconf.done"
     if ! awk -v sets="$_nc_sets" -v report="$WORK/netconf.done" -f "$HOOK_LIB/netconf.awk" \
