@@ -95,6 +95,7 @@ kubo_net_json() {
         esac
     done <"$WORK/netkeys"
     [ -z "$_nj_ipns" ] || NETJ_TOP="$NETJ_TOP, \"Ipns\": {$_nj_ipns}"
+    [ "$NET" != public ] || dbg "kubo config: network mode $NET${BOOTSTRAP:+, bootstrap $BOOTSTRAP}, seed $SEED"
 }
 
 # kubo_net_config DEADLINE_CS: net_keys set in a config kubo wrote (for a kubo that refuses the
