@@ -18,7 +18,7 @@
 #                       next to ipfs.peers=, which only names the seed) and trade blocks; multicast
 #                       stays on the machine's own link. In a private swarm only same-key peers connect.
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
-# ipfs.net=public (and ipfs.seed=0 there) changes more keys: lib/public.sh, on the two-start way.
+# ipfs.net=public (and ipfs.seed=0 there) changes more keys: lib/public.sh (net_keys), in the same start.
 # Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a fifth of the RAM (40..100 MiB):
 # the Go GC then runs only when the heap nears that cap instead of every time it doubles. A fresh
 # heap collected again and again while the packages initialise is most of a CLI start on a slow CPU,
