@@ -31,9 +31,13 @@ every home node meets 4 relays and 4 observers within seconds, as it would on th
 **NAT.** Each home router masquerades its LAN behind its WAN address with nftables and drops every
 unsolicited packet from the WAN (forward and input), as home routers do. ``cone``: Linux keeps the
 source port, so one inside port maps to the same outside port for every destination (endpoint-
-independent mapping): TCP hole punching (simultaneous open) gets through. ``symmetric``:
-``masquerade fully-random`` gives every new connection its own outside port (endpoint-dependent
-mapping): the port a peer observed is useless to anyone else, so hole punching cannot work.
+independent mapping, as most consumer routers; filtering stays address-and-port dependent): TCP hole
+punching (simultaneous open) gets through -- the first SYN out of each router opens the way for the
+other side's, and conntrack takes a SYN answered by a SYN. ``symmetric``: ``masquerade fully-random``
+gives every new connection its own outside port (endpoint-dependent mapping): the port a peer
+observed is useless to anyone else, so hole punching cannot work. The bridges (the core, each home
+LAN) are switches: frames they switch bypass netfilter (``_switch_only``), so only the routers'
+rules act on a flow, as on the real internet.
 
 **Nothing leaves.** No namespace has a link to the host's namespace (every veth's peer is in one of
 ours: ``check_isolated()``), the core has no default route and no forwarding out, IPv6 is off
