@@ -210,6 +210,17 @@ class Home:
         stats: dict[str, Any] = json.loads(out)[0]["stats64"]
         return stats
 
+    def conntrack(self, port: int | None = SWARM_PORT) -> list[str]:
+        """The router's connection-tracking table (what its NAT mapped), the entries with ``port`` as
+        a source or destination port: where to look when hole punching fails -- a SYN_SENT entry whose
+        answer never came, or a mapping to another outside port than the one peers observed."""
+        out = proc.run(["ip", "netns", "exec", self.netns, "cat", "/proc/net/nf_conntrack"], check=False,
+                       timeout=30).stdout or b""
+        lines = out.decode(errors="replace").splitlines()
+        if port is not None:
+            lines = [ln for ln in lines if f"port={port} " in ln]
+        return [" ".join(ln.split()[2:]) for ln in lines]
+
     def set_nat(self, nat: Nat) -> None:
         """Switch the router's NAT kind (new connections only; existing mappings stay)."""
         _nft(self.netns, _nat_rules(self.lab.bridge, nat), replace=NAT_TABLE)
@@ -555,6 +566,11 @@ class Internet(Managed):
             server.process = self.core.adopt(LabProcess(name=f"{server.name}-{i}", argv=server.node.kubo_argv(
                 *DAEMON_ARGS), popen=server.node.process, log_path=server.node.log_path))
         self.relays_on = on
+
+    def nat_report(self) -> str:
+        """Every home router's conntrack entries on the swarm port (for a failed hole-punch assert)."""
+        return "\n".join(f"home {h.name} ({h.nat}, WAN {h.wan_ip}):\n  " + "\n  ".join(h.conntrack() or ["-"])
+                         for h in self.homes.values())
 
     # ------------------------------------------------------------------ isolation and counters
     def strays(self) -> dict[str, Any]:
