@@ -278,6 +278,34 @@ def test_hook_boots_from_a_seed_in_another_home(net: Internet, seed: HomeSeed, h
                                                      "t_total", "route", "providers")})
 
 
+def test_hook_boots_from_a_lan_peer_without_the_internet(net: Internet, host_kubo: Path,
+                                                        tmp_path: Path) -> None:
+    """Public mode, bootstrap unreachable, but a machine on the same home LAN (mDNS, inside home b's
+    own namespace) holds the repo: the routing stage ends as soon as that peer sent the root
+    (route=lan), long before ROUTE_BOOT_MAX, and the boot loads from it."""
+    from tce_ipfs.ipfs.publish import publish
+
+    neighbour = net.add_machine("b", "b-lan")
+    node = net.start_node(neighbour, "b-lan", host_kubo, net.work_dir / "b-lan",
+                          config={**netmode.public_config(net.bootstrap()), "Discovery.MDNS.Enabled": True})
+    with node.client(timeout=120) as c:
+        cid = publish(make_repo(tmp_path / "repo").path, c, progress=False).root_cid
+    machine = net.add_machine("b", "b-hook")
+    env = hook_env(machine.netns, tmp_path / "hook", host_kubo)
+    dead = f"/ip4/192.0.0.250/tcp/4001/p2p/{net.servers[0].peer_id}"  # nobody answers there
+    started = time.monotonic()
+    result = run_hook(env, f"tce=ipfs:{cid} ipfs.bootstrap={dead} ipfs.timeout={HOOK_TIMEOUT}")
+    elapsed = time.monotonic() - started
+    assert result.final.startswith(f"loaded 2 extensions from ipfs:{cid} in "), result.console + result.log
+    st = result.status
+    assert st["net"] == "public" and st["route"] == "lan" and st["providers"] == node.peer_id, st
+    with node.client() as c:
+        assert rpc.bitswap_stat(c)["DataSent"] >= 1_800_000  # the neighbour served both extensions
+    record("internet-lan-route", {"seconds": round(elapsed, 1),
+                                  **{k: st.get(k) for k in ("t_kubo_ready", "t_provider", "t_first_byte",
+                                                            "t_total")}})
+
+
 @pytest.fixture(scope="module")
 def dark(tmp_path_factory: pytest.TempPathFactory, host_kubo: Path) -> Iterator[tuple[Internet, HomeSeed]]:
     """A second internet where nothing gets through: both homes behind symmetric NATs (hole punching
