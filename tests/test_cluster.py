@@ -15,6 +15,7 @@ import stat
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import pytest
 from support.cluster import kill_seed, kubo_roots, peer_count, stopped_at_exit, wait_for
 from support.elfs import make_elf
 from support.media import fake_core, fake_kernel, fake_p2p_initrd
-from tce_ipfs import cli
+from tce_ipfs import cli, settings
 from tce_ipfs.arch import Arch
 from tce_ipfs.build import cluster as build_cluster
 from tce_ipfs.build import elf, gomodule
@@ -134,7 +135,7 @@ def test_source_edit_must_match_exactly(tmp_path: Path) -> None:
 @pytest.mark.parametrize("version", sorted(build_cluster.PATCHES))
 def test_isolation_patches_fit_the_served_versions(version: str, tmp_path: Path) -> None:
     """Both versions the module proxy serves take every isolation patch (v1.1.0 is also built)."""
-    moddir = gomodule.fetch_module(build_cluster.CLUSTER_MODULE, version, tmp_path / "dl",
+    moddir = gomodule.fetch_module(settings.CLUSTER_MODULE, version, tmp_path / "dl",
                                    name="ipfs-cluster", releases=build_cluster.RELEASES)
     gomodule.writable_copy(moddir, tmp_path / "src")
     for edit in build_cluster.PATCHES[version]:
@@ -227,6 +228,11 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 
 
 # ------------------------------------------------------------------------ real seeds on loopback
+def seeds_seen_by(state: ClusterState, count: int) -> bool:
+    """Whether the seed at ``state`` counts ``count`` seeds in its cluster."""
+    return peer_count(ClusterSeed(state).api()) == count
+
+
 def start_seed(tmp: Path, name: str, port: int, *, join: str | None = None, secret: Path | None = None,
                kubo_bin: Path, service: Path, extra: list[str] | None = None) -> ClusterState:
     """`tce-ipfs cluster start` on loopback (kubo and API on any free port, REST on the socket only)."""
@@ -257,7 +263,7 @@ def test_three_seeds_publish_keep_join_and_recover(host_kubo: Path, host_cluster
                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TCE_IPFS_STATE", str(tmp_path / "default-state"))
-    bins = {"kubo_bin": host_kubo, "service": host_cluster.service}
+    bins: dict[str, Any] = {"kubo_bin": host_kubo, "service": host_cluster.service}
     states = [ClusterState(tmp_path / f"s{i}") for i in range(1, 5)]
     started = time.monotonic()
 
@@ -278,7 +284,7 @@ def test_three_seeds_publish_keep_join_and_recover(host_kubo: Path, host_cluster
             start_seed(tmp_path, f"s{i}", port, join=first["cluster_addrs"][0], secret=secret, **bins)
         api = ClusterSeed(s1).api()
         for s in states[:3]:  # each seed learns of the others from their pings (every 5 s)
-            wait_for(f"{s.path.name} sees three seeds", lambda s=s: peer_count(ClusterSeed(s).api()) == 3,
+            wait_for(f"{s.path.name} sees three seeds", partial(seeds_seen_by, s, 3),
                      timeout=60)
 
         lap("three seeds up")
@@ -355,7 +361,7 @@ def test_three_seeds_publish_keep_join_and_recover(host_kubo: Path, host_cluster
 @pytest.mark.kubo
 def test_replication_factor_and_refusals(host_kubo: Path, host_cluster: ClusterBinaries, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    bins = {"kubo_bin": host_kubo, "service": host_cluster.service}
+    bins: dict[str, Any] = {"kubo_bin": host_kubo, "service": host_cluster.service}
     states = [ClusterState(tmp_path / f"r{i}") for i in (1, 2)]
     with stopped_at_exit(*states):
         s1 = start_seed(tmp_path, "r1", 19296, **bins)
@@ -363,7 +369,7 @@ def test_replication_factor_and_refusals(host_kubo: Path, host_cluster: ClusterB
         start_seed(tmp_path, "r2", 19297, join=addr, secret=s1.secret_path, **bins)
         api = ClusterAPI(f"/unix{s1.rest_socket}")
         for s in states:
-            wait_for("two seeds", lambda s=s: peer_count(ClusterSeed(s).api()) == 2, timeout=60)
+            wait_for("two seeds", partial(seeds_seen_by, s, 2), timeout=60)
         capsys.readouterr()
         repo = make_repo(tmp_path / "repo", ["x"])
         assert cli.main(["publish", str(repo), "--cluster", str(s1.path), "--replication", "3"]) == \
@@ -408,7 +414,7 @@ def test_private_lab_swarm(host_kubo: Path, host_cluster: ClusterBinaries, tmp_p
                            capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     """--private on the first seed, --swarm-key (its key file) on the next: the kubos share a private
     swarm (0600 key, forced), roots replicate, and the boot line carries ipfs.swarmkey=."""
-    bins = {"kubo_bin": host_kubo, "service": host_cluster.service}
+    bins: dict[str, Any] = {"kubo_bin": host_kubo, "service": host_cluster.service}
     states = [ClusterState(tmp_path / f"p{i}") for i in (1, 2, 3)]
     with stopped_at_exit(*states):
         p1 = start_seed(tmp_path, "p1", 19496, **bins, extra=["--private"])

@@ -25,15 +25,15 @@ import json
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.cluster import kill_seed, kubo_roots, peer_count, stopped_at_exit, wait_for
-from tce_ipfs import cli
+from support.cluster import holds_only, kill_seed, kubo_roots, peer_count, stopped_at_exit, wait_for
+from tce_ipfs import cli, settings
 from tce_ipfs.arch import Arch
-from tce_ipfs.build import cluster as build_cluster
 from tce_ipfs.build.cluster import ClusterBinaries
 from tce_ipfs.ipfs import clusterpins
 from tce_ipfs.ipfs.cluster import ClusterSeed
@@ -156,9 +156,9 @@ def test_cluster_seeds_on_the_lab_lan(work: Path, host_kubo: Path, host_cluster:
             # pin a moment later (ipfs-cluster's tracker unpins asynchronously), so give it that moment
             for s in (states[0], states[1], states[3]):
                 wait_for(f"{s.path.name} dropped the old root",
-                         lambda s=s: kubo_roots(s) & {root1, root2} == {root2}, timeout=120)
+                         partial(holds_only, s, root2, among={root1, root2}), timeout=120)
             start(2, again=True)  # the dead machine comes back: same state, its options from there
-            wait_for("seed3 converged", lambda: kubo_roots(states[2]) & {root1, root2} == {root2},
+            wait_for("seed3 converged", partial(holds_only, states[2], root2, among={root1, root2}),
                      timeout=300)
             wait_for("root complete on 4/4",
                      lambda: clusterpins.cluster_status(api)["roots"][0]["pinned"] == 4, timeout=120)
@@ -184,7 +184,7 @@ def test_cluster_seeds_on_the_lab_lan(work: Path, host_kubo: Path, host_cluster:
         assert "bootstrap to /ip4/192.0.2.1" in log and "network is unreachable" not in log
         gated.stop()
     results["binaries_human"] = {k: f"{v / 2**20:.1f} MiB" for k, v in results["binaries"].items()}
-    results["cluster_version"] = build_cluster.CLUSTER_VERSION
+    results["cluster_version"] = settings.CLUSTER_VERSION
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cluster-lab.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -83,7 +83,8 @@ def test_boot_seed_exposure_and_no_outside_traffic(net: FaultNet, tmp_path: Path
         if line.startswith("FAULT-READY"):
             ready.set()
 
-    def boot(name: str, codes: list[str], stream: object = None) -> Future[qemu.BootResult]:
+    def boot(name: str, codes: list[str],
+             stream: Callable[[str], None] | None = None) -> Future[qemu.BootResult]:
         tap = lab.tap()
         append = " ".join(["quiet", f"tce=ipfs:{cid}", f"ipfs.timeout={HOOK_TIMEOUT}", *codes])
         return pool.submit(qemu.boot, ARCH, kit.base.qemu_kernel, [kit.base.initrd, kit.hook_initrd, check],

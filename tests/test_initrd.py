@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from tce_ipfs import settings
 from tce_ipfs.cli import main
 from tce_ipfs.errors import BuildError, UsageError
 from tce_ipfs.media import cpio, initrd
@@ -329,7 +330,7 @@ def test_hook_initrd_with_system_cpio(tmp_path: Path, fake_tcz: Path) -> None:
     ).stdout
     subprocess.run([BUSYBOX, "cpio", "-idmu"], input=inner, cwd=root, check=True, capture_output=True)
     assert (root / "usr/local/tce.installed/tce-ipfs").read_bytes() == (
-        Path(initrd.settings.hooks_dir()) / "tce-ipfs"
+        Path(settings.hooks_dir()) / "tce-ipfs"
     ).read_bytes()
     assert (root / "usr/local/lib/tce-ipfs/build.conf").read_text().endswith("HOOK_ARCH=aarch64\n")
 

@@ -273,7 +273,7 @@ def test_hook_boots_from_a_seed_in_another_home(net: Internet, seed: HomeSeed, h
     assert st["net"] == "public" and st["route"] == "direct" and st["providers"] == seed.node.peer_id
     config = hook_config(env)
     assert config["Bootstrap"] == net.bootstrap()  # never kubo's own list here
-    assert all(in_sim(a.split("/")[2]) for a in config["Bootstrap"])  # type: ignore[union-attr]
+    assert all(in_sim(a.split("/")[2]) for a in config["Bootstrap"])
     record("internet-hook", {k: st.get(k) for k in ("t_kubo_ready", "t_provider", "t_list", "t_first_byte",
                                                      "t_total", "route", "providers")})
 

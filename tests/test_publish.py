@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tce_ipfs import cli
+from tce_ipfs import cli, log
 from tce_ipfs.errors import RepoError
 from tce_ipfs.ipfs import publish, rpc
 from tce_ipfs.ipfs.node import Node
@@ -164,7 +164,7 @@ def test_tce_dir_layout_is_flattened(tmp_path: Path, client: Any) -> None:
 def test_progress_counts_every_byte(tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, int] = {}
 
-    class TtyProgress(publish.Progress):
+    class TtyProgress(log.Progress):
         def __init__(self, label: str, total: int, unit: str = "B") -> None:
             super().__init__(label, total, unit)
             self.enabled = True

@@ -117,6 +117,6 @@ def test_user_net_pxe_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert qemu.user_restricted().netdev() == "user,id=n0,restrict=on"
     for bad in ({"tftp": tmp_path / "a,b"}, {"bootfile": "x,restrict=off"}, {"bootfile": ""}):
         with pytest.raises(UsageError):
-            qemu.user_restricted(**bad)  # type: ignore[arg-type]
+            qemu.user_restricted(**bad)
     with pytest.raises(UsageError):
         qemu.user_restricted(tftp=tmp_path / "missing").qemu_args(Arch.X86_64)

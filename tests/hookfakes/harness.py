@@ -228,7 +228,6 @@ class HookEnv:
     shell: str = "busybox"
     fakes: tuple[str, ...] = ALL_FAKES
     extra_path: tuple[str, ...] = ()
-    launcher: tuple[str, ...] = ()  # argv prefix, e.g. ("ip", "netns", "exec", NS): the hook runs there
     boot_root: bool = False
     launcher: tuple[str, ...] = ()  # prefixes the hook's argv, e.g. ``ip netns exec NS`` (fault tests)
     root: Path = field(init=False)

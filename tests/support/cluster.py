@@ -42,6 +42,11 @@ def kubo_roots(state: ClusterState) -> set[str]:
         return set(rpc.pin_ls(c))
 
 
+def holds_only(state: ClusterState, root: str, *, among: set[str]) -> bool:
+    """Whether, of the roots ``among``, the seed's kubo pins ``root`` and no other."""
+    return kubo_roots(state) & among == {root}
+
+
 def kill_seed(state: ClusterState) -> list[int]:
     """SIGKILL a seed's cluster daemon and kubo (a machine that died), return their pids."""
     pids = [p for p in (ClusterSeed(state).pid(), Node(state.repo).pid()) if p]

@@ -32,7 +32,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -351,7 +351,7 @@ def _write_initrd(arch: Arch, kit: Path, meta: dict[str, Any]) -> Path:
     return out
 
 
-def write_overlay(out: Path, files: dict[str, bytes | tuple[bytes, int]]) -> Path:
+def write_overlay(out: Path, files: Mapping[str, bytes | tuple[bytes, int]]) -> Path:
     """An extra initrd (gzip'd newc cpio) holding ``files`` (guest path -> data or (data, mode)).
 
     Parent directories are added with the modes the test base (and TC) give them -- the kernel applies
