@@ -24,6 +24,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -271,8 +272,14 @@ def test_hook_boots_from_a_seed_in_another_home(net: Internet, seed: HomeSeed, h
         result.console + result.log + net.nat_report()
     st = result.status
     assert st["net"] == "public" and st["route"] == "direct" and st["providers"] == seed.node.peer_id
-    config = hook_config(env)
+    config: dict[str, Any] = hook_config(env)
     assert config["Bootstrap"] == net.bootstrap()  # never kubo's own list here
+    # public mode's keys came in kubo's one start (the daemon's --init-config), real kubo took them
+    assert "making the repo with ipfs init" not in result.log
+    assert config["AutoConf"]["Enabled"] is False and config["Routing"]["DelegatedRouters"] == []
+    assert config["Routing"]["Type"] == "dhtclient" and config["Provide"]["Strategy"] == "roots"
+    assert config["Swarm"]["DisableNatPortMap"] is True
+    assert config["Swarm"]["ResourceMgr"]["MaxMemory"] == "100MiB"
     assert all(in_sim(a.split("/")[2]) for a in config["Bootstrap"])
     record("internet-hook", {k: st.get(k) for k in ("t_kubo_ready", "t_provider", "t_list", "t_first_byte",
                                                      "t_total", "route", "providers")})
@@ -381,7 +388,7 @@ def test_status_shows_reachability_and_provider_records(net: Internet, seed: Hom
     record("internet-status", {"text": text, "network": netinfo})
 
 
-def wait_for_round(c: object, timeout: float = 100.0) -> dict[str, object]:
+def wait_for_round(c: Any, timeout: float = 100.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         prov = opennet.provide_stat(c)
