@@ -35,7 +35,11 @@ independent mapping, as most consumer routers; filtering stays address-and-port 
 punching (simultaneous open) gets through -- the first SYN out of each router opens the way for the
 other side's, and conntrack takes a SYN answered by a SYN. ``symmetric``: ``masquerade fully-random``
 gives every new connection its own outside port (endpoint-dependent mapping): the port a peer
-observed is useless to anyone else, so hole punching cannot work. The bridges (the core, each home
+observed is useless to anyone else, so hole punching cannot work. Known limit of ``cone``: Linux
+keeps a port only while the outside address:port pair is free, so a second machine of one home using
+the same inside port towards the same peer gets another outside port for that peer alone (a real
+endpoint-independent NAT would give it one port for every peer): tests keep one kubo on port 4001
+per home and peer pair (the hook boots in home d for that reason). The bridges (the core, each home
 LAN) are switches: frames they switch bypass netfilter (``_switch_only``), so only the routers'
 rules act on a flow, as on the real internet.
 
