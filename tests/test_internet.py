@@ -225,7 +225,9 @@ def test_two_homes_hole_punch(net: Internet, seed: HomeSeed, host_kubo: Path) ->
     assert net.home("a").wan_stats()["tx"]["bytes"] >= 1_500_000  # out of home a's router, not a relay
     record("internet-hole-punch", {"t_provider_s": round(t_provider, 2), "t_data_s": round(t_data, 2),
                                    "connections": conns,
-                                   "wan_tx_a": net.home("a").wan_stats()["tx"]["bytes"]})
+                                   "wan_tx_a": net.home("a").wan_stats()["tx"]["bytes"],
+                                   "nat_a_b": [e for h in ("a", "b") for e in net.home(h).conntrack()
+                                               if net.home("b" if h == "a" else "a").wan_ip in e]})
 
 
 def test_symmetric_nat_cannot_hole_punch(net: Internet, seed: HomeSeed, host_kubo: Path) -> None:
