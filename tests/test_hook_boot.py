@@ -147,15 +147,17 @@ def test_happy_path(env: HookEnv) -> None:
     assert "loaded 8 extensions" in result.log
 
 
-@pytest.mark.parametrize(("mem_kib", "limit"), [(262144, "51MiB"), (131072, "40MiB"), (4194304, "100MiB")])
-def test_go_heap_cap_follows_the_ram(env: HookEnv, mem_kib: int, limit: str) -> None:
-    """GOGC=off with GOMEMLIMIT a fifth of the RAM, 40..100 MiB: the GC runs only near the cap."""
+@pytest.mark.parametrize(("mem_kib", "limit", "gogc"), [(262144, "42MiB", "50"), (131072, "32MiB", "50"),
+                                                      (4194304, "100MiB", "off")])
+def test_go_heap_cap_follows_the_ram(env: HookEnv, mem_kib: int, limit: str, gogc: str) -> None:
+    """GOGC=off with GOMEMLIMIT a fifth of the RAM, up to 100 MiB: the GC runs only near the cap; below
+    512 MiB GOGC=50 with a sixth, at least 32 MiB (the heap must not take the RAM the seeding needs)."""
     sample_repo(ipfs_ready(env))
     (env.root / "proc/meminfo").write_text(f"MemTotal:       {mem_kib} kB\nMemFree:  1000 kB\n")
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
     assert FINAL_OK.match(result.final), result.console
     daemon_env = (env.state / "daemon.env").read_text()
-    assert f"GOMEMLIMIT={limit}\n" in daemon_env and "GOGC=off\n" in daemon_env
+    assert f"GOMEMLIMIT={limit}\n" in daemon_env and f"GOGC={gogc}\n" in daemon_env
 
 
 def test_console_lines_stand_alone(env: HookEnv) -> None:
@@ -459,9 +461,10 @@ def test_console_flood_is_bounded(env: HookEnv) -> None:
     m = re.fullmatch(r"error: \.\.\. and (\d+) more problem\(s\), not shown \(all in /var/log/tce-ipfs.log\)",
                      errors[-1])
     assert m and int(m.group(1)) >= 199995, errors[-1]
-    assert re.match(r"FAILED: 2000\d\d problem\(s\), first: onboot.lst line 2: ", result.final), result.final
-    assert len(result.console) < 4000
-    assert result.seconds < 30  # bounded by the 5 s timeout (plus start-up), not minutes of console
+    # "nothing loaded: " when good.tcz itself ran out of the 5 s on a loaded machine
+    assert re.match(r"FAILED: (nothing loaded: )?2000\d\d problem\(s\), first: onboot.lst line 2: ",
+                    result.final), result.final
+    assert len(result.console) < 4000  # a few lines, not 15 MB of console (env.run's timeout bounds the time)
 
 
 def test_dependency_loops_warn_a_few_times(env: HookEnv) -> None:
@@ -1337,6 +1340,7 @@ def test_public_mode_failure_falls_back_to_the_mirror(env: HookEnv) -> None:
     sample_repo(public_ready(env))
     (env.state / "providers").unlink()
     sample_repo(env.http_repo("10.0.2.100:8080", "tcz"))
-    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=9 ipfs.mirror={MIRROR}", timeout=60)
+    # the mirror gets the last third of ipfs.timeout: 6 s for 8 fake fetches, enough on a loaded machine
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=18 ipfs.mirror={MIRROR}", timeout=90)
     assert f"error: ipfs:{CID}: no providers found for {CID}" in result.console
     assert result.final.startswith(f"loaded 8 extensions from mirror {MIRROR}"), result.console

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.kubo
 HOOK_LIB = Path(__file__).resolve().parents[1] / "initrd-hooks" / "lib"
 BIG = {"big.tcz": 3 * 1024 * 1024 + 1000, "mid.tcz": 600 * 1024}  # several 256 KiB chunks each
 TIGHT = "MemTotal:         262144 kB\nMemFree:           40000 kB\nMemAvailable:      60000 kB\n"
+SHORT = "MemTotal:         262144 kB\nMemFree:            3000 kB\nMemAvailable:       6000 kB\n"
 ROOMY = "MemTotal:        2097152 kB\nMemFree:         1900000 kB\nMemAvailable:    1950000 kB\n"
 
 
@@ -99,6 +100,11 @@ def test_placed_files_are_served_from_optional(seed: Seed, hook: HookEnv, host_k
     assert (config["Swarm"]["ConnMgr"]["LowWater"], config["Swarm"]["ConnMgr"]["HighWater"]) == (16, 32)
     assert config["Swarm"]["ResourceMgr"]["MaxMemory"] == "32MiB"
     assert config["Gateway"]["RetrievalTimeout"] in ("120s", "2m0s")  # kubo may write it back in Go form
+    # below 512 MiB: fewer blocks read and held at once for peers
+    bitswap = config["Internal"]["Bitswap"]
+    assert (bitswap["EngineBlockstoreWorkerCount"], bitswap["EngineTaskWorkerCount"]) == (16, 4)
+    # step 3 went to the daemon's RPC API (busybox nc): no second Go process next to the daemon
+    assert result.env_log().count("added over the RPC API") == 2, result.env_log()
     env_dump = (hook.root / "tmp/tce-ipfs/kubo.log").read_text()
     assert "Daemon is ready" in env_dump
     # the leaves are references into optional/, verified by kubo; the repo holds no copy of them
@@ -137,7 +143,7 @@ def test_other_parameters_keep_the_blocks(seed: Seed, hook: HookEnv, host_kubo: 
 
 
 def test_roomy_machine_switches_after_boot(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
-    """With RAM to spare the switch waits for the seeding job (one kubo CLI run, off the boot's path)."""
+    """With RAM to spare the switch waits for the seeding job (off the boot's path)."""
     repo = make_repo(tmp_path / "repo")
     cid = publish_v1(seed, repo)
     (hook.root / "proc/meminfo").write_text(ROOMY)
@@ -151,6 +157,26 @@ def test_roomy_machine_switches_after_boot(seed: Seed, hook: HookEnv, tmp_path: 
     config = json.loads((hook.root / "tmp/tce-ipfs/repo/config").read_text())
     assert (config["Swarm"]["ConnMgr"]["LowWater"], config["Swarm"]["ConnMgr"]["HighWater"]) == (20, 40)
     assert config["Swarm"]["ResourceMgr"]["MaxMemory"] == "128MiB"
+
+
+def test_no_ram_left_to_switch_says_so(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
+    """Under 8 MiB available after the boot: the files stay loaded, are not seeded (nor pinned: a pin
+    would fetch the dropped blocks again), and one console line says which ones did not fit."""
+    repo = make_repo(tmp_path / "repo")
+    cid = publish_v1(seed, repo)
+    (hook.root / "proc/meminfo").write_text(SHORT)
+    result = hook.run(f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={free_port()} ipfs.timeout=60",
+                      timeout=120)
+    assert result.final.startswith("loaded 3 extensions"), result.console
+    st = result.wait_status("pinned", timeout=60)
+    assert st["onecopy"] == "0" and "pin_failed" not in st, result.env_log()
+    console = (hook.root / "dev/console").read_text()
+    line = next((ln for ln in console.splitlines() if "not enough RAM to seed" in ln), "")
+    assert "2 extension(s)" in line and "big.tcz" in line and "mid.tcz" in line, console
+    assert "6000 KiB available" in line, line
+    assert flatfs_bytes(hook) < 64 * 1024  # nothing was fetched back into RAM
+    for name, data in repo.data.items():
+        assert (hook.optional() / name).read_bytes() == data
 
 
 def test_onecopy_0_and_seed_0(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
@@ -177,24 +203,24 @@ def test_onecopy_0_and_seed_0(seed: Seed, hook: HookEnv, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 @pytest.mark.parametrize(("mem_kib", "expect"), [
-    (131072, ("40MiB", 8, 16, "16MiB")),
-    (262144, ("51MiB", 16, 32, "32MiB")),
-    (524288, ("100MiB", 20, 40, "64MiB")),
-    (4194304, ("100MiB", 20, 40, "128MiB")),
-    (None, ("100MiB", 20, 40, "")),
+    (131072, ("32MiB", 8, 16, "16MiB", "50")),
+    (262144, ("42MiB", 16, 32, "32MiB", "50")),  # below 512 MiB: M/6; the heap does not fill the cap first
+    (524288, ("100MiB", 20, 40, "64MiB", "off")),
+    (4194304, ("100MiB", 20, 40, "128MiB", "off")),
+    (None, ("100MiB", 20, 40, "", "off")),
 ])
 def test_limits_from_ram(tmp_path: Path, shell: str, mem_kib: int | None,
-                         expect: tuple[str, int, int, str]) -> None:
+                         expect: tuple[str, int, int, str, str]) -> None:
     (tmp_path / "proc").mkdir()
     if mem_kib is not None:
         (tmp_path / "proc/meminfo").write_text(f"MemTotal:       {mem_kib} kB\nMemFree: 1000 kB\n")
     script = (f'ROOT={tmp_path}; . {HOOK_LIB}/lib.sh; . {HOOK_LIB}/kubo.sh; kubo_limits; '
-              'echo "$KUBO_GOMEMLIMIT $KUBO_CONN_LOW $KUBO_CONN_HIGH $KUBO_RCMGR"')
+              'echo "$KUBO_GOMEMLIMIT $KUBO_CONN_LOW $KUBO_CONN_HIGH $KUBO_GOGC $KUBO_RCMGR"')
     out = subprocess.run([*SHELLS[shell], "-c", script], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin"}).stdout.split(" ", 3)
-    gomem, low, high, rcmgr = expect
-    assert out[:3] == [gomem, str(low), str(high)]
-    assert out[3].strip() == (f'{{"MaxMemory": "{rcmgr}"}}' if rcmgr else "")
+                         env={"PATH": "/usr/bin:/bin"}).stdout.split(" ", 4)
+    gomem, low, high, rcmgr, gogc = expect
+    assert out[:4] == [gomem, str(low), str(high), gogc]
+    assert out[4].strip() == (f'{{"MaxMemory": "{rcmgr}"}}' if rcmgr else "")
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))

@@ -28,6 +28,8 @@
 IPFS_TCZ=$OPT/ipfs.tcz
 KUBO_MNT=$ROOT/tmp/tcloop/ipfs
 KUBO_GOMEMLIMIT=100MiB # soft Go heap cap (see README and kubo_limits)
+KUBO_GOGC=off          # Go GC pacing (kubo_limits): off = collect only near GOMEMLIMIT
+KUBO_BITSWAP=          # extra config keys: the bitswap server's workers (kubo_limits)
 KUBO_CONN_LOW=20       # Swarm.ConnMgr watermarks (kubo_limits)
 KUBO_CONN_HIGH=40
 KUBO_RCMGR=            # Swarm.ResourceMgr JSON (kubo_limits; empty: kubo's defaults)
@@ -103,10 +105,19 @@ kubo_mount() {
 # kubo_limits: kubo's memory and connection limits from the machine's RAM (MemTotal, MiB = M):
 #   GOMEMLIMIT                 M/5, 40..100 MiB (kubo's live heap while it fetches and seeds is ~25 MiB:
 #                              the cap must stay well above it, or the GC would run all the time; a
-#                              256 MiB guest holding a 96 MiB onboot set stalled with a quarter)
+#                              256 MiB guest holding a 96 MiB onboot set stalled with a quarter);
+#                              below 512 MiB M/6, at least 32 MiB: after a 96 MiB onboot set a 256 MiB
+#                              x86_64 guest has ~20 MiB left, and a daemon regrowing to M/5 while it
+#                              served a peer pushed its own code out of RAM
 #   Swarm.ConnMgr.HighWater    M/8, 8..40 (LowWater half of it): each connection costs buffers
 #   Swarm.ResourceMgr.MaxMemory M/8, 16..128 MiB (kubo's default is M/2; libp2p's limits scale with it)
-#   below 512 MiB: one .tcz fetch at a time (FETCH_JOBS=1)
+#   below 512 MiB: one .tcz fetch at a time (FETCH_JOBS=1), and GOGC=50 instead of off: with GOGC=off
+#                              the heap always grows to the cap before a collection, and on a 256 MiB
+#                              machine holding a 96 MiB onboot set those 40 MiB are the RAM the
+#                              seeding job needs (it thrashed); with 50 the heap stays near 1.5 x the
+#                              live heap and the cap only bounds the peaks; and the bitswap server's
+#                              block readers 128 -> 16, its task workers 8 -> 4 (blocks read and
+#                              held for peers at once)
 # Without a readable /proc/meminfo: 100 MiB, 20..40 (the lowpower profile), kubo's own MaxMemory.
 kubo_limits() {
     MEM_MIB=
@@ -115,9 +126,13 @@ kubo_limits() {
         '' | *[!0-9]*) return 0 ;;
     esac
     MEM_MIB=$((_km_kb / 1024))
-    _km_mib=$((MEM_MIB / 5))
-    [ "$_km_mib" -lt 40 ] && _km_mib=40
-    [ "$_km_mib" -gt 100 ] && _km_mib=100
+    if [ "$MEM_MIB" -lt 512 ]; then
+        _km_mib=$((MEM_MIB / 6))
+        [ "$_km_mib" -lt 32 ] && _km_mib=32
+    else
+        _km_mib=$((MEM_MIB / 5))
+        [ "$_km_mib" -gt 100 ] && _km_mib=100
+    fi
     KUBO_GOMEMLIMIT=${_km_mib}MiB
     KUBO_CONN_HIGH=$((MEM_MIB / 8))
     [ "$KUBO_CONN_HIGH" -lt 8 ] && KUBO_CONN_HIGH=8
@@ -129,7 +144,11 @@ kubo_limits() {
     KUBO_RCMGR="{\"MaxMemory\": \"${_km_rc}MiB\"}"
     # Below 512 MiB one .tcz at a time: each file in flight sits in RAM twice until it is placed and
     # switched to its file (lib/onecopy.sh).
-    [ "$MEM_MIB" -lt 512 ] && FETCH_JOBS=1
+    if [ "$MEM_MIB" -lt 512 ]; then
+        FETCH_JOBS=1
+        KUBO_GOGC=50
+        KUBO_BITSWAP=', "Internal": {"Bitswap": {"EngineBlockstoreWorkerCount": 16, "EngineTaskWorkerCount": 4}}'
+    fi
 }
 
 # ipfsc DEADLINE_CS MAXSECS ARGS...: one bounded kubo CLI call.
@@ -162,7 +181,7 @@ kubo_prepare() {
     IPFS_TELEMETRY=off
     kubo_limits
     GOMEMLIMIT=$KUBO_GOMEMLIMIT
-    GOGC=off
+    GOGC=$KUBO_GOGC
     rm -rf "$IPFS_PATH" "$KUBO_REPO_LINK"
     KUBO_FILESTORE=false
     ONECOPY_ON=0
@@ -199,11 +218,11 @@ kubo_prepare() {
     # Gateway.RetrievalTimeout: kubo cuts a gateway response off when no byte came for 30 s (its
     # default); on a slow machine short of RAM a stall that long happens, and one cut file would mark
     # the whole IPFS source down. Our own bounds (ipfs.timeout) still apply.
-    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"%s}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}, "ConnMgr": {"LowWater": %s, "HighWater": %s}%s%s}, "Experimental": {"FilestoreEnabled": %s}, "Gateway": {"RetrievalTimeout": "%s"}%s%s}\n' \
+    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"%s}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}, "ConnMgr": {"LowWater": %s, "HighWater": %s}%s%s}, "Experimental": {"FilestoreEnabled": %s}, "Gateway": {"RetrievalTimeout": "%s"}%s%s%s}\n' \
         "$KUBO_SWARM" "$KUBO_ROUTING" "$NETJ_ROUTING" "$KUBO_MDNS" "$KUBO_SECURITY" "$KUBO_CONN_LOW" \
         "$KUBO_CONN_HIGH" "$_k_rcmgr" "$NETJ_SWARM" "$KUBO_FILESTORE" "$KUBO_GW_TIMEOUT" "$_k_peering" \
-        "$NETJ_TOP" >"$WORK/kubo-init.json"
-    dbg "kubo limits: RAM ${MEM_MIB:-?} MiB, GOMEMLIMIT $KUBO_GOMEMLIMIT, connections $KUBO_CONN_LOW..$KUBO_CONN_HIGH, resource manager ${KUBO_RCMGR:-default}"
+        "$KUBO_BITSWAP" "$NETJ_TOP" >"$WORK/kubo-init.json"
+    dbg "kubo limits: RAM ${MEM_MIB:-?} MiB, GOMEMLIMIT $KUBO_GOMEMLIMIT, GOGC $KUBO_GOGC, connections $KUBO_CONN_LOW..$KUBO_CONN_HIGH, resource manager ${KUBO_RCMGR:-default}"
     mkdir -p "$IPFS_PATH"
     if [ -n "$SWARMKEY" ]; then
         # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
@@ -576,8 +595,9 @@ kubo_pin() {
     {
         # shellcheck disable=SC2153 # LST is set by parse.sh
         [ -n "$LIST_CS" ] && printf '%s\n' "$_kp_base/$LST"
-        awk -v base="$_kp_base" -v placed=" $PLACED " 'index(placed, " " $1 " ") { print base "/" $2 }' \
-            "$PIN_NOTES" 2>/dev/null
+        # not the files onecopy had no RAM left to switch (lib/onecopy.sh): a pin would fetch them again
+        awk -v base="$_kp_base" -v placed=" $PLACED " -v skip=" $ONECOPY_SKIPPED " \
+            'index(placed, " " $1 " ") && !index(skip, " " $2 " ") { print base "/" $2 }' "$PIN_NOTES" 2>/dev/null
     } >"$WORK/pin.todo"
     pin_list "$1" recursive "$WORK/pin.todo"
 }

@@ -25,6 +25,7 @@ IFCONFIG="ifconfig"
 MOUNT="mount"
 UDHCPC="udhcpc"
 WGET="wget"
+NC="nc"
 UNAME="uname"
 MODPROBE="modprobe"
 if [ -n "${TCE_IPFS_TOOLDIR:-}" ]; then
@@ -33,6 +34,7 @@ if [ -n "${TCE_IPFS_TOOLDIR:-}" ]; then
     [ -x "$TCE_IPFS_TOOLDIR/mount" ] && MOUNT=$TCE_IPFS_TOOLDIR/mount
     [ -x "$TCE_IPFS_TOOLDIR/udhcpc" ] && UDHCPC=$TCE_IPFS_TOOLDIR/udhcpc
     [ -x "$TCE_IPFS_TOOLDIR/wget" ] && WGET=$TCE_IPFS_TOOLDIR/wget
+    [ -x "$TCE_IPFS_TOOLDIR/nc" ] && NC=$TCE_IPFS_TOOLDIR/nc
     [ -x "$TCE_IPFS_TOOLDIR/uname" ] && UNAME=$TCE_IPFS_TOOLDIR/uname
     [ -x "$TCE_IPFS_TOOLDIR/modprobe" ] && MODPROBE=$TCE_IPFS_TOOLDIR/modprobe
 fi

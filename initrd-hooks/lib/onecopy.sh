@@ -12,27 +12,31 @@
 #      raw leaves, dag-pb nodes above them). Anything else -- CIDv0, other chunk sizes, no raw
 #      leaves -- was published with other parameters: the blocks stay, nothing changes;
 #   2. `block rm` the raw leaves (the dag-pb nodes above them stay: a few hundred bytes per 44 MiB);
-#   3. `ipfs add --nocopy --cid-version=1 --raw-leaves --chunker=size-262144` of the placed file: the
+#   3. `add --nocopy --cid-version=1 --raw-leaves --chunker=size-262144` of the placed file: the
 #      leaves come back as references into the file. The CID it gives must be the one of step 1;
 #      if not (another kubo layout after all), the switch is off for the rest of this boot and the
 #      leaves are fetched again from the peers (`refs`), so the CID keeps resolving either way.
+#      The add is a raw HTTP request to the daemon's RPC API sent with busybox nc (oc_add_http): the
+#      kubo CLI would be a second Go process next to the daemon (tens of MiB), which a 256 MiB
+#      machine holding a 96 MiB onboot set does not have. Without nc, the CLI (oc_add_cli).
 # kubo's filestore only takes files under the directory that holds its repo, so kubo runs with
 # IPFS_PATH=/tmp/.tce-ipfs-repo, a symlink to /tmp/tce-ipfs/repo (see kubo_prepare).
 #
-# When: step 3 runs in the seeding job once tce-setup is done, for all files with ONE `ipfs add
-# --nocopy` (one kubo CLI start -- a Go process of its own, ~1 s of CPU under QEMU TCG and tens of
-# MiB -- instead of one per file, off the boot's path). Steps 1 and 2 run there too, unless RAM is
-# tight (MemTotal below 512 MiB, or MemAvailable below half of it): then they run in the data job right after the file is
-# placed, so the second copy never piles up and a 256 MiB machine can load an onboot set of 96 MiB;
-# the blocks of those files are then missing until step 3 (a peer that asks meanwhile is served by
-# another peer, or by us a minute later). With ipfs.seed=0 steps 1 and 2 alone run inline when RAM
-# is tight (kubo and its repo go away after the boot anyway).
+# When: step 3 runs in the seeding job once tce-setup is done, one file after the other, off the
+# boot's path. Steps 1 and 2 run there too, unless RAM is tight (MemTotal below 512 MiB, or
+# MemAvailable below half of it): then they run in the data job right after the file is placed, so
+# the second copy never piles up and a 256 MiB machine can load an onboot set of 96 MiB; the blocks
+# of those files are then missing until step 3 (a peer that asks meanwhile is served by another
+# peer, or by us a minute later). If RAM is short even for step 3 (MemAvailable below
+# ONECOPY_MIN_AVAIL), the files left are not seeded by this machine and a console line says which
+# (the boot is done by then: they are loaded either way). With ipfs.seed=0 steps 1 and 2 alone run
+# inline when RAM is tight (kubo and its repo go away after the boot anyway).
 # With ipfs.onecopy=0 nothing here runs (the old two-copy behaviour).
 
 ONECOPY_CHUNK=262144  # kubo's default chunker (`tce-ipfs publish` uses it)
 ONECOPY_NODE=45613056 # 174 chunks: a full dag-pb node one level up (kubo's default max links)
 ONECOPY_BATCH=40      # CIDs per block/rm call
-ONECOPY_MAX=600       # seconds for one `ipfs add --nocopy` (hashes the file once)
+ONECOPY_MAX=600       # seconds for one file's `add --nocopy` (kubo hashes the file once)
 ONECOPY_ON=0          # 1: kubo runs with the filestore (kubo_prepare)
 ONECOPY_WHY=
 ONECOPY_LOCK_WAIT=600 # tenths of a second a job waits for another's kubo CLI run
@@ -149,44 +153,147 @@ oc_unlock() {
     rmdir "$WORK/oc.lock" 2>/dev/null
 }
 
-# onecopy_switch DEADLINE_CS NAME...: steps 2 and 3 for NAMEs planned by onecopy_plan, with ONE
-# `ipfs add --nocopy` for all of them. Each NAME served from its file is noted in
-# $WORK/onecopy.done ("NAME BYTES"); a CID that differs turns the switch off ($WORK/onecopy.off) and
-# fetches that file's blocks again.
+# oc_add_http DEADLINE_CS NAME: step 3 for one file as a raw HTTP request to the daemon's RPC API
+# (busybox nc), so no second Go process runs next to the daemon: `ipfs add --nocopy` itself only
+# sends the file's bytes in a multipart body with an Abspath header, and the daemon hashes them and
+# records "these bytes of that file". On a 256 MiB machine holding a 96 MiB onboot set the kubo CLI
+# (tens of MiB) did not fit next to the daemon: the machine thrashed. The body is streamed from the
+# file through a fifo (nothing is copied in RAM); nc's input stays open until the daemon has
+# answered and closed the connection (a half-closed request would look like a client that left).
+# Output in $WORK/oc/add.out (the HTTP answer), add.err.
+oc_add_http() {
+    _oh_dir=$WORK/oc
+    _oh_hp=${API_URL#http://}
+    file_size "$OPT/$2"
+    _oh_b=tce-ipfs-onecopy-$$-5f0c6b2a9e
+    printf -- '--%s\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\nContent-Type: application/octet-stream\r\nAbspath: %s\r\n\r\n' \
+        "$_oh_b" "$2" "$OPT/$2" >"$_oh_dir/add.head"
+    printf '\r\n--%s--\r\n' "$_oh_b" >"$_oh_dir/add.tail"
+    _oh_len=$SIZE
+    file_size "$_oh_dir/add.head"
+    _oh_len=$((_oh_len + SIZE))
+    file_size "$_oh_dir/add.tail"
+    _oh_len=$((_oh_len + SIZE))
+    rm -f "$_oh_dir/add.fifo"
+    mkfifo "$_oh_dir/add.fifo" || return 1
+    bounded "$1" "$ONECOPY_MAX" "$NC" "${_oh_hp%:*}" "${_oh_hp##*:}" <"$_oh_dir/add.fifo" \
+        >"$_oh_dir/add.out" 2>"$_oh_dir/add.err" &
+    _oh_pid=$!
+    # a subshell: if nc is gone early, a write to the fifo ends it (SIGPIPE), not the job
+    (
+        printf 'POST /api/v0/add?nocopy=true&cid-version=1&raw-leaves=true&chunker=size-%s&pin=false&progress=false HTTP/1.1\r\nHost: %s\r\nContent-Type: multipart/form-data; boundary=%s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' \
+            "$ONECOPY_CHUNK" "$_oh_hp" "$_oh_b" "$_oh_len"
+        cat "$_oh_dir/add.head" "$OPT/$2" "$_oh_dir/add.tail"
+        while kill -0 "$_oh_pid" 2>/dev/null; do
+            nap 0.2
+        done
+    ) >"$_oh_dir/add.fifo" 2>/dev/null
+    wait "$_oh_pid"
+    _oh_rc=$?
+    rm -f "$_oh_dir/add.fifo" "$_oh_dir/add.head" "$_oh_dir/add.tail"
+    return "$_oh_rc"
+}
+
+# oc_add_cli DEADLINE_CS NAME: step 3 for one file with the kubo CLI (no nc on this machine).
+oc_add_cli() {
+    oc_lock || { echo "another kubo CLI run did not end" >"$WORK/oc/add.err"; return 1; }
+    # The CLI is a Go process of its own, next to the daemon: a small heap (it only streams the file
+    # to the daemon), not the daemon's GOGC=off one.
+    GOGC=50 GOMEMLIMIT=16MiB bounded "$1" "$ONECOPY_MAX" "$KUBO_BIN" add --nocopy --cid-version=1 \
+        --raw-leaves --chunker=size-$ONECOPY_CHUNK --pin=false "$OPT/$2" >"$WORK/oc/add.out" 2>"$WORK/oc/add.err"
+    _oc_rc=$?
+    oc_unlock
+    return "$_oc_rc"
+}
+
+# oc_add DEADLINE_CS NAME: step 3 for NAME; OC_GOT = the CID kubo gave the placed file (or empty),
+# OC_HOW = which way it went.
+OC_HOW=
+oc_add() {
+    OC_GOT=
+    OC_HOW="kubo CLI"
+    if [ -n "$NC" ] && command -v "$NC" >/dev/null 2>&1; then
+        OC_HOW="RPC API"
+        oc_add_http "$1" "$2"
+        _oa_rc=$?
+        OC_GOT=$(sed -n 's/.*"Hash":"\([A-Za-z0-9]*\)".*/\1/p' "$WORK/oc/add.out" | tail -n 1)
+        # an error answer: kubo's JSON message (or the status line) is the reason
+        [ -n "$OC_GOT" ] || sed -n 's/.*"Message":"\([^"]*\)".*/\1/p; 1s/^HTTP[^ ]* //p' "$WORK/oc/add.out" |
+            tr -d '\r' | grep -v '^200 ' >>"$WORK/oc/add.err"
+    else
+        oc_add_cli "$1" "$2"
+        _oa_rc=$?
+        OC_GOT=$(awk '$1 == "added" { c = $2 } END { print c }' "$WORK/oc/add.out")
+    fi
+    return "$_oa_rc"
+}
+
+# mem_avail_kib: MEM_AVAIL = MemAvailable in KiB, or empty.
+mem_avail_kib() {
+    MEM_AVAIL=$(awk '/^MemAvailable:/ { print $2; exit }' "$ROOT/proc/meminfo" 2>/dev/null)
+    case $MEM_AVAIL in
+        *[!0-9]*) MEM_AVAIL= ;;
+    esac
+}
+
+# onecopy_switch DEADLINE_CS NAME...: steps 2 and 3 for NAMEs planned by onecopy_plan, one file at a
+# time (the daemon hashes one file, then the next: its heap holds one file's work). Each NAME served
+# from its file is noted in $WORK/onecopy.done ("NAME BYTES"); a CID that differs turns the switch
+# off ($WORK/onecopy.off) and fetches the blocks of that file (and of the rest, if dropped) again.
+# When MemAvailable is below ONECOPY_MIN_AVAIL KiB before a file, that file and the rest stay as they
+# are (leaves dropped while RAM was tight are then not served by this machine: peers get them
+# elsewhere; fetching them again would take the RAM that is missing), one console line says which,
+# and ONECOPY_SKIPPED names them (kubo_pin leaves them out: a pin would fetch them again).
+ONECOPY_MIN_AVAIL=8192
+ONECOPY_SKIPPED=
 onecopy_switch() {
     _os_dl=$1
     shift
-    [ "$#" -gt 0 ] || return 0
-    _os_files=
-    for _os_n in "$@"; do
-        [ -e "$WORK/oc/$_os_n.dropped" ] || onecopy_drop "$_os_dl" "$_os_n"
-        _os_files="$_os_files $OPT/$_os_n"
-    done
-    oc_lock || { log "onecopy: another kubo CLI run did not end; keeping $*"; return 1; }
-    # The CLI is a Go process of its own, next to the daemon: a small heap (it only streams the file
-    # to the daemon), not the daemon's GOGC=off one.
-    # shellcheck disable=SC2086 # checked names, globbing is off
-    GOGC=50 GOMEMLIMIT=16MiB bounded "$_os_dl" "$ONECOPY_MAX" "$KUBO_BIN" add --nocopy --cid-version=1 \
-        --raw-leaves --chunker=size-$ONECOPY_CHUNK --pin=false $_os_files >"$WORK/oc/add.out" 2>"$WORK/oc/add.err"
-    _os_rc=$?
-    oc_unlock
+    _os_skip=
+    _os_skip_n=0
+    _os_skip_bytes=0
+    _os_avail=
     for _os_n in "$@"; do
         read -r _os_want <"$WORK/oc/$_os_n.cid"
-        _os_got=$(awk -v n="$_os_n" '$1 == "added" && $3 == n { print $2 }' "$WORK/oc/add.out")
-        if [ -n "$_os_got" ] && [ "$_os_got" = "$_os_want" ]; then
-            file_size "$OPT/$_os_n"
-            printf '%s %s\n' "$_os_n" "$SIZE" >>"$WORK/onecopy.done"
-            dbg "onecopy: $_os_n served from optional/ ($_os_want)"
+        if [ -d "$WORK/onecopy.off" ]; then
+            # switched off by an earlier file: this one keeps (or gets back) kubo's copy
+            [ -e "$WORK/oc/$_os_n.dropped" ] && { oc_post "$_os_dl" 0 /dev/null "refs?arg=$_os_want&recursive=true" ||
+                log "onecopy: $_os_n: could not fetch its blocks again"; }
         else
-            mkdir "$WORK/onecopy.off" 2>/dev/null
-            last_line "$WORK/oc/add.err"
-            log "onecopy: $_os_n: the file gives ${_os_got:-no CID} (add exit $_os_rc${LAST:+: $LAST}), not $_os_want; keeping kubo's copy (switch off for this boot)"
-            # the leaves were dropped: fetch them again so the CID keeps resolving
-            oc_post "$_os_dl" 0 /dev/null "refs?arg=$_os_want&recursive=true" ||
-                log "onecopy: $_os_n: could not fetch its blocks again"
+            mem_avail_kib
+            if [ -z "$_os_skip" ] && [ -n "$MEM_AVAIL" ] && [ "$MEM_AVAIL" -lt "$ONECOPY_MIN_AVAIL" ]; then
+                _os_avail=$MEM_AVAIL
+                _os_skip=1
+            fi
         fi
-        rm -f "$WORK/oc/$_os_n.cid" "$WORK/oc/$_os_n.leaves" "$WORK/oc/$_os_n.dropped"
+        if [ -n "$_os_skip" ]; then
+            ONECOPY_SKIPPED="$ONECOPY_SKIPPED $_os_n"
+            _os_skip_n=$((_os_skip_n + 1))
+            file_size "$OPT/$_os_n"
+            _os_skip_bytes=$((_os_skip_bytes + SIZE))
+        elif [ ! -d "$WORK/onecopy.off" ]; then
+            [ -e "$WORK/oc/$_os_n.dropped" ] || onecopy_drop "$_os_dl" "$_os_n"
+            oc_add "$_os_dl" "$_os_n"
+            _os_rc=$?
+            if [ -n "$OC_GOT" ] && [ "$OC_GOT" = "$_os_want" ]; then
+                file_size "$OPT/$_os_n"
+                printf '%s %s\n' "$_os_n" "$SIZE" >>"$WORK/onecopy.done"
+                mem_avail_kib
+                log "onecopy: $_os_n served from optional/ ($_os_want; added over the $OC_HOW; MemAvailable ${MEM_AVAIL:-?} KiB)"
+            else
+                mkdir "$WORK/onecopy.off" 2>/dev/null
+                last_line "$WORK/oc/add.err"
+                log "onecopy: $_os_n: the file gives ${OC_GOT:-no CID} (add exit $_os_rc${LAST:+: $LAST}), not $_os_want; keeping kubo's copy (switch off for this boot)"
+                # the leaves were dropped: fetch them again so the CID keeps resolving
+                oc_post "$_os_dl" 0 /dev/null "refs?arg=$_os_want&recursive=true" ||
+                    log "onecopy: $_os_n: could not fetch its blocks again"
+            fi
+        fi
+        rm -f "$WORK/oc/$_os_n.cid" "$WORK/oc/$_os_n.leaves" "$WORK/oc/$_os_n.dropped" "$WORK/oc/add.out" "$WORK/oc/add.err"
     done
+    ONECOPY_SKIPPED=${ONECOPY_SKIPPED# }
+    [ "$_os_skip_n" -eq 0 ] ||
+        warn "onecopy: not enough RAM to seed $_os_skip_n extension(s) ($((_os_skip_bytes / 1048576)) MiB: $ONECOPY_SKIPPED): $_os_avail KiB available, $ONECOPY_MIN_AVAIL needed; they are loaded, peers fetch them elsewhere"
 }
 
 # onecopy_placed NAME: (data job) NAME was just placed from kubo. When RAM is tight, steps 1 and 2 now
@@ -226,7 +333,7 @@ onecopy_deferred() {
     done <"$WORK/onecopy.todo"
     rm -f "$WORK/onecopy.todo"
     # shellcheck disable=SC2086 # checked names, globbing is off
-    onecopy_switch "$1" $_od_ok
+    [ -z "$_od_ok" ] || onecopy_switch "$1" $_od_ok
 }
 
 # onecopy_count: ONECOPY_N ONECOPY_BYTES = extensions served from their file, and their bytes.

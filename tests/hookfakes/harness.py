@@ -27,6 +27,8 @@ BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 SHELLS = {"busybox": [BUSYBOX, "sh"], "dash": [shutil.which("dash") or "/bin/dash"]}
 APPLETS = [
     "sh",
+    "nc",
+    "mkfifo",
     "ash",
     "awk",
     "sed",

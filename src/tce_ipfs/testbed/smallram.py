@@ -82,18 +82,28 @@ def origin_script(closure: list[str], *, done_port: int | None = 7777) -> str:
     """/opt/bootsync.sh (test only): everything loaded; once the seeding job is done (``pinned=``
     in the status: the switch to the placed files is done by then) the RAM file system's use
     (``SMALL-RAM``), kubo's identity (``SMALL-ID``); with ``done_port``, LAB-READY and kubo's RSS
-    sampled every second until "done" comes on that port (``SMALL-SEED``)."""
+    sampled every second until "done" comes on that port (``SMALL-SEED``: the peak since the
+    "phase" that may come once on ``done_port + 1``, whose peak before it is ``SMALL-SEED-PHASE``)."""
     names = " ".join(n[: -len(".tcz")] for n in closure)
     wait_done = "" if done_port is None else f"""echo "{READY}"
-rm -f /tmp/lab.done
+rm -f /tmp/lab.done /tmp/lab.phase
 nc -l -p {done_port} > /tmp/lab.done &
+nc -l -p {done_port + 1} > /tmp/lab.phase &
 peak=0
+low=999999999
+majflt() {{ awk '$1 == "pgmajfault" {{ print $2 }}' /proc/vmstat; }}
+f0=$(majflt)
 i=0
 while ! grep -q done /tmp/lab.done 2>/dev/null && [ "$i" -lt 3000 ]; do
     r=$(mem VmRSS); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
+    a=$(awk '/^MemAvailable:/ {{ print $2 }}' /proc/meminfo); [ "$a" -lt "$low" ] && low=$a
+    if grep -q phase /tmp/lab.phase 2>/dev/null; then
+        echo "SMALL-SEED-PHASE peak_rss_kib=$peak min_memavail_kib=$low majflt=$(($(majflt) - f0))"
+        peak=0; low=999999999; f0=$(majflt); rm -f /tmp/lab.phase
+    fi
     sleep 1; i=$((i + 1))
 done
-echo "SMALL-SEED peak_rss_kib=$peak hwm_kib=$(mem VmHWM)"
+echo "SMALL-SEED peak_rss_kib=$peak hwm_kib=$(mem VmHWM) min_memavail_kib=$low majflt=$(($(majflt) - f0))"
 kill -0 "$pid" || fail "kubo died while seeding"
 """
     return f"""#!/bin/sh
@@ -120,6 +130,8 @@ mem() {{ [ -n "$pid" ] && awk -v k="$1" '$1 == k ":" {{ print $2 }}' "/proc/$pid
 used=$(stat -f -c '%b %f %S' / | awk '{{ printf "%.0f", ($1 - $2) * $3 / 1024 }}')
 avail=$(awk '/^MemAvailable:/ {{ print $2 }}' /proc/meminfo)
 echo "SMALL-RAM used_kib=$used rss_kib=$(mem VmRSS) hwm_kib=$(mem VmHWM) memavail_kib=$avail waited_s=$i"
+echo "SMALL-LOG $(grep -E 'onecopy|seeding|kubo limits' /var/log/tce-ipfs.log | tail -4 | tr '\n' '|')"
+echo "SMALL-MEM $(grep -E 'MemAvailable|MemFree|Shmem:|^Cached' /proc/meminfo | tr -s ' ' | tr '\n' '|')"
 echo "SMALL-ID peer_id=$(sed -n 's/^peer_id=//p' "$ST") $(grep '^ram_used_start=' "$ST")"
 {wait_done}echo "$S: OK $(tr '\\n' ' ' <"$ST")"
 poweroff -f
