@@ -74,7 +74,7 @@ def test_boot_bench_smoke(tmp_path: Path) -> None:
     """`tce-ipfs bench --only boot --repeats 1` end to end: one x86_64 boot per mode, both load the
     closure, the figures and the stacked-bar plot are written."""
     cfg = bench_boot.BootBenchConfig(arches=(Arch.X86_64,), repeats=1, out=tmp_path / "out",
-                                     work=tmp_path / "work")
+                                     work=tmp_path / "work", modes=("http", "ipfs"))
     results = bench_boot.run(cfg)
     data = json.loads((cfg.out / "boot-results.json").read_text())
     assert data == json.loads(json.dumps(results))

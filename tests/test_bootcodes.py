@@ -61,6 +61,7 @@ def test_parse_sh_limits_and_defaults_are_the_table() -> None:
     assert codes["ipfs.peers"].max_count == int(const["MAX_PEERS"])
     assert codes["ipfs.peers"].max_len == int(const["MAX_MA"])
     assert codes["ipfs.mirror"].max_len == int(const["MAX_URL"])
+    assert codes["ipfs.gateway"].max_len == int(const["MAX_URL"])
     assert (codes["ipfs.timeout"].low, codes["ipfs.timeout"].high) == (int(const["MIN_TIMEOUT"]),
                                                                        int(const["MAX_TIMEOUT"]))
     assert codes["ipfs.timeout"].default == const["DEFAULT_TIMEOUT"]
@@ -133,6 +134,8 @@ SAMPLES: dict[str, list[str | None]] = {
     "ipfs.timeout": ["2", "1", "3600", "3601", "60s", "60ss", "abc", "-5", "", "1234567890", None],
     "ipfs.mirror": ["http://10.0.2.100:8080/tcz", "http://mirror/", "http://m:0/", "https://m/",
                     "http://user@m/", "http://m/../x", "http://m/a//b", "http://-m/", "ftp://m", ""],
+    "ipfs.gateway": ["http://10.0.2.100:8081", "http://seed:8081/", "http://10.0.2.100/gw", "https://s/",
+                     "http://s:0", "http://user@s/", "http://s/../x", "ftp://s", ""],
     "ipfs.seed": [None, "1", "0", "yes", "off", "true", "maybe", ""],
     "ipfs.onecopy": [None, "1", "0", "no", "on", "2", ""],
     "ipfs.mdns": [None, "1", "0", "off", "sometimes", ""],
@@ -236,3 +239,22 @@ def test_cli_refuses_a_misspelt_code_before_touching_anything(tmp_path: Path,
         assert "unknown boot code 'ipfs.tiemout=60' (did you mean ipfs.timeout?)" in err
         assert "ipfs.peers, ipfs.timeout, ipfs.mirror" in err
     assert not out.exists() and not (tmp_path / "tftp").exists()
+
+
+def test_hook_gateway_code_is_normalised_and_ignored_for_http() -> None:
+    """ipfs.gateway=: the trailing / dropped (the hook appends /ipfs/<CID>/...); with tce=http:// a
+    warning and no gateway (nothing of IPFS runs there)."""
+    busybox = shutil.which("busybox")
+    shell = [busybox, "sh"] if busybox else ["sh"]
+    code = (f'TCE_IPFS_LIB={LIB}; . "$TCE_IPFS_LIB/lib.sh"; . "$TCE_IPFS_LIB/parse.sh"; set -f\n'
+            'CMDLINE=$1; parse_scheme; parse_codes\n'
+            'printf "%s|%s|%s" "$GW_URL" "$PARSE_ERRORS" "$PARSE_WARNINGS"')
+
+    def parse(cmdline: str) -> list[str]:
+        done = subprocess.run([*shell, "-c", code, "sh", cmdline], capture_output=True, text=True, timeout=20,
+                              check=True, env={"PATH": "/usr/bin:/bin", "ROOT": "/nonexistent"})
+        return done.stdout.split("|")
+
+    assert parse(f"tce=ipfs:{CID} ipfs.gateway=http://10.0.0.1:8081/") == ["http://10.0.0.1:8081", "", ""]
+    url, errors, warnings = parse("tce=http://10.0.0.1/tcz ipfs.gateway=http://10.0.0.1:8081")
+    assert url == "" and errors == "" and "ipfs.gateway is ignored" in warnings

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from support import record
+from support.gateway import CorruptingGateway
 from tce_ipfs.arch import Arch
 from tce_ipfs.build import recipes
 from tce_ipfs.testbed import e2e, guest, qemu, samplerepo
@@ -170,3 +171,32 @@ def test_corrupt_md5_is_refused_and_base_boots(x86_kit: e2e.GuestKit, seed: e2e.
     # The corrupt extension was never placed where TC would load it.
     assert "greeter.tcz" not in outcome.fields.get("extensions", "").split(",")
     shutil.rmtree(repo.path, ignore_errors=True)
+
+
+def test_gateway_cars_and_a_corrupt_one_refused(x86_kit: e2e.GuestKit, seed: e2e.Seed, work: Path) -> None:
+    """ipfs.gateway= in a real guest (issue 17): the list comes as a CAR from the seed's gateway,
+    imported and checked by the guest's kubo (so are .tcz files fetched before the bad one); the
+    gateway hands out a CAR of bigdata.tcz with one flipped byte: kubo refuses it, one warning line,
+    and bitswap brings the rest -- every extension loads with its md5 checked. (The clean CAR path in
+    a guest is the boot benchmark's gateway mode; on the host, test_hook_kubo's gateway tests.)"""
+    repo = samplerepo.build(work / "repo-gateway", [x86_kit.base.kver])
+    cid = seed.publish(repo.path)
+    liar = CorruptingGateway(seed.node.gateway_url, "bigdata.tcz")
+    try:
+        net = qemu.user_restricted({e2e.SEED_GUEST_PORT: seed.swarm_port,
+                                    e2e.SEED_GATEWAY_GUEST_PORT: liar.port})
+        outcome = e2e.boot(x86_kit, e2e.boot_codes(cid, seed, extra=[f"ipfs.gateway={seed.guest_gateway}"]),
+                           e2e.check_initrd(work, samplerepo.check_script(repo), "check-gateway.gz"),
+                           net=net, memory=512, seed=seed, timeout=400, log_path=work / "console-gateway.log")
+    finally:
+        liar.close()
+    assert outcome.ok, outcome.result.tail(60)
+    assert liar.corrupted == 1
+    f = outcome.fields
+    assert f["extensions"].split(",") == repo.closure and f["result"] == "ok"
+    assert f["ipfs_gateway"] == "failed" and int(f["ipfs_gateway_cars"]) >= 1, f
+    warned = [ln for ln in outcome.console_lines() if "ipfs.gateway=" in ln]
+    assert len(warned) == 1 and "bigdata.tcz: refused by kubo's import" in warned[0], outcome.console_lines()
+    assert outcome.seed_bytes_sent >= repo.sizes["bigdata.tcz"]  # it came over bitswap after all
+    record("e2e-gateway-corrupt", {k: f.get(k) for k in ("t_total", "t_first_byte", "ipfs_gateway_cars",
+                                                         "bytes_ipfs_gateway", "marks")})

@@ -1147,6 +1147,29 @@ def test_car_code_is_checked_before_anything(env: HookEnv) -> None:
     assert not [c for c in result.calls if c.startswith(("blkid", "ipfs dag"))]
 
 
+def test_gateway_code_is_checked_before_anything(env: HookEnv) -> None:
+    """ipfs.gateway= (lib/gateway.sh; with a real kubo: test_hook_kubo.py): only a plain http URL."""
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.gateway=https://10.0.0.9:8081")
+    assert result.final.startswith("FAILED: bad boot code: ipfs.gateway=https://10.0.0.9:8081 is not a plain")
+    assert not [c for c in result.calls if c.startswith(("wget", "ipfs"))]
+
+
+def test_gateway_unreachable_one_warning_then_peers(env: HookEnv) -> None:
+    """A gateway nobody answers at: <lst>'s CAR (asked for while kubo starts) fails, one warning line,
+    and the boot goes on over the peers as without the code."""
+    sample_repo(ipfs_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.gateway=http://10.0.0.9:8081/")
+    assert_clean_exit(result)
+    assert FINAL_OK.match(result.final), result.console
+    assert f"wget http://10.0.0.9:8081/ipfs/{CID}/onboot.lst?format=car" in result.calls
+    warned = [ln for ln in result.lines if "ipfs.gateway=" in ln]
+    assert len(warned) == 1
+    assert warned[0].startswith("warning: ipfs.gateway=http://10.0.0.9:8081: onboot.lst: ")
+    assert warned[0].endswith("; fetching over bitswap")
+    assert not [c for c in result.calls if "10.0.0.9" in c and "onboot.lst" not in c]  # asked once only
+    assert result.status["ipfs_gateway"] == "failed" and result.status["ipfs_gateway_cars"] == "0"
+
+
 # ------------------------------------------------------------------------------------------ ipfs.net
 
 BOOT_ID = "12D3KooWBootBootBootBootBootBootBootBootBootBootBoot"

@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,8 @@ import pytest
 
 from hookfakes.harness import KREL, HookEnv, Repo, Result
 from support import record
-from tce_ipfs.ipfs import node
+from support.gateway import CorruptingGateway
+from tce_ipfs.ipfs import isolation, node
 
 pytestmark = pytest.mark.kubo
 
@@ -52,7 +55,8 @@ class Seed:
         return self.ipfs("add", "-r", "-Q", str(path))
 
 
-def start_seed(kubo: Path, base: Path, swarm_key: str | None = None) -> Seed:
+def start_seed(kubo: Path, base: Path, swarm_key: str | None = None, gateway_port: int | None = None) -> Seed:
+    """``gateway_port``: the seed's gateway is a trustless one there (as ``seed serve --gateway-port``)."""
     base.mkdir(parents=True, exist_ok=True)
     repo = base / "seed"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "IPFS_PATH": str(repo), "IPFS_TELEMETRY": "off"}
@@ -60,7 +64,11 @@ def start_seed(kubo: Path, base: Path, swarm_key: str | None = None) -> Seed:
         [str(kubo), "init", "--empty-repo", "--profile=test"], env=env, check=True, capture_output=True
     )
     port = free_port()
-    for key, value in (("Routing.Type", '"none"'), ("Addresses.Swarm", f'["/ip4/127.0.0.1/tcp/{port}"]')):
+    config = [("Routing.Type", '"none"'), ("Addresses.Swarm", f'["/ip4/127.0.0.1/tcp/{port}"]')]
+    if gateway_port is not None:
+        trustless = isolation.trustless_gateway_config(port=gateway_port)
+        config += [(k, json.dumps(v)) for k, v in trustless.items()]
+    for key, value in config:
         subprocess.run([str(kubo), "config", "--json", key, value], env=env, check=True, capture_output=True)
     if swarm_key:
         (repo / "swarm.key").write_text(f"/key/swarm/psk/1.0.0/\n/base16/\n{swarm_key}\n")
@@ -357,3 +365,75 @@ def test_seed_0_shuts_kubo_down(seed: Seed, hook: HookEnv, tmp_path: Path) -> No
     assert result.final.startswith("loaded 5 extensions"), result.console
     assert result.status["kubo_pid"] == ""
     assert not (hook.root / "tmp/tce-ipfs/repo/api").exists()  # kubo removes it on a clean shutdown
+
+
+# ------------------------------------------------------------------ ipfs.gateway= (trustless CARs)
+def bitswap_sent(s: Seed) -> int:
+    return int(json.loads(s.ipfs("bitswap", "stat", "--enc=json"))["DataSent"])
+
+
+@pytest.fixture
+def gw_seed(host_kubo: Path, tmp_path: Path) -> Iterator[tuple[Seed, str]]:
+    port = free_port()
+    s = start_seed(host_kubo, tmp_path / "gw", gateway_port=port)
+    yield s, f"http://127.0.0.1:{port}"
+    stop(s.proc)
+
+
+def test_gateway_cars_from_real_seed(gw_seed: tuple[Seed, str], hook: HookEnv, tmp_path: Path) -> None:
+    """ipfs.gateway= a real seed's trustless gateway: the list's and every .tcz's blocks come as CARs
+    over HTTP, imported (checked) by the hook's real kubo and read out through it."""
+    seed, gw = gw_seed
+    repo = make_repo(tmp_path / "repo")
+    cid = seed.add(repo.path)
+    # a trustless gateway: no plain files, and nothing fetched for others
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{gw}/ipfs/{cid}/hello.tcz", timeout=10)
+    assert e.value.code == 406
+    port = free_port()
+    result = run(hook, f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={port} ipfs.timeout=60 "
+                 f"ipfs.gateway={gw}")
+    st = check_fetched(result, hook, repo, cid, seed.peer, port, routing="none", kubo=seed.kubo)
+    assert st["ipfs_gateway"] == "ok", result.console
+    # the list and each .tcz (the small .dep and .md5.txt files come over bitswap)
+    assert int(st["ipfs_gateway_cars"]) == 1 + 5
+    # (bigdata.tcz repeats one 256 KiB chunk: its CAR holds that block once)
+    assert int(st["bytes_ipfs_gateway"]) > 256 * 1024
+    assert "gateway" in st["marks"] and "peers:" not in st["marks"]  # the list did not wait for peers
+    assert bitswap_sent(seed) < 16 * 1024  # only the sidecars came over bitswap
+    assert "warning" not in result.console
+
+
+def test_gateway_corrupt_car_refused_then_bitswap(
+    gw_seed: tuple[Seed, str], hook: HookEnv, tmp_path: Path
+) -> None:
+    """A CAR with one flipped byte: kubo's import refuses it (the block does not hash to its CID),
+    one warning line, and the file -- and the rest -- comes over bitswap with the right md5."""
+    seed, gw = gw_seed
+    repo = make_repo(tmp_path / "repo")
+    cid = seed.add(repo.path)
+    liar = CorruptingGateway(gw, "bigdata.tcz")
+    try:
+        port = free_port()
+        result = run(hook, f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={port} ipfs.timeout=60 "
+                     f"ipfs.gateway={liar.url}")
+    finally:
+        liar.close()
+    assert liar.corrupted == 1
+    st = check_fetched(result, hook, repo, cid, seed.peer, port, routing="none", kubo=seed.kubo)
+    assert st["ipfs_gateway"] == "failed"
+    warned = [ln for ln in result.lines if "ipfs.gateway=" in ln]
+    assert len(warned) == 1 and "bigdata.tcz: refused by kubo's import" in warned[0], result.console
+    assert "integrity" in warned[0] or "mismatch" in warned[0], warned
+    assert bitswap_sent(seed) > 0
+
+
+def test_gateway_unreachable_falls_back_to_peers(seed: Seed, hook: HookEnv, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    cid = seed.add(repo.path)
+    port = free_port()
+    result = run(hook, f"tce=ipfs:{cid} ipfs.peers={seed.peer} ipfs.port={port} ipfs.timeout=60 "
+                 f"ipfs.gateway=http://127.0.0.1:{free_port()}")
+    st = check_fetched(result, hook, repo, cid, seed.peer, port, routing="none", kubo=seed.kubo)
+    assert st["ipfs_gateway"] == "failed" and st["ipfs_gateway_cars"] == "0"
+    assert any("ipfs.gateway=" in ln and "fetching over bitswap" in ln for ln in result.lines)

@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from support.media import CID, CID2, fake_core, fake_iso, fake_kernel, fake_p2p_initrd
-from tce_ipfs import cli, proc
+from tce_ipfs import bootcodes, cli, proc
 from tce_ipfs.arch import Arch
 from tce_ipfs.errors import NodeError, UsageError
 from tce_ipfs.ipfs import isolation, rpc, seed, seedline, seedstatus, seedunit, swarmkey
@@ -97,6 +99,28 @@ def test_boot_line_and_pin_names() -> None:
     assert seedline.own_peers([lo, lan], ["127.0.0.1"]) == (lo,)
     with pytest.raises(UsageError, match="no such directory"):
         seed.check_source("/no/such/repo")
+
+
+def test_gateway_port_option() -> None:
+    """--gateway-port: checked, named on the boot line (a LAN address before loopback), and the
+    gateway is a trustless one on every listen address."""
+    with pytest.raises(UsageError, match="not a TCP port"):
+        seed.SeedOptions(listen=("127.0.0.1",), gateway_port=0)
+    with pytest.raises(UsageError, match="already the swarm or API port"):
+        seed.SeedOptions(listen=("127.0.0.1",), port=4001, gateway_port=4001)
+    opts = seed.SeedOptions(listen=("127.0.0.1", "10.0.0.1"), gateway_port=8081)
+    assert seed.gateway_url(opts) == "http://10.0.0.1:8081"
+    assert seed.gateway_url(seed.SeedOptions(listen=("127.0.0.1",))) is None
+    info = seedline.BootInfo(CID, (f"/ip4/10.0.0.1/tcp/4001/p2p/{PEER_ID}",), gateway="http://10.0.0.1:8081")
+    assert info.line().endswith(" ipfs.gateway=http://10.0.0.1:8081")
+    bootcodes.check("ipfs.gateway", "http://10.0.0.1:8081")
+    node = seed.seed_node(Path("/nonexistent/repo"), None, opts, Path("/nonexistent/api.sock"))
+    cfg = node.wanted_config
+    assert cfg["Addresses.Gateway"] == ["/ip4/127.0.0.1/tcp/8081", "/ip4/10.0.0.1/tcp/8081"]
+    assert cfg["Gateway.DeserializedResponses"] is False and cfg["Gateway.NoFetch"] is True
+    plain = seed.seed_node(Path("/nonexistent/repo"), None, seed.SeedOptions(listen=("10.0.0.1",)),
+                           Path("/nonexistent/api.sock")).wanted_config
+    assert plain["Addresses.Gateway"] == "/ip4/127.0.0.1/tcp/0" and "Gateway.NoFetch" not in plain
 
 
 # ----------------------------------------------------------------------- boot media from a seed state
@@ -320,6 +344,40 @@ def test_seed_serves_restarts_with_the_same_peer_id_and_stops_cleanly(
     killer.append(second)
     assert second.line == reloaded
     assert second.stop(signal.SIGINT) == 0  # Ctrl-C stops it as cleanly
+
+
+@pytest.mark.kubo
+def test_seed_serve_with_a_trustless_gateway(host_kubo: Path, tmp_path: Path, killer: list[Serving],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`seed serve --gateway-port N`: the boot line says ipfs.gateway=; the gateway hands out CARs
+    (verifiable) but never a plain file, and never fetches what the seed does not hold."""
+    sample = samplerepo.build(tmp_path / "repo", ["6.1.0-seedtest"])
+    state = tmp_path / "state"
+    gw_port = free_port()
+    serving = serve(tmp_path, sample.path, state, host_kubo, free_port(), "--gateway-port", str(gw_port))
+    killer.append(serving)
+    words = dict(w.split("=", 1) for w in serving.line.split())
+    cid = words["tce"].removeprefix("ipfs:")
+    assert words["ipfs.gateway"] == f"http://127.0.0.1:{gw_port}"
+    base = words["ipfs.gateway"]
+    with urllib.request.urlopen(f"{base}/ipfs/{cid}/onboot.lst?format=car", timeout=30) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("application/vnd.ipld.car")
+        assert r.read()
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{base}/ipfs/{cid}/onboot.lst", timeout=30)
+    assert e.value.code == 406
+    # a CID it does not hold: answered from what is here, at once (no wait for a network fetch)
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"{base}/ipfs/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+                                    "?format=raw", timeout=30) as r:
+            assert not r.read()
+    except urllib.error.HTTPError:
+        pass
+    assert time.monotonic() - t0 < 10
+    assert cli.main(["seed", "status", "--state", str(state), "--json"]) == 0
+    assert f"ipfs.gateway={base}" in json.loads(capsys.readouterr().out)["boot_line"]
+    assert serving.stop() == 0
 
 
 @pytest.mark.kubo

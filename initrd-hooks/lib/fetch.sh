@@ -115,6 +115,8 @@ src_fetch() {
         FETCH_ERR="not asked: it failed before"
         return 1
     fi
+    # ipfs.gateway=: the file's blocks first, as one CAR checked block by block by kubo (gateway.sh)
+    [ "$1" = P ] && [ -n "$GW_URL" ] && gw_wanted "$2" && gw_car "$2" "$S_DEADLINE"
     fetch_url "$S_URL/$2" "$3" "$S_DEADLINE" "${4:-}"
     src_result "$1" "$2" "$?"
 }

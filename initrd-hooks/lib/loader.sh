@@ -12,10 +12,11 @@
 #     mkdir that fails on an existing directory (that mount child dies), then links (`cp -r -f -s`)
 #     and runs install scripts at once with sudo. So ipfs.tcz stays OUT of <lst>, and we complete its
 #     load the way tce-bootload would: link it, then run its install script as root (or leave an
-#     empty marker when it has none) -- once.
+#     empty marker when it has none) -- once; its slow part in the background, after tce-setup.
 
 LOADER=tce-load
-KUBO_ADOPT_MAX=120 # seconds for ipfs.tcz's install script (it runs `ipfs init` for the TC user)
+KUBO_ADOPT_MAX=120 # seconds for ipfs.tcz's install script's work (`ipfs init` for the TC user), after
+                   # up to 600 s of waiting for tce-setup
 
 # loader_detect: LOADER = tce-bootload when piCore's loader is there, else tce-load.
 loader_detect() {
@@ -43,10 +44,17 @@ loader_adopt_kubo() {
         return 1
     fi
     if [ -x "$_la_script" ]; then
-        log "ipfs.tcz: ran /usr/local/tce.installed/ipfs (piCore: as tce-bootload would)"
-        timeout "$KUBO_ADOPT_MAX" "$_la_script" </dev/null >>"$LOG" 2>&1
-        _la_rc=$?
-        [ "$_la_rc" = 0 ] || warn "ipfs.tcz: its install script exited $_la_rc"
+        # The script makes the TC user's ~/.ipfs: six kubo CLI starts, ~6 s of CPU on a slow board,
+        # and nothing needs it before someone runs ipfs. Under tce-load it defers that itself (it
+        # finds itself in /tmp/setup.lst); tce-bootload keeps no such list, so it is started the same
+        # way here: `--now <tce-setup's pid>` waits in the background until tce-setup (our parent)
+        # is done, at the lowest priority, and the boot goes on at once.
+        log "ipfs.tcz: ran /usr/local/tce.installed/ipfs (piCore: as tce-bootload would; its work waits in the background until tce-setup is done)"
+        (
+            timeout "$((KUBO_ADOPT_MAX + 600))" "$_la_script" --now "$PPID" </dev/null >>"$LOG" 2>&1
+            _la_rc=$?
+            [ "$_la_rc" = 0 ] || log "ipfs.tcz: its install script exited $_la_rc"
+        ) </dev/null >/dev/null 2>&1 &
     else
         printf '' >"$_la_script" 2>/dev/null
     fi

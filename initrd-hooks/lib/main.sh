@@ -25,6 +25,8 @@ HOOK_LIB=${TCE_IPFS_LIB:-${ROOT:-}/usr/local/lib/tce-ipfs}
 . "$HOOK_LIB/loader.sh"
 # shellcheck source=car.sh
 . "$HOOK_LIB/car.sh"
+# shellcheck source=gateway.sh
+. "$HOOK_LIB/gateway.sh"
 
 HOOK_VERSION=unknown
 HOOK_ARCH=unknown
@@ -46,6 +48,7 @@ status_kv() {
 write_status() {
     _st_total=$((T_END - T_START))
     mkdir -p "$WORK"
+    gw_stats # (PEERS_OK too, when the peers were dialled in the background)
     {
         status_kv result "$RESULT"
         status_kv scheme "$SCHEME"
@@ -63,6 +66,11 @@ write_status() {
         status_kv bytes_mirror "$M_BYTES"
         status_kv peers_connected "$PEERS_OK"
         [ -n "$CAR_NOTE" ] && status_kv car "$CAR_NOTE"
+        if [ -n "$GW_NOTE" ]; then
+            status_kv ipfs_gateway "$GW_NOTE"
+            status_kv ipfs_gateway_cars "$GW_CARS"
+            status_kv bytes_ipfs_gateway "$GW_BYTES"
+        fi
         status_kv net "$NET"
         [ -n "$PROVIDERS" ] && status_kv providers "$(printf '%s' "$PROVIDERS" | tr ' ' ',')"
         [ -n "$ROUTE" ] && status_kv route "$ROUTE"
@@ -189,7 +197,7 @@ tce_ipfs_main() {
         . "$HOOK_LIB/build.conf"
     fi
     mkdir -p "$WORK" "${LOG%/*}" 2>/dev/null
-    rm -rf "$PIN_NOTES" "$WORK/onecopy.done" "$WORK/onecopy.todo" "$WORK/onecopy.off" "$WORK/oc" "$WORK/oc.lock"
+    rm -rf "$PIN_NOTES" "$GW_DIR" "$WORK/down.G" "$WORK/onecopy.done" "$WORK/onecopy.todo" "$WORK/onecopy.off" "$WORK/oc" "$WORK/oc.lock"
     log "tce-ipfs hook $HOOK_VERSION ($HOOK_ARCH), tce=$(printf '%s' "$TCE_RAW" | cut -c1-120), loader $LOADER"
     [ "$DEBUG" = 1 ] && dbg "debug on; log in ${LOG#"$ROOT"}"
     if [ -n "$PARSE_WARNINGS" ]; then
@@ -231,6 +239,8 @@ tce_ipfs_main() {
     fi
     tick
     T_NET=$((NOW - T_START))
+    # ipfs.gateway=: <lst>'s CAR comes over the network while kubo starts (checked once it runs)
+    [ -z "$P_ERR" ] && gw_prefetch_list "$P_DEADLINE"
 
     case $SCHEME in
         ipfs | ipns)
@@ -238,7 +248,7 @@ tce_ipfs_main() {
                 :
             elif ! kubo_start "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR
-            elif ! car_seed "$P_DEADLINE" && ! kubo_wait_peers "$P_DEADLINE"; then
+            elif ! car_seed "$P_DEADLINE" && ! gw_first "$P_DEADLINE" && ! kubo_wait_peers "$P_DEADLINE"; then
                 P_ERR=$KUBO_ERR
             elif [ "$NET" = public ] && [ "$PEERS_OK" = 0 ] && [ "$CAR_NOTE" != ok ] &&
                 ! route_bootstrap "$P_DEADLINE"; then
@@ -269,6 +279,7 @@ tce_ipfs_main() {
         fi
     fi
 
+    [ -n "$GW_URL" ] && [ "$P_UP" = 1 ] && gw_prepare # (once here: the fetch jobs share its files)
     fetch_list || die_soft "$LIST_ERR"
     mkdir -p "$OPT"
     resolve_closure

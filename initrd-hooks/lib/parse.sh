@@ -273,7 +273,7 @@ parse_ma_list() {
 
 # parse_codes: validate tce= and every companion code. Sets:
 # CID IPNS_NAME SUBPATH HTTP_URL LST PEERS TIMEOUT MIRROR SEED ONECOPY MDNS SWARMKEY DEBUG PORT NODHCP
-# NET BOOTSTRAP CAR_DEV CAR_PATH
+# NET BOOTSTRAP CAR_DEV CAR_PATH GW_URL
 parse_codes() {
     CID=
     IPNS_NAME=
@@ -364,6 +364,16 @@ parse_codes() {
         fi
     fi
 
+    GW_URL=
+    if _p_v=$(getarg ipfs.gateway); then
+        if is_http_url "$_p_v"; then
+            GW_URL=${_p_v%/}
+        else
+            short "$_p_v"
+            perr "ipfs.gateway=$SHORT is not a plain http://host[:port] URL"
+        fi
+    fi
+
     SEED=$(getargbool 1 ipfs.seed)
     [ "$SEED" = "?" ] && { SEED=1; perr "ipfs.seed= must be 0 or 1"; }
     ONECOPY=$(getargbool 1 ipfs.onecopy)
@@ -429,6 +439,10 @@ parse_codes() {
     fi
     if [ "$SCHEME" = http ] && { [ -n "$PEERS" ] || [ -n "$SWARMKEY" ]; }; then
         pwarn "tce=http://... does not use IPFS: ipfs.peers/ipfs.swarmkey are ignored"
+    fi
+    if [ "$SCHEME" = http ] && [ -n "$GW_URL" ]; then
+        pwarn "tce=http://... does not use IPFS: ipfs.gateway is ignored"
+        GW_URL=
     fi
     return 0
 }

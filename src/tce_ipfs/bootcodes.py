@@ -53,6 +53,9 @@ CODES: tuple[BootCode, ...] = (
              "allowed)", low=2, high=3600),
     BootCode("ipfs.mirror", "url", None, "plain HTTP repo with the same flat layout, the fallback",
              max_len=512),
+    BootCode("ipfs.gateway", "url", None, "a seed's trustless HTTP gateway (tce-ipfs seed serve "
+             "--gateway-port): each file's blocks come as one CAR, checked by kubo against their CIDs; "
+             "bitswap when it fails", max_len=512),
     BootCode("ipfs.seed", "bool", "1", "keep kubo running after boot, serving what it fetched"),
     BootCode("ipfs.onecopy", "bool", "1",
              "serve each placed extension from its file in optional/ (kubo's filestore), not a copy"),

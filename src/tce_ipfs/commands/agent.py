@@ -197,6 +197,11 @@ def serve_options(p: argparse.ArgumentParser) -> None:
                                                             "build; on TC the one ipfs.tcz provides)")
     p.add_argument("--api-port", type=int, default=5001, metavar="N",
                    help="RPC API (and Prometheus metrics) port on 127.0.0.1 (default 5001; 0 = any)")
+    p.add_argument("--gateway-port", type=int, metavar="N",
+                   help="also serve a trustless HTTP gateway (CARs and raw blocks of what the seed "
+                        "holds, nothing fetched for others) on the listen addresses, port N: the boot line "
+                        "then says ipfs.gateway=, and machines take each file as one CAR (checked block by "
+                        "block against its CID) instead of over bitswap -- less CPU on a slow machine")
     p.add_argument("--public", action="store_true",
                    help="allow a non-private listen address (and peers from anywhere)")
     p.add_argument("--private", action="store_true",
@@ -230,7 +235,7 @@ def seed_options(args: argparse.Namespace) -> SeedOptions:
                             api_port=args.api_port, public=args.public, mdns=args.mdns,
                             private=args.private, swarm_key=key, peers=tuple(args.peer),
                             timeout=args.timeout, name=args.name, lifetime=args.lifetime, ttl=args.ttl,
-                            keep=args.keep)
+                            keep=args.keep, gateway_port=getattr(args, "gateway_port", None))
 
 
 def _print_ready(args: argparse.Namespace, state: Path) -> Callable[[BootInfo], None]:

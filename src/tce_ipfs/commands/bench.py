@@ -67,6 +67,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="run only this scenario (repeatable)")
     p.add_argument("--arch", type=Arch.parse, action="append", dest="arches",
                    help="guest arch of the boot benchmark (repeatable; default x86_64)")
+    p.add_argument("--boot-mode", choices=("http", "ipfs", "gateway"), action="append", dest="boot_modes",
+                   help="boot benchmark modes (repeatable; default all three: tce=http://, tce=ipfs: "
+                        "over bitswap, tce=ipfs: with ipfs.gateway= the seed's trustless gateway)")
     p.add_argument("--memory", type=int, default=512, help="guest RAM in MiB in the boot benchmark")
     p.set_defaults(func=run)
 
@@ -107,14 +110,23 @@ def _fetch_lines(f: dict[str, Any]) -> list[str]:
             f"HTTP {c['http_egress_ratio']:.2f}{wire}"]
 
 
+def _x(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
 def _boot_lines(boot: dict[str, Any]) -> list[str]:
     lines = []
     for arch, data in boot["arches"].items():
-        med, r = data["median"], data["ratio"]
-        lines.append(f"boot {arch} ({data['extensions']} extensions, median of {data['repeats']}): "
-                     f"wall IPFS {med['ipfs']['wall_s']:.1f} s / HTTP {med['http']['wall_s']:.1f} s = "
-                     f"{r['wall']:.2f}x (QEMU CPU {r['cpu']:.2f}x); hook {r['hook']:.2f}x; "
-                     f"kubo start -> first byte {med['ipfs']['first_byte_s']} s")
+        med = data["median"]
+        for mode, key in (("ipfs", "ratio"), ("gateway", "ratio_gateway")):
+            r = data.get(key) or {}
+            if mode not in med or "http" not in med or not r:
+                continue
+            lines.append(f"boot {arch} {mode} ({data['extensions']} extensions, "
+                         f"median of {data['repeats']}): "
+                         f"wall {med[mode]['wall_s']:.1f} s / HTTP {med['http']['wall_s']:.1f} s = "
+                         f"{_x(r['wall'])} (QEMU CPU {_x(r['cpu'])}); hook {_x(r['hook'])}; "
+                         f"kubo start -> first byte {med[mode]['first_byte_s']} s")
     return lines
 
 
@@ -158,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         from tce_ipfs.testbed.bench import boot
 
         boot_cfg = boot.BootBenchConfig(arches=tuple(args.arches or (Arch.X86_64,)), repeats=args.repeats,
-                                        memory=args.memory, out=args.out)
+                                        memory=args.memory, out=args.out,
+                                        modes=tuple(args.boot_modes or boot.MODES))
         data["boot"] = boot.run(boot_cfg)
         lines += _boot_lines(data["boot"])
         lines.append(f"results: {args.out / 'boot-results.json'}, plot: {args.out / 'boot.png'}")

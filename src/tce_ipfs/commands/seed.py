@@ -81,6 +81,8 @@ def _serve_argv(args: argparse.Namespace, state: Path, kubo: Path) -> list[str]:
             argv += ["--ttl", args.ttl]
     if args.keep:
         argv += ["--keep", str(args.keep)]
+    if args.gateway_port is not None:
+        argv += ["--gateway-port", str(args.gateway_port)]
     return argv
 
 

@@ -168,6 +168,23 @@ def isolation_config(
     }
 
 
+def trustless_gateway_config(host: str = "127.0.0.1", port: int = 0) -> dict[str, Any]:
+    """kubo config keys (dotted) that make the node's gateway a seed's trustless gateway on
+    ``host:port`` (issue 17, the hook's ``ipfs.gateway=``): it answers only verifiable responses --
+    ``?format=car`` and raw blocks, which the client checks against their CIDs -- never deserialized
+    files, and only from blocks the node holds: it never fetches from the network for whoever asks."""
+    return {
+        "Addresses.Gateway": f"/ip4/{host}/tcp/{port}",
+        # Only trustless responses (application/vnd.ipld.car, .raw, IPNS records): a client that
+        # cannot check what it gets is refused (406), so the seed is not a web gateway for the LAN.
+        "Gateway.DeserializedResponses": False,
+        # Serve what is here, fetch nothing for others (a request for a CID we lack ends at once).
+        "Gateway.NoFetch": True,
+        "Gateway.NoDNSLink": True,
+        "Gateway.ExposeRoutingAPI": False,
+    }
+
+
 def default_networks(listen_host: str) -> tuple[str, ...]:
     """The networks a node listening on ``listen_host`` may reach when none are given."""
     return LOOPBACK_NETS if ipaddress.ip_address(listen_host).is_loopback else PRIVATE_NETS

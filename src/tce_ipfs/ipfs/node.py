@@ -169,6 +169,18 @@ class Node:
                             hint=f"start it with `tce-ipfs node start --repo {self.repo}`")
         return addr
 
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's base URL (``http://127.0.0.1:N``) of the running daemon (kubo writes it to
+        ``<repo>/gateway``)."""
+        try:
+            url = (self.repo / "gateway").read_text().strip() if self.running else ""
+        except OSError:
+            url = ""
+        if not url:
+            raise NodeError(f"the node in {self.repo} has no gateway running")
+        return url
+
     def client(self, timeout: float = 30.0) -> Any:
         """An ``ipfshttpclient.Client`` for this node (version-checked)."""
         from tce_ipfs.ipfs import rpc

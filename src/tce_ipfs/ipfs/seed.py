@@ -42,6 +42,7 @@ from typing import IO, Any
 from tce_ipfs import cidtext
 from tce_ipfs.errors import NodeError, TceIpfsError, UsageError
 from tce_ipfs.ipfs import names, roots, rpc, swarmkey
+from tce_ipfs.ipfs.isolation import trustless_gateway_config
 from tce_ipfs.ipfs.node import Node
 from tce_ipfs.ipfs.pubcache import cache_path
 from tce_ipfs.ipfs.publish import publish
@@ -90,6 +91,7 @@ class SeedOptions:
     lifetime: str = names.DEFAULT_LIFETIME  # of the IPNS record
     ttl: str | None = None  # of the IPNS record (how long resolvers may cache it)
     keep: int | None = None  # roots of this source kept pinned (older ones unpinned)
+    gateway_port: int | None = None  # a trustless gateway on the listen addresses (ipfs.gateway=)
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -106,6 +108,11 @@ class SeedOptions:
         for what, port in (("--port", self.port), ("--api-port", self.api_port)):
             if not 0 <= port <= 65535:
                 raise UsageError(f"{what} {port}: not a TCP port (0..65535; 0 = any free one)")
+        if self.gateway_port is not None and not 1 <= self.gateway_port <= 65535:
+            raise UsageError(f"--gateway-port {self.gateway_port}: not a TCP port (1..65535): machines are "
+                             "told it on their boot line")
+        if self.gateway_port is not None and self.gateway_port in (self.port, self.api_port):
+            raise UsageError(f"--gateway-port {self.gateway_port} is already the swarm or API port")
         if self.mdns and self.public:
             raise UsageError("--mdns announces the seed on every link of this machine: for a private lab "
                              "LAN only, not with --public")
@@ -360,18 +367,29 @@ class SeedServer:
             if opts.keep:
                 roots.keep(client, source, opts.keep, current=cid)
             peers = own_peers(node.swarm_addrs, opts.listen)
-        info = BootInfo(cid=cid, peers=peers, swarm_key=key, ipns=ipns)
+        gateway = gateway_url(opts)
+        info = BootInfo(cid=cid, peers=peers, swarm_key=key, ipns=ipns, gateway=gateway)
         record = self.state.record() or {}
         self.state.write_record({
             "root": cid, "source": str(self._dir or self.source),
             "published_at": _now() if record.get("root") != cid else record.get("published_at", _now()),
             "peer_id": node.peer_id, "peers": list(peers), "listen": list(self.options.listen),
             "port": self.options.port, "public": self.options.public, "mdns": self.options.mdns,
-            "private": key is not None, "api": node.api, "api_tcp": _tcp_api(node), "ipns": ipns,
+            "private": key is not None, "gateway": gateway, "api": node.api, "api_tcp": _tcp_api(node),
+            "ipns": ipns,
             "pid": os.getpid(), "kubo_pid": node.pid(), "started_at": record.get("started_at")
             if record.get("pid") == os.getpid() else _now(), "stopped_at": None,
         })
         return info
+
+
+def gateway_url(opts: SeedOptions) -> str | None:
+    """``ipfs.gateway=`` for the boot line: the trustless gateway on the first non-loopback listen
+    address (a loopback one is no use to another machine), or None without ``gateway_port``."""
+    if opts.gateway_port is None:
+        return None
+    lan = [a for a in opts.listen if not a.startswith("127.")]
+    return f"http://{(lan or list(opts.listen))[0]}:{opts.gateway_port}"
 
 
 def seed_node(repo: Path, kubo: Path | None, opts: SeedOptions, api_socket: Path) -> Node:
@@ -388,7 +406,18 @@ def seed_node(repo: Path, kubo: Path | None, opts: SeedOptions, api_socket: Path
                               "Discovery.MDNS.Enabled": opts.mdns,
                               # Serving a name: answer the LAN's DHT queries for its record (a DHT of
                               # the peers that connect: no bootstrap, the gater as always).
-                              "Routing.Type": "dhtserver" if opts.name else "none"})
+                              "Routing.Type": "dhtserver" if opts.name else "none",
+                              **_gateway_config(opts)})
+
+
+def _gateway_config(opts: SeedOptions) -> dict[str, Any]:
+    """The trustless gateway's keys (``isolation.trustless_gateway_config``) on every listen address,
+    or nothing (kubo's gateway then stays on loopback, as for every node here)."""
+    if opts.gateway_port is None:
+        return {}
+    config = trustless_gateway_config(opts.listen[0], opts.gateway_port)
+    config["Addresses.Gateway"] = [f"/ip4/{a}/tcp/{opts.gateway_port}" for a in opts.listen]
+    return config
 
 
 def check_source(source: str) -> tuple[Path | None, str | None]:

@@ -122,23 +122,28 @@ class BootInfo:
     swarm_key: str | None = None  # 64 hex when the swarm is private
     running: bool = True
     ipns: str | None = None  # the IPNS name (k51...) the seed keeps pointing at ``cid`` (serve --name)
+    gateway: str | None = None  # its trustless gateway, http://addr:port (serve --gateway-port)
 
     def codes(self) -> dict[str, str | None]:
         """Boot codes for ``P2PBoot`` (``tce=`` comes from the CID)."""
         codes: dict[str, str | None] = {"ipfs.peers": ",".join(self.peers)}
         if self.swarm_key:
             codes[swarmkey.BOOT_CODE] = self.swarm_key
+        if self.gateway:
+            codes["ipfs.gateway"] = self.gateway
         return codes
 
     def line(self) -> str:
-        """``tce=ipfs:<CID> ipfs.peers=... [ipfs.swarmkey=...]``: the words for the kernel command line
-        (``tce=ipns:<name>`` when the seed serves a name: machines then follow its updates)."""
+        """``tce=ipfs:<CID> ipfs.peers=... [ipfs.swarmkey=...] [ipfs.gateway=...]``: the words for the
+        kernel command line (``tce=ipns:<name>`` when the seed serves a name: machines then follow its
+        updates)."""
         tce = f"tce=ipns:{self.ipns}" if self.ipns else f"tce=ipfs:{self.cid}"
         return " ".join([tce, *(f"{k}={v}" for k, v in self.codes().items())])
 
     def as_dict(self) -> dict[str, Any]:
         return {"cid": self.cid, "peers": list(self.peers), "private": self.swarm_key is not None,
-                "boot_line": self.line(), "running": self.running, "ipns": self.ipns}
+                "boot_line": self.line(), "running": self.running, "ipns": self.ipns,
+                "gateway": self.gateway}
 
 
 def check_peers(peers: Sequence[str]) -> tuple[str, ...]:

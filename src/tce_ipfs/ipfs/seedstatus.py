@@ -36,7 +36,7 @@ def boot_info(state: SeedState) -> BootInfo:
         log.warning("the seed in %s is not running now: machines boot from it once it is", state.path)
     return BootInfo(cid=str(record["root"]), peers=check_peers(list(record.get("peers") or [])),
                     swarm_key=state.swarm_key() if record.get("private") else None, running=running,
-                    ipns=record.get("ipns"))
+                    ipns=record.get("ipns"), gateway=record.get("gateway"))
 
 
 def boot_info_from_api(api: str) -> BootInfo:
@@ -98,7 +98,7 @@ def status(state: SeedState, *, ledgers: bool = True) -> dict[str, Any]:
         "metrics": metrics_url(record.get("api_tcp")) if pid is not None else None,
         "boot_line": (BootInfo(str(record["root"]), tuple(record.get("peers") or ()),
                                swarm_key="<key>" if record.get("private") else None,
-                               ipns=record.get("ipns")).line()
+                               ipns=record.get("ipns"), gateway=record.get("gateway")).line()
                       if record.get("root") else None),
         "published_at": record.get("published_at"), "root_age_s": root_age(record.get("published_at")),
         "names": [{**rec, "age_s": root_age(rec.get("published_at"))}

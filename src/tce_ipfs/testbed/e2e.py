@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SEED_GUEST_IP = "10.0.2.100"  # where the seed appears inside the guest (QEMU guestfwd)
 SEED_GUEST_PORT = 4001
+SEED_GATEWAY_GUEST_PORT = 8081  # the seed's trustless gateway in the guest (ipfs.gateway=)
 SENTINEL = qemu.SENTINEL
 
 
@@ -57,10 +58,20 @@ def prepare_kit(arch: Arch, work: Path) -> GuestKit:
 class Seed:
     """An isolated host kubo on loopback that publishes repos for guests."""
 
-    def __init__(self, work: Path, *, extra_config: dict[str, Any] | None = None) -> None:
+    def __init__(self, work: Path, *, extra_config: dict[str, Any] | None = None,
+                 gateway: bool = False) -> None:
+        """``gateway``: the node's gateway is a trustless one (CARs and raw blocks only, nothing
+        fetched for others; ``isolation.trustless_gateway_config``), still on loopback: guests reach
+        it through a guestfwd of :data:`SEED_GATEWAY_GUEST_PORT` (:meth:`net`)."""
         # The seed role's build (the polite origin), as `tce-ipfs node` runs it.
         seed_kubo = kubo.ensure(Arch.host(), variant=kubo.SEED)
-        self.node = Node(work / "seed", seed_kubo, extra_config=extra_config)
+        config = dict(extra_config or {})
+        self.gateway = gateway
+        if gateway:
+            from tce_ipfs.ipfs.isolation import trustless_gateway_config
+
+            config.update(trustless_gateway_config())
+        self.node = Node(work / "seed", seed_kubo, extra_config=config)
 
     def __enter__(self) -> Seed:
         self.node.init()
@@ -85,6 +96,22 @@ class Seed:
         raise RuntimeError("seed has no TCP swarm address")
 
     @property
+    def gateway_port(self) -> int:
+        return int(self.node.gateway_url.rsplit(":", 1)[1])
+
+    @property
+    def guest_gateway(self) -> str:
+        """The seed's trustless gateway as the guest sees it (``ipfs.gateway=``)."""
+        return f"http://{SEED_GUEST_IP}:{SEED_GATEWAY_GUEST_PORT}"
+
+    def forwards(self) -> dict[int, int]:
+        """Guest port -> host port for the guestfwds of this seed (swarm; gateway when it has one)."""
+        fwd = {SEED_GUEST_PORT: self.swarm_port}
+        if self.gateway:
+            fwd[SEED_GATEWAY_GUEST_PORT] = self.gateway_port
+        return fwd
+
+    @property
     def guest_multiaddr(self) -> str:
         """The seed's address as the guest sees it through the guestfwd."""
         return f"/ip4/{SEED_GUEST_IP}/tcp/{SEED_GUEST_PORT}/p2p/{self.node.peer_id}"
@@ -105,7 +132,7 @@ class Seed:
         return int(rpc.bitswap_stat(self.client()).get("DataSent", 0))
 
     def net(self) -> qemu.UserNet:
-        return qemu.user_restricted({SEED_GUEST_PORT: self.swarm_port})
+        return qemu.user_restricted(self.forwards())
 
 
 def check_initrd(work: Path, script: str, name: str = "check.gz") -> Path:

@@ -43,7 +43,10 @@ from tce_ipfs.arch import Arch
 log = logging.getLogger(__name__)
 
 SCENARIO = "boot"
-MODES = ("http", "ipfs")  # baseline first
+# baseline first; "gateway" is tce=ipfs: with ipfs.gateway= the seed's trustless gateway (CARs)
+MODES = ("http", "ipfs", "gateway")
+MODE_LABELS = {"http": "tce=http:// (mirror)", "ipfs": "tce=ipfs: (seed, bitswap)",
+               "gateway": "tce=ipfs: + ipfs.gateway= (CARs)"}
 MIRROR_GUEST_PORT = 8080  # where the host's HTTP mirror appears in the guest (10.0.2.100:8080)
 HOOK_TIMEOUT = 90  # ipfs.timeout= for both modes
 
@@ -53,6 +56,7 @@ HOOK_MARKS: tuple[tuple[str, str], ...] = (
     ("DHCP", "net"),
     ("daemon start", "kubo_ready"),
     ("peer connect", "peers"),
+    ("list CAR (gateway)", "gateway"),
     ("list", "list"),
     ("first byte", "first_byte"),
 )
@@ -66,6 +70,7 @@ STEPS: tuple[str, ...] = (
 class BootBenchConfig:
     arches: tuple[Arch, ...] = (Arch.X86_64,)
     repeats: int = 3
+    modes: tuple[str, ...] = MODES  # which of MODES to boot (the smoke test: http and ipfs)
     memory: int = 512  # MiB, as in the demo
     timeout: float = 300.0  # per boot
     out: Path = Path("bench-results")
@@ -83,6 +88,7 @@ class BootRecord:
     first_byte_s: float | None  # kubo daemon start -> first .tcz byte (IPFS only)
     seed_bytes_sent: int
     kubo_rss_kib: float | None = None  # the hook's kubo: peak RSS (VmHWM) when the check ran
+    gateway_bytes: float | None = None  # CAR bytes imported from the seed's gateway (mode gateway)
     steps: dict[str, float] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)
     console: list[tuple[float, str]] = field(default_factory=list)  # host time, hook/TC lines
@@ -159,12 +165,16 @@ def summarize(boots: Sequence[BootRecord]) -> dict[str, Any]:
             "kubo_rss_kib": _median([b.kubo_rss_kib for b in mine]),
             "steps": {s: _median([b.steps.get(s) for b in mine]) for s in STEPS},
         }
-    ratio: dict[str, float | None] = {}
-    if set(MODES) <= set(median):
-        for key in ("wall_s", "hook_s", "total_s", "cpu_s"):
-            a, b = median["ipfs"][key], median["http"][key]
-            ratio[key.removesuffix("_s")] = round(a / b, 3) if a and b else None
-    return {"median": median, "ratio": ratio}
+    out: dict[str, Any] = {"median": median}
+    for mode, key_out in (("ipfs", "ratio"), ("gateway", "ratio_gateway")):
+        if mode in median and "http" in median:
+            ratio: dict[str, float | None] = {}
+            for key in ("wall_s", "hook_s", "total_s", "cpu_s"):
+                a, b = median[mode][key], median["http"][key]
+                ratio[key.removesuffix("_s")] = round(a / b, 3) if a and b else None
+            out[key_out] = ratio
+    out.setdefault("ratio", {})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -199,19 +209,24 @@ def bench_arch(arch: Arch, cfg: BootBenchConfig, work: Path) -> dict[str, Any]:
     repo = samplerepo.build(work / f"repo-{arch}", [kit.base.kver])
     check = e2e.check_initrd(work, samplerepo.check_script(repo), f"check-{arch}.gz")
     boots: list[BootRecord] = []
-    with e2e.Seed(work / f"seed-{arch}") as seed, http_mirror(repo.path) as (base, _served):
+    modes = tuple(m for m in MODES if m in cfg.modes)
+    with e2e.Seed(work / f"seed-{arch}", gateway="gateway" in modes) as seed, \
+            http_mirror(repo.path) as (base, _served):
         cid = seed.publish(repo.path)
         mirror_port = int(base.rsplit(":", 1)[1])
-        net = qemu.user_restricted({e2e.SEED_GUEST_PORT: seed.swarm_port, MIRROR_GUEST_PORT: mirror_port})
+        # every forward exists in every mode (the same network for all of them)
+        net = qemu.user_restricted({**seed.forwards(), MIRROR_GUEST_PORT: mirror_port})
         codes = {
             "ipfs": e2e.boot_codes(cid, seed, timeout=HOOK_TIMEOUT),
+            "gateway": e2e.boot_codes(cid, seed, timeout=HOOK_TIMEOUT,
+                                      extra=[f"ipfs.gateway={seed.guest_gateway}"]),
             "http": f"tce=http://{qemu.GUESTFWD_ADDR}:{MIRROR_GUEST_PORT} ipfs.timeout={HOOK_TIMEOUT}",
         }
         for rnd in range(cfg.repeats):
-            for mode in (MODES if rnd % 2 == 0 else MODES[::-1]):
+            for mode in (modes if rnd % 2 == 0 else modes[::-1]):
                 outcome, lines = _boot_once(kit, codes[mode], check, net, cfg,
                                             work / f"console-{arch}-{mode}-{rnd + 1}.log",
-                                            seed if mode == "ipfs" else None)
+                                            seed if mode != "http" else None)
                 f, res = outcome.fields, outcome.result
                 record = BootRecord(
                     mode=mode, round=rnd + 1, wall_s=round(res.seconds, 2),
@@ -219,6 +234,7 @@ def bench_arch(arch: Arch, cfg: BootBenchConfig, work: Path) -> dict[str, Any]:
                     cpu_s=round(res.cpu_seconds, 2) if res.cpu_seconds is not None else None,
                     hook_s=_float(f, "t_total"), first_byte_s=_float(f, "t_first_byte"),
                     seed_bytes_sent=outcome.seed_bytes_sent, kubo_rss_kib=_float(f, "kubo_hwm_kb"),
+                    gateway_bytes=_float(f, "bytes_ipfs_gateway"),
                     steps=steps_of(f, res.seconds, res.total_seconds),
                     marks=parse_marks(f.get("marks", "")), console=lines)
                 boots.append(record)
@@ -275,15 +291,16 @@ def plot(results: Mapping[str, Any], path: Path) -> Path:
             wall, cpu = data["median"][mode]["wall_s"], data["median"][mode].get("cpu_s")
             ax.annotate(f"wall {wall:.1f} s" + (f", QEMU CPU {cpu:.1f} s" if cpu else ""), (x, bottom),
                         ha="center", va="bottom", fontsize="small")
-        ax.set_xticks(range(len(modes)), ["tce=http:// (mirror)" if m == "http" else "tce=ipfs: (seed)"
-                                          for m in modes])
-        r = data.get("ratio", {})
-        first_byte = data["median"].get("ipfs", {}).get("first_byte_s")
-        ax.set_title(f"{arch} guest, {data['extensions']} extensions, "
-                     f"{data['payload_bytes'] / 2**20:.1f} MiB, median of {data['repeats']}\n"
-                     f"IPFS/HTTP: wall {_fmt(r.get('wall'))} (QEMU CPU {_fmt(r.get('cpu'))}), "
-                     f"hook {_fmt(r.get('hook'))}\n"
-                     f"kubo start -> first byte {_fmt(first_byte, ' s')} (median)", fontsize="medium")
+        ax.set_xticks(range(len(modes)), [MODE_LABELS[m] for m in modes], fontsize="small")
+        title = (f"{arch} guest, {data['extensions']} extensions, "
+                 f"{data['payload_bytes'] / 2**20:.1f} MiB, median of {data['repeats']}")
+        for mode, key in (("ipfs", "ratio"), ("gateway", "ratio_gateway")):
+            r = data.get(key) or {}
+            if mode in data["median"] and r:
+                first_byte = data["median"][mode].get("first_byte_s")
+                title += (f"\n{mode}/HTTP: wall {_fmt(r.get('wall'))} (QEMU CPU {_fmt(r.get('cpu'))}), "
+                          f"hook {_fmt(r.get('hook'))}, first byte {_fmt(first_byte, ' s')}")
+        ax.set_title(title, fontsize="medium")
         ax.set_ylabel("seconds from QEMU start (median per step)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize="small")
