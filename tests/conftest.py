@@ -18,8 +18,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Opt-in tests stay out of the default run and run when the ``-m`` expression names their marker:
     * the fault suite is marker ``faults``; its heavy cases (``faults`` and ``qemu``) only with
       ``pytest -m faults`` (docs/RELIABILITY.md); the cheap host cases run by default;
-    * ``holepunch``: boots through the simulated NATs that depend on hole punching, not yet reliable
-      (``pytest -m holepunch``);
+    * ``holepunch``: the QEMU boot across the simulated internet that depends on hole punching
+      (``pytest -m holepunch``): reliable now, but ~2-2.5 min of guest time more than CI's budget
+      has room for (the namespace boot across two homes runs by default);
     * ``smallram``: the 256 MiB guests of issue 12, too slow for the default run (``pytest -m smallram``)."""
     expr = config.getoption("markexpr", "") or ""
     for item in items:
@@ -29,8 +30,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="256 MiB guests take 12-25 min per arch: "
                                                     "run with -m smallram"))
         if "holepunch" not in expr and item.get_closest_marker("holepunch"):
-            item.add_marker(pytest.mark.skip(reason="hole punching through the simulated NATs is not "
-                                                    "reliable yet: run with -m holepunch"))
+            item.add_marker(pytest.mark.skip(reason="a QEMU boot through the simulated NATs (2-2.5 min): "
+                                                    "run with -m holepunch"))
 
 
 @pytest.fixture(scope="session")

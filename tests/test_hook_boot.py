@@ -1227,6 +1227,28 @@ def test_public_mode_config_with_kubos_defaults(env: HookEnv) -> None:
     assert f"swarm/connect?arg=/p2p/{PROV_ID}" in "\n".join(result.calls)
 
 
+@pytest.mark.parametrize("old_kubo", [False, True])
+def test_public_mode_starts_kubo_once(env: HookEnv, old_kubo: bool) -> None:
+    """Public mode's keys go into the daemon's --init-config like every other mode's: one kubo start,
+    no `ipfs init`. A kubo that refuses a settings-only --init-config (upstream's) gets `ipfs init`, the
+    same keys set in the config it wrote, and a second start."""
+    sample_repo(public_ready(env))
+    if old_kubo:
+        env.knob("old_kubo")
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT}")
+    assert FINAL_OK.match(result.final), result.console
+    inits = [c for c in result.calls if c.startswith("ipfs init")]
+    assert len(inits) == (1 if old_kubo else 0), result.calls
+    config = kubo_config(env)
+    assert config["Bootstrap"] == [BOOT] and config["AutoConf"] == {"Enabled": False}
+    assert config["Routing"]["Type"] == "dhtclient" and config["Routing"]["DelegatedRouters"] == []
+    assert config["Routing"]["LoopbackAddressesOnLanDHT"] is False
+    assert config["Ipns"]["DelegatedPublishers"] == [] and config["Swarm"]["DisableNatPortMap"] is True
+    assert config["Swarm"]["ResourceMgr"] == {"MaxMemory": "100MiB"}
+    assert config["Swarm"]["ConnMgr"]["HighWater"] == 40  # kubo_prepare's keys kept next to them
+    assert config["Provide"]["Strategy"] == "roots"
+
+
 def test_public_mode_with_bootstrap_code(env: HookEnv) -> None:
     """ipfs.bootstrap= replaces kubo's list, and AutoConf and the delegated routers go with it."""
     sample_repo(public_ready(env))
@@ -1242,7 +1264,7 @@ def test_seed_off_announces_nothing(env: HookEnv) -> None:
     sample_repo(public_ready(env))
     result = env.run(f"tce=ipfs:{CID} ipfs.seed=0 ipfs.bootstrap={BOOT}")
     assert FINAL_OK.match(result.final), result.console
-    assert kubo_config(env)["Provide"] == {"Enabled": False}
+    assert kubo_config(env)["Provide"]["Enabled"] is False  # (merged into kubo's Provide, as kubo does)
 
 
 @pytest.mark.parametrize(("setup", "stage"), [
@@ -1295,6 +1317,47 @@ def test_public_mode_without_a_public_address_of_its_own(env: HookEnv) -> None:
     assert FINAL_OK.match(result.final), result.console
     assert "no public address of our own yet" in result.console + result.log
     assert result.status["route"] == "direct"
+
+
+LAN_ID = "12D3KooWLanLanLanLanLanLanLanLanLanLanLanLanLanLanLan"
+
+
+@pytest.mark.parametrize("internet", [False, True])
+def test_public_mode_is_satisfied_by_a_lan_peer(env: HookEnv, internet: bool) -> None:
+    """A machine at home next to one that has the repo (found by mDNS, connected at a LAN address)
+    boots from it in public mode without waiting for the open network: with no route to any bootstrap
+    peer (internet=False: the routing stage alone would fail after ROUTE_BOOT_MAX), and with one (no DHT
+    lookup at all)."""
+    sample_repo(env.ipfs_repo())
+    env.knob("lan_peers", f"{LAN_ID}\n")
+    env.knob("lan_root")
+    if internet:
+        env.knob("providers", f"{PROV_ID}\n")
+        env.knob("swarm_peers", f"{BOOT_ID} /ip4/192.0.2.7/tcp/4001\n{LAN_ID} /ip4/10.0.2.9/tcp/4001\n")
+    started = time.monotonic()
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=60", timeout=120)
+    elapsed = time.monotonic() - started
+    assert FINAL_OK.match(result.final), result.console + result.log
+    st = result.status
+    assert st["net"] == "public" and st["route"] == "lan" and st["providers"] == LAN_ID, st
+    calls = "\n".join(result.calls)
+    assert f"block/stat?arg={CID}" in calls and f"bitswap/ledger?arg={LAN_ID}" in calls
+    assert "routing/findprovs" not in calls and "swarm/connect" not in calls
+    assert "LAN peer(s) " + LAN_ID + " have the root" in result.log
+    assert elapsed < 20, elapsed  # well inside ROUTE_BOOT_MAX (20 s): the wait ended at once
+
+
+def test_public_mode_lan_peer_without_the_root_goes_on_to_routing(env: HookEnv) -> None:
+    """A LAN peer that lacks the root (a neighbour booted from another repo) is asked once; routing
+    then finds the provider on the open network."""
+    sample_repo(public_ready(env))
+    env.knob("swarm_peers", f"{BOOT_ID} /ip4/192.0.2.7/tcp/4001\n{PROV_ID} /ip4/192.0.2.9/tcp/4001\n"
+                            f"{LAN_ID} /ip4/10.0.2.9/tcp/4001\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=60", timeout=120)
+    assert FINAL_OK.match(result.final), result.console + result.log
+    assert result.status["route"] == "direct" and result.status["providers"] == PROV_ID
+    assert "\n".join(result.calls).count("block/stat?arg=") == 1
+    assert f"LAN peer(s) {LAN_ID}: no root block from them" in result.log
 
 
 def test_public_mode_failure_falls_back_to_the_mirror(env: HookEnv) -> None:

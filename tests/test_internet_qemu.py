@@ -213,7 +213,8 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
         assert loaded in console, console[-4000:]
         boot_peers = g.field("NET-PEERS boot").split()
         seed_conns = [a for a in boot_peers if a.endswith(seed.node.peer_id)]
-        assert any("/p2p-circuit" not in a for a in seed_conns), boot_peers  # a direct connection
+        assert any("/p2p-circuit" not in a for a in seed_conns), \
+            f"{boot_peers}\n{net.nat_report()}"  # a direct connection
         via_public1, a_tx1 = port_bytes(net, servers), net.home("a").wan_stats()["tx"]["bytes"]
         assert a_tx1 - a_tx0 >= repo.payload_bytes  # the blocks left home a's router...
         bitswap_boot = json.loads(g.field("NET-BITSWAP boot"))
@@ -236,7 +237,7 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
         assert data == big
         assert int(ledger.get("Recv", 0)) >= len(big), ledger  # from the guest, the only one left
         conns = [x for x in net.connections(c_node) if x["peer"] == guest_id]
-        assert any(not x["relayed"] for x in conns), conns
+        assert any(not x["relayed"] for x in conns), f"{conns}\n{net.nat_report()}"
         via_public2, b_tx1 = port_bytes(net, servers), net.home("b").wan_stats()["tx"]["bytes"]
         assert b_tx1 - b_tx0 >= len(big)  # out of home b's router
 

@@ -33,14 +33,16 @@ MAY_IMPORT: dict[str, set[str]] = {
     "entry": {"shared", "commands", "entry"},
 }
 # The booted TC has only what tce-ipfs-agent.tcz ships: these, the agent and the CLI around it.
-AGENT_SHARED = {"tce_ipfs.errors", "tce_ipfs.proc", "tce_ipfs.tcrepo", "tce_ipfs.ipfs.rpc"}
+AGENT_SHARED = {"tce_ipfs.errors", "tce_ipfs.proc", "tce_ipfs.tcrepo", "tce_ipfs.ipfs.rpc",
+                "tce_ipfs.ipfs.opennet"}
 # `tce-ipfs seed serve` on TC (commands.agent) brings the seed library and what it imports.
 AGENT_TCZ = ["tce_ipfs", "tce_ipfs.__main__", "tce_ipfs.agent", "tce_ipfs.agent.machine",
              "tce_ipfs.agent.ops", "tce_ipfs.bootcodes", "tce_ipfs.cidtext", "tce_ipfs.cli",
              "tce_ipfs.commands", "tce_ipfs.commands.agent", "tce_ipfs.errors", "tce_ipfs.ipfs",
              "tce_ipfs.ipfs.duplex", "tce_ipfs.ipfs.isolation", "tce_ipfs.ipfs.names", "tce_ipfs.ipfs.node",
-             "tce_ipfs.ipfs.pubcache", "tce_ipfs.ipfs.publish", "tce_ipfs.ipfs.roots", "tce_ipfs.ipfs.rpc",
-             "tce_ipfs.ipfs.seed", "tce_ipfs.ipfs.seedline", "tce_ipfs.ipfs.seedstatus",
+             "tce_ipfs.ipfs.opennet", "tce_ipfs.ipfs.pubcache", "tce_ipfs.ipfs.publish",
+             "tce_ipfs.ipfs.roots", "tce_ipfs.ipfs.rpc", "tce_ipfs.ipfs.seed", "tce_ipfs.ipfs.seedline",
+             "tce_ipfs.ipfs.seedstatus",
              "tce_ipfs.ipfs.swarmkey", "tce_ipfs.ipfs.treeupload", "tce_ipfs.log", "tce_ipfs.proc",
              "tce_ipfs.settings", "tce_ipfs.tcindex", "tce_ipfs.tcrepo", "tce_ipfs.tctree"]
 

@@ -138,3 +138,25 @@ def test_hook_seed_off_announces_nothing(host_kubo: Path, tmp_path: Path) -> Non
     config = hook_public_config(host_kubo, tmp_path, bootstrap=BOOT, seed="0")
     assert config["Provide"]["Enabled"] is False
     assert config["Bootstrap"] == BOOT
+
+
+@pytest.mark.parametrize(("reach", "prov", "lines"), [
+    ({"state": "public", "text": "public: reachable directly at /ip4/192.0.0.200/tcp/4001", "relays": []},
+     {"records": 3, "total": 3, "last_at": "2026-11-30T05:36:13Z", "interval_s": 79200},
+     ["network:   public: reachable directly at /ip4/192.0.0.200/tcp/4001",
+      "provided:  3 provider record(s) at 2026-11-30T05:36:13Z, again every 22 h (3 since kubo started)"]),
+    ({"state": "relayed", "text": "behind NAT, reachable through 1 relay(s); ...", "relays": ["/ip4/r"]},
+     {"records": 0, "total": 0, "last_at": None, "interval_s": 79200},
+     ["network:   behind NAT, reachable through 1 relay(s); ...", "relays:    /ip4/r",
+      "provided:  new pins announced as they come; the first round of all of them starts a minute after "
+      "kubo's start, again every 22 h"]),
+    ({"state": "unreachable", "text": "behind NAT and no relay yet: others cannot connect", "relays": []},
+     {"records": None, "total": None, "last_at": None, "interval_s": None},
+     ["network:   behind NAT and no relay yet: others cannot connect"]),
+])
+def test_render_network(reach: dict[str, Any], prov: dict[str, Any], lines: list[str]) -> None:
+    """What `status` and `seed status` print about the open network (opennet.render_network)."""
+    from tce_ipfs.ipfs import opennet
+
+    assert opennet.render_network({"reachability": reach, "provide": prov}) == lines
+    assert opennet.render_network(None) == []

@@ -282,8 +282,10 @@ def test_seed_serves_restarts_with_the_same_peer_id_and_stops_cleanly(
         assert peer["peer"] == client_node.peer_id and peer["sent"] >= fetched
         assert st["bytes_sent"] >= peer["sent"] and st["repo_bytes"] > sample.payload_bytes
         assert st["metrics"].startswith("http://127.0.0.1:") and st["metrics"].endswith("/prometheus")
+        assert st["network"]["reachability"]["state"] == "lan" and st["network"]["provide"] is None
         assert cli.main(["seed", "status", "--state", str(state)]) == 0
-        assert "served:" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "served:" in out and "network:   LAN only" in out  # a lab seed announces nothing
         # Isolation: with a peer connected, every socket the seed's kubo holds is on loopback.
         socks = sockets_of(json.loads((state / "seed.json").read_text())["kubo_pid"])
         assert any(s.state == "ESTABLISHED" for s in socks), socks

@@ -18,7 +18,7 @@
 #                       next to ipfs.peers=, which only names the seed) and trade blocks; multicast
 #                       stays on the machine's own link. In a private swarm only same-key peers connect.
 #   Peering.Peers       ipfs.peers: kubo dials them as it starts and keeps/reconnects those links
-# ipfs.net=public (and ipfs.seed=0 there) changes more keys: lib/public.sh, on the two-start way.
+# ipfs.net=public (and ipfs.seed=0 there) changes more keys: lib/public.sh (net_keys), in the same start.
 # Environment: IPFS_TELEMETRY=off; GOGC=off with GOMEMLIMIT = a fifth of the RAM (40..100 MiB):
 # the Go GC then runs only when the heap nears that cap instead of every time it doubles. A fresh
 # heap collected again and again while the packages initialise is most of a CLI start on a slow CPU,
@@ -212,14 +212,16 @@ kubo_prepare() {
     # back to kubo_init_repo.
     _k_peering=
     [ -n "$PEERING" ] && _k_peering=", \"Peering\": {\"Peers\": $PEERING}"
-    _k_rcmgr=
-    [ -n "$KUBO_RCMGR" ] && _k_rcmgr=", \"ResourceMgr\": $KUBO_RCMGR"
+    kubo_net_json # public mode's keys (lib/public.sh)
+    _k_rcmgr=${NETJ_RCMGR:-$KUBO_RCMGR}
+    [ -n "$_k_rcmgr" ] && _k_rcmgr=", \"ResourceMgr\": $_k_rcmgr"
     # Gateway.RetrievalTimeout: kubo cuts a gateway response off when no byte came for 30 s (its
     # default); on a slow machine short of RAM a stall that long happens, and one cut file would mark
     # the whole IPFS source down. Our own bounds (ipfs.timeout) still apply.
-    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}, "ConnMgr": {"LowWater": %s, "HighWater": %s}%s}, "Experimental": {"FilestoreEnabled": %s}, "Gateway": {"RetrievalTimeout": "%s"}%s%s}\n' \
-        "$KUBO_SWARM" "$KUBO_ROUTING" "$KUBO_MDNS" "$KUBO_SECURITY" "$KUBO_CONN_LOW" "$KUBO_CONN_HIGH" \
-        "$_k_rcmgr" "$KUBO_FILESTORE" "$KUBO_GW_TIMEOUT" "$_k_peering" "$KUBO_BITSWAP" >"$WORK/kubo-init.json"
+    printf '{"Addresses": {"Swarm": ["%s"]}, "Routing": {"Type": "%s"%s}, "Discovery": {"MDNS": {"Enabled": %s}}, "Swarm": {"Transports": {"Security": %s}, "ConnMgr": {"LowWater": %s, "HighWater": %s}%s%s}, "Experimental": {"FilestoreEnabled": %s}, "Gateway": {"RetrievalTimeout": "%s"}%s%s%s}\n' \
+        "$KUBO_SWARM" "$KUBO_ROUTING" "$NETJ_ROUTING" "$KUBO_MDNS" "$KUBO_SECURITY" "$KUBO_CONN_LOW" \
+        "$KUBO_CONN_HIGH" "$_k_rcmgr" "$NETJ_SWARM" "$KUBO_FILESTORE" "$KUBO_GW_TIMEOUT" "$_k_peering" \
+        "$KUBO_BITSWAP" "$NETJ_TOP" >"$WORK/kubo-init.json"
     dbg "kubo limits: RAM ${MEM_MIB:-?} MiB, GOMEMLIMIT $KUBO_GOMEMLIMIT, GOGC $KUBO_GOGC, connections $KUBO_CONN_LOW..$KUBO_CONN_HIGH, resource manager ${KUBO_RCMGR:-default}"
     mkdir -p "$IPFS_PATH"
     if [ -n "$SWARMKEY" ]; then
@@ -307,17 +309,9 @@ kubo_daemon() {
 kubo_start() {
     tick
     KUBO_T0=$NOW
-    if [ "$NET" = public ]; then
-        # Public mode's keys (lib/public.sh: bootstrap, routers, Provide, ...) are set in a config
-        # that exists: the two-start way (one more kubo start, ~1 s under TCG).
-        kubo_init_repo "$1" || return 1
-        kubo_net_config "$1" || return 1
-        kubo_daemon
-        _ks_onestart=0
-    else
-        kubo_daemon --init --init-profile=test,lowpower --init-config="$WORK/kubo-init.json"
-        _ks_onestart=1
-    fi
+    # One start in every mode: public mode's keys (lib/public.sh) are in kubo-init.json too.
+    kubo_daemon --init --init-profile=test,lowpower --init-config="$WORK/kubo-init.json"
+    _ks_onestart=1
     while :; do
         if grep -q 'Daemon is ready' "$WORK/kubo.log" 2>/dev/null && [ -s "$IPFS_PATH/gateway" ]; then
             break
@@ -331,6 +325,7 @@ kubo_start() {
                 dbg "kubo daemon --init: ${LAST:-no output}; making the repo with ipfs init"
                 mv -f "$WORK/kubo.log" "$WORK/kubo-onestart.log"
                 kubo_init_repo "$1" || return 1
+                kubo_net_config "$1" || return 1
                 kubo_daemon
                 continue
             fi

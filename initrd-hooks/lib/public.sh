@@ -1,9 +1,11 @@
 # shellcheck shell=sh
 # shellcheck disable=SC2034 # globals here are shared with the other modules of the hook
-# public.sh -- ipfs.net=public: the open IPFS network. The kubo keys it changes (kubo_net_config, from
-# kubo_start) and the routing stage between the daemon's start and the fetch (route_bootstrap,
+# public.sh -- ipfs.net=public: the open IPFS network. The kubo keys it changes (net_keys: into the
+# daemon's one-start --init-config, kubo_net_json from kubo_prepare) and the routing stage between the daemon's start and the fetch (route_bootstrap,
 # route_providers), each with a deadline of its own inside ipfs.timeout, so a failed boot says which
-# stage failed: no route to bootstrap, no providers found, providers unreachable.
+# stage failed: no route to bootstrap, no providers found, providers unreachable. A LAN peer (mDNS)
+# that has the root ends the routing stage at once, whichever wait it is in (route_lan): a machine at
+# home next to one that booted the same repo needs no internet.
 #
 # What public mode sets on top of the test,lowpower profile (src/tce_ipfs/ipfs/netmode.py is the host
 # side's copy; tests/test_netmode.py holds the two together):
@@ -25,6 +27,8 @@ ROUTE_DIAL_MAX=20   # s: connecting to the providers found (directly or through 
 ROUTE_SELF_MAX=10   # s: to learn our own public address (what peers observe; hole punching sends it)
 ROUTE_DIRECT_MAX=30 # s: from the first relayed connection, for hole punching to make it direct (2 rounds)
 ROUTE_PROVIDERS=4   # providers asked for, and dialled in parallel
+ROUTE_LAN_MAX=5     # s: asking the LAN peers (mDNS) for the root block, once per new set of them
+LAN_ASKED=          # the LAN peers last asked (route_lan)
 T_PROVIDER_CS=
 PROVIDERS=
 ROUTE=
@@ -38,41 +42,68 @@ json_list() {
     printf '[%s]' "$_jl"
 }
 
-# kubo_net_config DEADLINE_CS: the public-mode keys (and Provide off for ipfs.seed=0) in one awk pass
-# over the config (lib/netconf.awk); a key the pass did not find is set with `ipfs config --json`.
-# Status 1 with KUBO_ERR.
+# net_keys: the public-mode keys as "KEY<TAB>JSON" lines (Provide off with ipfs.seed=0), nothing in
+# another mode. One list for both ways into the config: kubo_net_json (the one-start path) and
+# kubo_net_config (a config that exists).
+net_keys() {
+    [ "$NET" = public ] || return 0
+    if [ -n "$BOOTSTRAP" ]; then
+        # shellcheck disable=SC2086 # multiaddrs: no blanks or globs
+        _nk_boot=$(json_list $BOOTSTRAP)
+        _nk_auto=false
+        _nk_routers='[]'
+        _nk_nonat=true
+    else
+        _nk_boot='["auto"]'
+        _nk_auto=true
+        _nk_routers='["auto"]'
+        _nk_nonat=false
+    fi
+    printf '%s\t%s\n' \
+        Bootstrap "$_nk_boot" \
+        AutoConf "{\"Enabled\": $_nk_auto}" \
+        Routing.DelegatedRouters "$_nk_routers" \
+        Routing.LoopbackAddressesOnLanDHT false \
+        Ipns.DelegatedPublishers "$_nk_routers" \
+        Swarm.DisableNatPortMap "$_nk_nonat" \
+        Swarm.ResourceMgr "{\"MaxMemory\": \"$KUBO_GOMEMLIMIT\"}"
+    if [ "$SEED" = 0 ]; then
+        printf '%s\t%s\n' Provide '{"Enabled": false}'
+    else
+        printf '%s\t%s\n' Provide \
+            '{"Enabled": true, "Strategy": "roots", "DHT": {"Interval": "22h", "MaxWorkers": 4, "SweepEnabled": false}}'
+    fi
+}
+
+# kubo_net_json: NETJ_TOP, NETJ_ROUTING, NETJ_SWARM -- net_keys as JSON members (", "-led) for the
+# daemon's --init-config (kubo_prepare puts them at the top level and into its Routing and Swarm
+# objects); NETJ_RCMGR when they replace Swarm.ResourceMgr. All empty outside public mode.
+kubo_net_json() {
+    NETJ_TOP=
+    NETJ_ROUTING=
+    NETJ_SWARM=
+    NETJ_RCMGR=
+    _nj_ipns=
+    net_keys >"$WORK/netkeys"
+    while IFS="$(printf '\t')" read -r _nj_key _nj_json; do
+        case $_nj_key in
+            Routing.*) NETJ_ROUTING="$NETJ_ROUTING, \"${_nj_key#Routing.}\": $_nj_json" ;;
+            Swarm.ResourceMgr) NETJ_RCMGR=$_nj_json ;;
+            Swarm.*) NETJ_SWARM="$NETJ_SWARM, \"${_nj_key#Swarm.}\": $_nj_json" ;;
+            Ipns.*) _nj_ipns="$_nj_ipns${_nj_ipns:+, }\"${_nj_key#Ipns.}\": $_nj_json" ;;
+            *) NETJ_TOP="$NETJ_TOP, \"$_nj_key\": $_nj_json" ;;
+        esac
+    done <"$WORK/netkeys"
+    [ -z "$_nj_ipns" ] || NETJ_TOP="$NETJ_TOP, \"Ipns\": {$_nj_ipns}"
+    [ "$NET" != public ] || dbg "kubo config: network mode $NET${BOOTSTRAP:+, bootstrap $BOOTSTRAP}, seed $SEED"
+}
+
+# kubo_net_config DEADLINE_CS: net_keys set in a config kubo wrote (for a kubo that refuses the
+# one-start --init-config: kubo_init_repo's way) in one awk pass (lib/netconf.awk); a key the pass did
+# not find is set with `ipfs config --json`. Status 1 with KUBO_ERR.
 kubo_net_config() {
     _nc_sets=$WORK/netconf.sets
-    : >"$_nc_sets"
-    if [ "$NET" = public ]; then
-        if [ -n "$BOOTSTRAP" ]; then
-            # shellcheck disable=SC2086 # multiaddrs: no blanks or globs
-            _nc_boot=$(json_list $BOOTSTRAP)
-            _nc_auto=false
-            _nc_routers='[]'
-            _nc_nonat=true
-        else
-            _nc_boot='["auto"]'
-            _nc_auto=true
-            _nc_routers='["auto"]'
-            _nc_nonat=false
-        fi
-        printf '%s\t%s\n' \
-            Bootstrap "$_nc_boot" \
-            AutoConf "{\"Enabled\": $_nc_auto}" \
-            Routing.DelegatedRouters "$_nc_routers" \
-            Routing.LoopbackAddressesOnLanDHT false \
-            Ipns.DelegatedPublishers "$_nc_routers" \
-            Swarm.DisableNatPortMap "$_nc_nonat" \
-            Swarm.ResourceMgr "{\"MaxMemory\": \"$KUBO_GOMEMLIMIT\"}" >>"$_nc_sets"
-    fi
-    if [ "$SEED" = 0 ]; then
-        printf '%s\t%s\n' Provide '{"Enabled": false}' >>"$_nc_sets"
-    elif [ "$NET" = public ]; then
-        printf '%s\t%s\n' Provide \
-            '{"Enabled": true, "Strategy": "roots", "DHT": {"Interval": "22h", "MaxWorkers": 4, "SweepEnabled": false}}' \
-            >>"$_nc_sets"
-    fi
+    net_keys >"$_nc_sets"
     [ -s "$_nc_sets" ] || return 0
     rm -f "$WORK/netconf.done"
     if ! awk -v sets="$_nc_sets" -v report="$WORK/netconf.done" -f "$HOOK_LIB/netconf.awk" \
@@ -136,6 +167,52 @@ route_dial() {
     wait $_rd_pids
 }
 
+# lan_peers_of FILE: the peers of a peers_of list connected at a private address (found on the LAN
+# by mDNS, or named), sorted, one line.
+lan_peers_of() {
+    while read -r _lp_p _lp_a; do
+        case $_lp_a in /ip4/*/p2p-circuit*) continue ;; /ip4/*) ;; *) continue ;; esac
+        _lp_ip=${_lp_a#/ip4/}
+        is_private_ip4 "${_lp_ip%%/*}" && echo "$_lp_p"
+    done <"$1" | sort -u | tr '\n' ' '
+}
+
+# route_lan DEADLINE_CS [PEERS_TXT]: status 0 when a peer on the LAN (mDNS: a machine next to us that
+# booted or seeds the same repo) has the root -- then the open network is not needed: ROUTE=lan,
+# PROVIDERS those peers. Bitswap asks every connected peer for the root block (one bounded block/stat);
+# the ledgers then say whether a LAN peer sent it (not a provider the DHT found meanwhile). Asked again
+# only when the set of LAN peers changed. PEERS_TXT: the caller's latest peers_of list.
+route_lan() {
+    [ "$KUBO_MDNS" = true ] && [ -n "$API_URL" ] && [ -n "$CID" ] || return 1
+    if [ -n "${2:-}" ]; then
+        _rl_txt=$2
+    else
+        api_call "$1" 5 "$WORK/lan-peers.json" swarm/peers || return 1
+        _rl_txt=$WORK/lan-peers.txt
+        peers_of "$WORK/lan-peers.json" >"$_rl_txt"
+    fi
+    _rl_peers=$(lan_peers_of "$_rl_txt")
+    _rl_peers=${_rl_peers% }
+    [ -n "$_rl_peers" ] && [ "$_rl_peers" != "$LAN_ASKED" ] || return 1
+    LAN_ASKED=$_rl_peers
+    api_call "$1" "$ROUTE_LAN_MAX" "$WORK/lan-root.out" "block/stat?arg=$CID&timeout=${ROUTE_LAN_MAX}s" ||
+        { dbg "routing: LAN peer(s) $_rl_peers: no root block from them"; return 1; }
+    PROVIDERS=
+    for _rl_p in $_rl_peers; do
+        api_call "$1" 5 "$WORK/lan-ledger.out" "bitswap/ledger?arg=$_rl_p" &&
+            grep -q '"Recv": *[1-9]' "$WORK/lan-ledger.out" && PROVIDERS="$PROVIDERS${PROVIDERS:+ }$_rl_p"
+    done
+    if [ -z "$PROVIDERS" ]; then
+        dbg "routing: the root block came, but not from the LAN peer(s) $_rl_peers"
+        return 1
+    fi
+    tick
+    T_PROVIDER_CS=$NOW
+    ROUTE=lan
+    dbg "routing: LAN peer(s) $PROVIDERS have the root: the open network is not needed"
+    return 0
+}
+
 # route_self_addr DEADLINE_CS: wait (at most ROUTE_SELF_MAX s) until kubo knows a public address of
 # its own -- an address enough peers have seen it at. Hole punching sends it to the other side; a node
 # that has none yet lets the attempt fail. Behind a symmetric NAT none ever comes: go on regardless.
@@ -176,6 +253,7 @@ route_bootstrap() {
     while :; do
         if api_call "$_rb_dl" 5 "$WORK/peers.json" swarm/peers; then
             peers_of "$WORK/peers.json" >"$WORK/peers.txt"
+            route_lan "$_rb_dl" "$WORK/peers.txt" && return 0
             while read -r _rb_p _rb_a; do
                 if [ -n "$_rb_ids" ]; then
                     case " $_rb_ids " in *" $_rb_p "*) ;; *) continue ;; esac
@@ -215,6 +293,7 @@ route_bootstrap() {
 # Sets PROVIDERS T_PROVIDER_CS ROUTE; status 1 with KUBO_ERR naming the stage that failed.
 route_providers() {
     [ -n "$API_URL" ] || return 0
+    [ "$ROUTE" = lan ] && return 0 # route_bootstrap found the root on the LAN
     tick
     _rp_t0=$NOW
     _rp_dl=$((NOW + ROUTE_FIND_MAX * 100))
@@ -231,6 +310,7 @@ route_providers() {
         [ -n "$PROVIDERS" ] && break
         grep -q 'failed to find any peer in table' "$WORK/findprovs.out" "$WORK/findprovs.out.err" 2>/dev/null &&
             _rp_empty=1
+        route_lan "$_rp_dl" && return 0
         tick
         [ "$NOW" -lt "$_rp_dl" ] || break
         nap 1

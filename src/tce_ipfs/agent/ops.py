@@ -32,7 +32,7 @@ from typing import Any
 from tce_ipfs import tcrepo
 from tce_ipfs.agent.machine import Machine
 from tce_ipfs.errors import NodeError, RepoError, TceIpfsError
-from tce_ipfs.ipfs import rpc
+from tce_ipfs.ipfs import opennet, rpc
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,7 @@ def status(*, machine: Machine | None = None, client: Any = None, api: str | Non
         "bytes_received": int(bs.get("DataReceived", 0)),
         "pinned_extensions": pinned,
         "pins": len(pins),
+        "network": opennet.network_status(client),
         "hook": machine.status(),
     }
 
@@ -278,6 +279,7 @@ def render_status(info: dict[str, Any]) -> str:
         lines.append(f"  {p['addr']}/p2p/{p['peer']}{extra}")
     pinned = info["pinned_extensions"]
     lines.append(f"pinned:    {len(pinned)} extension(s)" + (": " + " ".join(pinned) if pinned else ""))
+    lines += opennet.render_network(info.get("network"))
     return "\n".join(lines)
 
 

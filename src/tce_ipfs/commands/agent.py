@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tce_ipfs.cli import emit
 from tce_ipfs.errors import NodeError
+from tce_ipfs.ipfs import opennet
 from tce_ipfs.log import human
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ def render_repo_status(info: dict[str, Any]) -> str:
     kept = [r for r in info.get("roots", []) if not r["current"]]
     if kept:
         lines.append("older:     " + ", ".join(f"{r['cid']} ({_duration(r['age_s'])})" for r in kept))
+    lines += opennet.render_network(info.get("network"))
     return "\n".join(lines)
 
 
@@ -125,7 +127,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = seed.SeedState(Path(args.repo) if args.repo else default_state())
         info = seedstatus.status(state, ledgers=False)
         emit(args, {k: info.get(k) for k in ("state", "running", "root", "source", "published_at",
-                                              "root_age_s", "names", "roots")}, render_repo_status(info))
+                                              "root_age_s", "names", "roots", "network")},
+             render_repo_status(info))
         return 0
     from tce_ipfs.agent import ops
 
@@ -317,6 +320,7 @@ def render_seed_status(info: dict[str, Any]) -> str:
         for p in peers:
             sent = f"  sent {human(p['sent'])}, received {human(p['recv'])}" if "sent" in p else ""
             lines.append(f"  {p['addr']}/p2p/{p['peer']}{sent}")
+        lines += opennet.render_network(info.get("network"))
         if info.get("metrics"):
             lines.append(f"metrics:   {info['metrics']}")
     return "\n".join(lines)

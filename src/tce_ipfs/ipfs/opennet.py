@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tce_ipfs.errors import NodeError
 from tce_ipfs.ipfs.rpc import ClientError, call, config_value, identity
 
 # kubo's routing query event type (routing.QueryEventType) of a provider found.
@@ -76,6 +77,40 @@ def provide_stat(c: Any) -> dict[str, Any]:
     return {"records": int(past.get("records_provided") or 0), "total": int(past.get("keys_provided") or 0),
             "last_at": ((sweep.get("timing") or {}).get("cycle_start")),
             "interval_s": int((sweep.get("timing") or {}).get("reprovides_interval") or 0) // 1_000_000_000}
+
+
+def network_status(c: Any) -> dict[str, Any]:
+    """What ``status`` and ``seed status`` show about the open network: ``{"reachability": ...,
+    "provide": ...}`` (``reachability``/``provide_stat``); a part kubo cannot answer is None (an old
+    kubo, a node without AutoNAT), never an error: the rest of the status still matters."""
+    out: dict[str, Any] = {"reachability": None, "provide": None}
+    try:
+        out["reachability"] = reachability(c)
+    except NodeError as exc:
+        out["reachability"] = {"state": "unknown", "text": f"not known: {exc.message}"}
+    if out["reachability"] and out["reachability"]["state"] != "lan":
+        out["provide"] = provide_stat(c)
+    return out
+
+
+def render_network(info: dict[str, Any] | None) -> list[str]:
+    """``status`` lines for ``network_status``: reachability, then the provider records."""
+    if not info or not info.get("reachability"):
+        return []
+    lines = [f"network:   {info['reachability']['text']}"]
+    relays = info["reachability"].get("relays") or []
+    if relays and info["reachability"]["state"] == "relayed":
+        lines.append(f"relays:    {', '.join(relays)}")
+    prov = info.get("provide")
+    if prov and prov.get("records") is not None:
+        every = f", again every {prov['interval_s'] // 3600} h" if prov.get("interval_s") else ""
+        if prov.get("last_at"):
+            lines.append(f"provided:  {prov['records']} provider record(s) at {prov['last_at']}"
+                         f"{every} ({prov.get('total', 0)} since kubo started)")
+        else:  # kubo's first round comes a minute after its start; new pins are announced at once
+            lines.append(f"provided:  new pins announced as they come; the first round of all of them "
+                         f"starts a minute after kubo's start{every}")
+    return lines
 
 
 def provide(c: Any, cid: str, *, timeout: float = 120.0) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tce_ipfs.errors import NodeError, UsageError
-from tce_ipfs.ipfs import rpc, swarmkey
+from tce_ipfs.ipfs import opennet, rpc, swarmkey
 from tce_ipfs.ipfs.node import read_api_file
 from tce_ipfs.ipfs.roots import age as root_age
 from tce_ipfs.ipfs.roots import parse_pin_name
@@ -127,6 +127,7 @@ def status(state: SeedState, *, ledgers: bool = True) -> dict[str, Any]:
                 if parsed:
                     roots.setdefault(cid, {"cid": cid}).update(pinned_at=parsed[0], source=parsed[1])
             stat = rpc.repo_stat(client)
+            info["network"] = opennet.network_status(client)
         info.update(peers=sorted(peers, key=lambda p: -int(p.get("sent", 0))),
                     bytes_sent=int(bs.get("DataSent", 0)), blocks_sent=int(bs.get("BlocksSent", 0)),
                     bytes_received=int(bs.get("DataReceived", 0)), repo_bytes=int(stat["RepoSize"]),

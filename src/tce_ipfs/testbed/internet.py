@@ -31,9 +31,17 @@ every home node meets 4 relays and 4 observers within seconds, as it would on th
 **NAT.** Each home router masquerades its LAN behind its WAN address with nftables and drops every
 unsolicited packet from the WAN (forward and input), as home routers do. ``cone``: Linux keeps the
 source port, so one inside port maps to the same outside port for every destination (endpoint-
-independent mapping): TCP hole punching (simultaneous open) gets through. ``symmetric``:
-``masquerade fully-random`` gives every new connection its own outside port (endpoint-dependent
-mapping): the port a peer observed is useless to anyone else, so hole punching cannot work.
+independent mapping, as most consumer routers; filtering stays address-and-port dependent): TCP hole
+punching (simultaneous open) gets through -- the first SYN out of each router opens the way for the
+other side's, and conntrack takes a SYN answered by a SYN. ``symmetric``: ``masquerade fully-random``
+gives every new connection its own outside port (endpoint-dependent mapping): the port a peer
+observed is useless to anyone else, so hole punching cannot work. Known limit of ``cone``: Linux
+keeps a port only while the outside address:port pair is free, so a second machine of one home using
+the same inside port towards the same peer gets another outside port for that peer alone (a real
+endpoint-independent NAT would give it one port for every peer): tests keep one kubo on port 4001
+per home and peer pair (the hook boots in home d for that reason). The bridges (the core, each home
+LAN) are switches: frames they switch bypass netfilter (``_switch_only``), so only the routers'
+rules act on a flow, as on the real internet.
 
 **Nothing leaves.** No namespace has a link to the host's namespace (every veth's peer is in one of
 ours: ``check_isolated()``), the core has no default route and no forwarding out, IPv6 is off
@@ -206,6 +214,17 @@ class Home:
         stats: dict[str, Any] = json.loads(out)[0]["stats64"]
         return stats
 
+    def conntrack(self, port: int | None = SWARM_PORT) -> list[str]:
+        """The router's connection-tracking table (what its NAT mapped), the entries with ``port`` as
+        a source or destination port: where to look when hole punching fails -- a SYN_SENT entry whose
+        answer never came, or a mapping to another outside port than the one peers observed."""
+        out = proc.run(["ip", "netns", "exec", self.netns, "cat", "/proc/net/nf_conntrack"], check=False,
+                       timeout=30).stdout or b""
+        lines = out.decode(errors="replace").splitlines()
+        if port is not None:
+            lines = [ln for ln in lines if f"port={port} " in ln]
+        return [" ".join(ln.split()[2:]) for ln in lines]
+
     def set_nat(self, nat: Nat) -> None:
         """Switch the router's NAT kind (new connections only; existing mappings stay)."""
         _nft(self.netns, _nat_rules(self.lab.bridge, nat), replace=NAT_TABLE)
@@ -223,10 +242,8 @@ def _nft(netns: str, ruleset: str, *, replace: str | None = None) -> None:
 def _nat_rules(lan_if: str, nat: Nat) -> str:
     """The home router: masquerade the LAN behind ``wan``; from the WAN only replies get in.
 
-    Known limit: where the host has ``br_netfilter`` loaded (``bridge-nf-call-iptables=1``), frames
-    between two machines of one home LAN also meet this filter and are dropped, so machines of one
-    home do not talk to each other. (An accept rule for LAN to LAN was tried; it was taken out again
-    while a hole-punching flake was being chased, which turned out not to depend on it.)"""
+    The filter sees routed packets only: ``_switch_only`` keeps bridged frames (machine to machine on
+    one home LAN, home to home across the core) out of netfilter, as on a real switch."""
     random = " fully-random" if nat == "symmetric" else ""
     return f"""
 table ip {NAT_TABLE} {{
@@ -247,6 +264,21 @@ table ip {NAT_TABLE} {{
     }}
 }}
 """
+
+
+def _switch_only(netns: str) -> None:
+    """Frames a bridge in ``netns`` switches do not go through netfilter (IPv4 filter, NAT, conntrack).
+
+    Where the host has ``br_netfilter`` loaded (Docker and libvirt load it) every new namespace starts
+    with ``bridge-nf-call-iptables=1`` (the setting is per namespace): frames between two machines of
+    one home LAN then meet the router's forward filter (policy drop) and die, so mDNS and LAN peers do
+    not work inside a home; and the core's conntrack tracks every home-to-home flow it switches, which
+    no part of the real internet does. A switch is a switch: off in the namespaces that have bridges
+    (ours only; the host's own setting is untouched)."""
+    for key in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"):
+        path = f"/proc/sys/net/bridge/{key}"
+        if os.path.exists(path):  # br_netfilter not loaded: nothing to turn off
+            proc.run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", f"net.bridge.{key}=0"], timeout=30)
 
 
 def _edge_rules() -> str:
@@ -298,6 +330,7 @@ class Internet(Managed):
     def open(self) -> None:
         try:
             self.core.open()
+            _switch_only(self.core.netns)
             _nft(self.core.netns, _edge_rules())
             for index, (name, nat) in enumerate(self._kinds.items(), start=1):
                 self.homes[name] = self._open_home(name, index, nat)
@@ -316,6 +349,7 @@ class Internet(Managed):
         # Registered before it opens, so close() tears it down whatever fails next.
         self.homes[name] = home
         lab.open()
+        _switch_only(lab.netns)
         # The WAN veth: created in the core, its other end moved straight into the router namespace.
         core_end = f"w{name}{lab.suffix}"[:15]
         run_ip(self.core.netns, "link", "add", core_end, "type", "veth", "peer", "name", "wan", "netns",
@@ -536,6 +570,11 @@ class Internet(Managed):
             server.process = self.core.adopt(LabProcess(name=f"{server.name}-{i}", argv=server.node.kubo_argv(
                 *DAEMON_ARGS), popen=server.node.process, log_path=server.node.log_path))
         self.relays_on = on
+
+    def nat_report(self) -> str:
+        """Every home router's conntrack entries on the swarm port (for a failed hole-punch assert)."""
+        return "\n".join(f"home {h.name} ({h.nat}, WAN {h.wan_ip}):\n  " + "\n  ".join(h.conntrack() or ["-"])
+                         for h in self.homes.values())
 
     # ------------------------------------------------------------------ isolation and counters
     def strays(self) -> dict[str, Any]:
