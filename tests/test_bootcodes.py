@@ -34,7 +34,7 @@ def parse_sh_reads() -> dict[str, str | None]:
     """Every code parse.sh reads -> the default it gives ``getargbool`` (None for getarg/hasarg)."""
     text = PARSE_SH.read_text()
     reads: dict[str, str | None] = {}
-    for name in re.findall(r"\bgetarg\s+([\w.]+)", text):
+    for name in re.findall(r"\b(?:getarg|url_arg)\s+([a-z][\w.]*)", text):  # url_arg CODE: a getarg CODE
         reads.setdefault(name, None)
     for default, name in re.findall(r"\bgetargbool\s+(\S+)\s+([\w.]+)", text):
         reads[name] = default

@@ -154,6 +154,19 @@ is_http_url() {
     is_safe_path "$_u_path"
 }
 
+# url_arg NAME SHAPE: URL_ARG = the value of NAME= without its trailing slash when it is a plain http://
+# URL (is_http_url), else empty with one error naming the SHAPE it must have.
+url_arg() {
+    URL_ARG=
+    _ua_v=$(getarg "$1") || return 0
+    if is_http_url "$_ua_v"; then
+        URL_ARG=${_ua_v%/}
+    else
+        short "$_ua_v"
+        perr "$1=$SHORT is not a plain $2 URL"
+    fi
+}
+
 # is_ip4 TEXT: dotted quad, each part 0..255.
 is_ip4() {
     case $1 in
@@ -354,25 +367,10 @@ parse_codes() {
         fi
     fi
 
-    MIRROR=
-    if _p_v=$(getarg ipfs.mirror); then
-        if is_http_url "$_p_v"; then
-            MIRROR=${_p_v%/}
-        else
-            short "$_p_v"
-            perr "ipfs.mirror=$SHORT is not a plain http://host[:port]/path URL"
-        fi
-    fi
-
-    GW_URL=
-    if _p_v=$(getarg ipfs.gateway); then
-        if is_http_url "$_p_v"; then
-            GW_URL=${_p_v%/}
-        else
-            short "$_p_v"
-            perr "ipfs.gateway=$SHORT is not a plain http://host[:port] URL"
-        fi
-    fi
+    url_arg ipfs.mirror "http://host[:port]/path"
+    MIRROR=$URL_ARG
+    url_arg ipfs.gateway "http://host[:port]"
+    GW_URL=$URL_ARG
 
     SEED=$(getargbool 1 ipfs.seed)
     [ "$SEED" = "?" ] && { SEED=1; perr "ipfs.seed= must be 0 or 1"; }
