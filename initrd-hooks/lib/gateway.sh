@@ -32,8 +32,6 @@ GW_BOUNDARY=tce-ipfs-car-3b9f0d5e7a1c
 GW_MAX=120         # seconds for one CAR's import (blocks are written to the RAM repo)
 GW_USED=0          # the list came through the gateway (gw_first): peers were not waited for
 GW_PRE=            # pid of gw_prefetch_list's background download
-NC="nc"
-[ -n "${TCE_IPFS_TOOLDIR:-}" ] && [ -x "$TCE_IPFS_TOOLDIR/nc" ] && NC=$TCE_IPFS_TOOLDIR/nc
 
 # gw_down WHY: mark the gateway down for every job; the first process to do so says why, once.
 gw_down() {
