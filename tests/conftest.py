@@ -21,7 +21,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     * ``holepunch``: the QEMU boot across the simulated internet that depends on hole punching
       (``pytest -m holepunch``): reliable now, but ~2-2.5 min of guest time more than CI's budget
       has room for (the namespace boot across two homes runs by default);
-    * ``smallram``: the 256 MiB guests of issue 12, too slow for the default run (``pytest -m smallram``)."""
+    * ``smallram``: the 256 MiB guests of issue 12, too slow for the default run (``pytest -m smallram``);
+    * ``egress``: three mDNS-only guests booting at once, measuring the seed's egress ratio (~1.5 min of
+      guest time; the four-guest lab test proves the sharing in the default run)."""
     expr = config.getoption("markexpr", "") or ""
     for item in items:
         if "faults" not in expr and item.get_closest_marker("faults") and item.get_closest_marker("qemu"):
@@ -29,6 +31,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "smallram" not in expr and item.get_closest_marker("smallram"):
             item.add_marker(pytest.mark.skip(reason="256 MiB guests take 12-25 min per arch: "
                                                     "run with -m smallram"))
+        if "egress" not in expr and item.get_closest_marker("egress"):
+            item.add_marker(pytest.mark.skip(reason="three guests at once, an egress measurement: "
+                                                    "run with -m egress"))
         if "holepunch" not in expr and item.get_closest_marker("holepunch"):
             item.add_marker(pytest.mark.skip(reason="a QEMU boot through the simulated NATs (2-2.5 min): "
                                                     "run with -m holepunch"))

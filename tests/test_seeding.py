@@ -302,6 +302,7 @@ def test_origin_offload_install_and_status(kit: e2e.GuestKit, agent_repo: LabRep
     })
 
 
+@pytest.mark.egress  # a measurement more than a check (the four-guest test below proves the sharing)
 def test_three_guests_at_once_egress_ratio(kit: e2e.GuestKit, plain_repo: LabRepo, lab: Lab,
                                            work: Path) -> None:
     # No ipfs.peers, ipfs.net=lan (without it a bare tce=ipfs: is a machine on the open network): the
