@@ -24,7 +24,8 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -107,92 +108,83 @@ def sigkill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-# ------------------------------------------------------------------------------------ the seed dies
-def test_seed_killed_mid_transfer_other_peer_completes(net: FaultNet, tmp_path: Path) -> None:
-    """Two peers have the repo; the one serving is SIGKILLed mid-file: the other one finishes it."""
+# ------------------------------------------------------------------ a seed or our own kubo dies mid-file
+@dataclass
+class MidFetch:
+    """One boot whose fetch lost a source after its first MiB (``boot_and_kill``)."""
+
+    cid: str
+    url: str | None  # the mirror, when the boot had one
+    client: Client
+    result: Result
+    fig: dict[str, object]
+
+
+def boot_and_kill(net: FaultNet, tmp_path: Path, kill: Callable[[Client, SeedNode], None], *, timeout: int,
+                  others: int = 0, mirror: bool = False) -> MidFetch:
+    """A repo on a seed (and ``others`` more peers, and an HTTP mirror), a client on a 16 Mbit/s link;
+    once a MiB of a file is in, ``kill(client, seed)``; the boot must stay clean (``check_clean``)."""
     repo = make_repo(tmp_path / "repo")
-    seed, other = net.peer("seed"), net.peer("other")
-    cid = serve(seed, repo)
-    assert serve(other, repo) == cid
+    peers = [net.peer("seed"), *(net.peer(f"other{i}") for i in range(others))]
+    cid = serve(peers[0], repo)
+    for other in peers[1:]:
+        assert serve(other, repo) == cid
+    url = net.mirror(repo.path) if mirror else None
     client = net.client(tmp_path / "c0")
     net.shape(client, "16mbit")
-    fault = kill_when(lambda: part_over(client, 1 << 20), lambda: sigkill(seed.process.pid))
-    result = client.run(cmdline(cid, seed, other, timeout=60))
+    fault = kill_when(lambda: part_over(client, 1 << 20), lambda: kill(client, peers[0]))
+    result = client.run(cmdline(cid, *peers, timeout=timeout, extra=f"ipfs.mirror={url}/" if url else ""))
     assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
-    fig = check_clean(client, result, repo, 60)
-    assert result.final.startswith(f"loaded 4 extensions from ipfs:{cid}"), result.console + result.log
-    record("faults-seed-killed-other-peer", {**fig, "faults": 1, "completed": True})
+    return MidFetch(cid, url, client, result, check_clean(client, result, repo, timeout))
 
 
-def test_seed_killed_mid_transfer_mirror_completes(net: FaultNet, tmp_path: Path) -> None:
-    """The only peer is SIGKILLed mid-file: the rest comes from ipfs.mirror=, both sources reported."""
-    repo = make_repo(tmp_path / "repo")
-    seed = net.peer("seed")
-    cid = serve(seed, repo)
-    url = net.mirror(repo.path)
-    client = net.client(tmp_path / "c0")
-    net.shape(client, "16mbit")
-    fault = kill_when(lambda: part_over(client, 1 << 20), lambda: sigkill(seed.process.pid))
-    result = client.run(cmdline(cid, seed, timeout=45, extra=f"ipfs.mirror={url}/"))
-    assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
-    fig = check_clean(client, result, repo, 45)
-    want = f"loaded 4 extensions from ipfs:{cid} and mirror {url} in "
-    assert result.final.startswith(want), result.console
-    assert int(result.status["bytes_mirror"]) >= BIG, result.status
-    record("faults-seed-killed-mirror", {**fig, "faults": 1, "completed": True})
+def seed_killer(client: Client, seed: SeedNode) -> None:
+    sigkill(seed.process.pid)
 
 
-def test_seed_killed_mid_transfer_alone_fails_bounded(net: FaultNet, tmp_path: Path) -> None:
-    """No other source: one FAILED line within ipfs.timeout; what was placed before stays consistent."""
-    repo = make_repo(tmp_path / "repo")
-    seed = net.peer("seed")
-    cid = serve(seed, repo)
-    client = net.client(tmp_path / "c0")
-    net.shape(client, "16mbit")
-    fault = kill_when(lambda: part_over(client, 1 << 20), lambda: sigkill(seed.process.pid))
-    result = client.run(cmdline(cid, seed, timeout=20))
-    assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
-    fig = check_clean(client, result, repo, 20)
-    assert result.final.startswith("FAILED: "), result.console
-    assert "big.tcz" in result.final and "big.tcz" not in client.hook.builtin_list()
-    record("faults-seed-killed-alone", {**fig, "faults": 1, "completed": False})
-
-
-# ------------------------------------------------------------------------- the machine's own kubo dies
-def own_kubo_killer(client: Client) -> None:
+def own_kubo_killer(client: Client, seed: SeedNode) -> None:
     pid = client.kubo_pid()
     assert pid is not None
     sigkill(pid)
 
 
+def test_seed_killed_mid_transfer_other_peer_completes(net: FaultNet, tmp_path: Path) -> None:
+    """Two peers have the repo; the one serving is SIGKILLed mid-file: the other one finishes it."""
+    run = boot_and_kill(net, tmp_path, seed_killer, timeout=60, others=1)
+    assert run.result.final.startswith(f"loaded 4 extensions from ipfs:{run.cid}"), \
+        run.result.console + run.result.log
+    record("faults-seed-killed-other-peer", {**run.fig, "faults": 1, "completed": True})
+
+
+def test_seed_killed_mid_transfer_mirror_completes(net: FaultNet, tmp_path: Path) -> None:
+    """The only peer is SIGKILLed mid-file: the rest comes from ipfs.mirror=, both sources reported."""
+    run = boot_and_kill(net, tmp_path, seed_killer, timeout=45, mirror=True)
+    want = f"loaded 4 extensions from ipfs:{run.cid} and mirror {run.url} in "
+    assert run.result.final.startswith(want), run.result.console
+    assert int(run.result.status["bytes_mirror"]) >= BIG, run.result.status
+    record("faults-seed-killed-mirror", {**run.fig, "faults": 1, "completed": True})
+
+
+def test_seed_killed_mid_transfer_alone_fails_bounded(net: FaultNet, tmp_path: Path) -> None:
+    """No other source: one FAILED line within ipfs.timeout; what was placed before stays consistent."""
+    run = boot_and_kill(net, tmp_path, seed_killer, timeout=20)
+    assert run.result.final.startswith("FAILED: "), run.result.console
+    assert "big.tcz" in run.result.final and "big.tcz" not in run.client.hook.builtin_list()
+    record("faults-seed-killed-alone", {**run.fig, "faults": 1, "completed": False})
+
+
 def test_own_kubo_killed_mid_fetch_mirror_completes(net: FaultNet, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    seed = net.peer("seed")
-    cid = serve(seed, repo)
-    url = net.mirror(repo.path)
-    client = net.client(tmp_path / "c0")
-    net.shape(client, "16mbit")
-    fault = kill_when(lambda: part_over(client, 1 << 20), lambda: own_kubo_killer(client))
-    result = client.run(cmdline(cid, seed, timeout=45, extra=f"ipfs.mirror={url}/"))
-    assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
-    fig = check_clean(client, result, repo, 45)
-    want = f"loaded 4 extensions from ipfs:{cid} and mirror {url} in "
-    assert result.final.startswith(want), result.console
-    record("faults-own-kubo-killed-mirror", {**fig, "faults": 1, "completed": True})
+    run = boot_and_kill(net, tmp_path, own_kubo_killer, timeout=45, mirror=True)
+    want = f"loaded 4 extensions from ipfs:{run.cid} and mirror {run.url} in "
+    assert run.result.final.startswith(want), run.result.console
+    record("faults-own-kubo-killed-mirror", {**run.fig, "faults": 1, "completed": True})
 
 
 def test_own_kubo_killed_mid_fetch_alone_fails_bounded(net: FaultNet, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    seed = net.peer("seed")
-    cid = serve(seed, repo)
-    client = net.client(tmp_path / "c0")
-    net.shape(client, "16mbit")
-    fault = kill_when(lambda: part_over(client, 1 << 20), lambda: own_kubo_killer(client))
-    result = client.run(cmdline(cid, seed, timeout=30))
-    assert getattr(fault, "fired", False), "the fault was never injected: " + result.console
-    fig = check_clean(client, result, repo, 30)
-    assert result.final.startswith("FAILED: ") and "kubo has stopped" in result.final, result.console
-    record("faults-own-kubo-killed-alone", {**fig, "faults": 1, "completed": False})
+    run = boot_and_kill(net, tmp_path, own_kubo_killer, timeout=30)
+    assert run.result.final.startswith("FAILED: ") and "kubo has stopped" in run.result.final, \
+        run.result.console
+    record("faults-own-kubo-killed-alone", {**run.fig, "faults": 1, "completed": False})
 
 
 # ------------------------------------------------------------------------------- a slow peer, a fast one
