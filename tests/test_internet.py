@@ -31,6 +31,7 @@ import pytest
 from hookfakes.harness import HookEnv, Repo, Result, md5
 from support import REPO_ROOT, record
 from tce_ipfs.ipfs import netmode, opennet, rpc
+from tce_ipfs.proc import pid_alive
 from tce_ipfs.testbed.internet import HomeSeed, Internet, Nat, in_sim, start_home_seed
 from tce_ipfs.testbed.lab import namespaces
 
@@ -38,14 +39,6 @@ pytestmark = [pytest.mark.root, pytest.mark.kubo]
 
 HOOK_FAKES = ("udhcpc", "ip", "ifconfig", "uname", "modprobe")
 HOOK_TIMEOUT = 90  # ipfs.timeout for the hook runs: a bound, not a performance target
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def make_repo(path: Path) -> Repo:
@@ -116,7 +109,7 @@ def test_failing_test_still_tears_down(tmp_path: Path) -> None:
     assert "deliberate failure" in res.stdout
     *nss, pid = rec.read_text().split()
     assert len(nss) >= 4 and not set(nss) & set(namespaces())
-    assert not _alive(int(pid))
+    assert not pid_alive(int(pid))
 
 
 ECHO_PEER = "import socket; s = socket.create_server(('0.0.0.0', 9000)); " \

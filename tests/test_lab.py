@@ -17,20 +17,13 @@ import pytest
 
 from tce_ipfs.errors import NodeError
 from tce_ipfs.ipfs import rpc, swarmkey
+from tce_ipfs.proc import pid_alive
 from tce_ipfs.testbed.lab import PREFIX, Lab, namespaces, start_kubo
 from tce_ipfs.testbed.link import ShapedLink
 
 pytestmark = pytest.mark.root
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def test_lab_is_isolated(lab: Lab) -> None:
@@ -85,7 +78,7 @@ def test_teardown_kills_everything_and_deletes_namespace(tmp_path: Path) -> None
         netns = lab.netns
     assert netns not in namespaces()
     for pid in (*pids, escaper):
-        assert not _alive(pid), f"pid {pid} survived the lab"
+        assert not pid_alive(pid), f"pid {pid} survived the lab"
 
 
 def test_teardown_on_exception(tmp_path: Path) -> None:
@@ -94,7 +87,7 @@ def test_teardown_on_exception(tmp_path: Path) -> None:
         netns = lab.netns
         raise RuntimeError("boom")
     assert netns not in namespaces()
-    assert not _alive(p.pid)
+    assert not pid_alive(p.pid)
 
 
 def test_failing_test_still_tears_down(tmp_path: Path) -> None:
@@ -127,7 +120,7 @@ def test_failing_test_still_tears_down(tmp_path: Path) -> None:
     assert "deliberate failure" in res.stdout
     netns, pid = record.read_text().split()
     assert netns not in namespaces()
-    assert not _alive(int(pid))
+    assert not pid_alive(int(pid))
 
 
 def test_lab_refuses_use_after_close(tmp_path: Path) -> None:
@@ -232,7 +225,7 @@ def test_shaped_link_is_isolated_capped_and_torn_down(tmp_path: Path) -> None:
         sleepers = [lab_.spawn("sleeper", ["sleep", "300"]).pid for lab_ in (link.origin, link.clients)]
         netns = {link.origin.netns, link.clients.netns}
     assert not netns & set(namespaces())
-    assert not [pid for pid in sleepers if _alive(pid)]
+    assert not [pid for pid in sleepers if pid_alive(pid)]
 
 
 def test_shaped_link_teardown_on_exception(tmp_path: Path) -> None:
@@ -241,6 +234,6 @@ def test_shaped_link_teardown_on_exception(tmp_path: Path) -> None:
         netns = {link.origin.netns, link.clients.netns}
         raise RuntimeError("boom")
     assert not netns & set(namespaces())
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if pid_alive(pid)]
     with pytest.raises(NodeError, match="positive"):
         ShapedLink(tmp_path / "bad", rate_mbit=0)
