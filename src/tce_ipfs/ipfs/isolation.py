@@ -168,13 +168,14 @@ def isolation_config(
     }
 
 
-def trustless_gateway_config(host: str = "127.0.0.1", port: int = 0) -> dict[str, Any]:
+def trustless_gateway_config(hosts: Sequence[str] = ("127.0.0.1",), port: int = 0) -> dict[str, Any]:
     """kubo config keys (dotted) that make the node's gateway a seed's trustless gateway on
-    ``host:port`` (issue 17, the hook's ``ipfs.gateway=``): it answers only verifiable responses --
-    ``?format=car`` and raw blocks, which the client checks against their CIDs -- never deserialized
-    files, and only from blocks the node holds: it never fetches from the network for whoever asks."""
+    ``port`` of every address in ``hosts`` (issue 17, the hook's ``ipfs.gateway=``): it answers only
+    verifiable responses -- ``?format=car`` and raw blocks, which the client checks against their CIDs
+    -- never deserialized files, and only from blocks the node holds: it never fetches from the
+    network for whoever asks."""
     return {
-        "Addresses.Gateway": f"/ip4/{host}/tcp/{port}",
+        "Addresses.Gateway": [f"/ip4/{host}/tcp/{port}" for host in hosts],
         # Only trustless responses (application/vnd.ipld.car, .raw, IPNS records): a client that
         # cannot check what it gets is refused (406), so the seed is not a web gateway for the LAN.
         "Gateway.DeserializedResponses": False,

@@ -415,9 +415,7 @@ def _gateway_config(opts: SeedOptions) -> dict[str, Any]:
     or nothing (kubo's gateway then stays on loopback, as for every node here)."""
     if opts.gateway_port is None:
         return {}
-    config = trustless_gateway_config(opts.listen[0], opts.gateway_port)
-    config["Addresses.Gateway"] = [f"/ip4/{a}/tcp/{opts.gateway_port}" for a in opts.listen]
-    return config
+    return trustless_gateway_config(opts.listen, opts.gateway_port)
 
 
 def check_source(source: str) -> tuple[Path | None, str | None]:
