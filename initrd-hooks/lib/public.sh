@@ -1,8 +1,8 @@
 # shellcheck shell=sh
 # shellcheck disable=SC2034 # globals here are shared with the other modules of the hook
 # public.sh -- ipfs.net=public: the open IPFS network. The kubo keys it changes (net_keys: into the
-# daemon's one-start --init-config, kubo_net_json from kubo_prepare) and the routing stage between the daemon's start and the fetch (route_bootstrap,
-# route_providers), each with a deadline of its own inside ipfs.timeout, so a failed boot says which
+# daemon's one-start --init-config, kubo_net_json from kubo_prepare) and the routing stage between
+# the daemon's start and the fetch (route_bootstrap, route_providers), each with a deadline of its own inside ipfs.timeout, so a failed boot says which
 # stage failed: no route to bootstrap, no providers found, providers unreachable. A LAN peer (mDNS)
 # that has the root ends the routing stage at once, whichever wait it is in (route_lan): a machine at
 # home next to one that booted the same repo needs no internet.
