@@ -76,6 +76,19 @@ for m in virtio_net loop squashfs; do
 	grep -q "^$m " /proc/modules || [ -d "/sys/module/$m" ] || fail "module-$m"
 done
 ifconfig lo | grep -q 'inet addr:127.0.0.1' || fail lo
+# TC's compressed swap in RAM: zram0, a quarter of the free RAM at that point, swapped on, in fstab;
+# none with nozswap
+if checkbootparam nozswap; then
+	grep -q zram /proc/swaps && fail zswap-despite-nozswap
+	grep -q zram /etc/fstab && fail zswap-fstab-despite-nozswap
+else
+	grep -q '^/dev/zram0 .*partition' /proc/swaps || fail zswap-on
+	zsize=$(cat /sys/block/zram0/disksize 2>/dev/null)
+	total=$(awk '$1 == "MemTotal:" { print $2 * 1024 }' /proc/meminfo)
+	[ "${zsize:-0}" -gt $((total / 8)) ] && [ "$zsize" -lt $((total / 4)) ] || fail "zswap-size-$zsize"
+	grep -q '^/dev/zram0 *swap *swap *defaults,noauto' /etc/fstab || fail zswap-fstab
+	swapoff -a && ! grep -q zram /proc/swaps || fail zswap-swapoff-a
+fi
 grep -q '^VERSION_ID=16.0' /etc/os-release || fail os-release
 
 # (a) /tmp/builtin/probe.gz unpacked, its tce.installed script run as root
@@ -197,6 +210,7 @@ def test_tc_layout_boot(arch: Arch, bases: dict[Arch, guest.GuestBase], tmp_path
     # tce-setup's output is hidden without showapps, as on TC
     assert "Loading extensions..." in result.log_text
     assert "hello.tcz: OK" not in result.log_text
+    assert "booting without compressed swap" not in result.log_text  # every guest kernel has zram
 
 
 def test_unknown_tce_value_dangles_like_tc(bases: dict[Arch, guest.GuestBase], tmp_path: Path) -> None:
@@ -204,9 +218,10 @@ def test_unknown_tce_value_dangles_like_tc(bases: dict[Arch, guest.GuestBase], t
     arch = Arch.AARCH64
     base = _base(bases, arch)
     extra = build_test_initrd(base, tmp_path / "test.gz", tmp_path / "work", CHECKS)
-    codes = "quiet nodhcp tce=ipfs:bafyunknown showapps debugbootload"
+    codes = "quiet nodhcp tce=ipfs:bafyunknown showapps debugbootload nozswap"
     result = _boot(arch, base, extra, codes, tmp_path / "console.log")
     assert result.sentinel_line == "TCE-IPFS-SENTINEL: ok", result.tail()
+    assert "Skipping compressed swap in ram as requested" in result.log_text  # nozswap
     # showapps: tce-setup runs in the foreground and the loader names each extension it loads
     # (tce-load: dependencies first; piCore's tce-bootload: breadth first, per step)
     after = result.log_text.split("Loading extensions...", 1)[1].split("Done.", 1)[0]

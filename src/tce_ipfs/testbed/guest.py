@@ -5,8 +5,8 @@ holding the TC-layout test base of ``qemu/tc-base/rootfs`` (TC's boot scripts re
 miniature: ``/init``, ``rcS``, ``tc-config``, ``tce-setup``, ``tce-load``, ...), a static busybox with
 its applet links, and the few kernel modules a virtio guest with squashfs loop mounts needs.
 
-Steps (each cached under ``cache_dir()/guest/<arch>/<kver>/``, keyed by arch and kernel version; the
-.debs stay in ``cache_dir()/debs``):
+Steps (each cached under ``cache_dir()/guest/<arch>/<kver>+<hash>/``, keyed by arch, kernel version and
+the profile's module lists; the .debs stay in ``cache_dir()/debs``):
 
 1. ``build.debian`` makes apt know the arch's packages (``dpkg --add-architecture``, ``apt-get
    update``: needs root the first time) and names the kernel the arch's index has
@@ -207,6 +207,13 @@ def _profile_modules(arch: Arch) -> list[str]:
     return [*prof.autoload, "|", *prof.modules]
 
 
+def _kit_name(arch: Arch, kver: str) -> str:
+    """The kit's directory: the kernel version plus a hash of what the profile asks for. Checkouts with
+    other module lists share the cache; each gets its own kit instead of rebuilding one in turn."""
+    key = json.dumps([qemu.profile(arch).boot_kernel, _profile_modules(arch)]).encode()
+    return f"{kver}+{hashlib.sha256(key).hexdigest()[:8]}"
+
+
 def _kit_ok(kit: Path, arch: Arch) -> bool:
     try:
         meta = json.loads((kit / KIT_FILE).read_text())
@@ -390,7 +397,7 @@ def ensure_base(arch: Arch, *, refresh: bool = False) -> GuestBase:
     with _locked(arch):
         kit: Path | None = None
         if not refresh and current.is_file():
-            candidate = gdir / current.read_text().strip()
+            candidate = gdir / _kit_name(arch, current.read_text().strip())
             if _kit_ok(candidate, arch):
                 kit = candidate
         if kit is None:
@@ -399,7 +406,7 @@ def ensure_base(arch: Arch, *, refresh: bool = False) -> GuestBase:
                 kpkg = debian.resolve_kernel(arch)
             except CommandFailed as exc:
                 raise BuildError(f"cannot find a Debian kernel for {arch}: {exc}") from exc
-            kit = gdir / kpkg.kver
+            kit = gdir / _kit_name(arch, kpkg.kver)
             if not _kit_ok(kit, arch):
                 log.info("building the %s guest kernel kit (%s)", arch, kpkg.kver)
                 _build_kit(arch, kpkg, kit)

@@ -92,18 +92,24 @@ nc -l -p {done_port + 1} > /tmp/lab.phase &
 peak=0
 low=999999999
 majflt() {{ awk '$1 == "pgmajfault" {{ print $2 }}' /proc/vmstat; }}
+swapio() {{ awk '$1 == "pswpin" || $1 == "pswpout" {{ n += $2 }} END {{ print n + 0 }}' /proc/vmstat; }}
 f0=$(majflt)
+w0=$(swapio)
+swpeak=0
 i=0
 while ! grep -q done /tmp/lab.done 2>/dev/null && [ "$i" -lt 3000 ]; do
     r=$(mem VmRSS); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
     a=$(awk '/^MemAvailable:/ {{ print $2 }}' /proc/meminfo); [ "$a" -lt "$low" ] && low=$a
+    u=$(swapused); [ "$u" -gt "$swpeak" ] && swpeak=$u
     if grep -q phase /tmp/lab.phase 2>/dev/null; then
-        echo "SMALL-SEED-PHASE peak_rss_kib=$peak min_memavail_kib=$low majflt=$(($(majflt) - f0))"
-        peak=0; low=999999999; f0=$(majflt); rm -f /tmp/lab.phase
+        echo "SMALL-SEED-PHASE peak_rss_kib=$peak min_memavail_kib=$low majflt=$(($(majflt) - f0))" \\
+            "peak_swap_kib=$swpeak swap_pages_io=$(($(swapio) - w0))"
+        peak=0; low=999999999; swpeak=0; f0=$(majflt); w0=$(swapio); rm -f /tmp/lab.phase
     fi
     sleep 1; i=$((i + 1))
 done
-echo "SMALL-SEED peak_rss_kib=$peak hwm_kib=$(mem VmHWM) min_memavail_kib=$low majflt=$(($(majflt) - f0))"
+echo "SMALL-SEED peak_rss_kib=$peak hwm_kib=$(mem VmHWM) min_memavail_kib=$low majflt=$(($(majflt) - f0))" \\
+    "peak_swap_kib=$swpeak swap_pages_io=$(($(swapio) - w0))"
 kill -0 "$pid" || fail "kubo died while seeding"
 """
     return f"""#!/bin/sh
@@ -127,9 +133,15 @@ while ! grep -q '^pinned=' "$ST" && grep -q '^seed=1' "$ST" && [ "$i" -lt 900 ];
 done
 pid=$(sed -n 's/^kubo_pid=//p' "$ST")
 mem() {{ [ -n "$pid" ] && awk -v k="$1" '$1 == k ":" {{ print $2 }}' "/proc/$pid/status"; }}
+# swap in use (KiB): tc-config's zram swap, as on TC (none with nozswap)
+swapused() {{
+    awk '$1 == "SwapTotal:" {{ t = $2 }} $1 == "SwapFree:" {{ f = $2 }} END {{ print t - f }}' /proc/meminfo
+}}
 used=$(stat -f -c '%b %f %S' / | awk '{{ printf "%.0f", ($1 - $2) * $3 / 1024 }}')
 avail=$(awk '/^MemAvailable:/ {{ print $2 }}' /proc/meminfo)
-echo "SMALL-RAM used_kib=$used rss_kib=$(mem VmRSS) hwm_kib=$(mem VmHWM) memavail_kib=$avail waited_s=$i"
+swaptotal=$(awk '$1 == "SwapTotal:" {{ print $2 }}' /proc/meminfo)
+echo "SMALL-RAM used_kib=$used rss_kib=$(mem VmRSS) hwm_kib=$(mem VmHWM) memavail_kib=$avail waited_s=$i" \\
+    "swap_kib=$(swapused) swaptotal_kib=$swaptotal kubo_swap_kib=$(mem VmSwap)"
 echo "SMALL-LOG $(grep -E 'onecopy|seeding|kubo limits' /var/log/tce-ipfs.log | tail -4 | tr '\n' '|')"
 echo "SMALL-MEM $(grep -E 'MemAvailable|MemFree|Shmem:|^Cached' /proc/meminfo | tr -s ' ' | tr '\n' '|')"
 echo "SMALL-ID peer_id=$(sed -n 's/^peer_id=//p' "$ST") $(grep '^ram_used_start=' "$ST")"
@@ -153,6 +165,7 @@ def measure(lines: list[str], payload: int) -> dict[str, Any]:
         out.update(ram_used_bytes=used, ram_used_per_payload=round(used / payload, 3))
     out.update({f"kubo_{k}": v for k, v in ram.items() if k in ("rss_kib", "hwm_kib")})
     out.update(mem_available_kib=ram.get("memavail_kib"))
+    out.update({k: v for k, v in ram.items() if k in ("swap_kib", "swaptotal_kib", "kubo_swap_kib")})
     return out
 
 
