@@ -169,7 +169,7 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
         "kubo_seeding_1_guest": line_fields(g1, "SMALL-SEED-PHASE "),
         "kubo_seeding_lab_peers": {"peers": LAB_PEERS, **seed_line, "fetch_s": lab_fetch},
         "mem_available_kib": ram.get("memavail_kib"),
-        "swap_after_boot_kib": {k: ram.get(k) for k in ("swap_kib", "swaptotal_kib", "kubo_swap_kib")},
+        "swap_after_boot_kib": {k: v for k, v in ram.items() if k.startswith(("swap", "kubo_swap", "zram_"))},
         "received": received, "received_from_first_ledger": from_first,
         "sentinel_s": {"first": round(r1.seconds, 1), "ready_s": round(t_ready, 1),
                        **{g.name: round(r.seconds, 1) for g, r in zip(seconds, results, strict=True)}},

@@ -103,13 +103,13 @@ while ! grep -q done /tmp/lab.done 2>/dev/null && [ "$i" -lt 3000 ]; do
     u=$(swapused); [ "$u" -gt "$swpeak" ] && swpeak=$u
     if grep -q phase /tmp/lab.phase 2>/dev/null; then
         echo "SMALL-SEED-PHASE peak_rss_kib=$peak min_memavail_kib=$low majflt=$(($(majflt) - f0))" \\
-            "peak_swap_kib=$swpeak swap_pages_io=$(($(swapio) - w0))"
+            "peak_swap_kib=$swpeak swap_pages_io=$(($(swapio) - w0)) $(zram)"
         peak=0; low=999999999; swpeak=0; f0=$(majflt); w0=$(swapio); rm -f /tmp/lab.phase
     fi
     sleep 1; i=$((i + 1))
 done
 echo "SMALL-SEED peak_rss_kib=$peak hwm_kib=$(mem VmHWM) min_memavail_kib=$low majflt=$(($(majflt) - f0))" \\
-    "peak_swap_kib=$swpeak swap_pages_io=$(($(swapio) - w0))"
+    "peak_swap_kib=$swpeak swap_pages_io=$(($(swapio) - w0)) $(zram)"
 kill -0 "$pid" || fail "kubo died while seeding"
 """
     return f"""#!/bin/sh
@@ -137,11 +137,16 @@ mem() {{ [ -n "$pid" ] && awk -v k="$1" '$1 == k ":" {{ print $2 }}' "/proc/$pid
 swapused() {{
     awk '$1 == "SwapTotal:" {{ t = $2 }} $1 == "SwapFree:" {{ f = $2 }} END {{ print t - f }}' /proc/meminfo
 }}
+# zram's own figures (KiB): data swapped out, its compressed size, the RAM zram takes for it
+zram() {{
+    awk '{{ printf "zram_data_kib=%d zram_compr_kib=%d zram_ram_kib=%d", $1/1024, $2/1024, $3/1024 }}' \\
+        /sys/block/zram0/mm_stat 2>/dev/null
+}}
 used=$(stat -f -c '%b %f %S' / | awk '{{ printf "%.0f", ($1 - $2) * $3 / 1024 }}')
 avail=$(awk '/^MemAvailable:/ {{ print $2 }}' /proc/meminfo)
 swaptotal=$(awk '$1 == "SwapTotal:" {{ print $2 }}' /proc/meminfo)
 echo "SMALL-RAM used_kib=$used rss_kib=$(mem VmRSS) hwm_kib=$(mem VmHWM) memavail_kib=$avail waited_s=$i" \\
-    "swap_kib=$(swapused) swaptotal_kib=$swaptotal kubo_swap_kib=$(mem VmSwap)"
+    "swap_kib=$(swapused) swaptotal_kib=$swaptotal kubo_swap_kib=$(mem VmSwap) $(zram)"
 echo "SMALL-LOG $(grep -E 'onecopy|seeding|kubo limits' /var/log/tce-ipfs.log | tail -4 | tr '\n' '|')"
 echo "SMALL-MEM $(grep -E 'MemAvailable|MemFree|Shmem:|^Cached' /proc/meminfo | tr -s ' ' | tr '\n' '|')"
 echo "SMALL-ID peer_id=$(sed -n 's/^peer_id=//p' "$ST") $(grep '^ram_used_start=' "$ST")"
@@ -165,7 +170,7 @@ def measure(lines: list[str], payload: int) -> dict[str, Any]:
         out.update(ram_used_bytes=used, ram_used_per_payload=round(used / payload, 3))
     out.update({f"kubo_{k}": v for k, v in ram.items() if k in ("rss_kib", "hwm_kib")})
     out.update(mem_available_kib=ram.get("memavail_kib"))
-    out.update({k: v for k, v in ram.items() if k in ("swap_kib", "swaptotal_kib", "kubo_swap_kib")})
+    out.update({k: v for k, v in ram.items() if k.startswith(("swap", "kubo_swap", "zram_"))})
     return out
 
 
