@@ -1196,12 +1196,16 @@ def public_ready(env: HookEnv, *, direct: bool = True) -> Repo:
 ])
 def test_net_mode_default_and_choice(env: HookEnv, codes: str, net: str) -> None:
     """ipfs.net: public for a bare tce=ipfs: (a machine at home), lan when ipfs.peers names the peers,
-    private with ipfs.swarmkey."""
+    private with ipfs.swarmkey. Only public mode dials from the listening port (hole punching needs
+    it); elsewhere two machines that find each other by mDNS would dial each other into one TCP
+    connection (simultaneous open) and fail."""
     env.ipfs_repo().lst("")
     env.peers_ok(PEER)
     env.run(f"tce=ipfs:{CID} ipfs.timeout=3 {codes}")
     status = (env.root / "tmp/tce-ipfs/status").read_text()
     assert f"\nnet={net}\n" in status
+    reuseport = "" if net == "public" else "false"
+    assert f"LIBP2P_TCP_REUSEPORT={reuseport}\n" in (env.state / "daemon.env").read_text()
 
 
 def test_public_mode_config_with_kubos_defaults(env: HookEnv) -> None:

@@ -224,6 +224,15 @@ kubo_prepare() {
         "$KUBO_BITSWAP" "$NETJ_TOP" >"$WORK/kubo-init.json"
     dbg "kubo limits: RAM ${MEM_MIB:-?} MiB, GOMEMLIMIT $KUBO_GOMEMLIMIT, GOGC $KUBO_GOGC, connections $KUBO_CONN_LOW..$KUBO_CONN_HIGH, resource manager ${KUBO_RCMGR:-default}"
     mkdir -p "$IPFS_PATH"
+    if [ "$NET" != public ]; then
+        # Outgoing TCP from an ephemeral port, not from the listening one. mDNS makes two machines
+        # that answer the same query dial each other at the same moment; with the listening port
+        # reused on both ends the two SYNs make ONE TCP connection (simultaneous open) in which both
+        # are the dialer, the handshake fails, and that pair stays apart (go-libp2p issue 2925).
+        # Port reuse is needed only for hole punching (public mode, lib/public.sh).
+        LIBP2P_TCP_REUSEPORT=false
+        export LIBP2P_TCP_REUSEPORT
+    fi
     if [ -n "$SWARMKEY" ]; then
         # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
         # to start without the key; TCP_MUX=false silences the websocket-sharing warning.
