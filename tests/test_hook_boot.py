@@ -1052,11 +1052,12 @@ def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.port=4101")
     assert FINAL_OK.match(result.final), result.console
     assert (env.state / "config.log").read_text().splitlines() == [
-        "Routing.Type none",
+        '--json Routing.Type "none"',
         '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]',
         "--json Discovery.MDNS.Enabled true",
         '--json Swarm.Transports.Security {"TLS": false}',
-        '--json Swarm.ConnMgr {"Type": "basic", "LowWater": 20, "HighWater": 40}',
+        "--json Swarm.ConnMgr.LowWater 20",
+        "--json Swarm.ConnMgr.HighWater 40",
         "--json Experimental.FilestoreEnabled true",
         f'--json Peering.Peers [{{"ID": "{PEER_ID}", "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}}]',
     ]
