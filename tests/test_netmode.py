@@ -3,15 +3,14 @@
 * the host's rules (``resolve_mode``, ``public_config``) -- the mode a node runs in and the keys of
   an open-network node;
 * the boot hook's public mode agrees with them: kubo's real ``init`` with the hook's profiles, then the
-  hook's own ``net_keys`` + ``kubo_config_set`` (lib/public.sh, lib/kubo.sh, lib/configset.awk, in busybox sh), then kubo's real
-  ``config show`` -- every key ``public_config()`` names has the same value there, set by the hook or
-  left at kubo's default. Nothing is started: no daemon, nothing dialled.
+  hook's own ``net_keys`` + ``kubo_config_set`` (lib/public.sh, lib/kubo.sh, lib/configset.awk, in
+  busybox sh), then kubo's real ``config show`` -- every key ``public_config()`` names has the same
+  value there, set by the hook or left at kubo's default. Nothing is started: no daemon, nothing dialled.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
