@@ -1052,11 +1052,12 @@ def test_unrecognised_config_falls_back_to_ipfs_config(env: HookEnv) -> None:
     result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER} ipfs.port=4101")
     assert FINAL_OK.match(result.final), result.console
     assert (env.state / "config.log").read_text().splitlines() == [
-        "Routing.Type none",
+        '--json Routing.Type "none"',
         '--json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4101"]',
         "--json Discovery.MDNS.Enabled true",
         '--json Swarm.Transports.Security {"TLS": false}',
-        '--json Swarm.ConnMgr {"Type": "basic", "LowWater": 20, "HighWater": 40}',
+        "--json Swarm.ConnMgr.LowWater 20",
+        "--json Swarm.ConnMgr.HighWater 40",
         "--json Experimental.FilestoreEnabled true",
         f'--json Peering.Peers [{{"ID": "{PEER_ID}", "Addrs": ["/ip4/10.0.2.100/tcp/4001"]}}]',
     ]
@@ -1196,12 +1197,16 @@ def public_ready(env: HookEnv, *, direct: bool = True) -> Repo:
 ])
 def test_net_mode_default_and_choice(env: HookEnv, codes: str, net: str) -> None:
     """ipfs.net: public for a bare tce=ipfs: (a machine at home), lan when ipfs.peers names the peers,
-    private with ipfs.swarmkey."""
+    private with ipfs.swarmkey. Only public mode dials from the listening port (hole punching needs
+    it); elsewhere two machines that find each other by mDNS would dial each other into one TCP
+    connection (simultaneous open) and fail."""
     env.ipfs_repo().lst("")
     env.peers_ok(PEER)
     env.run(f"tce=ipfs:{CID} ipfs.timeout=3 {codes}")
     status = (env.root / "tmp/tce-ipfs/status").read_text()
     assert f"\nnet={net}\n" in status
+    reuseport = "" if net == "public" else "false"
+    assert f"LIBP2P_TCP_REUSEPORT={reuseport}\n" in (env.state / "daemon.env").read_text()
 
 
 def test_public_mode_config_with_kubos_defaults(env: HookEnv) -> None:

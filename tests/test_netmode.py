@@ -3,15 +3,14 @@
 * the host's rules (``resolve_mode``, ``public_config``) -- the mode a node runs in and the keys of
   an open-network node;
 * the boot hook's public mode agrees with them: kubo's real ``init`` with the hook's profiles, then the
-  hook's own ``kubo_net_config`` (lib/public.sh + lib/netconf.awk, in busybox sh), then kubo's real
-  ``config show`` -- every key ``public_config()`` names has the same value there, set by the hook or
-  left at kubo's default. Nothing is started: no daemon, nothing dialled.
+  hook's own ``net_keys`` + ``kubo_config_set`` (lib/public.sh, lib/kubo.sh, lib/configset.awk, in
+  busybox sh), then kubo's real ``config show`` -- every key ``public_config()`` names has the same
+  value there, set by the hook or left at kubo's default. Nothing is started: no daemon, nothing dialled.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -82,7 +81,8 @@ def test_public_config_roles() -> None:
 # ------------------------------------------------------------------------------------- hook = host
 def hook_public_config(kubo: Path, tmp_path: Path, *, bootstrap: list[str],
                        seed: str = "1") -> dict[str, Any]:
-    """kubo's real config after the hook's init profiles and the hook's own ``kubo_net_config``."""
+    """kubo's real config after the hook's init profiles and the hook's own ``net_keys``, set with
+    ``kubo_config_set``."""
     shell = shutil.which("busybox")
     if shell is None:
         pytest.skip("busybox not installed")
@@ -102,7 +102,8 @@ def hook_public_config(kubo: Path, tmp_path: Path, *, bootstrap: list[str],
         mkdir -p "$ROOT/var/log"
         WORK={work} IPFS_PATH={repo} NET=public SEED={seed} KUBO_GOMEMLIMIT=100MiB
         BOOTSTRAP="{' '.join(bootstrap)}"
-        kubo_net_config 999999999 || {{ echo "$KUBO_ERR" >&2; exit 1; }}
+        net_keys >"$WORK/net.sets"
+        kubo_config_set 999999999 "$WORK/net.sets" || {{ echo "$KUBO_ERR" >&2; exit 1; }}
     """
     res = subprocess.run([shell, "sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -120,7 +121,7 @@ def test_hook_public_mode_agrees_with_public_config(host_kubo: Path, tmp_path: P
     differ = {}
     for key, value in wanted.items():
         if key in ("Routing.Type", "DNS.Resolvers"):
-            continue  # set by other parts of the hook (kuboconf.awk; DNS stays the system's at boot)
+            continue  # set by other parts of the hook (kubo.sh; DNS stays the system's at boot)
         try:
             got = isolation.get_dotted(config, key)
         except KeyError:
@@ -130,7 +131,9 @@ def test_hook_public_mode_agrees_with_public_config(host_kubo: Path, tmp_path: P
         if got != value:
             differ[key] = (got, value)
     assert not differ, differ
-    assert os.path.exists(tmp_path / "work" / "netconf.done")  # one awk pass, no `ipfs config` calls
+    sets = (tmp_path / "work" / "net.sets").read_text().splitlines()
+    done = (tmp_path / "work" / "configset.done").read_text().split()
+    assert sorted(done) == sorted(line.split("\t")[0] for line in sets)  # one awk pass, no `ipfs config`
 
 
 @pytest.mark.kubo

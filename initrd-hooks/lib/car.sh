@@ -17,14 +17,9 @@ CAR_DIR=$WORK/car
 CAR_WAIT=10   # seconds a USB disk may take to appear (usb-storage enumerates after the kernel boots)
 CAR_MAX=300   # seconds for the import (blocks are written to a RAM repo: a 1 GiB CAR takes ~1 min)
 CAR_NOTE=     # for the status file: ok, imported (tce=ipns:) or failed (the why is on the console)
-BLKID="blkid"
-FINDFS="findfs"
-UMOUNT="umount"
-if [ -n "${TCE_IPFS_TOOLDIR:-}" ]; then
-    [ -x "$TCE_IPFS_TOOLDIR/blkid" ] && BLKID=$TCE_IPFS_TOOLDIR/blkid
-    [ -x "$TCE_IPFS_TOOLDIR/findfs" ] && FINDFS=$TCE_IPFS_TOOLDIR/findfs
-    [ -x "$TCE_IPFS_TOOLDIR/umount" ] && UMOUNT=$TCE_IPFS_TOOLDIR/umount
-fi
+tool BLKID blkid
+tool FINDFS findfs
+tool UMOUNT umount
 
 # car_device: CAR_NODE = the device node for CAR_DEV ("" when it is not there yet).
 car_device() {

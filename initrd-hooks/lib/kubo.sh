@@ -7,7 +7,7 @@
 # before tce-setup's list step and ends up a normal loaded extension (listed first in <lst>).
 #
 # Node configuration: profiles test,lowpower + five keys, made in the daemon's own start
-# (`ipfs daemon --init --init-config` with the keys only; kubo_init_repo: `ipfs init` + lib/kuboconf.awk
+# (`ipfs daemon --init --init-config` with the keys only; kubo_init_repo: `ipfs init` + lib/configset.awk
 # for a kubo without that):
 #   test      API and gateway on 127.0.0.1 (port 0 = any free one; kubo writes repo/api and
 #             repo/gateway), no bootstrap peers, AutoConf off, mDNS off, no NAT port mapping, AutoTLS off
@@ -224,6 +224,15 @@ kubo_prepare() {
         "$KUBO_BITSWAP" "$NETJ_TOP" >"$WORK/kubo-init.json"
     dbg "kubo limits: RAM ${MEM_MIB:-?} MiB, GOMEMLIMIT $KUBO_GOMEMLIMIT, GOGC $KUBO_GOGC, connections $KUBO_CONN_LOW..$KUBO_CONN_HIGH, resource manager ${KUBO_RCMGR:-default}"
     mkdir -p "$IPFS_PATH"
+    if [ "$NET" != public ]; then
+        # Outgoing TCP from an ephemeral port, not from the listening one. mDNS makes two machines
+        # that answer the same query dial each other at the same moment; with the listening port
+        # reused on both ends the two SYNs make ONE TCP connection (simultaneous open) in which both
+        # are the dialer, the handshake fails, and that pair stays apart (go-libp2p issue 2925).
+        # Port reuse is needed only for hole punching (public mode, lib/public.sh).
+        LIBP2P_TCP_REUSEPORT=false
+        export LIBP2P_TCP_REUSEPORT
+    fi
     if [ -n "$SWARMKEY" ]; then
         # Private swarm: only peers with the same key can talk to us. FORCE_PNET makes kubo refuse
         # to start without the key; TCP_MUX=false silences the websocket-sharing warning.
@@ -238,51 +247,56 @@ kubo_prepare() {
 }
 
 # kubo_init_repo DEADLINE_CS: the two-start way: `ipfs init --empty-repo --profile=test,lowpower`,
-# then the keys of kubo_prepare set in the config file (one awk pass; `ipfs config` per key if the
-# layout is not recognised). Status 1 with KUBO_ERR.
+# then the keys of kubo_prepare (and public mode's, lib/public.sh) set in the config file by
+# kubo_config_set. Status 1 with KUBO_ERR.
 kubo_init_repo() {
-    _k_log=$WORK/kubo-init.log
-    printf '' >"$_k_log"
-    if ! ipfsc "$1" 60 init --empty-repo --profile=test,lowpower >>"$_k_log" 2>&1; then
-        last_line "$_k_log"
+    printf '' >"$WORK/kubo-init.log"
+    if ! ipfsc "$1" 60 init --empty-repo --profile=test,lowpower >>"$WORK/kubo-init.log" 2>&1; then
+        last_line "$WORK/kubo-init.log"
         KUBO_ERR="ipfs init failed: ${LAST:-no output}"
         return 1
     fi
-    # Fast path: one awk pass over the JSON kubo just wrote, then check every key was found.
-    rm -f "$WORK/kuboconf.done"
-    _k_want="Addresses.Swarm Discovery.MDNS.Enabled Routing.Type Swarm.Transports.Security${PEERING:+ Peering.Peers}"
-    _k_want="$_k_want Swarm.ConnMgr.LowWater Swarm.ConnMgr.HighWater Experimental.FilestoreEnabled${KUBO_RCMGR:+ Swarm.ResourceMgr}"
-    if awk -v swarm="$KUBO_SWARM" -v routing="$KUBO_ROUTING" -v mdns="$KUBO_MDNS" -v peers="$PEERING" \
-        -v security="$KUBO_SECURITY" -v connlow="$KUBO_CONN_LOW" -v connhigh="$KUBO_CONN_HIGH" \
-        -v rcmgr="$KUBO_RCMGR" -v filestore="$KUBO_FILESTORE" \
-        -v report="$WORK/kuboconf.done" -f "$HOOK_LIB/kuboconf.awk" "$IPFS_PATH/config" \
-        >"$IPFS_PATH/config.new" 2>>"$_k_log"; then
-        _k_ok=1
-        for _k_key in $_k_want; do
-            grep -qxF "$_k_key" "$WORK/kuboconf.done" 2>/dev/null || _k_ok=0
-        done
-    else
-        _k_ok=0
-    fi
-    if [ "$_k_ok" = 1 ]; then
+    {
+        printf '%s\t%s\n' \
+            Routing.Type "\"$KUBO_ROUTING\"" \
+            Addresses.Swarm "[\"$KUBO_SWARM\"]" \
+            Discovery.MDNS.Enabled "$KUBO_MDNS" \
+            Swarm.Transports.Security "$KUBO_SECURITY" \
+            Swarm.ConnMgr.LowWater "$KUBO_CONN_LOW" \
+            Swarm.ConnMgr.HighWater "$KUBO_CONN_HIGH" \
+            Experimental.FilestoreEnabled "$KUBO_FILESTORE"
+        [ -z "$KUBO_RCMGR" ] || printf '%s\t%s\n' Swarm.ResourceMgr "$KUBO_RCMGR"
+        [ -z "$PEERING" ] || printf '%s\t%s\n' Peering.Peers "$PEERING"
+        net_keys # public mode's (lib/public.sh); its Swarm.ResourceMgr, later, wins
+    } >"$WORK/kubo-config.sets"
+    kubo_config_set "$1" "$WORK/kubo-config.sets"
+}
+
+# kubo_config_set DEADLINE_CS SETS: the "KEY<TAB>JSON" lines of the file SETS set in the config kubo
+# wrote, in one awk pass (lib/configset.awk); a key the pass did not find (a layout it does not
+# know) is set with `ipfs config --json`, one kubo start each. Status 1 with KUBO_ERR.
+kubo_config_set() {
+    rm -f "$WORK/configset.done"
+    if awk -v sets="$2" -v report="$WORK/configset.done" -f "$HOOK_LIB/configset.awk" \
+        "$IPFS_PATH/config" >"$IPFS_PATH/config.new" 2>>"$WORK/kubo-init.log"; then
         mv -f "$IPFS_PATH/config.new" "$IPFS_PATH/config"
-        dbg "kubo config edited in place ($_k_want)"
     else
-        # Slow path: the config did not look as expected; let kubo's CLI set each key.
-        rm -f "$IPFS_PATH/config.new"
-        dbg "kubo config: layout not recognised, using ipfs config"
-        if ! ipfsc "$1" 30 config Routing.Type "$KUBO_ROUTING" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Addresses.Swarm "[\"$KUBO_SWARM\"]" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Discovery.MDNS.Enabled "$KUBO_MDNS" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Swarm.Transports.Security "$KUBO_SECURITY" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Swarm.ConnMgr "{\"Type\": \"basic\", \"LowWater\": $KUBO_CONN_LOW, \"HighWater\": $KUBO_CONN_HIGH}" >>"$_k_log" 2>&1 ||
-            ! ipfsc "$1" 30 config --json Experimental.FilestoreEnabled "$KUBO_FILESTORE" >>"$_k_log" 2>&1 ||
-            { [ -n "$KUBO_RCMGR" ] && ! ipfsc "$1" 30 config --json Swarm.ResourceMgr "$KUBO_RCMGR" >>"$_k_log" 2>&1; } ||
-            { [ -n "$PEERING" ] && ! ipfsc "$1" 30 config --json Peering.Peers "$PEERING" >>"$_k_log" 2>&1; }; then
-            last_line "$_k_log"
-            KUBO_ERR="ipfs config failed: ${LAST:-no output}"
+        rm -f "$IPFS_PATH/config.new" "$WORK/configset.done"
+    fi
+    _kc_n=0
+    while IFS="$(printf '\t')" read -r _kc_key _kc_json; do
+        grep -qxF "$_kc_key" "$WORK/configset.done" 2>/dev/null && continue
+        _kc_n=$((_kc_n + 1))
+        if ! ipfsc "$1" 30 config --json "$_kc_key" "$_kc_json" >>"$WORK/kubo-init.log" 2>&1; then
+            last_line "$WORK/kubo-init.log"
+            KUBO_ERR="ipfs config $_kc_key failed: ${LAST:-no output}"
             return 1
         fi
+    done <"$2"
+    if [ "$_kc_n" = 0 ]; then
+        dbg "kubo config edited in place"
+    else
+        dbg "kubo config: $_kc_n key(s) not where expected, set with ipfs config"
     fi
     return 0
 }
@@ -325,7 +339,6 @@ kubo_start() {
                 dbg "kubo daemon --init: ${LAST:-no output}; making the repo with ipfs init"
                 mv -f "$WORK/kubo.log" "$WORK/kubo-onestart.log"
                 kubo_init_repo "$1" || return 1
-                kubo_net_config "$1" || return 1
                 kubo_daemon
                 continue
             fi

@@ -19,25 +19,21 @@ DEBUG=0
 # The commands that touch the machine or the network, by variable. At boot they are the plain names.
 # Host tests point TCE_IPFS_TOOLDIR at a directory of fakes, used by path: busybox ash built with
 # SH_STANDALONE runs its own applets ahead of anything on PATH (also under `timeout`), so PATH alone
-# cannot fake them.
-IP="ip"
-IFCONFIG="ifconfig"
-MOUNT="mount"
-UDHCPC="udhcpc"
-WGET="wget"
-NC="nc"
-UNAME="uname"
-MODPROBE="modprobe"
-if [ -n "${TCE_IPFS_TOOLDIR:-}" ]; then
-    [ -x "$TCE_IPFS_TOOLDIR/ip" ] && IP=$TCE_IPFS_TOOLDIR/ip
-    [ -x "$TCE_IPFS_TOOLDIR/ifconfig" ] && IFCONFIG=$TCE_IPFS_TOOLDIR/ifconfig
-    [ -x "$TCE_IPFS_TOOLDIR/mount" ] && MOUNT=$TCE_IPFS_TOOLDIR/mount
-    [ -x "$TCE_IPFS_TOOLDIR/udhcpc" ] && UDHCPC=$TCE_IPFS_TOOLDIR/udhcpc
-    [ -x "$TCE_IPFS_TOOLDIR/wget" ] && WGET=$TCE_IPFS_TOOLDIR/wget
-    [ -x "$TCE_IPFS_TOOLDIR/nc" ] && NC=$TCE_IPFS_TOOLDIR/nc
-    [ -x "$TCE_IPFS_TOOLDIR/uname" ] && UNAME=$TCE_IPFS_TOOLDIR/uname
-    [ -x "$TCE_IPFS_TOOLDIR/modprobe" ] && MODPROBE=$TCE_IPFS_TOOLDIR/modprobe
-fi
+# cannot fake them. tool VAR NAME: VAR = NAME, or the fake of it (no subshell: a fork costs ~10 ms
+# in a slow guest).
+tool() {
+    _tool=$2
+    [ -n "${TCE_IPFS_TOOLDIR:-}" ] && [ -x "$TCE_IPFS_TOOLDIR/$2" ] && _tool=$TCE_IPFS_TOOLDIR/$2
+    eval "$1=\$_tool"
+}
+tool IP ip
+tool IFCONFIG ifconfig
+tool MOUNT mount
+tool UDHCPC udhcpc
+tool WGET wget
+tool NC nc
+tool UNAME uname
+tool MODPROBE modprobe
 
 # ---------------------------------------------------------------- logging
 # Console lines start and end with a newline of their own: tc-config draws a spinner on the console

@@ -11,7 +11,7 @@
 # side's copy; tests/test_netmode.py holds the two together):
 #   Bootstrap            ipfs.bootstrap, else kubo's defaults ("auto" + AutoConf on: the current mainnet
 #                        list, and kubo's delegated HTTP routers next to the DHT: Routing.Type autoclient)
-#   Routing.Type         dhtclient (autoclient with kubo's defaults; set by lib/kuboconf.awk): a small
+#   Routing.Type         dhtclient (autoclient with kubo's defaults; Routing.Type is kubo.sh's): a small
 #                        machine asks the DHT but never serves it
 #   Swarm.DisableNatPortMap  false with kubo's defaults (UPnP/NAT-PMP with the home router)
 #   Swarm.ResourceMgr    MaxMemory = the Go heap cap: libp2p scales its connection limits from it
@@ -44,7 +44,7 @@ json_list() {
 
 # net_keys: the public-mode keys as "KEY<TAB>JSON" lines (Provide off with ipfs.seed=0), nothing in
 # another mode. One list for both ways into the config: kubo_net_json (the one-start path) and
-# kubo_net_config (a config that exists).
+# kubo_init_repo (a config that exists).
 net_keys() {
     [ "$NET" = public ] || return 0
     if [ -n "$BOOTSTRAP" ]; then
@@ -96,33 +96,6 @@ kubo_net_json() {
     done <"$WORK/netkeys"
     [ -z "$_nj_ipns" ] || NETJ_TOP="$NETJ_TOP, \"Ipns\": {$_nj_ipns}"
     [ "$NET" != public ] || dbg "kubo config: network mode $NET${BOOTSTRAP:+, bootstrap $BOOTSTRAP}, seed $SEED"
-}
-
-# kubo_net_config DEADLINE_CS: net_keys set in a config kubo wrote (for a kubo that refuses the
-# one-start --init-config: kubo_init_repo's way) in one awk pass (lib/netconf.awk); a key the pass did
-# not find is set with `ipfs config --json`. Status 1 with KUBO_ERR.
-kubo_net_config() {
-    _nc_sets=$WORK/netconf.sets
-    net_keys >"$_nc_sets"
-    [ -s "$_nc_sets" ] || return 0
-    rm -f "$WORK/netconf.done"
-    if ! awk -v sets="$_nc_sets" -v report="$WORK/netconf.done" -f "$HOOK_LIB/netconf.awk" \
-        "$IPFS_PATH/config" >"$IPFS_PATH/config.new" 2>>"$WORK/kubo-init.log"; then
-        rm -f "$IPFS_PATH/config.new" "$WORK/netconf.done"
-    else
-        mv -f "$IPFS_PATH/config.new" "$IPFS_PATH/config"
-    fi
-    while IFS="$(printf '\t')" read -r _nc_key _nc_json; do
-        grep -qxF "$_nc_key" "$WORK/netconf.done" 2>/dev/null && continue
-        dbg "kubo config: $_nc_key not in the expected place, using ipfs config"
-        if ! ipfsc "$1" 30 config --json "$_nc_key" "$_nc_json" >>"$WORK/kubo-init.log" 2>&1; then
-            last_line "$WORK/kubo-init.log"
-            KUBO_ERR="ipfs config $_nc_key failed: ${LAST:-no output}"
-            return 1
-        fi
-    done <"$_nc_sets"
-    dbg "kubo config: network mode $NET${BOOTSTRAP:+, bootstrap $BOOTSTRAP}, seed $SEED"
-    return 0
 }
 
 # count_words WORDS...: COUNT = how many (without touching the caller's positional parameters).

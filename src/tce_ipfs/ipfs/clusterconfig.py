@@ -41,12 +41,12 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tce_ipfs.errors import NodeError, UsageError
 from tce_ipfs.ipfs import swarmkey
 from tce_ipfs.ipfs.isolation import LOOPBACK_NETS, PRIVATE_NETS, blocked_networks, get_dotted
-from tce_ipfs.ipfs.seed import DEFAULT_API_PORT, DEFAULT_PORT, SUN_PATH_MAX, SeedOptions
+from tce_ipfs.ipfs.seed import DEFAULT_API_PORT, DEFAULT_PORT, SUN_PATH_MAX, SeedOptions, StateDir
 from tce_ipfs.ipfs.seedline import check_listen
 
 FORMAT = 1  # of cluster.json
@@ -56,7 +56,7 @@ SERVICE_DIR = "service"
 SERVICE_CONFIG = "service.json"
 DAEMON_LOG = "daemon.log"
 PID_FILE = "tce-ipfs.pid"
-API_SOCKET, REST_SOCKET, PROXY_SOCKET = "api.sock", "rest.sock", "proxy.sock"
+REST_SOCKET, PROXY_SOCKET = "rest.sock", "proxy.sock"  # next to StateDir.api_socket (kubo's)
 CLUSTER_PORT = 9096  # cluster's usual swarm port
 REST_PORT = 9094  # cluster's usual REST port (on loopback); 0: the unix socket only
 CLUSTER_NAME = "tce-ipfs"  # the CRDT pubsub topic every seed shares
@@ -127,17 +127,10 @@ class ClusterOptions:
 
 # ------------------------------------------------------------------------------------- state
 @dataclass
-class ClusterState:
+class ClusterState(StateDir):
     """A cluster seed's state directory (see the module doc)."""
 
-    path: Path
-
-    def __post_init__(self) -> None:
-        self.path = Path(self.path).absolute()
-
-    @property
-    def repo(self) -> Path:
-        return self.path / "repo"
+    RECORD: ClassVar[str] = RECORD
 
     @property
     def service_dir(self) -> Path:
@@ -146,14 +139,6 @@ class ClusterState:
     @property
     def secret_path(self) -> Path:
         return self.path / SECRET
-
-    @property
-    def record_path(self) -> Path:
-        return self.path / RECORD
-
-    @property
-    def api_socket(self) -> Path:
-        return self.path / API_SOCKET
 
     @property
     def rest_socket(self) -> Path:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from tce_ipfs import cidtext
 from tce_ipfs.errors import NodeError, TceIpfsError, UsageError
@@ -124,11 +124,12 @@ class SeedOptions:
 
 
 @dataclass
-class SeedState:
-    """A seed's state directory (see the module doc)."""
+class StateDir:
+    """A server's state directory: its kubo repo (``repo/``), its record file and its API socket.
+    Seeds (``SeedState``) and cluster seeds (``clusterconfig.ClusterState``) each have one."""
 
+    RECORD: ClassVar[str] = RECORD
     path: Path
-    _lock: IO[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).absolute()
@@ -139,15 +140,22 @@ class SeedState:
 
     @property
     def record_path(self) -> Path:
-        return self.path / RECORD
-
-    @property
-    def pid_path(self) -> Path:
-        return self.path / PID
+        return self.path / self.RECORD
 
     @property
     def api_socket(self) -> Path:
         return self.path / API_SOCKET
+
+
+@dataclass
+class SeedState(StateDir):
+    """A seed's state directory (see the module doc)."""
+
+    _lock: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid_path(self) -> Path:
+        return self.path / PID
 
     @property
     def publish_cache_dir(self) -> Path:

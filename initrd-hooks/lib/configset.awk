@@ -1,12 +1,13 @@
-# netconf.awk -- set kubo config keys (dotted paths) to JSON values in one pass over the config kubo
+# configset.awk -- set kubo config keys (dotted paths) to JSON values in one pass over the config kubo
 # wrote, without starting kubo's CLI once per key (each start costs about a second under QEMU TCG).
+# Used by kubo_config_set (lib/kubo.sh), for a kubo that refuses the one-start --init-config.
 #
-#   awk -v sets=FILE -v report=FILE -f netconf.awk config > config.new
+#   awk -v sets=FILE -v report=FILE -f configset.awk config > config.new
 #
 # `sets` has one "KEY<TAB>JSON" line per key; the value replaces the key's whole value, whether that
 # is on one line ("Bootstrap": [],) or a container over several lines ("Provide": { ... }). kubo
 # pretty-prints one key per line, a container opened at the end of its line and closed on a line of
-# its own (as lib/kuboconf.awk relies on too). The keys really set go to `report`, one per line: the
+# its own. The keys really set go to `report`, one per line: the
 # caller sets any other one with `ipfs config --json`.
 function keyof(line,    k) {
     if (!match(line, /^[ \t]*"[^"]+":/)) return ""
