@@ -58,6 +58,14 @@ def host_cluster() -> ClusterBinaries:
     return cluster.ensure(Arch.host())
 
 
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty build cache (``TCE_IPFS_CACHE``) for tests that fake a build."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("TCE_IPFS_CACHE", str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def work(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch directory shared by a module's tests, named after it (test_netboot_qemu -> netboot-qemu)."""

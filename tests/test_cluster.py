@@ -41,13 +41,6 @@ PEER_ID = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
 
 
 # ------------------------------------------------------------------------------------ the build
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "cache"
-    monkeypatch.setenv("TCE_IPFS_CACHE", str(path))
-    return path
-
-
 class FakeBuild:
     """Stands in for build.cluster._build: crafted static ELFs for both programs, counts calls."""
 

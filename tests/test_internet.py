@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import pytest
 
 from hookfakes.harness import HookEnv, Repo, Result, md5
-from support import REPO_ROOT, record
+from support import record, run_failing_inner_test
 from tce_ipfs.ipfs import netmode, opennet, rpc
 from tce_ipfs.proc import pid_alive
 from tce_ipfs.testbed.internet import HomeSeed, Internet, Nat, in_sim, start_home_seed
@@ -84,8 +83,7 @@ def test_failing_test_still_tears_down(tmp_path: Path) -> None:
     """A test that fails with the simulated internet up (in its own pytest run) leaves no namespace and
     no process behind."""
     rec = tmp_path / "record"
-    inner = tmp_path / "test_inner.py"
-    inner.write_text(textwrap.dedent(f"""
+    run_failing_inner_test(tmp_path, f"""
         from pathlib import Path
         import pytest
         from tce_ipfs.testbed.internet import Internet
@@ -100,13 +98,7 @@ def test_failing_test_still_tears_down(tmp_path: Path) -> None:
             p = m.spawn("sleeper", ["sleep", "300"])
             Path({str(rec)!r}).write_text(" ".join([*net.namespaces(), str(p.pid)]))
             assert False, "deliberate failure with the internet up"
-    """))
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          f"--basetemp={tmp_path / 'inner-tmp'}", str(inner)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=180,
-                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "deliberate failure" in res.stdout
+    """, timeout=180)
     *nss, pid = rec.read_text().split()
     assert len(nss) >= 4 and not set(nss) & set(namespaces())
     assert not pid_alive(int(pid))

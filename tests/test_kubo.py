@@ -27,13 +27,6 @@ from tce_ipfs.settings import KUBO_VERSION, recipes_dir
 VERSION_NUMBER = KUBO_VERSION.removeprefix("v")
 
 
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "cache"
-    monkeypatch.setenv("TCE_IPFS_CACHE", str(path))
-    return path
-
-
 class FakeBuilder:
     """Stands in for kubo._build: writes a crafted static ELF of the arch, counts calls."""
 

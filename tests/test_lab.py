@@ -7,14 +7,13 @@ it leaves nothing behind (no namespace, no process), also when the code using it
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from support import run_failing_inner_test
 from tce_ipfs.errors import NodeError
 from tce_ipfs.ipfs import rpc, swarmkey
 from tce_ipfs.proc import pid_alive
@@ -22,8 +21,6 @@ from tce_ipfs.testbed.lab import PREFIX, Lab, namespaces, start_kubo
 from tce_ipfs.testbed.link import ShapedLink
 
 pytestmark = pytest.mark.root
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_lab_is_isolated(lab: Lab) -> None:
@@ -93,8 +90,7 @@ def test_teardown_on_exception(tmp_path: Path) -> None:
 def test_failing_test_still_tears_down(tmp_path: Path) -> None:
     """A test that fails mid-way (in its own pytest run) leaves no namespace and no process."""
     record = tmp_path / "record"
-    inner = tmp_path / "test_inner.py"
-    inner.write_text(textwrap.dedent(f"""
+    run_failing_inner_test(tmp_path, f"""
         from pathlib import Path
         import pytest
         from tce_ipfs.testbed.lab import Lab
@@ -111,13 +107,7 @@ def test_failing_test_still_tears_down(tmp_path: Path) -> None:
             p = lab.spawn("sleeper", ["sleep", "300"])
             Path({str(record)!r}).write_text(f"{{lab.netns}} {{p.pid}}")
             assert False, "deliberate failure with the lab up"
-    """))
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          f"--basetemp={tmp_path / 'inner-tmp'}", str(inner)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "deliberate failure" in res.stdout
+    """, timeout=120)
     netns, pid = record.read_text().split()
     assert netns not in namespaces()
     assert not pid_alive(int(pid))

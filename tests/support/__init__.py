@@ -12,7 +12,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -30,3 +34,17 @@ def record(name: str, data: dict[str, object]) -> None:
 def need_tool(name: str) -> None:
     if shutil.which(name) is None:
         pytest.fail(f"{name} not found: run bootstrap/setup", pytrace=False)
+
+
+def run_failing_inner_test(tmp_path: Path, source: str, timeout: float) -> None:
+    """Run ``source`` (a test module that fails on purpose with "deliberate failure" while something
+    is up) in a pytest of its own, and check it failed that way: what it left behind is the caller's
+    to check (teardown on failure)."""
+    inner = tmp_path / "test_inner.py"
+    inner.write_text(textwrap.dedent(source))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"--basetemp={tmp_path / 'inner-tmp'}", str(inner)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "deliberate failure" in res.stdout

@@ -333,6 +333,16 @@ SLIM_GROUPS_V0_43_1: dict[str, tuple[Step, ...]] = {
         Remove("core/corehttp/routing.go"),
         Edit("cmd/ipfs/kubo/daemon.go", '\t_ "net/http/pprof"\n', ""),
     ),
+    # Not a size change: machines found by mDNS dial each other one way first (the larger peer ID at
+    # once, the other only if nothing connected within 2 s), so two that answer the same query cannot
+    # meet in one simultaneous-open TCP connection and fail (kubo-slim/kubo/discovery.go).
+    "mdns-one-way": (
+        Add("core/node/libp2p/tce_discovery.go", "kubo/discovery.go"),
+        Edit("core/node/libp2p/discovery.go",
+             "func (dh *discoveryHandler) HandlePeerFound(p peer.AddrInfo) {\n",
+             "func (dh *discoveryHandler) HandlePeerFound(p peer.AddrInfo) {\n"
+             "\tif tceLeaveDialTo(dh.ctx, dh.host, p.ID) {\n\t\treturn\n\t}\n"),
+    ),
     # Not a size change: the boot hook's one-start kubo. `ipfs daemon --init --init-config FILE` with
     # a FILE of only the keys to set (no identity) makes the repo inside the daemon's process (see
     # kubo-slim/kubo/bootinit.go); a whole config FILE still takes kubo's own path.
