@@ -1292,10 +1292,10 @@ def test_public_mode_failure_names_the_stage(env: HookEnv, setup: str, stage: st
     elif setup == "refused":
         (env.state / "peers_ok").unlink()
         env.knob("swarm_peers", f"{BOOT_ID} /ip4/192.0.2.7/tcp/4001\n")
-    started = time.monotonic()
     result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=8", timeout=60)
     assert result.final.startswith(f"FAILED: ipfs:{CID}: {stage}"), result.console
-    assert time.monotonic() - started < 8 + 5
+    # bounded by the hook's own clock (the harness's wall clock also counts the loaded host's forks)
+    assert float(result.status["t_total"]) < 8 + 5, result.status
     assert_clean_exit(result)
 
 
