@@ -7,8 +7,8 @@
 # `sets` has one "KEY<TAB>JSON" line per key; the value replaces the key's whole value, whether that
 # is on one line ("Bootstrap": [],) or a container over several lines ("Provide": { ... }). kubo
 # pretty-prints one key per line, a container opened at the end of its line and closed on a line of
-# its own. The keys really set go to `report`, one per line: the
-# caller sets any other one with `ipfs config --json`.
+# its own. The keys really set go to `report`, one per line: the caller sets any other one with
+# `ipfs config --json`.
 function keyof(line,    k) {
     if (!match(line, /^[ \t]*"[^"]+":/)) return ""
     k = substr(line, RSTART, RLENGTH)
