@@ -676,6 +676,34 @@ def test_gateway_error_stops_asking(env: HookEnv) -> None:
     assert result.status["result"] == "failed" and result.status["loaded"] == "0"
 
 
+def test_transfer_cut_off_half_way_is_asked_again(env: HookEnv) -> None:
+    """A seed paging hard makes kubo's gateway close a response half-way: the source is slow, not
+    gone. The file is asked for again (the blocks that came are local by then), the boot completes
+    from the same source, and the console says what happened."""
+    sample_repo(ipfs_ready(env))
+    env.knob("wget_cut", "/bigdata.tcz 2\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    assert FINAL_OK.match(result.final), result.console
+    said = "bigdata.tcz: connection closed prematurely after 100000 bytes; asking again"
+    assert result.console.count(said) == 2
+    assert "not asking this source again" not in result.log
+    assert result.status["fetch_again"] == "2" and result.status["loaded"] == str(len(CLOSURE))
+    assert len([c for c in result.calls if c.endswith("/bigdata.tcz")]) == 3
+
+
+def test_transfer_cut_off_every_time_gives_up_on_the_source(env: HookEnv) -> None:
+    """Cut off on every try: after FETCH_AGAIN more tries the source is down as for any failure, and
+    the machine boots with what it has."""
+    sample_repo(ipfs_ready(env))
+    env.knob("wget_cut", "/bigdata.tcz 9\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    assert len([c for c in result.calls if c.endswith("/bigdata.tcz")]) == 3
+    assert "error: bigdata.tcz: " in result.console and "connection closed prematurely" in result.final
+    assert result.status["fetch_again"] == "2" and "bigdata.tcz" not in result.status["extensions"]
+
+
 @pytest.mark.parametrize(
     ("knob", "reason"),
     [

@@ -94,12 +94,13 @@ poweroff -f
 """
 
 
-def ledger_script() -> str:
-    """/opt/bootsync.sh for plain guests (no Python): kubo's own CLI reports bytes per peer."""
+def ledger_script(extra: str = "") -> str:
+    """/opt/bootsync.sh for plain guests (no Python): kubo's own CLI reports bytes per peer
+    (``extra``: shell lines run first, e.g. more figures to print)."""
     return f"""#!/bin/sh
 # Test check (not part of the product): bitswap totals and per-peer ledgers from the guest's kubo.
 export IPFS_PATH=/tmp/tce-ipfs/repo
-st=$(tr '\\n' ' ' < /tmp/tce-ipfs/status 2>/dev/null)
+{extra}st=$(tr '\\n' ' ' < /tmp/tce-ipfs/status 2>/dev/null)
 case "$st" in *result=ok*) ;; *) echo "{SENTINEL}: FAIL $st"; poweroff -f ;; esac
 echo "LAB-ID $(ipfs id -f '<id>')"
 echo "LAB-BITSWAP $(ipfs --enc=json bitswap stat | tr -d '\\n')"

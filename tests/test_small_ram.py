@@ -47,6 +47,10 @@ LAB_PEERS = 3
 LAB_PEER_TIMEOUT = 1200.0  # s for all of them to fetch the set from the first guest (TCG seed)
 DONE_PORT = 7777  # +1: the "phase" port (smallram.origin_script)
 RATIO_LIMIT = 1.25
+# The later guest's own paging since its boot (it is a 256 MiB machine loading the same set)
+PEER_FIGURES = """vm=$(awk '$1 ~ /^(pgmajfault|pswpin|pswpout)$/ { printf "%s=%s ", $1, $2 }' /proc/vmstat)
+echo "SMALL-PEER ${vm}memavail_kib=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)"
+"""
 
 
 def start(pool: ThreadPoolExecutor, kit: e2e.GuestKit, lab: Lab, check: Path, codes: list[str], name: str,
@@ -119,7 +123,7 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
     cid = publish_to(seed, repo)
     script = smallram.origin_script(closure, done_port=DONE_PORT)
     origin = e2e.check_initrd(work, script, f"check-small-origin-{arch}.gz")
-    ledger = e2e.check_initrd(work, ledger_script(), f"check-small-ledger-{arch}.gz")
+    ledger = e2e.check_initrd(work, ledger_script(PEER_FIGURES), f"check-small-ledger-{arch}.gz")
     base = [f"tce=ipfs:{cid}", f"ipfs.timeout={HOOK_TIMEOUT}"]
     t0 = time.monotonic()
     lab_fetch: dict[str, float] = {}
@@ -171,6 +175,8 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
         "mem_available_kib": ram.get("memavail_kib"),
         "swap_after_boot_kib": {k: v for k, v in ram.items() if k.startswith(("swap", "kubo_swap", "zram_"))},
         "received": received, "received_from_first_ledger": from_first,
+        "later_guests": {g.name: {**smallram.line_fields(g.lines, "SMALL-PEER "),
+                                  **smallram.line_fields(g.lines, f"{qemu.SENTINEL}: ")} for g in seconds},
         "sentinel_s": {"first": round(r1.seconds, 1), "ready_s": round(t_ready, 1),
                        **{g.name: round(r.seconds, 1) for g, r in zip(seconds, results, strict=True)}},
     })

@@ -37,6 +37,7 @@ FETCH_JOBS=3       # .tcz fetches at once
 FETCH_META_JOBS=4  # .dep fetches at once
 FETCH_BLOCK_JOBS=4 # block requests at once for one file (kubo); 0: read files in order only
 FETCH_BATCH=40     # names or CIDs per API call (keeps a URL far below any length limit)
+FETCH_AGAIN=2      # requests again for a file whose transfer was cut off half-way (src_fetch)
 
 P_URL=
 P_UP=0
@@ -109,16 +110,36 @@ src_got() {
 
 # src_fetch S REL OUT [probe]: fetch REL from source S. 0 ok, 2 not found, 1 failed (then S is
 # marked down; a source already down is not asked). FETCH_ERR says why.
+#
+# A transfer cut off after some bytes came is asked for again (FETCH_AGAIN times per file, within the
+# source's deadline) before the source counts as down: the source is alive, only slow -- a seed
+# paging hard on a small machine makes kubo's gateway give up on a block after its retrieval timeout
+# and close the response half-way. Through kubo the blocks that came are in its store by then, so
+# the next request goes fast up to the cut. A failure with no byte (refused, 5xx, a CID nobody has)
+# still marks the source down at once. Each retry is one line in $WORK/again (status `fetch_again`).
 src_fetch() {
     src "$1"
     if [ "$S_UP" != 1 ]; then
         FETCH_ERR="not asked: it failed before"
         return 1
     fi
-    # ipfs.gateway=: the file's blocks first, as one CAR checked block by block by kubo (gateway.sh)
-    [ "$1" = P ] && [ -n "$GW_URL" ] && gw_wanted "$2" && gw_car "$2" "$S_DEADLINE"
-    fetch_url "$S_URL/$2" "$3" "$S_DEADLINE" "${4:-}"
-    src_result "$1" "$2" "$?"
+    _sf_again=0
+    while :; do
+        # ipfs.gateway=: the file's blocks first, as one CAR checked block by block by kubo (gateway.sh)
+        [ "$1" = P ] && [ -n "$GW_URL" ] && gw_wanted "$2" && gw_car "$2" "$S_DEADLINE"
+        fetch_url "$S_URL/$2" "$3" "$S_DEADLINE" "${4:-}"
+        _sf_rc=$?
+        if [ "$_sf_rc" != 1 ] || [ "$FETCH_GOT" = 0 ] || [ "$_sf_again" -ge "$FETCH_AGAIN" ]; then
+            break
+        fi
+        case $FETCH_ERR in "timed out"*) break ;; esac # the source's deadline: no time left
+        [ "$1" = P ] && [ -n "$KUBO_PID" ] && ! kill -0 "$KUBO_PID" 2>/dev/null && break # kubo is gone
+        [ -d "$WORK/down.$1" ] && break # another job found the source failing meanwhile
+        _sf_again=$((_sf_again + 1))
+        echo "$2" >>"$WORK/again"
+        notice "$2" "$S_DESC: $2: $FETCH_ERR after $FETCH_GOT bytes; asking again"
+    done
+    src_result "$1" "$2" "$_sf_rc"
 }
 
 # src_result S REL RC: the outcome RC of fetching REL from S (as fetch_url's): a failure marks S down,
@@ -250,7 +271,7 @@ is_failed() {
 # fetch_list: the list from the first source that has it -> $WORK/list. Status 1 with LIST_ERR.
 fetch_list() {
     LIST_ERR=
-    rm -rf "$WORK/down.P" "$WORK/down.M" "$WORK/job" "$WORK/meta" "$WORK/blocks" "$WORK/notices"
+    rm -rf "$WORK/down.P" "$WORK/down.M" "$WORK/job" "$WORK/meta" "$WORK/blocks" "$WORK/notices" "$WORK/again"
     up_sources
     for _l_s in $SOURCES; do
         LIST_CS=

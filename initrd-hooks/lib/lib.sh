@@ -196,8 +196,9 @@ disk_full() {
     return 0
 }
 
-# fetch_url URL OUT DEADLINE_CS [probe]: 0 = fetched, 2 = not found (HTTP 404), 1 = other failure.
-# FETCH_ERR names the failure. busybox 1.35's `wget -T` crashes, so the bound is `timeout`.
+# fetch_url URL OUT DEADLINE_CS [probe]: 0 = fetched, 2 = not found (HTTP 404), 1 = other failure
+# (FETCH_ERR says why; FETCH_GOT = the bytes that came before it, 0 if none). busybox 1.35's
+# `wget -T` crashes, so the bound is `timeout`.
 # With "probe", FIRST_BYTE_CS is set to the moment OUT first had data. JOB_ERR (set in background
 # jobs) keeps their wget error files apart.
 JOB_ERR=
@@ -206,6 +207,7 @@ fetch_url() {
     _f_out=$2
     _f_err=${JOB_ERR:-$WORK/wget.err}
     FETCH_ERR=
+    FETCH_GOT=0
     rm -f "$_f_out"
     secs_left "$3"
     _f_s=$LEFT
@@ -235,11 +237,14 @@ fetch_url() {
         _f_rc=$?
     fi
     [ "$_f_rc" = 0 ] && return 0
+    file_size "$_f_out"
+    FETCH_GOT=$SIZE
     # Out of RAM (at boot /tmp is the root file system): say so, not "wget exit 1". Probed before the
     # partial file is removed, which would free the space again.
     _f_dir=${_f_out%/*}
     if ! grep -q ' 404' "$_f_err" 2>/dev/null && disk_full "$_f_dir"; then
         rm -f "$_f_out"
+        FETCH_GOT=0 # not a slow source: nothing to ask again
         FETCH_ERR="no space left in ${_f_dir#"$ROOT"} (${FREE_KB:-0} KiB free: RAM full?)"
         return 1
     fi

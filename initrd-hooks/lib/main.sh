@@ -65,6 +65,7 @@ write_status() {
         status_kv bytes_primary "$P_BYTES"
         status_kv bytes_mirror "$M_BYTES"
         status_kv peers_connected "$PEERS_OK"
+        [ -s "$WORK/again" ] && status_kv fetch_again "$(wc -l <"$WORK/again" | tr -d ' ')"
         [ -n "$CAR_NOTE" ] && status_kv car "$CAR_NOTE"
         if [ -n "$GW_NOTE" ]; then
             status_kv ipfs_gateway "$GW_NOTE"
