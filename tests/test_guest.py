@@ -130,3 +130,25 @@ def test_resolve_kernel_reads_the_versioned_dependency(monkeypatch: pytest.Monke
     monkeypatch.setattr(proc, "output", fake_output)
     k = debian.resolve_kernel(Arch.AARCH64)
     assert (k.package, k.version, k.kver) == ("linux-image-6.1.0-50-arm64", "6.1.176-1", "6.1.0-50-arm64")
+
+
+def test_another_kernel_flavour_gets_its_own_package_and_kit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The small-RAM guests' cloud-amd64 kernel: its own apt package, its own kit directory, booted as
+    the bzImage it is (lz4: extract_vmlinux reads xz only)."""
+    answers = {
+        "linux-image-cloud-amd64:amd64": "Package: linux-image-cloud-amd64\nVersion: 6.1.192-3\n"
+                                         "Depends: linux-image-6.1.0-57-cloud-amd64 (= 6.1.192-3)\n",
+        "linux-image-6.1.0-57-cloud-amd64:amd64": "Package: linux-image-6.1.0-57-cloud-amd64\n"
+                                                  "Version: 6.1.192-3\n",
+    }
+
+    def fake_output(args: list[str], **_: object) -> str:
+        return answers[str(args[-1])]
+
+    monkeypatch.setattr(proc, "output", fake_output)
+    k = debian.resolve_kernel(Arch.X86_64, "cloud-amd64")
+    assert (k.package, k.kver) == ("linux-image-6.1.0-57-cloud-amd64", "6.1.0-57-cloud-amd64")
+    assert guest._boot_kernel(Arch.X86_64, None) == "vmlinux"
+    assert guest._boot_kernel(Arch.X86_64, "cloud-amd64") == "vmlinuz"
+    kver = "6.1.0-57-amd64"
+    assert guest._kit_name(Arch.X86_64, kver) != guest._kit_name(Arch.X86_64, kver, "cloud-amd64")

@@ -115,7 +115,7 @@ def fetch_from_lab_peers(lab: Lab, origin: str, cid: str, closure: list[str],
 
 @pytest.mark.parametrize("arch", [Arch.X86_64, Arch.AARCH64], ids=str)
 def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> None:
-    kit = e2e.prepare_kit(arch, work)
+    kit = e2e.prepare_kit(arch, work, flavour=smallram.KERNEL_FLAVOUR.get(arch))
     small = smallram.build_repo(kit.base.kver, work / f"small-repo-{arch}")
     repo, closure, payload = small.path, small.closure, small.payload
     assert payload >= 96 * 1024 * 1024
@@ -164,7 +164,8 @@ def test_256_mib_loads_96_mib_and_seeds_it(arch: Arch, lab: Lab, work: Path) -> 
         ledgers = [json.loads(ln[len("LAB-LEDGER "):]) for ln in g.lines if ln.startswith("LAB-LEDGER ")]
         from_first[g.name] = sum(int(e["Recv"]) for e in ledgers if e["Peer"] == peer_id)
     record(f"small-ram-{arch}", {
-        "arch": str(arch), "memory_mib": MEMORY, "payload_bytes": payload, "extensions": len(closure),
+        "arch": str(arch), "kernel": kit.base.kver, "memory_mib": MEMORY, "payload_bytes": payload,
+        "extensions": len(closure),
         "ram_used_start_bytes": used_start, "ram_used_after_bytes": used_after,
         "ram_used_per_payload": round(ratio, 3), "target": 1.1, "mem_mib": st1.get("mem_mib"),
         "onecopy": st1.get("onecopy"), "onecopy_bytes": st1.get("onecopy_bytes"),

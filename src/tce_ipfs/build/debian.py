@@ -66,10 +66,11 @@ class KernelPackage:
     kver: str  # 6.1.0-50-arm64
 
 
-def resolve_kernel(arch: Arch) -> KernelPackage:
-    """The kernel apt offers for ``arch``: the candidate of ``linux-image-<flavour>`` and its versioned
-    dependency (the indexes of different arches may carry different versions)."""
-    flavour, deb = arch.info.kernel_flavour, arch.info.debian
+def resolve_kernel(arch: Arch, flavour: str | None = None) -> KernelPackage:
+    """The kernel apt offers for ``arch``: the candidate of ``linux-image-<flavour>`` (the arch's own
+    flavour unless given) and its versioned dependency (the indexes of different arches may carry
+    different versions)."""
+    flavour, deb = flavour or arch.info.kernel_flavour, arch.info.debian
     meta = f"linux-image-{flavour}:{deb}"
     text = proc.output(["apt-cache", "show", "--no-all-versions", meta], what=f"apt-cache show {meta}")
     depends = next((line for line in text.splitlines() if line.startswith("Depends:")), "")

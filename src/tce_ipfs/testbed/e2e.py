@@ -45,10 +45,11 @@ class GuestKit:
     hook_initrd: Path
 
 
-def prepare_kit(arch: Arch, work: Path) -> GuestKit:
-    """Build (or take from cache) the guest base, ``ipfs.tcz`` and the hook initrd for ``arch``."""
+def prepare_kit(arch: Arch, work: Path, *, flavour: str | None = None) -> GuestKit:
+    """Build (or take from cache) the guest base, ``ipfs.tcz`` and the hook initrd for ``arch``
+    (``flavour``: another Debian kernel flavour, see guest.ensure_base)."""
     kubo.ensure(arch)
-    base = guest.ensure_base(arch)
+    base = guest.ensure_base(arch, flavour=flavour)
     tcz_dir = work / f"tcz-{arch}"
     result = recipes.build("ipfs", arch, tcz_dir)
     hook = initrd.build_hook_initrd(arch, work / f"tce-ipfs-{arch}.gz", ipfs_tcz=result.tcz)

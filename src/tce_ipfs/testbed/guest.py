@@ -151,9 +151,16 @@ def _locked(arch: Arch) -> Iterator[None]:
 KIT_FILE = "kit.json"
 
 
-def _build_kit(arch: Arch, kpkg: debian.KernelPackage, kit: Path) -> None:
+def _boot_kernel(arch: Arch, flavour: str | None) -> str:
+    """What QEMU boots: the profile's choice for the arch's own flavour; another flavour's bzImage as
+    it is (extract_vmlinux reads xz payloads only, and Debian's cloud kernel is lz4)."""
+    return qemu.profile(arch).boot_kernel if flavour is None else "vmlinuz"
+
+
+def _build_kit(arch: Arch, kpkg: debian.KernelPackage, kit: Path, flavour: str | None = None) -> None:
     """Unpack the kernel and busybox .debs into ``kit``: kernel, vmlinux (x86_64), module subset."""
     prof = qemu.profile(arch)
+    boot_kernel = _boot_kernel(arch, flavour)
     deb = arch.info.debian
     bb_version = debian.package_version(BUSYBOX_PACKAGE, deb)
     kdeb, bdeb = debian.download([(kpkg.package, kpkg.version), (BUSYBOX_PACKAGE, bb_version)], deb)
@@ -181,7 +188,7 @@ def _build_kit(arch: Arch, kpkg: debian.KernelPackage, kit: Path) -> None:
         proc.run(["depmod", "-b", out, kpkg.kver], what=f"depmod (module subset) {kpkg.kver}")
         (moddir / AUTOLOAD_LIST).write_text("".join(f"{rel}\n" for rel in autoload))
         shutil.copy2(vmlinuz, out / "vmlinuz")
-        if prof.boot_kernel == "vmlinux":
+        if boot_kernel == "vmlinux":
             extract_vmlinux(out / "vmlinuz", out / "vmlinux")
         bb_tree = staging / "busybox"
         debian.unpack([bdeb], bb_tree)
@@ -191,7 +198,7 @@ def _build_kit(arch: Arch, kpkg: debian.KernelPackage, kit: Path) -> None:
         shutil.copy2(bb, out / "busybox")
         meta = {"arch": arch.info.name, "kver": kpkg.kver, "autoload": autoload, "shipped": shipped,
                 "kernel_package": f"{kpkg.package} {kpkg.version}",
-                "busybox_package": f"{BUSYBOX_PACKAGE} {bb_version}", "boot_kernel": prof.boot_kernel,
+                "busybox_package": f"{BUSYBOX_PACKAGE} {bb_version}", "boot_kernel": boot_kernel,
                 "profile_modules": _profile_modules(arch)}
         (out / KIT_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if kit.exists():
@@ -207,19 +214,19 @@ def _profile_modules(arch: Arch) -> list[str]:
     return [*prof.autoload, "|", *prof.modules]
 
 
-def _kit_name(arch: Arch, kver: str) -> str:
+def _kit_name(arch: Arch, kver: str, flavour: str | None = None) -> str:
     """The kit's directory: the kernel version plus a hash of what the profile asks for. Checkouts with
     other module lists share the cache; each gets its own kit instead of rebuilding one in turn."""
-    key = json.dumps([qemu.profile(arch).boot_kernel, _profile_modules(arch)]).encode()
+    key = json.dumps([_boot_kernel(arch, flavour), _profile_modules(arch)]).encode()
     return f"{kver}+{hashlib.sha256(key).hexdigest()[:8]}"
 
 
-def _kit_ok(kit: Path, arch: Arch) -> bool:
+def _kit_ok(kit: Path, arch: Arch, flavour: str | None = None) -> bool:
     try:
         meta = json.loads((kit / KIT_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return bool(meta.get("boot_kernel") == qemu.profile(arch).boot_kernel
+    return bool(meta.get("boot_kernel") == _boot_kernel(arch, flavour)
                 and meta.get("profile_modules") == _profile_modules(arch)
                 and (kit / "vmlinuz").is_file() and (kit / "busybox").is_file())
 
@@ -385,31 +392,32 @@ def write_overlay(out: Path, files: Mapping[str, bytes | tuple[bytes, int]]) -> 
 
 
 # ------------------------------------------------------------------------------------------------- API
-def ensure_base(arch: Arch, *, refresh: bool = False) -> GuestBase:
+def ensure_base(arch: Arch, *, refresh: bool = False, flavour: str | None = None) -> GuestBase:
     """The guest base for ``arch``, built once and cached.
 
     Without ``refresh`` a cached kernel for the arch is reused without asking apt; with it, apt names the
     kernel version again (a newer one gets its own cache entry). The initrd is rebuilt whenever the test
-    base's files change.
+    base's files change. ``flavour``: another Debian kernel flavour than the arch's own (``cloud-amd64``
+    for the small-RAM guests, see qemu/README.md), same test base.
     """
     gdir = _guest_dir(arch)
-    current = gdir / "current"
+    current = gdir / ("current" if flavour is None else f"current-{flavour}")
     with _locked(arch):
         kit: Path | None = None
         if not refresh and current.is_file():
-            candidate = gdir / _kit_name(arch, current.read_text().strip())
-            if _kit_ok(candidate, arch):
+            candidate = gdir / _kit_name(arch, current.read_text().strip(), flavour)
+            if _kit_ok(candidate, arch, flavour):
                 kit = candidate
         if kit is None:
             try:
                 debian.ensure_apt(arch)
-                kpkg = debian.resolve_kernel(arch)
+                kpkg = debian.resolve_kernel(arch, flavour)
             except CommandFailed as exc:
                 raise BuildError(f"cannot find a Debian kernel for {arch}: {exc}") from exc
-            kit = gdir / _kit_name(arch, kpkg.kver)
-            if not _kit_ok(kit, arch):
+            kit = gdir / _kit_name(arch, kpkg.kver, flavour)
+            if not _kit_ok(kit, arch, flavour):
                 log.info("building the %s guest kernel kit (%s)", arch, kpkg.kver)
-                _build_kit(arch, kpkg, kit)
+                _build_kit(arch, kpkg, kit, flavour)
             current.write_text(kpkg.kver + "\n")
         meta = json.loads((kit / KIT_FILE).read_text())
         initrd = _write_initrd(arch, kit, meta)
