@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hookfakes.harness import SHELLS, HookEnv
 from support.seed import Seed, running_seed
 from tce_ipfs.arch import Arch
 from tce_ipfs.build.cluster import ClusterBinaries
@@ -77,6 +78,20 @@ def seed(work: Path, host_kubo: Path) -> Iterator[Seed]:
     """The host seed P2P boots fetch from (support.seed.running_seed), one per module."""
     with running_seed(work, host_kubo) as s:
         yield s
+
+
+@pytest.fixture(params=sorted(SHELLS))
+def shell(request: pytest.FixtureRequest) -> str:
+    """Each shell the boot hook must run under (busybox sh, dash): a test taking it runs once per shell."""
+    return str(request.param)
+
+
+@pytest.fixture
+def env(shell: str, tmp_path: Path) -> Iterator[HookEnv]:
+    """A fake TC root for the boot hook (hookfakes.harness), run by ``shell``; its fake daemon stopped."""
+    hook_env = HookEnv(tmp_path / "env", shell=shell)
+    yield hook_env
+    hook_env.cleanup()
 
 
 @pytest.fixture

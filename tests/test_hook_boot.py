@@ -9,13 +9,12 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hookfakes.harness import CID, CID_V1, KREL, PEER, PEER_ID, SHELLS, HookEnv, Repo, Result, md5
+from hookfakes.harness import CID, CID_V1, KREL, PEER, PEER_ID, HookEnv, Repo, Result, md5
 from tce_ipfs import settings
 from test_hook_parse import awk
 
@@ -24,18 +23,6 @@ MIRROR = "http://10.0.2.100:8080/tcz"
 KEY = "0f" * 32
 FAKE_PEER_ID = "12D3KooWFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake"  # Identity.PeerID of the fake init
 GATEWAY_URL = "http://127.0.0.1:48080/"
-
-
-@pytest.fixture(params=sorted(SHELLS))
-def shell(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def env(shell: str, tmp_path: Path) -> Iterator[HookEnv]:
-    hook_env = HookEnv(tmp_path / "env", shell=shell)
-    yield hook_env
-    hook_env.cleanup()
 
 
 def sample_repo(repo: Repo) -> None:

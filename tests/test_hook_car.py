@@ -5,21 +5,12 @@ disk or the CAR is one console line and the normal fetch path goes on."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from hookfakes.harness import CID, PEER, SHELLS, HookEnv, Repo
+from hookfakes.harness import CID, PEER, HookEnv, Repo
 
 LABEL_LINE = '/dev/sdb1: LABEL="TCEUSB" UUID="1234-ABCD" TYPE="vfat"\n'
-
-
-@pytest.fixture(params=sorted(SHELLS))
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HookEnv]:
-    hook_env = HookEnv(tmp_path / "env", shell=str(request.param))
-    yield hook_env
-    hook_env.cleanup()
 
 
 def usb_stick(env: HookEnv, car_text: str, *, name: str = "sdb1", path: str = "repo.car") -> Repo:

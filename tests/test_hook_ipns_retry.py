@@ -3,21 +3,9 @@ DHT routing table until identify has run: kubo then answers "could not resolve n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from hookfakes.harness import CID, PEER, SHELLS, HookEnv
+from hookfakes.harness import CID, PEER, HookEnv
 
 NAME = "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8"
-
-
-@pytest.fixture(params=sorted(SHELLS))
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HookEnv]:
-    hook_env = HookEnv(tmp_path / "env", shell=str(request.param))
-    yield hook_env
-    hook_env.cleanup()
 
 
 def test_a_name_resolved_on_the_third_try(env: HookEnv) -> None:

@@ -7,8 +7,6 @@ for `ipns:` a DHT made of just the two loopback nodes: the seed a `dhtserver`, t
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -20,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from hookfakes.harness import KREL, HookEnv, Repo, Result
+from hookfakes.harness import KREL, HookEnv, Repo, Result, real_kubo_hook
 from support import record
 from support.gateway import CorruptingGateway
 from tce_ipfs.ipfs import isolation, node
 
 pytestmark = pytest.mark.kubo
 
-HOOK_FAKES = ("udhcpc", "ip", "ifconfig", "uname", "modprobe")
 KEY = "5e" * 32
 
 
@@ -104,29 +101,9 @@ def seed(host_kubo: Path, tmp_path: Path) -> Iterator[Seed]:
 
 @pytest.fixture
 def hook(host_kubo: Path, tmp_path: Path) -> Iterator[HookEnv]:
-    env = HookEnv(tmp_path / "hook", shell="busybox", fakes=HOOK_FAKES, extra_path=(str(host_kubo.parent),))
-    (env.optional() / "ipfs.tcz").unlink()  # kubo comes from PATH here
+    env = real_kubo_hook(tmp_path / "hook", host_kubo.parent)
     yield env
-    status = env.root / "tmp/tce-ipfs/status"
-    if status.exists():
-        pid = dict(ln.split("=", 1) for ln in status.read_text().splitlines() if "=" in ln).get("kubo_pid")
-        if pid:
-            kill_and_wait(int(pid))
-
-
-def kill_and_wait(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    env.stop_kubo()
 
 
 def make_repo(path: Path) -> Repo:
@@ -173,8 +150,7 @@ def test_kubo_without_settings_only_init_config(seed: Seed, host_kubo: Path, tmp
         f'exec {host_kubo} "$@"\n'
     )
     (wrapper / "ipfs").chmod(0o755)
-    hook = HookEnv(tmp_path / "hook", shell="busybox", fakes=HOOK_FAKES, extra_path=(str(wrapper),))
-    (hook.optional() / "ipfs.tcz").unlink()
+    hook = real_kubo_hook(tmp_path / "hook", wrapper)
     try:
         repo = make_repo(tmp_path / "repo")
         cid = seed.add(repo.path)
@@ -183,11 +159,7 @@ def test_kubo_without_settings_only_init_config(seed: Seed, host_kubo: Path, tmp
         check_fetched(result, hook, repo, cid, seed.peer, port, routing="none", kubo=seed.kubo,
                       one_start=False)
     finally:
-        status = hook.root / "tmp/tce-ipfs/status"
-        if status.exists():
-            fields = dict(ln.split("=", 1) for ln in status.read_text().splitlines() if "=" in ln)
-            if fields.get("kubo_pid"):
-                kill_and_wait(int(fields["kubo_pid"]))
+        hook.stop_kubo()
 
 
 def test_blocks_in_this_machines_order_from_two_real_seeds(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hookfakes.harness import SHELLS, HookEnv, Repo, Result, md5
-from test_hook_kubo import HOOK_FAKES, Seed, free_port, kill_and_wait, start_seed, stop
+from hookfakes.harness import SHELLS, HookEnv, Repo, Result, kill_and_wait, real_kubo_hook
+from test_hook_kubo import Seed, free_port, start_seed, stop
 
 pytestmark = pytest.mark.kubo
 
@@ -34,11 +34,7 @@ def make_repo(path: Path) -> Repo:
     repo = Repo(path)
     repo.ext("small.tcz")
     for name, size in BIG.items():
-        repo.ext(name)
-        data = os.urandom(size)
-        repo.data[name] = data
-        (path / name).write_bytes(data)
-        (path / f"{name}.md5.txt").write_text(f"{md5(data)}  {name}\n")
+        repo.ext(name, data=os.urandom(size))
     repo.lst("small.tcz\nbig.tcz\nmid.tcz\n")
     return repo
 
@@ -52,14 +48,9 @@ def seed(host_kubo: Path, tmp_path: Path) -> Iterator[Seed]:
 
 @pytest.fixture
 def hook(host_kubo: Path, tmp_path: Path) -> Iterator[HookEnv]:
-    env = HookEnv(tmp_path / "hook", shell="busybox", fakes=HOOK_FAKES, extra_path=(str(host_kubo.parent),))
-    (env.optional() / "ipfs.tcz").unlink()  # kubo comes from PATH here
+    env = real_kubo_hook(tmp_path / "hook", host_kubo.parent)
     yield env
-    status = env.root / "tmp/tce-ipfs/status"
-    if status.exists():
-        pid = dict(ln.split("=", 1) for ln in status.read_text().splitlines() if "=" in ln).get("kubo_pid")
-        if pid:
-            kill_and_wait(int(pid))
+    env.stop_kubo()
 
 
 def hook_cli(hook: HookEnv, kubo: Path, *args: str) -> bytes:

@@ -30,11 +30,6 @@ def ok(shell: str, func: str, value: str) -> bool:
     return sh(shell, f'{func} "$1"', value).returncode == 0
 
 
-@pytest.fixture(params=sorted(SHELLS))
-def shell(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 GOOD_CIDS = [CID, CID_V1, "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"]
 BAD_CIDS = [
     "",

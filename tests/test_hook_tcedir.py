@@ -20,16 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from hookfakes.harness import CID, HOST_TOOLS, PEER, SHELLS, HookEnv, Repo, Result
+from hookfakes.harness import CID, HOST_TOOLS, PEER, HookEnv, Repo, Result
 
 pytestmark = [pytest.mark.root]
 
 IPNS_NAME = "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8"
-
-
-@pytest.fixture(params=sorted(SHELLS))
-def shell(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
@@ -38,13 +33,6 @@ def boot(shell: str, tmp_path: Path) -> Iterator[HookEnv]:
     if os.geteuid() != 0:
         pytest.skip("needs root (unshare -m, chroot)")
     hook_env = HookEnv(tmp_path / "env", shell=shell, boot_root=True)
-    yield hook_env
-    hook_env.cleanup()
-
-
-@pytest.fixture
-def env(shell: str, tmp_path: Path) -> Iterator[HookEnv]:
-    hook_env = HookEnv(tmp_path / "env", shell=shell)
     yield hook_env
     hook_env.cleanup()
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from hookfakes.harness import HookEnv, Repo, Result, md5
+from hookfakes.harness import HookEnv, Repo, Result, real_kubo_hook
 from support import record, run_failing_inner_test
 from tce_ipfs.ipfs import netmode, opennet, rpc
 from tce_ipfs.proc import pid_alive
@@ -36,7 +36,6 @@ from tce_ipfs.testbed.lab import namespaces
 
 pytestmark = [pytest.mark.root, pytest.mark.kubo]
 
-HOOK_FAKES = ("udhcpc", "ip", "ifconfig", "uname", "modprobe")
 HOOK_TIMEOUT = 90  # ipfs.timeout for the hook runs: a bound, not a performance target
 
 
@@ -44,11 +43,7 @@ def make_repo(path: Path) -> Repo:
     """Two extensions of random bytes (every block unique: what flows is what was asked for)."""
     repo = Repo(path)
     for name, size, deps in (("libnet.tcz", 300_000, []), ("net.tcz", 1_500_000, ["libnet.tcz"])):
-        repo.ext(name, deps)
-        data = os.urandom(size)
-        repo.data[name] = data
-        (path / name).write_bytes(data)
-        (path / f"{name}.md5.txt").write_text(f"{md5(data)}  {name}\n")
+        repo.ext(name, deps, data=os.urandom(size))
     repo.lst("net.tcz\n")
     return repo
 
@@ -235,10 +230,7 @@ def test_symmetric_nat_cannot_hole_punch(net: Internet, seed: HomeSeed, host_kub
 def hook_env(machine_netns: str, base: Path, kubo: Path) -> HookEnv:
     # The real `ip` by its path: the hook's PATH holds the fake one.
     real_ip = shutil.which("ip") or "/usr/sbin/ip"
-    env = HookEnv(base, shell="busybox", fakes=HOOK_FAKES, extra_path=(str(kubo.parent),),
-                  launcher=(real_ip, "netns", "exec", machine_netns))
-    (env.optional() / "ipfs.tcz").unlink()  # kubo comes from PATH here
-    return env
+    return real_kubo_hook(base, kubo.parent, launcher=(real_ip, "netns", "exec", machine_netns))
 
 
 def run_hook(env: HookEnv, cmdline: str) -> Result:

@@ -86,6 +86,10 @@ ALL_FAKES = ("ipfs", "wget", "udhcpc", "ip", "mount", "uname", "modprobe", "ifco
              "umount")
 
 
+# The fakes when the hook's kubo is the real one (real_kubo_hook): only DHCP, ip, uname and modprobe.
+REAL_KUBO_FAKES = ("udhcpc", "ip", "ifconfig", "uname", "modprobe")
+
+
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -126,9 +130,12 @@ class Repo:
         size: int = 100,
         md5_text: str | None = None,
         dep_text: str | None = None,
+        data: bytes | None = None,
     ) -> bytes:
-        data = hashlib.sha256(name.encode()).digest() * (size // 32 + 1)
-        data = data[:size]
+        """Add ``name`` with its ``.md5.txt`` (and ``.dep``): ``size`` bytes derived from the name, or
+        ``data`` as given (random bytes make every chunk its own block)."""
+        if data is None:
+            data = (hashlib.sha256(name.encode()).digest() * (size // 32 + 1))[:size]
         self.data[name] = data
         (self.path / name).write_bytes(data)
         (self.path / f"{name}.md5.txt").write_text(
@@ -393,6 +400,14 @@ class HookEnv:
         path = self.root / "tmp/builtin" / name
         return path.read_text().split() if path.exists() else []
 
+    def stop_kubo(self) -> None:
+        """Stop the kubo the hook left seeding (its ``kubo_pid`` in the status file), if any."""
+        status = self.root / "tmp/tce-ipfs/status"
+        if status.exists():
+            fields = dict(ln.split("=", 1) for ln in status.read_text().splitlines() if "=" in ln)
+            if pid := fields.get("kubo_pid"):
+                kill_and_wait(int(pid))
+
     def cleanup(self) -> None:
         """Stop a fake daemon the hook left running (it is meant to keep seeding)."""
         (self.state / "stop").write_text("")
@@ -412,3 +427,28 @@ class HookEnv:
                 break
             time.sleep(0.05)
         (self.state / "stop").unlink(missing_ok=True)
+
+
+def real_kubo_hook(base: Path, kubo_dir: Path, *, launcher: tuple[str, ...] = ()) -> HookEnv:
+    """A busybox-sh HookEnv whose ``ipfs`` is the real kubo in ``kubo_dir`` (on PATH, not ipfs.tcz);
+    only REAL_KUBO_FAKES are faked. Stop what it leaves seeding with ``stop_kubo()``."""
+    env = HookEnv(base, shell="busybox", fakes=REAL_KUBO_FAKES, extra_path=(str(kubo_dir),),
+                  launcher=launcher)
+    (env.optional() / "ipfs.tcz").unlink()  # kubo comes from PATH here
+    return env
+
+
+def kill_and_wait(pid: int) -> None:
+    """SIGTERM ``pid``, wait up to 10 s for it to go, then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
