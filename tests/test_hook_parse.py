@@ -46,132 +46,105 @@ BAD_CIDS = [
     "Qm$(reboot)",
     "x" * 3000,
 ]
-
-
-@pytest.mark.parametrize("value", GOOD_CIDS)
-def test_is_cid_accepts(shell: str, value: str) -> None:
-    assert ok(shell, "is_cid", value)
-
-
-@pytest.mark.parametrize("value", BAD_CIDS)
-def test_is_cid_rejects(shell: str, value: str) -> None:
-    assert not ok(shell, "is_cid", value)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        PEER,
-        "/ip4/127.0.0.1/tcp/4001/ipfs/" + PEER_ID,
-        "/ip4/10.0.0.1/udp/4001/quic-v1/p2p/" + PEER_ID,
-        "/dns4/seed.lab/tcp/4001/p2p/" + PEER_ID,
-        "/ip6/fe80::1/tcp/1/p2p/" + PEER_ID,
-        "/dnsaddr/lab.example/p2p/" + PEER_ID,
-    ],
-)
-def test_is_multiaddr_accepts(shell: str, value: str) -> None:
-    assert ok(shell, "is_multiaddr", value)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "garbage",
-        "/ip4/10.0.2.100/tcp/4001",
-        "/ip4/999.0.0.1/tcp/4001/p2p/" + PEER_ID,
-        "/ip4/1.2.3/tcp/4001/p2p/" + PEER_ID,
-        "/ip4/10.0.2.100/tcp/0/p2p/" + PEER_ID,
-        "/ip4/10.0.2.100/tcp/70000/p2p/" + PEER_ID,
-        "/ip4/10.0.2.100/tcp/x/p2p/" + PEER_ID,
-        "/ip4/10.0.2.100/sctp/1/p2p/" + PEER_ID,
-        "/ip4/10.0.2.100/tcp/4001/p2p/short",
-        "/ip4/10.0.2.100//tcp/4001/p2p/" + PEER_ID,
-        PEER + "/",
-        PEER + "/extra/x",
-        "ip4/10.0.2.100/tcp/4001/p2p/x",
-        "/ip4/10.0.2.100/tcp/4001/p2p/" + PEER_ID + ";reboot",
-        "/ip4/" + "1" * 400,
-    ],
-)
-def test_is_multiaddr_rejects(shell: str, value: str) -> None:
-    assert not ok(shell, "is_multiaddr", value)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "http://10.0.2.100:8080/tcz",
-        "http://mirror.lab/16.x/x86_64/tcz/",
-        "http://h",
-        "http://h:1/a/b-c/d_e.f",
-    ],
-)
-def test_is_http_url_accepts(shell: str, value: str) -> None:
-    assert ok(shell, "is_http_url", value)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "ftp://h/x",
-        "https://h/x",
-        "http://",
-        "http://user@h/x",
-        "http://h/../x",
-        "http://h/a//b",
-        "http://h:0/x",
-        "http://h:99999/x",
-        "http://h:x/",
-        "http://h/?q=1",
-        "http://-h/x",
-        "http://h/" + "a" * 600,
-        "http://h/a/./b",
-    ],
-)
-def test_is_http_url_rejects(shell: str, value: str) -> None:
-    assert not ok(shell, "is_http_url", value)
-
-
-@pytest.mark.parametrize(
-    ("value", "good"),
-    [
-        ("a", True),
-        ("a/b/c", True),
-        ("16.x/x86_64/tcz", True),
-        ("", False),
-        ("..", False),
-        ("a/../b", False),
-        ("a//b", False),
-        ("/a", False),
-        ("a/", False),
-        ("./a", False),
-        ("a/.", False),
-        ("a b", False),
-        ("a\\b", False),
-        ("a$b", False),
-    ],
-)
-def test_is_safe_path(shell: str, value: str, good: bool) -> None:
-    assert ok(shell, "is_safe_path", value) is good
+# Each validator of parse.sh: the values it accepts, then those it refuses.
+VALIDATORS: dict[str, tuple[list[str], list[str]]] = {
+    "is_cid": (GOOD_CIDS, BAD_CIDS),
+    "is_multiaddr": (
+        [
+            PEER,
+            "/ip4/127.0.0.1/tcp/4001/ipfs/" + PEER_ID,
+            "/ip4/10.0.0.1/udp/4001/quic-v1/p2p/" + PEER_ID,
+            "/dns4/seed.lab/tcp/4001/p2p/" + PEER_ID,
+            "/ip6/fe80::1/tcp/1/p2p/" + PEER_ID,
+            "/dnsaddr/lab.example/p2p/" + PEER_ID,
+        ],
+        [
+            "",
+            "garbage",
+            "/ip4/10.0.2.100/tcp/4001",
+            "/ip4/999.0.0.1/tcp/4001/p2p/" + PEER_ID,
+            "/ip4/1.2.3/tcp/4001/p2p/" + PEER_ID,
+            "/ip4/10.0.2.100/tcp/0/p2p/" + PEER_ID,
+            "/ip4/10.0.2.100/tcp/70000/p2p/" + PEER_ID,
+            "/ip4/10.0.2.100/tcp/x/p2p/" + PEER_ID,
+            "/ip4/10.0.2.100/sctp/1/p2p/" + PEER_ID,
+            "/ip4/10.0.2.100/tcp/4001/p2p/short",
+            "/ip4/10.0.2.100//tcp/4001/p2p/" + PEER_ID,
+            PEER + "/",
+            PEER + "/extra/x",
+            "ip4/10.0.2.100/tcp/4001/p2p/x",
+            "/ip4/10.0.2.100/tcp/4001/p2p/" + PEER_ID + ";reboot",
+            "/ip4/" + "1" * 400,
+        ],
+    ),
+    "is_http_url": (
+        [
+            "http://10.0.2.100:8080/tcz",
+            "http://mirror.lab/16.x/x86_64/tcz/",
+            "http://h",
+            "http://h:1/a/b-c/d_e.f",
+        ],
+        [
+            "",
+            "ftp://h/x",
+            "https://h/x",
+            "http://",
+            "http://user@h/x",
+            "http://h/../x",
+            "http://h/a//b",
+            "http://h:0/x",
+            "http://h:99999/x",
+            "http://h:x/",
+            "http://h/?q=1",
+            "http://-h/x",
+            "http://h/" + "a" * 600,
+            "http://h/a/./b",
+        ],
+    ),
+    "is_safe_path": (
+        [
+            "a",
+            "a/b/c",
+            "16.x/x86_64/tcz",
+        ],
+        [
+            "",
+            "..",
+            "a/../b",
+            "a//b",
+            "/a",
+            "a/",
+            "./a",
+            "a/.",
+            "a b",
+            "a\\b",
+            "a$b",
+        ],
+    ),
+    "is_ipns_name": (
+        [
+            "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8",
+            PEER_ID,
+            "docs.ipfs.tech",
+        ],
+        [
+            "localhost",
+            "UPPER.example",
+            "a..b",
+            "-a.b",
+            "",
+        ],
+    ),
+}
 
 
 @pytest.mark.parametrize(
-    ("value", "good"),
-    [
-        ("k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8", True),
-        (PEER_ID, True),
-        ("docs.ipfs.tech", True),
-        ("localhost", False),
-        ("UPPER.example", False),
-        ("a..b", False),
-        ("-a.b", False),
-        ("", False),
-    ],
+    ("func", "value", "good"),
+    [(func, value, good) for func, (goods, bads) in VALIDATORS.items()
+     for good, values in ((True, goods), (False, bads)) for value in values],
 )
-def test_is_ipns_name(shell: str, value: str, good: bool) -> None:
-    assert ok(shell, "is_ipns_name", value) is good
+def test_validator(shell: str, func: str, value: str, good: bool) -> None:
+    assert ok(shell, func, value) is good
 
 
 def test_getarg_last_wins_and_prefix_exact(shell: str) -> None:
