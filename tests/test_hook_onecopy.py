@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hookfakes.harness import SHELLS, HookEnv, Repo, Result, kill_and_wait, real_kubo_hook
+import test_hook_kubo
+from hookfakes.harness import SHELLS, HookEnv, Repo, Result, kill_and_wait
 from test_hook_kubo import Seed, free_port, start_seed, stop
 
 pytestmark = pytest.mark.kubo
@@ -39,18 +39,9 @@ def make_repo(path: Path) -> Repo:
     return repo
 
 
-@pytest.fixture
-def seed(host_kubo: Path, tmp_path: Path) -> Iterator[Seed]:
-    s = start_seed(host_kubo, tmp_path / "seed")
-    yield s
-    stop(s.proc)
-
-
-@pytest.fixture
-def hook(host_kubo: Path, tmp_path: Path) -> Iterator[HookEnv]:
-    env = real_kubo_hook(tmp_path / "hook", host_kubo.parent)
-    yield env
-    env.stop_kubo()
+# test_hook_kubo's fixtures: its loopback seed, and the hook whose kubo is the real one.
+seed = test_hook_kubo.seed
+hook = test_hook_kubo.hook
 
 
 def hook_cli(hook: HookEnv, kubo: Path, *args: str) -> bytes:

@@ -419,13 +419,7 @@ class HookEnv:
             os.kill(pid, signal.SIGTERM)
         except (ProcessLookupError, ValueError):
             return
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
+        wait_gone(pid, 5, poll=0.05)
         (self.state / "stop").unlink(missing_ok=True)
 
 
@@ -444,11 +438,17 @@ def kill_and_wait(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + 10
+    if not wait_gone(pid, 10):
+        os.kill(pid, signal.SIGKILL)
+
+
+def wait_gone(pid: int, timeout: float, *, poll: float = 0.1) -> bool:
+    """Whether ``pid`` is gone within ``timeout`` seconds (looked at every ``poll``)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+            return True
+        time.sleep(poll)
+    return False
