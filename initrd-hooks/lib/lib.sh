@@ -278,7 +278,12 @@ md5_of() {
     MD5=$(md5sum "$1" 2>/dev/null | cut -d' ' -f1)
 }
 
-# write_atomic FILE: copy stdin to FILE.part, then rename (readers never see half a file).
+# write_atomic FILE: copy stdin to FILE.part, then rename (readers never see half a file). A failed
+# write (RAM full) leaves no FILE.part behind.
 write_atomic() {
-    cat >"$1.part" && mv -f "$1.part" "$1"
+    if cat >"$1.part" && mv -f "$1.part" "$1"; then
+        return 0
+    fi
+    rm -f "$1.part"
+    return 1
 }
