@@ -372,6 +372,17 @@ def md5_mismatches(repo: RepoFiles, expected: dict[str, str], *, workers: int | 
             for name in sorted(expected) if known[name] != expected[name]]
 
 
+def _parsed(parse: Callable[..., list[str]], path: Path, rel: str,
+            problems: list[Problem]) -> list[str] | None:
+    """``parse`` (``parse_dep``, ``parse_list``) of the file at ``path``; None when it does not parse,
+    its problems then added to ``problems`` (as ``rel``'s)."""
+    try:
+        return parse(path.read_text(errors="replace"), None, source=rel)
+    except RepoError as exc:
+        problems += [Problem(rel, p.split(": ", 1)[1]) for p in exc.problems]
+        return None
+
+
 def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: bool = True,
                workers: int | None = None,
                expected: tuple[dict[str, str], list[Problem]] | None = None) -> list[Problem]:
@@ -411,10 +422,8 @@ def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: b
         if dep_path is None:
             continue
         rel = repo.rel(dep_path)
-        try:
-            entries = parse_dep(dep_path.read_text(errors="replace"), None, source=rel)
-        except RepoError as exc:
-            problems += [Problem(rel, p.split(": ", 1)[1]) for p in exc.problems]
+        entries = _parsed(parse_dep, dep_path, rel, problems)
+        if entries is None:
             continue
         resolved = []
         for dep in entries:
@@ -440,10 +449,8 @@ def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: b
         if lst in NOT_EXTENSION_LISTS:
             continue
         rel = repo.rel(path)
-        try:
-            entries = parse_list(path.read_text(errors="replace"), None, source=rel)
-        except RepoError as exc:
-            problems += [Problem(rel, p.split(": ", 1)[1]) for p in exc.problems]
+        entries = _parsed(parse_list, path, rel, problems)
+        if entries is None:
             continue
         for entry in entries:
             ok = _kernel_resolves(entry, names, kernel) if KERNEL_TOKEN in entry else entry in names
