@@ -162,6 +162,33 @@ def test_cmdline_globs_are_not_expanded(shell: str, tmp_path: object) -> None:
     assert out == ["ipfs:*", "*"]
 
 
+def test_in_batches_calls_per_n_lines_then_the_rest(shell: str, tmp_path: Path) -> None:
+    # lib.sh's in_batches (pin_list, onecopy_drop): CMD runs in this shell (its counters stay), gets
+    # N lines a call, the rest last, nothing for an empty file; lines are not globbed
+    (tmp_path / "five").write_text("a\nb\n*\nd\ne\n")
+    (tmp_path / "four").write_text("a\nb\nc\nd\n")
+    (tmp_path / "none").write_text("")
+    code = ('CALLS=0; show() { CALLS=$((CALLS + 1)); echo "$*"; case "$*" in *d) return 1 ;; esac; }; '
+            'in_batches 2 "$1/five" show x; echo "rc=$? calls=$CALLS"; '
+            'in_batches 2 "$1/four" show y; echo "rc=$? calls=$CALLS"; '
+            'in_batches 2 "$1/none" show z; echo "rc=$? calls=$CALLS"')
+    out = sh(shell, code, str(tmp_path)).stdout.splitlines()
+    assert out == ["x a b", "x * d", "x e", "rc=0 calls=3", "y a b", "y c d", "rc=1 calls=5", "rc=0 calls=5"]
+
+
+
+def test_write_atomic_leaves_no_part_file_when_the_write_fails(shell: str, tmp_path: Path) -> None:
+    # lib.sh's write_atomic: a write that fails half-way (here: stdin is a directory, as a full RAM
+    # fails a write) removes FILE.part and returns 1; a good one renames it into place
+    (tmp_path / "in").mkdir()
+    code = ('printf ok | write_atomic "$1/good"; echo "rc=$?"; '
+            'write_atomic "$1/bad" <"$1/in" 2>/dev/null; echo "rc=$?"')
+    out = sh(shell, code, str(tmp_path)).stdout.splitlines()
+    assert out == ["rc=0", "rc=1"]
+    assert (tmp_path / "good").read_text() == "ok"
+    assert not (tmp_path / "bad.part").exists() and not (tmp_path / "bad").exists()
+
+
 # ------------------------------------------------------------------------------------------ awk
 
 

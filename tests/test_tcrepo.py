@@ -211,6 +211,13 @@ def test_check_missing_dep_names_dep_file_and_missing_name(tmp_path: Path) -> No
     assert errors(tcrepo.check_repo(repo)) == ["glib2.tcz.dep: dependency pcre.tcz not in repo"]
 
 
+def test_check_unparsable_dep_names_its_line(tmp_path: Path) -> None:
+    repo = good_repo(tmp_path / "r")
+    (repo / "glib2.tcz.dep").write_text("libffi.tcz\n../evil.tcz\n")
+    errs = errors(tcrepo.check_repo(repo))
+    assert len(errs) == 1 and errs[0].startswith("glib2.tcz.dep: line 2:")
+
+
 def test_check_kernel_deps(tmp_path: Path) -> None:
     repo = good_repo(tmp_path / "r")
     # any variant resolves without a kernel; the named kernel must exist when given

@@ -565,24 +565,9 @@ pin_batch() {
     done
 }
 
-# pin_list DEADLINE_CS MODE FILE: pin the paths in FILE (one per line) in batches of KUBO_PIN_BATCH
-# (a URL well under any length limit).
+# pin_list DEADLINE_CS MODE FILE: pin the paths in FILE (one per line) in batches of KUBO_PIN_BATCH.
 pin_list() {
-    set -f
-    _pl_batch=
-    _pl_n=0
-    while read -r _pl_p; do
-        _pl_batch="$_pl_batch $_pl_p"
-        _pl_n=$((_pl_n + 1))
-        if [ "$_pl_n" -ge "$KUBO_PIN_BATCH" ]; then
-            # shellcheck disable=SC2086 # paths are checked names: no blanks, globbing is off
-            pin_batch "$1" "$2" $_pl_batch
-            _pl_batch=
-            _pl_n=0
-        fi
-    done <"$3"
-    # shellcheck disable=SC2086
-    pin_batch "$1" "$2" $_pl_batch
+    in_batches "$KUBO_PIN_BATCH" "$3" pin_batch "$1" "$2"
 }
 
 # kubo_pin DEADLINE_CS: pin what the boot fetched through kubo so it survives any `ipfs repo gc`:

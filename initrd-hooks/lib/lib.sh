@@ -278,7 +278,40 @@ md5_of() {
     MD5=$(md5sum "$1" 2>/dev/null | cut -d' ' -f1)
 }
 
-# write_atomic FILE: copy stdin to FILE.part, then rename (readers never see half a file).
+# write_atomic FILE: copy stdin to FILE.part, then rename (readers never see half a file). A failed
+# write (RAM full) leaves no FILE.part behind.
 write_atomic() {
-    cat >"$1.part" && mv -f "$1.part" "$1"
+    if cat >"$1.part" && mv -f "$1.part" "$1"; then
+        return 0
+    fi
+    rm -f "$1.part"
+    return 1
+}
+
+# in_batches N FILE CMD [ARG...]: `CMD ARG... LINE...` for every N lines of FILE, then once for the
+# lines left over (none for an empty FILE): one API call per batch, its URL well under any length
+# limit. The lines are words (checked names, CIDs: no blanks); globbing is turned off. Status: the
+# last call's (0 when there was none).
+in_batches() {
+    set -f
+    _ib_size=$1
+    _ib_file=$2
+    shift 2
+    _ib_batch=
+    _ib_n=0
+    _ib_rc=0
+    while read -r _ib_line; do
+        _ib_batch="$_ib_batch $_ib_line"
+        _ib_n=$((_ib_n + 1))
+        if [ "$_ib_n" -ge "$_ib_size" ]; then
+            # shellcheck disable=SC2086 # words, see above
+            "$@" $_ib_batch
+            _ib_rc=$?
+            _ib_batch=
+            _ib_n=0
+        fi
+    done <"$_ib_file"
+    [ -z "$_ib_batch" ] && return "$_ib_rc"
+    # shellcheck disable=SC2086
+    "$@" $_ib_batch
 }

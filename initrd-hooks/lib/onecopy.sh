@@ -126,18 +126,18 @@ onecopy_plan() {
 
 # onecopy_drop DEADLINE_CS NAME: step 2, `block rm` of NAME's raw leaves (ONECOPY_BATCH a call).
 onecopy_drop() {
-    _od_q=
-    _od_n=0
-    while read -r _od_c; do
-        _od_q="$_od_q&arg=$_od_c"
-        _od_n=$((_od_n + 1))
-        if [ "$_od_n" -ge "$ONECOPY_BATCH" ]; then
-            oc_post "$1" 60 /dev/null "block/rm?${_od_q#&}&quiet=true"
-            _od_q=
-            _od_n=0
-        fi
-    done <"$WORK/oc/$2.leaves"
-    [ -z "$_od_q" ] || oc_post "$1" 60 /dev/null "block/rm?${_od_q#&}&quiet=true"
+    in_batches "$ONECOPY_BATCH" "$WORK/oc/$2.leaves" oc_block_rm "$1"
+}
+
+# oc_block_rm DEADLINE_CS CID...: one `block rm` call for the CIDs.
+oc_block_rm() {
+    _ob_dl=$1
+    shift
+    _ob_q=
+    for _ob_c in "$@"; do
+        _ob_q="$_ob_q&arg=$_ob_c"
+    done
+    oc_post "$_ob_dl" 60 /dev/null "block/rm?${_ob_q#&}&quiet=true"
 }
 
 # oc_lock / oc_unlock: one kubo CLI run at a time (each is a Go process of its own: tens of MiB).

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,6 +372,21 @@ def md5_mismatches(repo: RepoFiles, expected: dict[str, str], *, workers: int | 
             for name in sorted(expected) if known[name] != expected[name]]
 
 
+def _each_parsed(repo: RepoFiles, files: dict[str, Path], parse: Callable[..., list[str]],
+                 problems: list[Problem]) -> Iterator[tuple[str, str, list[str]]]:
+    """``(key, rel, entries)`` for each of ``files`` (key -> a .dep or list file) that ``parse``
+    (``parse_dep``, ``parse_list``) reads; the problems of the others go to ``problems``, under ``rel``
+    (the file's path in the repo)."""
+    for key, path in files.items():
+        rel = repo.rel(path)
+        try:
+            entries = parse(path.read_text(errors="replace"), None, source=rel)
+        except RepoError as exc:
+            problems += [Problem(rel, p.split(": ", 1)[1]) for p in exc.problems]
+            continue
+        yield key, rel, entries
+
+
 def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: bool = True,
                workers: int | None = None,
                expected: tuple[dict[str, str], list[Problem]] | None = None) -> list[Problem]:
@@ -406,16 +421,9 @@ def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: b
 
     # dependencies
     deps: dict[str, list[str]] = {}
-    for name in sorted(names):
-        dep_path = repo.sidecars.get(name + ".dep")
-        if dep_path is None:
-            continue
-        rel = repo.rel(dep_path)
-        try:
-            entries = parse_dep(dep_path.read_text(errors="replace"), None, source=rel)
-        except RepoError as exc:
-            problems += [Problem(rel, p.split(": ", 1)[1]) for p in exc.problems]
-            continue
+    dep_files = {name: repo.sidecars[name + ".dep"] for name in sorted(names)
+                 if name + ".dep" in repo.sidecars}
+    for name, rel, entries in _each_parsed(repo, dep_files, parse_dep, problems):
         resolved = []
         for dep in entries:
             if KERNEL_TOKEN in dep:
@@ -436,15 +444,8 @@ def check_repo(directory: Path | RepoFiles, kernel: str | None = None, *, md5: b
                                 f"dependency loop {' -> '.join(cycle)}", "warning"))
 
     # lists
-    for lst, path in sorted(repo.lists.items()):
-        if lst in NOT_EXTENSION_LISTS:
-            continue
-        rel = repo.rel(path)
-        try:
-            entries = parse_list(path.read_text(errors="replace"), None, source=rel)
-        except RepoError as exc:
-            problems += [Problem(rel, p.split(": ", 1)[1]) for p in exc.problems]
-            continue
+    lists = {lst: path for lst, path in sorted(repo.lists.items()) if lst not in NOT_EXTENSION_LISTS}
+    for _lst, rel, entries in _each_parsed(repo, lists, parse_list, problems):
         for entry in entries:
             ok = _kernel_resolves(entry, names, kernel) if KERNEL_TOKEN in entry else entry in names
             if not ok:

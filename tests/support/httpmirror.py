@@ -1,11 +1,9 @@
 """A local HTTP mirror for tests: serves a directory on 127.0.0.1 with directory listings and ``Range``
 requests (as Apache/nginx do), logs every request, and can trickle chosen files slowly (to kill a
-client mid-file)."""
+client mid-file). Built on ``tce_ipfs.testbed.httpserve``, like the benchmarks' mirror."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import re
 import threading
@@ -14,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from tce_ipfs.testbed.httpserve import QuietHandler, serving
 
 
 @dataclass
@@ -36,11 +35,8 @@ class Log:
             self.requests.clear()
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
+class _Handler(QuietHandler):
     log_book: Log
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         rng = self.headers.get("Range")
@@ -85,17 +81,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 def serve(root: Path) -> Iterator[tuple[str, Log]]:
     """``(http://127.0.0.1:PORT, log)`` serving ``root`` until the block ends."""
     book = Log()
-    handler = type("Handler", (_Handler,), {"log_book": book})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(handler, directory=str(root)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", book
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(root, _Handler, log_book=book) as base:
+        yield base, book
 
 
 def tree_contents(root: Path) -> dict[str, bytes]:

@@ -7,12 +7,9 @@ maps ``10.0.2.100:4001`` in the guest to the seed's loopback swarm port on the h
 
 from __future__ import annotations
 
-import functools
-import http.server
 import logging
 import re
 import shlex
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +22,7 @@ from tce_ipfs.ipfs import rpc
 from tce_ipfs.ipfs.node import Node
 from tce_ipfs.ipfs.publish import publish
 from tce_ipfs.media import initrd
-from tce_ipfs.testbed import guest, qemu
+from tce_ipfs.testbed import guest, httpserve, qemu
 
 log = logging.getLogger(__name__)
 
@@ -206,19 +203,8 @@ MIRROR_GUEST_PORT = 8080  # where the test HTTP mirror appears inside the guest 
 def http_mirror(root: Path) -> Iterator[int]:
     """A plain HTTP server on loopback serving ``root`` (TC's mirror layout below it); yields its port.
     Guests reach it through a ``guestfwd`` of :data:`MIRROR_GUEST_PORT`."""
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+    with httpserve.serving(root) as base:
+        yield int(base.rsplit(":", 1)[1])
 
 
 def small_tcz(work: Path, name: str, says: str, out: Path, deps: Sequence[str] = ()) -> Path:

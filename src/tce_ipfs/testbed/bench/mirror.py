@@ -1,9 +1,9 @@
-"""The HTTP mirror baseline: a plain file server that counts the bytes it serves, and its client; and
-the same server as a process inside a lab namespace (``start_in``, run by ``bench.helper``)."""
+"""The HTTP mirror baseline: a plain file server (``testbed.httpserve``) that counts the bytes it
+serves, and its client; and the same server as a process inside a lab namespace (``start_in``, run by
+``bench.helper``)."""
 
 from __future__ import annotations
 
-import functools
 import http.server
 import json
 import os
@@ -18,18 +18,16 @@ from typing import Any
 
 import tce_ipfs
 from tce_ipfs.errors import NodeError
+from tce_ipfs.testbed.httpserve import QuietHandler, directory_server, serving
 
 PORT = 8080  # the mirror inside the origin namespace (its own network: no clash possible)
 
 
-class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
+class _MirrorHandler(QuietHandler):
     """Serves files from ``directory``; ``on_served(n)`` is called before each body is sent (so the
     count is complete by the time a client has the bytes)."""
 
     on_served: Callable[[int], None] = staticmethod(lambda n: None)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def copyfile(self, source: Any, outputfile: Any) -> None:
         data = source.read()
@@ -39,9 +37,7 @@ class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
 
 def mirror_server(root: Path, host: str, port: int,
                    on_served: Callable[[int], None]) -> http.server.ThreadingHTTPServer:
-    handler = type("Handler", (_MirrorHandler,), {"on_served": staticmethod(on_served)})
-    return http.server.ThreadingHTTPServer((host, port),
-                                           functools.partial(handler, directory=str(root)))
+    return directory_server(root, _MirrorHandler, host, port, on_served=staticmethod(on_served))
 
 
 @contextmanager
@@ -55,14 +51,8 @@ def http_mirror(root: Path) -> Iterator[tuple[str, dict[str, int]]]:
             served["bytes"] += n
             served["requests"] += 1
 
-    server = mirror_server(root, "127.0.0.1", 0, count)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(root, _MirrorHandler, on_served=staticmethod(count)) as base:
+        yield base, served
 
 
 def fetch_http(base: str, files: Sequence[str]) -> int:
