@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "faults" not in expr and item.get_closest_marker("faults") and item.get_closest_marker("qemu"):
             item.add_marker(pytest.mark.skip(reason="heavy fault case: run with -m faults"))
         if "smallram" not in expr and item.get_closest_marker("smallram"):
-            item.add_marker(pytest.mark.skip(reason="256 MiB guests take 12-25 min per arch: "
+            item.add_marker(pytest.mark.skip(reason="256 MiB guests take 3-6 min per arch: "
                                                     "run with -m smallram"))
         if "egress" not in expr and item.get_closest_marker("egress"):
             item.add_marker(pytest.mark.skip(reason="three guests at once, an egress measurement: "
