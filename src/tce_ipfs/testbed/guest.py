@@ -398,7 +398,7 @@ def ensure_base(arch: Arch, *, refresh: bool = False, flavour: str | None = None
     Without ``refresh`` a cached kernel for the arch is reused without asking apt; with it, apt names the
     kernel version again (a newer one gets its own cache entry). The initrd is rebuilt whenever the test
     base's files change. ``flavour``: another Debian kernel flavour than the arch's own (``cloud-amd64``
-    for the small-RAM guests, see qemu/README.md), same test base.
+    for the small-RAM guests, see qemu/tc-base/README.md), same test base.
     """
     gdir = _guest_dir(arch)
     current = gdir / ("current" if flavour is None else f"current-{flavour}")

@@ -9,8 +9,9 @@ and reports, per size: whether the set loaded, the RAM file system's use after b
         [--onecopy 0] [--kernel small|default] [--out DIR]
 
 Small-RAM guests boot KERNEL_FLAVOUR where the arch has one: Debian's generic amd64 kernel keeps
-59.9 MiB of a 256 MiB guest (17.3 MiB of it bss), its cloud flavour 47.6 MiB (5.4 MiB bss) -- the
-lean end, where Tiny Core's own kernel is (most drivers in extensions); aarch64's own keeps 32 MiB.
+59.9 MiB of a 256 MiB guest (17.3 MiB of it bss), its cloud flavour 47.6 MiB (5.4 MiB bss); aarch64's
+own keeps 32 MiB. Tiny Core keeps its drivers out of the kernel image; what its own kernel keeps was
+not measured (no TC image here), see qemu/tc-base/README.md.
 
 The bulk set is BULK_FILES squashfs ``.tcz`` of incompressible bytes (96 MiB together), made once in
 the tce-ipfs cache. Test and measuring code only: never shipped.
