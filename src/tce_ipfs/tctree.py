@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,11 +132,12 @@ def _prefixed(prefix: str, problems: list[Problem]) -> list[Problem]:
 
 
 def check(source: Source, kernel: str | None = None, *, md5: bool = True, indexes: bool = True,
-          sums: dict[str, str] | None = None) -> list[Problem]:
+          sums: dict[str, str] | None = None, sizes: dict[str, int] | None = None) -> list[Problem]:
     """``tcrepo.check_repo`` for every repo of ``source`` (paths prefixed), the index cross-check
     (``tcindex.cross_check``) and the tree's own problems.
 
     ``sums``: ``{published .tcz path: md5}`` already known to be the file's (not hashed again).
+    ``sizes``: ``{published path: bytes}`` of every file, when the caller has stat'ed them already.
     """
     from tce_ipfs import tcindex
 
@@ -151,6 +153,13 @@ def check(source: Source, kernel: str | None = None, *, md5: bool = True, indexe
                      if (digest := (sums or {}).get(source.path_of(prefix, name))) is not None}
             found += tcrepo.md5_mismatches(repo, expected, sums=known)
         if indexes:
-            found += tcindex.cross_check(repo, expected)
+            found += tcindex.cross_check(repo, expected, size_of=_size_lookup(source, prefix, sizes))
         problems += _prefixed(prefix, found)
     return problems
+
+
+def _size_lookup(source: Source, prefix: str, sizes: dict[str, int] | None) -> Callable[[str], int] | None:
+    """``size_of(name)`` for the extensions of the repo at ``prefix`` from ``sizes`` (None: stat them)."""
+    if sizes is None:
+        return None
+    return lambda name: sizes[source.path_of(prefix, name)]

@@ -14,12 +14,13 @@ and takes the root's pin back (the blocks sent are unpinned: ``ipfs repo gc`` dr
 
 Incremental: with a ``cache`` (``pubcache``) of the previous publish of the same source on the same
 node, and that root still pinned there, only the files whose ``stat`` changed are hashed and added:
-the previous root is copied into MFS (a copy of its links, nothing is read), the removed entries are
-unlinked, the changed files added in one request and linked over the old ones (``files cp --force``,
-unflushed), and the directory nodes rebuilt by MFS in one flush at the end. kubo builds directories
-the same way for ``add`` and for MFS, so the root is exactly the one a full publish of the tree gives
-(``tests/test_mirror_publish.py``). The result carries the diff against the previous root: extensions
-added, removed and changed.
+the changed files are added in one request, the previous root is copied into MFS (a copy of its
+links, nothing is read), the removed entries are unlinked, the files whose CID is new linked over the
+old ones (``files cp --force``, unflushed), and the directory nodes rebuilt by MFS in one flush at the
+end. kubo builds directories the same way for ``add`` and for MFS, so the root is exactly the one a full
+publish of the tree gives (``tests/test_mirror_publish.py``). Every check of a full publish runs; only
+the sidecars and lists whose ``stat`` changed are read again (the cache keeps the others' texts). The
+result carries the diff against the previous root: extensions added, removed and changed.
 """
 
 from __future__ import annotations
@@ -108,11 +109,13 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
     # incremental one hashes the few changed files first.
     hash_while_adding = check and not incremental
     sums: dict[str, str] = {}
+    sizes = {rel: st.st_size for rel, st in stats.items()}
+    _reuse_texts(source, known)
     if check:
         sums = {rel: e.md5 for rel, e in known.items() if e.md5}
         if not hash_while_adding:
             sums.update(_hash_new(source, set(sums)))
-        problems = tctree.check(source, kernel, md5=not hash_while_adding, sums=sums)
+        problems = tctree.check(source, kernel, md5=not hash_while_adding, sums=sums, sizes=sizes)
     else:
         problems = list(source.ignored) + [p for r in source.repos.values() for p in r.ignored]
     _refuse_on_errors(source.root, problems)
@@ -125,7 +128,6 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
     if not source.extension_count:
         raise RepoError(f"refusing to publish {source.root}: no .tcz files found")
 
-    sizes = {rel: st.st_size for rel, st in stats.items()}
     if previous and not incremental and not full:
         log.info("the previous root %s is not pinned on this node any more: publishing everything",
                  previous)
@@ -134,7 +136,7 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
         changed = sorted(rel for rel in files if rel not in known)
         removed = sorted(set(state.files) - set(files))
         if changed or removed:
-            root, new_cids = _incremental(client, previous, files, changed, removed, state, progress)
+            root, new_cids = _incremental(client, previous, files, changed, removed, state, sizes, progress)
             mode = "incremental"
         else:
             root, new_cids, mode = previous, {}, "unchanged"
@@ -163,7 +165,9 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
     state.root = root
     if previous != root or not state.published_at:
         state.published_at = roots.now()
-    state.files = {rel: Entry(stat_key(stats[rel]), cids[rel], sums.get(rel)) for rel in files}
+    texts = _texts_read(source)
+    state.files = {rel: Entry(stat_key(stats[rel]), cids[rel], sums.get(rel), texts.get(rel))
+                   for rel in files}
     state.save()
     total = sum(sizes.values())
     result = PublishResult(root_cid=root, files={rel: (cids[rel], sizes[rel]) for rel in files},
@@ -181,6 +185,22 @@ def _name_pin(client: Any, cid: str, name: str) -> None:
     """Name ``cid``'s (recursive) pin ``name``, unless it has one of our names already (the root's age)."""
     if roots.parse_pin_name(rpc.pin_names(client).get(cid, "")) is None:
         rpc.pin_add_named(client, cid, name)
+
+
+def _reuse_texts(source: tctree.Source, known: dict[str, Entry]) -> None:
+    """Give the checks the texts of the sidecars and lists that have not changed since the last publish
+    (same stat key), as the cache has them: only the changed ones are read."""
+    for prefix, repo in source.repos.items():
+        for name in (*repo.sidecars, *repo.lists):
+            entry = known.get(source.path_of(prefix, name))
+            if entry is not None and entry.text is not None:
+                repo.texts[name] = entry.text
+
+
+def _texts_read(source: tctree.Source) -> dict[str, str]:
+    """``{published path: text}`` of every sidecar and list the checks read (or were given)."""
+    return {source.path_of(prefix, name): text for prefix, repo in source.repos.items()
+            for name, text in repo.texts.items()}
 
 
 def _hash_new(source: tctree.Source, known: set[str]) -> dict[str, str]:
@@ -238,55 +258,83 @@ def _parents(paths: Iterable[str]) -> set[str]:
 
 
 def _incremental(client: Any, previous: str, files: dict[str, Path], changed: list[str],
-                 removed: list[str], state: PublishCache, progress: bool) -> tuple[str, dict[str, str]]:
+                 removed: list[str], state: PublishCache, sizes: dict[str, int],
+                 progress: bool) -> tuple[str, dict[str, str]]:
     """The new root from ``previous`` with ``changed`` (re)added and ``removed`` unlinked, in MFS.
 
-    The changed files go to kubo in one unpinned ``add`` (linked at a scratch MFS path, which keeps
-    them from the garbage collector), then each is linked at its path with ``files cp --force`` without
-    a flush, and the stage is flushed once at the end (every ``FLUSH_EVERY`` links): the directory nodes
-    are written out once, not once per file. ``files rm`` always flushes (to the MFS root), so it is
-    used only for what is gone (and, on a kubo without ``cp --force``, for the changed files too).
+    The changed files go to kubo first, in one unpinned ``add`` (linked at a scratch MFS path, which
+    keeps them from the garbage collector). Only those whose CID is not the one they had are linked
+    (a mirror update rewrites an extension's ``.info``, ``.list`` and its unchanged index files too,
+    with the same bytes: about half of what changed by ``stat``): see ``_rebuild``.
     """
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     stage, scratch = f"{MFS_STAGE}-{token}", f"{MFS_STAGE}-{token}-added"
-    old_dirs, new_dirs = _parents(state.files), _parents(files)
-    gone = {d for d in old_dirs - new_dirs if posixpath.dirname(d) not in old_dirs - new_dirs}
-    overwrite = _can_overwrite(client)
-    unlink = [rel for rel in (removed if overwrite else [*changed, *removed]) if rel in state.files
-              and not any(rel.startswith(d + "/") for d in gone)]
     cids: dict[str, str] = {}
-    rpc.files_cp(client, f"/ipfs/{previous}", stage)
     try:
-        for i in range(0, len(unlink), RM_BATCH):
-            rpc.files_rm(client, [f"{stage}/{rel}" for rel in unlink[i:i + RM_BATCH]])
-        if gone:
-            rpc.files_rm(client, [f"{stage}/{d}" for d in sorted(gone)], recursive=True)
-        total = sum(files[rel].stat().st_size for rel in changed)
-        with Progress(f"adding {len(changed)} changed files", total) as bar:
-            if changed:
-                treeupload.add_tree(client, {rel: files[rel] for rel in changed}, pin=False, to_files=scratch,
-                                    cids=cids, on_sent=bar.advance if progress and bar.enabled else None)
-        missing = sorted(set(changed) - set(cids))
-        if missing:
-            raise NodeError(f"IPFS add gave no CID for: {', '.join(missing[:10])}")
-        made = new_dirs - old_dirs
-        for d in sorted(made - _parents(made)):  # mkdir -p: the deepest ones make the rest
-            rpc.files_mkdir(client, f"{stage}/{d}")
-        with duplex.Session(client.tce_api, timeout=LINK_TIMEOUT) as via:
-            for i, rel in enumerate(changed):
-                if i and i % FLUSH_EVERY == 0:
-                    rpc.files_flush(client, stage, via=via)
-                _link(client, f"/ipfs/{cids[rel]}", f"{stage}/{rel}", stage, overwrite, via)
-            root = rpc.files_flush(client, stage, via=via)
+        _add_changed(client, files, changed, sizes, scratch, cids, progress)
+        relink = _new_cids(changed, cids, state)
+        root = _rebuild(client, previous, stage, files, relink, removed, state) if relink or removed \
+            else previous  # the same bytes everywhere: the same tree
     finally:
         try:
             # MFS content is kept from GC: let it go (the new root is pinned by the caller)
-            rpc.files_rm(client, [stage, scratch], force=True)  # force: the scratch may not exist
+            rpc.files_rm(client, [stage, scratch], force=True)  # force: either may not exist
         except NodeError as exc:
             log.warning("could not remove the MFS staging directories %s: %s", stage, exc)
+    return root, cids
+
+
+def _new_cids(changed: list[str], cids: dict[str, str], state: PublishCache) -> dict[str, str]:
+    """``{path: CID}`` of the changed files whose CID is not the one they had (new files included)."""
+    out: dict[str, str] = {}
+    for rel in changed:
+        old = state.files.get(rel)
+        if old is None or old.cid != cids[rel]:
+            out[rel] = cids[rel]
+    return out
+
+
+def _add_changed(client: Any, files: dict[str, Path], changed: list[str], sizes: dict[str, int],
+                 scratch: str, cids: dict[str, str], progress: bool) -> None:
+    """Add ``changed`` in one unpinned request, linked at ``scratch``; ``cids`` gets their CIDs."""
+    with Progress(f"adding {len(changed)} changed files", sum(sizes[rel] for rel in changed)) as bar:
+        if changed:
+            treeupload.add_tree(client, {rel: files[rel] for rel in changed}, pin=False, to_files=scratch,
+                                cids=cids, on_sent=bar.advance if progress and bar.enabled else None)
+    missing = sorted(set(changed) - set(cids))
+    if missing:
+        raise NodeError(f"IPFS add gave no CID for: {', '.join(missing[:10])}")
+
+
+def _rebuild(client: Any, previous: str, stage: str, files: dict[str, Path], relink: dict[str, str],
+             removed: list[str], state: PublishCache) -> str:
+    """Copy ``previous`` to ``stage``, unlink ``removed``, link each of ``relink`` (path -> CID) with
+    ``files cp --force`` without a flush, and flush the stage once at the end (and every
+    ``FLUSH_EVERY`` links): the directory nodes are written out once, not once per file. ``files rm``
+    always flushes (to the MFS root), so it is used only for what is gone (and, on a kubo without
+    ``cp --force``, for the files relinked too). Returns the stage's root CID."""
+    old_dirs, new_dirs = _parents(state.files), _parents(files)
+    gone = {d for d in old_dirs - new_dirs if posixpath.dirname(d) not in old_dirs - new_dirs}
+    overwrite = _can_overwrite(client)
+    unlink = [rel for rel in (removed if overwrite else [*relink, *removed]) if rel in state.files
+              and not any(rel.startswith(d + "/") for d in gone)]
+    rpc.files_cp(client, f"/ipfs/{previous}", stage)
+    for i in range(0, len(unlink), RM_BATCH):
+        rpc.files_rm(client, [f"{stage}/{rel}" for rel in unlink[i:i + RM_BATCH]])
+    if gone:
+        rpc.files_rm(client, [f"{stage}/{d}" for d in sorted(gone)], recursive=True)
+    made = new_dirs - old_dirs
+    for d in sorted(made - _parents(made)):  # mkdir -p: the deepest ones make the rest
+        rpc.files_mkdir(client, f"{stage}/{d}")
+    with duplex.Session(client.tce_api, timeout=LINK_TIMEOUT) as via:
+        for i, (rel, cid) in enumerate(relink.items()):
+            if i and i % FLUSH_EVERY == 0:
+                rpc.files_flush(client, stage, via=via)
+            _link(client, f"/ipfs/{cid}", f"{stage}/{rel}", stage, overwrite, via)
+        root = rpc.files_flush(client, stage, via=via)
     if not root:
         raise NodeError("MFS returned no CID for the new root")
-    return root, cids
+    return root
 
 
 def _link(client: Any, source: str, dest: str, stage: str, overwrite: bool, via: duplex.Session) -> None:
