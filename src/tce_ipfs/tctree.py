@@ -149,9 +149,7 @@ def check(source: Source, kernel: str | None = None, *, md5: bool = True, indexe
         found = tcrepo.check_repo(repo, kernel, md5=False, expected=md5_txt)
         expected = md5_txt[0]
         if md5:
-            known = {name: digest for name in expected
-                     if (digest := (sums or {}).get(source.path_of(prefix, name))) is not None}
-            found += tcrepo.md5_mismatches(repo, expected, sums=known)
+            found += _md5_mismatches(source, prefix, expected, sums or {})
         if indexes:
             found += tcindex.cross_check(repo, expected, size_of=_size_lookup(source, prefix, sizes))
         problems += _prefixed(prefix, found)
@@ -163,3 +161,22 @@ def _size_lookup(source: Source, prefix: str, sizes: dict[str, int] | None) -> C
     if sizes is None:
         return None
     return lambda name: sizes[source.path_of(prefix, name)]
+
+
+def _md5_mismatches(source: Source, prefix: str, expected: dict[str, str],
+                    sums: dict[str, str]) -> list[Problem]:
+    """``tcrepo.md5_mismatches`` for the repo at ``prefix``, given ``sums`` by published path."""
+    known = {name: digest for name in expected
+             if (digest := sums.get(source.path_of(prefix, name))) is not None}
+    return tcrepo.md5_mismatches(source.repos[prefix], expected, sums=known)
+
+
+def md5_problems(source: Source, sums: dict[str, str]) -> list[Problem]:
+    """Every ``.tcz`` of ``source`` whose content does not match its ``.md5.txt``: the md5 check of
+    ``check`` alone, for a publisher that computed the md5s as it sent the files. ``sums``: ``{published
+    .tcz path: md5}`` (the ones missing are hashed here)."""
+    problems: list[Problem] = []
+    for prefix, repo in source.repos.items():
+        expected, _ = tcrepo.expected_md5s(repo)  # its own problems were check()'s to report
+        problems += _prefixed(prefix, _md5_mismatches(source, prefix, expected, sums))
+    return problems

@@ -88,6 +88,16 @@ class PublishCache:
         entry = self.files.get(rel)
         return entry if entry is not None and entry.key == stat_key(st) else None
 
+    def unchanged_entries(self, stats: dict[str, os.stat_result]) -> dict[str, Entry]:
+        """``{path: entry}`` of the files of ``stats`` (path -> stat) unchanged since they were published."""
+        files = self.files
+        out: dict[str, Entry] = {}
+        for rel, st in stats.items():
+            entry = files.get(rel)
+            if entry is not None and entry.key == stat_key(st):
+                out[rel] = entry
+        return out
+
     def save(self) -> None:
         if self.path is None:
             return
