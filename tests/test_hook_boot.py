@@ -691,6 +691,22 @@ def test_transfer_cut_off_every_time_gives_up_on_the_source(env: HookEnv) -> Non
     assert result.status["fetch_again"] == "2" and "bigdata.tcz" not in result.status["extensions"]
 
 
+@pytest.mark.parametrize(("avail_kib", "named"), [(20480, True), (409600, False)])
+def test_failed_fetch_names_ram_when_it_is_short(env: HookEnv, avail_kib: int, named: bool) -> None:
+    """kubo alive, the transfer dropped, and little RAM available (a 320 MiB guest with a 210 MiB
+    closure fails this way, with no OOM kill and the file system not full): the line names RAM. With
+    RAM to spare, the same failure does not blame it."""
+    sample_repo(ipfs_ready(env))
+    (env.root / "proc").mkdir(exist_ok=True)
+    (env.root / "proc/meminfo").write_text(f"MemTotal: 327680 kB\nMemAvailable: {avail_kib} kB\n")
+    env.knob("wget_cut", "/bigdata.tcz 9\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.peers={PEER}")
+    assert_clean_exit(result)
+    ram = f"only {avail_kib // 1024} MiB of RAM available (RAM too small for the extensions?)"
+    assert (ram in result.final) is named, result.console
+    assert "bigdata.tcz" not in result.status["extensions"]
+
+
 @pytest.mark.parametrize(
     ("knob", "reason"),
     [

@@ -278,6 +278,14 @@ md5_of() {
     MD5=$(md5sum "$1" 2>/dev/null | cut -d' ' -f1)
 }
 
+# mem_avail_kib: MEM_AVAIL = MemAvailable in KiB, or empty.
+mem_avail_kib() {
+    MEM_AVAIL=$(awk '/^MemAvailable:/ { print $2; exit }' "$ROOT/proc/meminfo" 2>/dev/null)
+    case $MEM_AVAIL in
+        *[!0-9]*) MEM_AVAIL= ;;
+    esac
+}
+
 # write_atomic FILE: copy stdin to FILE.part, then rename (readers never see half a file). A failed
 # write (RAM full) leaves no FILE.part behind.
 write_atomic() {

@@ -228,14 +228,6 @@ oc_add() {
     return "$_oa_rc"
 }
 
-# mem_avail_kib: MEM_AVAIL = MemAvailable in KiB, or empty.
-mem_avail_kib() {
-    MEM_AVAIL=$(awk '/^MemAvailable:/ { print $2; exit }' "$ROOT/proc/meminfo" 2>/dev/null)
-    case $MEM_AVAIL in
-        *[!0-9]*) MEM_AVAIL= ;;
-    esac
-}
-
 # onecopy_switch DEADLINE_CS NAME...: steps 2 and 3 for NAMEs planned by onecopy_plan, one file at a
 # time (the daemon hashes one file, then the next: its heap holds one file's work). Each NAME served
 # from its file is noted in $WORK/onecopy.done ("NAME BYTES"); a CID that differs turns the switch
