@@ -352,6 +352,7 @@ def test_a_republish_reads_only_changed_sidecars_and_checks_them(tmp_path: Path,
     with pytest.raises(RepoError) as err:
         publish.publish(repo, client, progress=False, cache=cache)
     assert any(p.startswith("pkg00003-16.tcz: md5 ") for p in err.value.problems), err.value.problems
+    assert not [e for e in client.files.ls("/")["Entries"] or [] if e["Name"].startswith("tce-ipfs")]
     md5_txt.write_text(good)
 
     dep = repo / "pkg00010-16.tcz.dep"
