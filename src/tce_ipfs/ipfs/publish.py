@@ -142,7 +142,7 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
 def _gc_paused() -> Iterator[None]:
     """Python's cycle collector paused: a publish makes ~100,000 small objects that live to its end
     (paths, stat results, cache entries) and no cycles, and the collector walked them all again and
-    again: ~15% of a republish of a 18,620-file mirror."""
+    again: ~13% of a republish of an 18,620-file mirror."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
