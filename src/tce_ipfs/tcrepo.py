@@ -240,6 +240,10 @@ class RepoFiles:
     lists: dict[str, Path] = field(default_factory=dict)  # onboot.lst, ...
     indexes: dict[str, Path] = field(default_factory=dict)  # md5.db.gz, ...
     ignored: list[Problem] = field(default_factory=list)  # stray or unsafe files, not published
+    # Sidecar and list texts by name, as ``text()`` read them: each file is read once per scan (the
+    # checks and the index cross-check both want the .dep files), and a publisher may fill it
+    # beforehand with the texts of files it knows unchanged (``pubcache``: same stat key).
+    texts: dict[str, str] = field(default_factory=dict)
 
     @property
     def ext_dir(self) -> Path:
@@ -256,9 +260,18 @@ class RepoFiles:
         except ValueError:
             return str(path)
 
+    def text(self, name: str) -> str | None:
+        """The text of sidecar or list ``name`` (kept in ``texts``); None when the repo has no such file."""
+        text = self.texts.get(name)
+        if text is None:
+            path = self.sidecars.get(name) or self.lists.get(name)
+            if path is None:
+                return None
+            text = self.texts[name] = path.read_text(errors="replace")
+        return text
+
     def dep_text(self, name: str) -> str | None:
-        path = self.sidecars.get(name + ".dep")
-        return path.read_text(errors="replace") if path else None
+        return self.text(name + ".dep")
 
 
 def _classify(name: str) -> str:
@@ -342,7 +355,7 @@ def expected_md5s(repo: RepoFiles) -> tuple[dict[str, str], list[Problem]]:
             problems.append(Problem(repo.rel(repo.extensions[name]), f"no {md5_name} next to it"))
             continue
         try:
-            digest, listed = parse_md5_txt(md5_path.read_text(errors="replace"))
+            digest, listed = parse_md5_txt(repo.text(md5_name) or "")
         except ValueError:
             problems.append(Problem(repo.rel(md5_path), "not in md5sum format (<md5>  NAME.tcz)"))
             continue
@@ -380,7 +393,7 @@ def _each_parsed(repo: RepoFiles, files: dict[str, Path], parse: Callable[..., l
     for key, path in files.items():
         rel = repo.rel(path)
         try:
-            entries = parse(path.read_text(errors="replace"), None, source=rel)
+            entries = parse(repo.text(path.name) or "", None, source=rel)
         except RepoError as exc:
             problems += [Problem(rel, p.split(": ", 1)[1]) for p in exc.problems]
             continue

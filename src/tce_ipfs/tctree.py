@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,11 +132,12 @@ def _prefixed(prefix: str, problems: list[Problem]) -> list[Problem]:
 
 
 def check(source: Source, kernel: str | None = None, *, md5: bool = True, indexes: bool = True,
-          sums: dict[str, str] | None = None) -> list[Problem]:
+          sums: dict[str, str] | None = None, sizes: dict[str, int] | None = None) -> list[Problem]:
     """``tcrepo.check_repo`` for every repo of ``source`` (paths prefixed), the index cross-check
     (``tcindex.cross_check``) and the tree's own problems.
 
     ``sums``: ``{published .tcz path: md5}`` already known to be the file's (not hashed again).
+    ``sizes``: ``{published path: bytes}`` of every file, when the caller has stat'ed them already.
     """
     from tce_ipfs import tcindex
 
@@ -147,10 +149,34 @@ def check(source: Source, kernel: str | None = None, *, md5: bool = True, indexe
         found = tcrepo.check_repo(repo, kernel, md5=False, expected=md5_txt)
         expected = md5_txt[0]
         if md5:
-            known = {name: digest for name in expected
-                     if (digest := (sums or {}).get(source.path_of(prefix, name))) is not None}
-            found += tcrepo.md5_mismatches(repo, expected, sums=known)
+            found += _md5_mismatches(source, prefix, expected, sums or {})
         if indexes:
-            found += tcindex.cross_check(repo, expected)
+            found += tcindex.cross_check(repo, expected, size_of=_size_lookup(source, prefix, sizes))
         problems += _prefixed(prefix, found)
+    return problems
+
+
+def _size_lookup(source: Source, prefix: str, sizes: dict[str, int] | None) -> Callable[[str], int] | None:
+    """``size_of(name)`` for the extensions of the repo at ``prefix`` from ``sizes`` (None: stat them)."""
+    if sizes is None:
+        return None
+    return lambda name: sizes[source.path_of(prefix, name)]
+
+
+def _md5_mismatches(source: Source, prefix: str, expected: dict[str, str],
+                    sums: dict[str, str]) -> list[Problem]:
+    """``tcrepo.md5_mismatches`` for the repo at ``prefix``, given ``sums`` by published path."""
+    known = {name: digest for name in expected
+             if (digest := sums.get(source.path_of(prefix, name))) is not None}
+    return tcrepo.md5_mismatches(source.repos[prefix], expected, sums=known)
+
+
+def md5_problems(source: Source, sums: dict[str, str]) -> list[Problem]:
+    """Every ``.tcz`` of ``source`` whose content does not match its ``.md5.txt``: the md5 check of
+    ``check`` alone, for a publisher that computed the md5s as it sent the files. ``sums``: ``{published
+    .tcz path: md5}`` (the ones missing are hashed here)."""
+    problems: list[Problem] = []
+    for prefix, repo in source.repos.items():
+        expected, _ = tcrepo.expected_md5s(repo)  # its own problems were check()'s to report
+        problems += _prefixed(prefix, _md5_mismatches(source, prefix, expected, sums))
     return problems

@@ -1,9 +1,11 @@
 """What the last publish of a source gave, so that the next one adds only what changed.
 
 One JSON file per (node, source): the root CID, and per published path the file's ``stat`` key (size,
-mtime, ctime, inode), its CID and, for a ``.tcz``, its md5 (so an unchanged file is neither hashed nor
-added again). A file whose ``stat`` key differs is treated as changed: hashed, checked and added; if
-its content is in fact the same it gets the same CID and the diff does not list it. The file is only a
+mtime, ctime, inode), its CID, for a ``.tcz`` its md5 (so an unchanged file is neither hashed nor added
+again) and, for a sidecar or list the checks read (``.md5.txt``, ``.dep``, ``*.lst``), its text (so the
+checks of a republish read only the changed ones; ``tcrepo.RepoFiles.texts``). A file whose ``stat``
+key differs is treated as changed: read, hashed, checked and added; if its content is in fact the same
+it gets the same CID and the diff does not list it. The file is only a
 shortcut: deleting it (or ``publish --full``) makes the next publish a full one, same root CID.
 
 Where it lives: ``<base>/<hash of node peer ID and source path>.json``, ``base`` being
@@ -23,7 +25,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: + the text of sidecars and lists
+READABLE = (1, 2)  # format 1 is format 2 without texts: its entries are as good (the texts are read)
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -35,14 +38,21 @@ class Entry:
     key: tuple[int, int, int, int]  # stat_key() when it was published
     cid: str
     md5: str | None = None  # a .tcz's content md5 (None for other files, or when not checked)
+    text: str | None = None  # a sidecar's or list's text, as the checks read it (None: not read)
 
     def as_list(self) -> list[Any]:
-        return [*self.key, self.cid, self.md5]
+        return [*self.key, self.cid, self.md5, self.text]
 
     @classmethod
     def from_list(cls, data: list[Any]) -> Entry:
-        size, mtime, ctime, ino, cid, md5 = data
-        return cls((int(size), int(mtime), int(ctime), int(ino)), str(cid), md5 and str(md5))
+        """An entry from its JSON list (format 1: no text). Raises ``ValueError``/``TypeError`` when
+        it is not one: a damaged cache is not trusted."""
+        size, mtime, ctime, ino, cid, md5, *rest = data
+        text = rest[0] if len(rest) == 1 else None
+        if len(rest) > 1 or not isinstance(cid, str) or not all(
+                v is None or isinstance(v, str) for v in (md5, text)):
+            raise TypeError(f"not a publish cache entry: {str(data)[:80]}")
+        return cls((int(size), int(mtime), int(ctime), int(ino)), cid, md5 or None, text)
 
 
 @dataclass
@@ -62,12 +72,13 @@ class PublishCache:
             return empty
         try:
             data = json.loads(path.read_text())
-            if data.get("format") != FORMAT or data.get("source") != str(source) or data.get("node") != node:
+            if (data.get("format") not in READABLE or data.get("source") != str(source)
+                    or data.get("node") != node):
                 return empty
             files = {str(k): Entry.from_list(v) for k, v in data["files"].items()}
         except FileNotFoundError:
             return empty
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # damaged: not trusted
             log.warning("ignoring the publish cache %s (%s): this publish adds everything", path, exc)
             return empty
         return cls(path, str(source), node, data.get("root"), data.get("published_at"), files)
@@ -76,6 +87,16 @@ class PublishCache:
         """The entry of ``rel`` when the file has not changed since it was published."""
         entry = self.files.get(rel)
         return entry if entry is not None and entry.key == stat_key(st) else None
+
+    def unchanged_entries(self, stats: dict[str, os.stat_result]) -> dict[str, Entry]:
+        """``{path: entry}`` of the files of ``stats`` (path -> stat) unchanged since they were published."""
+        files = self.files
+        out: dict[str, Entry] = {}
+        for rel, st in stats.items():
+            entry = files.get(rel)
+            if entry is not None and entry.key == stat_key(st):
+                out[rel] = entry
+        return out
 
     def save(self) -> None:
         if self.path is None:

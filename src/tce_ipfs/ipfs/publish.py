@@ -14,22 +14,25 @@ and takes the root's pin back (the blocks sent are unpinned: ``ipfs repo gc`` dr
 
 Incremental: with a ``cache`` (``pubcache``) of the previous publish of the same source on the same
 node, and that root still pinned there, only the files whose ``stat`` changed are hashed and added:
-the previous root is copied into MFS (a copy of its links, nothing is read), the removed entries are
-unlinked, the changed files added in one request and linked over the old ones (``files cp --force``,
-unflushed), and the directory nodes rebuilt by MFS in one flush at the end. kubo builds directories
-the same way for ``add`` and for MFS, so the root is exactly the one a full publish of the tree gives
-(``tests/test_mirror_publish.py``). The result carries the diff against the previous root: extensions
-added, removed and changed.
+the changed files are added in one request, the previous root is copied into MFS (a copy of its
+links, nothing is read), the removed entries are unlinked, the files whose CID is new linked over the
+old ones (``files cp --force``, unflushed), and the directory nodes rebuilt by MFS in one flush at the
+end. kubo builds directories the same way for ``add`` and for MFS, so the root is exactly the one a full
+publish of the tree gives (``tests/test_mirror_publish.py``). Every check of a full publish runs; only
+the sidecars and lists whose ``stat`` changed are read again (the cache keeps the others' texts). The
+result carries the diff against the previous root: extensions added, removed and changed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import posixpath
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,24 +98,68 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
     leaves no pin (its blocks are unpinned).
     """
     started = time.monotonic()
-    source = tctree.scan_source(Path(repo_dir))
-    files = source.published()
-    stats = {rel: path.stat() for rel, path in files.items()}
-    node = node_id or (rpc.peer_id(client) if cache else "")
-    state = PublishCache.load(cache, source.root.resolve(), node)
-    known = {} if full else {rel: e for rel in files if (e := state.unchanged(rel, stats[rel])) is not None}
+    with _gc_paused():
+        source = tctree.scan_source(Path(repo_dir))
+        files = source.published()
+        stats = {rel: path.stat() for rel, path in files.items()}
+        node = node_id or (rpc.peer_id(client) if cache else "")
+        state = PublishCache.load(cache, source.root.resolve(), node)
+        known = {} if full else state.unchanged_entries(stats)
+        previous = state.root if state.files else None
+        incremental = bool(previous and not full and rpc.pin_ls(client, previous))
+        if previous and not incremental and not full:
+            log.info("the previous root %s is not pinned on this node any more: publishing everything",
+                     previous)
+        sizes = {rel: st.st_size for rel, st in stats.items()}
+        # The md5 of every .tcz sent is computed from the bytes as they go to kubo (one read, beside
+        # kubo's work), and checked before the new root is made or kept; the rest is checked first.
+        sums = {rel: e.md5 for rel, e in known.items() if e.md5} if check else {}
+        warnings = _check_first(source, known, kernel, check, sizes)
+        verify = _md5_check(source, files, sums) if check else None
+        if incremental:
+            assert previous is not None
+            root, cids, mode, added = _republish(client, previous, files, known, state, sizes, progress,
+                                                 pin_name, verify)
+        else:
+            root, cids = _add_all(client, source.root, files, sizes, progress, pin_name, verify)
+            mode, added = "full", list(files)
 
-    previous = state.root if state.files else None
-    incremental = bool(previous and not full and rpc.pin_ls(client, previous))
-    # A full add hashes every .tcz from the bytes it sends (one read, overlapping kubo's work); an
-    # incremental one hashes the few changed files first.
-    hash_while_adding = check and not incremental
-    sums: dict[str, str] = {}
+        diff = extension_diff({rel: e.cid for rel, e in state.files.items()}, cids) if previous else None
+        _remember(state, source, root, {rel: (stats[rel], cids[rel], sums.get(rel)) for rel in files})
+        total = sum(sizes.values())
+        result = PublishResult(root_cid=root, files={rel: (cids[rel], sizes[rel]) for rel in files},
+                               total_size=total, layout=source.layout, warnings=warnings,
+                               dirs=sorted(source.repos), mode=mode, previous=previous,
+                               added_files=len(added), added_bytes=sum(sizes[r] for r in added),
+                               seconds=time.monotonic() - started, diff=diff)
+    log.info("published %d files (%s, %d extensions) from %s as %s (%s: %d files, %s added)", len(files),
+             human(total), source.extension_count, source.root, root, mode, result.added_files,
+             human(result.added_bytes))
+    return result
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cycle collector paused: a publish makes ~100,000 small objects that live to its end
+    (paths, stat results, cache entries) and no cycles, and the collector walked them all again and
+    again: ~13% of a republish of an 18,620-file mirror."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _check_first(source: tctree.Source, known: dict[str, Entry], kernel: str | None, check: bool,
+                 sizes: dict[str, int]) -> list[str]:
+    """Everything but the md5 of the ``.tcz`` files (``_md5_check``), before anything goes to kubo:
+    raises ``RepoError`` on errors; returns the warnings. The sidecars and lists that did not change
+    since the last publish are not read again (``_reuse_texts``)."""
+    _reuse_texts(source, known)
     if check:
-        sums = {rel: e.md5 for rel, e in known.items() if e.md5}
-        if not hash_while_adding:
-            sums.update(_hash_new(source, set(sums)))
-        problems = tctree.check(source, kernel, md5=not hash_while_adding, sums=sums)
+        problems = tctree.check(source, kernel, md5=False, sizes=sizes)
     else:
         problems = list(source.ignored) + [p for r in source.repos.values() for p in r.ignored]
     _refuse_on_errors(source.root, problems)
@@ -124,57 +171,60 @@ def publish(repo_dir: Path, client: Any, *, check: bool = True, progress: bool =
         log.info("%s: left out (not in a tcz/ directory): %s", source.root, ", ".join(notes))
     if not source.extension_count:
         raise RepoError(f"refusing to publish {source.root}: no .tcz files found")
+    return warnings
 
-    sizes = {rel: st.st_size for rel, st in stats.items()}
-    if previous and not incremental and not full:
-        log.info("the previous root %s is not pinned on this node any more: publishing everything",
-                 previous)
-    if incremental:
-        assert previous is not None
-        changed = sorted(rel for rel in files if rel not in known)
-        removed = sorted(set(state.files) - set(files))
-        if changed or removed:
-            root, new_cids = _incremental(client, previous, files, changed, removed, state, progress)
-            mode = "incremental"
-        else:
-            root, new_cids, mode = previous, {}, "unchanged"
-        cids = {rel: new_cids.get(rel) or state.files[rel].cid for rel in files}
-        if root != previous and not rpc.pin_ls(client, root):  # the same tree may be pinned already
-            rpc.pin_update(client, previous, root)  # walks only what differs; the pin keeps old's name
-            if pin_name:
-                rpc.pin_add_named(client, root, pin_name)  # a new root: its own name (and time)
-        elif pin_name:
-            _name_pin(client, root, pin_name)
-        added = changed
+
+Md5Check = Callable[[dict[Path, str]], None]
+
+
+def _md5_check(source: tctree.Source, files: dict[str, Path], sums: dict[str, str]) -> Md5Check:
+    """``verify(digests)``: the md5 of every ``.tcz`` just sent (``digests``, by file) joins ``sums``
+    (published path -> md5, the unchanged ones from the cache), and every ``.tcz`` is checked against
+    its ``.md5.txt``: ``RepoError`` on a mismatch."""
+    by_file = {path: rel for rel, path in files.items() if rel.endswith(tcrepo.EXT)}
+
+    def verify(digests: dict[Path, str]) -> None:
+        sums.update({by_file[path]: digest for path, digest in digests.items() if path in by_file})
+        _refuse_on_errors(source.root, tctree.md5_problems(source, sums))
+
+    return verify
+
+
+def _republish(client: Any, previous: str, files: dict[str, Path], known: dict[str, Entry],
+               state: PublishCache, sizes: dict[str, int], progress: bool, pin_name: str | None,
+               verify: Md5Check | None) -> tuple[str, dict[str, str], str, list[str]]:
+    """The incremental publish from ``previous``: (root, {path: CID}, mode, paths added)."""
+    changed = sorted(rel for rel in files if rel not in known)
+    removed = sorted(set(state.files) - set(files))
+    if changed or removed:
+        root, new_cids = _incremental(client, previous, files, changed, removed, state, sizes, progress,
+                                      verify)
+        mode = "incremental"
     else:
-        digests: dict[Path, str] | None = {} if hash_while_adding else None
-        pinned_before = set(rpc.pin_ls(client)) if hash_while_adding else set()
-        root, cids = _add_all(client, source.root, files, sizes, progress, pin_name, digests)
-        if digests is not None:
-            sums.update({rel: digests[path] for rel, path in files.items() if path in digests})
-            late = tcrepo.errors_only(tctree.check(source, kernel, indexes=False, sums=sums))
-            if late:  # a .tcz that does not match its .md5.txt: take the pin back (not one made before)
-                if root not in pinned_before:
-                    rpc.pin_rm(client, root)
-                _refuse_on_errors(source.root, late)
-        mode, added = "full", list(files)
+        if verify is not None:
+            verify({})  # every md5 known: checked against the .md5.txt files all the same
+        root, new_cids, mode = previous, {}, "unchanged"
+    cids = {rel: new_cids.get(rel) or state.files[rel].cid for rel in files}
+    if root != previous and not rpc.pin_ls(client, root):  # the same tree may be pinned already
+        rpc.pin_update(client, previous, root)  # walks only what differs; the pin keeps old's name
+        if pin_name:
+            rpc.pin_add_named(client, root, pin_name)  # a new root: its own name (and time)
+    elif pin_name:
+        _name_pin(client, root, pin_name)
+    return root, cids, mode, changed
 
-    diff = extension_diff({rel: e.cid for rel, e in state.files.items()}, cids) if previous else None
-    state.root = root
-    if previous != root or not state.published_at:
+
+def _remember(state: PublishCache, source: tctree.Source, root: str,
+              published: dict[str, tuple[os.stat_result, str, str | None]]) -> None:
+    """Save what this publish gave (``published``: path -> (stat, CID, md5)) in the cache, with the
+    texts of the sidecars and lists the checks read."""
+    if state.root != root or not state.published_at:
         state.published_at = roots.now()
-    state.files = {rel: Entry(stat_key(stats[rel]), cids[rel], sums.get(rel)) for rel in files}
+    state.root = root
+    texts = _texts_read(source)
+    state.files = {rel: Entry(stat_key(st), cid, md5, texts.get(rel))
+                   for rel, (st, cid, md5) in published.items()}
     state.save()
-    total = sum(sizes.values())
-    result = PublishResult(root_cid=root, files={rel: (cids[rel], sizes[rel]) for rel in files},
-                           total_size=total, layout=source.layout, warnings=warnings,
-                           dirs=sorted(source.repos), mode=mode, previous=previous,
-                           added_files=len(added), added_bytes=sum(sizes[r] for r in added),
-                           seconds=time.monotonic() - started, diff=diff)
-    log.info("published %d files (%s, %d extensions) from %s as %s (%s: %d files, %s added)", len(files),
-             human(total), source.extension_count, source.root, root, mode, result.added_files,
-             human(result.added_bytes))
-    return result
 
 
 def _name_pin(client: Any, cid: str, name: str) -> None:
@@ -183,14 +233,20 @@ def _name_pin(client: Any, cid: str, name: str) -> None:
         rpc.pin_add_named(client, cid, name)
 
 
-def _hash_new(source: tctree.Source, known: set[str]) -> dict[str, str]:
-    """md5 of every ``.tcz`` of ``source`` not in ``known`` (published paths)."""
-    out: dict[str, str] = {}
+def _reuse_texts(source: tctree.Source, known: dict[str, Entry]) -> None:
+    """Give the checks the texts of the sidecars and lists that have not changed since the last publish
+    (same stat key), as the cache has them: only the changed ones are read."""
     for prefix, repo in source.repos.items():
-        todo = [n for n in repo.extensions if source.path_of(prefix, n) not in known]
-        for name, digest in tcrepo.md5_sums(repo, todo).items():
-            out[source.path_of(prefix, name)] = digest
-    return out
+        for name in (*repo.sidecars, *repo.lists):
+            entry = known.get(source.path_of(prefix, name))
+            if entry is not None and entry.text is not None:
+                repo.texts[name] = entry.text
+
+
+def _texts_read(source: tctree.Source) -> dict[str, str]:
+    """``{published path: text}`` of every sidecar and list the checks read (or were given)."""
+    return {source.path_of(prefix, name): text for prefix, repo in source.repos.items()
+            for name, text in repo.texts.items()}
 
 
 def _refuse_on_errors(root: Path, problems: list[tcrepo.Problem]) -> None:
@@ -202,12 +258,21 @@ def _refuse_on_errors(root: Path, problems: list[tcrepo.Problem]) -> None:
 
 
 def _add_all(client: Any, where: Path, files: dict[str, Path], sizes: dict[str, int], progress: bool,
-             pin_name: str | None, digests: dict[Path, str] | None = None) -> tuple[str, dict[str, str]]:
-    """Add ``files`` as one tree, pinned; return (root CID, {path: CID}). ``digests``: gets the md5 of
-    every ``.tcz`` as it is sent."""
+             pin_name: str | None, verify: Md5Check | None) -> tuple[str, dict[str, str]]:
+    """Add ``files`` as one tree, pinned; return (root CID, {path: CID}). ``verify``: given the md5 of
+    every ``.tcz`` as it was sent; when it refuses, the root's pin is taken back (not one made before)."""
+    digests: dict[Path, str] | None = {} if verify is not None else None
+    pinned_before = set(rpc.pin_ls(client)) if verify is not None else set()
     with Progress(f"publishing {len(files)} files", sum(sizes.values())) as bar:
         root = treeupload.add_tree(client, files, pin=True, pin_name=pin_name, digests=digests,
                             on_sent=bar.advance if progress and bar.enabled else None)
+    if verify is not None and digests is not None:
+        try:
+            verify(digests)
+        except RepoError:
+            if root not in pinned_before:
+                rpc.pin_rm(client, root)
+            raise
     cids = _file_cids(client, root, files)
     missing = sorted(set(files) - set(cids))
     if missing:
@@ -238,55 +303,90 @@ def _parents(paths: Iterable[str]) -> set[str]:
 
 
 def _incremental(client: Any, previous: str, files: dict[str, Path], changed: list[str],
-                 removed: list[str], state: PublishCache, progress: bool) -> tuple[str, dict[str, str]]:
+                 removed: list[str], state: PublishCache, sizes: dict[str, int], progress: bool,
+                 verify: Md5Check | None) -> tuple[str, dict[str, str]]:
     """The new root from ``previous`` with ``changed`` (re)added and ``removed`` unlinked, in MFS.
 
-    The changed files go to kubo in one unpinned ``add`` (linked at a scratch MFS path, which keeps
-    them from the garbage collector), then each is linked at its path with ``files cp --force`` without
-    a flush, and the stage is flushed once at the end (every ``FLUSH_EVERY`` links): the directory nodes
-    are written out once, not once per file. ``files rm`` always flushes (to the MFS root), so it is
-    used only for what is gone (and, on a kubo without ``cp --force``, for the changed files too).
+    The changed files go to kubo first, in one unpinned ``add`` (linked at a scratch MFS path, which
+    keeps them from the garbage collector), their md5 computed on the way for ``verify`` (a refusal
+    leaves nothing linked or pinned). Only those whose CID is not the one they had are linked
+    (a mirror update rewrites an extension's ``.info``, ``.list`` and its unchanged index files too,
+    with the same bytes: about half of what changed by ``stat``): see ``_rebuild``.
     """
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     stage, scratch = f"{MFS_STAGE}-{token}", f"{MFS_STAGE}-{token}-added"
-    old_dirs, new_dirs = _parents(state.files), _parents(files)
-    gone = {d for d in old_dirs - new_dirs if posixpath.dirname(d) not in old_dirs - new_dirs}
-    overwrite = _can_overwrite(client)
-    unlink = [rel for rel in (removed if overwrite else [*changed, *removed]) if rel in state.files
-              and not any(rel.startswith(d + "/") for d in gone)]
     cids: dict[str, str] = {}
-    rpc.files_cp(client, f"/ipfs/{previous}", stage)
     try:
-        for i in range(0, len(unlink), RM_BATCH):
-            rpc.files_rm(client, [f"{stage}/{rel}" for rel in unlink[i:i + RM_BATCH]])
-        if gone:
-            rpc.files_rm(client, [f"{stage}/{d}" for d in sorted(gone)], recursive=True)
-        total = sum(files[rel].stat().st_size for rel in changed)
-        with Progress(f"adding {len(changed)} changed files", total) as bar:
-            if changed:
-                treeupload.add_tree(client, {rel: files[rel] for rel in changed}, pin=False, to_files=scratch,
-                                    cids=cids, on_sent=bar.advance if progress and bar.enabled else None)
-        missing = sorted(set(changed) - set(cids))
-        if missing:
-            raise NodeError(f"IPFS add gave no CID for: {', '.join(missing[:10])}")
-        made = new_dirs - old_dirs
-        for d in sorted(made - _parents(made)):  # mkdir -p: the deepest ones make the rest
-            rpc.files_mkdir(client, f"{stage}/{d}")
-        with duplex.Session(client.tce_api, timeout=LINK_TIMEOUT) as via:
-            for i, rel in enumerate(changed):
-                if i and i % FLUSH_EVERY == 0:
-                    rpc.files_flush(client, stage, via=via)
-                _link(client, f"/ipfs/{cids[rel]}", f"{stage}/{rel}", stage, overwrite, via)
-            root = rpc.files_flush(client, stage, via=via)
+        digests = _add_changed(client, files, changed, sizes, scratch, cids, progress)
+        if verify is not None:
+            verify(digests)
+        relink = _new_cids(changed, cids, state)
+        root = _rebuild(client, previous, stage, files, relink, removed, state) if relink or removed \
+            else previous  # the same bytes everywhere: the same tree
     finally:
         try:
             # MFS content is kept from GC: let it go (the new root is pinned by the caller)
-            rpc.files_rm(client, [stage, scratch], force=True)  # force: the scratch may not exist
+            rpc.files_rm(client, [stage, scratch], force=True)  # force: either may not exist
         except NodeError as exc:
             log.warning("could not remove the MFS staging directories %s: %s", stage, exc)
+    return root, cids
+
+
+def _new_cids(changed: list[str], cids: dict[str, str], state: PublishCache) -> dict[str, str]:
+    """``{path: CID}`` of the changed files whose CID is not the one they had (new files included)."""
+    out: dict[str, str] = {}
+    for rel in changed:
+        old = state.files.get(rel)
+        if old is None or old.cid != cids[rel]:
+            out[rel] = cids[rel]
+    return out
+
+
+def _add_changed(client: Any, files: dict[str, Path], changed: list[str], sizes: dict[str, int],
+                 scratch: str, cids: dict[str, str], progress: bool) -> dict[Path, str]:
+    """Add ``changed`` in one unpinned request, linked at ``scratch``; ``cids`` gets their CIDs.
+    Returns the md5 of each ``.tcz`` among them, computed from the bytes sent."""
+    digests: dict[Path, str] = {}
+    with Progress(f"adding {len(changed)} changed files", sum(sizes[rel] for rel in changed)) as bar:
+        if changed:
+            treeupload.add_tree(client, {rel: files[rel] for rel in changed}, pin=False, to_files=scratch,
+                                cids=cids, digests=digests,
+                                on_sent=bar.advance if progress and bar.enabled else None)
+    missing = sorted(set(changed) - set(cids))
+    if missing:
+        raise NodeError(f"IPFS add gave no CID for: {', '.join(missing[:10])}")
+    return digests
+
+
+def _rebuild(client: Any, previous: str, stage: str, files: dict[str, Path], relink: dict[str, str],
+             removed: list[str], state: PublishCache) -> str:
+    """Copy ``previous`` to ``stage``, unlink ``removed``, link each of ``relink`` (path -> CID) with
+    ``files cp --force`` without a flush, and flush the stage once at the end (and every
+    ``FLUSH_EVERY`` links): the directory nodes are written out once, not once per file. ``files rm``
+    always flushes (to the MFS root), so it is used only for what is gone (and, on a kubo without
+    ``cp --force``, for the files relinked too). Returns the stage's root CID."""
+    old_dirs, new_dirs = _parents(state.files), _parents(files)
+    gone = {d for d in old_dirs - new_dirs if posixpath.dirname(d) not in old_dirs - new_dirs}
+    overwrite = _can_overwrite(client)
+    unlink = [rel for rel in (removed if overwrite else [*relink, *removed]) if rel in state.files
+              and not any(rel.startswith(d + "/") for d in gone)]
+    rpc.files_cp(client, f"/ipfs/{previous}", stage)
+    for i in range(0, len(unlink), RM_BATCH):
+        rpc.files_rm(client, [f"{stage}/{rel}" for rel in unlink[i:i + RM_BATCH]])
+    if gone:
+        rpc.files_rm(client, [f"{stage}/{d}" for d in sorted(gone)], recursive=True)
+    made = new_dirs - old_dirs
+    for d in sorted(made - _parents(made)):  # mkdir -p: the deepest ones make the rest
+        rpc.files_mkdir(client, f"{stage}/{d}")
+    with duplex.Session(client.tce_api, timeout=LINK_TIMEOUT) as via:
+        for i, (rel, cid) in enumerate(relink.items()):
+            if i and i % FLUSH_EVERY == 0:
+                rpc.files_flush(client, stage, via=via)
+            _link(client, f"/ipfs/{cid}", f"{stage}/{rel}", stage, overwrite, via)
+        root = rpc.files_flush(client, stage, via=via)
     if not root:
         raise NodeError("MFS returned no CID for the new root")
-    return root, cids
+    return root
 
 
 def _link(client: Any, source: str, dest: str, stage: str, overwrite: bool, via: duplex.Session) -> None:
