@@ -8,9 +8,14 @@ package decision
 // peer whose want it holds as soon as it has it; their cancel then reaches us too (a delivery).
 //
 // Nothing is withheld for good: a want still in this engine's ledger after the wait (no neighbour
-// delivered) is served after all, like a block that just arrived (a miss). The wait adapts to how
-// long neighbours take: 3x the average time from hold to cancel, at least the configured wait, at most
-// superSeedMaxWait.
+// delivered) is served after all, like a block that just arrived (a miss). The wait counts from when
+// the block left this seed for the first time (its send to a holder returned), not from the held
+// request: behind a slow uplink the holder's copy can sit in our send queue for seconds, and a wait
+// counted from the request then ran out before any holder had the block, so the seed sent it again
+// to every machine it held back (measured: 2-3x the payload at 20 Mbit/s). A hold still ends after
+// superSeedMaxHold whatever happens. The wait adapts to how long neighbours take: 3x the average
+// time from the block leaving us (or the hold, if later) to the cancel, at least the configured wait,
+// at most superSeedMaxWait.
 //
 // A peer that trades with nobody (mDNS off, or not found yet) would lose a wait per round. So: after
 // a grace period from its first request (time for LAN discovery), a peer whose misses exceed its
@@ -19,6 +24,7 @@ package decision
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,6 +37,7 @@ import (
 
 const (
 	superSeedMaxWait    = 5 * time.Second
+	superSeedMaxHold    = 15 * time.Second // from the held request, however long the holder's copy is queued
 	superSeedMaxDeficit = 3 // rounds served after the wait, beyond blocks neighbours delivered
 	superSeedGrace      = 3 * time.Second
 	superSeedPause      = 4 * time.Second
@@ -55,6 +62,7 @@ type superSeed struct {
 	mu      sync.Mutex
 	latency time.Duration                     // average hold-to-cancel time (EWMA)
 	holders map[cid.Cid][]peer.ID             // peers each block was sent (or granted) to
+	sentAt  map[cid.Cid]time.Time             // when a block first left us (its send returned)
 	held    map[peer.ID]map[cid.Cid]time.Time // blocks held back from a peer, since when
 	peers   map[peer.ID]*superSeedPeer
 	stats   struct{ served, heldBack, delivered, servedLate uint64 }
@@ -71,6 +79,7 @@ func WithSuperSeed(neighbours func(holder, asker peer.ID) bool, wait time.Durati
 			pause:      superSeedPause,
 			latency:    wait / 3,
 			holders:    make(map[cid.Cid][]peer.ID),
+			sentAt:     make(map[cid.Cid]time.Time),
 			held:       make(map[peer.ID]map[cid.Cid]time.Time),
 			peers:      make(map[peer.ID]*superSeedPeer),
 		}
@@ -132,12 +141,28 @@ func (s *superSeed) hold(p peer.ID, c cid.Cid) (hold bool, wait time.Duration) {
 	return true, s.waitLocked()
 }
 
-// cancelled: p cancelled its want for c; if c was held back, a neighbour delivered it.
+// sent: the engine's send of msg returned (its envelope's Sent); its blocks have left us.
+func (s *superSeed) sent(msg bsmsg.BitSwapMessage) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range msg.Blocks() {
+		if _, ok := s.sentAt[b.Cid()]; !ok {
+			s.sentAt[b.Cid()] = now
+		}
+	}
+}
+
+// cancelled: p cancelled its want for c; if c was held back, a neighbour delivered it. A holder that
+// cancels before our copy left has c from elsewhere: it counts as sent from now on.
 func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	since, pending := s.held[p][c]
 	if !pending {
+		if _, ok := s.sentAt[c]; !ok && slices.Contains(s.holders[c], p) {
+			s.sentAt[c] = time.Now()
+		}
 		return
 	}
 	delete(s.held[p], c)
@@ -146,7 +171,25 @@ func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 	r.delivered++
 	r.pauses = 0
 	s.stats.delivered++
+	if at, ok := s.sentAt[c]; ok && at.After(since) {
+		since = at
+	}
 	s.latency = (7*s.latency + time.Since(since)) / 8
+}
+
+// holdMoreLocked: how much longer the hold on (p, c), held since `since`, lasts: until the wait has
+// passed since c first left us (a wait more while it has not left yet), while a holder is still p's
+// connected neighbour, never beyond superSeedMaxHold from `since`; 0 when the hold is over.
+func (s *superSeed) holdMoreLocked(p peer.ID, c cid.Cid, since, now time.Time) time.Duration {
+	left := since.Add(superSeedMaxHold).Sub(now)
+	if left <= 0 || !slices.ContainsFunc(s.holders[c], func(h peer.ID) bool { return s.neighbours(h, p) }) {
+		return 0
+	}
+	more := s.waitLocked()
+	if at, ok := s.sentAt[c]; ok {
+		more = at.Add(more).Sub(now)
+	}
+	return max(min(more, left), 0)
 }
 
 // forget drops a disconnected peer's state.
@@ -165,9 +208,15 @@ func (e *Engine) superSeedRelease(p peer.ID, c cid.Cid, blockSize int) {
 	ent, wanted := e.peerLedger.peers[p][c]
 	e.lock.RUnlock()
 	s.mu.Lock()
-	if _, pending := s.held[p][c]; !pending {
+	since, pending := s.held[p][c]
+	if !pending {
 		s.mu.Unlock()
 		return // cancelled (delivered by a neighbour), or the peer left
+	}
+	if more := s.holdMoreLocked(p, c, since, time.Now()); more > 0 && wanted {
+		s.mu.Unlock() // the holders' copy left us too recently (or not yet): hold on
+		time.AfterFunc(more, func() { e.superSeedRelease(p, c, blockSize) })
+		return
 	}
 	delete(s.held[p], c)
 	log.Debugw("super-seeding: wait over", "peer", p, "cid", c, "stillWanted", wanted)

@@ -122,12 +122,37 @@ func TestSuperSeedCancelMeansANeighbourDelivered(t *testing.T) {
 	}
 }
 
+func TestSuperSeedWaitCountsFromWhenTheHoldersCopyLeft(t *testing.T) {
+	// Behind a slow uplink the holder's copy waits in our send queue: a wait counted from the held
+	// request ran out before the holder had the block, and the seed sent it again (2-3x the payload
+	// at 20 Mbit/s). The send of a's block has not returned yet (its envelope's Sent not called).
+	e, o, blks := superSeedEngine(t, always)
+	a, b := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
+	x := blks[0].Cid()
+	wantOne(e, a, x, pb.Message_Wantlist_Block, true)
+	var toA *Envelope
+	o.next, toA = getNextEnvelope(e, o.next, time.Second)
+	expectBlock(t, toA, a, x)
+	wantOne(e, b, x, pb.Message_Wantlist_Block, true)
+	expectPresence(t, o.within(time.Second), b, x, pb.Message_DontHave)
+	if env := o.within(3 * superSeedTestWait); env != nil {
+		t.Fatalf("served again while the holder's copy had not left: %s", describe(env))
+	}
+	toA.Sent() // a's copy is on its way now: the wait starts
+	if env := o.within(superSeedTestWait / 2); env != nil {
+		t.Fatalf("nothing expected before the wait, got %s", describe(env))
+	}
+	expectBlock(t, o.within(3*superSeedTestWait), b, x) // nobody delivered: served after all
+}
+
 func TestSuperSeedBroadcastWantHaveGetsAHaveAfterTheWait(t *testing.T) {
 	e, o, blks := superSeedEngine(t, always)
 	a, b := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
 	x := blks[0].Cid()
 	wantOne(e, a, x, pb.Message_Wantlist_Have, false)
 	expectPresence(t, o.within(time.Second), a, x, pb.Message_Have)
+	wantOne(e, a, x, pb.Message_Wantlist_Block, false) // a's session then asks us for the block
+	expectBlock(t, o.within(time.Second), a, x)
 	wantOne(e, b, x, pb.Message_Wantlist_Have, false) // a broadcast want-have: no DONT_HAVE wanted
 	if env := o.within(superSeedTestWait / 2); env != nil {
 		t.Fatalf("a held-back broadcast want gets no answer at first, got %+v", env)
