@@ -9,13 +9,15 @@ package decision
 //
 // Nothing is withheld for good: a want still in this engine's ledger after the wait (no neighbour
 // delivered) is served after all, like a block that just arrived (a miss). The wait counts from when
-// the block left this seed for the first time (its send to a holder returned), not from the held
-// request: behind a slow uplink the holder's copy can sit in our send queue for seconds, and a wait
-// counted from the request then ran out before any holder had the block, so the seed sent it again
-// to every machine it held back (measured: 2-3x the payload at 20 Mbit/s). A hold still ends after
-// superSeedMaxHold whatever happens. The wait adapts to how long neighbours take: 3x the average
-// time from the block leaving us (or the hold, if later) to the cancel, at least the configured wait,
-// at most superSeedMaxWait.
+// a holder has the block -- its cancel reaches us: a bitswap client cancels its want everywhere once
+// the block is in, also at the peer that sent it -- not from the held request. Behind a slow uplink
+// the holder's copy sits in our send queue and socket buffer for seconds (measured at 20 Mbit/s, 8
+// machines: up to 2.8 s from our decision to the holder's cancel), and a wait counted from the
+// request ran out before any holder had the block: the seed sent it again to the machines it held
+// back (1.5-2.9x the payload). A copy that left us (its send returned) with no holder's cancel after
+// inFlight is taken as delivered; a hold ends after superSeedMaxHold whatever happens. The wait adapts
+// to how long neighbours take: 3x the average time from the holder having the block (or the hold, if
+// later) to the asker's cancel, at least the configured wait, at most superSeedMaxWait.
 //
 // A peer that trades with nobody (mDNS off, or not found yet) would lose a wait per round. So: after
 // a grace period from its first request (time for LAN discovery), a peer whose misses exceed its
@@ -38,7 +40,7 @@ import (
 const (
 	superSeedMaxWait    = 5 * time.Second
 	superSeedMaxHold    = 15 * time.Second // from the held request, however long the holder's copy is queued
-	superSeedMaxDeficit = 3 // rounds served after the wait, beyond blocks neighbours delivered
+	superSeedMaxDeficit = 3                // rounds served after the wait, beyond blocks neighbours delivered
 	superSeedGrace      = 3 * time.Second
 	superSeedPause      = 4 * time.Second
 	superSeedMaxPause   = time.Minute
@@ -59,13 +61,15 @@ type superSeed struct {
 	grace      time.Duration // from a peer's first request: misses do not count yet
 	pause      time.Duration // first pause of a peer that trades with nobody
 
-	mu      sync.Mutex
-	latency time.Duration                     // average hold-to-cancel time (EWMA)
-	holders map[cid.Cid][]peer.ID             // peers each block was sent (or granted) to
-	sentAt  map[cid.Cid]time.Time             // when a block first left us (its send returned)
-	held    map[peer.ID]map[cid.Cid]time.Time // blocks held back from a peer, since when
-	peers   map[peer.ID]*superSeedPeer
-	stats   struct{ served, heldBack, delivered, servedLate uint64 }
+	mu       sync.Mutex
+	latency  time.Duration                     // average hold-to-cancel time (EWMA)
+	holders  map[cid.Cid][]peer.ID             // peers each block was sent (or granted) to
+	sentAt   map[cid.Cid]time.Time             // when a block first left us (its send returned)
+	hasAt    map[cid.Cid]time.Time             // when a holder first cancelled its want (it has the block)
+	inFlight time.Duration                     // a copy that left us counts as delivered after this
+	held     map[peer.ID]map[cid.Cid]time.Time // blocks held back from a peer, since when
+	peers    map[peer.ID]*superSeedPeer
+	stats    struct{ served, heldBack, delivered, servedLate uint64 }
 }
 
 // WithSuperSeed makes the engine hold blocks back from peers that can get them from a LAN neighbour,
@@ -80,6 +84,8 @@ func WithSuperSeed(neighbours func(holder, asker peer.ID) bool, wait time.Durati
 			latency:    wait / 3,
 			holders:    make(map[cid.Cid][]peer.ID),
 			sentAt:     make(map[cid.Cid]time.Time),
+			hasAt:      make(map[cid.Cid]time.Time),
+			inFlight:   superSeedMaxWait,
 			held:       make(map[peer.ID]map[cid.Cid]time.Time),
 			peers:      make(map[peer.ID]*superSeedPeer),
 		}
@@ -153,15 +159,15 @@ func (s *superSeed) sent(msg bsmsg.BitSwapMessage) {
 	}
 }
 
-// cancelled: p cancelled its want for c; if c was held back, a neighbour delivered it. A holder that
-// cancels before our copy left has c from elsewhere: it counts as sent from now on.
+// cancelled: p cancelled its want for c; if c was held back, a neighbour delivered it; if p is a
+// holder, it has c now (from us or from a neighbour).
 func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	since, pending := s.held[p][c]
 	if !pending {
-		if _, ok := s.sentAt[c]; !ok && slices.Contains(s.holders[c], p) {
-			s.sentAt[c] = time.Now()
+		if _, ok := s.hasAt[c]; !ok && slices.Contains(s.holders[c], p) {
+			s.hasAt[c] = time.Now()
 		}
 		return
 	}
@@ -171,23 +177,29 @@ func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 	r.delivered++
 	r.pauses = 0
 	s.stats.delivered++
-	if at, ok := s.sentAt[c]; ok && at.After(since) {
+	if at, ok := s.hasAt[c]; ok && at.After(since) {
 		since = at
 	}
 	s.latency = (7*s.latency + time.Since(since)) / 8
 }
 
 // holdMoreLocked: how much longer the hold on (p, c), held since `since`, lasts: until the wait has
-// passed since c first left us (a wait more while it has not left yet), while a holder is still p's
-// connected neighbour, never beyond superSeedMaxHold from `since`; 0 when the hold is over.
+// passed since a holder has c (inFlight since c left us, if no holder said so; a wait more while c
+// has not left yet), while a holder is still p's connected neighbour, never beyond superSeedMaxHold
+// from `since`; 0 when the hold is over.
 func (s *superSeed) holdMoreLocked(p peer.ID, c cid.Cid, since, now time.Time) time.Duration {
 	left := since.Add(superSeedMaxHold).Sub(now)
 	if left <= 0 || !slices.ContainsFunc(s.holders[c], func(h peer.ID) bool { return s.neighbours(h, p) }) {
 		return 0
 	}
-	more := s.waitLocked()
+	if at, ok := s.hasAt[c]; ok {
+		return max(min(at.Add(s.waitLocked()).Sub(now), left), 0)
+	}
+	// No holder has said so yet: look again soon (a quarter of the wait), until inFlight has passed
+	// since the copy left.
+	more := s.waitLocked() / 4
 	if at, ok := s.sentAt[c]; ok {
-		more = at.Add(more).Sub(now)
+		more = min(more, at.Add(s.inFlight).Sub(now))
 	}
 	return max(min(more, left), 0)
 }
