@@ -93,7 +93,7 @@ EDITS: tuple[tuple[str, str, str], ...] = (
      "\t\t\t\te.peerRequestQueue.TasksDone(p, nextTasks...)\n\n\t\t\t\t// Signal the worker",
      "\t\t\t\te.peerRequestQueue.TasksDone(p, nextTasks...)\n"
      "\t\t\t\tif e.superSeed != nil { // tce-ipfs seed build: the blocks left us\n"
-     "\t\t\t\t\te.superSeed.sent(msg)\n\t\t\t\t}\n\n\t\t\t\t// Signal the worker"),
+     "\t\t\t\t\te.superSeed.sent(p, msg)\n\t\t\t\t}\n\n\t\t\t\t// Signal the worker"),
     ("{boxo}/bitswap/server/server.go",
      "// WithTaskComparator configures custom task prioritization logic.\n",
      "// WithSuperSeed (tce-ipfs seed build) holds blocks back from peers a LAN neighbour can serve; see\n"

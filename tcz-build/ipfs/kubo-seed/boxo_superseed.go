@@ -64,8 +64,8 @@ type superSeed struct {
 	mu       sync.Mutex
 	latency  time.Duration                     // average hold-to-cancel time (EWMA)
 	holders  map[cid.Cid][]peer.ID             // peers each block was sent (or granted) to
-	sentAt   map[cid.Cid]time.Time             // when a block first left us (its send returned)
-	hasAt    map[cid.Cid]time.Time             // when a holder first cancelled its want (it has the block)
+	sentTo   map[cid.Cid]map[peer.ID]time.Time // when a holder's copy left us (its send returned)
+	hasAt    map[cid.Cid]map[peer.ID]time.Time // when a holder cancelled its want (it has the block)
 	inFlight time.Duration                     // a copy that left us counts as delivered after this
 	held     map[peer.ID]map[cid.Cid]time.Time // blocks held back from a peer, since when
 	peers    map[peer.ID]*superSeedPeer
@@ -83,8 +83,8 @@ func WithSuperSeed(neighbours func(holder, asker peer.ID) bool, wait time.Durati
 			pause:      superSeedPause,
 			latency:    wait / 3,
 			holders:    make(map[cid.Cid][]peer.ID),
-			sentAt:     make(map[cid.Cid]time.Time),
-			hasAt:      make(map[cid.Cid]time.Time),
+			sentTo:     make(map[cid.Cid]map[peer.ID]time.Time),
+			hasAt:      make(map[cid.Cid]map[peer.ID]time.Time),
 			inFlight:   superSeedMaxWait,
 			held:       make(map[peer.ID]map[cid.Cid]time.Time),
 			peers:      make(map[peer.ID]*superSeedPeer),
@@ -147,15 +147,25 @@ func (s *superSeed) hold(p peer.ID, c cid.Cid) (hold bool, wait time.Duration) {
 	return true, s.waitLocked()
 }
 
-// sent: the engine's send of msg returned (its envelope's Sent); its blocks have left us.
-func (s *superSeed) sent(msg bsmsg.BitSwapMessage) {
+// note records in m when p did something with c (the first time only).
+func note(m map[cid.Cid]map[peer.ID]time.Time, c cid.Cid, p peer.ID, at time.Time) {
+	byPeer := m[c]
+	if byPeer == nil {
+		byPeer = make(map[peer.ID]time.Time)
+		m[c] = byPeer
+	}
+	if _, ok := byPeer[p]; !ok {
+		byPeer[p] = at
+	}
+}
+
+// sent: the engine's send of msg to p returned (its envelope's Sent); its blocks have left us.
+func (s *superSeed) sent(p peer.ID, msg bsmsg.BitSwapMessage) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, b := range msg.Blocks() {
-		if _, ok := s.sentAt[b.Cid()]; !ok {
-			s.sentAt[b.Cid()] = now
-		}
+		note(s.sentTo, b.Cid(), p, now)
 	}
 }
 
@@ -166,8 +176,8 @@ func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 	defer s.mu.Unlock()
 	since, pending := s.held[p][c]
 	if !pending {
-		if _, ok := s.hasAt[c]; !ok && slices.Contains(s.holders[c], p) {
-			s.hasAt[c] = time.Now()
+		if slices.Contains(s.holders[c], p) {
+			note(s.hasAt, c, p, time.Now())
 		}
 		return
 	}
@@ -177,29 +187,47 @@ func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 	r.delivered++
 	r.pauses = 0
 	s.stats.delivered++
-	if at, ok := s.hasAt[c]; ok && at.After(since) {
-		since = at
+	if _, has, _ := s.nearLocked(p, c); has.After(since) {
+		since = has
 	}
 	s.latency = (7*s.latency + time.Since(since)) / 8
 }
 
+// nearLocked: whether a holder of c is p's connected LAN neighbour, and among those the earliest
+// time one had c (its cancel) and the earliest its copy left us (zero: not yet). Only such holders
+// count: the same block's holders from an earlier boot wave are gone.
+func (s *superSeed) nearLocked(p peer.ID, c cid.Cid) (near bool, has, sent time.Time) {
+	for _, h := range s.holders[c] {
+		if !s.neighbours(h, p) {
+			continue
+		}
+		near = true
+		if t, ok := s.hasAt[c][h]; ok && (has.IsZero() || t.Before(has)) {
+			has = t
+		}
+		if t, ok := s.sentTo[c][h]; ok && (sent.IsZero() || t.Before(sent)) {
+			sent = t
+		}
+	}
+	return near, has, sent
+}
+
 // holdMoreLocked: how much longer the hold on (p, c), held since `since`, lasts: until the wait has
-// passed since a holder has c (inFlight since c left us, if no holder said so; a wait more while c
-// has not left yet), while a holder is still p's connected neighbour, never beyond superSeedMaxHold
-// from `since`; 0 when the hold is over.
+// passed since a holder that is p's neighbour has c (inFlight since its copy left us, if it has not
+// said so; a quarter wait more while the copy has not left yet), while such a holder is connected,
+// never beyond superSeedMaxHold from `since`; 0 when the hold is over.
 func (s *superSeed) holdMoreLocked(p peer.ID, c cid.Cid, since, now time.Time) time.Duration {
 	left := since.Add(superSeedMaxHold).Sub(now)
-	if left <= 0 || !slices.ContainsFunc(s.holders[c], func(h peer.ID) bool { return s.neighbours(h, p) }) {
+	near, has, sent := s.nearLocked(p, c)
+	if left <= 0 || !near {
 		return 0
 	}
-	if at, ok := s.hasAt[c]; ok {
-		return max(min(at.Add(s.waitLocked()).Sub(now), left), 0)
+	if !has.IsZero() {
+		return max(min(has.Add(s.waitLocked()).Sub(now), left), 0)
 	}
-	// No holder has said so yet: look again soon (a quarter of the wait), until inFlight has passed
-	// since the copy left.
-	more := s.waitLocked() / 4
-	if at, ok := s.sentAt[c]; ok {
-		more = min(more, at.Add(s.inFlight).Sub(now))
+	more := s.waitLocked() / 4 // no holder has said so yet: look again soon
+	if !sent.IsZero() {
+		more = min(more, sent.Add(s.inFlight).Sub(now))
 	}
 	return max(min(more, left), 0)
 }

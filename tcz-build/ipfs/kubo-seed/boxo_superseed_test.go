@@ -174,6 +174,33 @@ func TestSuperSeedACopyThatLeftCountsAsDeliveredAfterInFlight(t *testing.T) {
 	expectBlock(t, o.within(3*superSeedTestWait), b, x)
 }
 
+func TestSuperSeedAnEarlierWavesHoldersDoNotShortenAHold(t *testing.T) {
+	// A seed serves boot after boot: what a holder of an earlier wave did with a block (its cancel,
+	// long ago) must not end a hold whose holders are this wave's machines.
+	var a peer.ID
+	aGone := false
+	e, o, blks := superSeedEngine(t, func(holder, asker peer.ID) bool { return holder != a || !aGone })
+	a = libp2ptest.RandPeerIDFatal(t)
+	b, c := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
+	x := blks[0].Cid()
+	wantOne(e, a, x, pb.Message_Wantlist_Block, true)
+	expectBlock(t, o.within(time.Second), a, x)
+	cancelOne(e, a, x)
+	aGone = true                                      // the earlier wave has booted and left
+	wantOne(e, b, x, pb.Message_Wantlist_Block, true) // no neighbour holds it: served, its send pending
+	var toB *Envelope
+	o.next, toB = getNextEnvelope(e, o.next, time.Second)
+	expectBlock(t, toB, b, x)
+	wantOne(e, c, x, pb.Message_Wantlist_Block, true)
+	expectPresence(t, o.within(time.Second), c, x, pb.Message_DontHave)
+	if env := o.within(3 * superSeedTestWait); env != nil {
+		t.Fatalf("served again while this wave's holder had not got the block: %s", describe(env))
+	}
+	toB.Sent()
+	cancelOne(e, b, x)
+	expectBlock(t, o.within(3*superSeedTestWait), c, x)
+}
+
 func TestSuperSeedBroadcastWantHaveGetsAHaveAfterTheWait(t *testing.T) {
 	e, o, blks := superSeedEngine(t, always)
 	a, b := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
