@@ -94,7 +94,7 @@ def test_seed_variant_is_its_own_recipe_and_path() -> None:
     for a in adds:
         assert a.source_path.read_text().startswith(("package ", "//go:build")), a.source_path
     edits = [s for s in kuborecipe.SEED_PATCHES[KUBO_VERSION] if isinstance(s, kuborecipe.Edit)]
-    assert sum(e.path.startswith("_tce/github.com/ipfs/boxo/") for e in edits) == 5
+    assert sum(e.path.startswith("_tce/github.com/ipfs/boxo/") for e in edits) == 6  # 5 + the Sent hook
 
 
 def test_seed_variant_is_cached_next_to_the_plain_build(cache: Path, fake_build: FakeBuilder) -> None:

@@ -196,15 +196,20 @@ def test_private_swarm_with_mdns_finds_only_same_key_machines(
 # ------------------------------------------------------------------------------------- polite origin
 def test_polite_seed_sends_the_payload_about_once(host_kubo: Path, seed_kubo: Path, repo: Path,
                                                   tmp_path: Path) -> None:
-    fetch = LabFetch(host_kubo, seed_kubo, None, tmp_path, repo, cap_mbit=100, machines=4,
+    """Two waves of 4 machines from one seed behind 20 Mbit/s. The slow uplink keeps a holder's copy
+    queued at the seed for a second or more: holds that ran from the request (and, with the seed's
+    memory of the first wave, the second wave's holds) ended before any holder had the block, and the
+    seed sent it again (1.5-1.6x at N=4 in the benchmark, issue 10's regression); 1.00x since."""
+    fetch = LabFetch(host_kubo, seed_kubo, None, tmp_path, repo, cap_mbit=20, machines=4,
                      hook_timeout=HOOK_TIMEOUT)
     payload = fetch.payload
     with fetch.up() as origin:
-        run = fetch.run(origin, "ipfs", 4)
-    # A stock kubo seed sends 2.3-3.1x the payload here (docs/bench); a block refused once is served
-    # on the second ask, so some slack stays for a machine whose peers were too slow.
-    assert payload <= run["origin_app_bytes"] <= 1.5 * payload, run["egress_ratio"]
-    assert sum(c["from_peers"] for c in run["clients"]) >= payload, run["clients"]
+        runs = [fetch.run(origin, "ipfs", 4) for _ in range(2)]
+    # A stock kubo seed sends 2.3-3.1x the payload at 100 Mbit/s (docs/bench); a block held back is
+    # served once no neighbour delivered after the wait, so some slack stays for a slow machine.
+    for run in runs:
+        assert payload <= run["origin_app_bytes"] <= 1.3 * payload, [r["egress_ratio"] for r in runs]
+        assert sum(c["from_peers"] for c in run["clients"]) >= payload, run["clients"]
 
 
 def test_polite_seed_serves_machines_that_cannot_trade(lan: SwitchedLan, host_kubo: Path, seed_kubo: Path,

@@ -26,7 +26,15 @@ peers' addresses):
   soon as it has it and serves it over the LAN; the machine then cancels its want at the seed;
 * a want still there after the wait is served after all, like a block that just arrived: nothing is
   withheld for good. The wait is ``TCE_IPFS_SUPERSEED_WAIT`` (default 1 s; ``0`` turns all of this
-  off), longer when neighbours are slow (3x their average time to deliver, at most 5 s);
+  off), longer when neighbours are slow (3x their average time to deliver, at most 5 s). It counts
+  from when a holder *has* the block -- its cancel reaches the seed (a bitswap client cancels its
+  want at every peer it asked once the block is in) -- not from the held request: behind a slow
+  uplink the holder's copy waits in the seed's send queue and socket buffer for seconds (20 Mbit/s,
+  8 machines: up to 2.8 s from the decision to the holder's cancel), and a wait counted from the
+  request ran out first, so the seed sent the block again to the machines it held back (fetch-link at
+  20 Mbit/s: 1.5-2.9x the payload once the hook fetched several files and blocks at once; 1.00x with
+  this). A copy that left the seed (its send returned) counts as delivered after 5 s without any
+  holder's cancel, and no hold lasts more than 15 s;
 * a machine that trades with nobody (``ipfs.mdns=0``, or its neighbours not found yet) would lose a
   wait per round. Misses do not count for 3 s after its first request (time for mDNS to find the
   neighbours); after that, once its misses exceed its deliveries by three rounds it is served
@@ -81,6 +89,11 @@ EDITS: tuple[tuple[str, str, str], ...] = (
      "\te.peerLedger.PeerDisconnected(p)\n\te.scoreLedger.PeerDisconnected(p)\n}\n",
      "\te.peerLedger.PeerDisconnected(p)\n\te.scoreLedger.PeerDisconnected(p)\n"
      "\tif e.superSeed != nil {\n\t\te.superSeed.forget(p)\n\t}\n}\n"),
+    (f"{_DECISION}/engine.go",
+     "\t\t\t\te.peerRequestQueue.TasksDone(p, nextTasks...)\n\n\t\t\t\t// Signal the worker",
+     "\t\t\t\te.peerRequestQueue.TasksDone(p, nextTasks...)\n"
+     "\t\t\t\tif e.superSeed != nil { // tce-ipfs seed build: the blocks left us\n"
+     "\t\t\t\t\te.superSeed.sent(p, msg)\n\t\t\t\t}\n\n\t\t\t\t// Signal the worker"),
     ("{boxo}/bitswap/server/server.go",
      "// WithTaskComparator configures custom task prioritization logic.\n",
      "// WithSuperSeed (tce-ipfs seed build) holds blocks back from peers a LAN neighbour can serve; see\n"

@@ -8,9 +8,16 @@ package decision
 // peer whose want it holds as soon as it has it; their cancel then reaches us too (a delivery).
 //
 // Nothing is withheld for good: a want still in this engine's ledger after the wait (no neighbour
-// delivered) is served after all, like a block that just arrived (a miss). The wait adapts to how
-// long neighbours take: 3x the average time from hold to cancel, at least the configured wait, at most
-// superSeedMaxWait.
+// delivered) is served after all, like a block that just arrived (a miss). The wait counts from when
+// a holder has the block -- its cancel reaches us: a bitswap client cancels its want everywhere once
+// the block is in, also at the peer that sent it -- not from the held request. Behind a slow uplink
+// the holder's copy sits in our send queue and socket buffer for seconds (measured at 20 Mbit/s, 8
+// machines: up to 2.8 s from our decision to the holder's cancel), and a wait counted from the
+// request ran out before any holder had the block: the seed sent it again to the machines it held
+// back (1.5-2.9x the payload). A copy that left us (its send returned) with no holder's cancel after
+// inFlight is taken as delivered; a hold ends after superSeedMaxHold whatever happens. The wait adapts
+// to how long neighbours take: 3x the average time from the holder having the block (or the hold, if
+// later) to the asker's cancel, at least the configured wait, at most superSeedMaxWait.
 //
 // A peer that trades with nobody (mDNS off, or not found yet) would lose a wait per round. So: after
 // a grace period from its first request (time for LAN discovery), a peer whose misses exceed its
@@ -19,6 +26,7 @@ package decision
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,7 +39,8 @@ import (
 
 const (
 	superSeedMaxWait    = 5 * time.Second
-	superSeedMaxDeficit = 3 // rounds served after the wait, beyond blocks neighbours delivered
+	superSeedMaxHold    = 15 * time.Second // from the held request, however long the holder's copy is queued
+	superSeedMaxDeficit = 3                // rounds served after the wait, beyond blocks neighbours delivered
 	superSeedGrace      = 3 * time.Second
 	superSeedPause      = 4 * time.Second
 	superSeedMaxPause   = time.Minute
@@ -52,12 +61,15 @@ type superSeed struct {
 	grace      time.Duration // from a peer's first request: misses do not count yet
 	pause      time.Duration // first pause of a peer that trades with nobody
 
-	mu      sync.Mutex
-	latency time.Duration                     // average hold-to-cancel time (EWMA)
-	holders map[cid.Cid][]peer.ID             // peers each block was sent (or granted) to
-	held    map[peer.ID]map[cid.Cid]time.Time // blocks held back from a peer, since when
-	peers   map[peer.ID]*superSeedPeer
-	stats   struct{ served, heldBack, delivered, servedLate uint64 }
+	mu       sync.Mutex
+	latency  time.Duration                     // average hold-to-cancel time (EWMA)
+	holders  map[cid.Cid][]peer.ID             // peers each block was sent (or granted) to
+	sentTo   map[cid.Cid]map[peer.ID]time.Time // when a holder's copy left us (its send returned)
+	hasAt    map[cid.Cid]map[peer.ID]time.Time // when a holder cancelled its want (it has the block)
+	inFlight time.Duration                     // a copy that left us counts as delivered after this
+	held     map[peer.ID]map[cid.Cid]time.Time // blocks held back from a peer, since when
+	peers    map[peer.ID]*superSeedPeer
+	stats    struct{ served, heldBack, delivered, servedLate uint64 }
 }
 
 // WithSuperSeed makes the engine hold blocks back from peers that can get them from a LAN neighbour,
@@ -71,6 +83,9 @@ func WithSuperSeed(neighbours func(holder, asker peer.ID) bool, wait time.Durati
 			pause:      superSeedPause,
 			latency:    wait / 3,
 			holders:    make(map[cid.Cid][]peer.ID),
+			sentTo:     make(map[cid.Cid]map[peer.ID]time.Time),
+			hasAt:      make(map[cid.Cid]map[peer.ID]time.Time),
+			inFlight:   superSeedMaxWait,
 			held:       make(map[peer.ID]map[cid.Cid]time.Time),
 			peers:      make(map[peer.ID]*superSeedPeer),
 		}
@@ -132,12 +147,38 @@ func (s *superSeed) hold(p peer.ID, c cid.Cid) (hold bool, wait time.Duration) {
 	return true, s.waitLocked()
 }
 
-// cancelled: p cancelled its want for c; if c was held back, a neighbour delivered it.
+// note records in m when p did something with c (the first time only).
+func note(m map[cid.Cid]map[peer.ID]time.Time, c cid.Cid, p peer.ID, at time.Time) {
+	byPeer := m[c]
+	if byPeer == nil {
+		byPeer = make(map[peer.ID]time.Time)
+		m[c] = byPeer
+	}
+	if _, ok := byPeer[p]; !ok {
+		byPeer[p] = at
+	}
+}
+
+// sent: the engine's send of msg to p returned (its envelope's Sent); its blocks have left us.
+func (s *superSeed) sent(p peer.ID, msg bsmsg.BitSwapMessage) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range msg.Blocks() {
+		note(s.sentTo, b.Cid(), p, now)
+	}
+}
+
+// cancelled: p cancelled its want for c; if c was held back, a neighbour delivered it; if p is a
+// holder, it has c now (from us or from a neighbour).
 func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	since, pending := s.held[p][c]
 	if !pending {
+		if slices.Contains(s.holders[c], p) {
+			note(s.hasAt, c, p, time.Now())
+		}
 		return
 	}
 	delete(s.held[p], c)
@@ -146,7 +187,49 @@ func (s *superSeed) cancelled(p peer.ID, c cid.Cid) {
 	r.delivered++
 	r.pauses = 0
 	s.stats.delivered++
+	if _, has, _ := s.nearLocked(p, c); has.After(since) {
+		since = has
+	}
 	s.latency = (7*s.latency + time.Since(since)) / 8
+}
+
+// nearLocked: whether a holder of c is p's connected LAN neighbour, and among those the earliest
+// time one had c (its cancel) and the earliest its copy left us (zero: not yet). Only such holders
+// count: the same block's holders from an earlier boot wave are gone.
+func (s *superSeed) nearLocked(p peer.ID, c cid.Cid) (near bool, has, sent time.Time) {
+	for _, h := range s.holders[c] {
+		if !s.neighbours(h, p) {
+			continue
+		}
+		near = true
+		if t, ok := s.hasAt[c][h]; ok && (has.IsZero() || t.Before(has)) {
+			has = t
+		}
+		if t, ok := s.sentTo[c][h]; ok && (sent.IsZero() || t.Before(sent)) {
+			sent = t
+		}
+	}
+	return near, has, sent
+}
+
+// holdMoreLocked: how much longer the hold on (p, c), held since `since`, lasts: until the wait has
+// passed since a holder that is p's neighbour has c (inFlight since its copy left us, if it has not
+// said so; a quarter wait more while the copy has not left yet), while such a holder is connected,
+// never beyond superSeedMaxHold from `since`; 0 when the hold is over.
+func (s *superSeed) holdMoreLocked(p peer.ID, c cid.Cid, since, now time.Time) time.Duration {
+	left := since.Add(superSeedMaxHold).Sub(now)
+	near, has, sent := s.nearLocked(p, c)
+	if left <= 0 || !near {
+		return 0
+	}
+	if !has.IsZero() {
+		return max(min(has.Add(s.waitLocked()).Sub(now), left), 0)
+	}
+	more := s.waitLocked() / 4 // no holder has said so yet: look again soon
+	if !sent.IsZero() {
+		more = min(more, sent.Add(s.inFlight).Sub(now))
+	}
+	return max(min(more, left), 0)
 }
 
 // forget drops a disconnected peer's state.
@@ -165,9 +248,15 @@ func (e *Engine) superSeedRelease(p peer.ID, c cid.Cid, blockSize int) {
 	ent, wanted := e.peerLedger.peers[p][c]
 	e.lock.RUnlock()
 	s.mu.Lock()
-	if _, pending := s.held[p][c]; !pending {
+	since, pending := s.held[p][c]
+	if !pending {
 		s.mu.Unlock()
 		return // cancelled (delivered by a neighbour), or the peer left
+	}
+	if more := s.holdMoreLocked(p, c, since, time.Now()); more > 0 && wanted {
+		s.mu.Unlock() // the holders' copy left us too recently (or not yet): hold on
+		time.AfterFunc(more, func() { e.superSeedRelease(p, c, blockSize) })
+		return
 	}
 	delete(s.held[p], c)
 	log.Debugw("super-seeding: wait over", "peer", p, "cid", c, "stillWanted", wanted)

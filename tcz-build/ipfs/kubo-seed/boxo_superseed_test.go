@@ -43,6 +43,14 @@ func wantOne(e *Engine, p peer.ID, c cid.Cid, typ pb.Message_Wantlist_WantType, 
 	e.MessageReceived(context.Background(), p, msg)
 }
 
+// cancelOne: p cancels its want for c, as a bitswap client does at every peer it asked once the
+// block is in (also at the peer that sent it).
+func cancelOne(e *Engine, p peer.ID, c cid.Cid) {
+	msg := message.New(false)
+	msg.Cancel(c)
+	e.MessageReceived(context.Background(), p, msg)
+}
+
 // outbox reads the engine's envelopes one by one, keeping a pending one-time channel between reads.
 type outbox struct {
 	e    *Engine
@@ -93,6 +101,7 @@ func TestSuperSeedHoldsBackThenServesAfterTheWait(t *testing.T) {
 
 	wantOne(e, a, x, pb.Message_Wantlist_Block, true)
 	expectBlock(t, o.within(time.Second), a, x) // the first asker is served
+	cancelOne(e, a, x)                          // ... and has it
 	wantOne(e, b, x, pb.Message_Wantlist_Block, true)
 	expectPresence(t, o.within(time.Second), b, x, pb.Message_DontHave) // held back: a has it
 	if env := o.within(superSeedTestWait / 2); env != nil {
@@ -122,12 +131,85 @@ func TestSuperSeedCancelMeansANeighbourDelivered(t *testing.T) {
 	}
 }
 
+func TestSuperSeedWaitCountsFromWhenAHolderHasTheBlock(t *testing.T) {
+	// Behind a slow uplink the holder's copy waits in our send queue and socket buffer: a wait
+	// counted from the held request ran out before the holder had the block, and the seed sent it
+	// again (1.5-2.9x the payload at 20 Mbit/s). Here a's send has not returned yet (its envelope's
+	// Sent not called), then it has but a has not said it holds the block (no cancel yet).
+	e, o, blks := superSeedEngine(t, always)
+	a, b := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
+	x := blks[0].Cid()
+	wantOne(e, a, x, pb.Message_Wantlist_Block, true)
+	var toA *Envelope
+	o.next, toA = getNextEnvelope(e, o.next, time.Second)
+	expectBlock(t, toA, a, x)
+	wantOne(e, b, x, pb.Message_Wantlist_Block, true)
+	expectPresence(t, o.within(time.Second), b, x, pb.Message_DontHave)
+	if env := o.within(3 * superSeedTestWait); env != nil {
+		t.Fatalf("served again while the holder's copy had not left: %s", describe(env))
+	}
+	toA.Sent()
+	if env := o.within(3 * superSeedTestWait); env != nil {
+		t.Fatalf("served again while the holder's copy was on its way: %s", describe(env))
+	}
+	cancelOne(e, a, x) // a has it: the wait starts
+	if env := o.within(superSeedTestWait / 2); env != nil {
+		t.Fatalf("nothing expected before the wait, got %s", describe(env))
+	}
+	expectBlock(t, o.within(3*superSeedTestWait), b, x) // nobody delivered: served after all
+}
+
+func TestSuperSeedACopyThatLeftCountsAsDeliveredAfterInFlight(t *testing.T) {
+	e, o, blks := superSeedEngine(t, always)
+	e.superSeed.inFlight = 3 * superSeedTestWait
+	a, b := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
+	x := blks[0].Cid()
+	wantOne(e, a, x, pb.Message_Wantlist_Block, true)
+	expectBlock(t, o.within(time.Second), a, x) // sent; a never cancels
+	wantOne(e, b, x, pb.Message_Wantlist_Block, true)
+	expectPresence(t, o.within(time.Second), b, x, pb.Message_DontHave)
+	if env := o.within(2 * superSeedTestWait); env != nil {
+		t.Fatalf("nothing expected within inFlight, got %s", describe(env))
+	}
+	expectBlock(t, o.within(3*superSeedTestWait), b, x)
+}
+
+func TestSuperSeedAnEarlierWavesHoldersDoNotShortenAHold(t *testing.T) {
+	// A seed serves boot after boot: what a holder of an earlier wave did with a block (its cancel,
+	// long ago) must not end a hold whose holders are this wave's machines.
+	var a peer.ID
+	aGone := false
+	e, o, blks := superSeedEngine(t, func(holder, asker peer.ID) bool { return holder != a || !aGone })
+	a = libp2ptest.RandPeerIDFatal(t)
+	b, c := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
+	x := blks[0].Cid()
+	wantOne(e, a, x, pb.Message_Wantlist_Block, true)
+	expectBlock(t, o.within(time.Second), a, x)
+	cancelOne(e, a, x)
+	aGone = true                                      // the earlier wave has booted and left
+	wantOne(e, b, x, pb.Message_Wantlist_Block, true) // no neighbour holds it: served, its send pending
+	var toB *Envelope
+	o.next, toB = getNextEnvelope(e, o.next, time.Second)
+	expectBlock(t, toB, b, x)
+	wantOne(e, c, x, pb.Message_Wantlist_Block, true)
+	expectPresence(t, o.within(time.Second), c, x, pb.Message_DontHave)
+	if env := o.within(3 * superSeedTestWait); env != nil {
+		t.Fatalf("served again while this wave's holder had not got the block: %s", describe(env))
+	}
+	toB.Sent()
+	cancelOne(e, b, x)
+	expectBlock(t, o.within(3*superSeedTestWait), c, x)
+}
+
 func TestSuperSeedBroadcastWantHaveGetsAHaveAfterTheWait(t *testing.T) {
 	e, o, blks := superSeedEngine(t, always)
 	a, b := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
 	x := blks[0].Cid()
 	wantOne(e, a, x, pb.Message_Wantlist_Have, false)
 	expectPresence(t, o.within(time.Second), a, x, pb.Message_Have)
+	wantOne(e, a, x, pb.Message_Wantlist_Block, false) // a's session then asks us for the block
+	expectBlock(t, o.within(time.Second), a, x)
+	cancelOne(e, a, x)
 	wantOne(e, b, x, pb.Message_Wantlist_Have, false) // a broadcast want-have: no DONT_HAVE wanted
 	if env := o.within(superSeedTestWait / 2); env != nil {
 		t.Fatalf("a held-back broadcast want gets no answer at first, got %+v", env)
@@ -160,6 +242,7 @@ func TestSuperSeedPausesForAPeerNobodyServesThenTriesAgain(t *testing.T) {
 		x := blk.Cid()
 		wantOne(e, a, x, pb.Message_Wantlist_Block, true)
 		expectBlock(t, o.within(time.Second), a, x)
+		cancelOne(e, a, x)
 		wantOne(e, b, x, pb.Message_Wantlist_Block, true)
 		switch {
 		case i < superSeedMaxDeficit, i == superSeedMaxDeficit+2: // held back, then served after the wait
@@ -189,6 +272,7 @@ func TestSuperSeedMissesInTheGracePeriodDoNotCount(t *testing.T) {
 		x := blk.Cid()
 		wantOne(e, a, x, pb.Message_Wantlist_Block, true)
 		expectBlock(t, o.within(time.Second), a, x)
+		cancelOne(e, a, x)
 		wantOne(e, b, x, pb.Message_Wantlist_Block, true)
 		expectPresence(t, o.within(time.Second), b, x, pb.Message_DontHave)
 		expectBlock(t, o.within(2*superSeedTestWait), b, x)
