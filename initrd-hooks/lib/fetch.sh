@@ -201,9 +201,10 @@ list_taken() {
     src_result P "$LST" "$_lt_rc"
 }
 
-# kubo_gone_note: when the primary failed because our kubo is no longer running, FETCH_ERR says so,
-# and says "out of memory" when the kernel's log has it killing kubo (RAM full at boot: TC's root is a
-# tmpfs of 90% of the RAM, so the OOM killer usually strikes before the file system is full).
+# kubo_gone_note: after the primary failed, FETCH_ERR names the likely cause: our kubo no longer
+# running ("out of memory" when the kernel's log has it killing kubo -- RAM full at boot: TC's root is
+# a tmpfs of 90% of the RAM, so the OOM killer usually strikes before the file system is full), or,
+# with kubo alive, too little RAM available (ram_low_note).
 kubo_gone_note() {
     [ -n "$KUBO_PID" ] || return 0
     if kill -0 "$KUBO_PID" 2>/dev/null; then
