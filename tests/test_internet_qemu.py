@@ -32,9 +32,10 @@ import pytest
 
 from support import record
 from tce_ipfs.arch import Arch
+from tce_ipfs.errors import NodeError
 from tce_ipfs.ipfs import netmode, opennet, rpc
 from tce_ipfs.testbed import e2e, qemu, samplerepo
-from tce_ipfs.testbed.internet import Internet, Machine, start_home_seed
+from tce_ipfs.testbed.internet import Internet, Machine, SimNode, start_home_seed
 from tce_ipfs.testbed.lab import TapNet, run_ip
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo, pytest.mark.root]
@@ -46,7 +47,8 @@ HOOK_TIMEOUT = 300  # ipfs.timeout= for a boot that should work
 FAIL_TIMEOUT = 120  # ipfs.timeout= for the boot that cannot work: it must give up within it
 MEMORY = 512  # MiB, as the LAN end-to-end test
 DONE_PORT = 7777  # the serving guest waits for "done" here before its final report
-# TCE_IPFS_TEST_GOLOG=error,p2p-holepunch=debug: kubo's log levels for the home seed (its daemon.log)
+# TCE_IPFS_TEST_GOLOG=error,p2p-holepunch=debug: kubo's log levels for the home seed and the node of
+# home c (their daemon.log)
 _GOLOG = os.environ.get("TCE_IPFS_TEST_GOLOG")
 DEBUG_ENV = {"GOLOG_LOG_LEVEL": _GOLOG} if _GOLOG else None
 
@@ -177,6 +179,15 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
     raise AssertionError(f"{what}: not within {timeout:g} s (last: {last})")
 
 
+def diagnose(net: Internet, node: SimNode, peer: str) -> str:
+    """For a failed fetch: ``node``'s connections to ``peer`` (relayed or direct), its peer count, the
+    home routers' conntrack entries and the tail of its daemon log."""
+    conns = net.connections(node)
+    log_tail = node.node.log_path.read_text(errors="replace").splitlines()[-40:]
+    return "\n".join([f"connections to {peer}: {[x for x in conns if x['peer'] == peer]}",
+                      f"{len(conns)} connections in all", net.nat_report(), *log_tail])
+
+
 @pytest.fixture(scope="module")
 def kit(work: Path) -> e2e.GuestKit:
     return e2e.prepare_kit(ARCH, work)
@@ -223,7 +234,7 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
         # 2. the seed goes away; a machine in home c finds the guest and gets the blocks from it
         seed.node.stop()
         c_node = net.start_node(net.add_machine("c", "c-node"), "c-node", host_kubo, net.work_dir / "c-node",
-                                config=netmode.public_config(net.bootstrap()))
+                                config=netmode.public_config(net.bootstrap()), env=DEBUG_ENV)
         b_tx0 = net.home("b").wan_stats()["tx"]["bytes"]
         started = time.monotonic()
         with c_node.client(timeout=300) as c:
@@ -231,7 +242,11 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
                              lambda: [p for p in opennet.find_providers(c, seed.cid, count=4, timeout=30)
                                       if p["ID"] == guest_id], 240)
             t_provider = time.monotonic() - started
-            data = rpc.cat(c, f"/ipfs/{seed.cid}/bigdata.tcz", timeout=300)
+            try:
+                data = rpc.cat(c, f"/ipfs/{seed.cid}/bigdata.tcz", timeout=300)
+            except NodeError as e:
+                raise AssertionError(f"{e} after {time.monotonic() - started - t_provider:.1f} s\n"
+                                     f"{diagnose(net, c_node, guest_id)}") from e
             t_data = time.monotonic() - started
             ledger = rpc.bitswap_ledger(c, guest_id)
         assert data == big
