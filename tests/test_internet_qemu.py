@@ -80,6 +80,8 @@ report() {{
     echo "NET-RSS $1 $(awk '/^VmRSS|^VmHWM/ {{printf "%s%s ", $1, $2}}' "/proc/$pid/status")"
     echo "NET-PEERS $1 $(ipfs swarm peers 2>&1 | tr '\\n' ' ')"
     echo "NET-BITSWAP $1 $(ipfs --enc=json bitswap stat 2>&1 | tr -d '\\n')"
+    echo "NET-ADDRS $1 $(ipfs id -f '<addrs>' 2>&1 | tr '\\n' ' ')"
+    echo "NET-AUTONAT $1 $(ipfs --enc=json swarm addrs autonat 2>&1 | tr -d '\\n')"
 }}
 echo "NET-ID $(ipfs id -f '<id>')"
 report boot
@@ -246,6 +248,8 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
                 data = rpc.cat(c, f"/ipfs/{seed.cid}/bigdata.tcz", timeout=300)
             except NodeError as e:
                 raise AssertionError(f"{e} after {time.monotonic() - started - t_provider:.1f} s\n"
+                                     f"the provider as home c found it: {provs}\n"
+                                     f"the guest at boot: {g.field('NET-ADDRS boot')}\n"
                                      f"{diagnose(net, c_node, guest_id)}") from e
             t_data = time.monotonic() - started
             ledger = rpc.bitswap_ledger(c, guest_id)
@@ -273,7 +277,7 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
                              "via_public_nodes": via_public1 - via_public0, "payload": repo.payload_bytes},
         "home_c_fetch": {"t_provider_s": round(t_provider, 1), "t_data_s": round(t_data, 1),
                          "direct_out_of_home_b": b_tx1 - b_tx0, "via_public_nodes": via_public2 - via_public1,
-                         "payload": len(big), "connections": conns, "providers": [p["ID"] for p in provs]},
+                         "payload": len(big), "connections": conns, "providers": provs},
         # (LAN mode, same sample repo: kubo_peak_rss_kib of tests/.results/e2e-x86_64.json)
         "kubo_rss_kib": {"public": rss_boot, "public_after_serving": g.field("NET-RSS final")},
         "guest_served_bytes": served.get("DataSent"),
