@@ -35,7 +35,7 @@ from tce_ipfs.arch import Arch
 from tce_ipfs.errors import NodeError
 from tce_ipfs.ipfs import netmode, opennet, rpc
 from tce_ipfs.testbed import e2e, qemu, samplerepo
-from tce_ipfs.testbed.internet import Internet, Machine, SimNode, start_home_seed
+from tce_ipfs.testbed.internet import Internet, Machine, SimNode, start_home_seed, wait_reachable
 from tce_ipfs.testbed.lab import TapNet, run_ip
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo, pytest.mark.root]
@@ -237,6 +237,13 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
         seed.node.stop()
         c_node = net.start_node(net.add_machine("c", "c-node"), "c-node", host_kubo, net.work_dir / "c-node",
                                 config=netmode.public_config(net.bootstrap()), env=DEBUG_ENV)
+        # Before it asks, home c's node knows how others reach it (AutoNAT: behind NAT, a relay). Until
+        # then its addresses name its router's outside address, and the guest, when home c comes in
+        # through the relay, first dials that for 5 s from its own swarm port: its router keeps that
+        # half-open entry, and the hole punch that follows on the same ports fails on it (3 times,
+        # then bitswap has no connection it may use). The home seed and the hook's announcements
+        # wait for the same thing.
+        wait_reachable(c_node)
         b_tx0 = net.home("b").wan_stats()["tx"]["bytes"]
         started = time.monotonic()
         with c_node.client(timeout=300) as c:
