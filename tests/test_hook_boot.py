@@ -1361,6 +1361,53 @@ def test_public_mode_without_a_public_address_of_its_own(env: HookEnv) -> None:
     assert result.status["route"] == "direct"
 
 
+SELF_ID = "12D3KooWFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake"  # the fake kubo's own id
+
+
+def test_public_mode_announces_once_peers_can_reach_it(env: HookEnv) -> None:
+    """kubo announces a pin at once, with the addresses it has then, and the DHT keeps them with the
+    record: the pin job waits until AutoNAT has decided. While its addresses still hold the home
+    router's outside address next to a relay one (AutoNAT: unknown), nothing is pinned; once only the
+    relay address is left, everything is."""
+    sample_repo(public_ready(env))
+    outside = f"/ip4/192.0.2.50/tcp/4001/p2p/{SELF_ID}"
+    relayed = f"/ip4/192.0.2.7/tcp/4001/p2p/{BOOT_ID}/p2p-circuit/p2p/{SELF_ID}"
+    lan = f"/ip4/10.0.2.15/tcp/4001/p2p/{SELF_ID}"
+    env.knob("autonat", "Unknown")
+    env.knob("id_addrs", f"{lan}\n{outside}\n{relayed}\n")
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=60", timeout=90)
+    assert FINAL_OK.match(result.final), result.console
+    time.sleep(3)
+    assert result.pins == [] and "pinned" not in result.status  # not announced with the outside address
+    env.knob("autonat", "Private")
+    env.knob("id_addrs", f"{lan}\n{relayed}\n")
+    st = result.wait_status("pinned", timeout=30)
+    assert int(st["pinned"]) > 10 and "pin_failed" not in st
+    assert re.search(r"seeding: announcing after \d+\.\d s: reachable through a relay$", result.env_log(),
+                     re.M)
+
+
+def test_public_mode_announce_wait_is_bounded(env: HookEnv) -> None:
+    """AutoNAT never decides: the pins (and with them the records) go out at the bound anyway."""
+    sample_repo(public_ready(env))
+    env.knob("autonat", "Unknown")
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT} ipfs.timeout=5", timeout=60)
+    assert FINAL_OK.match(result.final), result.console
+    st = result.wait_status("pinned", timeout=30)
+    assert int(st["pinned"]) > 10
+    assert re.search(r"seeding: announcing after \d+\.\d s: reachability still unknown$", result.env_log(),
+                     re.M)
+
+
+def test_public_mode_announces_at_once_when_public(env: HookEnv) -> None:
+    sample_repo(public_ready(env))
+    result = env.run(f"tce=ipfs:{CID} ipfs.bootstrap={BOOT}")
+    assert FINAL_OK.match(result.final), result.console
+    result.wait_status("pinned")
+    assert re.search(r"seeding: announcing after \d+\.\d s: reachable directly \(AutoNAT: public\)$",
+                     result.env_log(), re.M)
+
+
 LAN_ID = "12D3KooWLanLanLanLanLanLanLanLanLanLanLanLanLanLanLan"
 
 

@@ -32,9 +32,10 @@ import pytest
 
 from support import record
 from tce_ipfs.arch import Arch
+from tce_ipfs.errors import NodeError
 from tce_ipfs.ipfs import netmode, opennet, rpc
 from tce_ipfs.testbed import e2e, qemu, samplerepo
-from tce_ipfs.testbed.internet import Internet, Machine, start_home_seed
+from tce_ipfs.testbed.internet import Internet, Machine, SimNode, start_home_seed, wait_reachable
 from tce_ipfs.testbed.lab import TapNet, run_ip
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kubo, pytest.mark.root]
@@ -46,7 +47,8 @@ HOOK_TIMEOUT = 300  # ipfs.timeout= for a boot that should work
 FAIL_TIMEOUT = 120  # ipfs.timeout= for the boot that cannot work: it must give up within it
 MEMORY = 512  # MiB, as the LAN end-to-end test
 DONE_PORT = 7777  # the serving guest waits for "done" here before its final report
-# TCE_IPFS_TEST_GOLOG=error,p2p-holepunch=debug: kubo's log levels for the home seed (its daemon.log)
+# TCE_IPFS_TEST_GOLOG=error,p2p-holepunch=debug: kubo's log levels for the home seed and the node of
+# home c (their daemon.log)
 _GOLOG = os.environ.get("TCE_IPFS_TEST_GOLOG")
 DEBUG_ENV = {"GOLOG_LOG_LEVEL": _GOLOG} if _GOLOG else None
 
@@ -78,6 +80,8 @@ report() {{
     echo "NET-RSS $1 $(awk '/^VmRSS|^VmHWM/ {{printf "%s%s ", $1, $2}}' "/proc/$pid/status")"
     echo "NET-PEERS $1 $(ipfs swarm peers 2>&1 | tr '\\n' ' ')"
     echo "NET-BITSWAP $1 $(ipfs --enc=json bitswap stat 2>&1 | tr -d '\\n')"
+    echo "NET-ADDRS $1 $(ipfs id -f '<addrs>' 2>&1 | tr '\\n' ' ')"
+    echo "NET-AUTONAT $1 $(ipfs --enc=json swarm addrs autonat 2>&1 | tr -d '\\n')"
 }}
 echo "NET-ID $(ipfs id -f '<id>')"
 report boot
@@ -177,6 +181,15 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
     raise AssertionError(f"{what}: not within {timeout:g} s (last: {last})")
 
 
+def diagnose(net: Internet, node: SimNode, peer: str) -> str:
+    """For a failed fetch: ``node``'s connections to ``peer`` (relayed or direct), its peer count, the
+    home routers' conntrack entries and the tail of its daemon log."""
+    conns = net.connections(node)
+    log_tail = node.node.log_path.read_text(errors="replace").splitlines()[-40:]
+    return "\n".join([f"connections to {peer}: {[x for x in conns if x['peer'] == peer]}",
+                      f"{len(conns)} connections in all", net.nat_report(), *log_tail])
+
+
 @pytest.fixture(scope="module")
 def kit(work: Path) -> e2e.GuestKit:
     return e2e.prepare_kit(ARCH, work)
@@ -223,7 +236,14 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
         # 2. the seed goes away; a machine in home c finds the guest and gets the blocks from it
         seed.node.stop()
         c_node = net.start_node(net.add_machine("c", "c-node"), "c-node", host_kubo, net.work_dir / "c-node",
-                                config=netmode.public_config(net.bootstrap()))
+                                config=netmode.public_config(net.bootstrap()), env=DEBUG_ENV)
+        # Before it asks, home c's node knows how others reach it (AutoNAT: behind NAT, a relay). Until
+        # then its addresses name its router's outside address, and the guest, when home c comes in
+        # through the relay, first dials that for 5 s from its own swarm port: its router keeps that
+        # half-open entry, and the hole punch that follows on the same ports fails on it (3 times,
+        # then bitswap has no connection it may use). The home seed and the hook's announcements
+        # wait for the same thing.
+        wait_reachable(c_node)
         b_tx0 = net.home("b").wan_stats()["tx"]["bytes"]
         started = time.monotonic()
         with c_node.client(timeout=300) as c:
@@ -231,7 +251,13 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
                              lambda: [p for p in opennet.find_providers(c, seed.cid, count=4, timeout=30)
                                       if p["ID"] == guest_id], 240)
             t_provider = time.monotonic() - started
-            data = rpc.cat(c, f"/ipfs/{seed.cid}/bigdata.tcz", timeout=300)
+            try:
+                data = rpc.cat(c, f"/ipfs/{seed.cid}/bigdata.tcz", timeout=300)
+            except NodeError as e:
+                raise AssertionError(f"{e} after {time.monotonic() - started - t_provider:.1f} s\n"
+                                     f"the provider as home c found it: {provs}\n"
+                                     f"the guest at boot: {g.field('NET-ADDRS boot')}\n"
+                                     f"{diagnose(net, c_node, guest_id)}") from e
             t_data = time.monotonic() - started
             ledger = rpc.bitswap_ledger(c, guest_id)
         assert data == big
@@ -258,7 +284,7 @@ def test_guest_boots_across_the_internet_and_serves_another_home(kit: e2e.GuestK
                              "via_public_nodes": via_public1 - via_public0, "payload": repo.payload_bytes},
         "home_c_fetch": {"t_provider_s": round(t_provider, 1), "t_data_s": round(t_data, 1),
                          "direct_out_of_home_b": b_tx1 - b_tx0, "via_public_nodes": via_public2 - via_public1,
-                         "payload": len(big), "connections": conns, "providers": [p["ID"] for p in provs]},
+                         "payload": len(big), "connections": conns, "providers": provs},
         # (LAN mode, same sample repo: kubo_peak_rss_kib of tests/.results/e2e-x86_64.json)
         "kubo_rss_kib": {"public": rss_boot, "public_after_serving": g.field("NET-RSS final")},
         "guest_served_bytes": served.get("DataSent"),

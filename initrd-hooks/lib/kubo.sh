@@ -607,7 +607,8 @@ loader_busy() {
 }
 
 # seed_pins_bg: after the hand-over, in the background (the boot goes on): once tce-setup has finished
-# (at most ipfs.timeout), kubo_pin, bounded by ipfs.timeout; then the status file is written again with
+# (at most ipfs.timeout) and, in public mode, once peers can be told how to reach us
+# (seed_announce_wait: a pin is announced at once), kubo_pin, bounded by ipfs.timeout; then the status file is written again with
 # pinned= (and pin_failed=). Output goes to the hook log only. Nothing is written if kubo is gone or the
 # status is no longer this run's.
 seed_pins_bg() {
@@ -620,6 +621,8 @@ seed_pins_bg() {
             nap 0.5
             tick
         done
+        seed_announce_wait "$((NOW + TIMEOUT * 100))"
+        tick
         _sp_t0=$NOW
         # the extensions that were not switched during the fetch (RAM was not tight): now, in one go
         onecopy_deferred "$((NOW + TIMEOUT * 100))"
@@ -632,7 +635,8 @@ seed_pins_bg() {
         if kill -0 "$KUBO_PID" 2>/dev/null && grep -qxF "kubo_pid=$KUBO_PID" "$STATUS" 2>/dev/null; then
             write_status
         fi
-        [ "$DEBUG" = 1 ] || rm -f "$PIN_NOTES" "$WORK/pin.todo" "$WORK/pin.dirs" "$WORK/pin.out" "$WORK/pin.err"
+        [ "$DEBUG" = 1 ] || rm -f "$PIN_NOTES" "$WORK/pin.todo" "$WORK/pin.dirs" "$WORK/pin.out" "$WORK/pin.err" \
+            "$WORK"/announce-*
     ) </dev/null >/dev/null 2>&1 &
 }
 

@@ -28,6 +28,7 @@ ROUTE_SELF_MAX=10   # s: to learn our own public address (what peers observe; ho
 ROUTE_DIRECT_MAX=30 # s: from the first relayed connection, for hole punching to make it direct (2 rounds)
 ROUTE_PROVIDERS=4   # providers asked for, and dialled in parallel
 ROUTE_LAN_MAX=5     # s: asking the LAN peers (mDNS) for the root block, once per new set of them
+ANNOUNCE_MAX=60     # s: the pin job waits for an answer to "how do peers reach us" before announcing
 LAN_ASKED=          # the LAN peers last asked (route_lan)
 T_PROVIDER_CS=
 PROVIDERS=
@@ -208,6 +209,50 @@ route_self_addr() {
     done
     dbg "routing: no public address of our own yet (symmetric NAT?)"
     return 0
+}
+
+# announce_how DEADLINE_CS: print how peers reach this node, status 0, once its addresses say so:
+# directly (AutoNAT found it public) or through a relay (a relay address, and no public direct one
+# left next to it); status 1 while AutoNAT has not decided.
+announce_how() {
+    if api_call "$1" 5 "$WORK/announce-nat.json" swarm/addrs/autonat &&
+        grep -qi '"reachability" *: *"public"' "$WORK/announce-nat.json"; then
+        echo "reachable directly (AutoNAT: public)"
+        return 0
+    fi
+    api_call "$1" 5 "$WORK/announce-id.json" id || return 1
+    grep -q /p2p-circuit "$WORK/announce-id.json" || return 1
+    for _ah_a in $(tr ',[]' '   ' <"$WORK/announce-id.json" | tr ' ' '\n' | grep -v /p2p-circuit |
+        sed -n 's|^"/ip4/\([0-9.]*\)/tcp/.*|\1|p'); do
+        is_private_ip4 "$_ah_a" || return 1
+    done
+    echo "reachable through a relay"
+}
+
+# seed_announce_wait DEADLINE_CS: public mode, seeding (the pin job, before it pins). kubo announces a
+# pin at once, with the addresses it has at that moment, and the DHT servers keep those with the
+# provider record. Before AutoNAT has decided, they hold the home router's outside address as our
+# only public one: nobody outside can dial it, and a peer that tries it first leaves a half-open
+# entry in its own router's conntrack on the very ports the hole punch uses next -- which then fails
+# on it (tests/test_internet_qemu.py, home c). So wait (at most ANNOUNCE_MAX s) until announce_how
+# answers; past the bound announce anyway (a record with a bad address beats none).
+seed_announce_wait() {
+    [ "$NET" = public ] && [ "$SEED" != 0 ] && [ -n "$API_URL" ] || return 0
+    tick
+    _sa_t0=$NOW
+    _sa_dl=$((NOW + ANNOUNCE_MAX * 100))
+    [ "$_sa_dl" -le "$1" ] || _sa_dl=$1
+    while ! _sa_how=$(announce_how "$_sa_dl"); do
+        tick
+        if [ "$NOW" -ge "$_sa_dl" ]; then
+            _sa_how="reachability still unknown"
+            break
+        fi
+        nap 1
+    done
+    tick
+    fmt_cs "$((NOW - _sa_t0))"
+    log "seeding: announcing after $FMT s: $_sa_how"
 }
 
 # route_bootstrap DEADLINE_CS: wait (at most ROUTE_BOOT_MAX s) until kubo is connected to a bootstrap
