@@ -226,6 +226,24 @@ def test_symmetric_nat_cannot_hole_punch(net: Internet, seed: HomeSeed, host_kub
         rpc.cat(c, f"/ipfs/{seed.cid}/net.tcz", timeout=15)
 
 
+def test_cli_publish_at_home_announces_reachable_addrs(net: Internet, seed: HomeSeed, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``tce-ipfs publish`` to a seed on the open network announces the new root once AutoNAT has said
+    how peers reach it, and the record the DHT then holds names the relay, never only the router's
+    outside address (which nobody can dial)."""
+    from tce_ipfs import cli
+
+    repo = make_repo(tmp_path / "repo")
+    assert cli.main(["publish", str(repo.path), "--api", seed.node.api, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["announced"]["how"] and "relay" in out["announced"]["how"], out["announced"]
+    with net.servers[0].client(timeout=90) as c:
+        found = opennet.find_providers(c, out["root"], timeout=60)
+    assert [p["ID"] for p in found] == [seed.node.peer_id], found
+    assert found[0]["Addrs"] and all("/p2p-circuit" in a for a in found[0]["Addrs"]), found
+    record("internet-cli-publish", {"announced": out["announced"], "provider_addrs": found[0]["Addrs"]})
+
+
 # ------------------------------------------------------------------------------ the hook on the sim
 def hook_env(machine_netns: str, base: Path, kubo: Path) -> HookEnv:
     # The real `ip` by its path: the hook's PATH holds the fake one.

@@ -20,7 +20,7 @@ import pytest
 
 from support import REPO_ROOT
 from tce_ipfs.errors import UsageError
-from tce_ipfs.ipfs import isolation, netmode
+from tce_ipfs.ipfs import isolation, netmode, opennet
 
 HOOK_LIB = REPO_ROOT / "initrd-hooks" / "lib"
 BOOT = [f"/ip4/192.0.0.{200 + i}/tcp/4001/p2p/12D3KooWBoot{i}BootBootBootBootBootBootBootBootBootBo"
@@ -163,3 +163,40 @@ def test_render_network(reach: dict[str, Any], prov: dict[str, Any], lines: list
 
     assert opennet.render_network({"reachability": reach, "provide": prov}) == lines
     assert opennet.render_network(None) == []
+
+
+@pytest.mark.parametrize(("states", "addrs", "how"), [
+    # AutoNAT still probing, then public: announced as soon as it says so
+    (["unknown", "public"], [], "public: reachable directly"),
+    # a relay, but the router's outside address is still listed (unconfirmed): wait until it is gone
+    (["relayed", "relayed"], [["/ip4/198.51.100.7/tcp/4001", "/ip4/10.0.0.2/tcp/4001"],
+                              ["/ip4/10.0.0.2/tcp/4001", "/ip4/100.64.1.1/tcp/4001"]], "behind NAT"),
+    # never decided: announced anyway at the bound, and the caller is told (how None)
+    (["unknown"] * 5, [], None),
+])
+def test_announce_waits_until_peers_can_be_told_how_to_reach_us(
+        monkeypatch: pytest.MonkeyPatch, states: list[str], addrs: list[list[str]], how: str | None) -> None:
+    seen: list[str] = []
+    clock = [0.0]
+    texts = {"public": "public: reachable directly", "relayed": "behind NAT, reachable through 1 relay(s)",
+             "unknown": "not known yet"}
+
+    def reach(c: object) -> dict[str, Any]:
+        state = states[min(len(seen), len(states) - 1)]
+        seen.append(state)
+        return {"state": state, "text": texts[state]}
+
+    def ident(c: object) -> dict[str, Any]:
+        relay = "/ip4/192.0.2.9/tcp/4001/p2p/X/p2p-circuit"
+        return {"Addresses": [*addrs[min(len(seen), len(addrs)) - 1], relay]}
+
+    provided: list[str] = []
+    monkeypatch.setattr(opennet, "reachability", reach)
+    monkeypatch.setattr(opennet, "identity", ident)
+    monkeypatch.setattr(opennet, "provide", lambda c, cid, timeout: provided.append(cid))
+    monkeypatch.setattr(opennet.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(opennet.time, "monotonic", lambda: clock[0])
+    done = opennet.announce(object(), "bafyroot", wait=3)
+    assert provided == ["bafyroot"]  # always announced, at the latest at the bound
+    assert done["how"] is None if how is None else done["how"].startswith(how), done
+    assert done["waited_s"] == (3 if how is None else len(states) - 1)

@@ -185,6 +185,7 @@ def test_cli_publish_json(tmp_path: Path, seed: Node, capsys: pytest.CaptureFixt
     out = json.loads(capsys.readouterr().out)
     assert out["root"].startswith("bafy") and out["total"] > 0
     assert out["files"]["onboot.lst"]["size"] == len("hello.tcz\n")
+    assert "announced" not in out  # a LAN node: no routing, nothing to announce
     assert cli.main(["publish", str(repo), "--api", seed.api]) == 0
     assert capsys.readouterr().out.strip() == out["root"]
     (repo / "glib2.tcz").write_bytes(b"corrupt")

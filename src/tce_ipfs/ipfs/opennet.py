@@ -4,13 +4,20 @@ simulated internet): reachability, AutoNAT, providing and finding providers.
 
 from __future__ import annotations
 
+import ipaddress
+import time
 from typing import Any
 
 from tce_ipfs.errors import NodeError
+from tce_ipfs.ipfs.isolation import PRIVATE_NETS
 from tce_ipfs.ipfs.rpc import ClientError, call, config_value, identity
 
 # kubo's routing query event type (routing.QueryEventType) of a provider found.
 EVENT_PROVIDER = 4
+# s: how long an announcement waits for AutoNAT's answer (the boot hook's ANNOUNCE_MAX)
+ANNOUNCE_MAX = 60.0
+# Addresses nobody outside the home dials: the private networks and carrier-grade NAT (100.64/10).
+_LOCAL_NETS = [ipaddress.ip_network(n) for n in (*PRIVATE_NETS, "100.64.0.0/10")]
 
 
 def routes(c: Any) -> bool:
@@ -111,6 +118,48 @@ def render_network(info: dict[str, Any] | None) -> list[str]:
             lines.append(f"provided:  new pins announced as they come; the first round of all of them "
                          f"starts a minute after kubo's start{every}")
     return lines
+
+
+def announce_how(c: Any) -> str | None:
+    """How peers reach this node, once its addresses say so (the boot hook's ``announce_how``):
+    directly (AutoNAT found it public), or through a relay (a relay address, and no direct public
+    address left beside it that AutoNAT has not confirmed); None while that is not known yet."""
+    seen = reachability(c)
+    if seen["state"] == "public":
+        return str(seen["text"])
+    if seen["state"] != "relayed":
+        return None
+    direct = [str(a) for a in identity(c).get("Addresses") or [] if "/p2p-circuit" not in str(a)]
+    if any(_public_ip4(a) for a in direct):
+        return None
+    return str(seen["text"])
+
+
+def _public_ip4(addr: str) -> bool:
+    parts = addr.split("/")
+    if len(parts) < 3 or parts[1] != "ip4":
+        return False
+    ip = ipaddress.ip_address(parts[2])
+    return not any(ip in net for net in _LOCAL_NETS)
+
+
+def announce(c: Any, cid: str, *, wait: float = ANNOUNCE_MAX, timeout: float = 120.0) -> dict[str, Any]:
+    """Announce ``cid`` from an open-network node once peers can be told how to reach it.
+
+    kubo announces a pin at once, with the addresses it has at that moment, and the DHT servers keep
+    those with the record. Before AutoNAT has decided, a node behind NAT names its router's outside
+    address as its only public one: nobody can dial that, and a peer that tries it first leaves a
+    half-open entry in its own router on the very ports the hole punch then needs. So wait (at most
+    ``wait`` s) for ``announce_how``, then announce again (``provide``): the fresh record carries the
+    relay address. Past the bound it announces anyway (a record with a bad address beats none).
+    ``{"how", "waited_s"}``; ``how`` is None when the wait ran out."""
+    started = time.monotonic()
+    how = announce_how(c)
+    while how is None and time.monotonic() - started < wait:
+        time.sleep(1.0)
+        how = announce_how(c)
+    provide(c, cid, timeout=timeout)
+    return {"how": how, "waited_s": round(time.monotonic() - started, 1)}
 
 
 def provide(c: Any, cid: str, *, timeout: float = 120.0) -> None:

@@ -682,6 +682,6 @@ def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, tim
     wait_reachable(node, timeout)
     reachable_s = time.monotonic() - started
     with node.client(timeout=timeout) as c:
-        opennet.provide(c, cid, timeout=timeout)
+        opennet.announce(c, cid, wait=timeout, timeout=timeout)
     return HomeSeed(machine=machine, node=node, cid=cid, reachable_s=reachable_s,
                     announced_s=time.monotonic() - started)
