@@ -186,13 +186,41 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def run(kubo: Path, work: Path, out: Path, repeats: int) -> dict[str, Any]:
+def add_delay(net: Any, ms: int) -> None:
+    """``ms`` of delay each way on every home's uplink (netem on both ends of its WAN veth): a home
+    reaches the core's nodes in 2x``ms`` round trip, another home in 4x``ms``."""
+    for home in net.homes.values():
+        core_end = f"w{home.name}{home.lab.suffix}"[:15]
+        for ns, dev in ((home.netns, "wan"), (net.core.netns, core_end)):
+            done = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root",
+                                   "netem", "delay", f"{ms}ms"], capture_output=True, timeout=30)
+            if done.returncode:
+                from tce_ipfs.errors import NodeError
+
+                raise NodeError(f"tc netem on {dev}: {done.stderr.decode(errors='replace').strip()}",
+                                hint="this kernel lacks sch_netem: run without added delay")
+
+
+def run(kubo: Path, work: Path, out: Path, repeats: int, delays: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """One simulated internet per uplink delay in ``delays`` (ms each way), ``repeats`` rounds of every
+    mode (and the HTTP baseline) in each."""
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"scenario": SCENARIO, "repeats": repeats, "delays": {}}
+    for ms in delays:
+        results["delays"][str(ms)] = _run_one(kubo, work / f"d{ms}", repeats, ms)
+    (out / "routing-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _plot(results, out / "routing.png")
+    return results
+
+
+def _run_one(kubo: Path, work: Path, repeats: int, delay_ms: int) -> dict[str, Any]:
     from tce_ipfs.testbed.delegated import start_router
     from tce_ipfs.testbed.internet import Internet, start_home_seed
 
-    out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     with Internet(work / "net", homes={"a": "cone", "b": "cone"}) as net:
+        if delay_ms:
+            add_delay(net, delay_ms)
         net.start_servers(kubo)
         repo = make_repo(work / "repo")
         seed = start_home_seed(net, "a", kubo, repo)
@@ -210,12 +238,9 @@ def run(kubo: Path, work: Path, out: Path, repeats: int) -> dict[str, Any]:
                 rows.append(_one_ipfs(net, client, kubo, mode, router.url, seed, work, rep))
             rows.append({**_one_http(client, f"http://{MIRROR_IP}:{MIRROR_PORT}/{FILE}"), "repeat": rep})
         strays = net.strays()
-    results = {"scenario": SCENARIO, "repeats": repeats, "seed": {"reachable_s": round(seed.reachable_s, 1),
-                                                                    "announced_s": round(seed.announced_s, 1)},
-               "summary": summarize(rows), "runs": rows, "strays": strays}
-    (out / "routing-results.json").write_text(json.dumps(results, indent=2) + "\n")
-    _plot(results, out / "routing.png")
-    return results
+    return {"delay_ms": delay_ms, "seed": {"reachable_s": round(seed.reachable_s, 1),
+                                           "announced_s": round(seed.announced_s, 1)},
+            "summary": summarize(rows), "runs": rows, "strays": strays}
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
@@ -227,9 +252,19 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     except ImportError:
         log.warning("matplotlib not installed: no %s", path.name)
         return
-    s = results["summary"]
+    delays = results["delays"]
+    fig, grid = plt.subplots(len(delays), 3, figsize=(13, 4 * len(delays)), squeeze=False)
+    for axes, (ms, one) in zip(grid, delays.items(), strict=True):
+        _plot_row(axes, one["summary"], int(ms))
+    fig.suptitle(f"content routing from a home behind NAT (simulated internet, median of "
+                 f"{results['repeats']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_row(axes: Any, s: dict[str, Any], ms: int) -> None:
     modes = [m for m in MODES if m in s]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     width = 0.25
     for i, (key, label) in enumerate((("t_provider_s", "first provider"), ("t_first_byte_s", "first block"),
                                       ("t_file_s", "1.5 MB file"))):
@@ -238,7 +273,8 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     if s.get("http_file_s"):
         axes[0].axhline(s["http_file_s"], color="grey", linestyle="--", label="HTTP mirror, whole file")
     axes[0].set_xticks(range(len(modes)), modes)
-    axes[0].set_ylabel("s from kubo start (median)")
+    axes[0].set_ylabel("s from kubo start")
+    axes[0].set_title(f"home uplinks +{ms} ms each way (RTT to core {2 * ms} ms)", fontsize=9)
     axes[0].legend(fontsize=8)
     axes[1].bar(modes, [s[m].get("cpu_s") or 0 for m in modes])
     axes[1].set_ylabel("kubo CPU s (median)")
@@ -247,7 +283,3 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     ax2 = axes[2].twinx()
     ax2.plot(modes, [s[m].get("peak_rss_mib") or 0 for m in modes], "ro-", label="peak RSS")
     ax2.set_ylabel("peak RSS MiB", color="r")
-    fig.suptitle(f"content routing from a home behind NAT (simulated internet, {results['repeats']} repeats)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
