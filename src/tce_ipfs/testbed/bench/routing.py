@@ -108,13 +108,13 @@ def _reset_flows(netns: str) -> None:
 
 
 def _one_ipfs(net: Any, machine: Any, kubo: Path, mode: str, router_url: str, seed: Any, work: Path,
-              rep: int) -> dict[str, Any]:
+              rep: int | str, find_for: float = 60.0) -> dict[str, Any]:
     from tce_ipfs.ipfs import netmode, opennet, rpc
 
     home_ns = machine.home.netns
     cid = seed.cid
     _reset_flows(home_ns)
-    name = f"client-{mode}-{rep}"
+    name = f"client-{mode}-{rep}"[:24]
     config = {**netmode.public_config(net.bootstrap()), **mode_config(mode, router_url)}
     started = time.monotonic()
     node = net.start_node(machine, name, kubo, work / name, config=config)
@@ -122,7 +122,7 @@ def _one_ipfs(net: Any, machine: Any, kubo: Path, mode: str, router_url: str, se
     try:
         with node.client(timeout=120) as c:
             found: list[dict[str, Any]] = []
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + find_for
             while not found and time.monotonic() < deadline:  # the hook repeats while the table fills
                 try:
                     found = opennet.find_providers(c, cid, count=1, timeout=20)
@@ -131,6 +131,11 @@ def _one_ipfs(net: Any, machine: Any, kubo: Path, mode: str, router_url: str, se
                     time.sleep(0.5)
             row["t_provider_s"] = round(time.monotonic() - started, 2) if found else None
             row["provider_addrs"] = found[0]["Addrs"] if found else []
+            if not found:
+                raise RuntimeError(f"no provider found within {find_for:g} s")
+            # kubo finds and dials the provider itself (bitswap's provider search; the addresses are in
+            # its peerstore now). An explicit `swarm connect` here, as the hook's route_dial does,
+            # left the fetch hanging on a relayed-only connection in most runs (see docs/routing.md).
             c._client.request("/block/get", (cid,), timeout=60)
             row["t_first_byte_s"] = round(time.monotonic() - started, 2)
             data = rpc.cat(c, f"/ipfs/{cid}/{FILE}", timeout=120)
@@ -138,6 +143,7 @@ def _one_ipfs(net: Any, machine: Any, kubo: Path, mode: str, router_url: str, se
             row["file_ok"] = len(data) == FILE_BYTES
             peers = net.connections(node)
         pid = node.node.process.pid
+        row["process"] = Path(f"/proc/{pid}/comm").read_text().strip()  # kubo itself, not a launcher
         row.update(_proc_figures(pid))
         row["new_flows"] = _new_flows(home_ns)
         row["peers_at_end"] = len(peers)
@@ -237,10 +243,14 @@ def _run_one(kubo: Path, work: Path, repeats: int, delay_ms: int) -> dict[str, A
             for mode in order:
                 rows.append(_one_ipfs(net, client, kubo, mode, router.url, seed, work, rep))
             rows.append({**_one_http(client, f"http://{MIRROR_IP}:{MIRROR_PORT}/{FILE}"), "repeat": rep})
+        # The router gone (a public router's outage): what each mode still finds.
+        router.stop()
+        outage = [_one_ipfs(net, client, kubo, mode, router.url, seed, work, "router-down", find_for=20)
+                  for mode in MODES]
         strays = net.strays()
     return {"delay_ms": delay_ms, "seed": {"reachable_s": round(seed.reachable_s, 1),
                                            "announced_s": round(seed.announced_s, 1)},
-            "summary": summarize(rows), "runs": rows, "strays": strays}
+            "summary": summarize(rows), "runs": rows, "router_down": outage, "strays": strays}
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
