@@ -392,3 +392,43 @@ def wait_for_round(c: Any, timeout: float = 100.0) -> dict[str, Any]:
         if prov.get("last_at") or time.monotonic() > deadline:
             return prov
         time.sleep(2)
+
+
+# ------------------------------------------------------------------ delegated routing (issue 15, item 1)
+def test_delegated_router_finds_the_seed(net: Internet, seed: HomeSeed, host_kubo: Path) -> None:
+    """The sim's delegated router (Routing V1 HTTP API over boot1's DHT, as someguy over the Amino DHT)
+    names the seed as provider of its root, in JSON and NDJSON, and nobody for a CID nobody has; a kubo
+    whose only content routing is that router (``Routing.Type delegated``, no DHT) finds the seed."""
+    from tce_ipfs.testbed.bench.routing import mode_config
+    from tce_ipfs.testbed.delegated import start_router
+
+    router = start_router(net)
+    machine = net.add_machine("c", "c-delegated")  # home c: only finds (no blocks: symmetric NAT)
+
+    def get(path: str, accept: str = "application/json") -> tuple[str, str]:
+        out = machine.exec(["curl", "-s", "-H", f"Accept: {accept}", "-w", "\n%{http_code}",
+                            f"{router.url}/routing/v1/{path}"]).stdout.decode()
+        body, code = out.rsplit("\n", 1)
+        return code, body
+
+    code, body = get(f"providers/{seed.cid}")
+    assert code == "200", body
+    (prov,) = json.loads(body)["Providers"]
+    assert prov["Schema"] == "peer" and prov["ID"] == seed.node.peer_id and prov["Protocols"]
+    assert prov["Addrs"] and all("/p2p-circuit" in a for a in prov["Addrs"]), prov  # behind NAT: relays
+    code, body = get(f"providers/{seed.cid}", "application/x-ndjson")
+    assert code == "200" and [json.loads(ln)["ID"] for ln in body.splitlines()] == [seed.node.peer_id]
+    code, body = get(f"peers/{seed.node.peer_id}")
+    assert code == "200" and json.loads(body)["Peers"][0]["ID"] == seed.node.peer_id, body
+    with seed.node.client() as c:
+        nobody = str(c.add_bytes(os.urandom(64), opts={"only-hash": "true", "cid-version": "1"}))
+    assert get(f"providers/{nobody}")[0] == "404"
+
+    node = net.start_node(machine, "c-delegated", host_kubo, net.work_dir / "c-delegated",
+                          config={**netmode.public_config(net.bootstrap()), **mode_config("delegated", router.url)})
+    with node.client(timeout=60) as c:
+        assert rpc.config_value(c, "Routing.Type") == "delegated"
+        found = opennet.find_providers(c, seed.cid, timeout=30)
+    assert [p["ID"] for p in found] == [seed.node.peer_id], found
+    node.stop()
+    router.stop()

@@ -7,7 +7,9 @@ boot closure from the origin, seed and HTTP mirror behind a ``--link-mbit`` upli
 ``boot`` (one QEMU guest per ``--arch`` booted alternately with ``tce=ipfs:`` from a host seed and
 ``tce=http://`` from a host mirror; medians, ratios and a stacked bar per mode of where the boot spent
 its time: ``boot-results.json``, ``boot.png``). The default runs those four (``fetch-link`` only as
-root). ``--only mirror``: a whole TC mirror tree (``--mirror-extensions``, ``--mirror-mib``): publish vs
+root). ``--only routing``: content routing from a home behind NAT on the simulated internet -- DHT
+client, delegated HTTP router, both (root; ``routing-results.json``, ``routing.png``).
+``--only mirror``: a whole TC mirror tree (``--mirror-extensions``, ``--mirror-mib``): publish vs
 a bare ``ipfs add -r``, republish after 1% of the extensions changed, IPNS resolution through a seed.
 """
 
@@ -26,10 +28,11 @@ log = logging.getLogger(__name__)
 
 # testbed.bench.SCENARIOS + testbed.bench.boot.SCENARIO (not imported here: building the CLI must stay
 # cheap; a test checks they match)
-HOST_SCENARIOS = ("publish", "fetch-loopback", "fetch-link", "mirror")
+HOST_SCENARIOS = ("publish", "fetch-loopback", "fetch-link", "mirror", "routing")
 BOOT = "boot"
 SCENARIOS = (*HOST_SCENARIOS, BOOT)
-DEFAULT = tuple(s for s in SCENARIOS if s != "mirror")  # mirror writes GiBs: only with --only mirror
+# mirror writes GiBs, routing builds a simulated internet (root): only with --only
+DEFAULT = tuple(s for s in SCENARIOS if s not in ("mirror", "routing"))
 
 
 def _numbers(kind: type[int] | type[float], text: str) -> tuple[Any, ...]:
@@ -110,6 +113,21 @@ def _fetch_lines(f: dict[str, Any]) -> list[str]:
             f"HTTP {c['http_egress_ratio']:.2f}{wire}"]
 
 
+def _routing_lines(r: dict[str, Any]) -> list[str]:
+    lines = [f"routing (simulated internet, median of {r['repeats']}; s from kubo start):"]
+    for ms, one in r["delays"].items():
+        s = one["summary"]
+        for mode in ("dht", "delegated", "both"):
+            m = s.get(mode)
+            if m:
+                lines.append(f"  +{ms} ms {mode}: provider {m.get('t_provider_s')} s, first block "
+                             f"{m.get('t_first_byte_s')} s, file {m.get('t_file_s')} s; CPU {m.get('cpu_s')} s, "
+                             f"peak RSS {m.get('peak_rss_mib')} MiB, {m.get('new_flows')} new flows"
+                             + (f"; {m['failed']} failed" if m.get("failed") else ""))
+        lines.append(f"  +{ms} ms HTTP mirror: file {s.get('http_file_s')} s")
+    return lines
+
+
 def _x(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
 
@@ -161,11 +179,13 @@ def run(args: argparse.Namespace) -> int:
             lines += _link_lines(results.fetch_link)
         if results.mirror:
             lines += _mirror_lines(results.mirror)
-        plots = [p for p in ("bench.png", "fetch-link.png") if (args.out / p).exists()]
+        if results.routing:
+            lines += _routing_lines(results.routing)
+        plots = [p for p in ("bench.png", "fetch-link.png", "routing.png") if (args.out / p).exists()]
         lines.append(f"results: {args.out / 'results.json'}, plots: "
                      + ", ".join(str(args.out / p) for p in plots))
         data.update(publish=results.publish, fetch_loopback=results.fetch_loopback,
-                    fetch_link=results.fetch_link, mirror=results.mirror)
+                    fetch_link=results.fetch_link, mirror=results.mirror, routing=results.routing)
     if BOOT in scenarios:
         from tce_ipfs.testbed.bench import boot
 

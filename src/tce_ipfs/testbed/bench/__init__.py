@@ -17,6 +17,8 @@ Scenarios
   origin bytes sent (application: seed's bitswap ``DataSent`` / mirror's bytes served; wire: the
   origin's tx counter), per machine bytes from the origin vs from peers. ``fetch-link.png``: origin
   egress / payload and time against N, IPFS next to HTTP.
+* ``routing``: content routing for a machine at home (``routing``): DHT client, a delegated HTTP
+  router, or both, on the simulated internet (needs root); ``routing-results.json``, ``routing.png``.
 
 Ratios: time is IPFS / HTTP (lower is better for IPFS); egress is origin bytes sent / payload (an HTTP
 mirror's is N by construction: it serves every byte to every client).
@@ -66,6 +68,10 @@ def run(kubo: Path, cfg: BenchConfig, scenarios: Sequence[str] = SCENARIOS) -> B
             from tce_ipfs.testbed.bench.mirrorscale import bench_mirror
 
             results.mirror = bench_mirror(kubo, work, cfg.mirror_extensions, cfg.mirror_mib, cfg.repeats)
+        if "routing" in scenarios:
+            from tce_ipfs.testbed.bench import routing
+
+            results.routing = routing.run(kubo, work, cfg.out, cfg.repeats)
     (cfg.out / "results.json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
     plot(results, cfg.out)
     return results

@@ -23,7 +23,7 @@ from tce_ipfs.testbed.bench.mirror import fetch_http, http_mirror
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("publish", "fetch-loopback", "fetch-link", "mirror")
+SCENARIOS = ("publish", "fetch-loopback", "fetch-link", "mirror", "routing")
 FETCH_EXTENSIONS = 40  # the fetch repo; its onboot.lst (the boot closure) names the first 10
 
 
@@ -48,6 +48,7 @@ class BenchResults:
     fetch_loopback: dict[str, Any] = field(default_factory=dict)
     fetch_link: dict[str, Any] = field(default_factory=dict)
     mirror: dict[str, Any] = field(default_factory=dict)
+    routing: dict[str, Any] = field(default_factory=dict)
 
 
 def make_repo(path: Path, count: int, total_bytes: int) -> list[str]:
