@@ -425,7 +425,8 @@ def test_delegated_router_finds_the_seed(net: Internet, seed: HomeSeed, host_kub
     assert get(f"providers/{nobody}")[0] == "404"
 
     node = net.start_node(machine, "c-delegated", host_kubo, net.work_dir / "c-delegated",
-                          config={**netmode.public_config(net.bootstrap()), **mode_config("delegated", router.url)})
+                          config={**netmode.public_config(net.bootstrap()),
+                                  **mode_config("delegated", router.url)})
     with node.client(timeout=60) as c:
         assert rpc.config_value(c, "Routing.Type") == "delegated"
         found = opennet.find_providers(c, seed.cid, timeout=30)

@@ -121,7 +121,8 @@ def _routing_lines(r: dict[str, Any]) -> list[str]:
             m = s.get(mode)
             if m:
                 lines.append(f"  +{ms} ms {mode}: provider {m.get('t_provider_s')} s, first block "
-                             f"{m.get('t_first_byte_s')} s, file {m.get('t_file_s')} s; CPU {m.get('cpu_s')} s, "
+                             f"{m.get('t_first_byte_s')} s, file {m.get('t_file_s')} s; "
+                             f"CPU {m.get('cpu_s')} s, "
                              f"peak RSS {m.get('peak_rss_mib')} MiB, {m.get('new_flows')} new flows"
                              + (f"; {m['failed']} failed" if m.get("failed") else ""))
         lines.append(f"  +{ms} ms HTTP mirror: file {s.get('http_file_s')} s")

@@ -73,7 +73,7 @@ def make_handler(api: str, stats: dict[str, int]) -> type[BaseHTTPRequestHandler
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
 
         def _send(self, code: int, body: bytes, ctype: str) -> None:
@@ -84,7 +84,7 @@ def make_handler(api: str, stats: dict[str, int]) -> type[BaseHTTPRequestHandler
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if not path.startswith(PREFIX) or path.count("/") != 4:
                 self._send(404, b"not found\n", "text/plain")

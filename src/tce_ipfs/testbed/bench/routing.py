@@ -49,7 +49,8 @@ def mode_config(mode: str, router_url: str) -> dict[str, Any]:
     if mode == "delegated":
         # kubo refuses to start otherwise: HTTP routers take no provider records (so a machine that
         # seeds cannot run delegated only; a boot that only fetches can).
-        return {"Routing.Type": "delegated", "Routing.DelegatedRouters": [router_url], "Provide.Enabled": False}
+        return {"Routing.Type": "delegated", "Routing.DelegatedRouters": [router_url],
+                "Provide.Enabled": False}
     if mode == "both":
         return {"Routing.Type": "autoclient", "Routing.DelegatedRouters": [router_url]}
     raise ValueError(f"unknown routing mode {mode!r}")
@@ -233,9 +234,9 @@ def _run_one(kubo: Path, work: Path, repeats: int, delay_ms: int) -> dict[str, A
         router = start_router(net)
         mirror = net.attach_public("mirror", MIRROR_IP)
         mirror.spawn("mirror", [sys.executable, "-m", "http.server", "-b", MIRROR_IP, "-d", str(repo),
-                                         str(MIRROR_PORT)])
+                                str(MIRROR_PORT)])
         client = net.add_machine("b", "b-client")
-        subprocess.run(["ip", "netns", "exec", client.home.netns, "nft", "-f", "-"],
+        subprocess.run(["ip", "netns", "exec", net.home("b").netns, "nft", "-f", "-"],
                        input=_counter_rules(client.ip).encode(), check=True, timeout=30)
         time.sleep(1)
         for rep in range(repeats):
