@@ -169,7 +169,7 @@ def _one_http(machine: Any, url: str) -> dict[str, Any]:
 
 def _median(rows: list[dict[str, Any]], key: str) -> float | None:
     vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
-    return round(statistics.median(vals), 2) if vals else None
+    return round(statistics.median(vals), 3) if vals else None
 
 
 KEYS = ("t_ready_s", "t_provider_s", "t_first_byte_s", "t_file_s", "cpu_s", "peak_rss_mib", "new_flows",
