@@ -288,12 +288,15 @@ def _plot_row(axes: Any, s: dict[str, Any], ms: int) -> None:
         axes[0].axhline(s["http_file_s"], color="grey", linestyle="--", label="HTTP mirror, whole file")
     axes[0].set_xticks(range(len(modes)), modes)
     axes[0].set_ylabel("s from kubo start")
-    axes[0].set_title(f"home uplinks +{ms} ms each way (RTT to core {2 * ms} ms)", fontsize=9)
+    axes[0].set_title(f"home uplinks +{ms} ms each way" if ms else "no added delay (sub-ms round trips)",
+                      fontsize=9)
     axes[0].legend(fontsize=8)
     axes[1].bar(modes, [s[m].get("cpu_s") or 0 for m in modes])
     axes[1].set_ylabel("kubo CPU s (median)")
     axes[2].bar(modes, [s[m].get("new_flows") or 0 for m in modes], label="new flows out")
     axes[2].set_ylabel("connections opened (median)")
     ax2 = axes[2].twinx()
-    ax2.plot(modes, [s[m].get("peak_rss_mib") or 0 for m in modes], "ro-", label="peak RSS")
+    rss = [s[m].get("peak_rss_mib") or 0 for m in modes]
+    ax2.plot(modes, rss, "ro-", label="peak RSS")
+    ax2.set_ylim(0, max(rss or [1]) * 1.2)
     ax2.set_ylabel("peak RSS MiB", color="r")
