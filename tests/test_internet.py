@@ -398,7 +398,8 @@ def wait_for_round(c: Any, timeout: float = 100.0) -> dict[str, Any]:
 def test_delegated_router_finds_the_seed(net: Internet, seed: HomeSeed, host_kubo: Path) -> None:
     """The sim's delegated router (Routing V1 HTTP API over boot1's DHT, as someguy over the Amino DHT)
     names the seed as provider of its root, in JSON and NDJSON, and nobody for a CID nobody has; a kubo
-    whose only content routing is that router (``Routing.Type delegated``, no DHT) finds the seed."""
+    whose only content routing is that router (``Routing.Type delegated``, no DHT) finds the seed.
+    (Machines of earlier tests that fetched the repo provide it too.)"""
     from tce_ipfs.testbed.bench.routing import mode_config
     from tce_ipfs.testbed.delegated import start_router
 
@@ -413,11 +414,12 @@ def test_delegated_router_finds_the_seed(net: Internet, seed: HomeSeed, host_kub
 
     code, body = get(f"providers/{seed.cid}")
     assert code == "200", body
-    (prov,) = json.loads(body)["Providers"]
-    assert prov["Schema"] == "peer" and prov["ID"] == seed.node.peer_id and prov["Protocols"]
+    provs = json.loads(body)["Providers"]
+    assert all(p["Schema"] == "peer" and p["Protocols"] for p in provs), provs
+    (prov,) = [p for p in provs if p["ID"] == seed.node.peer_id]
     assert prov["Addrs"] and all("/p2p-circuit" in a for a in prov["Addrs"]), prov  # behind NAT: relays
     code, body = get(f"providers/{seed.cid}", "application/x-ndjson")
-    assert code == "200" and [json.loads(ln)["ID"] for ln in body.splitlines()] == [seed.node.peer_id]
+    assert code == "200" and seed.node.peer_id in {json.loads(ln)["ID"] for ln in body.splitlines()}, body
     code, body = get(f"peers/{seed.node.peer_id}")
     assert code == "200" and json.loads(body)["Peers"][0]["ID"] == seed.node.peer_id, body
     with seed.node.client() as c:
@@ -429,7 +431,7 @@ def test_delegated_router_finds_the_seed(net: Internet, seed: HomeSeed, host_kub
                                   **mode_config("delegated", router.url)})
     with node.client(timeout=60) as c:
         assert rpc.config_value(c, "Routing.Type") == "delegated"
-        found = opennet.find_providers(c, seed.cid, timeout=30)
-    assert [p["ID"] for p in found] == [seed.node.peer_id], found
+        found = opennet.find_providers(c, seed.cid, count=20, timeout=30)
+    assert seed.node.peer_id in [p["ID"] for p in found], found
     node.stop()
     router.stop()
