@@ -363,12 +363,13 @@ def test_hook_names_the_failed_stage(request: pytest.FixtureRequest, case: str, 
     record(f"internet-fail-{case}", {"line": result.final, "seconds": round(elapsed, 1)})
 
 
-def test_status_shows_reachability_and_provider_records(net: Internet, seed: HomeSeed,
-                                                        tmp_path: Path) -> None:
+def test_status_shows_reachability_and_provider_records(net: Internet, seed: HomeSeed, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """``tce-ipfs status`` on the home seed (the agent's view; ``seed status`` and ``status --repo``
     render the same part): behind NAT with its relays, and the provider records it announced and when
     (kubo's first announce round of every pin comes a minute after its start: the last test of the
     module, so it rarely waits)."""
+    from tce_ipfs import cli
     from tce_ipfs.agent import ops
     from tce_ipfs.agent.machine import Machine
 
@@ -382,7 +383,19 @@ def test_status_shows_reachability_and_provider_records(net: Internet, seed: Hom
     text = ops.render_status(info)
     assert "network:   behind NAT, reachable through" in text, text
     assert f"provided:  {netinfo['provide']['records']} provider record(s) at {prov['last_at']}" in text, text
-    record("internet-status", {"text": text, "network": netinfo})
+    # the publisher's view: `seed status` of the running `seed serve --net public`
+    assert seed.state is not None
+    assert cli.main(["seed", "status", "--state", str(seed.state), "--json"]) == 0
+    sinfo = json.loads(capsys.readouterr().out)
+    assert sinfo["running"] and sinfo["net"] == "public" and sinfo["root"] == seed.cid, sinfo
+    assert "relay" in sinfo["announced"]["how"], sinfo["announced"]
+    assert sinfo["network"]["reachability"]["state"] == "relayed", sinfo["network"]
+    assert sinfo["network"]["provide"]["records"] >= 1, sinfo["network"]
+    assert cli.main(["seed", "status", "--state", str(seed.state)]) == 0
+    seed_text = capsys.readouterr().out
+    assert "net:       public" in seed_text and "announced: the root at " in seed_text, seed_text
+    assert "network:   behind NAT, reachable through" in seed_text and "provided:  " in seed_text, seed_text
+    record("internet-status", {"text": text, "seed_status": seed_text, "network": netinfo})
 
 
 def wait_for_round(c: Any, timeout: float = 100.0) -> dict[str, Any]:

@@ -322,6 +322,11 @@ def render_seed_status(info: dict[str, Any]) -> str:
                   f"listen:    {', '.join(info['peers_addrs'])}"]
     if info.get("private"):
         lines.append(f"private:   yes (key in {Path(info['state']) / 'repo' / 'swarm.key'})")
+    if info.get("net") == "public":
+        ann = info.get("announced") or {}
+        said = ann.get("how") or ann.get("error") or "before AutoNAT said how peers reach it"
+        lines.append(f"net:       public (the IPFS network; machines anywhere boot with tce=ipfs:<root>)"
+                     + (f"\nannounced: the root at {ann['at']}: {said}" if ann.get("at") else ""))
     for rec in info.get("names", []):
         lines.append(f"ipns:      {rec['name']} (key {rec['key']}) -> {rec['value']}, published "
                      f"{_duration(rec.get('age_s'))} ago, lifetime {rec.get('lifetime')}")

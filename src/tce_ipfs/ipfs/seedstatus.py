@@ -94,6 +94,7 @@ def status(state: SeedState, *, ledgers: bool = True) -> dict[str, Any]:
         "state": str(state.path), "running": pid is not None, "pid": pid, "peer_id": state.peer_id(),
         "source": record.get("source"), "root": record.get("root"), "listen": record.get("listen", []),
         "peers_addrs": record.get("peers", []), "private": bool(record.get("private")),
+        "net": record.get("net") or "lan", "announced": record.get("announced"),
         "started_at": record.get("started_at"), "stopped_at": record.get("stopped_at"),
         "metrics": metrics_url(record.get("api_tcp")) if pid is not None else None,
         "boot_line": (BootInfo(str(record["root"]), tuple(record.get("peers") or ()),

@@ -650,6 +650,7 @@ class HomeSeed:
     cid: str
     reachable_s: float  # from `seed serve`'s start until its kubo was reachable through a relay
     announced_s: float  # from `seed serve`'s start until the root's provider record was out
+    state: Path | None = None  # the seed's state directory (seed.json, repo, api.sock)
 
 
 def wait_reachable(node: SimNode, timeout: float = 120.0) -> dict[str, Any]:
@@ -716,7 +717,7 @@ def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, tim
              reachable_s)
     return HomeSeed(machine=machine, node=sim, cid=str(ready["cid"]),
                     reachable_s=announced_s if reachable_s is None else reachable_s,
-                    announced_s=announced_s)
+                    announced_s=announced_s, state=state.path)
 
 
 def _ready_line(log_path: Path) -> dict[str, Any] | None:
