@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -242,6 +243,42 @@ def test_cli_publish_at_home_announces_reachable_addrs(net: Internet, seed: Home
     assert [p["ID"] for p in found] == [seed.node.peer_id], found
     assert found[0]["Addrs"] and all("/p2p-circuit" in a for a in found[0]["Addrs"]), found
     record("internet-cli-publish", {"announced": out["announced"], "provider_addrs": found[0]["Addrs"]})
+
+
+def test_seed_serve_sighup_announces_the_new_root(net: Internet, seed: HomeSeed) -> None:
+    """SIGHUP: ``seed serve --net public`` publishes its changed directory again and announces the new
+    root at once (AutoNAT has answered by now): a public node finds the seed as its provider, at relay
+    addresses only. Then the directory goes back, and so does the root (the other tests' seed.cid)."""
+    from tce_ipfs.ipfs.seed import SeedState
+
+    assert seed.state is not None
+    state = SeedState(seed.state)
+    source = Path(str((state.record() or {})["source"]))
+    before = (source / "onboot.lst").read_text()
+
+    def republish(text: str) -> dict[str, Any]:
+        (source / "onboot.lst").write_text(text)
+        old = state.record() or {}
+        os.kill(seed.node.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            new = state.record() or {}
+            if new.get("announced") and new["announced"].get("at") and new["announced"] != old.get("announced") \
+                    and new.get("root") != old.get("root"):
+                return new
+            time.sleep(0.5)
+        raise AssertionError(f"no new root announced after SIGHUP: {state.record()}")
+
+    try:
+        changed = republish("libnet.tcz\nnet.tcz\n")
+        assert changed["root"] != seed.cid and "relay" in changed["announced"]["how"], changed
+        with net.servers[1].client(timeout=90) as c:
+            found = opennet.find_providers(c, changed["root"], timeout=60)
+        assert [p["ID"] for p in found] == [seed.node.peer_id], found
+        assert found[0]["Addrs"] and all("/p2p-circuit" in a for a in found[0]["Addrs"]), found
+    finally:
+        assert republish(before)["root"] == seed.cid
+    record("internet-seed-sighup", {"announced": changed["announced"], "provider_addrs": found[0]["Addrs"]})
 
 
 # ------------------------------------------------------------------------------ the hook on the sim
