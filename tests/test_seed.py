@@ -194,6 +194,19 @@ def fake_state(path: Path, *, private: bool) -> tuple[Path, str | None]:
     return path, key
 
 
+def test_boot_info_of_a_public_seed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A public seed's boot line is its LAN line, as for any seed (a lab machine next to it boots in lan
+    mode); the admin is told that machines elsewhere need only tce=ipfs:<root>."""
+    state, _ = fake_state(tmp_path / "pub", private=False)
+    rec = seed.SeedState(state).record() or {}
+    rec.pop("format")
+    seed.SeedState(state).write_record({**rec, "net": "public"})
+    with caplog.at_level("INFO"):
+        info = seedstatus.boot_info(seed.SeedState(state))
+    assert info.line() == f"tce=ipfs:{CID} ipfs.peers=/ip4/192.168.7.1/tcp/4001/p2p/{PEER_ID}"
+    assert f"machines elsewhere boot with just tce=ipfs:{CID}" in caplog.text
+
+
 def test_netboot_and_remaster_take_the_boot_line_from_the_seed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("TCE_IPFS_STATE", str(tmp_path))
