@@ -263,8 +263,8 @@ def test_seed_serve_sighup_announces_the_new_root(net: Internet, seed: HomeSeed)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             new = state.record() or {}
-            if new.get("announced") and new["announced"].get("at") and new["announced"] != old.get("announced") \
-                    and new.get("root") != old.get("root"):
+            announced = new.get("announced") or {}
+            if announced.get("at") and announced != old.get("announced") and new["root"] != old.get("root"):
                 return new
             time.sleep(0.5)
         raise AssertionError(f"no new root announced after SIGHUP: {state.record()}")

@@ -194,8 +194,8 @@ def test_announce_waits_until_peers_can_be_told_how_to_reach_us(
     monkeypatch.setattr(opennet, "reachability", reach)
     monkeypatch.setattr(opennet, "identity", ident)
     monkeypatch.setattr(opennet, "provide", lambda c, cid, timeout: provided.append(cid))
-    monkeypatch.setattr(opennet.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
-    monkeypatch.setattr(opennet.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("tce_ipfs.ipfs.opennet.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr("tce_ipfs.ipfs.opennet.time.monotonic", lambda: clock[0])
     done = opennet.announce(object(), "bafyroot", wait=3)
     assert provided == ["bafyroot"]  # always announced, at the latest at the bound
     assert done["how"] is None if how is None else done["how"].startswith(how), done

@@ -153,6 +153,19 @@ def test_net_public_refusals(extra: list[str], said: str, tmp_path: Path,
         cli.main(["seed", "serve", str(tmp_path), "--listen", "10.0.0.1", "--net", "private"])
 
 
+def test_a_private_seed_state_cannot_go_public(tmp_path: Path) -> None:
+    """A state whose repo holds a swarm key (an earlier --private seed) is refused with --net public
+    before kubo starts; the lock is released."""
+    state, _key = fake_state(tmp_path / "priv", private=True)
+    fake_kubo = tmp_path / "ipfs"
+    fake_kubo.write_text("#!/bin/sh\nexit 1\n")
+    opts = seed.SeedOptions(listen=("127.0.0.1",), net="public", bootstrap=(BOOT_PEER,))
+    server = seed.SeedServer(seed.SeedState(state), fake_kubo, opts, CID)
+    with pytest.raises(UsageError, match="is a private swarm"):
+        server.run(lambda info: None)
+    assert seed.SeedState(state).serving_pid() is None and not (state / seed.PID).exists()
+
+
 def test_net_public_config_keys() -> None:
     """What the seed's kubo gets: lan is today's isolated seed (nothing of the open network); public
     puts netmode's client keys on top, lets any IPv4 peer through the gater, and takes kubo's own

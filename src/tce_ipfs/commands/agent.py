@@ -325,7 +325,7 @@ def render_seed_status(info: dict[str, Any]) -> str:
     if info.get("net") == "public":
         ann = info.get("announced") or {}
         said = ann.get("how") or ann.get("error") or "before AutoNAT said how peers reach it"
-        lines.append(f"net:       public (the IPFS network; machines anywhere boot with tce=ipfs:<root>)"
+        lines.append("net:       public (the IPFS network; machines anywhere boot with tce=ipfs:<root>)"
                      + (f"\nannounced: the root at {ann['at']}: {said}" if ann.get("at") else ""))
     for rec in info.get("names", []):
         lines.append(f"ipns:      {rec['name']} (key {rec['key']}) -> {rec['value']}, published "

@@ -371,8 +371,8 @@ class SeedServer:
         opts = self.options
         have = self.state.swarm_key() if self.state.repo.is_dir() else None
         if have and opts.net == "public" and not opts.swarm_key:
-            raise UsageError(f"the seed in {self.state.path} is a private swarm (its repo holds a swarm key): "
-                             "it cannot join the public network",
+            raise UsageError(f"the seed in {self.state.path} is a private swarm (its repo holds a swarm "
+                             "key): it cannot join the public network",
                              hint=f"remove {self.state.repo / swarmkey.FILENAME} to make it a public seed "
                                   "(machines booted with the key then lose it), or use another --state")
         if opts.swarm_key:
