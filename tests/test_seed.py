@@ -521,6 +521,13 @@ def test_install_unit_passes_systemd_analyze_verify(host_kubo: Path, tmp_path: P
     rc = cli.main(["seed", "install-unit", str(repo), "--listen", "192.168.77.10", "--swarm-key",
                    swarmkey.generate(), "--kubo", str(host_kubo), "-o", str(tmp_path / "x.service")])
     assert rc == UsageError.exit_code and "as a file" in capsys.readouterr().err
+    # A public seed's unit carries --net and --bootstrap (a LAN seed's says nothing of them).
+    assert "--net" not in exec_start and "--bootstrap" not in exec_start
+    pub = tmp_path / "pub.service"
+    assert cli.main(["seed", "install-unit", str(repo), "--listen", "192.168.77.10", "--net", "public",
+                     "--bootstrap", BOOT_PEER, "--kubo", str(host_kubo), "-o", str(pub), "--no-verify"]) == 0
+    pub_start = next(line for line in pub.read_text().splitlines() if line.startswith("ExecStart="))
+    assert f"--net public --bootstrap {BOOT_PEER}" in pub_start, pub_start
 
 
 def test_unit_text() -> None:
