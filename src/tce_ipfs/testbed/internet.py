@@ -688,7 +688,9 @@ def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, tim
         raise NodeError(f"the home seed's API socket {sock} is too long or not lower case",
                         hint="give the Internet a short, lower-case work_dir")
     boot = net.bootstrap()
-    net.check_bootstrap({"Bootstrap": boot})  # never kubo's defaults here
+    if not boot:  # without --bootstrap the seed would take kubo's defaults: the real network
+        raise NodeError("start the simulated internet's servers first (Internet.start_servers)")
+    net.check_bootstrap({"Bootstrap": boot})
     argv = [sys.executable, "-m", "tce_ipfs", "seed", "serve", str(repo_dir), "--json",
             "--listen", machine.ip, "--port", str(SWARM_PORT), "--api-port", "0", "--net", "public",
             "--state", str(state.path), "--kubo", str(kubo), "--timeout", f"{timeout:g}",
