@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -244,6 +245,42 @@ def test_cli_publish_at_home_announces_reachable_addrs(net: Internet, seed: Home
     record("internet-cli-publish", {"announced": out["announced"], "provider_addrs": found[0]["Addrs"]})
 
 
+def test_seed_serve_sighup_announces_the_new_root(net: Internet, seed: HomeSeed) -> None:
+    """SIGHUP: ``seed serve --net public`` publishes its changed directory again and announces the new
+    root at once (AutoNAT has answered by now): a public node finds the seed as its provider, at relay
+    addresses only. Then the directory goes back, and so does the root (the other tests' seed.cid)."""
+    from tce_ipfs.ipfs.seed import SeedState
+
+    assert seed.state is not None
+    state = SeedState(seed.state)
+    source = Path(str((state.record() or {})["source"]))
+    before = (source / "onboot.lst").read_text()
+
+    def republish(text: str) -> dict[str, Any]:
+        (source / "onboot.lst").write_text(text)
+        old = state.record() or {}
+        os.kill(seed.node.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            new = state.record() or {}
+            announced = new.get("announced") or {}
+            if announced.get("at") and announced != old.get("announced") and new["root"] != old.get("root"):
+                return new
+            time.sleep(0.5)
+        raise AssertionError(f"no new root announced after SIGHUP: {state.record()}")
+
+    try:
+        changed = republish("libnet.tcz\nnet.tcz\n")
+        assert changed["root"] != seed.cid and "relay" in changed["announced"]["how"], changed
+        with net.servers[1].client(timeout=90) as c:
+            found = opennet.find_providers(c, changed["root"], timeout=60)
+        assert [p["ID"] for p in found] == [seed.node.peer_id], found
+        assert found[0]["Addrs"] and all("/p2p-circuit" in a for a in found[0]["Addrs"]), found
+    finally:
+        assert republish(before)["root"] == seed.cid
+    record("internet-seed-sighup", {"announced": changed["announced"], "provider_addrs": found[0]["Addrs"]})
+
+
 # ------------------------------------------------------------------------------ the hook on the sim
 def hook_env(machine_netns: str, base: Path, kubo: Path) -> HookEnv:
     # The real `ip` by its path: the hook's PATH holds the fake one.
@@ -363,12 +400,13 @@ def test_hook_names_the_failed_stage(request: pytest.FixtureRequest, case: str, 
     record(f"internet-fail-{case}", {"line": result.final, "seconds": round(elapsed, 1)})
 
 
-def test_status_shows_reachability_and_provider_records(net: Internet, seed: HomeSeed,
-                                                        tmp_path: Path) -> None:
+def test_status_shows_reachability_and_provider_records(net: Internet, seed: HomeSeed, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """``tce-ipfs status`` on the home seed (the agent's view; ``seed status`` and ``status --repo``
     render the same part): behind NAT with its relays, and the provider records it announced and when
     (kubo's first announce round of every pin comes a minute after its start: the last test of the
     module, so it rarely waits)."""
+    from tce_ipfs import cli
     from tce_ipfs.agent import ops
     from tce_ipfs.agent.machine import Machine
 
@@ -382,7 +420,19 @@ def test_status_shows_reachability_and_provider_records(net: Internet, seed: Hom
     text = ops.render_status(info)
     assert "network:   behind NAT, reachable through" in text, text
     assert f"provided:  {netinfo['provide']['records']} provider record(s) at {prov['last_at']}" in text, text
-    record("internet-status", {"text": text, "network": netinfo})
+    # the publisher's view: `seed status` of the running `seed serve --net public`
+    assert seed.state is not None
+    assert cli.main(["seed", "status", "--state", str(seed.state), "--json"]) == 0
+    sinfo = json.loads(capsys.readouterr().out)
+    assert sinfo["running"] and sinfo["net"] == "public" and sinfo["root"] == seed.cid, sinfo
+    assert "relay" in sinfo["announced"]["how"], sinfo["announced"]
+    assert sinfo["network"]["reachability"]["state"] == "relayed", sinfo["network"]
+    assert sinfo["network"]["provide"]["records"] >= 1, sinfo["network"]
+    assert cli.main(["seed", "status", "--state", str(seed.state)]) == 0
+    seed_text = capsys.readouterr().out
+    assert "net:       public" in seed_text and "announced: the root at " in seed_text, seed_text
+    assert "network:   behind NAT, reachable through" in seed_text and "provided:  " in seed_text, seed_text
+    record("internet-status", {"text": text, "seed_status": seed_text, "network": netinfo})
 
 
 def wait_for_round(c: Any, timeout: float = 100.0) -> dict[str, Any]:

@@ -19,14 +19,15 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from support.media import CID, CID2, fake_core, fake_iso, fake_kernel, fake_p2p_initrd
 from tce_ipfs import bootcodes, cli, proc
 from tce_ipfs.arch import Arch
-from tce_ipfs.errors import NodeError, UsageError
-from tce_ipfs.ipfs import isolation, rpc, seed, seedline, seedstatus, seedunit, swarmkey
+from tce_ipfs.errors import IsolationError, NodeError, UsageError
+from tce_ipfs.ipfs import isolation, netmode, rpc, seed, seedline, seedstatus, seedunit, swarmkey
 from tce_ipfs.ipfs.node import Node
 from tce_ipfs.testbed import samplerepo
 from test_isolation import sockets_of, violation
@@ -123,6 +124,76 @@ def test_gateway_port_option() -> None:
     assert plain["Addresses.Gateway"] == "/ip4/127.0.0.1/tcp/0" and "Gateway.NoFetch" not in plain
 
 
+# ------------------------------------------------------------------------- --net public (no daemon)
+BOOT_PEER = f"/ip4/192.0.0.200/tcp/4001/p2p/{PEER_ID}"
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    (["--net", "public", "--private"], "private swarm (swarm key) cannot join the public network"),
+    (["--net", "public", "--swarm-key", "ab" * 32], "cannot join the public network"),
+    (["--net", "public", "--mdns"], "not with --net public"),
+    (["--net", "public", "--bootstrap", "/ip4/192.0.0.200/tcp/4001"], "must be a multiaddr ending in /p2p/"),
+    (["--net", "public", "--bootstrap", "192.0.0.200:4001"], "is not a multiaddr"),
+    (["--net", "public", "--bootstrap", "auto"], "is not a multiaddr"),
+    (["--bootstrap", BOOT_PEER], "--bootstrap is for --net public"),
+])
+def test_net_public_refusals(extra: list[str], said: str, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Every --net public rule is checked before anything is made or started (typed, with a hint where
+    there is one): a private swarm stays private, mDNS stays on a lab LAN, bootstrap peers are full
+    multiaddrs, and --bootstrap alone (a LAN seed) is a mistake, not silently ignored."""
+    state = tmp_path / "state"
+    rc = cli.main(["seed", "serve", str(tmp_path), "--listen", "10.0.0.1", "--state", str(state),
+                   "--kubo", "/nonexistent/ipfs", *extra])
+    err = capsys.readouterr().err
+    assert rc == UsageError.exit_code, err
+    assert said in err, err
+    assert not state.exists()
+    with pytest.raises(SystemExit):  # argparse's own: not a network mode
+        cli.main(["seed", "serve", str(tmp_path), "--listen", "10.0.0.1", "--net", "private"])
+
+
+def test_a_private_seed_state_cannot_go_public(tmp_path: Path) -> None:
+    """A state whose repo holds a swarm key (an earlier --private seed) is refused with --net public
+    before kubo starts; the lock is released."""
+    state, _key = fake_state(tmp_path / "priv", private=True)
+    fake_kubo = tmp_path / "ipfs"
+    fake_kubo.write_text("#!/bin/sh\nexit 1\n")
+    opts = seed.SeedOptions(listen=("127.0.0.1",), net="public", bootstrap=(BOOT_PEER,))
+    server = seed.SeedServer(seed.SeedState(state), fake_kubo, opts, CID)
+    with pytest.raises(UsageError, match="is a private swarm"):
+        server.run(lambda info: None)
+    assert seed.SeedState(state).serving_pid() is None and not (state / seed.PID).exists()
+
+
+def test_net_public_config_keys() -> None:
+    """What the seed's kubo gets: lan is today's isolated seed (nothing of the open network); public
+    puts netmode's client keys on top, lets any IPv4 peer through the gater, and takes kubo's own
+    bootstrap list ("auto") only when none is given -- which only a real machine may start."""
+    def config(**kw: Any) -> tuple[dict[str, Any], Any]:
+        node = seed.seed_node(Path("/nonexistent/repo"), None, seed.SeedOptions(listen=("10.61.1.10",), **kw),
+                              Path("/nonexistent/api.sock"))
+        return node.wanted_config, node
+    lan, lan_node = config()
+    assert lan["Bootstrap"] == [] and lan["Routing.Type"] == "none" and lan["Provide.Enabled"] is False
+    assert lan["AutoNAT.ServiceMode"] == "disabled" and lan["Swarm.RelayClient.Enabled"] is False
+    assert lan_node.allowed_networks == isolation.PRIVATE_NETS and not lan_node.open_network
+    pub, pub_node = config(net="public", bootstrap=(BOOT_PEER,))
+    want = netmode.public_config([BOOT_PEER])
+    assert {k: pub[k] for k in want} == want
+    assert pub["Bootstrap"] == [BOOT_PEER] and pub["AutoConf.Enabled"] is False
+    assert pub["Routing.Type"] == "dhtclient" and pub["Provide.Strategy"] == "roots"
+    assert pub["Swarm.RelayClient.Enabled"] and pub["Swarm.EnableHolePunching"]
+    assert pub["Discovery.MDNS.Enabled"] is False and pub["Swarm.Transports.Network.QUIC"] is False
+    assert pub_node.allowed_networks == seedline.ANY_IPV4 and not pub_node.open_network
+    assert not [f for f in pub["Swarm.AddrFilters"] if f.startswith("/ip4/")]  # the gater: any IPv4 peer
+    auto, auto_node = config(net="public")
+    assert auto["Bootstrap"] == ["auto"] and auto["AutoConf.Enabled"] is True
+    assert auto_node.open_network  # "auto" passes the start check only for this node
+    with pytest.raises(IsolationError):  # ... and never for any other
+        isolation.check_bootstrap(["auto"], seedline.ANY_IPV4)
+
+
 # ----------------------------------------------------------------------- boot media from a seed state
 def fake_state(path: Path, *, private: bool) -> tuple[Path, str | None]:
     """A seed state as `seed serve` leaves it (record, repo config, key), with no seed running."""
@@ -134,6 +205,19 @@ def fake_state(path: Path, *, private: bool) -> tuple[Path, str | None]:
     seed.SeedState(path).write_record({"root": CID, "peers": [f"/ip4/192.168.7.1/tcp/4001/p2p/{PEER_ID}"],
                                        "private": private, "source": "/srv/tce", "pid": None})
     return path, key
+
+
+def test_boot_info_of_a_public_seed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A public seed's boot line is its LAN line, as for any seed (a lab machine next to it boots in lan
+    mode); the admin is told that machines elsewhere need only tce=ipfs:<root>."""
+    state, _ = fake_state(tmp_path / "pub", private=False)
+    rec = seed.SeedState(state).record() or {}
+    rec.pop("format")
+    seed.SeedState(state).write_record({**rec, "net": "public"})
+    with caplog.at_level("INFO"):
+        info = seedstatus.boot_info(seed.SeedState(state))
+    assert info.line() == f"tce=ipfs:{CID} ipfs.peers=/ip4/192.168.7.1/tcp/4001/p2p/{PEER_ID}"
+    assert f"machines elsewhere boot with just tce=ipfs:{CID}" in caplog.text
 
 
 def test_netboot_and_remaster_take_the_boot_line_from_the_seed(
@@ -437,6 +521,13 @@ def test_install_unit_passes_systemd_analyze_verify(host_kubo: Path, tmp_path: P
     rc = cli.main(["seed", "install-unit", str(repo), "--listen", "192.168.77.10", "--swarm-key",
                    swarmkey.generate(), "--kubo", str(host_kubo), "-o", str(tmp_path / "x.service")])
     assert rc == UsageError.exit_code and "as a file" in capsys.readouterr().err
+    # A public seed's unit carries --net and --bootstrap (a LAN seed's says nothing of them).
+    assert "--net" not in exec_start and "--bootstrap" not in exec_start
+    pub = tmp_path / "pub.service"
+    assert cli.main(["seed", "install-unit", str(repo), "--listen", "192.168.77.10", "--net", "public",
+                     "--bootstrap", BOOT_PEER, "--kubo", str(host_kubo), "-o", str(pub), "--no-verify"]) == 0
+    pub_start = next(line for line in pub.read_text().splitlines() if line.startswith("ExecStart="))
+    assert f"--net public --bootstrap {BOOT_PEER}" in pub_start, pub_start
 
 
 def test_unit_text() -> None:

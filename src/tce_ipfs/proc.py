@@ -60,7 +60,7 @@ BASE_ENV = {
 # Variables a few tools legitimately need from the caller's environment (Go's caches, HOME for
 # tools that insist on one). Everything else is dropped so builds are reproducible.
 PASSTHROUGH = ("HOME", "TMPDIR", "GOPATH", "GOMODCACHE", "GOCACHE", "GOPROXY", "GOFLAGS",
-               "GOTOOLCHAIN", "SOURCE_DATE_EPOCH", "TERM")
+               "GOTOOLCHAIN", "SOURCE_DATE_EPOCH", "TERM", "GOLOG_LOG_LEVEL")
 
 
 def clean_env(extra: Mapping[str, str] | None = None, *, inherit_path: bool = True) -> dict[str, str]:

@@ -63,6 +63,12 @@ seed serve REPO_DIR|CID --listen ADDR|IFACE
     SIGTERM or Ctrl-C stops it cleanly; SIGHUP publishes the directory again. A non-private address
     (or 0.0.0.0) is refused unless --public. `tce-ipfs netboot|remaster --seed STATE` take the boot
     line from here. On Tiny Core: kubo from ipfs.tcz, state in <tcedir>/tce-ipfs-seed.
+    --net public (a publisher at home): the seed also joins the open IPFS network -- kubo's bootstrap
+    peers (or --bootstrap), the DHT as a client, AutoNAT, circuit relays and hole punching through the
+    home router's NAT -- and after each publish announces the root once it knows how peers reach it
+    (directly, or through a relay). Tiny Core machines anywhere then boot with just tce=ipfs:<CID>; the
+    printed ipfs.peers= line stays the one for this LAN. `seed status` shows whether it is reachable
+    and its provider records. Not with --private/--swarm-key or --mdns.
 seed status
     running or not, peers connected and bytes served to each and in total, roots pinned and their
     age, the repo's disk use, kubo's Prometheus metrics URL.
@@ -75,6 +81,7 @@ seed [pin] [NAME...]   (on TC)
 examples:
   tce-ipfs seed serve /srv/tce --listen 192.168.1.10
   tce-ipfs seed serve /srv/tce --listen eth1 --private --state /var/lib/tce-ipfs/lab-seed
+  tce-ipfs seed serve /srv/tce --listen eth0 --net public     (at home, behind the router)
   tce-ipfs seed status --json
   tce-ipfs seed               (on TC) pin every extension in the tce dir
   tce-ipfs seed pin nano      (on TC) just nano.tcz
@@ -204,6 +211,13 @@ def serve_options(p: argparse.ArgumentParser) -> None:
                         "block against its CID) instead of over bitswap -- less CPU on a slow machine")
     p.add_argument("--public", action="store_true",
                    help="allow a non-private listen address (and peers from anywhere)")
+    p.add_argument("--net", choices=("lan", "public"), default="lan",
+                   help="lan (default): the lab's LAN only, nothing announced; public: join the open "
+                        "IPFS network (DHT client, AutoNAT, relays, hole punching) and announce the root, "
+                        "so Tiny Core machines anywhere boot with just tce=ipfs:<CID>")
+    p.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
+                   help="with --net public: a bootstrap peer instead of kubo's defaults (repeatable; "
+                        ".../p2p/<id>)")
     p.add_argument("--private", action="store_true",
                    help="private swarm: make a swarm key (once; kept in the state) and print it")
     p.add_argument("--swarm-key", metavar="HEX|FILE", help="private swarm with this key (64 hex or a "
@@ -235,7 +249,8 @@ def seed_options(args: argparse.Namespace) -> SeedOptions:
                             api_port=args.api_port, public=args.public, mdns=args.mdns,
                             private=args.private, swarm_key=key, peers=tuple(args.peer),
                             timeout=args.timeout, name=args.name, lifetime=args.lifetime, ttl=args.ttl,
-                            keep=args.keep, gateway_port=getattr(args, "gateway_port", None))
+                            keep=args.keep, gateway_port=getattr(args, "gateway_port", None),
+                            net=args.net, bootstrap=tuple(args.bootstrap))
 
 
 def _print_ready(args: argparse.Namespace, state: Path) -> Callable[[BootInfo], None]:
@@ -249,6 +264,9 @@ def _print_ready(args: argparse.Namespace, state: Path) -> Callable[[BootInfo], 
         if info.swarm_key:
             log.info("private swarm: the boot line carries the key; other kubo peers need "
                      "the file %s", state / "repo" / "swarm.key")
+        if args.net == "public":
+            log.info("on the IPFS network: machines beyond this LAN boot with just tce=ipfs:%s (they find "
+                     "this seed through the DHT); the ipfs.peers= above are for this LAN", info.cid)
     return ready
 
 
@@ -304,6 +322,11 @@ def render_seed_status(info: dict[str, Any]) -> str:
                   f"listen:    {', '.join(info['peers_addrs'])}"]
     if info.get("private"):
         lines.append(f"private:   yes (key in {Path(info['state']) / 'repo' / 'swarm.key'})")
+    if info.get("net") == "public":
+        ann = info.get("announced") or {}
+        said = ann.get("how") or ann.get("error") or "before AutoNAT said how peers reach it"
+        lines.append("net:       public (the IPFS network; machines anywhere boot with tce=ipfs:<root>)"
+                     + (f"\nannounced: the root at {ann['at']}: {said}" if ann.get("at") else ""))
     for rec in info.get("names", []):
         lines.append(f"ipns:      {rec['name']} (key {rec['key']}) -> {rec['value']}, published "
                      f"{_duration(rec.get('age_s'))} ago, lifetime {rec.get('lifetime')}")

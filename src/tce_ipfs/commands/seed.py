@@ -73,6 +73,10 @@ def _serve_argv(args: argparse.Namespace, state: Path, kubo: Path) -> list[str]:
             raise UsageError("a unit takes the swarm key as a file (--swarm-key /path/swarm.key), never on "
                              "its command line", hint="or use --private: the seed makes and keeps one")
         argv += ["--swarm-key", str(Path(args.swarm_key).resolve())]
+    if args.net != "lan":
+        argv += ["--net", args.net]
+    for addr in args.bootstrap:
+        argv += ["--bootstrap", addr]
     for peer in args.peer:
         argv += ["--peer", peer]
     if args.name:

@@ -70,6 +70,9 @@ class Node:
     ``allowed_networks``: see ``isolation_config`` (default: from ``listen_host``).
     ``launcher``: an argv prefix for every kubo command (init, config, daemon), e.g.
     ``["ip", "netns", "exec", NS]``.
+    ``open_network``: the user put this node on the open IPFS network (``seed serve --net public``
+    on a real machine): kubo's own bootstrap list (``auto``) and ``/dns`` bootstrap names pass the
+    start check. Never set by a test or a lab: they name their bootstrap peers.
 
     ``with Node(repo, kubo) as node:`` initialises, starts, and stops it again on exit.
     """
@@ -87,10 +90,12 @@ class Node:
         allowed_networks: Sequence[str] | None = None,
         extra_config: Mapping[str, Any] | None = None,
         launcher: Sequence[str] = (),
+        open_network: bool = False,
     ) -> None:
         self.repo = Path(repo).resolve()
         self.kubo = Path(kubo) if kubo is not None else None
         self.launcher = tuple(launcher)
+        self.open_network = open_network
         self.wanted_config = isolation_config(listen_host, swarm_port=swarm_port, api_port=api_port,
                                               gateway_port=gateway_port, peers=peers,
                                               allowed_networks=allowed_networks)
@@ -250,7 +255,10 @@ class Node:
             return self
         self.init()
         # Whatever extra_config or a hand edit put there: never dial a bootstrap peer past the gater.
-        check_bootstrap(self.read_config().get("Bootstrap") or [], self.allowed_networks)
+        bootstrap = [str(b) for b in self.read_config().get("Bootstrap") or []]
+        if self.open_network:  # the user's choice: kubo's list and /dnsaddr names are theirs to dial
+            bootstrap = [b for b in bootstrap if b != "auto" and not b.startswith("/dns")]
+        check_bootstrap(bootstrap, self.allowed_networks)
         with contextlib.suppress(OSError):
             (self.repo / "api").unlink()  # a stale one from a killed daemon would fool the wait
         argv = self.kubo_argv(*DAEMON_ARGS)

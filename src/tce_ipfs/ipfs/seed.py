@@ -22,6 +22,13 @@ NAT traversal off, the connection gater), the swarm on the named addresses only,
 the private networks only. A listen address outside them is refused unless ``public`` (then the
 gater lets any IPv4 peer in: the admin asked for it). mDNS only with ``mdns`` (a private lab LAN).
 
+``net="public"`` (``seed serve --net public``: a publisher at home): the seed joins the open IPFS
+network on top of that config (``netmode.public_config``, role client: DHT client, AutoNAT, relay
+client, hole punching, provider records of the roots), its gater lets any IPv4 peer in, and after each
+publish (and SIGHUP's) it announces the root once AutoNAT has said how peers reach it
+(``opennet.announce``). Bootstrap peers: ``bootstrap``, else kubo's defaults -- only ever on a real
+machine; tests give the simulated internet's list. No private swarm and no mDNS with it.
+
 Only shared modules and ``ipfs`` ones are imported: this ships in the agent (``tests/test_layering``).
 """
 
@@ -41,7 +48,7 @@ from typing import IO, Any, ClassVar
 
 from tce_ipfs import cidtext
 from tce_ipfs.errors import NodeError, TceIpfsError, UsageError
-from tce_ipfs.ipfs import names, roots, rpc, swarmkey
+from tce_ipfs.ipfs import names, netmode, opennet, roots, rpc, swarmkey
 from tce_ipfs.ipfs.isolation import trustless_gateway_config
 from tce_ipfs.ipfs.node import Node
 from tce_ipfs.ipfs.pubcache import cache_path
@@ -64,6 +71,7 @@ DEFAULT_PORT = 4001  # the swarm port: what the boot hook's ipfs.port defaults t
 DEFAULT_API_PORT = 5001  # kubo's usual; fixed so that monitoring knows where the metrics are
 NAMES = "names.json"  # the IPNS names published through this seed (publish --name, serve --name)
 SUN_PATH_MAX = 107  # a unix socket path longer than this cannot be bound
+NETS = ("lan", "public")  # seed serve --net (a private swarm is --private/--swarm-key on a lan seed)
 
 
 class Stopped(BaseException):
@@ -92,10 +100,13 @@ class SeedOptions:
     ttl: str | None = None  # of the IPNS record (how long resolvers may cache it)
     keep: int | None = None  # roots of this source kept pinned (older ones unpinned)
     gateway_port: int | None = None  # a trustless gateway on the listen addresses (ipfs.gateway=)
+    net: str = "lan"  # "public": on the open IPFS network (netmode.public_config), see ``open_config``
+    bootstrap: tuple[str, ...] = ()  # with net public: these instead of kubo's defaults
 
     def __post_init__(self) -> None:
         if not self.listen:
             raise UsageError("a seed needs at least one listen address")
+        self._check_net()
         if self.name is not None:
             names.check_key(self.name)
         names.check_duration(self.lifetime, "--lifetime")
@@ -121,6 +132,40 @@ class SeedOptions:
         for peer in self.peers:
             if "/p2p/" not in peer:
                 raise UsageError(f"--peer {peer!r} must end in /p2p/<peer id>")
+
+    def _check_net(self) -> None:
+        if self.net not in NETS:
+            raise UsageError(f"--net {self.net!r}: one of {', '.join(NETS)}",
+                             hint="lan: the lab's LAN only (the default); public: the open IPFS network")
+        if self.net != "public":
+            if self.bootstrap:
+                raise UsageError("--bootstrap is for --net public: a LAN seed dials nobody by itself",
+                                 hint="add --net public, or drop --bootstrap")
+            return
+        # netmode's rule, as the boot hook applies it: a private swarm stays inside the swarm.
+        netmode.resolve_mode("public", peers=bool(self.peers),
+                             swarm_key=self.private or self.swarm_key is not None)
+        if self.mdns:
+            raise UsageError("--mdns announces the seed on every link of this machine: for a private lab "
+                             "LAN only, not with --net public")
+        for addr in self.bootstrap:
+            if not addr.startswith(("/ip4/", "/ip6/", "/dns4/", "/dns6/", "/dnsaddr/", "/dns/")):
+                raise UsageError(f"--bootstrap {addr!r} is not a multiaddr",
+                                 hint="e.g. /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...")
+        netmode.public_config(self.bootstrap)  # each one ends in /p2p/<peer id>
+
+    @property
+    def open_network(self) -> bool:
+        """On the open network: the gater lets any IPv4 peer in (``--public`` or ``--net public``)."""
+        return self.public or self.net == "public"
+
+    def open_config(self) -> dict[str, Any]:
+        """The kubo keys ``--net public`` puts on top of the isolation config (``netmode``, role
+        client: DHT client, AutoNAT, relay client, hole punching, provide strategy roots); kubo's
+        defaults (``auto``) without ``--bootstrap``: only ever on a real machine. Empty for lan."""
+        if self.net != "public":
+            return {}
+        return netmode.public_config(self.bootstrap or None)
 
 
 @dataclass
@@ -325,6 +370,11 @@ class SeedServer:
         """The key to run with: the given one, else the state's, else a new one when ``private``."""
         opts = self.options
         have = self.state.swarm_key() if self.state.repo.is_dir() else None
+        if have and opts.net == "public" and not opts.swarm_key:
+            raise UsageError(f"the seed in {self.state.path} is a private swarm (its repo holds a swarm "
+                             "key): it cannot join the public network",
+                             hint=f"remove {self.state.repo / swarmkey.FILENAME} to make it a public seed "
+                                  "(machines booted with the key then lose it), or use another --state")
         if opts.swarm_key:
             if have and have != opts.swarm_key:
                 log.warning("replacing the seed's swarm key: machines booted with the old one cannot "
@@ -375,6 +425,7 @@ class SeedServer:
             if opts.keep:
                 roots.keep(client, source, opts.keep, current=cid)
             peers = own_peers(node.swarm_addrs, opts.listen)
+            announced = self._announce(client, cid) if opts.net == "public" else None
         gateway = gateway_url(opts)
         info = BootInfo(cid=cid, peers=peers, swarm_key=key, ipns=ipns, gateway=gateway)
         record = self.state.record() or {}
@@ -384,11 +435,30 @@ class SeedServer:
             "peer_id": node.peer_id, "peers": list(peers), "listen": list(self.options.listen),
             "port": self.options.port, "public": self.options.public, "mdns": self.options.mdns,
             "private": key is not None, "gateway": gateway, "api": node.api, "api_tcp": _tcp_api(node),
-            "ipns": ipns,
+            "ipns": ipns, "net": opts.net, "announced": announced,
             "pid": os.getpid(), "kubo_pid": node.pid(), "started_at": record.get("started_at")
             if record.get("pid") == os.getpid() else _now(), "stopped_at": None,
         })
         return info
+
+    def _announce(self, client: Any, cid: str) -> dict[str, Any]:
+        """``--net public``: put the root's provider record on the DHT once AutoNAT has said how peers
+        reach this seed (``opennet.announce``: at most ``ANNOUNCE_MAX`` s), and say how."""
+        log.info("announcing %s on the IPFS network (waiting up to %g s for AutoNAT to say how peers "
+                 "reach this seed)", cid, opennet.ANNOUNCE_MAX)
+        try:
+            res = opennet.announce(client, cid, timeout=self.options.timeout)
+        except NodeError as exc:  # no DHT peer yet, say: the reprovide round announces it later
+            log.warning("announcing %s failed (kubo announces its pins again within %s): %s", cid,
+                        netmode.REPROVIDE_INTERVAL, exc.message)
+            return {"how": None, "error": exc.message, "at": _now()}
+        if res["how"]:
+            log.info("announced %s after %s s: %s", cid, res["waited_s"], res["how"])
+        else:
+            log.warning("announced %s, but AutoNAT had not said within %s s how peers reach this seed: "
+                        "the record may name an address nobody can dial (check `tce-ipfs seed status`)",
+                        cid, res["waited_s"])
+        return {**res, "at": _now()}
 
 
 def gateway_url(opts: SeedOptions) -> str | None:
@@ -407,7 +477,8 @@ def seed_node(repo: Path, kubo: Path | None, opts: SeedOptions, api_socket: Path
     api.append(f"/ip4/127.0.0.1/tcp/{opts.api_port}")
     return Node(repo, kubo, listen_host=opts.listen[0], swarm_port=opts.port,
                 api_port=opts.api_port, peers=opts.peers,
-                allowed_networks=allowed_networks(opts.listen, public=opts.public),
+                allowed_networks=allowed_networks(opts.listen, public=opts.open_network),
+                open_network=opts.net == "public" and not opts.bootstrap,
                 extra_config={"Addresses.Swarm": [f"/ip4/{a}/tcp/{opts.port}" for a in opts.listen],
                               "Addresses.API": api,
                               # LAN discovery only when asked: for a private lab LAN.
@@ -415,7 +486,10 @@ def seed_node(repo: Path, kubo: Path | None, opts: SeedOptions, api_socket: Path
                               # Serving a name: answer the LAN's DHT queries for its record (a DHT of
                               # the peers that connect: no bootstrap, the gater as always).
                               "Routing.Type": "dhtserver" if opts.name else "none",
-                              **_gateway_config(opts)})
+                              **_gateway_config(opts),
+                              # The open network (--net public): routing as a DHT client, NAT
+                              # traversal, provider records of the roots.
+                              **opts.open_config()})
 
 
 def _gateway_config(opts: SeedOptions) -> dict[str, Any]:

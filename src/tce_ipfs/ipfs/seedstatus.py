@@ -34,6 +34,12 @@ def boot_info(state: SeedState) -> BootInfo:
     running = state.serving_pid() is not None
     if not running:
         log.warning("the seed in %s is not running now: machines boot from it once it is", state.path)
+    if record.get("net") == "public":
+        # Its LAN addresses, as for any seed: a lab machine next to it boots in lan mode (no routing
+        # wait); a machine anywhere else needs no ipfs.peers= at all (it finds the seed on the DHT).
+        log.info("the seed in %s is on the IPFS network: this boot line's ipfs.peers= are its LAN "
+                 "addresses; machines elsewhere boot with just tce=ipfs:%s (e.g. remaster --cid)",
+                 state.path, record["root"])
     return BootInfo(cid=str(record["root"]), peers=check_peers(list(record.get("peers") or [])),
                     swarm_key=state.swarm_key() if record.get("private") else None, running=running,
                     ipns=record.get("ipns"), gateway=record.get("gateway"))
@@ -94,6 +100,7 @@ def status(state: SeedState, *, ledgers: bool = True) -> dict[str, Any]:
         "state": str(state.path), "running": pid is not None, "pid": pid, "peer_id": state.peer_id(),
         "source": record.get("source"), "root": record.get("root"), "listen": record.get("listen", []),
         "peers_addrs": record.get("peers", []), "private": bool(record.get("private")),
+        "net": record.get("net") or "lan", "announced": record.get("announced"),
         "started_at": record.get("started_at"), "stopped_at": record.get("stopped_at"),
         "metrics": metrics_url(record.get("api_tcp")) if pid is not None else None,
         "boot_line": (BootInfo(str(record["root"]), tuple(record.get("peers") or ()),

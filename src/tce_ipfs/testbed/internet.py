@@ -62,6 +62,7 @@ import ipaddress
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -641,13 +642,15 @@ class Internet(Managed):
 # ---------------------------------------------------------------------- a seed in a home
 @dataclass
 class HomeSeed:
-    """A publisher at home: an open-network kubo behind the home's NAT holding one published repo."""
+    """A publisher at home: ``seed serve --net public`` behind the home's NAT serving one published repo
+    (``node``: its kubo, reached through the seed's API socket; ``node.stop()`` stops the seed)."""
 
     machine: Machine
     node: SimNode
     cid: str
-    reachable_s: float  # from the daemon's start until it was reachable through a relay
-    announced_s: float  # from the daemon's start until the root's provider record was out
+    reachable_s: float  # from `seed serve`'s start until its kubo was reachable through a relay
+    announced_s: float  # from `seed serve`'s start until the root's provider record was out
+    state: Path | None = None  # the seed's state directory (seed.json, repo, api.sock)
 
 
 def wait_reachable(node: SimNode, timeout: float = 120.0) -> dict[str, Any]:
@@ -667,21 +670,87 @@ def wait_reachable(node: SimNode, timeout: float = 120.0) -> dict[str, Any]:
 
 def start_home_seed(net: Internet, home: str, kubo: Path, repo_dir: Path, *, timeout: float = 180.0,
                     env: Mapping[str, str] | None = None) -> HomeSeed:
-    """A machine in ``home`` runs an open-network kubo (``netmode.public_config`` with the simulated
-    bootstrap list), publishes ``repo_dir`` and, once it is reachable (a relay reservation), announces
-    the root -- what ``tce-ipfs seed serve --net public`` does on a real machine."""
-    from tce_ipfs.ipfs import netmode, opennet
-    from tce_ipfs.ipfs.publish import publish
+    """A publisher at home: a machine in ``home`` runs the real ``tce-ipfs seed serve REPO --net public
+    --bootstrap <the simulated list>`` (a process in the machine's namespace, stopped with the
+    Internet), which publishes ``repo_dir`` and announces its root once AutoNAT has said how peers
+    reach it. Returns when the seed printed its boot line. Its API is the state's ``api.sock`` (a unix
+    socket: reachable from the host's namespace)."""
+    from tce_ipfs.ipfs import opennet
+    from tce_ipfs.ipfs.node import Node
+    from tce_ipfs.ipfs.seed import SUN_PATH_MAX, SeedState
 
-    machine = net.add_machine(home, f"{home}-seed")
-    node = net.start_node(machine, f"{home}-seed", kubo, net.work_dir / f"{home}-seed",
-                          config=netmode.public_config(net.bootstrap()), env=env)
+    name = f"{home}-seed"
+    machine = net.add_machine(home, name)
+    state = SeedState(net.work_dir / name)
+    sock = state.api_socket
+    # The API client puts the socket path in a URL's host part (lower-cased); a bind needs <= 107.
+    if len(str(sock)) > SUN_PATH_MAX or str(sock) != str(sock).lower():
+        raise NodeError(f"the home seed's API socket {sock} is too long or not lower case",
+                        hint="give the Internet a short, lower-case work_dir")
+    boot = net.bootstrap()
+    if not boot:  # without --bootstrap the seed would take kubo's defaults: the real network
+        raise NodeError("start the simulated internet's servers first (Internet.start_servers)")
+    net.check_bootstrap({"Bootstrap": boot})
+    argv = [sys.executable, "-m", "tce_ipfs", "seed", "serve", str(repo_dir), "--json",
+            "--listen", machine.ip, "--port", str(SWARM_PORT), "--api-port", "0", "--net", "public",
+            "--state", str(state.path), "--kubo", str(kubo), "--timeout", f"{timeout:g}",
+            *(a for b in boot for a in ("--bootstrap", b))]
+    process = machine.spawn(name, argv, env=env)
     started = time.monotonic()
-    with node.client(timeout=300) as c:
-        cid = publish(repo_dir, c, progress=False).root_cid
-    wait_reachable(node, timeout)
-    reachable_s = time.monotonic() - started
-    with node.client(timeout=timeout) as c:
-        opennet.announce(c, cid, wait=timeout, timeout=timeout)
-    return HomeSeed(machine=machine, node=node, cid=cid, reachable_s=reachable_s,
-                    announced_s=time.monotonic() - started)
+    api = f"/unix{sock}"
+    reachable_s: float | None = None
+    ready: dict[str, Any] | None = None
+    deadline = started + timeout + opennet.ANNOUNCE_MAX
+    while ready is None:
+        if not process.alive():
+            raise NodeError(f"seed serve in home {home} exited: {_tail(process.log_path)}")
+        if time.monotonic() > deadline:
+            raise NodeError(f"seed serve in home {home} did not announce within "
+                            f"{deadline - started:g} s: {_tail(process.log_path)}")
+        ready = _ready_line(process.log_path)
+        if reachable_s is None and sock.exists():
+            reachable_s = _reachable_since(api, started)
+        time.sleep(0.5)
+    announced_s = time.monotonic() - started
+    node = Node(state.repo, kubo)
+    sim = SimNode(name=name, ip=machine.ip, port=SWARM_PORT, peer_id=node.peer_id, api=api, node=node,
+                  process=process)
+    log.info("home seed %s: %s (reachable after %s s)", name, (state.record() or {}).get("announced"),
+             reachable_s)
+    return HomeSeed(machine=machine, node=sim, cid=str(ready["cid"]),
+                    reachable_s=announced_s if reachable_s is None else reachable_s,
+                    announced_s=announced_s, state=state.path)
+
+
+def _ready_line(log_path: Path) -> dict[str, Any] | None:
+    """The JSON boot info ``seed serve --json`` prints once it serves (its log holds stderr too)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith('{"'):
+            found: dict[str, Any] = json.loads(line)
+            return found
+    return None
+
+
+def _reachable_since(api: str, started: float) -> float | None:
+    """Seconds since ``started`` if the node at ``api`` is reachable from outside now, else None."""
+    from tce_ipfs.errors import TceIpfsError
+    from tce_ipfs.ipfs import opennet, rpc
+
+    try:
+        with rpc.client(api, timeout=5) as c:
+            if opennet.reachability(c)["state"] in ("public", "relayed"):
+                return time.monotonic() - started
+    except (TceIpfsError, OSError):
+        pass
+    return None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
