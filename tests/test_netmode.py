@@ -200,3 +200,18 @@ def test_announce_waits_until_peers_can_be_told_how_to_reach_us(
     assert provided == ["bafyroot"]  # always announced, at the latest at the bound
     assert done["how"] is None if how is None else done["how"].startswith(how), done
     assert done["waited_s"] == (3 if how is None else len(states) - 1)
+
+
+def test_announce_root_that_fails_is_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The root is published and pinned already: a failed announcement (no DHT peer yet) must not fail
+    the publish; the log says kubo announces it again."""
+    from tce_ipfs.errors import NodeError
+
+    def fail(c: object, cid: str, *, timeout: float) -> dict[str, Any]:
+        raise NodeError("failed to find any peer in table")
+
+    monkeypatch.setattr(opennet, "announce", fail)
+    assert opennet.announce_root(object(), "bafyroot") == {"how": None,
+                                                          "error": "failed to find any peer in table"}
+    assert "announces its pins again" in caplog.text

@@ -142,29 +142,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
         unpinned = roots.keep(client, str(source), args.keep, current=result.root_cid) if args.keep else []
         extra["unpinned"] = unpinned
         if opennet.routes(client):
-            extra["announced"] = _announce(client, result.root_cid, args.timeout)
+            extra["announced"] = opennet.announce_root(client, result.root_cid, timeout=args.timeout)
     if state is not None:
         _note_in_seed_record(state, str(source), result.root_cid)
     _summary(result, unpinned)
     emit(args, {**result.as_json(), **extra}, _text(result, extra))
     return 0
-
-
-def _announce(client: Any, root: str, timeout: float) -> dict[str, Any]:
-    """A node on the open network (a seed at home with bootstrap peers): announce the root once AutoNAT
-    has said how peers reach the node (``opennet.announce``: a record made before names only the home
-    router's outside address)."""
-    from tce_ipfs.ipfs import opennet
-
-    log.info("announcing %s on the open network (waiting up to %g s for AutoNAT)", root, opennet.ANNOUNCE_MAX)
-    done = opennet.announce(client, root, timeout=timeout)
-    if done["how"]:
-        log.info("announced %s after %.1f s: %s", root, done["waited_s"], done["how"])
-    else:
-        log.warning("announced %s, but after %.0f s AutoNAT has not said how peers reach this node: the "
-                    "record may name an address nobody can dial (kubo announces it again in its next "
-                    "round; `tce-ipfs status` says when)", root, done["waited_s"])
-    return done
 
 
 def _note_in_seed_record(state: Any, source: str, root: str) -> None:

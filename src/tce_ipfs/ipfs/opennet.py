@@ -5,12 +5,15 @@ simulated internet): reachability, AutoNAT, providing and finding providers.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from typing import Any
 
 from tce_ipfs.errors import NodeError
 from tce_ipfs.ipfs.isolation import PRIVATE_NETS
 from tce_ipfs.ipfs.rpc import ClientError, call, config_value, identity
+
+log = logging.getLogger(__name__)
 
 # kubo's routing query event type (routing.QueryEventType) of a provider found.
 EVENT_PROVIDER = 4
@@ -160,6 +163,28 @@ def announce(c: Any, cid: str, *, wait: float = ANNOUNCE_MAX, timeout: float = 1
         how = announce_how(c)
     provide(c, cid, timeout=timeout)
     return {"how": how, "waited_s": round(time.monotonic() - started, 1)}
+
+
+def announce_root(c: Any, cid: str, *, timeout: float = 120.0) -> dict[str, Any]:
+    """``announce`` for a publisher (``tce-ipfs publish``, ``seed serve --net public``): says on the
+    log how peers reach the node, or why the record may be poor. A failed announcement (no DHT peer
+    yet, say) is a warning, not an error: the root is published and pinned, and kubo announces its
+    pins again in its next round. ``{"how", "waited_s"}`` or ``{"how": None, "error"}``."""
+    log.info("announcing %s on the IPFS network (waiting up to %g s for AutoNAT to say how peers reach "
+             "this node)", cid, ANNOUNCE_MAX)
+    try:
+        done = announce(c, cid, timeout=timeout)
+    except NodeError as exc:
+        log.warning("announcing %s failed (kubo announces its pins again in its next round): %s", cid,
+                    exc.message)
+        return {"how": None, "error": exc.message}
+    if done["how"]:
+        log.info("announced %s after %.1f s: %s", cid, done["waited_s"], done["how"])
+    else:
+        log.warning("announced %s, but AutoNAT had not said within %.0f s how peers reach this node: the "
+                    "record may name an address nobody can dial (`tce-ipfs status` says when kubo "
+                    "announces it again)", cid, done["waited_s"])
+    return done
 
 
 def provide(c: Any, cid: str, *, timeout: float = 120.0) -> None:

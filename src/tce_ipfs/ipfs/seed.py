@@ -425,7 +425,8 @@ class SeedServer:
             if opts.keep:
                 roots.keep(client, source, opts.keep, current=cid)
             peers = own_peers(node.swarm_addrs, opts.listen)
-            announced = self._announce(client, cid) if opts.net == "public" else None
+            announced = {**opennet.announce_root(client, cid, timeout=opts.timeout), "at": _now()} \
+                if opts.net == "public" else None
         gateway = gateway_url(opts)
         info = BootInfo(cid=cid, peers=peers, swarm_key=key, ipns=ipns, gateway=gateway)
         record = self.state.record() or {}
@@ -440,25 +441,6 @@ class SeedServer:
             if record.get("pid") == os.getpid() else _now(), "stopped_at": None,
         })
         return info
-
-    def _announce(self, client: Any, cid: str) -> dict[str, Any]:
-        """``--net public``: put the root's provider record on the DHT once AutoNAT has said how peers
-        reach this seed (``opennet.announce``: at most ``ANNOUNCE_MAX`` s), and say how."""
-        log.info("announcing %s on the IPFS network (waiting up to %g s for AutoNAT to say how peers "
-                 "reach this seed)", cid, opennet.ANNOUNCE_MAX)
-        try:
-            res = opennet.announce(client, cid, timeout=self.options.timeout)
-        except NodeError as exc:  # no DHT peer yet, say: the reprovide round announces it later
-            log.warning("announcing %s failed (kubo announces its pins again within %s): %s", cid,
-                        netmode.REPROVIDE_INTERVAL, exc.message)
-            return {"how": None, "error": exc.message, "at": _now()}
-        if res["how"]:
-            log.info("announced %s after %s s: %s", cid, res["waited_s"], res["how"])
-        else:
-            log.warning("announced %s, but AutoNAT had not said within %s s how peers reach this seed: "
-                        "the record may name an address nobody can dial (check `tce-ipfs seed status`)",
-                        cid, res["waited_s"])
-        return {**res, "at": _now()}
 
 
 def gateway_url(opts: SeedOptions) -> str | None:
