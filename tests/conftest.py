@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     * the fault suite is marker ``faults``; its heavy cases (``faults`` and ``qemu``) only with
       ``pytest -m faults`` (docs/RELIABILITY.md); the cheap host cases run by default;
     * ``holepunch``: the QEMU boot across the simulated internet that depends on hole punching
-      (``pytest -m holepunch``): reliable now, but ~2-2.5 min of guest time more than CI's budget
+      (``pytest -m holepunch``): reliable now (16 of 16 runs), but 1-1.5 min more than CI's budget
       has room for (the namespace boot across two homes runs by default);
     * ``smallram``: the 256 MiB guests of issue 12, too slow for the default run (``pytest -m smallram``);
     * ``egress``: three mDNS-only guests booting at once, measuring the seed's egress ratio (~1.5 min of
@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="three guests at once, an egress measurement: "
                                                     "run with -m egress"))
         if "holepunch" not in expr and item.get_closest_marker("holepunch"):
-            item.add_marker(pytest.mark.skip(reason="a QEMU boot through the simulated NATs (2-2.5 min): "
+            item.add_marker(pytest.mark.skip(reason="a QEMU boot through the simulated NATs (1-1.5 min): "
                                                     "run with -m holepunch"))
 
 
