@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from tce_ipfs.errors import NodeError
-from tce_ipfs.ipfs.isolation import PRIVATE_NETS
 from tce_ipfs.ipfs.rpc import ClientError, call, config_value, identity
+from tce_ipfs.ipfs.seedline import is_private
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 EVENT_PROVIDER = 4
 # s: how long an announcement waits for AutoNAT's answer (the boot hook's ANNOUNCE_MAX)
 ANNOUNCE_MAX = 60.0
-# Addresses nobody outside the home dials: the private networks and carrier-grade NAT (100.64/10).
-_LOCAL_NETS = [ipaddress.ip_network(n) for n in (*PRIVATE_NETS, "100.64.0.0/10")]
+# Behind the home router too, beside the private networks (``seedline.is_private``): carrier-grade NAT.
+CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 
 
 def routes(c: Any) -> bool:
@@ -142,8 +142,7 @@ def _public_ip4(addr: str) -> bool:
     parts = addr.split("/")
     if len(parts) < 3 or parts[1] != "ip4":
         return False
-    ip = ipaddress.ip_address(parts[2])
-    return not any(ip in net for net in _LOCAL_NETS)
+    return not (is_private(parts[2]) or ipaddress.IPv4Address(parts[2]) in CGNAT)
 
 
 def announce(c: Any, cid: str, *, wait: float = ANNOUNCE_MAX, timeout: float = 120.0) -> dict[str, Any]:
